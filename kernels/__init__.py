@@ -1,0 +1,5 @@
+"""livesr.kernels (see the package README section).  Importing it starts nothing."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

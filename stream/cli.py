@@ -1,0 +1,97 @@
+"""The ``livesr`` command line: one entry point, one subcommand per module.
+
+Each subcommand lives in its own module listed in :data:`COMMANDS`; the module
+provides ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``.
+Modules are imported only when the parser is built (never at ``import livesr``).
+
+This module is the composition root: it is the one place allowed to wire
+``livesr.adapters`` and ``livesr.sim`` into the pipeline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from livesr.stream._logging import LEVELS, configure_logging
+from livesr.stream._version import livesr_version
+
+logger = logging.getLogger(__name__)
+
+#: Subcommand modules, in the order ``livesr --help`` lists them.
+COMMANDS: tuple[str, ...] = ("livesr.sim._cli",)
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors raise instead of exiting the interpreter."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise _UsageError(f"{self.prog}: error: {message}")
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _load(name: str) -> ModuleType:
+    return importlib.import_module(name)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the full parser (imports the subcommand modules, not their backends)."""
+    parser = _Parser(
+        prog="livesr",
+        description="Real-time super-resolution (eSRRF) for light microscopes.",
+    )
+    parser.add_argument("--version", action="version", version=livesr_version())
+    parser.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=LEVELS,
+        default=None,
+        help="logging level (default: $LIVESR_LOG_LEVEL or warning)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMANDS:
+        module = _load(name)
+        p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        p.add_argument(
+            "--log-level",
+            type=str.lower,
+            choices=LEVELS,
+            default=argparse.SUPPRESS,
+            help="logging level (default: $LIVESR_LOG_LEVEL or warning)",
+        )
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the process exit status (0 success, 2 usage error)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    except _UsageError as exc:
+        parser.print_usage(sys.stderr)
+        sys.stderr.write(f"{exc}\n")
+        return 2
+    except SystemExit as exc:  # --help / --version
+        return int(exc.code or 0)
+    configure_logging(getattr(args, "log_level", None))
+    if not getattr(args, "_run", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args._run(args))
+    except KeyboardInterrupt:
+        logger.warning("interrupted")
+        return 130
+    except (ValueError, OSError) as exc:
+        logger.error("%s", exc)
+        sys.stderr.write(f"livesr: error: {exc}\n")
+        return 1
