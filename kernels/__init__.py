@@ -1,5 +1,41 @@
-"""livesr.kernels (see the package README section).  Importing it starts nothing."""
+"""livesr.kernels: the numerical heart of livesr (eSRRF and drift correction).
+
+Public API (names resolve lazily, so ``import livesr.kernels`` stays cheap):
+
+- :func:`esrrf` -- batch eSRRF, numerically equal to NanoPyx 2.1.5.
+- :func:`esrrf_frame` -- the per-frame radial-gradient-convergence map of eSRRF.
+- :class:`SlidingEsrrf` -- incremental sliding-window eSRRF for streams.
+- :func:`estimate_drift` -- batch drift estimation compatible with NanoPyx.
+- :class:`RollingDrift` -- causal drift estimation for streams.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "esrrf": "livesr.kernels.esrrf",
+    "esrrf_frame": "livesr.kernels.esrrf",
+    "EsrrfParams": "livesr.kernels.esrrf",
+    "macro_pixel_correction": "livesr.kernels.esrrf",
+    "SlidingEsrrf": "livesr.kernels.sliding",
+    "estimate_drift": "livesr.kernels.drift",
+    "RollingDrift": "livesr.kernels.drift",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'livesr.kernels' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
