@@ -1,0 +1,111 @@
+"""Exact pixel-integrated Gaussian PSF rendering, scatter-added with ``np.bincount``.
+
+Each emitter is evaluated separably and exactly at its own sub-pixel position
+(no phase table): the fraction of its photons falling in pixel ``r`` along an
+axis is ``Phi((r + 0.5 - p) / sigma) - Phi((r - 0.5 - p) / sigma)`` (pixel ``r``
+covers ``[r - 0.5, r + 0.5)``, centres at integers), evaluated with
+``scipy.special.erf`` on a ``(2R + 1)``-pixel patch, ``R = ceil(4 sigma)``. The
+outer products of the two axes are scatter-added into a zero-padded image in
+one ``np.bincount`` call. A sub-pixel shift of the sample is therefore exactly
+that shift in the expected image; the truncation at 4 sigma loses < 1e-4 of the
+photons.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+__all__ = ["axis_weights", "render_expected"]
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    from scipy.special import erf  # lazy: keeps `import livesr.sim` light
+
+    out: np.ndarray = erf(x)
+    return out
+
+
+def axis_weights(p: np.ndarray, start: np.ndarray, k: int, sigma: float) -> np.ndarray:
+    """Pixel-integrated 1D Gaussian weights.
+
+    Parameters
+    ----------
+    p : numpy.ndarray
+        (n,) emitter coordinates along the axis, px (centres at integers).
+    start : numpy.ndarray
+        (n,) int first pixel of each patch.
+    k : int
+        Patch length, px.
+    sigma : float
+        Gaussian standard deviation, px.
+
+    Returns
+    -------
+    numpy.ndarray
+        (n, k) float64 fraction of the emitter's photons in each patch pixel.
+    """
+    edges = (start - p)[:, None] + (np.arange(k + 1) - 0.5)[None, :]
+    c = _erf(edges * (1.0 / (math.sqrt(2.0) * sigma)))
+    return 0.5 * np.diff(c, axis=1)
+
+
+def render_expected(
+    positions_px: np.ndarray,
+    photons: float | np.ndarray,
+    shape: tuple[int, int],
+    sigma_px: float,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Expected photon image of point emitters (no background, no noise).
+
+    Parameters
+    ----------
+    positions_px : numpy.ndarray
+        (n, 2) emitter positions (y, x) in image pixels, centres at integers.
+    photons : float or numpy.ndarray
+        Photons per emitter (scalar or (n,)).
+    shape : (int, int)
+        Image shape (h, w).
+    sigma_px : float
+        PSF standard deviation, px.
+    out : numpy.ndarray, optional
+        Unused placeholder for API symmetry; a new array is returned.
+
+    Returns
+    -------
+    numpy.ndarray
+        (h, w) float64 expected photons per pixel.
+    """
+    h, w = shape
+    r = max(1, int(math.ceil(4.0 * sigma_px)))
+    k = 2 * r + 1
+    pad = 2 * r  # patches start up to 2r before the image
+    hp, wp = h + 2 * pad, w + 2 * pad
+    pos = np.asarray(positions_px, dtype=np.float64)
+    if pos.shape[0] == 0:
+        return np.zeros(shape)
+    cy = np.rint(pos[:, 0])
+    cx = np.rint(pos[:, 1])
+    inside = (cy >= -r) & (cy <= h - 1 + r) & (cx >= -r) & (cx <= w - 1 + r)
+    pos = pos[inside]
+    if pos.shape[0] == 0:
+        return np.zeros(shape)
+    y0 = cy[inside].astype(np.int64) - r
+    x0 = cx[inside].astype(np.int64) - r
+    wy = axis_weights(pos[:, 0], y0, k, sigma_px)
+    wx = axis_weights(pos[:, 1], x0, k, sigma_px)
+    ph: Any = photons
+    if np.ndim(ph):
+        wy *= np.asarray(ph, dtype=np.float64)[inside][:, None]
+    else:
+        wy *= float(ph)
+    patch = wy[:, :, None] * wx[:, None, :]
+    # padded index of the patch's top-left pixel
+    base = (y0 + pad) * wp + (x0 + pad)
+    local = (np.arange(k)[:, None] * wp + np.arange(k)[None, :]).ravel()
+    flat = (base[:, None] + local[None, :]).ravel()
+    img = np.bincount(flat, weights=patch.ravel(), minlength=hp * wp).reshape(hp, wp)
+    return img[pad : pad + h, pad : pad + w]
