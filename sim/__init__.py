@@ -19,7 +19,22 @@ from livesr.sim._blinking import steady_state_on_fraction
 from livesr.sim._config import CameraConfig, DriftConfig, OpticsConfig, SampleConfig, SimConfig
 from livesr.sim._microscope import FrameTruth, Microscope, simulate_stack
 
-# from livesr.sim._core import make_core  (added by the Micro-Manager devices helper)
+# Micro-Manager (UniMMCore) devices: imported on first use, they need pymmcore_plus
+_LAZY = {
+    "make_core": "_core",
+    "shutdown_core": "_core",
+    "SimCore": "_core",
+    "StageLimits": "_devices",
+    "truth_from_metadata": "_devices",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        from importlib import import_module
+
+        return getattr(import_module(f"livesr.sim.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'livesr.sim' has no attribute {name!r}")
 
 __all__ = [
     "CameraConfig",
