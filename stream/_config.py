@@ -1,0 +1,311 @@
+"""The pipeline's configuration: typed, frozen dataclasses loaded from one TOML file.
+
+One file holds every parameter of a run (the BiaPy lesson: one shareable file per
+workflow); command-line flags override fields; the effective configuration is written
+next to the output (:func:`to_toml`) so a run can be repeated exactly::
+
+    [esrrf]
+    window = 50            # frames per reconstruction
+    stride = 10            # a new image every `stride` frames
+    magnification = 5
+    radius = 1.5           # input px
+    sensitivity = 1.0
+    temporal = "avg"       # avg | var | tac2
+
+    [drift]
+    enabled = true
+    block = 10             # frames per drift estimate
+
+    [stream]
+    frames = 500           # stop after N frames (0 = until the source ends)
+    output = "livesr-out"
+    latency_budget_ms = 500.0
+
+    [sim]                  # the simulated microscope (livesr.sim TOML layout)
+    seed = 1
+    [sim.camera]
+    shape = [128, 128]
+
+Unknown sections or keys are errors naming the key and listing the valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DriftCorrectionConfig",
+    "EsrrfConfig",
+    "LivesrConfig",
+    "StreamConfig",
+    "config_from_mapping",
+    "load_config",
+    "to_toml",
+]
+
+TEMPORAL_MODES = ("avg", "var", "tac2")
+GEOMETRIES = ("nanopyx", "corrected")
+RAW_FORMATS = ("ome-zarr", "ome-tiff")
+_CFG = dict(frozen=True, slots=True, kw_only=True)
+
+
+def _fail(section: str, name: str, value: Any, valid: str) -> None:
+    raise ValueError(f"[{section}] {name}={value!r} is out of range; expected {valid}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+@dataclass(**_CFG)
+class EsrrfConfig:
+    """Sliding-window eSRRF parameters (see :func:`livesr.kernels.esrrf`).
+
+    Attributes
+    ----------
+    window : int
+        Frames per reconstruction, >= 2.
+    stride : int
+        A new image every ``stride`` frames, >= 1.
+    magnification : int
+        Output pixels per input pixel per axis, 1..16.
+    radius : float
+        Radial-gradient-convergence radius in input pixels, 0.5..10.
+    sensitivity : float
+        Exponent applied to the convergence map when > 1, 0..16.
+    temporal : str
+        ``"avg"``, ``"var"`` or ``"tac2"``.
+    intensity_weighting, macro_pixel_correction : bool
+        As NanoPyx.
+    geometry : str
+        ``"nanopyx"`` (bit-compatible) or ``"corrected"`` (no +0.45 px offset).
+    """
+
+    window: int = 50
+    stride: int = 10
+    magnification: int = 5
+    radius: float = 1.5
+    sensitivity: float = 1.0
+    temporal: str = "avg"
+    intensity_weighting: bool = True
+    macro_pixel_correction: bool = True
+    geometry: str = "nanopyx"
+
+    def __post_init__(self) -> None:
+        if not (_is_int(self.window) and self.window >= 2):
+            _fail("esrrf", "window", self.window, "an integer >= 2")
+        if not (_is_int(self.stride) and self.stride >= 1):
+            _fail("esrrf", "stride", self.stride, "an integer >= 1")
+        if not (_is_int(self.magnification) and 1 <= self.magnification <= 16):
+            _fail("esrrf", "magnification", self.magnification, "an integer in 1..16")
+        if not (_is_num(self.radius) and 0.5 <= self.radius <= 10):
+            _fail("esrrf", "radius", self.radius, "a number in 0.5..10 (input px)")
+        if not (_is_num(self.sensitivity) and 0 <= self.sensitivity <= 16):
+            _fail("esrrf", "sensitivity", self.sensitivity, "a number in 0..16")
+        if self.temporal not in TEMPORAL_MODES:
+            _fail("esrrf", "temporal", self.temporal, f"one of {', '.join(TEMPORAL_MODES)}")
+        if self.geometry not in GEOMETRIES:
+            _fail("esrrf", "geometry", self.geometry, f"one of {', '.join(GEOMETRIES)}")
+        for name in ("intensity_weighting", "macro_pixel_correction"):
+            if not isinstance(getattr(self, name), bool):
+                _fail("esrrf", name, getattr(self, name), "true or false")
+
+
+@dataclass(**_CFG)
+class DriftCorrectionConfig:
+    """Rolling drift estimation (see :class:`livesr.kernels.RollingDrift`).
+
+    Attributes
+    ----------
+    enabled : bool
+        Estimate drift and undo it inside the magnification.
+    block : int
+        Frames averaged per estimate, >= 1.
+    max_drift_px : float
+        Largest displacement searched between a block and its reference, px, > 0.
+    """
+
+    enabled: bool = True
+    block: int = 10
+    max_drift_px: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            _fail("drift", "enabled", self.enabled, "true or false")
+        if not (_is_int(self.block) and self.block >= 1):
+            _fail("drift", "block", self.block, "an integer >= 1")
+        if not (_is_num(self.max_drift_px) and self.max_drift_px > 0):
+            _fail("drift", "max_drift_px", self.max_drift_px, "a number > 0 (px)")
+
+
+@dataclass(**_CFG)
+class StreamConfig:
+    """Run-level settings.
+
+    Attributes
+    ----------
+    frames : int
+        Stop after this many frames; 0 = until the source ends.
+    output : str
+        Output folder.
+    latency_budget_ms : float
+        Target latency from frame acquired to image published, ms, > 0.
+    ring_mb : float
+        Memory budget of the processing ring, MiB, > 0.
+    credit : int
+        Frames in flight on the lossless link, 1..1024.
+    raw_format : str
+        ``"ome-zarr"`` or ``"ome-tiff"`` for the persisted raw frames.
+    endpoint : str
+        Ingest endpoint (``ipc://``, ``tcp://``, ``inproc://``); empty = automatic.
+    publish : str
+        Results PUB endpoint; empty = automatic (ipc in the output folder).
+    """
+
+    frames: int = 0
+    output: str = "livesr-out"
+    latency_budget_ms: float = 500.0
+    ring_mb: float = 256.0
+    credit: int = 16
+    raw_format: str = "ome-zarr"
+    endpoint: str = ""
+    publish: str = ""
+
+    def __post_init__(self) -> None:
+        if not (_is_int(self.frames) and self.frames >= 0):
+            _fail("stream", "frames", self.frames, "an integer >= 0 (0 = until the source ends)")
+        if not (isinstance(self.output, str) and self.output):
+            _fail("stream", "output", self.output, "a non-empty folder path")
+        if not (_is_num(self.latency_budget_ms) and self.latency_budget_ms > 0):
+            _fail("stream", "latency_budget_ms", self.latency_budget_ms, "a number > 0 (ms)")
+        if not (_is_num(self.ring_mb) and self.ring_mb > 0):
+            _fail("stream", "ring_mb", self.ring_mb, "a number > 0 (MiB)")
+        if not (_is_int(self.credit) and 1 <= self.credit <= 1024):
+            _fail("stream", "credit", self.credit, "an integer in 1..1024")
+        if self.raw_format not in RAW_FORMATS:
+            _fail("stream", "raw_format", self.raw_format, f"one of {', '.join(RAW_FORMATS)}")
+        for name in ("endpoint", "publish"):
+            if not isinstance(getattr(self, name), str):
+                _fail("stream", name, getattr(self, name), "a string")
+
+
+@dataclass(**_CFG)
+class LivesrConfig:
+    """Everything a run needs; ``sim`` is the simulated microscope's TOML table."""
+
+    esrrf: EsrrfConfig = field(default_factory=EsrrfConfig)
+    drift: DriftCorrectionConfig = field(default_factory=DriftCorrectionConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    sim: Mapping[str, Any] = field(default_factory=dict)
+
+    def replace(self, section: str, **changes: Any) -> LivesrConfig:
+        """Return a copy with fields of one section changed (validated)."""
+        current = getattr(self, section)
+        if section == "sim":
+            return dataclasses.replace(self, sim={**current, **changes})
+        return dataclasses.replace(self, **{section: dataclasses.replace(current, **changes)})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (TOML/JSON serialisable)."""
+        return {
+            "esrrf": dataclasses.asdict(self.esrrf),
+            "drift": dataclasses.asdict(self.drift),
+            "stream": dataclasses.asdict(self.stream),
+            "sim": _plain(self.sim),
+        }
+
+
+_SECTIONS: dict[str, type] = {
+    "esrrf": EsrrfConfig,
+    "drift": DriftCorrectionConfig,
+    "stream": StreamConfig,
+}
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def config_from_mapping(data: Mapping[str, Any], base: LivesrConfig | None = None) -> LivesrConfig:
+    """Build a :class:`LivesrConfig` from nested mappings on top of ``base``."""
+    cfg = base if base is not None else LivesrConfig()
+    valid = [*_SECTIONS, "sim"]
+    for section, table in data.items():
+        if section not in valid:
+            raise ValueError(f"unknown section [{section}]; valid sections: {', '.join(valid)}")
+        if not isinstance(table, Mapping):
+            raise ValueError(f"[{section}] must be a table, got {type(table).__name__}")
+        if section == "sim":
+            cfg = dataclasses.replace(cfg, sim={**cfg.sim, **table})
+            continue
+        keys = [f.name for f in dataclasses.fields(_SECTIONS[section])]
+        for key in table:
+            if key not in keys:
+                raise ValueError(
+                    f"unknown key {section}.{key}; valid keys of [{section}]: {', '.join(keys)}"
+                )
+        cfg = cfg.replace(section, **dict(table))
+    return cfg
+
+
+def load_config(path: str | Path, base: LivesrConfig | None = None) -> LivesrConfig:
+    """Read one TOML file (see the module docstring) into a :class:`LivesrConfig`."""
+    import tomllib
+
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot read config file {p}: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{p}: not valid TOML: {exc}") from exc
+    try:
+        return config_from_mapping(data, base)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{p}: {exc}") from exc
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def _toml_table(prefix: str, table: Mapping[str, Any], out: list[str]) -> None:
+    scalars = {k: v for k, v in table.items() if not isinstance(v, Mapping) and v is not None}
+    if prefix:
+        out.append(f"[{prefix}]")
+    out.extend(f"{k} = {_toml_value(v)}" for k, v in scalars.items())
+    out.append("")
+    for k, v in table.items():
+        if isinstance(v, Mapping):
+            _toml_table(f"{prefix}.{k}" if prefix else k, v, out)
+
+
+def to_toml(cfg: LivesrConfig) -> str:
+    """The effective configuration as TOML text (round-trips through :func:`load_config`)."""
+    out: list[str] = ["# livesr effective configuration", ""]
+    for section, table in cfg.to_dict().items():
+        _toml_table(section, table, out)
+    return "\n".join(out)
