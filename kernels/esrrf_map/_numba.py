@@ -21,79 +21,121 @@ from livesr.kernels.esrrf_map._weights import (
     check_inputs,
     frame_plan,
     normalised_gradients,
+    parity_planes,
 )
 
 __all__ = ["esrrf_map_numba"]
 
 
+@numba.njit(inline="always", cache=True)
+def _finish(rgc, wsum, apply_pow, sensitivity):
+    zero = np.float32(0.0)
+    if wsum > zero:
+        rgc = rgc / wsum
+    else:
+        rgc = zero
+    if rgc < zero:
+        rgc = zero
+    elif apply_pow:
+        rgc = np.float32(float(rgc) ** sensitivity)
+    return rgc
+
+
+@numba.njit(inline="always", cache=True)
+def _intensity(line, c_idx, c_wt, x):
+    q = 0.0
+    q += line[c_idx[x, 0]] * c_wt[x, 0]
+    q += line[c_idx[x, 1]] * c_wt[x, 1]
+    q += line[c_idx[x, 2]] * c_wt[x, 2]
+    q += line[c_idx[x, 3]] * c_wt[x, 3]
+    return np.float32(q)
+
+
 @numba.njit(parallel=True, cache=True, fastmath=False, boundscheck=False)
 def _fused(  # noqa: PLR0913
-    frame, grad, table,
+    frame, grad, planes, table,
     r_idx, r_wt, r_g, r_lo, r_hi,
     c_idx, c_wt, c_g, c_lo, c_hi,
+    offset, qa, qb,
     magnification, margin, sensitivity, weighted, out,
 ):
     h_m, w_m = out.shape
     w_in = frame.shape[1]
+    n = table.shape[2]
     zero = np.float32(0.0)
     one = np.float32(1.0)
     apply_pow = np.float32(sensitivity) > one
     for y in numba.prange(margin, h_m - margin):
+        # Catmull-Rom row pass for this output row (float64, NanoPyx's order)
         line = np.empty(w_in, dtype=np.float64)
-        ra0 = r_idx[y, 0]
-        ra1 = r_idx[y, 1]
-        ra2 = r_idx[y, 2]
-        ra3 = r_idx[y, 3]
-        rw0 = r_wt[y, 0]
-        rw1 = r_wt[y, 1]
-        rw2 = r_wt[y, 2]
-        rw3 = r_wt[y, 3]
         for c in range(w_in):
             p = 0.0
-            p += frame[ra0, c] * rw0
-            p += frame[ra1, c] * rw1
-            p += frame[ra2, c] * rw2
-            p += frame[ra3, c] * rw3
+            p += frame[r_idx[y, 0], c] * r_wt[y, 0]
+            p += frame[r_idx[y, 1], c] * r_wt[y, 1]
+            p += frame[r_idx[y, 2], c] * r_wt[y, 2]
+            p += frame[r_idx[y, 3], c] * r_wt[y, 3]
             line[c] = p
+        acc = np.empty(w_in, dtype=np.float32)
+        wsv = np.empty(w_in, dtype=np.float32)
         py = y % magnification
         jlo = r_lo[y]
         jhi = r_hi[y]
+        # vectorised interior: per phase, table entry fixed, loop over q
+        for px in range(magnification):
+            q0 = qa[px]
+            nq = qb[px] - q0
+            if nq <= 0:
+                continue
+            for k in range(nq):
+                acc[k] = zero
+                wsv[k] = zero
+            for j in range(jlo, jhi):
+                gr = r_g[y, j]
+                for i in range(n):
+                    o = offset[px, i]
+                    par = o & 1
+                    base = q0 + (o >> 1)
+                    w = table[py, px, j, i, 0]
+                    ux = table[py, px, j, i, 1]
+                    uy = table[py, px, j, i, 2]
+                    gxr = planes[par, 0, gr]
+                    gyr = planes[par, 1, gr]
+                    for k in range(nq):
+                        nx = gxr[base + k]
+                        ny = gyr[base + k]
+                        wsv[k] += w
+                        v = (one - abs(ny * ux - nx * uy)) * w
+                        acc[k] += v if nx * ux + ny * uy < zero else zero
+            for k in range(nq):
+                x = (q0 + k) * magnification + px
+                rgc = _finish(acc[k], wsv[k], apply_pow, sensitivity)
+                if weighted:
+                    rgc = rgc * _intensity(line, c_idx, c_wt, x)
+                out[y, x] = rgc
+        # general path: columns near the borders (partial or clamped windows)
         for x in range(margin, w_m - margin):
             px = x % magnification
-            tab = table[py, px]
-            ilo = c_lo[x]
-            ihi = c_hi[x]
+            qx = x // magnification
+            if qa[px] <= qx < qb[px]:
+                continue
             rgc = zero
             wsum = zero
             for j in range(jlo, jhi):
-                grow = grad[r_g[y, j]]
-                trow = tab[j]
-                for i in range(ilo, ihi):
-                    g = grow[c_g[x, i]]
-                    t = trow[i]
-                    w = t[0]
+                gr = r_g[y, j]
+                for i in range(c_lo[x], c_hi[x]):
+                    gc = c_g[x, i]
+                    w = table[py, px, j, i, 0]
+                    ux = table[py, px, j, i, 1]
+                    uy = table[py, px, j, i, 2]
+                    nx = grad[gr, gc, 0]
+                    ny = grad[gr, gc, 1]
                     wsum += w
-                    nx = g[0]
-                    ny = g[1]
-                    if nx * t[1] + ny * t[2] < zero:
-                        rgc += (one - abs(ny * t[1] - nx * t[2])) * w
-            if wsum > zero:
-                rgc = rgc / wsum
-            else:
-                rgc = zero
-            if rgc < zero:
-                rgc = zero
-            elif apply_pow:
-                rgc = np.float32(float(rgc) ** sensitivity)
+                    if nx * ux + ny * uy < zero:
+                        rgc += (one - abs(ny * ux - nx * uy)) * w
+            rgc = _finish(rgc, wsum, apply_pow, sensitivity)
             if weighted:
-                q = 0.0
-                q += line[c_idx[x, 0]] * c_wt[x, 0]
-                q += line[c_idx[x, 1]] * c_wt[x, 1]
-                q += line[c_idx[x, 2]] * c_wt[x, 2]
-                q += line[c_idx[x, 3]] * c_wt[x, 3]
-                out[y, x] = rgc * np.float32(q)
-            else:
-                out[y, x] = rgc
+                rgc = rgc * _intensity(line, c_idx, c_wt, x)
+            out[y, x] = rgc
 
 
 def esrrf_map_numba(
@@ -133,11 +175,12 @@ def esrrf_map_numba(
     grad = normalised_gradients(frame, m, shift)
     h, w = frame.shape
     out = np.zeros((h * m, w * m), dtype=np.float32)
-    rp, cp = plan.rows, plan.cols
+    rp, cp, runs = plan.rows, plan.cols, plan.runs
     _fused(
-        frame, grad, plan.table,
+        frame, grad, parity_planes(grad), plan.table,
         rp.cr_idx, rp.cr_wt, rp.g_idx, rp.lo, rp.hi,
         cp.cr_idx, cp.cr_wt, cp.g_idx, cp.lo, cp.hi,
+        runs.offset, runs.qa, runs.qb,
         m, plan.consts.margin, float(sensitivity), bool(intensity_weighting), out,
     )
     return out

@@ -51,6 +51,8 @@ __all__ = [
     "catmull_rom_taps",
     "frame_plan",
     "normalised_gradients",
+    "parity_planes",
+    "phase_runs",
     "rgc_constants",
     "roberts_cross",
     "window_table",
@@ -352,6 +354,89 @@ def normalised_gradients(
     return out.astype(_F32)
 
 
+class PhaseRuns(NamedTuple):
+    """Output columns where the window is complete and unclamped, per phase.
+
+    For output column ``x = q·M + p`` with ``qa[p] <= q < qb[p]``, every window
+    offset ``i`` is kept and reads gradient column ``2q + offset[p, i]``, so a
+    kernel can vectorise over ``q`` with the table entry fixed.  Columns in
+    ``[margin, W·M - margin)`` outside those runs go through the general path.
+
+    Attributes
+    ----------
+    offset : numpy.ndarray
+        ``(M, n)`` int32.
+    qa, qb : numpy.ndarray
+        ``(M,)`` int32 half-open ``q`` range (empty when ``qa >= qb``).
+    """
+
+    offset: np.ndarray
+    qa: np.ndarray
+    qb: np.ndarray
+
+
+@functools.lru_cache(maxsize=64)
+def phase_runs(size: int, magnification: int, radius: float, shift: float) -> PhaseRuns:
+    """Find the vectorisable interior per phase along one axis.
+
+    Parameters
+    ----------
+    size, magnification, radius, shift
+        As for :func:`axis_plan`.
+
+    Returns
+    -------
+    PhaseRuns
+        Read-only arrays.
+    """
+    m = magnification
+    k = rgc_constants(m, radius)
+    plan = axis_plan(size, m, radius, shift)
+    offset = np.empty((m, k.n), dtype=np.int32)
+    qa = np.zeros(m, dtype=np.int32)
+    qb = np.zeros(m, dtype=np.int32)
+    q = np.arange(size)
+    for p in range(m):
+        base0 = int(_F32(2.0) * _F32((p + 0.5) / m))
+        offset[p] = base0 + k.start + np.arange(k.n)
+        x = q * m + p
+        ok = (x >= k.margin) & (x < size * m - k.margin)
+        ok &= (plan.lo[x] == 0) & (plan.hi[x] == k.n)
+        ok &= np.all(plan.g_idx[x] == 2 * q[:, None] + offset[p][None, :], axis=1)
+        if ok.any():
+            first = int(np.argmax(ok))
+            stop = first
+            while stop < size and ok[stop]:
+                stop += 1
+            qa[p], qb[p] = first, stop
+    runs = PhaseRuns(offset, qa, qb)
+    for a in runs:
+        a.flags.writeable = False
+    return runs
+
+
+def parity_planes(grad: np.ndarray) -> np.ndarray:
+    """Split the gradient grid by column parity for contiguous strided reads.
+
+    Parameters
+    ----------
+    grad : numpy.ndarray
+        ``(2H + 1, 2W + 1, 2)`` float32 from :func:`normalised_gradients`.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(2, 2, 2H + 1, W + 1)`` float32 ``[parity, component, row, q]`` with
+        ``planes[c % 2, :, r, c // 2] == grad[r, c]`` (odd plane zero-padded).
+    """
+    rows, cols = grad.shape[:2]
+    wq = (cols + 1) // 2
+    planes = np.zeros((2, 2, rows, wq), dtype=np.float32)
+    planes[0] = np.moveaxis(grad[:, 0::2, :], 2, 0)
+    planes[1, :, :, : cols // 2] = np.moveaxis(grad[:, 1::2, :], 2, 0)
+    return planes
+
+
 class FramePlan(NamedTuple):
     """Everything a fused kernel needs besides the frame (see module doc)."""
 
@@ -359,6 +444,7 @@ class FramePlan(NamedTuple):
     rows: AxisPlan
     cols: AxisPlan
     consts: RgcConstants
+    runs: PhaseRuns
 
 
 def frame_plan(
@@ -389,6 +475,7 @@ def frame_plan(
         axis_plan(h, magnification, r, float(shift[0])),
         axis_plan(w, magnification, r, float(shift[1])),
         rgc_constants(magnification, r),
+        phase_runs(w, magnification, r, float(shift[1])),
     )
 
 
