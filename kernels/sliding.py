@@ -1,0 +1,859 @@
+"""Incremental sliding-window eSRRF for streams: eSRRF movies from rolling windows.
+
+:class:`SlidingEsrrf` takes camera frames one at a time (or in small batches) and,
+every ``stride`` frames, returns the eSRRF image of the last ``window`` frames,
+equal to batch :func:`livesr.kernels.esrrf` on those frames (to float32 rounding).
+
+How it works
+------------
+Each frame's radial-gradient-convergence map (:func:`livesr.kernels.esrrf_frame`,
+``(H*M, W*M)`` float32) is computed once when the frame arrives. The temporal
+statistic is kept as running sums (:mod:`livesr.kernels._window`): ``S = sum x``
+(AVG), ``Q = sum x**2`` (VAR) and ``P = sum x_t x_{t+1}`` over the pairs inside the
+window (TAC2), in float64 with error-free compensation, so adding a frame and later
+removing it leaves no residue and nothing drifts however long the stream. The cost
+per frame does not grow with the window.
+
+Removing the frame that leaves the window needs its map. Two strategies:
+
+``"maps"``
+    Keep the maps of the window's frames (``window * H*M * W*M * 4`` bytes). One map
+    computation per frame.
+``"raw"``
+    Keep only the raw input frames (M**2 times smaller, half again for 16-bit
+    cameras) plus the maps of the first and last frame of the window; when the first
+    frame leaves, the map of the next one is recomputed from its raw frame. Two map
+    computations per frame, whatever the window. Assumes the map function is
+    deterministic (the same frame and shift give the same map, bit for bit); if it is
+    not, set ``resync_every`` to bound the difference.
+
+``strategy="auto"`` (default) picks ``"maps"`` when its memory estimate fits
+``memory_budget_bytes``, else ``"raw"``; :attr:`SlidingEsrrf.strategy` reports the
+active one (``None`` until the frame shape is known).
+
+Emission rule
+-------------
+Frames are numbered from 0 in arrival order (every pushed frame counts, see
+:attr:`SlidingEsrrf.frames_seen`). The first image is emitted when frame
+``window - 1`` arrives and then every ``stride`` frames: when frame ``e`` arrives with
+``e = window - 1 + k * stride`` (k = 0, 1, ...), the image of frames
+``e - window + 1 .. e`` is returned. When ``stride > window`` the frames between two
+windows (``i mod stride >= window``) belong to no window: they are counted but their
+maps are never computed. :meth:`SlidingEsrrf.set_params` may move this schedule (see
+there).
+
+Memory
+------
+Bounded, whatever the stream length: the float64 sums (48 bytes per output pixel for
+AVG, 64 for VAR/TAC2), the stored window (maps or raw frames), two maps and the
+temporaries of one emission. NanoPyx holds ``40 * N * H * W * M**2`` bytes per call.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from livesr.kernels._params import (
+    EsrrfParams,
+    validate_frame,
+    validate_shift,
+    validate_temporal,
+)
+from livesr.kernels._window import WindowMoments
+
+__all__ = ["DEFAULT_MEMORY_BUDGET", "SlidingConfig", "SlidingEsrrf", "SlidingResult"]
+
+logger = logging.getLogger(__name__)
+
+#: Default ``memory_budget_bytes`` (512 MiB).
+DEFAULT_MEMORY_BUDGET: int = 512 * 2**20
+
+Strategy = Literal["maps", "raw"]
+_STRATEGIES: tuple[str, ...] = ("auto", "maps", "raw")
+#: raw frames of these dtypes are stored as they are (exact in float32)
+_COMPACT_DTYPES = (np.dtype(np.uint8), np.dtype(np.int8), np.dtype(np.uint16), np.dtype(np.int16))
+_ESRRF_FIELDS: tuple[str, ...] = (
+    "magnification",
+    "radius",
+    "sensitivity",
+    "intensity_weighting",
+    "geometry",
+)
+
+
+class FrameMap(Protocol):
+    """Signature of the per-frame map function (that of :func:`livesr.kernels.esrrf_frame`)."""
+
+    def __call__(
+        self,
+        frame: np.ndarray,
+        params: EsrrfParams,
+        *,
+        shift: tuple[float, float] = ...,
+        out: np.ndarray | None = ...,
+    ) -> np.ndarray: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SlidingResult:
+    """One emitted image of a sliding-window eSRRF stream.
+
+    Attributes
+    ----------
+    image : ndarray, float32, shape (H*M, W*M)
+        eSRRF image of the window (temporal statistic, then macro-pixel correction
+        when enabled). A fresh array owned by the caller.
+    first_frame, last_frame : int
+        Indices (arrival order, from 0) of the first and last frame of the window.
+    n_frames : int
+        Frames in the window, ``last_frame - first_frame + 1``.
+    """
+
+    image: np.ndarray
+    first_frame: int
+    last_frame: int
+    n_frames: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SlidingConfig:
+    """Window and bookkeeping settings of :class:`SlidingEsrrf` (validated).
+
+    Parameters
+    ----------
+    window : int
+        Frames per image, ``>= 1`` (``>= 2`` for ``temporal="tac2"``).
+    stride : int
+        Frames between two emitted images, ``>= 1``.
+    temporal : {"avg", "var", "tac2"}
+        Temporal statistic (case-insensitive).
+    macro_pixel_correction : bool
+        Apply NanoPyx's macro-pixel correction to each emitted image.
+    memory_budget_bytes : int
+        Memory the object may hold, ``> 0``; decides the strategy under ``"auto"``.
+    strategy : {"auto", "maps", "raw"}
+        Storage strategy (module docstring).
+    resync_every : int or None
+        Recompute the running sums from the stored window after this many stored
+        frames (``0`` = never). ``None`` = automatic: ``max(4 * window, 1024)`` with the
+        maps strategy (costs at most a quarter of an addition per frame), never with
+        the raw strategy (a resync there recomputes ``window`` maps).
+    """
+
+    window: int
+    stride: int
+    temporal: str = "avg"
+    macro_pixel_correction: bool = True
+    memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET
+    strategy: str = "auto"
+    resync_every: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("window", "stride"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1 (frames), got {value!r}")
+            object.__setattr__(self, name, int(value))
+        object.__setattr__(self, "temporal", validate_temporal(self.temporal))
+        if self.temporal == "tac2" and self.window < 2:
+            raise ValueError(
+                f"temporal='tac2' needs window >= 2 (a lag-1 pair), got window={self.window}"
+            )
+        if not isinstance(self.macro_pixel_correction, (bool, np.bool_)):
+            raise ValueError(
+                "macro_pixel_correction must be True or False, "
+                f"got {self.macro_pixel_correction!r}"
+            )
+        object.__setattr__(self, "macro_pixel_correction", bool(self.macro_pixel_correction))
+        budget = self.memory_budget_bytes
+        if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
+            raise ValueError(
+                f"memory_budget_bytes must be an integer > 0 (bytes), got {budget!r}"
+            )
+        object.__setattr__(self, "memory_budget_bytes", int(budget))
+        if self.strategy not in _STRATEGIES:
+            raise ValueError(f"strategy must be one of {_STRATEGIES}, got {self.strategy!r}")
+        r = self.resync_every
+        if r is not None:
+            if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 0:
+                raise ValueError(
+                    f"resync_every must be None (automatic) or an integer >= 0 "
+                    f"(frames, 0 = never), got {r!r}"
+                )
+            object.__setattr__(self, "resync_every", int(r))
+
+    def resync_period(self, strategy: str) -> int:
+        """Effective resync period in stored frames for ``strategy`` (0 = never)."""
+        if self.resync_every is not None:
+            return self.resync_every
+        return max(4 * self.window, 1024) if strategy == "maps" else 0
+
+
+def estimate_memory(
+    strategy: str,
+    *,
+    window: int,
+    frame_shape: tuple[int, int],
+    magnification: int,
+    temporal: str,
+    raw_itemsize: int = 4,
+) -> int:
+    """Bytes :class:`SlidingEsrrf` holds at most with ``strategy`` (``"maps"``/``"raw"``).
+
+    Counts the stored raw frames, the stored maps (maps strategy) or the first/last/
+    next maps (raw strategy), the float64 running sums and the temporaries of one
+    emission (float64 mean and statistic, float32 output).
+    """
+    h, w = frame_shape
+    map_px = h * w * magnification * magnification
+    raw = window * h * w * raw_itemsize
+    sums = WindowMoments.bytes_needed((h * magnification, w * magnification), temporal)
+    emission = map_px * (8 + 8 + 8 + 4)
+    if strategy == "maps":
+        maps = window * map_px * 4
+    elif strategy == "raw":
+        maps = 3 * map_px * 4
+    else:
+        raise ValueError(f"strategy must be 'maps' or 'raw', got {strategy!r}")
+    return raw + maps + sums + emission
+
+
+class SlidingEsrrf:
+    """Sliding-window eSRRF over a stream of frames (see the module docstring).
+
+    Parameters
+    ----------
+    window : int
+        Frames per emitted image, ``>= 1`` (``>= 2`` for TAC2).
+    stride : int
+        Frames between emitted images, ``>= 1``. May exceed ``window``.
+    magnification, radius, sensitivity, intensity_weighting, geometry
+        Per-frame eSRRF parameters, as in :class:`livesr.kernels.EsrrfParams`.
+    macro_pixel_correction : bool
+        Apply the macro-pixel correction to every emitted image (default True).
+    temporal : {"avg", "var", "tac2"}
+        Temporal statistic (default ``"avg"``).
+    memory_budget_bytes : int
+        Memory this object may hold (default 512 MiB); see :func:`estimate_memory`.
+    strategy : {"auto", "maps", "raw"}
+        ``"auto"`` chooses from the budget when the frame shape is known.
+    resync_every : int or None
+        See :class:`SlidingConfig`.
+    frame_shape : (int, int), optional
+        ``(H, W)`` of the frames, to allocate and choose the strategy now rather than
+        at the first frame.
+    frame_map : callable, optional
+        Per-frame map function with the signature of
+        :func:`livesr.kernels.esrrf_frame` (the default). Meant for tests and
+        benchmarks; it must return ``(H*M, W*M)`` float32 and honour ``out``.
+
+    Examples
+    --------
+    >>> sr = SlidingEsrrf(window=100, stride=10, magnification=5)   # doctest: +SKIP
+    >>> for frame, drift in camera:                                 # doctest: +SKIP
+    ...     result = sr.push(frame, shift=drift)
+    ...     if result is not None:
+    ...         show(result.image)
+    """
+
+    def __init__(
+        self,
+        window: int,
+        stride: int,
+        *,
+        magnification: int = 5,
+        radius: float = 1.5,
+        sensitivity: float = 1.0,
+        intensity_weighting: bool = True,
+        macro_pixel_correction: bool = True,
+        temporal: str = "avg",
+        geometry: str = "nanopyx",
+        memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET,
+        strategy: str = "auto",
+        resync_every: int | None = None,
+        frame_shape: tuple[int, int] | None = None,
+        frame_map: FrameMap | None = None,
+    ) -> None:
+        self._cfg = SlidingConfig(
+            window=window,
+            stride=stride,
+            temporal=temporal,
+            macro_pixel_correction=macro_pixel_correction,
+            memory_budget_bytes=memory_budget_bytes,
+            strategy=strategy,
+            resync_every=resync_every,
+        )
+        self._params = EsrrfParams(
+            magnification=magnification,
+            radius=radius,
+            sensitivity=sensitivity,
+            intensity_weighting=intensity_weighting,
+            geometry=geometry,
+        )
+        if frame_map is not None and not callable(frame_map):
+            raise ValueError(f"frame_map must be callable or None, got {frame_map!r}")
+        self._map_fn: FrameMap | None = frame_map
+        self._fixed_shape = _validate_shape(frame_shape) if frame_shape is not None else None
+        self._mpc: Callable[[np.ndarray, int], np.ndarray] | None = None
+        self.reset()
+
+    # ------------------------------------------------------------------ state
+    def reset(self) -> None:
+        """Forget every frame: counters to 0, window empty, schedule from the start.
+
+        Settings are kept. Storage is released; the frame shape (unless given as
+        ``frame_shape``) and the strategy are decided again at the next frame.
+        """
+        self._frames_seen = 0
+        self._windows_emitted = 0
+        self._last_emit: int | None = None
+        self._next_emit = self._cfg.window - 1
+        self._shape: tuple[int, int] | None = None
+        self._strategy: Strategy | None = None
+        self._raw: np.ndarray | None = None
+        self._shifts: np.ndarray | None = None
+        self._maps: np.ndarray | None = None
+        self._moments: WindowMoments | None = None
+        self._lo = 0
+        self._hi = 0
+        self._head: np.ndarray | None = None
+        self._tail: np.ndarray | None = None
+        self._since_resync = 0
+        if self._fixed_shape is not None:
+            self._allocate(self._fixed_shape, np.dtype(np.float32))
+
+    @property
+    def frames_seen(self) -> int:
+        """Frames pushed since creation or :meth:`reset` (skipped ones included)."""
+        return self._frames_seen
+
+    @property
+    def windows_emitted(self) -> int:
+        """Images returned since creation or :meth:`reset`."""
+        return self._windows_emitted
+
+    @property
+    def strategy(self) -> Strategy | None:
+        """Active storage strategy, ``"maps"`` or ``"raw"`` (``None`` before the shape is known)."""
+        return self._strategy
+
+    @property
+    def config(self) -> SlidingConfig:
+        """Current window settings."""
+        return self._cfg
+
+    @property
+    def params(self) -> EsrrfParams:
+        """Current per-frame eSRRF parameters."""
+        return self._params
+
+    @property
+    def window(self) -> int:
+        """Frames per emitted image."""
+        return self._cfg.window
+
+    @property
+    def stride(self) -> int:
+        """Frames between emitted images."""
+        return self._cfg.stride
+
+    @property
+    def temporal(self) -> str:
+        """Temporal statistic, ``"avg"``, ``"var"`` or ``"tac2"``."""
+        return self._cfg.temporal
+
+    @property
+    def next_emission(self) -> int:
+        """Index of the frame whose arrival emits the next image."""
+        return self._next_emit
+
+    @property
+    def n_stored(self) -> int:
+        """Frames currently held in the window (at most ``window``)."""
+        return self._hi - self._lo
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes held now by stored frames, maps and running sums (arrays only)."""
+        total = 0
+        for arr in (self._raw, self._shifts, self._maps):
+            if arr is not None:
+                total += arr.nbytes
+        if self._moments is not None:
+            total += self._moments.nbytes
+        if self._strategy == "raw":
+            for arr in (self._head, self._tail):
+                if arr is not None:
+                    total += arr.nbytes
+        return total
+
+    # ----------------------------------------------------------------- pushing
+    def push(
+        self, frame: np.ndarray, *, shift: Sequence[float] = (0.0, 0.0)
+    ) -> SlidingResult | None:
+        """Add one frame; return the window's image if this frame completes one.
+
+        Parameters
+        ----------
+        frame : array-like, (H, W), real dtype
+            Camera frame (cast to float32 for the map, as NanoPyx does).
+        shift : (dy, dx), input pixels
+            Sample displacement to undo, passed to ``esrrf_frame`` so drift is
+            corrected inside the magnification.
+
+        Returns
+        -------
+        SlidingResult or None
+            The image of frames ``frame_index - window + 1 .. frame_index`` when this
+            frame's index is on the emission schedule (module docstring), else None.
+        """
+        i = self._frames_seen
+        raw_in = np.asarray(frame)
+        if self._shape is not None and raw_in.shape != self._shape:
+            raise ValueError(
+                f"frame {i} has shape {raw_in.shape}, expected {self._shape} like the "
+                "earlier frames; call reset() before changing the frame size"
+            )
+        window = self._cfg.window
+        start = self._next_emit - window + 1
+        if i < start:
+            # belongs to no window (stride > window): counted, never computed
+            self._frames_seen += 1
+            return None
+        f32 = validate_frame(raw_in)
+        dy, dx = validate_shift(shift)
+        if self._shape is None:
+            self._allocate(f32.shape, raw_in.dtype)
+        self._frames_seen += 1
+
+        if self._hi > self._lo and (self._hi != i or self._hi - 1 < start):
+            self._clear_window()
+        while self._hi > self._lo and self._lo < i - window + 1:
+            self._evict_first()
+        if self._hi == self._lo:
+            self._lo = self._hi = i
+
+        self._store_raw(i, raw_in, f32, (dy, dx))
+        x = self._compute_map(f32, (dy, dx), self._map_slot(i))
+        assert self._moments is not None
+        self._moments.append(x, self._tail)
+        if self._hi == self._lo:
+            self._head = x
+        self._tail = x
+        self._hi = i + 1
+
+        self._since_resync += 1
+        period = self._cfg.resync_period(self._strategy or "maps")
+        if period and self._since_resync >= period:
+            logger.debug("resynchronising sums from %d stored frames", self.n_stored)
+            self._rebuild(recompute_maps=False)
+
+        if i == self._next_emit:
+            result = self._emit()
+            self._last_emit = i
+            self._next_emit = i + self._cfg.stride
+            self._windows_emitted += 1
+            return result
+        return None
+
+    def push_many(
+        self,
+        frames: Iterable[np.ndarray] | np.ndarray,
+        shifts: Sequence[Sequence[float]] | np.ndarray | None = None,
+    ) -> list[SlidingResult]:
+        """Push several frames in order; return the images they complete.
+
+        Parameters
+        ----------
+        frames : (N, H, W) array or iterable of (H, W) frames
+        shifts : (N, 2) array-like of (dy, dx), optional
+            One shift per frame (default: no shift).
+
+        Returns
+        -------
+        list of SlidingResult
+            In emission order (possibly empty).
+        """
+        frame_list = list(frames) if not isinstance(frames, np.ndarray) else frames
+        if isinstance(frame_list, np.ndarray) and frame_list.ndim != 3:
+            raise ValueError(
+                f"frames must be a (N, H, W) stack or a sequence of frames, got shape "
+                f"{frame_list.shape}; use push() for a single frame"
+            )
+        n = len(frame_list)
+        if shifts is None:
+            shift_arr = np.zeros((n, 2), dtype=np.float64)
+        else:
+            shift_arr = np.asarray(shifts, dtype=np.float64)
+            if shift_arr.shape != (n, 2):
+                raise ValueError(
+                    f"shifts must have shape ({n}, 2) -- one (dy, dx) per frame -- "
+                    f"got {shift_arr.shape}"
+                )
+        results = []
+        for k in range(n):
+            r = self.push(frame_list[k], shift=(shift_arr[k, 0], shift_arr[k, 1]))
+            if r is not None:
+                results.append(r)
+        return results
+
+    # --------------------------------------------------------------- set_params
+    def set_params(self, *, recompute: bool = False, **changes: Any) -> None:
+        """Change settings while streaming.
+
+        Parameters
+        ----------
+        recompute : bool
+            What to do when the stored running state can no longer be used (see below):
+            ``False`` (default) restarts the window -- the stored frames are dropped and
+            the next image is emitted once ``window`` new frames have arrived;
+            ``True`` recomputes the maps of the stored frames from their raw frames
+            (kept by both strategies) so the window carries on, at the one-off cost
+            of up to ``window`` map computations.
+        **changes
+            Any of ``window``, ``stride``, ``temporal``, ``macro_pixel_correction``,
+            ``memory_budget_bytes``, ``resync_every`` (window settings) and
+            ``magnification``, ``radius``, ``sensitivity``, ``intensity_weighting``,
+            ``geometry`` (map settings). ``strategy`` cannot be changed (call
+            :meth:`reset` on a new object instead).
+
+        Notes
+        -----
+        - Map settings (radius, sensitivity, ...) invalidate every stored map: restart
+          or recompute, per ``recompute``.
+        - ``temporal``: dropping to a statistic needing fewer sums is free; needing a
+          sum not kept (e.g. AVG -> VAR) rebuilds the sums from the stored maps (maps
+          strategy, cheap) or, with the raw strategy, restarts or recomputes per
+          ``recompute``.
+        - ``macro_pixel_correction``: applies from the next image, free.
+        - ``window`` / ``stride``: stored frames are kept (the oldest dropped if the
+          window shrinks). The next image is emitted at the first frame index that is
+          ``>= last emission + stride``, not yet pushed, and for which the window can
+          be full of contiguous frames; then every ``stride`` frames. If the maps
+          strategy no longer fits the budget it switches to raw (the strategy never
+          switches from raw to maps while streaming; :meth:`reset` re-chooses).
+        """
+        unknown = set(changes) - {f.name for f in fields(SlidingConfig)} - set(_ESRRF_FIELDS)
+        if "strategy" in changes or unknown:
+            bad = sorted(unknown | ({"strategy"} & set(changes)))
+            raise ValueError(
+                f"set_params got unsupported setting(s) {bad}; allowed: "
+                f"{sorted(set(_ESRRF_FIELDS) | {'window', 'stride', 'temporal', 'macro_pixel_correction', 'memory_budget_bytes', 'resync_every'})}"
+            )
+        cfg_changes = {k: v for k, v in changes.items() if k not in _ESRRF_FIELDS}
+        map_changes = {k: v for k, v in changes.items() if k in _ESRRF_FIELDS}
+        new_cfg = replace(self._cfg, **cfg_changes)  # validates
+        new_params = replace(self._params, **map_changes)  # validates
+        old_cfg, old_params = self._cfg, self._params
+        self._cfg, self._params = new_cfg, new_params
+
+        if self._shape is None:
+            self._next_emit = self._schedule_after_change(old_cfg)
+            return
+
+        maps_invalid = new_params != old_params
+        moments = self._moments
+        assert moments is not None
+        needs_sums = not moments.supports(new_cfg.temporal)
+        if not recompute and (maps_invalid or (needs_sums and self._strategy == "raw")):
+            logger.info(
+                "set_params(%s) invalidates the stored state: window restarts at frame %d",
+                sorted(changes),
+                self._frames_seen,
+            )
+            self._restart()
+            return
+        self._next_emit = self._schedule_after_change(old_cfg)
+        keep_from = self._next_emit - new_cfg.window + 1
+        if maps_invalid:
+            if self._hi > self._lo:
+                self._lo = min(max(self._lo, keep_from), self._hi)
+        else:
+            while self._hi > self._lo and self._lo < keep_from:
+                self._evict_first()
+        if (
+            new_cfg.window != old_cfg.window
+            or new_cfg.memory_budget_bytes != old_cfg.memory_budget_bytes
+            or new_params.magnification != old_params.magnification
+        ):
+            self._resize_storage()
+        if self._hi == self._lo:
+            self._clear_window()
+        elif maps_invalid or needs_sums:
+            self._rebuild(recompute_maps=maps_invalid)
+        else:
+            self._moments.drop_unneeded(new_cfg.temporal)  # type: ignore[union-attr]
+
+    # --------------------------------------------------------------- internals
+    def _schedule_after_change(self, old_cfg: SlidingConfig) -> int:
+        cfg = self._cfg
+        if cfg.window == old_cfg.window and cfg.stride == old_cfg.stride:
+            return self._next_emit
+        seen = self._frames_seen
+        contiguous = self._hi > self._lo and self._hi == seen
+        start = self._lo if contiguous else seen
+        if contiguous:
+            start = max(start, seen - cfg.window + 1)
+        nxt = max(seen, start + cfg.window - 1)
+        if self._last_emit is not None:
+            nxt = max(nxt, self._last_emit + cfg.stride)
+        return nxt
+
+    def _restart(self) -> None:
+        self._clear_window()
+        self._next_emit = self._frames_seen + self._cfg.window - 1
+        self._last_emit = None
+        self._resize_storage()
+
+    def _map_shape(self, shape: tuple[int, int] | None = None) -> tuple[int, int]:
+        h, w = shape if shape is not None else self._shape  # type: ignore[misc]
+        m = self._params.magnification
+        return h * m, w * m
+
+    def _choose_strategy(self, shape: tuple[int, int], raw_itemsize: int) -> Strategy:
+        cfg = self._cfg
+        kw = dict(
+            window=cfg.window,
+            frame_shape=shape,
+            magnification=self._params.magnification,
+            temporal=cfg.temporal,
+            raw_itemsize=raw_itemsize,
+        )
+        need_maps = estimate_memory("maps", **kw)
+        need_raw = estimate_memory("raw", **kw)
+        budget = cfg.memory_budget_bytes
+        if cfg.strategy == "maps":
+            chosen: Strategy = "maps"
+            need = need_maps
+        elif cfg.strategy == "raw":
+            chosen, need = "raw", need_raw
+        elif need_maps <= budget:
+            chosen, need = "maps", need_maps
+        else:
+            chosen, need = "raw", need_raw
+        if need > budget:
+            raise ValueError(
+                f"memory_budget_bytes={budget} is too small for window={cfg.window}, frames "
+                f"{shape[0]}x{shape[1]}, magnification={self._params.magnification}, "
+                f"temporal={cfg.temporal!r}: strategy {chosen!r} needs about {need} bytes "
+                f"(maps: {need_maps}, raw: {need_raw}); raise the budget or shrink the "
+                "window, frame or magnification"
+            )
+        logger.debug(
+            "strategy %s (maps needs %d B, raw %d B, budget %d B)", chosen, need_maps, need_raw, budget
+        )
+        return chosen
+
+    def _allocate(self, shape: tuple[int, int], dtype: np.dtype) -> None:
+        shape = (int(shape[0]), int(shape[1]))
+        raw_dtype = dtype if dtype in _COMPACT_DTYPES else np.dtype(np.float32)
+        self._shape = shape
+        self._strategy = self._choose_strategy(shape, raw_dtype.itemsize)
+        cap = self._cfg.window
+        self._raw = np.empty((cap, *shape), dtype=raw_dtype)
+        self._shifts = np.zeros((cap, 2), dtype=np.float64)
+        mshape = self._map_shape()
+        self._maps = (
+            np.empty((cap, *mshape), dtype=np.float32) if self._strategy == "maps" else None
+        )
+        self._moments = WindowMoments.for_mode(mshape, self._cfg.temporal)
+        logger.debug(
+            "allocated %s strategy for %s frames: %d bytes", self._strategy, shape, self.memory_bytes
+        )
+
+    def _resize_storage(self) -> None:
+        """Fit storage to the current window, magnification and budget.
+
+        The stored frames ``[lo, hi)`` must already fit the window. Raw frames are
+        copied; maps are copied when both old and new strategy keep them and their
+        shape is unchanged (otherwise the caller rebuilds or the window is empty).
+        The strategy is re-chosen when the window is empty; otherwise it only moves
+        from maps to raw, when the maps no longer fit the budget.
+        """
+        assert self._shape is not None and self._raw is not None and self._shifts is not None
+        cfg = self._cfg
+        old_raw, old_shifts, old_maps = self._raw, self._shifts, self._maps
+        old_cap = old_raw.shape[0]
+        cap = cfg.window
+        if self._hi - self._lo > cap:
+            raise AssertionError("stored frames exceed the new window")  # pragma: no cover
+        raw_dtype = old_raw.dtype
+        mshape = self._map_shape()
+        if self._hi == self._lo:
+            new_strategy = self._choose_strategy(self._shape, raw_dtype.itemsize)
+        else:
+            new_strategy = self._strategy
+            need_maps = estimate_memory(
+                "maps",
+                window=cap,
+                frame_shape=self._shape,
+                magnification=self._params.magnification,
+                temporal=cfg.temporal,
+                raw_itemsize=raw_dtype.itemsize,
+            )
+            if self._strategy == "maps" and need_maps > cfg.memory_budget_bytes:
+                if cfg.strategy == "maps":
+                    raise ValueError(
+                        f"strategy='maps' needs about {need_maps} bytes with window={cap}, "
+                        f"more than memory_budget_bytes={cfg.memory_budget_bytes}; raise "
+                        "the budget or use strategy='auto'"
+                    )
+                logger.info("window %d no longer fits the maps strategy: switching to raw", cap)
+                new_strategy = "raw"
+        self._raw = np.empty((cap, *self._shape), dtype=raw_dtype)
+        self._shifts = np.zeros((cap, 2), dtype=np.float64)
+        for j in range(self._lo, self._hi):
+            self._raw[j % cap] = old_raw[j % old_cap]
+            self._shifts[j % cap] = old_shifts[j % old_cap]
+        if new_strategy == "maps":
+            self._maps = np.empty((cap, *mshape), dtype=np.float32)
+            if old_maps is not None and old_maps.shape[1:] == mshape and self._hi > self._lo:
+                for j in range(self._lo, self._hi):
+                    self._maps[j % cap] = old_maps[j % old_maps.shape[0]]
+                self._head = self._maps[self._lo % cap]
+                self._tail = self._maps[(self._hi - 1) % cap]
+        else:
+            self._maps = None
+            if old_maps is not None:
+                # head/tail were views into the dropped ring: keep copies
+                self._head = None if self._head is None else self._head.copy()
+                self._tail = None if self._tail is None else self._tail.copy()
+        self._strategy = new_strategy
+        if (
+            self._moments is None
+            or self._moments.shape != mshape
+            or (self._hi == self._lo and not self._moments.supports(cfg.temporal))
+        ):
+            self._moments = WindowMoments.for_mode(mshape, cfg.temporal)
+
+    def _clear_window(self) -> None:
+        self._lo = self._hi = self._frames_seen
+        self._head = self._tail = None
+        if self._moments is not None:
+            self._moments.clear()
+        self._since_resync = 0
+
+    def _map_slot(self, i: int) -> np.ndarray | None:
+        if self._maps is None:
+            return None
+        return self._maps[i % self._maps.shape[0]]
+
+    def _compute_map(
+        self, frame32: np.ndarray, shift: tuple[float, float], out: np.ndarray | None
+    ) -> np.ndarray:
+        fn = self._map_fn
+        if fn is None:
+            from livesr.kernels.esrrf import esrrf_frame
+
+            fn = self._map_fn = esrrf_frame
+        result = fn(frame32, self._params, shift=shift, out=out)
+        mshape = self._map_shape()
+        if result.shape != mshape or result.dtype != np.float32:
+            raise RuntimeError(
+                f"the frame map function returned {result.dtype} {result.shape}, expected "
+                f"float32 {mshape}"
+            )
+        return result
+
+    def _store_raw(
+        self, i: int, raw_in: np.ndarray, f32: np.ndarray, shift: tuple[float, float]
+    ) -> None:
+        assert self._raw is not None and self._shifts is not None
+        cap = self._raw.shape[0]
+        if raw_in.dtype != self._raw.dtype and not np.can_cast(
+            raw_in.dtype, self._raw.dtype, "safe"
+        ):
+            logger.debug("frame dtype %s: storing raw frames as float32", raw_in.dtype)
+            self._raw = self._raw.astype(np.float32)
+        if self._raw.dtype == np.float32:
+            self._raw[i % cap] = f32
+        else:
+            self._raw[i % cap] = raw_in
+        self._shifts[i % cap] = shift
+
+    def _stored_map(self, j: int) -> np.ndarray:
+        """Map of stored frame ``j``: from the ring (maps) or recomputed (raw)."""
+        if self._maps is not None:
+            return self._maps[j % self._maps.shape[0]]
+        assert self._raw is not None and self._shifts is not None
+        cap = self._raw.shape[0]
+        frame = np.ascontiguousarray(self._raw[j % cap], dtype=np.float32)
+        dy, dx = self._shifts[j % cap]
+        return self._compute_map(frame, (float(dy), float(dx)), None)
+
+    def _evict_first(self) -> None:
+        assert self._moments is not None and self._head is not None
+        lo, hi = self._lo, self._hi
+        if hi - lo == 1:
+            self._clear_window()
+            return
+        following = self._tail if lo + 1 == hi - 1 else self._stored_map(lo + 1)
+        self._moments.pop_first(self._head, following)
+        self._head = following
+        self._lo = lo + 1
+
+    def _rebuild(self, *, recompute_maps: bool) -> None:
+        """Recompute the running sums (and maps if asked) from the stored frames."""
+        mshape = self._map_shape()
+        moments = self._moments
+        if moments is None or moments.shape != mshape or not moments.supports(self._cfg.temporal):
+            moments = self._moments = WindowMoments.for_mode(mshape, self._cfg.temporal)
+        moments.clear()
+        moments.drop_unneeded(self._cfg.temporal)
+        prev: np.ndarray | None = None
+        self._head = self._tail = None
+        for j in range(self._lo, self._hi):
+            if self._maps is not None and recompute_maps:
+                assert self._raw is not None and self._shifts is not None
+                cap = self._raw.shape[0]
+                frame = np.ascontiguousarray(self._raw[j % cap], dtype=np.float32)
+                dy, dx = self._shifts[j % cap]
+                x = self._compute_map(frame, (float(dy), float(dx)), self._map_slot(j))
+            else:
+                x = self._stored_map(j)
+            moments.append(x, prev)
+            if j == self._lo:
+                self._head = x
+            prev = x
+        self._tail = prev
+        self._since_resync = 0
+
+    def _emit(self) -> SlidingResult:
+        assert self._moments is not None
+        image = self._moments.combine(self._cfg.temporal, first=self._head, last=self._tail)
+        if self._cfg.macro_pixel_correction:
+            if self._mpc is None:
+                from livesr.kernels.esrrf import macro_pixel_correction
+
+                self._mpc = macro_pixel_correction
+            image = self._mpc(image, self._params.magnification)
+            image = np.asarray(image, dtype=np.float32)
+        return SlidingResult(
+            image=image,
+            first_frame=self._lo,
+            last_frame=self._hi - 1,
+            n_frames=self._hi - self._lo,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"SlidingEsrrf(window={self.window}, stride={self.stride}, temporal={self.temporal!r}, "
+            f"magnification={self._params.magnification}, strategy={self._strategy!r}, "
+            f"frames_seen={self._frames_seen}, windows_emitted={self._windows_emitted})"
+        )
+
+
+def _validate_shape(shape: Any) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"frame_shape must be (rows, columns), got {shape!r}") from None
+    if h < 1 or w < 1 or math.prod((h, w)) != h * w:
+        raise ValueError(f"frame_shape must be two integers >= 1, got {shape!r}")
+    return h, w
