@@ -1,0 +1,652 @@
+"""Causal drift estimation for streams: :class:`RollingDrift`.
+
+Frames arrive one by one (:meth:`RollingDrift.push`) or in batches
+(:meth:`RollingDrift.update`). Every ``block`` frames are averaged into a block
+and registered as soon as the block is complete; the estimate is the
+displacement of the block's mean image, placed at the block's centre frame.
+
+Reference and sign
+------------------
+(dy, dx) is the displacement of the sample in px, positive towards larger row /
+column index, relative to the *first block* (the mean of frames
+``0 .. block - 1``, i.e. the displacement at frame ``(block - 1) / 2``). A constant
+offset is irrelevant to a stream (the reconstruction moves by a constant); to
+reference frame 0 instead, subtract :meth:`RollingDrift.displacement_at` ``(0)``.
+
+Algorithm
+---------
+* **Key frames.** A key frame is a template (the mean of ``key_blocks`` blocks,
+  each shifted by its own estimate into the key's coordinates, then frozen) with
+  a known offset and offset uncertainty. The first block starts the root key
+  (offset 0 by definition, used as reference while it accumulates).
+* **Registration.** Each block is registered against up to ``n_references``
+  frozen keys (the current key and the other key that overlaps the predicted
+  position most) by normalised cross-correlation: integer peak on apodised
+  frames, then both frames cropped to their overlap and the lag refined by DFT
+  upsampling (:func:`~livesr.kernels.drift._register.register_two_pass`). The
+  per-key estimates (key offset + lag) are combined with inverse-variance
+  weights (variance = block noise + the key's offset variance).
+* **New keys.** When the overlap of the predicted position with the current key
+  falls below ``min_overlap`` (fraction of the frame area), every
+  ``keyframe_every`` blocks (0 = never), or when the correlation peak against
+  the key has dropped below half its initial value (sample changed), an
+  existing key overlapping better is reused if there is one (oscillating drift
+  revisits old keys: no error accumulates); otherwise the current block starts a
+  new key. While it accumulates, the new key's offset is measured against the
+  older keys on every block and averaged, so one key transition adds an error
+  of about ``sigma / sqrt(key_blocks)``, not ``sigma``: the chain grows far
+  slower than a block-to-block random walk.
+* **Outliers.** A block is rejected when its peak-to-sidelobe ratio is below
+  ``min_psr`` or below ``psr_drop`` times the running median, or when its
+  estimate is further than ``max_velocity * block + 5 sigma`` px from the
+  prediction (robust linear fit through the last accepted estimates). A
+  rejected block reports the prediction (``rejected=True``, larger sigma) and
+  does not enter templates or predictions. After ``relock_after`` consecutive
+  rejections the next block with a good peak is accepted whatever its jump
+  (a real sudden move, e.g. a stage step).
+* **Uncertainty.** Each block is also registered in two halves; the half-to-half
+  difference (minus the predicted motion between the half centres) measures the
+  block's own noise independently of the drift's shape
+  (``var(half A - half B) = 4 sigma_block^2``). A running mean of it over
+  ``noise_window`` blocks, scaled by the block's PSR relative to the running
+  median, plus the reference key's offset variance, gives ``sigma_px``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from numbers import Integral, Real
+
+import numpy as np
+
+from livesr.kernels.drift._register import coarse_spectrum, register_two_pass
+
+__all__ = ["DriftEstimate", "RollingDrift", "RollingDriftParams"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DriftEstimate:
+    """Drift estimate of one completed block of frames.
+
+    Attributes
+    ----------
+    block_index : int
+        0-based index of the block.
+    frame_index : int
+        Index of the block's *last* frame (the frame whose arrival completed it).
+    center : float
+        Mean frame index of the block, where the estimate applies
+        (``frame_index - (block - 1) / 2``).
+    dy, dx : float
+        Displacement of the sample, px, positive towards larger row / column,
+        relative to the first block.
+    sigma_px : float
+        Estimated standard uncertainty of (dy, dx), px per axis.
+    rejected : bool
+        True when the block was rejected as an outlier; (dy, dx) is then the
+        prediction.
+    psr : float
+        Peak-to-sidelobe ratio of the correlation against the main reference
+        (dimensionless; NaN for the first block).
+    key_index : int
+        Index of the key frame used as main reference.
+    """
+
+    block_index: int
+    frame_index: int
+    center: float
+    dy: float
+    dx: float
+    sigma_px: float
+    rejected: bool
+    psr: float
+    key_index: int
+
+
+def _check_int(name: str, v: object, lo: int) -> None:
+    if not isinstance(v, Integral) or isinstance(v, bool) or v < lo:
+        raise ValueError(f"RollingDrift {name}={v!r} is out of range; expected an integer >= {lo}")
+
+
+def _check_real(name: str, v: object, lo: float, hi: float, lo_open: bool = False) -> None:
+    ok = isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(float(v))  # type: ignore[arg-type]
+    if ok:
+        f = float(v)  # type: ignore[arg-type]
+        ok = (f > lo if lo_open else f >= lo) and f <= hi
+    if not ok:
+        lo_s = f"> {lo}" if lo_open else f">= {lo}"
+        raise ValueError(
+            f"RollingDrift {name}={v!r} is out of range; expected a finite number {lo_s} and <= {hi}"
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RollingDriftParams:
+    """Parameters of :class:`RollingDrift` (validated on construction).
+
+    Attributes
+    ----------
+    block : int
+        Frames averaged per estimate, >= 1 (2 or more for the split-half noise
+        estimate; with 1 the noise comes from the PSR only).
+    max_drift : float
+        Search half-width (px) of the correlation peak around the predicted
+        lag; 0 searches the whole frame.
+    keyframe_every : int
+        Promote a new key frame every this many blocks (0 = only when the
+        overlap or the peak degrades).
+    upsample : int
+        DFT upsampling factor of the sub-pixel refinement, >= 1.
+    key_blocks : int
+        Blocks averaged into a key template before it is frozen, >= 1.
+    n_references : int
+        Keys registered against per block, >= 1.
+    min_overlap : float
+        Overlap fraction (of the frame area) below which a new key is needed, in
+        (0, 1).
+    min_ref_overlap : float
+        Smallest overlap fraction for a key to be used as a reference, in (0, 1).
+    max_velocity : float
+        Largest plausible drift speed, px per frame (> 0); jumps beyond
+        ``max_velocity * block`` px (+ 5 sigma) from the prediction are outliers.
+    min_psr : float
+        Absolute peak-to-sidelobe floor of an accepted block, >= 0.
+    psr_drop : float
+        Relative PSR floor (fraction of the running median), in [0, 1).
+    relock_after : int
+        Consecutive rejections after which a good-peak block is accepted
+        whatever its jump, >= 1.
+    noise_window : int
+        Blocks in the running noise (sigma) estimate, >= 1.
+    """
+
+    block: int = 10
+    max_drift: float = 0.0
+    keyframe_every: int = 0
+    upsample: int = 50
+    key_blocks: int = 10
+    n_references: int = 2
+    min_overlap: float = 0.8
+    min_ref_overlap: float = 0.55
+    max_velocity: float = 0.3
+    min_psr: float = 4.0
+    psr_drop: float = 0.3
+    relock_after: int = 5
+    noise_window: int = 50
+
+    def __post_init__(self) -> None:
+        _check_int("block", self.block, 1)
+        _check_real("max_drift", self.max_drift, 0.0, 1e6)
+        _check_int("keyframe_every", self.keyframe_every, 0)
+        _check_int("upsample", self.upsample, 1)
+        _check_int("key_blocks", self.key_blocks, 1)
+        _check_int("n_references", self.n_references, 1)
+        _check_real("min_overlap", self.min_overlap, 0.0, 0.999, lo_open=True)
+        _check_real("min_ref_overlap", self.min_ref_overlap, 0.0, 0.999, lo_open=True)
+        if self.min_ref_overlap > self.min_overlap:
+            raise ValueError(
+                f"RollingDrift min_ref_overlap={self.min_ref_overlap!r} must be <= "
+                f"min_overlap={self.min_overlap!r}"
+            )
+        _check_real("max_velocity", self.max_velocity, 0.0, 1e6, lo_open=True)
+        _check_real("min_psr", self.min_psr, 0.0, 1e9)
+        _check_real("psr_drop", self.psr_drop, 0.0, 0.999)
+        _check_int("relock_after", self.relock_after, 1)
+        _check_int("noise_window", self.noise_window, 1)
+
+
+@dataclass(slots=True)
+class _Key:
+    index: int
+    offset: np.ndarray  # (2,) displacement of the template, px
+    var: float  # offset variance per axis, px^2
+    acc: np.ndarray  # weighted sum of shifted blocks
+    wsum: np.ndarray  # weight of each pixel
+    n: int = 1
+    frozen: bool = False
+    image: np.ndarray | None = None
+    spectrum: np.ndarray | None = None
+    psr0: float = math.nan
+    offset_samples: list[np.ndarray] = field(default_factory=list)
+    sample_vars: list[float] = field(default_factory=list)
+
+    def template(self) -> np.ndarray:
+        if self.image is not None:
+            return self.image
+        valid = self.wsum > 0.5
+        img = np.where(valid, self.acc / np.maximum(self.wsum, 1e-12), 0.0)
+        if not valid.all():
+            img[~valid] = img[valid].mean() if valid.any() else 0.0
+        return img
+
+    def freeze(self) -> None:
+        self.image = self.template()
+        self.spectrum = coarse_spectrum(self.image)
+        self.frozen = True
+
+
+def _shift_into(img: np.ndarray, lag: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Shift ``img`` by ``-lag`` (cubic spline); returns (shifted, weight)."""
+    from scipy import ndimage
+
+    sh = ndimage.shift(img, -lag, order=3, mode="constant", cval=0.0)
+    w = ndimage.shift(np.ones_like(img), -lag, order=1, mode="constant", cval=0.0)
+    w = (w > 0.999).astype(np.float64)
+    return sh * w, w
+
+
+class RollingDrift:
+    """Causal, block-wise drift estimator for a stream of frames.
+
+    Parameters
+    ----------
+    block : int
+        Frames per block (one estimate per completed block), >= 1.
+    **params
+        Any other field of :class:`RollingDriftParams` (``max_drift``,
+        ``keyframe_every``, ``upsample``, ``key_blocks``, ``n_references``,
+        ``min_overlap``, ``max_velocity``, ...).
+
+    Notes
+    -----
+    Not thread-safe: feed it from one thread. Frames must all have one (h, w)
+    shape (h, w >= 16); any real dtype; computed in float64.
+
+    Examples
+    --------
+    >>> rd = RollingDrift(block=10)
+    >>> for frame in frames:                      # doctest: +SKIP
+    ...     est = rd.push(frame)                  # a DriftEstimate every 10 frames
+    >>> rd.displacement_at(123)                   # doctest: +SKIP
+    """
+
+    def __init__(self, block: int = 10, **params: object) -> None:
+        self.params = RollingDriftParams(block=block, **params)  # type: ignore[arg-type]
+        p = self.params
+        self._shape: tuple[int, int] | None = None
+        self._n_frames = 0
+        self._acc: np.ndarray | None = None
+        self._half: np.ndarray | None = None
+        self._count = 0
+        self._n_half = max(1, p.block // 2)
+        self._keys: list[_Key] = []
+        self._current = 0  # index of the current (main) frozen key, or accumulating root
+        self._pending: _Key | None = None  # non-root key being accumulated
+        self._since_key = 0
+        self._estimates: list[DriftEstimate] = []
+        self._centres: list[float] = []
+        self._values: list[tuple[float, float]] = []
+        self._accepted: deque[tuple[float, float, float]] = deque(maxlen=4)
+        self._noise: deque[float] = deque(maxlen=p.noise_window)
+        self._psrs: deque[float] = deque(maxlen=p.noise_window)
+        self._n_rejected = 0
+
+    # ------------------------------------------------------------------ input
+    def push(self, frame: np.ndarray) -> DriftEstimate | None:
+        """Add one frame; return the new estimate if it completed a block.
+
+        Parameters
+        ----------
+        frame : numpy.ndarray
+            (h, w) real image; finite.
+        """
+        a = np.asarray(frame)
+        if a.ndim != 2:
+            raise ValueError(f"frame must be 2-D (rows, cols); got shape {a.shape}")
+        if self._shape is None:
+            if a.shape[0] < 16 or a.shape[1] < 16:
+                raise ValueError(f"frames must be at least 16x16 px; got {a.shape}")
+            self._shape = (int(a.shape[0]), int(a.shape[1]))
+            self._acc = np.zeros(self._shape)
+            self._half = np.zeros(self._shape)
+        elif a.shape != self._shape:
+            raise ValueError(
+                f"frame shape {a.shape} differs from the stream's {self._shape}; "
+                "start a new RollingDrift for a new frame size"
+            )
+        f = a.astype(np.float64, copy=False)
+        if not np.all(np.isfinite(f)):
+            raise ValueError(
+                f"frame {self._n_frames} holds non-finite values; replace them before pushing"
+            )
+        assert self._acc is not None and self._half is not None
+        self._acc += f
+        if self._count < self._n_half:
+            self._half += f
+        self._count += 1
+        self._n_frames += 1
+        if self._count < self.params.block:
+            return None
+        est = self._complete_block()
+        self._acc[...] = 0.0
+        self._half[...] = 0.0
+        self._count = 0
+        return est
+
+    def update(self, frames: np.ndarray) -> list[DriftEstimate]:
+        """Add (n, h, w) frames (or one (h, w) frame); return the estimates of
+        every block completed by them, oldest first."""
+        a = np.asarray(frames)
+        if a.ndim == 2:
+            a = a[None]
+        if a.ndim != 3:
+            raise ValueError(f"frames must be (n, h, w) or (h, w); got shape {a.shape}")
+        out = []
+        for fr in a:
+            e = self.push(fr)
+            if e is not None:
+                out.append(e)
+        return out
+
+    # ------------------------------------------------------------- queries
+    @property
+    def estimates(self) -> tuple[DriftEstimate, ...]:
+        """All block estimates so far, oldest first."""
+        return tuple(self._estimates)
+
+    @property
+    def n_frames(self) -> int:
+        """Frames pushed so far."""
+        return self._n_frames
+
+    @property
+    def n_keys(self) -> int:
+        """Key frames created so far (frozen or accumulating)."""
+        return len(self._keys) + (self._pending is not None)
+
+    def current(self) -> tuple[float, float]:
+        """Newest estimate (dy, dx), px ((0, 0) before the first block)."""
+        if not self._values:
+            return (0.0, 0.0)
+        return self._values[-1]
+
+    def velocity(self) -> tuple[float, float]:
+        """Drift velocity (vy, vx), px per frame, from the recent accepted blocks."""
+        v = self._fit()[1]
+        return float(v[0]), float(v[1])
+
+    def displacement_at(self, frame_index: float) -> tuple[float, float]:
+        """Displacement (dy, dx) at any frame index, px.
+
+        Linear interpolation between block centres; before the first centre the
+        first value; after the last centre a linear extrapolation with the
+        recent velocity (what a causal consumer applies to frames whose block is
+        not complete yet).
+        """
+        if not self._values:
+            return (0.0, 0.0)
+        c = self._centres
+        t = float(frame_index)
+        if t >= c[-1]:
+            v = self._fit()[1]
+            last = np.asarray(self._values[-1])
+            out = last + v * (t - c[-1])
+            return float(out[0]), float(out[1])
+        vals = np.asarray(self._values)
+        return (
+            float(np.interp(t, c, vals[:, 0])),
+            float(np.interp(t, c, vals[:, 1])),
+        )
+
+    def drift_table(self, n_frames: int | None = None) -> np.ndarray:
+        """(n, 2) float64 displacement (dy, dx) of frames 0 .. n - 1 (default:
+        every frame pushed), as :meth:`displacement_at` gives it."""
+        n = self._n_frames if n_frames is None else int(n_frames)
+        t = np.arange(n, dtype=np.float64)
+        if not self._values:
+            return np.zeros((n, 2))
+        c = np.asarray(self._centres)
+        vals = np.asarray(self._values)
+        out = np.stack([np.interp(t, c, vals[:, 0]), np.interp(t, c, vals[:, 1])], axis=1)
+        hi = t > c[-1]
+        if hi.any():
+            v = self._fit()[1]
+            out[hi] = vals[-1] + (t[hi, None] - c[-1]) * v
+        return out
+
+    # ------------------------------------------------------------ internals
+    def _fit(self) -> tuple[np.ndarray, np.ndarray]:
+        """(value at the last accepted centre, velocity) from accepted blocks."""
+        if not self._accepted:
+            return np.zeros(2), np.zeros(2)
+        pts = np.asarray(self._accepted)
+        if len(pts) == 1:
+            return pts[0, 1:], np.zeros(2)
+        t = pts[:, 0] - pts[-1, 0]
+        a = np.vstack([np.ones_like(t), t]).T
+        coef, *_ = np.linalg.lstsq(a, pts[:, 1:], rcond=None)
+        return coef[0], coef[1]
+
+    def _predict(self, centre: float) -> np.ndarray:
+        if not self._accepted:
+            return np.zeros(2)
+        base, v = self._fit()
+        return base + v * (centre - self._accepted[-1][0])
+
+    def _overlap(self, disp: np.ndarray, key: _Key) -> float:
+        assert self._shape is not None
+        h, w = self._shape
+        d = np.abs(disp - key.offset)
+        return max(0.0, 1 - d[0] / h) * max(0.0, 1 - d[1] / w)
+
+    def _noise_var(self) -> float:
+        if self._noise:
+            return float(np.mean(self._noise))
+        return 0.05**2
+
+    def _register(
+        self, key: _Key, img: np.ndarray, f_img: np.ndarray, pred: np.ndarray
+    ) -> tuple[np.ndarray, float]:
+        p = self.params
+        ref = key.template()
+        f_ref = key.spectrum if key.spectrum is not None else coarse_spectrum(ref)
+        centre = pred - key.offset
+        r = register_two_pass(
+            ref,
+            img,
+            upsample=p.upsample,
+            max_shift=p.max_drift,
+            center=(float(centre[0]), float(centre[1])),
+            f_ref=f_ref,
+            f_img=f_img,
+        )
+        return np.array([r.dy, r.dx]), r.psr
+
+    def _references(self, pred: np.ndarray) -> list[_Key]:
+        p = self.params
+        frozen = [k for k in self._keys if k.frozen]
+        if not frozen:
+            return [self._keys[0]]  # the root while it accumulates
+        main = self._keys[self._current]
+        refs = [main] if self._overlap(pred, main) >= p.min_ref_overlap else []
+        others = sorted(
+            (k for k in frozen if k is not main),
+            key=lambda k: -self._overlap(pred, k),
+        )
+        for k in others:
+            if len(refs) >= p.n_references:
+                break
+            if self._overlap(pred, k) >= p.min_ref_overlap:
+                refs.append(k)
+        if not refs:
+            refs = [max(frozen, key=lambda k: self._overlap(pred, k))]
+        return refs
+
+    def _complete_block(self) -> DriftEstimate:
+        p = self.params
+        assert self._acc is not None and self._half is not None
+        b = len(self._estimates)
+        last = self._n_frames - 1
+        centre = last - (p.block - 1) / 2.0
+        img = self._acc / p.block
+        if b == 0:
+            root = _Key(
+                index=0,
+                offset=np.zeros(2),
+                var=0.0,
+                acc=img.copy(),
+                wsum=np.ones_like(img),
+            )
+            self._keys.append(root)
+            if p.key_blocks == 1:
+                root.freeze()
+            return self._record(b, last, centre, np.zeros(2), 0.0, False, math.nan, 0)
+
+        pred = self._predict(centre)
+        f_img = coarse_spectrum(img)
+        refs = self._references(pred)
+        ests, wts, psrs = [], [], []
+        s2 = self._noise_var()
+        for k in refs:
+            lag, psr = self._register(k, img, f_img, pred)
+            ests.append(k.offset + lag)
+            wts.append(1.0 / (s2 + k.var + 1e-8))
+            psrs.append(psr)
+        ests_a = np.asarray(ests)
+        w = np.asarray(wts)
+        est = (ests_a * w[:, None]).sum(0) / w.sum()
+        psr = psrs[0]
+        main = refs[0]
+
+        # split-half noise measurement against the main reference
+        half_diff = math.nan
+        if p.block >= 2:
+            n_a = self._n_half
+            n_b = p.block - n_a
+            img_a = self._half / n_a
+            img_b = (self._acc - self._half) / n_b
+            la, _ = self._register(main, img_a, coarse_spectrum(img_a), pred)
+            lb, _ = self._register(main, img_b, coarse_spectrum(img_b), pred)
+            dt = (n_a + n_b) / 2.0  # distance between the half centres, frames
+            v = self._fit()[1]
+            resid = (lb - la) - v * dt
+            # var(la - lb) ~ sigma_a^2 + sigma_b^2 = sigma^2 (B/n_a + B/n_b)
+            half_diff = float(np.mean(resid**2)) / (p.block / n_a + p.block / n_b)
+
+        # outlier tests
+        med_psr = float(np.median(self._psrs)) if len(self._psrs) >= 3 else psr
+        bad_peak = psr < p.min_psr or psr < p.psr_drop * med_psr
+        sigma = math.sqrt(s2 * float(np.clip(med_psr / max(psr, 1e-6), 0.5, 4.0) ** 2) + main.var)
+        jump = float(np.max(np.abs(est - pred)))
+        limit = p.max_velocity * p.block + 5 * sigma
+        bad_jump = bool(self._accepted) and jump > limit
+        rejected = bad_peak or bad_jump
+        if rejected and not bad_peak and self._n_rejected >= p.relock_after:
+            logger.info("RollingDrift: re-lock at block %d after %d rejections", b, self._n_rejected)
+            self._accepted.clear()
+            rejected = False
+        if rejected:
+            self._n_rejected += 1
+            logger.debug(
+                "RollingDrift: block %d rejected (psr %.1f, median %.1f, jump %.2f px > %.2f)",
+                b, psr, med_psr, jump, limit,
+            )
+            return self._record(b, last, centre, pred, 2 * sigma + 0.05, True, psr, main.index)
+        self._n_rejected = 0
+        self._psrs.append(psr)
+        if math.isfinite(half_diff):
+            self._noise.append(half_diff)
+        self._accepted.append((centre, float(est[0]), float(est[1])))
+        self._maintain_keys(img, est, psr, main)
+        return self._record(b, last, centre, est, sigma, False, psr, main.index)
+
+    def _maintain_keys(self, img: np.ndarray, est: np.ndarray, psr: float, main: _Key) -> None:
+        p = self.params
+        root = self._keys[0]
+        if not root.frozen:  # the root accumulates the first key_blocks blocks
+            sh, w = _shift_into(img, est - root.offset)
+            root.acc += sh
+            root.wsum += w
+            root.n += 1
+            if root.n >= p.key_blocks:
+                root.freeze()
+                root.psr0 = psr
+            return
+        if math.isnan(main.psr0):
+            main.psr0 = psr
+        pk = self._pending
+        if pk is not None:
+            # measure the pending key's offset from this block, accumulate the block
+            lag, _ = self._register(pk, img, coarse_spectrum(img), est)
+            pk.offset_samples.append(est - lag)
+            pk.sample_vars.append(self._noise_var() + main.var)
+            pk.offset = np.mean(pk.offset_samples, axis=0)
+            sh, w = _shift_into(img, est - pk.offset)
+            pk.acc += sh
+            pk.wsum += w
+            pk.n += 1
+            if pk.n >= p.key_blocks:
+                m = len(pk.offset_samples)
+                pk.var = float(np.mean(pk.sample_vars)) / m
+                pk.freeze()
+                self._keys.append(pk)
+                self._current = len(self._keys) - 1
+                self._pending = None
+                self._since_key = 0
+                logger.debug(
+                    "RollingDrift: key %d frozen at offset (%.3f, %.3f) +- %.4f px",
+                    pk.index, pk.offset[0], pk.offset[1], math.sqrt(pk.var),
+                )
+            return
+        self._since_key += 1
+        cur = self._keys[self._current]
+        need = (
+            self._overlap(est, cur) < p.min_overlap
+            or (p.keyframe_every > 0 and self._since_key >= p.keyframe_every)
+            or (math.isfinite(cur.psr0) and psr < 0.5 * cur.psr0 and main is cur)
+        )
+        if not need:
+            return
+        forced = p.keyframe_every > 0 and self._since_key >= p.keyframe_every
+        best = max(
+            (k for k in self._keys if k.frozen and k is not cur),
+            key=lambda k: self._overlap(est, k),
+            default=None,
+        )
+        if not forced and best is not None and self._overlap(est, best) >= p.min_overlap:
+            self._current = best.index
+            self._since_key = 0
+            return
+        self._pending = _Key(
+            index=len(self._keys),
+            offset=est.copy(),
+            var=self._noise_var(),
+            acc=img.copy(),
+            wsum=np.ones_like(img),
+            offset_samples=[est.copy()],
+            sample_vars=[self._noise_var() + main.var],
+        )
+
+    def _record(
+        self,
+        b: int,
+        last: int,
+        centre: float,
+        value: np.ndarray,
+        sigma: float,
+        rejected: bool,
+        psr: float,
+        key: int,
+    ) -> DriftEstimate:
+        e = DriftEstimate(
+            block_index=b,
+            frame_index=last,
+            center=centre,
+            dy=float(value[0]),
+            dx=float(value[1]),
+            sigma_px=float(sigma),
+            rejected=rejected,
+            psr=float(psr),
+            key_index=key,
+        )
+        self._estimates.append(e)
+        self._centres.append(centre)
+        self._values.append((e.dy, e.dx))
+        if b == 0:
+            self._accepted.append((centre, 0.0, 0.0))
+        return e
