@@ -1,0 +1,482 @@
+"""The delay agent: which implementation to run next, NanoPyx's equations 1-5 plus deadlines.
+
+A small class with no I/O, one per kernel, constructed by the dispatcher (or a
+pipeline) and driven by run times it is told about; tests feed it synthetic timings.
+
+Per (input signature, implementation) it keeps the last ``window`` (50) run times.
+The statistics split them into the fastest and slowest halves (FastAverage,
+FastStdDev, SlowAverage, SlowStdDev; population std), as in the paper:
+
+1. a run is *delayed* when ``t > FastAverage + 4·FastStdDev`` (eq. 1);
+2. ``DelayFactor = t / FastAverage`` (eq. 2);
+3. ``P(delay persists)`` by logistic regression on consecutive pairs
+   ``(delayed[k], delayed[k+1])`` of the history plus ``t``;
+   ``Adjusted = FA·(1 − P) + FA·DelayFactor·P`` for flagged implementations (eq. 3);
+4. when the fastest by FastAverage is not the fastest by Adjusted time, draw with
+   probability ∝ ``1 / Adjusted²`` (eq. 4); otherwise choose deterministically;
+5. a flagged implementation's delay is over when its run is
+   ``t < SlowAverage − SlowStdDev`` or ``t < FastAverage + FastStdDev`` (eq. 5, as in
+   NanoPyx's code and the paper's prose; the printed ">" is a typo).
+
+Choices where NanoPyx's code and paper differ, and where livesr departs (ESRRF.md §4.4):
+
+- Fewer than ``min_runs`` (3, the paper; the code uses 2) local runs: timings of the
+  most similar benchmarked signature or the factory defaults (the dispatcher seeds
+  them as a *prior*) are used instead.
+- Delay detection needs ``min_runs_for_delay`` (10) own runs of that signature
+  (code: 20, paper: none) so that FastStdDev means something, and a delay must also
+  exceed ``min_delay_factor`` (1.25) × FastAverage: with near-constant histories
+  ``4·FastStdDev`` is below timer jitter.
+- The logistic regression uses ``C = 100`` (sklearn's default is 1): with C = 1 two
+  consecutive delayed runs after 30 normal ones give P = 0.14, so the favourite is
+  kept for ~5 delayed calls; with C = 100 it is 0.94 and the switch happens on the
+  third call.  One-class labels: all normal → P = 0.01 (as the code); all delayed →
+  P = 0.99 (the code says 0.01, which is backwards).
+- Flags are per (signature, implementation) of one kernel, never global across
+  kernels or signatures (NanoPyx's one agent flags a run-type name process-wide).
+  Implementations sharing a device (all CPU backends) do **not** share a busy flag:
+  a sibling is judged by its own next run, so an implementation slowed for a reason
+  its siblings do not share (its device, its library) is still escaped at once, and
+  a sibling that is slowed too is flagged by its own first slow run.
+- End of delay: the paper's stochastic rule re-tests a flagged favourite only when
+  the draw happens to pick it (for a 10× delay vs a 2× alternative: 4 % per call).
+  livesr also *probes* a flagged implementation that would be the favourite without
+  its delay after ``2, 4, 8, …`` calls (doubling while the delay is confirmed,
+  capped at ``max_probe_interval`` = 8), so recovery is noticed within 8 calls.
+- Deadlines (beyond NanoPyx): with ``deadline_s`` the choice is restricted to the
+  implementations whose probability of finishing in time, ``P(t ≤ deadline)`` under
+  a normal (or, when flagged, the two-component delayed/normal mixture) model of
+  FastAverage/FastStdDev, is at least ``deadline_confidence`` (0.9); if none is, the
+  one with the highest probability is chosen and the decision says ``predicted_miss``.
+- Implementations without any timing are explored (in the caller's order) before
+  a choice is made, unless a deadline is given and a known implementation meets it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+logger = logging.getLogger(__name__)
+
+
+class _Rng(Protocol):
+    def random(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Tuning of the delay agent; see the module docs for the meaning of each field."""
+
+    window: int = 50
+    min_runs: int = 3
+    min_runs_for_delay: int = 10
+    delay_sigmas: float = 4.0
+    min_delay_factor: float = 1.25
+    regularization_c: float = 100.0
+    no_evidence_p: float = 0.01
+    exponent: float = 2.0
+    max_probe_interval: int = 8
+    deadline_confidence: float = 0.9
+    rel_std_floor: float = 0.02
+    max_signatures: int = 64
+
+    def __post_init__(self) -> None:
+        checks: list[tuple[str, bool, str]] = [
+            ("window", self.window >= 4, ">= 4"),
+            ("min_runs", 1 <= self.min_runs <= self.window, "1..window"),
+            ("min_runs_for_delay", 2 <= self.min_runs_for_delay <= self.window, "2..window"),
+            ("delay_sigmas", self.delay_sigmas > 0, "> 0"),
+            ("min_delay_factor", self.min_delay_factor >= 1, ">= 1"),
+            ("regularization_c", self.regularization_c > 0, "> 0"),
+            ("no_evidence_p", 0 < self.no_evidence_p < 0.5, "in (0, 0.5)"),
+            ("exponent", self.exponent > 0, "> 0"),
+            ("max_probe_interval", self.max_probe_interval >= 1, ">= 1"),
+            ("deadline_confidence", 0 < self.deadline_confidence < 1, "in (0, 1)"),
+            ("rel_std_floor", 0 <= self.rel_std_floor < 1, "in [0, 1)"),
+            ("max_signatures", self.max_signatures >= 1, ">= 1"),
+        ]
+        for name, ok, valid in checks:
+            if not ok:
+                raise ValueError(f"AgentConfig.{name}={getattr(self, name)!r}: expected {valid}")
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Fast/slow half statistics of a run-time history (seconds)."""
+
+    fast_avg: float
+    fast_std: float
+    slow_avg: float
+    slow_std: float
+    n: int
+
+    @classmethod
+    def of(cls, times: Iterable[float]) -> Stats:
+        """Split ``times`` (non-empty) into fastest and slowest halves, NanoPyx style."""
+        values = sorted(times)
+        n = len(values)
+        if n == 0:
+            raise ValueError("Stats.of: no run times")
+        half = max(1, n // 2)
+        fast, slow = values[:half], values[half:] or values[:half]
+        return cls(_mean(fast), _pstd(fast), _mean(slow), _pstd(slow), n)
+
+
+def _mean(xs: Sequence[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def _pstd(xs: Sequence[float]) -> float:
+    m = _mean(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / len(xs))
+
+
+def _phi(z: float) -> float:
+    return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+
+
+@dataclass
+class _Track:
+    runs: deque[float]
+    prior: tuple[float, ...] = ()
+    prior_source: str = ""
+    delayed: bool = False
+    delay_factor: float = 1.0
+    p_delay: float = 0.0
+    since_run: int = 0
+    probe_interval: int = 2
+    delay_since: float = 0.0
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the agent chose and why (also kept as ``kernel.last_decision``)."""
+
+    impl: str
+    reason: str
+    expected_s: float | None
+    p_meet: float | None = None
+    predicted_miss: bool = False
+    expected: Mapping[str, float] = field(default_factory=dict)
+
+
+class DelayAgent:
+    """Chooses an implementation per call and tracks delays (see the module docs).
+
+    Parameters
+    ----------
+    name : str
+        Kernel name used in log messages.
+    config : AgentConfig, optional
+    rng : object with ``random() -> float``, optional
+        Source of the stochastic choice (``random.Random(seed)`` in tests).
+    clock : callable, optional
+        Monotonic clock in seconds, used to time delays in log messages.
+    p_delay : callable, optional
+        ``(labels: list[bool], c: float) -> float``; defaults to scikit-learn's
+        logistic regression (imported on first use; call :meth:`prepare` ahead).
+    """
+
+    def __init__(
+        self,
+        name: str = "kernel",
+        config: AgentConfig | None = None,
+        *,
+        rng: _Rng | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        p_delay: Callable[[list[bool], float], float] | None = None,
+    ) -> None:
+        self.name = name
+        self.config = config or AgentConfig()
+        self.rng: _Rng = rng if rng is not None else random.Random()
+        self.clock = clock
+        self._p_delay_fn = p_delay or logistic_p_delay
+        self._tracks: OrderedDict[str, dict[str, _Track]] = OrderedDict()
+        self._preferred: dict[str, str] = {}
+
+    # -- state ------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Import the logistic regression now, off the hot path (idempotent)."""
+        if self._p_delay_fn is logistic_p_delay:
+            import sklearn.linear_model  # noqa: F401
+
+    def _track(self, sig: str, impl: str) -> _Track:
+        tracks = self._tracks.get(sig)
+        if tracks is None:
+            tracks = self._tracks[sig] = {}
+            while len(self._tracks) > self.config.max_signatures:
+                old, _ = self._tracks.popitem(last=False)
+                self._preferred.pop(old, None)
+        else:
+            self._tracks.move_to_end(sig)
+        track = tracks.get(impl)
+        if track is None:
+            track = tracks[impl] = _Track(deque(maxlen=self.config.window))
+        return track
+
+    def known(self, sig: str, impl: str) -> bool:
+        """Whether ``impl`` has been seeded or informed for signature ``sig``."""
+        return impl in self._tracks.get(sig, {})
+
+    def seed(
+        self,
+        sig: str,
+        impl: str,
+        runs: Iterable[float] = (),
+        prior: Iterable[float] = (),
+        prior_source: str = "",
+    ) -> None:
+        """Give the agent local ``runs`` (oldest first) and a ``prior`` for a signature.
+
+        The prior (factory defaults or a similar signature's timings, already scaled)
+        is used while fewer than ``min_runs`` local runs exist.
+        """
+        track = self._track(sig, impl)
+        track.runs.extend(float(t) for t in runs)
+        track.prior = tuple(float(t) for t in prior)
+        track.prior_source = prior_source
+
+    def delayed(self, sig: str, impl: str) -> bool:
+        """Whether ``impl`` is currently flagged as delayed for ``sig``."""
+        track = self._tracks.get(sig, {}).get(impl)
+        return bool(track and track.delayed)
+
+    def stats(self, sig: str, impl: str) -> Stats | None:
+        """The statistics the agent uses for ``impl`` (local, else prior, else few runs)."""
+        track = self._tracks.get(sig, {}).get(impl)
+        if track is None:
+            return None
+        return self._stats(track)
+
+    def _stats(self, track: _Track) -> Stats | None:
+        if len(track.runs) >= self.config.min_runs:
+            return Stats.of(track.runs)
+        if track.prior:
+            return Stats.of(track.prior[-self.config.window :])
+        if track.runs:
+            return Stats.of(track.runs)
+        return None
+
+    def _adjusted(self, track: _Track, st: Stats) -> float:
+        if not track.delayed:
+            return st.fast_avg
+        p = track.p_delay
+        return st.fast_avg * (1.0 - p) + st.fast_avg * track.delay_factor * p
+
+    def p_meet(self, sig: str, impl: str, deadline_s: float) -> float | None:
+        """``P(run time ≤ deadline_s)`` under the agent's model, or None if unknown."""
+        track = self._tracks.get(sig, {}).get(impl)
+        st = self._stats(track) if track else None
+        if track is None or st is None:
+            return None
+        return self._p_meet(track, st, deadline_s)
+
+    def _p_meet(self, track: _Track, st: Stats, deadline: float) -> float:
+        sd = max(st.fast_std, self.config.rel_std_floor * st.fast_avg, 1e-9)
+        normal = _phi((deadline - st.fast_avg) / sd)
+        if not track.delayed:
+            return normal
+        f = track.delay_factor
+        slowed = _phi((deadline - st.fast_avg * f) / (sd * f))
+        return (1.0 - track.p_delay) * normal + track.p_delay * slowed
+
+    # -- choosing ---------------------------------------------------------------
+    def choose(
+        self, sig: str, impls: Sequence[str], deadline_s: float | None = None
+    ) -> Decision:
+        """Pick one of ``impls`` (available implementations, in exploration order)."""
+        if not impls:
+            raise ValueError(f"{self.name}: no implementation to choose from")
+        cfg = self.config
+        tracks = {i: self._track(sig, i) for i in impls}
+        stats = {i: self._stats(t) for i, t in tracks.items()}
+        known = [i for i in impls if stats[i] is not None]
+        unknown = [i for i in impls if stats[i] is None]
+        fast = {i: stats[i].fast_avg for i in known}  # type: ignore[union-attr]
+        adjusted = {i: self._adjusted(tracks[i], stats[i]) for i in known}  # type: ignore[arg-type]
+        p_meet: dict[str, float] = {}
+        if deadline_s is not None:
+            p_meet = {i: self._p_meet(tracks[i], stats[i], deadline_s) for i in known}  # type: ignore[arg-type]
+
+        if unknown and (
+            deadline_s is None or not any(p >= cfg.deadline_confidence for p in p_meet.values())
+        ):
+            return Decision(unknown[0], "explore", None, expected=dict(adjusted))
+
+        # Probe a flagged implementation that would be the favourite without its delay.
+        best_other = {
+            i: min((adjusted[j] for j in known if j != i), default=math.inf) for i in known
+        }
+        due = [
+            i
+            for i in known
+            if tracks[i].delayed
+            and fast[i] < best_other[i]
+            and tracks[i].since_run >= tracks[i].probe_interval
+        ]
+        if due:
+            impl = min(due, key=lambda i: fast[i])
+            logger.debug(
+                "%s: probing delayed %s after %d calls", self.name, impl, tracks[impl].since_run
+            )
+            return Decision(
+                impl, "probe", adjusted[impl], p_meet.get(impl), False, dict(adjusted)
+            )
+
+        pool = known
+        predicted_miss = False
+        if deadline_s is not None:
+            meeting = [i for i in known if p_meet[i] >= cfg.deadline_confidence]
+            if meeting:
+                pool = meeting
+            else:
+                impl = max(known, key=lambda i: (p_meet[i], -adjusted[i]))
+                self._log_preference(sig, impl, adjusted, deadline_s, p_meet)
+                return Decision(
+                    impl, "deadline", adjusted[impl], p_meet[impl], True, dict(adjusted)
+                )
+
+        by_fast = min(pool, key=lambda i: fast[i])
+        by_adjusted = min(pool, key=lambda i: adjusted[i])
+        self._log_preference(sig, by_adjusted, adjusted, deadline_s, p_meet)
+        if by_fast == by_adjusted or not any(tracks[i].delayed for i in pool):
+            impl, reason = by_fast, "fastest"
+        else:
+            weights = [adjusted[i] ** -cfg.exponent for i in pool]
+            r = self.rng.random() * sum(weights)
+            impl = pool[-1]
+            for i, w in zip(pool, weights):
+                r -= w
+                if r < 0:
+                    impl = i
+                    break
+            reason = "stochastic"
+        return Decision(
+            impl, reason, adjusted[impl], p_meet.get(impl), predicted_miss, dict(adjusted)
+        )
+
+    def _log_preference(
+        self,
+        sig: str,
+        impl: str,
+        adjusted: Mapping[str, float],
+        deadline_s: float | None,
+        p_meet: Mapping[str, float],
+    ) -> None:
+        old = self._preferred.get(sig)
+        if old == impl:
+            return
+        self._preferred[sig] = impl
+        if old is None:
+            logger.debug("%s: starts with %s", self.name, impl)
+            return
+        track = self._tracks[sig][old] if old in self._tracks.get(sig, {}) else None
+        why = []
+        if track is not None and track.delayed:
+            why.append(f"delay p={track.p_delay:.2f}")
+        if deadline_s is not None and impl in p_meet and old in p_meet:
+            why.append(
+                f"deadline {deadline_s * 1e3:.3g} ms: P(meet) {p_meet[impl]:.2f} vs "
+                f"{p_meet[old]:.2f}"
+            )
+        if old in adjusted:
+            why.append(
+                f"expected {adjusted[impl] * 1e3:.3g} ms vs {adjusted[old] * 1e3:.3g} ms"
+            )
+        logger.info("%s: %s → %s (%s)", self.name, old, impl, ", ".join(why))
+
+    # -- learning ---------------------------------------------------------------
+    def inform(self, sig: str, impl: str, seconds: float) -> None:
+        """Record a run time of ``impl`` on ``sig`` and update its delay state."""
+        cfg = self.config
+        t = float(seconds)
+        if not (t >= 0 and math.isfinite(t)):
+            raise ValueError(f"{self.name}: run time {seconds!r} s: expected a finite value >= 0")
+        track = self._track(sig, impl)
+        for other, tr in self._tracks[sig].items():
+            tr.since_run = 0 if other == impl else tr.since_run + 1
+        history = list(track.runs)
+        if track.delayed:
+            st = Stats.of(history) if history else None
+            if st is None or t < st.slow_avg - st.slow_std or t < st.fast_avg + st.fast_std:
+                track.delayed = False
+                track.probe_interval = 2
+                logger.info(
+                    "%s: delay of %s over after %.3g s (%.3g ms)",
+                    self.name,
+                    impl,
+                    self.clock() - track.delay_since,
+                    t * 1e3,
+                )
+            else:
+                track.delay_factor = t / st.fast_avg if st.fast_avg > 0 else 1.0
+                track.p_delay = self._probability(history, t, st)
+                track.probe_interval = min(2 * track.probe_interval, cfg.max_probe_interval)
+                logger.debug(
+                    "%s: %s still delayed (%.3g ms, factor %.2f, p=%.2f)",
+                    self.name,
+                    impl,
+                    t * 1e3,
+                    track.delay_factor,
+                    track.p_delay,
+                )
+        elif len(history) >= cfg.min_runs_for_delay:
+            st = Stats.of(history)
+            if t > self._threshold(st):
+                track.delayed = True
+                track.delay_factor = t / st.fast_avg if st.fast_avg > 0 else 1.0
+                track.p_delay = self._probability(history, t, st)
+                track.probe_interval = min(2, cfg.max_probe_interval)
+                track.delay_since = self.clock()
+                logger.info(
+                    "%s: %s delayed (%.3g ms vs fast average %.3g ms, factor %.2f, p=%.2f)",
+                    self.name,
+                    impl,
+                    t * 1e3,
+                    st.fast_avg * 1e3,
+                    track.delay_factor,
+                    track.p_delay,
+                )
+        track.runs.append(t)
+
+    def _threshold(self, st: Stats) -> float:
+        cfg = self.config
+        return st.fast_avg + max(
+            cfg.delay_sigmas * st.fast_std, (cfg.min_delay_factor - 1.0) * st.fast_avg
+        )
+
+    def _probability(self, history: list[float], t: float, st: Stats) -> float:
+        threshold = self._threshold(st)
+        labels = [x > threshold for x in history[-(self.config.window - 1) :]] + [
+            t > threshold
+        ]
+        return float(self._p_delay_fn(labels, self.config.regularization_c))
+
+
+def logistic_p_delay(labels: list[bool], c: float = 100.0, no_evidence_p: float = 0.01) -> float:
+    """P(next run delayed | this run delayed) by logistic regression on label pairs.
+
+    Fits ``delayed[k+1] ~ delayed[k]`` (scikit-learn ``LogisticRegression(C=c)``) and
+    returns the predicted probability for ``delayed[k] = True``.  With one class only:
+    ``no_evidence_p`` if no run was delayed, ``1 − no_evidence_p`` if all were.
+    """
+    y = labels[1:]
+    if len(y) < 1 or not any(y):
+        return no_evidence_p
+    if all(y):
+        return 1.0 - no_evidence_p
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.asarray(labels[:-1], dtype=float).reshape(-1, 1)
+    model = LogisticRegression(C=c).fit(x, np.asarray(y, dtype=bool))
+    proba = model.predict_proba(np.array([[1.0]]))[0]
+    classes = list(model.classes_)
+    return float(proba[classes.index(True)])

@@ -1,0 +1,70 @@
+"""Machine fingerprint for the benchmark store: CPU, GPU and driver, livesr version.
+
+Read from cheap sources only (``/proc/cpuinfo``, ``/proc/driver/nvidia``, the
+``platform`` module, package metadata): no backend is imported, no subprocess is
+run.  Benchmarks recorded under one fingerprint are never used under another, so a
+new GPU, driver or livesr release starts from the factory defaults again.  (OpenCL
+device identity is not part of it: probing OpenCL costs a platform scan; an OpenCL
+device change on the same machine shows up as a delay and then as new timings.)
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import platform
+from pathlib import Path
+
+from livesr.stream._version import livesr_version
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _nvidia() -> tuple[list[str], str]:
+    gpus: list[str] = []
+    driver = ""
+    root = Path("/proc/driver/nvidia")
+    try:
+        text = (root / "version").read_text(errors="replace")
+        first = text.splitlines()[0] if text else ""
+        parts = [p for p in first.split() if p[:1].isdigit() and "." in p]
+        driver = parts[0] if parts else first.strip()
+        for info in sorted((root / "gpus").glob("*/information")):
+            for line in info.read_text(errors="replace").splitlines():
+                if line.startswith("Model:"):
+                    gpus.append(line.split(":", 1)[1].strip())
+    except OSError:
+        pass
+    return gpus, driver
+
+
+@functools.lru_cache(maxsize=1)
+def machine_description() -> dict[str, object]:
+    """What the fingerprint is made of (stored beside it, for humans)."""
+    gpus, driver = _nvidia()
+    return {
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count() or 0,
+        "system": platform.system(),
+        "machine": platform.machine(),
+        "gpus": gpus,
+        "nvidia_driver": driver,
+        "livesr": livesr_version(),
+    }
+
+
+def fingerprint(description: dict[str, object] | None = None) -> str:
+    """A 16-hex-digit hash of :func:`machine_description`."""
+    desc = machine_description() if description is None else description
+    text = json.dumps(desc, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,0 +1,507 @@
+"""``Kernel``: a dispatchable operation, its implementations and its dispatcher.
+
+Declaring a kernel (``kernels/<name>/__init__.py``)::
+
+    from livesr.engine import Case, Kernel, Tolerance
+
+    kernel = Kernel(
+        "esrrf_map",
+        package=__name__,                # implementations are modules of this folder
+        reference="numpy",               # the oracle of the equivalence tests
+        tolerance=Tolerance(rtol=1e-5, atol=1e-6),
+        signature=my_signature,          # optional: (args, kwargs) -> InputSignature
+        validate=my_validate,            # optional: (args, kwargs) -> (args, kwargs) | None
+        cases=lambda: [Case("small", (frames,), {"magnification": 2})],
+        bench_cases=lambda size: [...],  # optional, for ``livesr bench --size``
+    )
+
+Adding an implementation is one file in that folder (``_numba.py``)::
+
+    from livesr.engine import implementation
+
+    @implementation("esrrf_map", backend="numba")
+    def esrrf_map_numba(frames, magnification=2):
+        ...
+
+Calling: ``kernel(frames, magnification=2, deadline_s=0.02)`` validates once, asks
+the delay agent, runs with a synchronising timer, records the time and returns the
+result.  ``kernel.using("numba")(frames, magnification=2)`` runs one implementation.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from livesr.engine._agent import AgentConfig, Decision, DelayAgent
+from livesr.engine._backends import probe
+from livesr.engine._registry import Registration, discover_modules, registrations
+from livesr.engine._timing import Clock, timed_call
+from livesr.engine._types import (
+    Backend,
+    Case,
+    DeadlineMiss,
+    ImplInfo,
+    InputSignature,
+    SignatureFn,
+    Tolerance,
+    default_signature,
+)
+
+if TYPE_CHECKING:
+    from livesr.engine._store import BenchmarkStore
+
+logger = logging.getLogger(__name__)
+
+#: Exploration order: compiled/device backends first, the reference last.
+_BACKEND_ORDER = {
+    Backend.CUPY: 0,
+    Backend.OPENCL: 1,
+    Backend.CYTHON: 2,
+    Backend.NUMBA: 3,
+    Backend.NUMPY: 4,
+}
+#: The sizes ``livesr bench --size`` offers to ``bench_cases``.
+BENCH_SIZES: tuple[str, ...] = ("small", "medium", "large")
+
+
+@dataclass
+class KernelStats:
+    """Counters of one kernel in this process (read them, do not write)."""
+
+    calls: int = 0
+    recorded: int = 0
+    warmup_calls: int = 0
+    failures: int = 0
+    deadline_calls: int = 0
+    deadline_misses: int = 0
+    predicted_misses: int = 0
+    by_impl: Counter[str] = field(default_factory=Counter)
+
+
+class Kernel:
+    """A dispatchable operation with several implementations (see the module docs).
+
+    Parameters
+    ----------
+    name : str
+        Unique kernel name; implementations register under it.
+    package : str
+        Import name of the kernel's folder (``__name__`` in its ``__init__``).
+    reference : str
+        Implementation id of the oracle (default ``"numpy"``).
+    tolerance : Tolerance
+        Equivalence tolerance against the reference.
+    signature : callable, optional
+        ``(args, kwargs) -> InputSignature``; default :func:`default_signature`.
+    validate : callable, optional
+        ``(args, kwargs) -> (args, kwargs)`` or ``None``: checks and normalises the
+        inputs once per call (implementations do not re-validate).
+    cases : sequence of Case or callable returning one, optional
+        Small named inputs for the equivalence tests (built lazily if callable).
+    bench_cases : callable ``(size) -> sequence of Case``, optional
+        Inputs for ``livesr bench``; ``size`` is one of :data:`BENCH_SIZES`.  Default:
+        the ``cases``.
+    params : type, optional
+        The kernel's parameter class, for documentation.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        package: str,
+        reference: str = "numpy",
+        tolerance: Tolerance | None = None,
+        signature: SignatureFn | None = None,
+        validate: Callable[[tuple[Any, ...], dict[str, Any]], Any] | None = None,
+        cases: Sequence[Any] | Callable[[], Sequence[Any]] | None = None,
+        bench_cases: Callable[[str], Sequence[Any]] | None = None,
+        params: type | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"Kernel name={name!r}: expected a Python identifier")
+        if not isinstance(package, str) or not package:
+            raise ValueError(f"Kernel {name}: package={package!r}: pass __name__")
+        self.name = name
+        self.package = package
+        self.reference = reference
+        self.tolerance = tolerance or Tolerance()
+        self._signature = signature or default_signature
+        self._validate = validate
+        self._cases = cases
+        self._bench_cases = bench_cases
+        self.params = params
+        self.stats = KernelStats()
+        self.last_decision: Decision | None = None
+        self.last_deadline_miss: DeadlineMiss | None = None
+        self._lock = threading.RLock()
+        self._discovered = False
+        self._failures: dict[str, ImplInfo] = {}
+        self._broken: dict[str, str] = {}
+        self._seen: set[tuple[str, str]] = set()
+        self._agent: DelayAgent | None = None
+        self._store: BenchmarkStore | None = None
+        self._store_set = False
+        self._clock: Clock = time.perf_counter
+        self._defaults_source: Callable[[str], Mapping[tuple[str, str], list[float]]] | None = (
+            None
+        )
+        self._missing_deadline = False
+
+    def __repr__(self) -> str:
+        return f"Kernel({self.name!r}, package={self.package!r})"
+
+    # -- configuration ------------------------------------------------------------
+    def configure(
+        self,
+        *,
+        agent: DelayAgent | None = None,
+        store: BenchmarkStore | None | bool = True,
+        clock: Clock | None = None,
+        factory_defaults: Callable[[str], Mapping[tuple[str, str], list[float]]] | None = None,
+    ) -> Kernel:
+        """Inject the agent, benchmark store (``None``: no persistence), clock or defaults.
+
+        Meant for pipelines and tests; resets the per-process first-call tracking.
+        Returns the kernel.
+        """
+        with self._lock:
+            if agent is not None:
+                self._agent = agent
+            if store is not True:
+                self._store = store or None
+                self._store_set = True
+            if clock is not None:
+                self._clock = clock
+            if factory_defaults is not None:
+                self._defaults_source = factory_defaults
+            self._seen.clear()
+        return self
+
+    @property
+    def agent(self) -> DelayAgent:
+        """The kernel's delay agent (created on first use)."""
+        with self._lock:
+            if self._agent is None:
+                self._agent = DelayAgent(self.name, AgentConfig())
+            return self._agent
+
+    def _get_store(self) -> BenchmarkStore | None:
+        if not self._store_set:
+            from livesr.engine._store import default_store
+
+            self._store = default_store()
+            self._store_set = True
+        return self._store
+
+    # -- registry -------------------------------------------------------------------
+    def _discover(self) -> None:
+        if self._discovered:
+            return
+        with self._lock:
+            if self._discovered:
+                return
+            for f in discover_modules(self.package):
+                self._failures[f.id] = ImplInfo(
+                    f.id, f.backend, "", False, f.reason, f.module
+                )
+            self._discovered = True
+
+    def _registrations(self) -> dict[str, Registration]:
+        self._discover()
+        return registrations(self.name)
+
+    def implementations(self, include_unavailable: bool = True) -> list[ImplInfo]:
+        """The kernel's implementations, sorted by id (discovers them on first call)."""
+        regs = self._registrations()
+        infos: dict[str, ImplInfo] = {}
+        for rid, reg in regs.items():
+            avail = probe(reg.backend)
+            reason = "" if avail.ok else avail.reason
+            if rid in self._broken:
+                reason = self._broken[rid]
+            infos[rid] = ImplInfo(rid, reg.backend, reg.variant, not reason, reason, reg.module)
+        for fid, info in self._failures.items():
+            infos.setdefault(fid, info)
+        out = sorted(infos.values(), key=lambda i: i.id)
+        return out if include_unavailable else [i for i in out if i.available]
+
+    def _available(self) -> list[Registration]:
+        regs = self._registrations()
+        ok = {i.id for i in self.implementations(include_unavailable=False)}
+        chosen = [r for rid, r in regs.items() if rid in ok]
+        chosen.sort(key=lambda r: (_BACKEND_ORDER[r.backend], r.variant))
+        if not chosen:
+            reasons = "; ".join(
+                f"{i.id}: {i.reason}" for i in self.implementations() if not i.available
+            ) or f"no module matching _<backend>*.py in {self.package}"
+            raise RuntimeError(
+                f"kernel {self.name!r} has no available implementation ({reasons}); "
+                "run 'livesr backends' to see what is missing"
+            )
+        return chosen
+
+    def _registration(self, impl: str) -> Registration:
+        regs = self._registrations()
+        reg = regs.get(impl)
+        if reg is None:
+            info = self._failures.get(impl)
+            if info is not None:
+                raise RuntimeError(f"{self.name}: implementation {impl!r} is unavailable: {info.reason}")
+            raise KeyError(
+                f"{self.name}: no implementation {impl!r}; registered: "
+                f"{', '.join(sorted(regs)) or 'none'}"
+            )
+        avail = probe(reg.backend)
+        if not avail.ok:
+            raise RuntimeError(f"{self.name}: implementation {impl!r} is unavailable: {avail.reason}")
+        return reg
+
+    # -- inputs -----------------------------------------------------------------------
+    def prepare(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Validate and normalise the inputs (the kernel's ``validate``), once."""
+        if self._validate is None:
+            return args, kwargs
+        out = self._validate(args, kwargs)
+        if out is None:
+            return args, kwargs
+        new_args, new_kwargs = out
+        return tuple(new_args), dict(new_kwargs)
+
+    def signature(self, *args: Any, **kwargs: Any) -> InputSignature:
+        """The input signature of a call with these arguments."""
+        return self._signature(args, kwargs)
+
+    def cases(self) -> list[Any]:
+        """The kernel's small named equivalence-test inputs (``[]`` if none declared)."""
+        cases = self._cases() if callable(self._cases) else self._cases
+        return list(cases or [])
+
+    def bench_cases(self, size: str = "small") -> list[Any]:
+        """Named inputs for ``livesr bench``; ``size`` is one of :data:`BENCH_SIZES`."""
+        if size not in BENCH_SIZES:
+            raise ValueError(f"size={size!r}: expected one of {', '.join(BENCH_SIZES)}")
+        if self._bench_cases is None:
+            return self.cases()
+        return list(self._bench_cases(size))
+
+    # -- running ----------------------------------------------------------------------
+    def using(self, impl: str, *, record: bool = False) -> Callable[..., Any]:
+        """A callable running exactly implementation ``impl`` (validated, synchronised).
+
+        With ``record=True`` its run times are recorded like dispatched ones (the first
+        call per input signature excepted).
+        """
+        reg = self._registration(impl)
+
+        def run(*args: Any, **kwargs: Any) -> Any:
+            args, kwargs = self.prepare(args, kwargs)
+            if not record:
+                result, _ = timed_call(reg, args, kwargs, self._clock)
+                return result
+            sig = self._signature(args, kwargs)
+            result, seconds = timed_call(reg, args, kwargs, self._clock)
+            self._after_run(reg.id, sig, seconds)
+            return result
+
+        run.__name__ = f"{self.name}[{impl}]"
+        run.__doc__ = reg.func.__doc__
+        return run
+
+    def warmup(self, *args: Any, impls: Iterable[str] | None = None, **kwargs: Any) -> dict[str, float]:
+        """Run each (or each given) available implementation once, unrecorded.
+
+        Compiles JIT/OpenCL/CuPy code for this input signature and imports the delay
+        agent's regression off the hot path.  Returns the warm-up seconds per id.
+        """
+        args, kwargs = self.prepare(args, kwargs)
+        sig = self._signature(args, kwargs)
+        wanted = set(impls) if impls is not None else None
+        out: dict[str, float] = {}
+        for reg in self._available():
+            if wanted is not None and reg.id not in wanted:
+                continue
+            _, out[reg.id] = timed_call(reg, args, kwargs, self._clock)
+            with self._lock:
+                self._seen.add((reg.id, sig.exact_key))
+                self.stats.warmup_calls += 1
+        self.agent.prepare()
+        return out
+
+    def benchmark(
+        self, *args: Any, repeats: int = 5, impls: Iterable[str] | None = None, **kwargs: Any
+    ) -> dict[str, list[float]]:
+        """Time every (or each given) available implementation ``repeats`` times.
+
+        The first call per signature is a warm-up, never recorded; the timed runs go
+        to the benchmark store and the agent.  Returns the seconds per id.
+        """
+        if repeats < 1:
+            raise ValueError(f"repeats={repeats}: expected >= 1")
+        args, kwargs = self.prepare(args, kwargs)
+        sig = self._signature(args, kwargs)
+        wanted = set(impls) if impls is not None else None
+        out: dict[str, list[float]] = {}
+        for reg in self._available():
+            if wanted is not None and reg.id not in wanted:
+                continue
+            if (reg.id, sig.exact_key) not in self._seen:
+                timed_call(reg, args, kwargs, self._clock)
+                self._seen.add((reg.id, sig.exact_key))
+            times = []
+            for _ in range(repeats):
+                _, seconds = timed_call(reg, args, kwargs, self._clock)
+                self._after_run(reg.id, sig, seconds)
+                times.append(seconds)
+            out[reg.id] = times
+        return out
+
+    def __call__(self, *args: Any, deadline_s: float | None = None, **kwargs: Any) -> Any:
+        """Dispatch: validate, choose (optionally within ``deadline_s``), run, time, record."""
+        if deadline_s is not None and not (deadline_s > 0 and math.isfinite(deadline_s)):
+            raise ValueError(f"{self.name}: deadline_s={deadline_s!r}: expected a finite value > 0")
+        args, kwargs = self.prepare(args, kwargs)
+        sig = self._signature(args, kwargs)
+        while True:
+            candidates = self._available()
+            by_id = {r.id: r for r in candidates}
+            with self._lock:
+                self._seed(sig, by_id)
+                decision = self.agent.choose(sig.key, list(by_id), deadline_s)
+                self.last_decision = decision
+            reg = by_id[decision.impl]
+            logger.debug(
+                "%s: %s on %s (%s, expected %s)",
+                self.name,
+                reg.id,
+                sig,
+                decision.reason,
+                "?" if decision.expected_s is None else f"{decision.expected_s * 1e3:.3g} ms",
+            )
+            try:
+                result, seconds = timed_call(reg, args, kwargs, self._clock)
+            except Exception as exc:
+                if len(candidates) == 1:
+                    raise
+                with self._lock:
+                    self.stats.failures += 1
+                    self._broken[reg.id] = f"{reg.id}: failed on {sig} ({type(exc).__name__}: {exc})"
+                logger.error(
+                    "%s: %s raised %s: %s; disabled for this process, choosing again",
+                    self.name,
+                    reg.id,
+                    type(exc).__name__,
+                    exc,
+                    exc_info=logger.isEnabledFor(logging.DEBUG),
+                )
+                continue
+            break
+        self._after_run(reg.id, sig, seconds, deadline_s, decision)
+        return result
+
+    def _seed(self, sig: InputSignature, by_id: Mapping[str, Registration]) -> None:
+        agent = self.agent
+        missing = [i for i in by_id if not agent.known(sig.key, i)]
+        if not missing:
+            return
+        from livesr.engine._priors import find_prior, load_factory_defaults
+
+        store = self._get_store()
+        local = store.runs(self.name) if store is not None else {}
+        defaults = (self._defaults_source or load_factory_defaults)(self.name)
+        for impl in missing:
+            runs = local.get((impl, sig.key), [])
+            prior = find_prior(sig, impl, local, defaults, agent.config.min_runs)
+            agent.seed(
+                sig.key,
+                impl,
+                runs=runs[-agent.config.window :],
+                prior=prior.times if prior else (),
+                prior_source=prior.source if prior else "",
+            )
+            logger.debug(
+                "%s: %s on %s seeded with %d local runs%s",
+                self.name,
+                impl,
+                sig,
+                len(runs),
+                f", prior from {prior.source}" if prior else "",
+            )
+
+    def _after_run(
+        self,
+        impl: str,
+        sig: InputSignature,
+        seconds: float,
+        deadline_s: float | None = None,
+        decision: Decision | None = None,
+    ) -> None:
+        with self._lock:
+            self.stats.calls += 1
+            self.stats.by_impl[impl] += 1
+            first = (impl, sig.exact_key) not in self._seen
+            if first:
+                # JIT / OpenCL build / CuPy compile: never a run-time sample
+                self._seen.add((impl, sig.exact_key))
+                self.stats.warmup_calls += 1
+                logger.debug("%s: first call of %s on %s not recorded (%.3g ms)", self.name, impl, sig, seconds * 1e3)
+            else:
+                self.stats.recorded += 1
+                if not self.agent.known(sig.key, impl):
+                    self.agent.seed(sig.key, impl)
+                self.agent.inform(sig.key, impl, seconds)
+                store = self._get_store()
+                if store is not None:
+                    store.record(self.name, impl, sig.key, seconds)
+            if deadline_s is None:
+                return
+            self.stats.deadline_calls += 1
+            predicted = bool(decision and decision.predicted_miss)
+            if predicted:
+                self.stats.predicted_misses += 1
+            if seconds <= deadline_s:
+                if self._missing_deadline and not predicted:
+                    self._missing_deadline = False
+                    logger.info("%s: meeting the %.3g ms deadline again", self.name, deadline_s * 1e3)
+                return
+            self.stats.deadline_misses += 1
+            miss = DeadlineMiss(
+                self.name,
+                impl,
+                deadline_s,
+                decision.expected_s if decision and decision.expected_s is not None else math.nan,
+                seconds,
+                decision.p_meet if decision and decision.p_meet is not None else math.nan,
+                predicted,
+            )
+            self.last_deadline_miss = miss
+            if not self._missing_deadline:
+                self._missing_deadline = True
+                logger.warning(
+                    "%s: %s took %.3g ms, over the %.3g ms deadline (%s; %d of %d calls missed)",
+                    self.name,
+                    impl,
+                    seconds * 1e3,
+                    deadline_s * 1e3,
+                    "no implementation was expected to meet it" if predicted else "unexpected",
+                    self.stats.deadline_misses,
+                    self.stats.deadline_calls,
+                )
+            else:
+                logger.debug("%s: deadline miss %s %.3g ms", self.name, impl, seconds * 1e3)
+
+    @property
+    def deadline_misses(self) -> int:
+        """Calls in this process that ran over their ``deadline_s``."""
+        return self.stats.deadline_misses
+
+
