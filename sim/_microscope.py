@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from livesr.sim._blinking import Blinking
-from livesr.sim._camera import PoissonTable, to_adu
+from livesr.sim._camera import DiscreteSampler, background_adu_sampler, to_adu
 from livesr.sim._config import SimConfig
 from livesr.sim._render import render_expected
 from livesr.sim._sample import ground_truth_histogram, place_emitters
@@ -129,7 +129,8 @@ class Microscope:
         self._stage_xy = (0.0, 0.0)
         self._stage_z = 0.0
         self._exposure_ms = cam.exposure_ms
-        self._table: PoissonTable | None = None
+        self._table: DiscreteSampler | None = None
+        self._table_ready = False
         logger.debug(
             "microscope: %d emitters, %dx%d px, sigma %.3f px",
             len(self._emitters_um),
@@ -186,7 +187,7 @@ class Microscope:
             raise ValueError(f"exposure_ms={exposure_ms!r} is out of range; expected > 0")
         with self._lock:
             self._exposure_ms = float(exposure_ms)
-            self._table = None
+            self._table, self._table_ready = None, False
 
     # -- stage --------------------------------------------------------------
     def set_xy_um(self, x: float, y: float) -> None:
@@ -261,8 +262,9 @@ class Microscope:
         )
         background = cfg.sample.background_photons * scale
         rng = np.random.default_rng([cfg.seed, _STREAM_NOISE, i]) if cam.noise else None
-        if cam.noise and self._table is None:
-            self._table = PoissonTable(cam.qe * background)
+        if cam.noise and not self._table_ready:
+            self._table = background_adu_sampler(cam.qe * background, cam)
+            self._table_ready = True
         to_adu(signal, background, cam, rng, self._table, buffer)
         if cam.stamp_index:
             buffer[0, 0] = i & 0xFFFF

@@ -4,11 +4,11 @@ Each emitter is evaluated separably and exactly at its own sub-pixel position
 (no phase table): the fraction of its photons falling in pixel ``r`` along an
 axis is ``Phi((r + 0.5 - p) / sigma) - Phi((r - 0.5 - p) / sigma)`` (pixel ``r``
 covers ``[r - 0.5, r + 0.5)``, centres at integers), evaluated with
-``scipy.special.erf`` on a ``(2R + 1)``-pixel patch, ``R = ceil(4 sigma)``. The
+``scipy.special.erf`` on a ``(2R + 1)``-pixel patch, ``R = ceil(3.5 sigma)``. The
 outer products of the two axes are scatter-added into a zero-padded image in
 one ``np.bincount`` call. A sub-pixel shift of the sample is therefore exactly
-that shift in the expected image; the truncation at 4 sigma loses < 1e-4 of the
-photons.
+that shift in the expected image; the truncation at >= 3.5 sigma loses < 5e-4 of the
+photons per axis in the worst case.
 """
 
 from __future__ import annotations
@@ -18,7 +18,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["axis_weights", "render_expected"]
+__all__ = ["TRUNCATE_SIGMA", "axis_weights", "render_expected"]
+
+#: Patch half-width in PSF sigmas: every patch edge is >= 3.5 sigma from the emitter,
+#: so at most 2 * (1 - Phi(3.5)) = 4.7e-4 of its photons (typically far less) is cut.
+TRUNCATE_SIGMA = 3.5
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
@@ -80,7 +84,7 @@ def render_expected(
         (h, w) float64 expected photons per pixel.
     """
     h, w = shape
-    r = max(1, int(math.ceil(4.0 * sigma_px)))
+    r = max(1, int(math.ceil(TRUNCATE_SIGMA * sigma_px)))
     k = 2 * r + 1
     pad = 2 * r  # patches start up to 2r before the image
     hp, wp = h + 2 * pad, w + 2 * pad

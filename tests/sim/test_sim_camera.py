@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from livesr.sim import CameraConfig, Microscope, SampleConfig, SimConfig
-from livesr.sim._camera import PoissonTable, to_adu
+from livesr.sim._camera import background_adu_sampler, poisson_sampler, to_adu
 
 EMPTY = dict(n_filaments=0, n_rings=0, n_clusters=0)
 
@@ -41,7 +41,7 @@ def test_signal_path_has_poisson_statistics():
     cam = CameraConfig(shape=(64, 64), gain=1.5, read_noise_e=1.0, qe=0.85)
     signal = np.full((64, 64), 37.0)
     rng = np.random.default_rng(1)
-    table = PoissonTable(cam.qe * 5.0)
+    table = background_adu_sampler(cam.qe * 5.0, cam)
     out = np.empty((64, 64), np.uint16)
     frames = []
     for _ in range(60):
@@ -56,7 +56,7 @@ def test_signal_path_has_poisson_statistics():
 @pytest.mark.parametrize("lam", [0.0, 0.3, 4.0, 16.0, 250.0])
 def test_poisson_table_matches_the_poisson_distribution(lam):
     n = 200_000
-    k = PoissonTable(lam).sample(np.random.default_rng(2), n)
+    k = poisson_sampler(lam).sample(np.random.default_rng(2), n)
     if lam == 0:
         assert not k.any()
         return
@@ -70,6 +70,49 @@ def test_poisson_table_matches_the_poisson_distribution(lam):
     keep = expct > 20
     chi2 = (((obs - expct) ** 2) / expct)[keep].sum()
     assert chi2 < stats.chi2.ppf(0.999, keep.sum() - 1)
+
+
+@pytest.mark.parametrize(
+    ("lam", "gain", "read_noise", "offset"),
+    [(16.0, 2.0, 1.5, 100.0), (0.4, 0.47, 1.1, 100.0), (5.0, 3.0, 0.0, 100.0), (30.0, 2.0, 1.0, 3.0)],
+)
+def test_background_table_is_the_direct_model_distribution(lam, gain, read_noise, offset):
+    """The tabulated ADU law of a background pixel equals direct sampling of
+    rint(offset + gain * (Poisson + read noise)) clipped (chi-square, 200k draws)."""
+    cam = CameraConfig(gain=gain, read_noise_e=read_noise, offset=offset)
+    table = background_adu_sampler(lam, cam)
+    assert table is not None
+    rng = np.random.default_rng(5)
+    n = 200_000
+    e = rng.poisson(lam, n) + read_noise * rng.standard_normal(n)
+    direct = np.clip(np.rint(offset + gain * e), 0, 65535).astype(np.int64)
+    assert table.pmf @ table.values == pytest.approx(direct.mean(), rel=2e-3)
+    expct = n * table.pmf
+    obs = np.array([(direct == v).sum() for v in table.values])
+    keep = expct > 20
+    assert obs[~keep].sum() < 200 + 5 * expct[~keep].sum()
+    chi2 = ((obs[keep] - expct[keep]) ** 2 / expct[keep]).sum()
+    assert chi2 < stats.chi2.ppf(0.999, keep.sum() - 1)
+
+
+def test_table_and_direct_paths_agree_on_lit_frames():
+    cam = CameraConfig(shape=(64, 64), gain=2.0, read_noise_e=1.5, qe=0.8)
+    signal = np.zeros((64, 64))
+    signal[:, :32] = 40.0  # half lit
+    rng = np.random.default_rng(8)
+    table = background_adu_sampler(cam.qe * 10.0, cam)
+    out = np.empty((64, 64), np.uint16)
+    frames = {"table": [], "direct": []}
+    for _ in range(50):
+        for name, tab in (("table", table), ("direct", None)):
+            to_adu(signal.copy(), 10.0, cam, rng, tab, out)
+            frames[name].append(out.astype(np.float64))
+    for name, f in frames.items():
+        f = np.stack(f)
+        for cols, ph in ((slice(0, 32), 50.0), (slice(32, 64), 10.0)):
+            mean, var = _predicted(cam, ph)
+            assert f[:, :, cols].mean() == pytest.approx(mean, rel=0.02), name
+            assert f[:, :, cols].var(axis=0, ddof=1).mean() == pytest.approx(var, rel=0.03), name
 
 
 def test_noise_free_frame_is_the_quantised_expected_value():
