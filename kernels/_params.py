@@ -134,7 +134,8 @@ def validate_frame(frame: Any, name: str = "frame") -> np.ndarray:
     _check_real(arr, name)
     if arr.shape[0] < 1 or arr.shape[1] < 1:
         raise ValueError(f"{name} must have at least 1 row and 1 column, got shape {arr.shape}")
-    out = np.ascontiguousarray(arr, dtype=np.float32)
+    with np.errstate(over="ignore"):  # too large for float32 -> inf, reported below
+        out = np.ascontiguousarray(arr, dtype=np.float32)
     if not np.isfinite(out).all():
         bad = int(np.count_nonzero(~np.isfinite(out)))
         raise ValueError(
