@@ -10,14 +10,32 @@ comes with its ground truth (:class:`FrameTruth`).
 >>> scope = Microscope(SimConfig(seed=1))
 >>> frame, truth = scope.next_frame()
 
-Speed (measured, see ``tests/benchmarks/test_bench_sim.py``): filled in below.
+Coordinates: sample (y, x) um with the origin at the centre of sensor pixel
+(0, 0); image pixels with centres at integers; ``FrameTruth.displacement_px`` is
+the sample's shift in the image since frame 0 (``drift - stage``), positive
+towards larger row / column. See :mod:`livesr.sim._microscope`.
+
+Defaults: NA 1.1, emission 0.68 um, 0.1 um pixels -> PSF sigma 0.1298 um =
+1.30 px; blinking on 20 /s, off 80 /s, 10 ms frames -> duty cycle 24.7 %;
+500 photons per emitter per on-frame, 20 photons/px background; sCMOS offset 100
+ADU, gain 2 ADU/e-, read noise 1.5 e-, QE 0.8.
+
+Speed (``tests/benchmarks/test_bench_sim.py``, 256 x 256 px, one thread, on a
+shared 2-core Intel Xeon VM, 2026-11-22): default blinking sample (1416
+emitters, ~25 % on, noise on) 2.2 ms/frame = ~460 frames/s; dense always-on
+sample (``SimConfig.static_bright``, 3906 emitters) 5.3 ms = ~190 frames/s;
+noise-free 0.55 ms = ~1800 frames/s. Rendering is exact per emitter (erf
+differences, no phase table), so sub-pixel shifts are reproduced to the
+precision of the measurement (< 0.02 px by cross-correlation in the tests).
 """
 
 from __future__ import annotations
 
 from livesr.sim._blinking import steady_state_on_fraction
 from livesr.sim._config import CameraConfig, DriftConfig, OpticsConfig, SampleConfig, SimConfig
+from livesr.sim._io import write_acquisition
 from livesr.sim._microscope import FrameTruth, Microscope, simulate_stack
+from livesr.sim._toml import config_from_mapping, load_config
 
 # Micro-Manager (UniMMCore) devices: imported on first use, they need pymmcore_plus
 _LAZY = {
@@ -44,6 +62,9 @@ __all__ = [
     "OpticsConfig",
     "SampleConfig",
     "SimConfig",
+    "config_from_mapping",
+    "load_config",
     "simulate_stack",
     "steady_state_on_fraction",
+    "write_acquisition",
 ]

@@ -64,10 +64,10 @@ class FrameTruth:
     sigma_px : float
         PSF standard deviation in this frame (defocus included), px.
     on : numpy.ndarray
-        (n,) bool on-state of every emitter in this frame.
+        (n,) bool on-state of every emitter in this frame (read-only).
     positions_px : numpy.ndarray
         (n, 2) float64 emitter positions (y, x) in this frame's ROI pixel
-        coordinates (centres at integers); may lie outside the image.
+        coordinates (centres at integers); may lie outside the image (read-only).
     """
 
     index: int
@@ -269,6 +269,9 @@ class Microscope:
         if cam.stamp_index:
             buffer[0, 0] = i & 0xFFFF
             buffer[0, 1] = (i >> 16) & 0xFFFF
+        on_copy = on.copy()
+        on_copy.setflags(write=False)
+        pos.setflags(write=False)
         truth = FrameTruth(
             index=i,
             time_s=t,
@@ -279,7 +282,7 @@ class Microscope:
             stage_z_um=self._stage_z,
             focus_offset_um=focus,
             sigma_px=sigma_px,
-            on=on.copy(),
+            on=on_copy,
             positions_px=pos,
         )
         self._blink.step()

@@ -157,3 +157,27 @@ def test_random_walk_is_sequential_and_deterministic():
     steps = np.diff(np.array([t.drift_um[:2] for t in t1]), axis=0)
     assert steps.std() == pytest.approx(0.01, rel=0.35)  # 58 normal steps
     assert t1[0].drift_um == (0.0, 0.0, 0.0)
+
+
+def test_axial_drift_defocuses_and_the_z_drive_refocuses():
+    drift = DriftConfig(velocity_z_um_per_s=20.0)  # 0.2 um per 10 ms frame
+    scope = Microscope(SimConfig(camera=SMALL, drift=drift))
+    sigma0 = scope.config.psf_sigma_px
+    _, t0 = scope.next_frame()
+    _, t1 = scope.next_frame()
+    assert t1.focus_offset_um == pytest.approx(0.2)
+    assert t1.sigma_px == pytest.approx(sigma0 * np.sqrt(1 + (0.2 / 0.6) ** 2))
+    scope.set_z_um(0.4)  # where the sample will be in the next frame
+    _, t2 = scope.next_frame()
+    assert t2.drift_um[2] == pytest.approx(0.4) and t2.stage_z_um == 0.4
+    assert t2.focus_offset_um == pytest.approx(0.0, abs=1e-12)
+    assert t2.sigma_px == pytest.approx(sigma0)
+    assert t0.sigma_px == pytest.approx(sigma0)
+
+
+def test_truth_arrays_are_read_only():
+    _, t = Microscope(_cfg()).next_frame()
+    with pytest.raises(ValueError):
+        t.on[0] = not t.on[0]
+    with pytest.raises(ValueError):
+        t.positions_px[0, 0] = 1.0
