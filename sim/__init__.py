@@ -32,7 +32,13 @@ precision of the measurement (< 0.02 px by cross-correlation in the tests).
 from __future__ import annotations
 
 from livesr.sim._blinking import steady_state_on_fraction
-from livesr.sim._config import CameraConfig, DriftConfig, OpticsConfig, SampleConfig, SimConfig
+from livesr.sim._config import (
+    CameraConfig,
+    DriftConfig,
+    OpticsConfig,
+    SampleConfig,
+    SimConfig,
+)
 from livesr.sim._io import write_acquisition
 from livesr.sim._microscope import FrameTruth, Microscope, simulate_stack
 from livesr.sim._toml import config_from_mapping, load_config
@@ -53,6 +59,7 @@ def __getattr__(name: str) -> object:
 
         return getattr(import_module(f"livesr.sim.{_LAZY[name]}"), name)
     raise AttributeError(f"module 'livesr.sim' has no attribute {name!r}")
+
 
 __all__ = [
     "CameraConfig",

@@ -20,7 +20,9 @@ from livesr.sim._config import SampleConfig
 __all__ = ["Blinking", "steady_state_on_fraction", "transition_probabilities"]
 
 
-def transition_probabilities(cfg: SampleConfig, dt_s: float) -> tuple[float, float, float]:
+def transition_probabilities(
+    cfg: SampleConfig, dt_s: float
+) -> tuple[float, float, float]:
     """(p_on, p_off, p_bleach) per frame of ``dt_s`` seconds."""
     p_on = -math.expm1(-cfg.on_rate_hz * dt_s)
     p_off = -math.expm1(-cfg.off_rate_hz * dt_s)
@@ -54,7 +56,9 @@ class Blinking:
         sequence of ``step`` calls).
     """
 
-    def __init__(self, n: int, cfg: SampleConfig, dt_s: float, rng: np.random.Generator) -> None:
+    def __init__(
+        self, n: int, cfg: SampleConfig, dt_s: float, rng: np.random.Generator
+    ) -> None:
         self._rng = rng
         self.p_on, self.p_off, self.p_bleach = transition_probabilities(cfg, dt_s)
         frac = steady_state_on_fraction(cfg, dt_s)

@@ -24,7 +24,9 @@ from livesr.sim._config import CameraConfig
 
 __all__ = ["DiscreteSampler", "background_adu_sampler", "poisson_sampler", "to_adu"]
 
-_MAX_TABLE = 4_000_000  # entries of the (ADU x electrons) matrix; beyond: direct sampling
+_MAX_TABLE = (
+    4_000_000  # entries of the (ADU x electrons) matrix; beyond: direct sampling
+)
 
 
 class DiscreteSampler:
@@ -83,7 +85,9 @@ def _poisson_support(lam: float) -> tuple[np.ndarray, np.ndarray]:
     from scipy.special import gammaln  # lazy import
 
     half = 12.0 * math.sqrt(lam) + 20.0
-    k = np.arange(max(0, int(lam - half)), int(math.ceil(lam + half)) + 1, dtype=np.float64)
+    k = np.arange(
+        max(0, int(lam - half)), int(math.ceil(lam + half)) + 1, dtype=np.float64
+    )
     if lam > 0:
         pmf = np.exp(-lam + k * math.log(lam) - gammaln(k + 1))
     else:

@@ -24,14 +24,19 @@ logger = logging.getLogger(__name__)
 
 _DRIFTS = ("none", "linear", "random", "oscillation", "all")
 _PRESETS = ("blinking", "static-bright")
-_FORMATS = ("ome-tiff", "ome-zarr")  # = livesr.sim._io.FORMATS (kept literal: cheap parser)
+_FORMATS = (
+    "ome-tiff",
+    "ome-zarr",
+)  # = livesr.sim._io.FORMATS (kept literal: cheap parser)
 
 
 def _positive_int(text: str) -> int:
     try:
         v = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer, got {text!r}"
+        ) from None
     if v < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return v
@@ -41,7 +46,9 @@ def _nonneg_int(text: str) -> int:
     try:
         v = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected an integer >= 0, got {text!r}"
+        ) from None
     if v < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
     return v
@@ -49,13 +56,25 @@ def _nonneg_int(text: str) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``livesr sim`` flags to ``parser``."""
-    parser.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder")
     parser.add_argument(
-        "--frames", "-n", type=_positive_int, default=200, metavar="N", help="frames (default 200)"
+        "--output", "-o", required=True, metavar="DIR", help="output folder"
     )
-    parser.add_argument("--seed", type=_nonneg_int, default=None, help="random seed (default 0)")
     parser.add_argument(
-        "--format", choices=_FORMATS, default="ome-tiff", help="frame file format (default ome-tiff)"
+        "--frames",
+        "-n",
+        type=_positive_int,
+        default=200,
+        metavar="N",
+        help="frames (default 200)",
+    )
+    parser.add_argument(
+        "--seed", type=_nonneg_int, default=None, help="random seed (default 0)"
+    )
+    parser.add_argument(
+        "--format",
+        choices=_FORMATS,
+        default="ome-tiff",
+        help="frame file format (default ome-tiff)",
     )
     parser.add_argument(
         "--shape",
@@ -69,14 +88,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--drift", choices=_DRIFTS, default=None, help="drift preset (default none)"
     )
     parser.add_argument(
-        "--preset", choices=_PRESETS, default="blinking", help="base sample (default blinking)"
+        "--preset",
+        choices=_PRESETS,
+        default="blinking",
+        help="base sample (default blinking)",
     )
-    parser.add_argument("--config", metavar="FILE", default=None, help="TOML SimConfig file")
     parser.add_argument(
-        "--stamp-index", action="store_true", help="write the frame index into pixels [0, 0:2]"
+        "--config", metavar="FILE", default=None, help="TOML SimConfig file"
     )
     parser.add_argument(
-        "--chunk", type=_positive_int, default=64, metavar="N", help="frames per write (default 64)"
+        "--stamp-index",
+        action="store_true",
+        help="write the frame index into pixels [0, 0:2]",
+    )
+    parser.add_argument(
+        "--chunk",
+        type=_positive_int,
+        default=64,
+        metavar="N",
+        help="frames per write (default 64)",
     )
     parser.add_argument(
         "--upsample",
@@ -85,7 +115,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="K",
         help="ground-truth image upsampling (default 8)",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace existing output files"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -94,7 +126,11 @@ def build_config(args: argparse.Namespace):  # -> SimConfig (lazy import)
     from livesr.sim._config import DriftConfig, SimConfig
     from livesr.sim._toml import load_config
 
-    cfg = SimConfig.static_bright(shape=(256, 256)) if args.preset == "static-bright" else SimConfig()
+    cfg = (
+        SimConfig.static_bright(shape=(256, 256))
+        if args.preset == "static-bright"
+        else SimConfig()
+    )
     if args.config is not None:
         cfg = load_config(args.config, base=cfg)
     cam = cfg.camera
@@ -127,7 +163,11 @@ def run(args: argparse.Namespace) -> int:
         cfg.seed,
     )
     with tqdm(
-        total=args.frames, file=sys.stderr, disable=args.no_progress, unit="frame", desc="sim"
+        total=args.frames,
+        file=sys.stderr,
+        disable=args.no_progress,
+        unit="frame",
+        desc="sim",
     ) as bar:
         target = write_acquisition(
             scope,

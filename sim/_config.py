@@ -25,8 +25,6 @@ __all__ = [
     "SimConfig",
 ]
 
-_CFG = dict(frozen=True, slots=True, kw_only=True)
-
 
 def _check(ok: bool, cls: str, name: str, value: Any, valid: str) -> None:
     if not ok:
@@ -67,7 +65,7 @@ def _pair(cls: str, obj: Any, name: str, *, nonneg: bool = False) -> None:
     _check(ok, cls, name, v, what)
 
 
-@dataclass(**_CFG)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SampleConfig:
     """The fluorescent sample: structures, labelling, blinking and photon budget.
 
@@ -164,20 +162,20 @@ class SampleConfig:
     @classmethod
     def static_bright(cls, **overrides: Any) -> SampleConfig:
         """Dense, bright, always-on structure (registration and shift tests)."""
-        kw: dict[str, Any] = dict(
-            n_filaments=12,
-            labelling_density_per_um=20.0,
-            on_rate_hz=1.0,
-            off_rate_hz=0.0,
-            bleach_rate_hz=0.0,
-            photons_per_frame=2000.0,
-            background_photons=10.0,
-        )
+        kw: dict[str, Any] = {
+            "n_filaments": 12,
+            "labelling_density_per_um": 20.0,
+            "on_rate_hz": 1.0,
+            "off_rate_hz": 0.0,
+            "bleach_rate_hz": 0.0,
+            "photons_per_frame": 2000.0,
+            "background_photons": 10.0,
+        }
         kw.update(overrides)
         return cls(**kw)
 
 
-@dataclass(**_CFG)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class OpticsConfig:
     """Detection optics: Gaussian approximation of the Airy PSF.
 
@@ -198,9 +196,17 @@ class OpticsConfig:
 
     def __post_init__(self) -> None:
         c = "OpticsConfig"
-        _check(_finite(self.na) and 0 < self.na <= 1.7, c, "na", self.na, "0 < na <= 1.7")
+        _check(
+            _finite(self.na) and 0 < self.na <= 1.7, c, "na", self.na, "0 < na <= 1.7"
+        )
         w = self.wavelength_um
-        _check(_finite(w) and 0.2 <= w <= 2.0, c, "wavelength_um", w, "0.2 <= wavelength_um <= 2.0")
+        _check(
+            _finite(w) and 0.2 <= w <= 2.0,
+            c,
+            "wavelength_um",
+            w,
+            "0.2 <= wavelength_um <= 2.0",
+        )
         _pos(c, self, "defocus_range_um")
 
     @property
@@ -210,10 +216,12 @@ class OpticsConfig:
 
     def sigma_um(self, defocus_um: float) -> float:
         """PSF standard deviation at a defocus ``defocus_um`` (um)."""
-        return self.psf_sigma_um * math.sqrt(1.0 + (defocus_um / self.defocus_range_um) ** 2)
+        return self.psf_sigma_um * math.sqrt(
+            1.0 + (defocus_um / self.defocus_range_um) ** 2
+        )
 
 
-@dataclass(**_CFG)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CameraConfig:
     """sCMOS camera model.
 
@@ -267,13 +275,18 @@ class CameraConfig:
         ok = (
             isinstance(s, tuple)
             and len(s) == 2
-            and all(isinstance(v, int) and not isinstance(v, bool) and 2 <= v <= 16384 for v in s)
+            and all(
+                isinstance(v, int) and not isinstance(v, bool) and 2 <= v <= 16384
+                for v in s
+            )
         )
         _check(ok, c, "shape", s, "a (rows, cols) tuple of integers in [2, 16384]")
         _pos(c, self, "pixel_size_um", "gain", "exposure_ms", "interval_ms")
         _nonneg(c, self, "read_noise_e")
         o = self.offset
-        _check(_finite(o) and 0 <= o <= 60000, c, "offset", o, "0 <= offset <= 60000 ADU")
+        _check(
+            _finite(o) and 0 <= o <= 60000, c, "offset", o, "0 <= offset <= 60000 ADU"
+        )
         q = self.qe
         _check(_finite(q) and 0 < q <= 1, c, "qe", q, "0 < qe <= 1")
         _check(
@@ -314,7 +327,7 @@ class CameraConfig:
         return self.roi if self.roi is not None else (0, 0, *self.shape)
 
 
-@dataclass(**_CFG)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DriftConfig:
     """Sample drift relative to the objective, seeded by the simulation seed.
 
@@ -408,7 +421,7 @@ class DriftConfig:
         )
 
 
-@dataclass(**_CFG)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SimConfig:
     """Everything the simulated microscope needs; same config -> same bytes.
 

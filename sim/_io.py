@@ -123,7 +123,11 @@ class TruthRecorder:
 
 
 def _frames(
-    scope: Microscope, n: int, chunk: int, rec: TruthRecorder, tick: Callable[[int], object]
+    scope: Microscope,
+    n: int,
+    chunk: int,
+    rec: TruthRecorder,
+    tick: Callable[[int], object],
 ) -> Iterator[np.ndarray]:
     """Yield (c, h, w) uint16 chunks, recording the truth."""
     done = 0
@@ -137,7 +141,9 @@ def _frames(
         yield stack
 
 
-def _write_tiff(path: Path, scope: Microscope, chunks: Iterator[np.ndarray], n: int) -> None:
+def _write_tiff(
+    path: Path, scope: Microscope, chunks: Iterator[np.ndarray], n: int
+) -> None:
     import tifffile
 
     h, w = scope.shape
@@ -162,7 +168,9 @@ def _write_tiff(path: Path, scope: Microscope, chunks: Iterator[np.ndarray], n: 
         tif.write(pages(), shape=(n, h, w), dtype=np.uint16, metadata=meta)
 
 
-def _write_zarr(path: Path, scope: Microscope, chunks: Iterator[np.ndarray], n: int, chunk: int) -> None:
+def _write_zarr(
+    path: Path, scope: Microscope, chunks: Iterator[np.ndarray], n: int, chunk: int
+) -> None:
     import zarr
 
     h, w = scope.shape
@@ -243,7 +251,9 @@ def write_acquisition(
         Path of the frame file.
     """
     if fmt not in FORMATS:
-        raise ValueError(f"format {fmt!r} is not supported; expected one of {', '.join(FORMATS)}")
+        raise ValueError(
+            f"format {fmt!r} is not supported; expected one of {', '.join(FORMATS)}"
+        )
     if n_frames < 1 or chunk < 1:
         raise ValueError(f"n_frames={n_frames} and chunk={chunk} must both be >= 1")
     out = Path(folder)

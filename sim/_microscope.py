@@ -109,7 +109,11 @@ class Microscope:
         ps = cam.pixel_size_um
         r0, c0, h, w = cam.roi_or_full
         self._shape = (h, w)
-        sseed = cfg.sample.structure_seed if cfg.sample.structure_seed is not None else cfg.seed
+        sseed = (
+            cfg.sample.structure_seed
+            if cfg.sample.structure_seed is not None
+            else cfg.seed
+        )
         srng = np.random.default_rng([sseed, _STREAM_STRUCTURE])
         field_um = ((cam.shape[0] - 1) * ps, (cam.shape[1] - 1) * ps)
         self._emitters_um = place_emitters(cfg.sample, field_um, srng)
@@ -163,7 +167,7 @@ class Microscope:
 
     @property
     def emitter_positions_um(self) -> np.ndarray:
-        """(n, 2) float64 emitter positions (y, x) in the sample frame, um (read-only)."""
+        """(n, 2) float64 emitter (y, x) positions, sample frame, um (read-only)."""
         return self._emitters_um
 
     @property
@@ -184,7 +188,9 @@ class Microscope:
         steps stay one per frame.
         """
         if not (exposure_ms > 0 and np.isfinite(exposure_ms)):
-            raise ValueError(f"exposure_ms={exposure_ms!r} is out of range; expected > 0")
+            raise ValueError(
+                f"exposure_ms={exposure_ms!r} is out of range; expected > 0"
+            )
         with self._lock:
             self._exposure_ms = float(exposure_ms)
             self._table, self._table_ready = None, False
@@ -330,7 +336,9 @@ class Microscope:
             so summing ``upsample x upsample`` blocks gives the camera grid.
         """
         if not isinstance(upsample, (int, np.integer)) or not 1 <= upsample <= 64:
-            raise ValueError(f"upsample={upsample!r} is out of range; expected an integer in [1, 64]")
+            raise ValueError(
+                f"upsample={upsample!r} is out of range; expected an integer in [1, 64]"
+            )
         return ground_truth_histogram(self._pos0_px, self._shape, int(upsample))
 
 

@@ -22,7 +22,9 @@ logger = logging.getLogger(__name__)
 _FILAMENT_STEP_UM = 0.02
 
 
-def _filament(rng: np.random.Generator, cfg: SampleConfig, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+def _filament(
+    rng: np.random.Generator, cfg: SampleConfig, lo: np.ndarray, hi: np.ndarray
+) -> np.ndarray:
     """Emitters along one worm-like filament, (n, 2) um."""
     n_steps = max(2, int(math.ceil(cfg.filament_length_um / _FILAMENT_STEP_UM)))
     ds = cfg.filament_length_um / n_steps
@@ -41,14 +43,18 @@ def _filament(rng: np.random.Generator, cfg: SampleConfig, lo: np.ndarray, hi: n
     return path[i] * (1 - f) + path[i + 1] * f
 
 
-def _ring(rng: np.random.Generator, cfg: SampleConfig, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+def _ring(
+    rng: np.random.Generator, cfg: SampleConfig, lo: np.ndarray, hi: np.ndarray
+) -> np.ndarray:
     centre = rng.uniform(lo, hi)
     n = int(round(2 * math.pi * cfg.ring_radius_um * cfg.labelling_density_per_um))
     a = rng.uniform(0.0, 2 * math.pi, n)
     return centre + cfg.ring_radius_um * np.stack([np.sin(a), np.cos(a)], axis=1)
 
 
-def _cluster(rng: np.random.Generator, cfg: SampleConfig, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+def _cluster(
+    rng: np.random.Generator, cfg: SampleConfig, lo: np.ndarray, hi: np.ndarray
+) -> np.ndarray:
     centre = rng.uniform(lo, hi)
     return centre + rng.normal(0.0, cfg.cluster_radius_um, (cfg.cluster_size, 2))
 

@@ -23,7 +23,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from livesr.sim._config import CameraConfig, DriftConfig, OpticsConfig, SampleConfig, SimConfig
+from livesr.sim._config import (
+    CameraConfig,
+    DriftConfig,
+    OpticsConfig,
+    SampleConfig,
+    SimConfig,
+)
 
 __all__ = ["config_from_mapping", "config_to_dict", "load_config"]
 
@@ -48,12 +54,15 @@ def _check_keys(cls: type, data: Any, where: str) -> None:
     for key in data:
         if key not in valid:
             raise ValueError(
-                f"unknown key {where}.{key!s}; valid keys of [{where}]: {', '.join(valid)}"
+                f"unknown key {where}.{key!s}; "
+                f"valid keys of [{where}]: {', '.join(valid)}"
             )
 
 
-def config_from_mapping(data: Mapping[str, Any], base: SimConfig | None = None) -> SimConfig:
-    """Build a config from nested mappings, on top of ``base`` (default ``SimConfig()``).
+def config_from_mapping(
+    data: Mapping[str, Any], base: SimConfig | None = None
+) -> SimConfig:
+    """Build a config from nested mappings on top of ``base`` (default ``SimConfig()``).
 
     Fields not given keep ``base``'s values (per section).
     """
@@ -62,7 +71,9 @@ def config_from_mapping(data: Mapping[str, Any], base: SimConfig | None = None) 
     changes: dict[str, Any] = {}
     for key, value in data.items():
         if key not in valid:
-            raise ValueError(f"unknown key {key!s}; valid top-level keys: {', '.join(valid)}")
+            raise ValueError(
+                f"unknown key {key!s}; valid top-level keys: {', '.join(valid)}"
+            )
         if key == "seed":
             changes["seed"] = value
             continue

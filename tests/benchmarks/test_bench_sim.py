@@ -29,5 +29,7 @@ def test_bench_render_256(benchmark, case):
     scope.render_into(buf)  # warm-up (lazy scipy import, Poisson table)
     benchmark.group = "sim-render-256x256"
     benchmark.extra_info["emitters"] = scope.n_emitters
-    benchmark.pedantic(scope.render_into, args=(buf,), rounds=300, iterations=1, warmup_rounds=10)
+    benchmark.pedantic(
+        scope.render_into, args=(buf,), rounds=300, iterations=1, warmup_rounds=10
+    )
     assert scope.frame_index == 311

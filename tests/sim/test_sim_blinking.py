@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from livesr.sim import CameraConfig, Microscope, SampleConfig, SimConfig, steady_state_on_fraction
+from livesr.sim import (
+    CameraConfig,
+    Microscope,
+    SampleConfig,
+    SimConfig,
+    steady_state_on_fraction,
+)
 from livesr.sim._blinking import Blinking, transition_probabilities
 
 
@@ -70,7 +76,9 @@ def test_always_on_when_off_rate_is_zero():
 
 def test_microscope_on_states_match_the_default_duty_cycle():
     cfg = SimConfig(
-        sample=SampleConfig(bleach_rate_hz=0.0), camera=CameraConfig(shape=(32, 32)), seed=4
+        sample=SampleConfig(bleach_rate_hz=0.0),
+        camera=CameraConfig(shape=(32, 32)),
+        seed=4,
     )
     scope = Microscope(cfg)
     _, truths = scope.acquire(150)

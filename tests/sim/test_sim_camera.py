@@ -9,7 +9,7 @@ from scipy import stats
 from livesr.sim import CameraConfig, Microscope, SampleConfig, SimConfig
 from livesr.sim._camera import background_adu_sampler, poisson_sampler, to_adu
 
-EMPTY = dict(n_filaments=0, n_rings=0, n_clusters=0)
+EMPTY = {"n_filaments": 0, "n_rings": 0, "n_clusters": 0}
 
 
 def _predicted(cam: CameraConfig, photons: float) -> tuple[float, float]:
@@ -22,8 +22,12 @@ def _predicted(cam: CameraConfig, photons: float) -> tuple[float, float]:
     ("photons", "gain", "read_noise", "qe"),
     [(20.0, 2.0, 1.5, 0.8), (3.0, 1.0, 2.0, 0.9), (150.0, 0.47, 1.1, 0.72)],
 )
-def test_flat_field_mean_and_variance_match_the_noise_model(photons, gain, read_noise, qe):
-    cam = CameraConfig(shape=(64, 64), gain=gain, read_noise_e=read_noise, qe=qe, offset=100.0)
+def test_flat_field_mean_and_variance_match_the_noise_model(
+    photons, gain, read_noise, qe
+):
+    cam = CameraConfig(
+        shape=(64, 64), gain=gain, read_noise_e=read_noise, qe=qe, offset=100.0
+    )
     sample = SampleConfig(**EMPTY, background_photons=photons)
     stack, _ = Microscope(SimConfig(sample=sample, camera=cam, seed=11)).acquire(100)
     f = stack.astype(np.float64)
@@ -74,9 +78,16 @@ def test_poisson_table_matches_the_poisson_distribution(lam):
 
 @pytest.mark.parametrize(
     ("lam", "gain", "read_noise", "offset"),
-    [(16.0, 2.0, 1.5, 100.0), (0.4, 0.47, 1.1, 100.0), (5.0, 3.0, 0.0, 100.0), (30.0, 2.0, 1.0, 3.0)],
+    [
+        (16.0, 2.0, 1.5, 100.0),
+        (0.4, 0.47, 1.1, 100.0),
+        (5.0, 3.0, 0.0, 100.0),
+        (30.0, 2.0, 1.0, 3.0),
+    ],
 )
-def test_background_table_is_the_direct_model_distribution(lam, gain, read_noise, offset):
+def test_background_table_is_the_direct_model_distribution(
+    lam, gain, read_noise, offset
+):
     """The tabulated ADU law of a background pixel equals direct sampling of
     rint(offset + gain * (Poisson + read noise)) clipped (chi-square, 200k draws)."""
     cam = CameraConfig(gain=gain, read_noise_e=read_noise, offset=offset)
@@ -112,7 +123,9 @@ def test_table_and_direct_paths_agree_on_lit_frames():
         for cols, ph in ((slice(0, 32), 50.0), (slice(32, 64), 10.0)):
             mean, var = _predicted(cam, ph)
             assert f[:, :, cols].mean() == pytest.approx(mean, rel=0.02), name
-            assert f[:, :, cols].var(axis=0, ddof=1).mean() == pytest.approx(var, rel=0.03), name
+            assert f[:, :, cols].var(axis=0, ddof=1).mean() == pytest.approx(
+                var, rel=0.03
+            ), name
 
 
 def test_noise_free_frame_is_the_quantised_expected_value():
@@ -130,7 +143,9 @@ def test_saturation_clips_to_uint16_range():
 
 
 def test_exposure_scales_photons():
-    cam = CameraConfig(shape=(8, 8), noise=False, gain=1.0, qe=1.0, offset=0.0, exposure_ms=10.0)
+    cam = CameraConfig(
+        shape=(8, 8), noise=False, gain=1.0, qe=1.0, offset=0.0, exposure_ms=10.0
+    )
     sample = SampleConfig(**EMPTY, background_photons=100.0)
     scope = Microscope(SimConfig(sample=sample, camera=cam))
     assert (scope.next_frame()[0] == 100).all()
@@ -139,7 +154,9 @@ def test_exposure_scales_photons():
     frame, truth = scope.next_frame()
     assert (frame == 250).all()
     _, t2 = scope.next_frame()
-    assert t2.time_s - truth.time_s == pytest.approx(0.025)  # interval grows to the exposure
+    assert t2.time_s - truth.time_s == pytest.approx(
+        0.025
+    )  # interval grows to the exposure
     with pytest.raises(ValueError, match="exposure_ms"):
         scope.set_exposure_ms(0.0)
 
@@ -150,7 +167,7 @@ def test_stamp_index_writes_low_and_high_words():
     for i in range(3):
         frame, t = scope.next_frame()
         assert (int(frame[0, 0]), int(frame[0, 1])) == (i, 0) and t.index == i
-    # high word: jump the counter (private state; the public path would need 65536 frames)
+    # high word: jump the counter (private state; publicly it takes 65536 frames)
     scope._index = 0x12345
     frame, t = scope.next_frame()
     assert int(frame[0, 0]) | (int(frame[0, 1]) << 16) == 0x12345 == t.index

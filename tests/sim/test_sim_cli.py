@@ -28,7 +28,9 @@ def _check_truth(out, n_frames, shape):
     assert tuple(cfg_json["camera"]["shape"]) == shape
     csv = np.loadtxt(out / "truth.csv", delimiter=",", skiprows=1)
     assert csv.shape == (n_frames, 15)
-    np.testing.assert_allclose(csv[:, 4:6], truth["displacement_px"], rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(
+        csv[:, 4:6], truth["displacement_px"], rtol=1e-8, atol=1e-12
+    )
     assert (csv[:, 14] == on.sum(axis=1)).all()
     return truth, on
 
@@ -37,8 +39,23 @@ def test_ome_tiff_end_to_end(tmp_path, capsys):
     import tifffile
 
     out = tmp_path / "acq"
-    rc = _run("--output", str(out), "--frames", "7", "--shape", "24", "32", "--seed", "3",
-              "--drift", "linear", "--chunk", "3", "--no-progress", "--stamp-index")
+    rc = _run(
+        "--output",
+        str(out),
+        "--frames",
+        "7",
+        "--shape",
+        "24",
+        "32",
+        "--seed",
+        "3",
+        "--drift",
+        "linear",
+        "--chunk",
+        "3",
+        "--no-progress",
+        "--stamp-index",
+    )
     assert rc == 0
     assert capsys.readouterr().out == ""
     with tifffile.TiffFile(out / "frames.ome.tif") as tif:
@@ -51,10 +68,26 @@ def test_ome_tiff_end_to_end(tmp_path, capsys):
     assert data[:, 0, 0].tolist() == list(range(7))  # stamped index
     truth, on = _check_truth(out, 7, (24, 32))
     # same frames and truth as the library with the same config
-    args = build_parser().parse_args(["sim", "--output", "x", "--shape", "24", "32", "--seed", "3", "--drift", "linear", "--stamp-index"])
+    args = build_parser().parse_args(
+        [
+            "sim",
+            "--output",
+            "x",
+            "--shape",
+            "24",
+            "32",
+            "--seed",
+            "3",
+            "--drift",
+            "linear",
+            "--stamp-index",
+        ]
+    )
     stack, truths = Microscope(build_config(args)).acquire(7)
     assert np.array_equal(stack, data)
-    np.testing.assert_allclose(truth["displacement_px"], [t.displacement_px for t in truths])
+    np.testing.assert_allclose(
+        truth["displacement_px"], [t.displacement_px for t in truths]
+    )
     assert np.array_equal(on, np.stack([t.on for t in truths]))
     gt = tifffile.imread(out / "ground_truth.tif")
     assert gt.shape == (24 * 8, 32 * 8) and gt.dtype == np.float32
@@ -64,8 +97,22 @@ def test_ome_zarr_end_to_end(tmp_path):
     import zarr
 
     out = tmp_path / "acq"
-    rc = _run("--output", str(out), "--frames", "5", "--shape", "16", "20", "--format", "ome-zarr",
-              "--chunk", "2", "--no-progress", "--upsample", "2")
+    rc = _run(
+        "--output",
+        str(out),
+        "--frames",
+        "5",
+        "--shape",
+        "16",
+        "20",
+        "--format",
+        "ome-zarr",
+        "--chunk",
+        "2",
+        "--no-progress",
+        "--upsample",
+        "2",
+    )
     assert rc == 0
     root = zarr.open_group(str(out / "frames.ome.zarr"), mode="r")
     assert root.metadata.zarr_format == 3
@@ -73,7 +120,11 @@ def test_ome_zarr_end_to_end(tmp_path):
     assert root.attrs["ome"]["version"] == "0.5"
     assert [a["name"] for a in ms["axes"]] == ["t", "y", "x"]
     assert [a.get("unit") for a in ms["axes"]] == ["second", "micrometer", "micrometer"]
-    assert ms["datasets"][0]["coordinateTransformations"][0]["scale"] == [0.01, 0.1, 0.1]
+    assert ms["datasets"][0]["coordinateTransformations"][0]["scale"] == [
+        0.01,
+        0.1,
+        0.1,
+    ]
     arr = root[ms["datasets"][0]["path"]]
     assert arr.shape == (5, 16, 20) and arr.dtype == np.uint16
     data = arr[:]
@@ -83,17 +134,33 @@ def test_ome_zarr_end_to_end(tmp_path):
 
 def test_config_file_and_overrides(tmp_path):
     cfg = tmp_path / "c.toml"
-    cfg.write_text("seed = 9\n[camera]\nshape = [20, 20]\n[optics]\nna = 1.3\n", encoding="utf-8")
-    args = build_parser().parse_args(["sim", "--output", "x", "--config", str(cfg), "--seed", "2"])
+    cfg.write_text(
+        "seed = 9\n[camera]\nshape = [20, 20]\n[optics]\nna = 1.3\n", encoding="utf-8"
+    )
+    args = build_parser().parse_args(
+        ["sim", "--output", "x", "--config", str(cfg), "--seed", "2"]
+    )
     c = build_config(args)
     assert c.seed == 2 and c.camera.shape == (20, 20) and c.optics.na == 1.3
     bad = tmp_path / "bad.toml"
     bad.write_text("[optics]\nnumerical_aperture = 1.3\n", encoding="utf-8")
-    assert _run("--output", str(tmp_path / "o"), "--config", str(bad), "--no-progress") == 1
+    assert (
+        _run("--output", str(tmp_path / "o"), "--config", str(bad), "--no-progress")
+        == 1
+    )
 
 
 def test_existing_output_needs_overwrite(tmp_path, capsys):
-    argv = ("--output", str(tmp_path), "--frames", "2", "--shape", "8", "8", "--no-progress")
+    argv = (
+        "--output",
+        str(tmp_path),
+        "--frames",
+        "2",
+        "--shape",
+        "8",
+        "8",
+        "--no-progress",
+    )
     assert _run(*argv) == 0
     assert _run(*argv) == 1
     assert "--overwrite" in capsys.readouterr().err
@@ -104,7 +171,10 @@ def test_existing_output_needs_overwrite(tmp_path, capsys):
     ("argv", "needle"),
     [
         (["--format", "hdf5"], "choose from 'ome-tiff', 'ome-zarr'"),
-        (["--drift", "wobble"], "choose from 'none', 'linear', 'random', 'oscillation', 'all'"),
+        (
+            ["--drift", "wobble"],
+            "choose from 'none', 'linear', 'random', 'oscillation', 'all'",
+        ),
         (["--frames", "0"], "expected a positive integer"),
         (["--shape", "8"], "expected 2 arguments"),
     ],

@@ -12,25 +12,57 @@ from livesr.sim._toml import config_from_mapping, load_config
     ("cls", "kw", "pattern"),
     [
         (OpticsConfig, {"na": 2.0}, r"OpticsConfig\.na=2\.0 .*0 < na <= 1\.7"),
-        (OpticsConfig, {"wavelength_um": 5.0}, r"wavelength_um=5\.0 .*0\.2 <= wavelength_um <= 2\.0"),
+        (
+            OpticsConfig,
+            {"wavelength_um": 5.0},
+            r"wavelength_um=5\.0 .*0\.2 <= wavelength_um <= 2\.0",
+        ),
         (OpticsConfig, {"defocus_range_um": 0.0}, r"defocus_range_um=0\.0 .*> 0"),
-        (CameraConfig, {"shape": (1, 10)}, r"CameraConfig\.shape=\(1, 10\) .*\[2, 16384\]"),
+        (
+            CameraConfig,
+            {"shape": (1, 10)},
+            r"CameraConfig\.shape=\(1, 10\) .*\[2, 16384\]",
+        ),
         (CameraConfig, {"qe": 1.5}, r"qe=1\.5 .*0 < qe <= 1"),
         (CameraConfig, {"gain": -1.0}, r"gain=-1\.0 .*> 0"),
         (CameraConfig, {"read_noise_e": float("nan")}, r"read_noise_e=nan .*>= 0"),
-        (CameraConfig, {"exposure_ms": 20.0, "interval_ms": 10.0}, r"interval_ms=10\.0 .*>= exposure_ms \(20\.0\)"),
-        (CameraConfig, {"shape": (64, 64), "roi": (60, 0, 10, 10)}, r"roi=\(60, 0, 10, 10\) .*inside the sensor \(64, 64\)"),
+        (
+            CameraConfig,
+            {"exposure_ms": 20.0, "interval_ms": 10.0},
+            r"interval_ms=10\.0 .*>= exposure_ms \(20\.0\)",
+        ),
+        (
+            CameraConfig,
+            {"shape": (64, 64), "roi": (60, 0, 10, 10)},
+            r"roi=\(60, 0, 10, 10\) .*inside the sensor \(64, 64\)",
+        ),
         (CameraConfig, {"stamp_index": 1}, r"stamp_index=1 .*True or False"),
-        (SampleConfig, {"n_filaments": -1}, r"SampleConfig\.n_filaments=-1 .*integer >= 0"),
+        (
+            SampleConfig,
+            {"n_filaments": -1},
+            r"SampleConfig\.n_filaments=-1 .*integer >= 0",
+        ),
         (SampleConfig, {"n_rings": 2.5}, r"n_rings=2\.5 .*integer >= 0"),
         (SampleConfig, {"off_rate_hz": -3.0}, r"off_rate_hz=-3\.0 .*>= 0"),
         (SampleConfig, {"points_um": ((1.0,),)}, r"points_um=.*\(y, x\) tuples"),
         (SampleConfig, {"ring_radius_um": 0}, r"ring_radius_um=0 .*> 0"),
-        (DriftConfig, {"velocity_um_per_s": (1.0,)}, r"velocity_um_per_s=\(1\.0,\) .*\(y, x\) pair"),
+        (
+            DriftConfig,
+            {"velocity_um_per_s": (1.0,)},
+            r"velocity_um_per_s=\(1\.0,\) .*\(y, x\) pair",
+        ),
         (DriftConfig, {"random_walk_um": -0.1}, r"random_walk_um=-0\.1 .*>= 0"),
-        (DriftConfig, {"oscillation_period_s": 0.0}, r"oscillation_period_s=0\.0 .*> 0"),
+        (
+            DriftConfig,
+            {"oscillation_period_s": 0.0},
+            r"oscillation_period_s=0\.0 .*> 0",
+        ),
         (SimConfig, {"seed": -1}, r"SimConfig\.seed=-1 .*integer >= 0"),
-        (SimConfig, {"camera": OpticsConfig()}, r"SimConfig\.camera='OpticsConfig' .*a CameraConfig"),
+        (
+            SimConfig,
+            {"camera": OpticsConfig()},
+            r"SimConfig\.camera='OpticsConfig' .*a CameraConfig",
+        ),
     ],
 )
 def test_validation_names_field_value_and_range(cls, kw, pattern):
@@ -64,8 +96,13 @@ velocity_um_per_s = [0.01, -0.02]
     )
     cfg = load_config(p)
     assert cfg.seed == 4
-    assert cfg.sample.n_filaments == 2 and cfg.sample.points_um == ((1.0, 2.0), (3.0, 4.0))
-    assert cfg.sample.n_rings == SampleConfig().n_rings  # untouched fields keep defaults
+    assert cfg.sample.n_filaments == 2 and cfg.sample.points_um == (
+        (1.0, 2.0),
+        (3.0, 4.0),
+    )
+    assert (
+        cfg.sample.n_rings == SampleConfig().n_rings
+    )  # untouched fields keep defaults
     assert cfg.optics.na == 1.3
     assert cfg.camera.shape == (64, 48) and cfg.camera.roi == (0, 0, 32, 32)
     assert cfg.drift.velocity_um_per_s == (0.01, -0.02)
@@ -80,8 +117,15 @@ def test_toml_partial_section_merges_with_base():
 @pytest.mark.parametrize(
     ("data", "pattern"),
     [
-        ({"sede": 1}, r"unknown key sede; valid top-level keys: seed, sample, optics, camera, drift"),
-        ({"optics": {"NA": 1.2}}, r"unknown key optics\.NA; valid keys of \[optics\]: na, wavelength_um"),
+        (
+            {"sede": 1},
+            r"unknown key sede; valid top-level keys: "
+            r"seed, sample, optics, camera, drift",
+        ),
+        (
+            {"optics": {"NA": 1.2}},
+            r"unknown key optics\.NA; valid keys of \[optics\]: na, wavelength_um",
+        ),
         ({"camera": 3}, r"\[camera\] must be a table"),
         ({"optics": {"na": 9.0}}, r"OpticsConfig\.na=9\.0"),
     ],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from livesr.sim import DriftConfig, Microscope, OpticsConfig, SampleConfig, SimConfig
+from livesr.sim import DriftConfig, Microscope, SampleConfig, SimConfig
 from livesr.sim._config import CameraConfig
 
 
@@ -13,7 +13,9 @@ def _hann(shape: tuple[int, int]) -> np.ndarray:
     return np.outer(np.hanning(shape[0]), np.hanning(shape[1]))
 
 
-def measure_shift(ref: np.ndarray, img: np.ndarray, up: int = 200) -> tuple[float, float]:
+def measure_shift(
+    ref: np.ndarray, img: np.ndarray, up: int = 200
+) -> tuple[float, float]:
     """(dy, dx) such that img(y, x) ~ ref(y - dy, x - dx): windowed cross-correlation,
     integer peak, then an upsampled matrix DFT (Guizar-Sicairos 2008) over +-1 px
     and a parabolic fit on the fine grid."""
@@ -45,7 +47,9 @@ def measure_shift(ref: np.ndarray, img: np.ndarray, up: int = 200) -> tuple[floa
     return float(dy), float(dx)
 
 
-def measure_shift_two_pass(ref: np.ndarray, img: np.ndarray, margin: int = 12) -> tuple[float, float]:
+def measure_shift_two_pass(
+    ref: np.ndarray, img: np.ndarray, margin: int = 12
+) -> tuple[float, float]:
     """Coarse shift on the full frames, then the sub-pixel rest on the overlapping
     crops (so the fixed window does not bias large shifts)."""
     cy, cx = (int(round(v)) for v in measure_shift(ref, img))
@@ -67,7 +71,9 @@ def test_measure_shift_helper_recovers_a_known_fourier_shift():
     img = rng.random((64, 64))
     ky = np.fft.fftfreq(64)[:, None]
     kx = np.fft.fftfreq(64)[None, :]
-    shifted = np.fft.ifft2(np.fft.fft2(img) * np.exp(-2j * np.pi * (ky * 1.3 + kx * -0.27))).real
+    shifted = np.fft.ifft2(
+        np.fft.fft2(img) * np.exp(-2j * np.pi * (ky * 1.3 + kx * -0.27))
+    ).real
     dy, dx = measure_shift(img, shifted)
     assert abs(dy - 1.3) < 0.02 and abs(dx + 0.27) < 0.02
 
@@ -93,13 +99,17 @@ def test_drift_truth_equals_measured_shift():
 
 
 def test_truth_displacement_follows_the_drift_model():
-    drift = DriftConfig(velocity_um_per_s=(0.02, -0.03), oscillation_amplitude_um=(0.0, 0.01))
+    drift = DriftConfig(
+        velocity_um_per_s=(0.02, -0.03), oscillation_amplitude_um=(0.0, 0.01)
+    )
     cfg = _bright(drift=drift)
     _, truths = Microscope(cfg).acquire(5)
     for t in truths:
         s = np.sin(2 * np.pi * t.time_s / drift.oscillation_period_s)
         assert t.time_s == pytest.approx(t.index * 0.010)
-        assert t.displacement_um == pytest.approx((0.02 * t.time_s, -0.03 * t.time_s + 0.01 * s))
+        assert t.displacement_um == pytest.approx(
+            (0.02 * t.time_s, -0.03 * t.time_s + 0.01 * s)
+        )
         assert t.displacement_px == pytest.approx(
             (t.displacement_um[0] / 0.1, t.displacement_um[1] / 0.1)
         )
@@ -134,18 +144,31 @@ def test_positions_px_are_the_emitter_centroids():
     # one emitter, no noise: its intensity centroid is at positions_px
     pt = (1.2345, 2.0711)  # um
     sample = SampleConfig(
-        n_filaments=0, n_rings=0, n_clusters=0, points_um=(pt,),
-        on_rate_hz=1.0, off_rate_hz=0.0, bleach_rate_hz=0.0,
-        photons_per_frame=2e4, background_photons=0.0,
+        n_filaments=0,
+        n_rings=0,
+        n_clusters=0,
+        points_um=(pt,),
+        on_rate_hz=1.0,
+        off_rate_hz=0.0,
+        bleach_rate_hz=0.0,
+        photons_per_frame=2e4,
+        background_photons=0.0,
     )
     cam = CameraConfig(shape=(48, 48), roi=(4, 6, 40, 40), noise=False, offset=0.0)
-    scope = Microscope(SimConfig(sample=sample, camera=cam, drift=DriftConfig(velocity_um_per_s=(0.3, 0.7))))
+    scope = Microscope(
+        SimConfig(
+            sample=sample, camera=cam, drift=DriftConfig(velocity_um_per_s=(0.3, 0.7))
+        )
+    )
     for _ in range(4):
         img, t = scope.next_frame()
         yy, xx = np.mgrid[: img.shape[0], : img.shape[1]]
         f = img.astype(float)
         c = (float((f * yy).sum() / f.sum()), float((f * xx).sum() / f.sum()))
-        exp = (pt[0] / 0.1 - 4 + t.displacement_px[0], pt[1] / 0.1 - 6 + t.displacement_px[1])
+        exp = (
+            pt[0] / 0.1 - 4 + t.displacement_px[0],
+            pt[1] / 0.1 - 6 + t.displacement_px[1],
+        )
         assert t.positions_px[0] == pytest.approx(exp)
         assert c == pytest.approx(exp, abs=0.01)
 
@@ -158,9 +181,11 @@ def test_ground_truth_image_mapping():
     gt = scope.ground_truth_image(u)
     assert gt.shape == (128, 128) and gt.dtype == np.float32
     assert gt.sum() == 3
-    # (0, 0) um is the centre of pixel (0, 0): high-res pixels 0..3, point at 0 -> index floor(0.5*4)=2
+    # (0, 0) um is the centre of pixel (0, 0) = high-res pixels 0..3;
+    # the point lands in floor(0.5 * 4) = 2
     assert gt[2, 2] == 1
-    # (1.0, 2.33) um -> px (10, 23.3) -> high-res (floor(10.5*4), floor(23.8*4)) = (42, 95)
+    # (1.0, 2.33) um -> px (10, 23.3)
+    # -> high-res (floor(10.5 * 4), floor(23.8 * 4)) = (42, 95)
     assert gt[42, 95] == 1
     # block sums give the camera-grid counts of rint(position)
     blocks = gt.reshape(32, u, 32, u).sum(axis=(1, 3))

@@ -26,9 +26,17 @@ def _cfg(seed: int = 0, **kw) -> SimConfig:
 
 def _truth_tuple(t: FrameTruth):
     return (
-        t.index, t.time_s, t.displacement_um, t.displacement_px, t.drift_um,
-        t.stage_xy_um, t.stage_z_um, t.focus_offset_um, t.sigma_px,
-        t.on.tobytes(), t.positions_px.tobytes(),
+        t.index,
+        t.time_s,
+        t.displacement_um,
+        t.displacement_px,
+        t.drift_um,
+        t.stage_xy_um,
+        t.stage_z_um,
+        t.focus_offset_um,
+        t.sigma_px,
+        t.on.tobytes(),
+        t.positions_px.tobytes(),
     )
 
 
@@ -37,7 +45,10 @@ def test_same_seed_gives_identical_bytes_and_truth():
     b, tb = simulate_stack(12, _cfg(7))
     assert a.tobytes() == b.tobytes()
     assert [_truth_tuple(t) for t in ta] == [_truth_tuple(t) for t in tb]
-    assert np.array_equal(Microscope(_cfg(7)).emitter_positions_um, Microscope(_cfg(7)).emitter_positions_um)
+    assert np.array_equal(
+        Microscope(_cfg(7)).emitter_positions_um,
+        Microscope(_cfg(7)).emitter_positions_um,
+    )
 
 
 def test_different_seed_gives_different_frames_structure_and_drift():
@@ -45,7 +56,10 @@ def test_different_seed_gives_different_frames_structure_and_drift():
     b, tb = simulate_stack(5, _cfg(2))
     assert (a != b).mean() > 0.5
     assert ta[-1].drift_um != tb[-1].drift_um
-    assert not np.array_equal(Microscope(_cfg(1)).emitter_positions_um[:10], Microscope(_cfg(2)).emitter_positions_um[:10])
+    assert not np.array_equal(
+        Microscope(_cfg(1)).emitter_positions_um[:10],
+        Microscope(_cfg(2)).emitter_positions_um[:10],
+    )
 
 
 def test_structure_seed_fixes_the_structure_but_not_the_noise():
@@ -97,9 +111,15 @@ def test_roi_shape_and_coordinates():
     scope = Microscope(SimConfig(camera=cam))
     assert scope.shape == (16, 24)
     _, t = scope.next_frame()
-    np.testing.assert_allclose(t.positions_px, scope.emitter_positions_um / 0.1 - [10, 20])
+    np.testing.assert_allclose(
+        t.positions_px, scope.emitter_positions_um / 0.1 - [10, 20]
+    )
     full = Microscope(SimConfig(camera=CameraConfig(shape=(64, 64), noise=False)))
-    roi = Microscope(SimConfig(camera=CameraConfig(shape=(64, 64), roi=(10, 20, 16, 24), noise=False)))
+    roi = Microscope(
+        SimConfig(
+            camera=CameraConfig(shape=(64, 64), roi=(10, 20, 16, 24), noise=False)
+        )
+    )
     assert np.array_equal(full.next_frame()[0][10:26, 20:44], roi.next_frame()[0])
 
 
@@ -138,7 +158,9 @@ def test_concurrent_camera_and_stage_threads():
     for t in truths:  # every frame saw one consistent stage position
         sx, sy = t.stage_xy_um
         assert sy == pytest.approx(-sx)
-        assert t.displacement_um == pytest.approx((t.drift_um[0] - sy, t.drift_um[1] - sx))
+        assert t.displacement_um == pytest.approx(
+            (t.drift_um[0] - sy, t.drift_um[1] - sx)
+        )
 
 
 def test_presets():

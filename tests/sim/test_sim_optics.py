@@ -9,11 +9,18 @@ from livesr.sim import CameraConfig, Microscope, OpticsConfig, SampleConfig, Sim
 from livesr.sim._render import render_expected
 
 
-def _single(point_um, optics=OpticsConfig(), shape=(48, 48), photons=1e5) -> Microscope:
+def _single(point_um, optics=None, shape=(48, 48), photons=1e5) -> Microscope:
+    optics = optics if optics is not None else OpticsConfig()
     sample = SampleConfig(
-        n_filaments=0, n_rings=0, n_clusters=0, points_um=(point_um,),
-        on_rate_hz=1.0, off_rate_hz=0.0, bleach_rate_hz=0.0,
-        photons_per_frame=photons, background_photons=0.0,
+        n_filaments=0,
+        n_rings=0,
+        n_clusters=0,
+        points_um=(point_um,),
+        on_rate_hz=1.0,
+        off_rate_hz=0.0,
+        bleach_rate_hz=0.0,
+        photons_per_frame=photons,
+        background_photons=0.0,
     )
     cam = CameraConfig(shape=shape, noise=False, offset=0.0, gain=1.0, qe=1.0)
     return Microscope(SimConfig(sample=sample, optics=optics, camera=cam))
@@ -32,7 +39,12 @@ def _moment_sigma(img: np.ndarray) -> tuple[float, float]:
 
 @pytest.mark.parametrize(
     ("na", "wl", "point"),
-    [(1.1, 0.68, (2.4, 2.4)), (1.3, 0.67, (2.433, 2.371)), (1.49, 0.52, (2.45, 2.402)), (0.8, 0.6, (2.4, 2.46))],
+    [
+        (1.1, 0.68, (2.4, 2.4)),
+        (1.3, 0.67, (2.433, 2.371)),
+        (1.49, 0.52, (2.45, 2.402)),
+        (0.8, 0.6, (2.4, 2.46)),
+    ],
 )
 def test_psf_sigma_matches_na_and_wavelength(na, wl, point):
     optics = OpticsConfig(na=na, wavelength_um=wl)
@@ -60,7 +72,9 @@ def test_defocus_broadens_the_psf_as_configured(z):
     expected = optics.psf_sigma_um * np.sqrt(1 + (z / 0.6) ** 2) / 0.1
     assert truth.sigma_px == pytest.approx(expected)
     sy, sx = _moment_sigma(img)
-    assert sy == pytest.approx(expected, rel=0.05) and sx == pytest.approx(expected, rel=0.05)
+    assert sy == pytest.approx(expected, rel=0.05) and sx == pytest.approx(
+        expected, rel=0.05
+    )
 
 
 def test_render_conserves_photons_and_is_exact_at_subpixel_positions():
@@ -73,14 +87,26 @@ def test_render_conserves_photons_and_is_exact_at_subpixel_positions():
     # 1 - Phi(-0.1 / 1.3) of its light is in the image
     from scipy.stats import norm
 
-    assert img.sum() - inside.sum() == pytest.approx(1000.0 * norm.sf(-0.1 / 1.3), rel=1e-4)
-    # exact pixel integral: compare with a brute-force 1D integral along x at the emitter row
+    assert img.sum() - inside.sum() == pytest.approx(
+        1000.0 * norm.sf(-0.1 / 1.3), rel=1e-4
+    )
+    # exact pixel integral: brute-force 1D integrals along x at the emitter row
     from scipy.special import erf
 
     x = np.arange(32)
-    col = 1000.0 * 0.25 * (erf((x + 0.5 - 5.81) / (np.sqrt(2) * 1.3)) - erf((x - 0.5 - 5.81) / (np.sqrt(2) * 1.3)))
+    col = (
+        1000.0
+        * 0.25
+        * (
+            erf((x + 0.5 - 5.81) / (np.sqrt(2) * 1.3))
+            - erf((x - 0.5 - 5.81) / (np.sqrt(2) * 1.3))
+        )
+    )
     row = 20
-    wy = 0.5 * (erf((row + 0.5 - 20.37) / (np.sqrt(2) * 1.3)) - erf((row - 0.5 - 20.37) / (np.sqrt(2) * 1.3)))
+    wy = 0.5 * (
+        erf((row + 0.5 - 20.37) / (np.sqrt(2) * 1.3))
+        - erf((row - 0.5 - 20.37) / (np.sqrt(2) * 1.3))
+    )
     # patch: rint(5.81) +- ceil(3.5 * 1.3) = columns 1..11
     np.testing.assert_allclose(inside[row, 1:12], (2 * col * wy)[1:12], rtol=1e-10)
     assert inside[row, 0] == 0.0 and (inside[row, 12:] == 0.0).all()
