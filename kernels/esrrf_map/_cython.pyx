@@ -9,8 +9,9 @@ the table entry fixed and a vectorisable inner loop over the same-phase output
 columns of the interior; a general per-pixel loop for border columns.  RGC and
 weight sums are float32, accumulated in row-major ``(j, i)`` order.
 
-OpenMP schedules are variants of one core (``_row``): ``static`` (default),
-``guided`` and ``dynamic``; each ``prange`` needs its schedule as a literal,
+OpenMP schedules are variants of one core (``_row``): ``static`` (default,
+registered as ``cython``), ``guided`` and ``dynamic`` (``cython-guided``,
+``cython-dynamic``); each ``prange`` needs its schedule as a literal,
 so ``_run`` branches on it and every branch calls the same ``_row``.
 """
 
@@ -19,6 +20,8 @@ from libc.math cimport fabsf, pow
 from libc.stdlib cimport free, malloc
 
 import numpy as np
+
+from livesr.engine import implementation
 
 cdef extern from *:
     """
@@ -329,6 +332,13 @@ def variant(schedule):
         return esrrf_map_cython(frame, magnification, radius, sensitivity,
                                 intensity_weighting, shift, schedule)
 
-    esrrf_map.__name__ = f"esrrf_map_cython_{schedule}"
+    esrrf_map.__name__ = esrrf_map.__qualname__ = f"esrrf_map_cython_{schedule}"
     esrrf_map.__doc__ = esrrf_map_cython.__doc__
     return esrrf_map
+
+
+# ids: cython (static schedule), cython-guided, cython-dynamic
+for _schedule in SCHEDULES:
+    implementation(
+        "esrrf_map", backend="cython", variant="" if _schedule == "static" else _schedule
+    )(variant(_schedule))

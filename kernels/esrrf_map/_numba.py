@@ -17,6 +17,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from livesr.engine import implementation
 from livesr.kernels.esrrf_map._weights import (
     check_inputs,
     frame_plan,
@@ -138,6 +139,7 @@ def _fused(  # noqa: PLR0913
             out[y, x] = rgc
 
 
+@implementation("esrrf_map", backend="numba")
 def esrrf_map_numba(
     frame: np.ndarray,
     magnification: int,

@@ -25,6 +25,7 @@ import numpy as np
 import pyopencl as cl
 from mako.template import Template
 
+from livesr.engine import implementation
 from livesr.kernels.esrrf_map._weights import (
     check_inputs,
     frame_plan,
@@ -115,6 +116,7 @@ def _kernel(ctx: cl.Context, source: str) -> cl.Kernel:
     return kern
 
 
+@implementation("esrrf_map", backend="opencl")
 def esrrf_map_opencl(
     frame: np.ndarray,
     magnification: int,
