@@ -16,6 +16,10 @@ import argparse
 import dataclasses
 import logging
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from livesr.sim._config import SimConfig
 
 NAME = "sim"
 HELP = "write a simulated acquisition and its ground truth to a folder"
@@ -121,7 +125,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def build_config(args: argparse.Namespace):  # -> SimConfig (lazy import)
+def build_config(args: argparse.Namespace) -> SimConfig:
     """Effective :class:`~livesr.sim.SimConfig` from the parsed flags."""
     from livesr.sim._config import DriftConfig, SimConfig
     from livesr.sim._toml import load_config

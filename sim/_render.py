@@ -61,7 +61,6 @@ def render_expected(
     photons: float | np.ndarray,
     shape: tuple[int, int],
     sigma_px: float,
-    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Expected photon image of point emitters (no background, no noise).
 
@@ -75,8 +74,6 @@ def render_expected(
         Image shape (h, w).
     sigma_px : float
         PSF standard deviation, px.
-    out : numpy.ndarray, optional
-        Unused placeholder for API symmetry; a new array is returned.
 
     Returns
     -------
