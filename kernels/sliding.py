@@ -214,7 +214,7 @@ def estimate_memory(
     map_px = h * w * magnification * magnification
     raw = window * h * w * raw_itemsize
     sums = WindowMoments.bytes_needed((h * magnification, w * magnification), temporal)
-    emission = map_px * (8 + 8 + 8 + 4)
+    emission = map_px * (8 + 8 + 8 + 4) + window * 16  # + the stored shifts
     if strategy == "maps":
         maps = window * map_px * 4
     elif strategy == "raw":
@@ -430,7 +430,6 @@ class SlidingEsrrf:
         dy, dx = validate_shift(shift)
         if self._shape is None:
             self._allocate(f32.shape, raw_in.dtype)
-        self._frames_seen += 1
 
         if self._hi > self._lo and (self._hi != i or self._hi - 1 < start):
             self._clear_window()
@@ -447,6 +446,7 @@ class SlidingEsrrf:
             self._head = x
         self._tail = x
         self._hi = i + 1
+        self._frames_seen += 1
 
         self._since_resync += 1
         period = self._cfg.resync_period(self._strategy or "maps")
@@ -585,6 +585,8 @@ class SlidingEsrrf:
             self._resize_storage()
         if self._hi == self._lo:
             self._clear_window()
+            if not self._moments.supports(new_cfg.temporal):  # type: ignore[union-attr]
+                self._moments = WindowMoments.for_mode(self._map_shape(), new_cfg.temporal)
         elif maps_invalid or needs_sums:
             self._rebuild(recompute_maps=maps_invalid)
         else:
