@@ -87,6 +87,12 @@ class SimCore(UniMMCore):
         """Shut down cleanly (idempotent); see :func:`shutdown_core`."""
         shutdown_core(self, timeout_s=timeout_s)
 
+    def stopSequenceAcquisition(self, cameraLabel: str | None = None) -> None:
+        """Stop sequence acquisition; the camera stops mid-wait, not after a period."""
+        if cameraLabel in (None, "", CAMERA_LABEL):
+            self.camera.request_stop()
+        super().stopSequenceAcquisition(cameraLabel)
+
     def __enter__(self) -> SimCore:
         return self
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -187,6 +188,9 @@ class FramePacer:
         from now (no burst to catch up after a stall).
     clock, sleep : callables
         Monotonic clock (s) and sleep function; injectable for tests.
+    stop : threading.Event, optional
+        When set, :meth:`wait` returns None at once (waits on it instead of
+        sleeping).
     """
 
     def __init__(
@@ -196,6 +200,7 @@ class FramePacer:
         max_lag_s: float = MAX_LAG_S,
         clock: Callable[[], float] = time.perf_counter,
         sleep: Callable[[float], None] = time.sleep,
+        stop: threading.Event | None = None,
     ) -> None:
         if not (math.isfinite(period_s) and period_s > 0):
             raise ValueError(
@@ -205,12 +210,16 @@ class FramePacer:
         self._max_lag = max_lag_s
         self._clock = clock
         self._sleep = sleep
+        self._stop = stop
         self._t0 = clock()
         self._k = 0
         self.restarts = 0
 
-    def wait(self) -> float:
-        """Block until the next deadline and return it (clock time, s)."""
+    def wait(self) -> float | None:
+        """Block until the next deadline and return it (clock time, s).
+
+        Returns None, without waiting further, once the ``stop`` event is set.
+        """
         deadline = self._t0 + (self._k + 1) * self._period
         now = self._clock()
         if now > deadline and (self._k == 0 or now - deadline > self._max_lag):
@@ -219,8 +228,14 @@ class FramePacer:
                 lag_ms = 1e3 * (now - deadline)
                 logger.debug("pacer %.1f ms behind; schedule restarted", lag_ms)
             self._t0, self._k, deadline = now - self._period, 0, now
+        stop = self._stop
         while (remaining := deadline - self._clock()) > 0:
-            self._sleep(remaining)
+            if stop is None:
+                self._sleep(remaining)
+            elif stop.wait(remaining):
+                return None
+        if stop is not None and stop.is_set():
+            return None
         self._k += 1
         return deadline
 
@@ -350,6 +365,7 @@ class SimCamera(CameraDevice):
         super().__init__()
         self._scope = microscope
         self._max_lag_s = max_lag_s
+        self._stop = threading.Event()
         self.last_metadata: dict[str, float | int] | None = None
         """Ground truth of the last rendered frame (UniMMCore's snap drops it)."""
 
@@ -389,6 +405,15 @@ class SimCamera(CameraDevice):
         r0, c0, h, w = self._scope.config.camera.roi_or_full
         return (c0, r0, w, h)
 
+    def request_stop(self) -> None:
+        """End a running sequence at once, even mid-wait (no further frame).
+
+        ``SimCore.stopSequenceAcquisition`` calls it, so that stopping does not
+        wait out a long frame period (UniMMCore joins the camera thread for 2 s
+        only).
+        """
+        self._stop.set()
+
     def start_sequence(
         self,
         n: int | None,
@@ -399,16 +424,26 @@ class SimCamera(CameraDevice):
         Each frame is rendered into the buffer from ``get_buffer`` and its
         metadata (:data:`TRUTH_KEYS`) yielded at its deadline.
         """
+        self._stop.clear()  # here, not in the generator: a stop may come first
+        return self._frames(n, get_buffer)
+
+    def _frames(
+        self,
+        n: int | None,
+        get_buffer: Callable[[Sequence[int], Any], np.ndarray],
+    ) -> Iterator[Mapping[str, Any]]:
         shape, dtype = self.shape(), self.dtype()
         ps = self._scope.pixel_size_um
-        pacer = FramePacer(self.period_s(), max_lag_s=self._max_lag_s)
+        pacer = FramePacer(self.period_s(), max_lag_s=self._max_lag_s, stop=self._stop)
         k = 0
         while n is None or k < n:
             buf = get_buffer(shape, dtype)
             truth = self._scope.render_into(buf)
             meta = frame_metadata(truth, ps)
             self.last_metadata = meta
-            pacer.wait()
+            if pacer.wait() is None:
+                logger.debug("sequence stopped after %d frame(s)", k)
+                return
             yield meta
             k += 1
         if pacer.restarts:

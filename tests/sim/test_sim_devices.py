@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -369,6 +370,20 @@ def test_exposure_sets_the_frame_period():
     np.testing.assert_allclose(np.diff(times), 0.005, rtol=0, atol=1e-12)
 
 
+def test_stop_ends_a_long_frame_wait():
+    with make_core(_counting_config((16, 16)), buffer_mb=4) as core:
+        core.setExposure(3000.0)  # 3 s period: longer than UniMMCore's 2 s join
+        core.startContinuousSequenceAcquisition(0)
+        [thread] = [t for t in threading.enumerate() if type(t).__name__ == "AcquisitionThread"]
+        deadline = time.monotonic() + 30
+        while core.microscope.frame_index < 1 and time.monotonic() < deadline:
+            time.sleep(0.001)  # the camera renders frame 0, then waits 3 s
+        core.stopSequenceAcquisition()
+        assert not thread.is_alive()
+        assert core.getRemainingImageCount() == 0
+        assert core.microscope.frame_index == 1  # one frame rendered, none delivered
+
+
 # ----------------------------------------------------------------------------- pacer
 class _FakeClock:
     def __init__(self, overshoot: float = 0.0) -> None:
@@ -408,6 +423,15 @@ def test_pacer_catches_up_small_lags_and_restarts_after_big_ones():
     assert pacer.wait() == pytest.approx(t_now)
     assert pacer.wait() == pytest.approx(t_now + 0.01)
     assert pacer.restarts == 1
+
+
+def test_pacer_returns_none_once_stopped():
+    stop = threading.Event()
+    clock = _FakeClock()
+    pacer = FramePacer(0.01, clock=clock, sleep=clock.sleep, stop=stop)
+    stop.set()
+    assert pacer.wait() is None
+    assert clock.sleeps == []
 
 
 def test_pacer_anchors_a_slow_first_frame():
