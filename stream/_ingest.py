@@ -1,0 +1,609 @@
+"""Pipeline side of the lossless frame path: a ROUTER that persists, ACKs and dedups.
+
+Usage::
+
+    def on_frame(header, frame):       # persist (copy!) the frame; return when durable
+        store.write(header.seq, frame)
+
+    cfg = IngestConfig(endpoint="ipc:///tmp/livesr.ipc", window=16)
+    with Ingest(cfg, on_frame, resume=store.last_seq) as ingest:   # bind + thread
+        ...
+    ingest.summary()["streams"]["cam0"]
+
+``on_frame`` runs on the ingest thread, once per (stream, seq), in seq order; the
+frame it gets is a read-only view of the received buffer, valid only during the call.
+The ACK (cumulative, batched) is sent after it returns.  ``resume(stream) -> int``
+(optional) returns the last seq already persisted for ``stream`` (-1 if none): with it,
+a restarted ingest resumes exactly where the store left off (exactly-once across
+restarts); without it, frames persisted but not yet acknowledged when the ingest died
+are delivered again (at most ``window`` of them).
+
+Every message is validated; a malformed, inconsistent or unexpected one is counted
+under its reason, logged (rate-limited) and dropped, and the stream goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import zmq
+
+from livesr.stream._endpoints import parse_endpoint, require_secure
+from livesr.stream._keys import CurveServerKeys, apply_server_keys, start_authenticator
+from livesr.stream._transport import (
+    RateLimitedLog,
+    TransportError,
+    check_range,
+    field_int,
+    set_common_options,
+)
+from livesr.stream._wire import (
+    _STREAM_RE,
+    FRAME_DTYPES,
+    MAX_HEADER_BYTES,
+    MAX_SIDE,
+    FrameHeader,
+    WireError,
+    decode_control,
+    decode_frame,
+    decode_header,
+    encode_control,
+)
+
+logger = logging.getLogger(__name__)
+
+_SEQ_MAX = 2**63 - 1
+OnFrame = Callable[[FrameHeader, np.ndarray], None]
+OnGap = Callable[[str, int, int], None]
+OnEnd = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IngestConfig:
+    """Configuration of an :class:`Ingest`.
+
+    Parameters
+    ----------
+    endpoint
+        Where to bind (``ipc://PATH``, ``tcp://127.0.0.1:PORT`` or ``:*``, ``inproc://``).
+        A non-loopback TCP endpoint requires ``curve``.
+    window
+        Credit window: frames a source may have in flight (1..1024; 8-16 recommended).
+    ack_every
+        Send an ACK at least every this many persisted frames (0: ``window // 2``);
+        ACKs are also sent whenever the socket has nothing more to read.
+    max_frame_bytes
+        Largest frame payload accepted (a HELLO declaring more is rejected).
+    max_message_bytes
+        ``ZMQ_MAXMSGSIZE`` (0: ``1.5 * max_frame_bytes + 4 KiB``); a peer sending a
+        larger message part is disconnected by ZeroMQ.
+    curve
+        Server CURVE keys and allow-list; required for non-loopback TCP.
+    linger_ms, heartbeat_ivl_ms, heartbeat_timeout_ms, rcvhwm
+        ZeroMQ socket options (``rcvhwm`` 0: ``4 * window + 64``).
+    log_interval_s
+        Minimum seconds between two log lines about the same kind of rejection, and
+        between two INFO summaries.
+    """
+
+    endpoint: str
+    window: int = 16
+    ack_every: int = 0
+    max_frame_bytes: int = 2048 * 2048 * 2
+    max_message_bytes: int = 0
+    curve: CurveServerKeys | None = None
+    linger_ms: int = 100
+    heartbeat_ivl_ms: int = 1000
+    heartbeat_timeout_ms: int = 3000
+    rcvhwm: int = 0
+    log_interval_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        name = "IngestConfig"
+        ep = parse_endpoint(self.endpoint, for_bind=True)
+        require_secure(ep, curve=self.curve is not None, role="bind")
+        check_range(name, "window", self.window, 1, 1024)
+        check_range(name, "ack_every", self.ack_every, 0, self.window)
+        check_range(name, "max_frame_bytes", self.max_frame_bytes, 1, 2**40)
+        check_range(name, "max_message_bytes", self.max_message_bytes, 0, 2**41)
+        if self.max_message_bytes and self.max_message_bytes < self.max_frame_bytes + MAX_HEADER_BYTES:
+            raise ValueError(
+                f"{name}.max_message_bytes={self.max_message_bytes} is smaller than "
+                f"max_frame_bytes + {MAX_HEADER_BYTES}; raise it or leave it 0 (automatic)"
+            )
+        check_range(name, "linger_ms", self.linger_ms, 0, 600_000)
+        check_range(name, "heartbeat_ivl_ms", self.heartbeat_ivl_ms, 0, 600_000)
+        check_range(name, "heartbeat_timeout_ms", self.heartbeat_timeout_ms, 0, 600_000)
+        check_range(name, "rcvhwm", self.rcvhwm, 0, 1_000_000)
+        check_range(name, "log_interval_s", self.log_interval_s, 0.0, 3600)
+
+    @property
+    def effective_ack_every(self) -> int:
+        return self.ack_every or max(1, self.window // 2)
+
+    @property
+    def effective_max_message_bytes(self) -> int:
+        return self.max_message_bytes or int(1.5 * self.max_frame_bytes) + MAX_HEADER_BYTES
+
+
+class _Stream:
+    """Per-stream state at the ingest."""
+
+    __slots__ = (
+        "name", "session", "peer", "old_peers", "shape", "dtype", "expected", "resumed_from",
+        "persisted", "duplicates", "out_of_order", "gaps", "gap_frames", "unacked",
+        "resync_at", "ended", "acquired", "source_gap_frames",
+    )
+
+    def __init__(self, name: str, session: str, expected: int) -> None:
+        self.name = name
+        self.session = session
+        self.peer = b""
+        self.old_peers: list[bytes] = []
+        self.shape: tuple[int, int] = (0, 0)
+        self.dtype = ""
+        self.expected = expected
+        self.resumed_from = expected
+        self.persisted = 0
+        self.duplicates = 0
+        self.out_of_order = 0
+        self.gaps: list[list[int]] = []
+        self.gap_frames = 0
+        self.unacked = 0
+        self.resync_at = -1
+        self.ended = False
+        self.acquired: int | None = None
+        self.source_gap_frames: int | None = None
+
+    def summary(self) -> dict[str, Any]:
+        acquired = self.acquired
+        return {
+            "stream": self.name,
+            "session": self.session,
+            "resumed_from": self.resumed_from,
+            "next_seq": self.expected,
+            "frames_persisted": self.persisted,
+            "duplicates": self.duplicates,
+            "out_of_order": self.out_of_order,
+            "gaps": [list(g) for g in self.gaps],
+            "frames_in_reported_gaps": self.gap_frames,
+            "ended": self.ended,
+            "frames_acquired": acquired,
+            # everything acquired from resumed_from on is persisted here or in a gap
+            "accounting_ok": (
+                None if acquired is None
+                else acquired - self.resumed_from == self.persisted + self.gap_frames
+            ),
+        }
+
+
+class _Reject(Exception):
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class Ingest:
+    """The pipeline end of the lossless frame path (see the module docstring).
+
+    Parameters
+    ----------
+    config
+        See :class:`IngestConfig`.
+    on_frame
+        ``on_frame(header, frame) -> None``: persist the frame; called once per
+        (stream, seq) in seq order.  An exception leaves the frame unacknowledged (it
+        will be sent again) and is counted as ``on_frame_errors``.
+    on_gap
+        ``on_gap(stream, first, last)``: frames the source lost to a ring overflow.
+    on_end
+        ``on_end(stream, summary)``: the source finished the stream.
+    resume
+        ``resume(stream) -> int``: last seq already persisted for ``stream`` (-1: none).
+    context
+        ZeroMQ context (default: a private one, terminated by :meth:`close`).
+    """
+
+    def __init__(
+        self,
+        config: IngestConfig,
+        on_frame: OnFrame,
+        *,
+        on_gap: OnGap | None = None,
+        on_end: OnEnd | None = None,
+        resume: Callable[[str], int] | None = None,
+        context: zmq.Context[Any] | None = None,
+    ) -> None:
+        self.config = config
+        self._on_frame = on_frame
+        self._on_gap = on_gap
+        self._on_end = on_end
+        self._resume = resume
+        self._ctx = context
+        self._own_ctx = context is None
+        self._sock: zmq.Socket[Any] | None = None
+        self._auth: Any = None
+        self._thread: threading.Thread | None = None
+        self._stop = False
+        self._bell_r = self._bell_w = -1
+        self._streams: dict[str, _Stream] = {}
+        self._peers: dict[bytes, str] = {}
+        self._lock = threading.Lock()
+        self._rlog = RateLimitedLog(logger, min(1.0, config.log_interval_s))
+        self._rejected: dict[str, int] = {}
+        self._c = dict(messages=0, stale=0, on_frame_errors=0, control_send_failed=0)
+        self._last_info = time.monotonic()
+        self.endpoint = config.endpoint
+
+    # ------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> Ingest:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def bind(self) -> str:
+        """Create and bind the ROUTER (no thread); returns the bound endpoint.
+
+        Use with :meth:`serve` to run the ingest on your own thread, or call
+        :meth:`start` instead.
+        """
+        if self._sock is not None:
+            raise TransportError("Ingest is already bound")
+        cfg = self.config
+        if self._ctx is None:
+            self._ctx = zmq.Context()
+        sock = self._ctx.socket(zmq.ROUTER)
+        try:
+            set_common_options(
+                sock,
+                linger_ms=cfg.linger_ms,
+                heartbeat_ivl_ms=cfg.heartbeat_ivl_ms,
+                heartbeat_timeout_ms=cfg.heartbeat_timeout_ms,
+            )
+            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            sock.setsockopt(zmq.MAXMSGSIZE, cfg.effective_max_message_bytes)
+            sock.setsockopt(zmq.RCVHWM, cfg.rcvhwm or 4 * cfg.window + 64)
+            sock.setsockopt(zmq.SNDHWM, 1000)
+            if cfg.curve is not None:
+                self._auth = start_authenticator(self._ctx, cfg.curve)
+                apply_server_keys(sock, cfg.curve)
+            sock.bind(cfg.endpoint)
+            self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            self._teardown()
+            raise TransportError(f"cannot bind the ingest to {cfg.endpoint!r}: {exc}") from exc
+        except Exception:
+            sock.close(linger=0)
+            self._teardown()
+            raise
+        self._sock = sock
+        logger.info("ingest bound to %s (window %d, curve %s)", self.endpoint, cfg.window, cfg.curve is not None)
+        return self.endpoint
+
+    def start(self) -> Ingest:
+        """Bind and serve on a background thread."""
+        if self._thread is not None:
+            raise TransportError("Ingest.start() called twice")
+        if self._sock is None:
+            self.bind()
+        self._bell_r, self._bell_w = os.pipe()
+        os.set_blocking(self._bell_r, False)
+        self._thread = threading.Thread(target=self._run, name="livesr-ingest", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> dict[str, Any]:
+        """Stop serving and close the socket at once (no protocol goodbye).
+
+        Returns :meth:`summary`.  Safe to call twice.
+        """
+        if self._thread is not None:
+            self._stop = True
+            os.write(self._bell_w, b"x")
+            self._thread.join(10.0)
+            if self._thread.is_alive():  # pragma: no cover - on_frame stuck
+                logger.error("ingest thread did not stop within 10 s (on_frame blocked?)")
+            self._thread = None
+            os.close(self._bell_r)
+            os.close(self._bell_w)
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        self._teardown()
+        summary = self.summary()
+        logger.info("ingest closed: %s", summary)
+        return summary
+
+    def _teardown(self) -> None:
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+        if self._own_ctx and self._ctx is not None:
+            self._ctx.term()
+            self._ctx = None
+
+    # ------------------------------------------------------------------ counters
+    def summary(self) -> dict[str, Any]:
+        """Counters: ``streams`` (per-stream dicts), ``rejected`` (total) and by reason."""
+        with self._lock:
+            return {
+                "endpoint": self.endpoint,
+                "streams": {name: st.summary() for name, st in self._streams.items()},
+                "rejected": sum(self._rejected.values()),
+                "rejected_by_reason": dict(self._rejected),
+                **self._c,
+            }
+
+    # ------------------------------------------------------------------ serving
+    def _run(self) -> None:
+        assert self._sock is not None
+        poller = zmq.Poller()
+        poller.register(self._sock, zmq.POLLIN)
+        poller.register(self._bell_r, zmq.POLLIN)
+        try:
+            while not self._stop:
+                poller.poll(1000)
+                if self._stop:
+                    break
+                self.serve(0)
+        except Exception:  # pragma: no cover - a bug; make it visible
+            logger.exception("ingest thread failed")
+
+    def serve(self, timeout_ms: int = 100) -> int:
+        """Handle every message available (waiting up to ``timeout_ms`` for the first).
+
+        Returns the number of messages handled.  Only for a bound ingest that was not
+        started with :meth:`start` (or from its own thread).
+        """
+        sock = self._sock
+        if sock is None:
+            raise TransportError("Ingest.serve(): call bind() first")
+        if timeout_ms and not sock.poll(timeout_ms, zmq.POLLIN):
+            self._periodic_log()
+            return 0
+        handled = 0
+        ack_every = self.config.effective_ack_every
+        while True:
+            try:
+                parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            handled += 1
+            self._c["messages"] += 1
+            self._handle(parts, ack_every)
+            if handled >= 4096:
+                break
+        for st in list(self._streams.values()):
+            if st.unacked:
+                self._send_ack(st)
+        self._periodic_log()
+        return handled
+
+    def _periodic_log(self) -> None:
+        now = time.monotonic()
+        if now - self._last_info >= self.config.log_interval_s:
+            self._last_info = now
+            if logger.isEnabledFor(logging.INFO):
+                logger.info("ingest %s: %s", self.endpoint, self.summary())
+
+    def _reject(self, key: str, message: str) -> None:
+        with self._lock:
+            self._rejected[key] = self._rejected.get(key, 0) + 1
+        self._rlog.log(logging.WARNING, key, "ingest: dropped a message (%s): %s", key, message)
+
+    def _handle(self, parts: list[Any], ack_every: int) -> None:
+        try:
+            if len(parts) not in (2, 3):
+                raise _Reject("parts", f"expected [header, payload], got {len(parts) - 1} part(s)")
+            peer = parts[0].bytes
+            body = parts[1:]
+            try:
+                obj = decode_header(body[0].buffer)
+                if obj["kind"] == "frame":
+                    self._on_frame_msg(peer, body, ack_every)
+                else:
+                    self._on_control_msg(peer, decode_control(body))
+            except WireError as exc:
+                raise _Reject("malformed", str(exc)) from None
+        except _Reject as rej:
+            self._reject(rej.key, str(rej))
+
+    # --- frames
+    def _owner(self, peer: bytes, stream: Any) -> _Stream:
+        st = self._streams.get(stream) if isinstance(stream, str) else None
+        if st is None:
+            raise _Reject("unknown-stream", f"message for stream {stream!r} before its hello")
+        if st.peer != peer:
+            if peer in st.old_peers:
+                self._c["stale"] += 1
+                raise _Stale
+            raise _Reject("wrong-peer", f"stream {stream!r} belongs to another connection")
+        return st
+
+    def _on_frame_msg(self, peer: bytes, body: list[Any], ack_every: int) -> None:
+        if len(body) != 2:
+            raise _Reject("parts", "frame message without payload")
+        header, frame = decode_frame(body)
+        try:
+            st = self._owner(peer, header.stream)
+        except _Stale:
+            return
+        if header.shape != st.shape or header.dtype != st.dtype:
+            raise _Reject(
+                "inconsistent",
+                f"stream {st.name!r} seq {header.seq}: frame {header.shape} {header.dtype} "
+                f"differs from the hello's {st.shape} {st.dtype}",
+            )
+        seq = header.seq
+        if seq < st.expected:
+            with self._lock:
+                st.duplicates += 1
+            st.unacked = max(st.unacked, 1)  # re-ACK so the source frees it
+            return
+        if seq > st.expected:
+            with self._lock:
+                st.out_of_order += 1
+            if st.resync_at != st.expected:  # once per hole: ask for a replay
+                st.resync_at = st.expected
+                self._send(peer, "ready", stream=st.name, session=st.session, n=0,
+                           upto=st.expected - 1, credit=self.config.window)
+            return
+        try:
+            self._on_frame(header, frame)
+        except Exception as exc:
+            self._c["on_frame_errors"] += 1
+            self._rlog.log(logging.ERROR, "on_frame", "ingest: on_frame failed for %s seq %d: %r (not acknowledged; it will be sent again)", st.name, seq, exc)
+            return
+        with self._lock:
+            st.expected = seq + 1
+            st.persisted += 1
+        st.unacked += 1
+        if st.unacked >= ack_every:
+            self._send_ack(st)
+
+    # --- control
+    def _on_control_msg(self, peer: bytes, obj: dict[str, Any]) -> None:
+        kind = obj["kind"]
+        if kind == "hello":
+            self._on_hello(peer, obj)
+            return
+        if kind not in ("gap", "end"):
+            raise _Reject("unexpected", f"control kind {kind!r} is not sent to an ingest")
+        try:
+            st = self._owner(peer, obj.get("stream"))
+        except _Stale:
+            return
+        try:
+            if kind == "gap":
+                first = field_int(obj, "first", 0, _SEQ_MAX)
+                last = field_int(obj, "last", first, _SEQ_MAX)
+                self._on_gap_msg(peer, st, first, last)
+            else:
+                upto = field_int(obj, "upto", -1, _SEQ_MAX)
+                acquired = field_int(obj, "n", 0, _SEQ_MAX)
+                gap_frames = field_int(obj, "gap_frames", 0, _SEQ_MAX)
+                if acquired != upto + 1:
+                    raise WireError(f"end: n={acquired} must be upto + 1 = {upto + 1}")
+                self._on_end_msg(peer, st, upto, acquired, gap_frames)
+        except WireError as exc:
+            raise _Reject("malformed", str(exc)) from None
+
+    def _on_hello(self, peer: bytes, obj: dict[str, Any]) -> None:
+        cfg = self.config
+        stream = obj.get("stream")
+        if not isinstance(stream, str) or not _STREAM_RE.match(stream):
+            raise WireError(f"hello: 'stream' must be 1-64 of [A-Za-z0-9_.:-], got {stream!r}")
+        session = obj.get("session")
+        if not isinstance(session, str) or not 1 <= len(session) <= 64:
+            raise WireError(f"hello: 'session' must be a 1-64 character string, got {session!r}")
+        nonce = field_int(obj, "n", 0, _SEQ_MAX)
+        first = field_int(obj, "first", 0, _SEQ_MAX)
+        shape = obj.get("shape")
+        if not (
+            isinstance(shape, list) and len(shape) == 2
+            and all(isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= MAX_SIDE for s in shape)
+        ):
+            raise WireError(f"hello: 'shape' must be [rows, cols] in [1, {MAX_SIDE}], got {shape!r}")
+        dtype = obj.get("dtype")
+        if dtype not in FRAME_DTYPES:
+            raise WireError(f"hello: 'dtype'={dtype!r} not in {FRAME_DTYPES}")
+        nbytes = shape[0] * shape[1] * np.dtype(dtype).itemsize
+        if nbytes > cfg.max_frame_bytes:
+            raise _Reject(
+                "oversized",
+                f"hello for {stream!r} declares {shape[0]}x{shape[1]} {dtype} = {nbytes} bytes "
+                f"per frame > max_frame_bytes={cfg.max_frame_bytes} (raise IngestConfig.max_frame_bytes)",
+            )
+        st = self._streams.get(stream)
+        with self._lock:
+            if st is None or st.session != session:
+                if st is not None:
+                    logger.info("ingest: stream %s restarted with a new session", stream)
+                base = first
+                if self._resume is not None:
+                    base = max(base, int(self._resume(stream)) + 1)
+                st = _Stream(stream, session, base)
+                self._streams[stream] = st
+            else:
+                st.expected = max(st.expected, first)
+            if st.peer and st.peer != peer:
+                st.old_peers = (st.old_peers + [st.peer])[-8:]
+                self._peers.pop(st.peer, None)
+            st.peer = peer
+            st.shape = (shape[0], shape[1])
+            st.dtype = dtype
+            st.resync_at = -1
+        self._peers[peer] = stream
+        self._send(peer, "ready", stream=stream, session=session, n=nonce,
+                   upto=st.expected - 1, credit=cfg.window)
+        st.unacked = 0
+        logger.info("ingest: hello from stream %s, resuming at seq %d", stream, st.expected)
+
+    def _on_gap_msg(self, peer: bytes, st: _Stream, first: int, last: int) -> None:
+        if last < st.expected:
+            with self._lock:
+                st.duplicates += 1
+            st.unacked = max(st.unacked, 1)
+            return
+        if first != st.expected:
+            with self._lock:
+                st.out_of_order += 1
+            if first > st.expected and st.resync_at != st.expected:
+                st.resync_at = st.expected
+                self._send(peer, "ready", stream=st.name, session=st.session, n=0,
+                           upto=st.expected - 1, credit=self.config.window)
+            return
+        with self._lock:
+            st.gaps.append([first, last])
+            st.gap_frames += last - first + 1
+            st.expected = last + 1
+        logger.warning("ingest: stream %s lost frames %d-%d at the source (ring overflow)", st.name, first, last)
+        if self._on_gap is not None:
+            self._on_gap(st.name, first, last)
+        self._send_ack(st)
+
+    def _on_end_msg(self, peer: bytes, st: _Stream, upto: int, acquired: int, gap_frames: int) -> None:
+        if st.expected - 1 != upto:
+            # not everything arrived: ask for a replay from our point
+            self._send(peer, "ready", stream=st.name, session=st.session, n=0,
+                       upto=st.expected - 1, credit=self.config.window)
+            return
+        first_end = not st.ended
+        with self._lock:
+            st.ended = True
+            st.acquired = acquired
+            st.source_gap_frames = gap_frames
+        summary = st.summary()
+        brief = {k: v for k, v in summary.items() if k != "gaps"}  # fits in one header
+        brief["n_gaps"] = len(summary["gaps"])
+        self._send(peer, "end_ack", stream=st.name, upto=upto, summary=brief)
+        if first_end:
+            logger.info("ingest: stream %s ended: %s", st.name, summary)
+            if self._on_end is not None:
+                self._on_end(st.name, summary)
+
+    # --- sending
+    def _send_ack(self, st: _Stream) -> None:
+        st.unacked = 0
+        self._send(st.peer, "ack", stream=st.name, upto=st.expected - 1, credit=self.config.window)
+
+    def _send(self, peer: bytes, kind: str, **fields: Any) -> None:
+        assert self._sock is not None
+        try:
+            self._sock.send_multipart([peer, *encode_control(kind, **fields)], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # EHOSTUNREACH (peer gone) or EAGAIN (HWM)
+            self._c["control_send_failed"] += 1
+            self._rlog.log(logging.INFO, "send", "ingest: could not send %s to a peer: %s", kind, exc)
+
+
+class _Stale(Exception):
+    """A message from a connection the stream has since replaced (dropped, counted)."""
