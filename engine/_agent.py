@@ -27,7 +27,8 @@ Choices where NanoPyx's code and paper differ, and where livesr departs (ESRRF.m
   (code: 20, paper: none) so that FastStdDev means something, and a delay must also
   exceed ``min_delay_factor`` (1.25) × FastAverage: with near-constant histories
   ``4·FastStdDev`` is below timer jitter.
-- The logistic regression uses ``C = 100`` (sklearn's default is 1): with C = 1 two
+- The logistic regression (same objective as scikit-learn's, solved without it,
+  see :func:`logistic_p_delay`) uses ``C = 100`` (sklearn's default is 1): with C = 1 two
   consecutive delayed runs after 30 normal ones give P = 0.14, so the favourite is
   kept for ~5 delayed calls; with C = 100 it is 0.94 and the switch happens on the
   third call.  One-class labels: all normal → P = 0.01 (as the code); all delayed →
@@ -180,8 +181,9 @@ class DelayAgent:
     clock : callable, optional
         Monotonic clock in seconds, used to time delays in log messages.
     p_delay : callable, optional
-        ``(labels: list[bool], c: float) -> float``; defaults to scikit-learn's
-        logistic regression (imported on first use; call :meth:`prepare` ahead).
+        ``(labels: list[bool], c: float) -> float``; default :func:`logistic_p_delay`
+        (scikit-learn's L2 logistic regression, solved in closed-form Newton steps);
+        :func:`sklearn_p_delay` fits it with scikit-learn itself.
     """
 
     def __init__(
@@ -203,8 +205,8 @@ class DelayAgent:
 
     # -- state ------------------------------------------------------------------
     def prepare(self) -> None:
-        """Import the logistic regression now, off the hot path (idempotent)."""
-        if self._p_delay_fn is logistic_p_delay:
+        """Import what the regression needs now, off the hot path (idempotent)."""
+        if self._p_delay_fn is sklearn_p_delay:
             import sklearn.linear_model  # noqa: F401
 
     def _track(self, sig: str, impl: str) -> _Track:
@@ -463,10 +465,54 @@ class DelayAgent:
 def logistic_p_delay(labels: list[bool], c: float = 100.0, no_evidence_p: float = 0.01) -> float:
     """P(next run delayed | this run delayed) by logistic regression on label pairs.
 
-    Fits ``delayed[k+1] ~ delayed[k]`` (scikit-learn ``LogisticRegression(C=c)``) and
-    returns the predicted probability for ``delayed[k] = True``.  With one class only:
-    ``no_evidence_p`` if no run was delayed, ``1 − no_evidence_p`` if all were.
+    Fits ``delayed[k+1] ~ delayed[k]`` with an intercept and an L2 penalty on the
+    coefficient, the objective of scikit-learn's ``LogisticRegression(C=c)``
+    (``0.5·w² + C·Σ log-loss``), and returns the predicted probability for
+    ``delayed[k] = True``.  With one binary feature the data reduce to four counts,
+    so the fit is a few Newton steps in plain Python (microseconds; scikit-learn
+    takes ~1.5 ms per fit here plus ~0.8 s to import, on the hot path of the first
+    delay).  :func:`sklearn_p_delay` is the same model through scikit-learn (tests
+    check they agree).  With one class only: ``no_evidence_p`` if no run was
+    delayed, ``1 − no_evidence_p`` if all were.
     """
+    y = labels[1:]
+    if len(y) < 1 or not any(y):
+        return no_evidence_p
+    if all(y):
+        return 1.0 - no_evidence_p
+    x = labels[:-1]
+    n1 = sum(1 for xi in x if xi)
+    k1 = sum(1 for xi, yi in zip(x, y) if xi and yi)
+    n0 = len(x) - n1
+    k0 = sum(1 for xi, yi in zip(x, y) if not xi and yi)
+    b = w = 0.0
+    for _ in range(100):
+        p0, p1 = _sigmoid(b), _sigmoid(b + w)
+        gw = w + c * (n1 * p1 - k1)
+        gb = c * (n0 * p0 - k0 + n1 * p1 - k1)
+        h1 = c * n1 * p1 * (1.0 - p1)
+        hww = 1.0 + h1
+        hbb = c * n0 * p0 * (1.0 - p0) + h1
+        det = hww * hbb - h1 * h1
+        if det <= 1e-300:
+            break
+        dw = (hbb * gw - h1 * gb) / det
+        db = (hww * gb - h1 * gw) / det
+        w, b = w - dw, b - db
+        if abs(dw) < 1e-10 and abs(db) < 1e-10:
+            break
+    return _sigmoid(b + w)
+
+
+def _sigmoid(z: float) -> float:
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
+
+
+def sklearn_p_delay(labels: list[bool], c: float = 100.0, no_evidence_p: float = 0.01) -> float:
+    """:func:`logistic_p_delay` through scikit-learn (imported here, on first use)."""
     y = labels[1:]
     if len(y) < 1 or not any(y):
         return no_evidence_p
@@ -476,7 +522,6 @@ def logistic_p_delay(labels: list[bool], c: float = 100.0, no_evidence_p: float 
     from sklearn.linear_model import LogisticRegression
 
     x = np.asarray(labels[:-1], dtype=float).reshape(-1, 1)
-    model = LogisticRegression(C=c).fit(x, np.asarray(y, dtype=bool))
+    model = LogisticRegression(C=c, tol=1e-8, max_iter=1000).fit(x, np.asarray(y, dtype=bool))
     proba = model.predict_proba(np.array([[1.0]]))[0]
-    classes = list(model.classes_)
-    return float(proba[classes.index(True)])
+    return float(proba[list(model.classes_).index(True)])

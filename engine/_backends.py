@@ -15,6 +15,7 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -191,6 +192,9 @@ def clear_probe_cache() -> None:
 def import_failure_reason(backend: Backend, module: str, exc: BaseException) -> str:
     """Turn an implementation module's import error into a user-facing reason."""
     missing = getattr(exc, "name", None) or ""
+    match = re.match(r"cannot import name '(\w+)' from '([\w.]+)'", str(exc))
+    if match and missing == match[2] and isinstance(exc, ImportError):
+        missing = f"{match[2]}.{match[1]}"  # ``from . import _cython`` of a missing extension
     top = missing.split(".")[0]
     if top and top in _BACKEND_MODULES.get(backend, ()):
         return f"{backend}: not installed ({INSTALL_HINTS[backend]})"

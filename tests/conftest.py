@@ -1,4 +1,10 @@
-"""Shared test fixtures and the backend report header."""
+"""Shared test fixtures, the backend report header and registry-driven parametrisation.
+
+Any test taking ``kernel_impl`` runs once per kernel of ``livesr.kernels.KERNEL_PACKAGES``
+× implementation (ids ``esrrf_map-numba``); unavailable implementations are skipped
+with their reason, or fail when their backend is listed in
+``LIVESR_REQUIRE_BACKENDS=cupy,opencl``.  See :mod:`livesr.engine.testing`.
+"""
 
 from __future__ import annotations
 
@@ -9,4 +15,25 @@ import pytest
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     lines = [f"cpu count: {os.cpu_count()}"]
+    try:
+        from livesr.engine import report_header
+
+        lines.append(report_header())
+    except Exception as exc:  # the header must never break collection
+        lines.append(f"backends: unknown ({type(exc).__name__}: {exc})")
     return lines
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "kernel_impl" in metafunc.fixturenames:
+        from livesr.engine.testing import parametrize_kernel_impls
+
+        parametrize_kernel_impls(metafunc)
+
+
+@pytest.fixture
+def kernel_impl(request: pytest.FixtureRequest):
+    """One (kernel, implementation) pair; see the module docstring."""
+    from livesr.engine.testing import resolve
+
+    return resolve(request.param)

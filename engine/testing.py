@@ -1,0 +1,139 @@
+"""Pytest helpers: registry-driven parametrisation of kernel implementations.
+
+Used by ``tests/conftest.py``; importable by any plugin (imports pytest when called).
+
+- :func:`parametrize_kernel_impls` parametrises a test argument ``kernel_impl`` over
+  every kernel of ``KERNEL_PACKAGES`` × its implementations, ids ``<kernel>-<impl>``
+  (``esrrf_map-numba``), so ``pytest -k numba`` and ``-k esrrf_map`` work.  An
+  unavailable implementation is a skip with its reason.
+- ``LIVESR_REQUIRE_BACKENDS=cupy,opencl`` (or ``all``) turns the skips of those
+  backends into failures, so a broken GPU install cannot pass as "skipped".
+- :func:`resolve` is what the ``kernel_impl`` fixture returns (it fails the test for
+  a required, unavailable implementation).
+- :func:`assert_matches` compares two results with a kernel's tolerance.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from livesr.engine._catalog import kernel_packages, load_kernel
+from livesr.engine._kernel import Kernel
+from livesr.engine._types import ImplInfo, Tolerance
+
+REQUIRE_ENV = "LIVESR_REQUIRE_BACKENDS"
+#: Extra kernel packages to parametrise over (comma separated), e.g. toy kernels.
+EXTRA_ENV = "LIVESR_TEST_KERNEL_PACKAGES"
+ARGNAME = "kernel_impl"
+
+
+@dataclass(frozen=True)
+class KernelImpl:
+    """One (kernel, implementation) pair of the parametrisation."""
+
+    kernel: Kernel
+    info: ImplInfo
+
+    @property
+    def id(self) -> str:
+        return f"{self.kernel.name}-{self.info.id}"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run exactly this implementation."""
+        return self.kernel.using(self.info.id)(*args, **kwargs)
+
+    def reference(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the kernel's reference implementation."""
+        return self.kernel.using(self.kernel.reference)(*args, **kwargs)
+
+
+def required_backends() -> set[str]:
+    """Backends named in ``LIVESR_REQUIRE_BACKENDS`` (``all`` = every backend)."""
+    raw = os.environ.get(REQUIRE_ENV, "")
+    names = {b.strip().lower() for b in raw.split(",") if b.strip()}
+    if "all" in names:
+        from livesr.engine._types import Backend
+
+        return {b.value for b in Backend}
+    return names
+
+
+def packages_under_test(packages: Iterable[str] | None = None) -> list[str]:
+    """``KERNEL_PACKAGES`` plus the ones in ``LIVESR_TEST_KERNEL_PACKAGES``."""
+    if packages is not None:
+        return list(packages)
+    extra = [p.strip() for p in os.environ.get(EXTRA_ENV, "").split(",") if p.strip()]
+    return list(dict.fromkeys([*kernel_packages(), *extra]))
+
+
+def kernel_impl_params(packages: Iterable[str] | None = None) -> list[Any]:
+    """``pytest.param`` objects, one per (kernel, implementation)."""
+    import pytest
+
+    required = required_backends()
+    params = []
+    for package in packages_under_test(packages):
+        kernel = load_kernel(package)
+        for info in kernel.implementations(include_unavailable=True):
+            pair = KernelImpl(kernel, info)
+            marks: Sequence[Any] = ()
+            if not info.available and info.backend.value not in required:
+                marks = (pytest.mark.skip(reason=f"{pair.id}: {info.reason}"),)
+            params.append(pytest.param(pair, id=pair.id, marks=marks))
+    return params
+
+
+def parametrize_kernel_impls(metafunc: Any, packages: Iterable[str] | None = None) -> None:
+    """Call from ``pytest_generate_tests``: parametrise ``kernel_impl`` if requested."""
+    if ARGNAME in metafunc.fixturenames:
+        metafunc.parametrize(ARGNAME, kernel_impl_params(packages), indirect=True)
+
+
+def resolve(pair: KernelImpl) -> KernelImpl:
+    """The ``kernel_impl`` fixture's value; fails if required but unavailable."""
+    import pytest
+
+    if not pair.info.available:
+        if pair.info.backend.value in required_backends():
+            pytest.fail(
+                f"{pair.id} is unavailable ({pair.info.reason}) but {REQUIRE_ENV} requires "
+                f"{pair.info.backend.value}; fix the install or unset {REQUIRE_ENV}",
+                pytrace=False,
+            )
+        pytest.skip(f"{pair.id}: {pair.info.reason}")
+    return pair
+
+
+def assert_matches(actual: Any, expected: Any, tolerance: Tolerance, what: str = "") -> None:
+    """``assert_allclose`` with the kernel's tolerance, recursing into tuples/lists/dicts."""
+    import numpy as np
+
+    if isinstance(expected, dict):
+        assert set(actual) == set(expected), f"{what}: keys {set(actual)} != {set(expected)}"
+        for key in expected:
+            assert_matches(actual[key], expected[key], tolerance, f"{what}[{key!r}]")
+        return
+    if isinstance(expected, (tuple, list)):
+        assert len(actual) == len(expected), f"{what}: {len(actual)} items != {len(expected)}"
+        for i, (a, e) in enumerate(zip(actual, expected)):
+            assert_matches(a, e, tolerance, f"{what}[{i}]")
+        return
+    if expected is None:
+        assert actual is None, f"{what}: expected None, got {type(actual).__name__}"
+        return
+    a = _to_numpy(actual)
+    e = _to_numpy(expected)
+    assert a.shape == e.shape, f"{what}: shape {a.shape} != reference {e.shape}"
+    np.testing.assert_allclose(a, e, rtol=tolerance.rtol, atol=tolerance.atol, err_msg=what)
+
+
+def _to_numpy(x: Any) -> Any:
+    import numpy as np
+
+    get = getattr(x, "get", None)  # cupy arrays
+    if get is not None and type(x).__module__.startswith("cupy"):
+        x = get()
+    return np.asarray(x)
