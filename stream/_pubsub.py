@@ -1,0 +1,192 @@
+"""Lossy results fan-out: a PUB that never blocks and a SUB that keeps only the newest.
+
+Usage::
+
+    pub = ResultPublisher("ipc:///tmp/results.ipc").start()
+    pub.publish([header_bytes, image])          # never blocks; drops for slow viewers
+
+    sub = LatestSubscriber("ipc:///tmp/results.ipc").start()
+    parts = sub.latest(timeout_ms=100)          # newest message or None; older ones skipped
+    sub.dropped                                 # messages skipped by draining
+
+A viewer can never slow the pipeline: the PUB has a tiny send high-water mark and drops
+messages for a subscriber whose queue is full (ZeroMQ PUB semantics); the subscriber
+drains everything queued and returns only the last complete multipart message.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import zmq
+
+from livesr.stream._endpoints import parse_endpoint, require_secure
+from livesr.stream._transport import TransportError
+
+logger = logging.getLogger(__name__)
+
+
+class ResultPublisher:
+    """PUB socket (bind) with ``SNDHWM`` ``hwm`` (2-4 recommended).
+
+    Parameters
+    ----------
+    endpoint
+        Where to bind; a non-loopback TCP endpoint is refused (results stay on the host).
+    hwm
+        Send high-water mark in messages (1..64).
+    zero_copy_min_bytes
+        Parts at least this large are sent without copying.
+    context
+        ZeroMQ context (default: a private one, terminated by :meth:`close`).
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        hwm: int = 2,
+        zero_copy_min_bytes: int = 65536,
+        linger_ms: int = 0,
+        context: zmq.Context[Any] | None = None,
+    ) -> None:
+        ep = parse_endpoint(endpoint, for_bind=True)
+        require_secure(ep, curve=False, role="bind")
+        if isinstance(hwm, bool) or not isinstance(hwm, int) or not 1 <= hwm <= 64:
+            raise ValueError(f"ResultPublisher hwm={hwm!r} is not valid; expected an int in [1, 64]")
+        self.endpoint = endpoint
+        self.hwm = hwm
+        self._zc = zero_copy_min_bytes
+        self._linger = linger_ms
+        self._ctx = context
+        self._own_ctx = context is None
+        self._sock: zmq.Socket[Any] | None = None
+        #: messages handed to ZeroMQ (it may still drop them for slow subscribers)
+        self.published = 0
+
+    def start(self) -> ResultPublisher:
+        """Bind the PUB socket; returns self (``endpoint`` is the bound address)."""
+        if self._ctx is None:
+            self._ctx = zmq.Context()
+        sock = self._ctx.socket(zmq.PUB)
+        sock.setsockopt(zmq.LINGER, self._linger)
+        sock.setsockopt(zmq.SNDHWM, self.hwm)
+        try:
+            sock.bind(self.endpoint)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            if self._own_ctx:
+                self._ctx.term()
+                self._ctx = None
+            raise TransportError(f"cannot bind the result publisher to {self.endpoint!r}: {exc}") from exc
+        self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._sock = sock
+        return self
+
+    def __enter__(self) -> ResultPublisher:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def publish(self, parts: list[Any]) -> None:
+        """Send a multipart message to every subscriber that keeps up; never blocks."""
+        sock = self._sock
+        if sock is None:
+            raise TransportError("ResultPublisher.publish(): call start() first")
+        last = len(parts) - 1
+        for i, part in enumerate(parts):
+            nbytes = memoryview(part).nbytes if not isinstance(part, bytes) else len(part)
+            flags = zmq.NOBLOCK | (zmq.SNDMORE if i < last else 0)
+            sock.send(part, flags, copy=nbytes < self._zc)
+        self.published += 1
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self._own_ctx and self._ctx is not None:
+            self._ctx.term()
+            self._ctx = None
+
+
+class LatestSubscriber:
+    """SUB socket (connect) that returns only the newest message (conflate by draining).
+
+    Parameters
+    ----------
+    endpoint
+        Publisher endpoint.
+    topic
+        Subscription prefix of the first part (default: everything).
+    hwm
+        Receive high-water mark (messages).
+    context
+        ZeroMQ context (default: a private one, terminated by :meth:`close`).
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        topic: bytes = b"",
+        hwm: int = 2,
+        context: zmq.Context[Any] | None = None,
+    ) -> None:
+        parse_endpoint(endpoint)
+        if isinstance(hwm, bool) or not isinstance(hwm, int) or not 1 <= hwm <= 64:
+            raise ValueError(f"LatestSubscriber hwm={hwm!r} is not valid; expected an int in [1, 64]")
+        self.endpoint = endpoint
+        self.topic = topic
+        self.hwm = hwm
+        self._ctx = context
+        self._own_ctx = context is None
+        self._sock: zmq.Socket[Any] | None = None
+        #: messages received, and skipped because a newer one was queued behind them
+        self.received = 0
+        self.dropped = 0
+
+    def start(self) -> LatestSubscriber:
+        if self._ctx is None:
+            self._ctx = zmq.Context()
+        sock = self._ctx.socket(zmq.SUB)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVHWM, self.hwm)
+        sock.setsockopt(zmq.SUBSCRIBE, self.topic)
+        sock.connect(self.endpoint)
+        self._sock = sock
+        return self
+
+    def __enter__(self) -> LatestSubscriber:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def latest(self, timeout_ms: int = 0) -> list[zmq.Frame] | None:
+        """Wait up to ``timeout_ms`` for a message, then drain; return the newest or None."""
+        sock = self._sock
+        if sock is None:
+            raise TransportError("LatestSubscriber.latest(): call start() first")
+        if not sock.poll(timeout_ms, zmq.POLLIN):
+            return None
+        newest: list[zmq.Frame] | None = None
+        while True:
+            try:
+                parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            if newest is not None:
+                self.dropped += 1
+            newest = parts
+            self.received += 1
+        return newest
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self._own_ctx and self._ctx is not None:
+            self._ctx.term()
+            self._ctx = None
