@@ -31,9 +31,11 @@ float64 in NanoPyx's order, cast to float32; the window distances in float32.
 The small remaining differences (float32 rounding of ``vx - xc`` at large
 coordinates) are ~1e-6 relative.
 
-Shift: ``shift = (dy, dx)`` input pixels is added to every Catmull-Rom sample
-coordinate (of the intensity and of the gradients), so the map is computed on
-the frame translated by ``-shift``; ``(0, 0)`` reproduces NanoPyx exactly.
+Shift: ``shift = (dy, dx)`` input pixels is added (in float64) to every
+Catmull-Rom sample coordinate (of the intensity and of the gradients), so the map
+is computed on the frame translated by ``-shift``; ``(0, 0)`` reproduces NanoPyx.
+The zero margin and sample validity stay tied to the output grid.  Only NanoPyx's
+geometry (``EsrrfParams.geometry == "nanopyx"``) is implemented.
 """
 
 from __future__ import annotations
@@ -179,8 +181,8 @@ def catmull_rom_taps(coords: np.ndarray, size: int) -> tuple[np.ndarray, np.ndar
     Parameters
     ----------
     coords : numpy.ndarray
-        ``(L,)`` float32 sample coordinates (corner convention: pixel ``k``
-        covers ``[k, k+1)``).
+        ``(L,)`` sample coordinates, used in float64 (corner convention:
+        pixel ``k`` covers ``[k, k+1)``).
     size : int
         Number of input pixels along the axis.
 
@@ -192,7 +194,7 @@ def catmull_rom_taps(coords: np.ndarray, size: int) -> tuple[np.ndarray, np.ndar
         ``(L, 4)`` float64 weights; 0 for neighbours outside the image and for
         coordinates outside ``[0, size)`` (NanoPyx returns 0 there).
     """
-    r = np.asarray(coords, dtype=_F32).astype(np.float64)
+    r = np.asarray(coords, dtype=np.float64)
     r0 = np.floor(r - 0.5).astype(np.int64)
     nb = r0[:, None] - 1 + np.arange(4)[None, :]
     wt = _cubic(r[:, None] - (nb + 0.5))
@@ -246,9 +248,7 @@ def axis_plan(size: int, magnification: int, radius: float, shift: float) -> Axi
     k = rgc_constants(m, radius)
     big = size * m
     out = np.arange(big, dtype=np.int64)
-    coords = out.astype(_F32) / _F32(m)
-    if shift:
-        coords = coords + _F32(shift)
+    coords = (out.astype(_F32) / _F32(m)).astype(np.float64) + float(shift)
     cr_idx, cr_wt = catmull_rom_taps(coords, size)
     centre = ((out + 0.5) / m).astype(_F32)
     base = (_F32(2.0) * centre).astype(np.int64)
@@ -269,16 +269,14 @@ def gradient_coords(size: int, magnification: int, shift: float) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        ``(2·size + 1,)`` float32: ``k/2`` for ``k < 2·size`` and NanoPyx's
-        clamped border read ``(2·size·M - 1)/(2M)`` last, each ``+ shift``.
+        ``(2·size + 1,)`` float64: ``k/2`` for ``k < 2·size`` and NanoPyx's
+        clamped border read ``float32((2·size·M - 1)/(2M))`` last, each
+        ``+ shift`` (added in float64, as ``livesr.kernels.esrrf_frame`` does).
     """
     m = magnification
-    c = np.empty(2 * size + 1, dtype=_F32)
-    c[:-1] = np.arange(2 * size, dtype=_F32) / _F32(2.0)
-    c[-1] = _F32(2 * size * m - 1) / _F32(2 * m)
-    if shift:
-        c = c + _F32(shift)
-    return c
+    c = np.arange(2 * size + 1, dtype=np.float64) / 2.0
+    c[-1] = float(_F32(2 * size * m - 1) / _F32(2 * m))
+    return c + float(shift)
 
 
 def roberts_cross(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
