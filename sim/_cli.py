@@ -130,11 +130,12 @@ def build_config(args: argparse.Namespace) -> SimConfig:
     from livesr.sim._config import DriftConfig, SimConfig
     from livesr.sim._toml import load_config
 
-    cfg = (
-        SimConfig.static_bright(shape=(256, 256))
-        if args.preset == "static-bright"
-        else SimConfig()
-    )
+    # preset structure counts scale with --shape (see SampleConfig.scaled_to_field)
+    shape = tuple(args.shape) if args.shape is not None else (256, 256)
+    if args.preset == "static-bright":
+        cfg = SimConfig.static_bright(shape=shape)
+    else:
+        cfg = SimConfig.blinking(shape=shape)
     if args.config is not None:
         cfg = load_config(args.config, base=cfg)
     cam = cfg.camera

@@ -72,8 +72,10 @@ class SampleConfig:
     Structures are placed at random (from the simulation seed, or
     ``structure_seed``) inside the sensor's field of view enlarged by
     ``margin_um`` on every side, so drift brings structure into view rather than
-    emptiness. Sample coordinates (y, x) in um have their origin at the centre of
-    sensor pixel (0, 0).
+    emptiness. Counts are absolute; the defaults suit a 256 x 256 px sensor
+    (:meth:`scaled_to_field` adapts them to another size, as
+    :meth:`SimConfig.blinking` does). Sample coordinates (y, x) in um have their
+    origin at the centre of sensor pixel (0, 0).
 
     Attributes
     ----------
@@ -173,6 +175,28 @@ class SampleConfig:
         }
         kw.update(overrides)
         return cls(**kw)
+
+    def scaled_to_field(
+        self, shape: tuple[int, int], reference: int = 256
+    ) -> SampleConfig:
+        """Copy with structure counts scaled to a sensor of ``shape`` pixels.
+
+        The default counts are for a ``reference x reference`` sensor; a smaller
+        one would otherwise get the same structures crowded into less area.
+        Counts scale with the area ratio, rounded, keeping at least one of each
+        kind that was present. Filament length and labelling stay the same.
+        """
+        ratio = shape[0] * shape[1] / float(reference * reference)
+
+        def n(v: int) -> int:
+            return 0 if v == 0 else max(1, round(v * ratio))
+
+        return replace(
+            self,
+            n_filaments=n(self.n_filaments),
+            n_rings=n(self.n_rings),
+            n_clusters=n(self.n_clusters),
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -466,9 +490,25 @@ class SimConfig:
         return replace(self, **changes)
 
     @classmethod
-    def blinking(cls, *, seed: int = 0, drift: DriftConfig | None = None) -> SimConfig:
-        """Typical eSRRF acquisition: blinking (~25 % on), sigma 1.30 px, noise on."""
-        return cls(seed=seed, drift=drift or DriftConfig())
+    def blinking(
+        cls,
+        *,
+        seed: int = 0,
+        shape: tuple[int, int] = (256, 256),
+        drift: DriftConfig | None = None,
+    ) -> SimConfig:
+        """Typical eSRRF acquisition: blinking (~25 % on), sigma 1.30 px, noise on.
+
+        Structure counts are scaled to the sensor area
+        (:meth:`SampleConfig.scaled_to_field`), so small test frames keep the
+        default's structure density (8 filaments, 6 rings, 6 clusters at 256 x 256).
+        """
+        return cls(
+            seed=seed,
+            sample=SampleConfig().scaled_to_field(shape),
+            camera=CameraConfig(shape=shape),
+            drift=drift or DriftConfig(),
+        )
 
     @classmethod
     def static_bright(
@@ -481,13 +521,15 @@ class SimConfig:
     ) -> SimConfig:
         """Bright, dense, always-on sample (registration / drift tests).
 
+        12 filaments per 128 x 128 px (scaled with the sensor area), 20 labels/um.
+
         Emitters never switch off or bleach; 2000 photons per emitter per frame
         on 10 photons/px background, read noise 1 e-: shot-noise limited and far
         from noise dominated.
         """
         return cls(
             seed=seed,
-            sample=SampleConfig.static_bright(),
+            sample=SampleConfig.static_bright().scaled_to_field(shape, reference=128),
             camera=CameraConfig(shape=shape, read_noise_e=1.0, noise=noise),
             drift=drift or DriftConfig(),
         )

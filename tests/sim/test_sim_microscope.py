@@ -203,3 +203,20 @@ def test_truth_arrays_are_read_only():
         t.on[0] = not t.on[0]
     with pytest.raises(ValueError):
         t.positions_px[0, 0] = 1.0
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (128, 96)])
+def test_blinking_preset_keeps_the_structure_density(shape):
+    def density(cfg: SimConfig) -> float:
+        m = Microscope(cfg)
+        h, w = m.shape
+        p = m.emitter_positions_um / 0.1
+        inside = ((p > -0.5) & (p < np.array([h, w]) - 0.5)).all(axis=1).sum()
+        return inside / (h * w)
+
+    ref = np.mean([density(SimConfig.blinking(seed=s)) for s in range(3)])
+    small = np.mean([density(SimConfig.blinking(seed=s, shape=shape)) for s in range(12)])
+    sample = SimConfig.blinking(shape=shape).sample
+    assert sample.n_filaments == max(1, round(8 * shape[0] * shape[1] / 256**2))
+    # same structures per area within the spread of random placement
+    assert small == pytest.approx(ref, rel=0.6)
