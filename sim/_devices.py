@@ -215,6 +215,21 @@ class FramePacer:
         self._k = 0
         self.restarts = 0
 
+    @property
+    def period_s(self) -> float:
+        """Current period, s."""
+        return self._period
+
+    def set_period(self, period_s: float) -> None:
+        """Change the period from the next deadline on (anchored at the last one)."""
+        if not (math.isfinite(period_s) and period_s > 0):
+            raise ValueError(
+                f"period_s={period_s!r} is out of range; expected a finite number > 0"
+            )
+        self._t0 += self._k * self._period
+        self._k = 0
+        self._period = period_s
+
     def wait(self) -> float | None:
         """Block until the next deadline and return it (clock time, s).
 
@@ -437,6 +452,8 @@ class SimCamera(CameraDevice):
         pacer = FramePacer(self.period_s(), max_lag_s=self._max_lag_s, stop=self._stop)
         k = 0
         while n is None or k < n:
+            if (period := self.period_s()) != pacer.period_s:  # exposure changed
+                pacer.set_period(period)
             buf = get_buffer(shape, dtype)
             truth = self._scope.render_into(buf)
             meta = frame_metadata(truth, ps)

@@ -1,4 +1,4 @@
-"""The simulated camera / XY / Z as UniMMCore devices: counting, stage, pacing, checks."""
+"""The simulated camera, XY and Z stages as UniMMCore devices."""
 
 from __future__ import annotations
 
@@ -33,7 +33,10 @@ def _counting_config(shape: tuple[int, int] = (64, 64)) -> SimConfig:
     return SimConfig(
         sample=SampleConfig(n_filaments=2, n_rings=1, n_clusters=1),
         camera=CameraConfig(
-            shape=shape, interval_ms=INTERVAL_MS, exposure_ms=INTERVAL_MS, stamp_index=True
+            shape=shape,
+            interval_ms=INTERVAL_MS,
+            exposure_ms=INTERVAL_MS,
+            stamp_index=True,
         ),
     )
 
@@ -42,7 +45,9 @@ def _stamp(img: np.ndarray) -> int:
     return int(img[0, 0]) | (int(img[0, 1]) << 16)
 
 
-def _pop(core: SimCore, n: int, timeout_s: float = 30.0) -> list[tuple[np.ndarray, dict]]:
+def _pop(
+    core: SimCore, n: int, timeout_s: float = 30.0
+) -> list[tuple[np.ndarray, dict]]:
     """Pop exactly ``n`` frames (image, metadata dict) or fail after ``timeout_s``."""
     out: list[tuple[np.ndarray, dict]] = []
     deadline = time.monotonic() + timeout_s
@@ -156,7 +161,11 @@ def test_lazy_export_does_not_import_pymmcore_plus_until_used():
         "print(before, 'pymmcore_plus' in sys.modules, f.__module__)\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
     assert out.stdout.split() == ["False", "True", "livesr.sim._core"]
 
@@ -175,7 +184,8 @@ def test_sequence_500_frames_none_lost_and_paced():
     assert [int(md["ImageNumber"]) for _, md in frames] == list(range(n))
     # simulated time: exactly one interval per frame (float accumulation only)
     times = np.array([float(md["livesr_time_s"]) for _, md in frames])
-    np.testing.assert_allclose(times, np.arange(n) * INTERVAL_MS / 1000.0, rtol=0, atol=1e-12)
+    expected = np.arange(n) * INTERVAL_MS / 1000.0
+    np.testing.assert_allclose(times, expected, rtol=0, atol=1e-12)
     # wall clock (the only timed check, loose): mean interval from the core's stamps
     elapsed_ms = np.array([float(md["ElapsedTime-ms"]) for _, md in frames])
     mean_ms = (elapsed_ms[-1] - elapsed_ms[0]) / (n - 1)
@@ -188,9 +198,8 @@ def test_mda_100_frames_none_lost():
     with make_core(_counting_config(), buffer_mb=16) as core:
 
         def on_frame(img: np.ndarray, event: object, meta: dict) -> None:
-            got.append(
-                (_stamp(img), event.index["t"], meta["camera_metadata"], meta["hardware_triggered"])
-            )
+            cam_md, hw = meta["camera_metadata"], meta["hardware_triggered"]
+            got.append((_stamp(img), event.index["t"], cam_md, hw))
 
         core.mda.events.frameReady.connect(on_frame)
         core.mda.run(useq.MDASequence(time_plan={"interval": 0, "loops": n}))
@@ -200,7 +209,8 @@ def test_mda_100_frames_none_lost():
     assert [int(g[2][KEY_FRAME_INDEX]) for g in got] == list(range(n))
     assert all(g[3] for g in got)  # the engine merged them into one camera sequence
     times = [truth_from_metadata(g[2]).time_s for g in got]
-    np.testing.assert_allclose(times, np.arange(n) * INTERVAL_MS / 1000.0, rtol=0, atol=1e-12)
+    expected = np.arange(n) * INTERVAL_MS / 1000.0
+    np.testing.assert_allclose(times, expected, rtol=0, atol=1e-12)
 
 
 def test_mda_positions_move_the_field_of_view():
@@ -290,7 +300,8 @@ def test_bad_stage_commands_are_refused_and_nothing_moves():
             core.setRelativeXYPosition(10000.0, 0.0)
         with pytest.raises(ValueError, match=r"dy=nan is not finite"):
             core.setRelativeXYPosition(0.0, math.nan)
-        with pytest.raises(ValueError, match=r"z=100\.5 um is outside .*\[-100, 100\] um"):
+        msg = r"z=100\.5 um is outside .*\[-100, 100\] um"
+        with pytest.raises(ValueError, match=msg):
             core.setPosition(100.5)
         with pytest.raises(ValueError, match=r"z=-inf is not finite"):
             core.setPosition(-math.inf)
@@ -308,9 +319,11 @@ def test_custom_limits_and_invalid_limits():
     limits = StageLimits(x_um=(0.0, 50.0), y_um=(-5.0, 5.0), z_um=(0.0, 10.0))
     with make_core(_counting_config((16, 16)), limits=limits, buffer_mb=4) as core:
         core.setXYPosition(50.0, 5.0)  # inclusive bounds
-        with pytest.raises(ValueError, match=r"x=-1 um is outside the travel range \[0, 50\]"):
+        msg = r"x=-1 um is outside the travel range \[0, 50\]"
+        with pytest.raises(ValueError, match=msg):
             core.setXYPosition(-1.0, 0.0)
-        with pytest.raises(ValueError, match=r"z=-0\.5 um is outside the travel range \[0, 10\]"):
+        msg = r"z=-0\.5 um is outside the travel range \[0, 10\]"
+        with pytest.raises(ValueError, match=msg):
             core.setPosition(-0.5)
         assert core.getXYPosition() == (50.0, 5.0)
         assert core.getPosition() == 0.0
@@ -374,7 +387,8 @@ def test_stop_ends_a_long_frame_wait():
     with make_core(_counting_config((16, 16)), buffer_mb=4) as core:
         core.setExposure(3000.0)  # 3 s period: longer than UniMMCore's 2 s join
         core.startContinuousSequenceAcquisition(0)
-        [thread] = [t for t in threading.enumerate() if type(t).__name__ == "AcquisitionThread"]
+        threads = threading.enumerate()
+        [thread] = [t for t in threads if type(t).__name__ == "AcquisitionThread"]
         deadline = time.monotonic() + 30
         while core.microscope.frame_index < 1 and time.monotonic() < deadline:
             time.sleep(0.001)  # the camera renders frame 0, then waits 3 s
@@ -403,7 +417,8 @@ def test_pacer_deadlines_do_not_drift_with_sleep_overshoot():
     clock = _FakeClock(overshoot=0.0003)
     pacer = FramePacer(0.002, clock=clock, sleep=clock.sleep)
     deadlines = [pacer.wait() for _ in range(1000)]
-    np.testing.assert_allclose(deadlines, 100.0 + 0.002 * np.arange(1, 1001), rtol=0, atol=1e-9)
+    expected = 100.0 + 0.002 * np.arange(1, 1001)
+    np.testing.assert_allclose(deadlines, expected, rtol=0, atol=1e-9)
     # each wait slept once, for the period less the previous overshoot
     assert len(clock.sleeps) == 1000
     assert clock.sleeps[1] == pytest.approx(0.0017, abs=1e-12)
@@ -423,6 +438,30 @@ def test_pacer_catches_up_small_lags_and_restarts_after_big_ones():
     assert pacer.wait() == pytest.approx(t_now)
     assert pacer.wait() == pytest.approx(t_now + 0.01)
     assert pacer.restarts == 1
+
+
+def test_pacer_period_change_is_anchored_at_the_last_deadline():
+    clock = _FakeClock()
+    pacer = FramePacer(0.01, clock=clock, sleep=clock.sleep)
+    assert [pacer.wait() for _ in range(3)] == pytest.approx([100.01, 100.02, 100.03])
+    pacer.set_period(0.025)
+    assert [pacer.wait() for _ in range(2)] == pytest.approx([100.055, 100.08])
+    with pytest.raises(ValueError, match="period_s=0 is out of range"):
+        pacer.set_period(0)
+
+
+def test_exposure_change_during_a_sequence_changes_the_pace():
+    with make_core(_counting_config((16, 16)), buffer_mb=4) as core:
+        core.startContinuousSequenceAcquisition(0)
+        first = _pop(core, 3)
+        core.setExposure(6.0)
+        later = _pop(core, 30)
+        core.stopSequenceAcquisition()
+    times = [float(md["livesr_time_s"]) for _, md in first + later]
+    steps = np.round(np.diff(times) * 1000, 9)
+    # frames rendered before the change step 2 ms, after it 6 ms, nothing else
+    assert set(steps.tolist()) <= {2.0, 6.0} and steps[-1] == 6.0 and steps[0] == 2.0
+    # (the wall-clock pace follows the period: test_pacer_period_change_...)
 
 
 def test_pacer_returns_none_once_stopped():
