@@ -25,11 +25,13 @@ on.  Output pixels closer than ``margin = int(R * M)`` to the border are 0.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from livesr.kernels._params import EsrrfParams
 
-__all__ = ["radial_gradient_convergence", "window_tables"]
+__all__ = ["offset_tables", "radial_gradient_convergence", "window_tables"]
 
 
 def window_tables(params: EsrrfParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -52,6 +54,45 @@ def window_tables(params: EsrrfParams) -> tuple[np.ndarray, np.ndarray, np.ndarr
     base = (2 * phase + 1) // m
     delta = (base[:, None] + offsets[None, :]) / 2.0 - ((phase + 0.5) / m)[:, None]
     return offsets, base, delta
+
+
+@lru_cache(maxsize=64)
+def offset_tables(
+    params: EsrrfParams,
+) -> tuple[tuple[int, int, np.ndarray, np.ndarray, np.ndarray], ...]:
+    """Distance weight and unit direction of every window offset, per phase.
+
+    Returns
+    -------
+    tuple of (j, i, weight, ux, uy)
+        One entry per window offset ``(j, i)`` (row, column; row-major order as
+        NanoPyx) that keeps at least one sample; ``weight`` (float32, NanoPyx's
+        ``(d exp(-d^2 / 2 sigma^2))^4`` computed in float64, 0 where the sample is
+        cut: ``d == 0`` or ``d > 2 sigma + 1``), ``ux``, ``uy`` (float32 unit
+        vector of ``v - c``) are ``(1, M, 1, M)`` arrays indexed by (row phase,
+        column phase), ready to broadcast over a ``(H, M, W, M)`` view.
+    """
+    offsets, _, delta = window_tables(params)
+    tss = params.two_sigma_squared
+    tso = params.cutoff
+    out = []
+    for oj, j in enumerate(offsets):
+        dy = delta[:, oj][:, None]  # (M, 1) per row phase
+        for oi, i in enumerate(offsets):
+            dx = delta[:, oi][None, :]  # (1, M) per column phase
+            d = np.sqrt(dy**2 + dx**2)
+            keep = (d > 0) & (d <= tso)
+            if not keep.any():
+                continue
+            dsafe = np.where(keep, d, 1.0)
+            weight = np.where(keep, (dsafe * np.exp(-(dsafe**2) / tss)) ** 4, 0.0)
+            ux = np.where(keep, dx / dsafe, 0.0)
+            uy = np.where(keep, dy / dsafe, 0.0)
+            shaped = [a.astype(np.float32)[None, :, None, :] for a in (weight, ux, uy)]
+            for a in shaped:
+                a.setflags(write=False)
+            out.append((int(j), int(i), *shaped))
+    return tuple(out)
 
 
 def radial_gradient_convergence(
@@ -98,55 +139,43 @@ def radial_gradient_convergence(
                 f"intensity must have shape {(hm, wm)} when intensity_weighting=True, got {got}"
             )
 
-    offsets, _, delta = window_tables(params)
-    tss = params.two_sigma_squared
-    tso = params.cutoff
-
     # Absolute half-pixel index n = (2k + 1) // M + offset per output row / column.
     ky = (2 * np.arange(hm) + 1) // m
     kx = (2 * np.arange(wm) + 1) // m
 
-    rgc = np.zeros((h, m, w, m), dtype=np.float32)
-    wsum = np.zeros((h, m, w, m), dtype=np.float32)
+    # Only the gradient's direction matters: normalise once on the half-pixel grid,
+    # then Dk = 1 - |g x u| / |g| = 1 - |g_hat x u| with u the unit sample direction,
+    # and "points inwards" is g_hat . u < 0 (zero gradients never point inwards).
     gx2 = np.asarray(gx2, dtype=np.float32)
     gy2 = np.asarray(gy2, dtype=np.float32)
+    norm = np.sqrt(gx2 * gx2 + gy2 * gy2)
+    nonzero = norm > 0
+    gxn = np.divide(gx2, norm, out=np.zeros_like(gx2), where=nonzero)
+    gyn = np.divide(gy2, norm, out=np.zeros_like(gy2), where=nonzero)
 
-    for oj, j in enumerate(offsets):  # rows (y) outer, as NanoPyx
-        ny = ky + j
-        ok_y = (ny > 0) & (ny <= 2 * (hm - 1))
-        iy = np.clip(ny, 0, 2 * h)
-        gx_rows = gx2[iy]
-        gy_rows = gy2[iy]
-        dy = delta[:, oj]  # (M,) per row phase
-        for oi, i in enumerate(offsets):
-            nx = kx + i
-            ok_x = (nx > 0) & (nx <= 2 * (wm - 1))
-            ix = np.clip(nx, 0, 2 * w)
-            dx = delta[:, oi]  # (M,) per column phase
+    rgc = np.zeros((h, m, w, m), dtype=np.float32)
+    wsum = np.zeros((h, m, w, m), dtype=np.float32)
+    rows_j = None
+    for j, i, weight, ux, uy in offset_tables(params):  # rows (y) outer, as NanoPyx
+        if rows_j != j:  # new window row: gather the gradient rows once
+            rows_j = j
+            ny = ky + j
+            ok_y = ((ny > 0) & (ny <= 2 * (hm - 1))).astype(np.float32).reshape(h, m, 1, 1)
+            iy = np.clip(ny, 0, 2 * h)
+            gx_rows = gxn[iy]
+            gy_rows = gyn[iy]
+        nx = kx + i
+        ok_x = ((nx > 0) & (nx <= 2 * (wm - 1))).astype(np.float32).reshape(1, 1, w, m)
+        ix = np.clip(nx, 0, 2 * w)
 
-            d = np.sqrt(dy[:, None] ** 2 + dx[None, :] ** 2)  # (M, M)
-            keep = (d > 0) & (d <= tso)
-            if not keep.any():
-                continue
-            dsafe = np.where(keep, d, 1.0)
-            weight = np.where(keep, (dsafe * np.exp(-(dsafe**2) / tss)) ** 4, 0.0)
-            weight = weight.astype(np.float32)
-            ux = np.where(keep, dx[None, :] / dsafe, 0.0).astype(np.float32)
-            uy = np.where(keep, dy[:, None] / dsafe, 0.0).astype(np.float32)
-
-            valid = ok_y.reshape(h, m, 1, 1) & ok_x.reshape(1, 1, w, m)
-            wmap = weight[None, :, None, :] * valid  # (H, M, W, M) float32
-            wsum += wmap
-
-            gx = gx_rows[:, ix].reshape(h, m, w, m)
-            gy = gy_rows[:, ix].reshape(h, m, w, m)
-            uxb = ux[None, :, None, :]
-            uyb = uy[None, :, None, :]
-            inward = (gx * uxb + gy * uyb) < 0
-            cross = np.abs(gy * uxb - gx * uyb)
-            norm = np.sqrt(gx * gx + gy * gy)
-            ratio = np.divide(cross, norm, out=np.ones_like(cross), where=inward)
-            rgc += (1 - ratio) * wmap * inward
+        wmap = (weight * ok_y) * ok_x  # (H, M, W, M): 0 for samples NanoPyx skips
+        wsum += wmap
+        gx = gx_rows[:, ix].reshape(h, m, w, m)
+        gy = gy_rows[:, ix].reshape(h, m, w, m)
+        inward = (gx * ux + gy * uy) < 0
+        dk = 1 - np.abs(gy * ux - gx * uy)
+        dk *= wmap
+        rgc += np.where(inward, dk, 0)
 
     np.divide(rgc, wsum, out=rgc, where=wsum > 0)
     rgc[wsum <= 0] = 0
