@@ -16,10 +16,12 @@ interpreter exit (``atexit``, before finalisation) for every core still open.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 from typing import Any
 
 from pymmcore_plus import CMMCorePlus
@@ -112,7 +114,9 @@ def make_core(
     The devices are loaded as ``"SimCamera"``, ``"SimXY"``, ``"SimZ"``,
     initialised and made the current camera, XY stage and focus device; the
     pixel size config ``"livesr-sim"`` (the simulator's pixel size, um) is
-    defined and active.
+    defined and active. Auto-shutter is off (there is no shutter device).
+    pymmcore-plus's "Could not find a compatible Micro-Manager installation"
+    error is not logged: all devices are Python devices.
 
     Parameters
     ----------
@@ -150,7 +154,8 @@ def make_core(
             f"microscope must be a livesr.sim.Microscope, got {type(scope).__name__}"
         )
     limits = limits if limits is not None else StageLimits()
-    core = SimCore(scope, limits)
+    with _no_mm_discovery_error():
+        core = SimCore(scope, limits)
     try:
         core.loadPyDevice(CAMERA_LABEL, core.camera)
         core.loadPyDevice(XY_LABEL, core.xy_stage)
@@ -213,6 +218,26 @@ def shutdown_core(core: CMMCorePlus, *, timeout_s: float = 5.0) -> None:
         if isinstance(core, SimCore):
             core._livesr_closed = True
             _OPEN.discard(core)
+
+
+_MM_NOT_FOUND = "Could not find a compatible Micro-Manager"
+
+
+class _DropMMDiscoveryError(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_MM_NOT_FOUND)
+
+
+@contextlib.contextmanager
+def _no_mm_discovery_error() -> Iterator[None]:
+    """Drop pymmcore-plus's "no Micro-Manager installation" error (irrelevant here)."""
+    mm_logger = logging.getLogger("pymmcore-plus")
+    drop = _DropMMDiscoveryError()
+    mm_logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        mm_logger.removeFilter(drop)
 
 
 def _track(core: SimCore) -> None:

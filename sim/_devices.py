@@ -14,7 +14,10 @@ deadline schedule: frame ``k`` of a sequence is delivered at
 microscope's frame interval, so wall-clock and simulated time agree). Late frames
 are delivered at once (the schedule catches up, the mean interval stays exact);
 if the camera falls more than :data:`MAX_LAG_S` behind (a stalled machine), the
-schedule restarts from now instead of bursting. A snap takes one period.
+schedule restarts from now instead of bursting; a slow first frame anchors the
+schedule. A snap takes one period. An exposure change applies from the next
+frame. :meth:`SimCamera.request_stop` (called by ``SimCore.stopSequenceAcquisition``)
+ends a wait at once.
 
 Signals
 -------
@@ -50,11 +53,11 @@ __all__ = [
     "TRUTH_KEYS",
     "FramePacer",
     "MetadataTruth",
-    "frame_metadata",
     "SimCamera",
     "SimFocusStage",
     "SimXYStage",
     "StageLimits",
+    "frame_metadata",
     "truth_from_metadata",
 ]
 
@@ -339,7 +342,7 @@ def truth_from_metadata(md: Mapping[str, Any]) -> MetadataTruth:
     if missing:
         raise KeyError(
             f"frame metadata lacks the simulator's ground truth {missing}; "
-            "expected a frame from livesr.sim.SimCamera (make_core)"
+            "expected a frame from the simulated camera of livesr.sim.make_core"
         )
 
     def f(key: str) -> float:
@@ -366,7 +369,8 @@ class SimCamera(CameraDevice):
     Frames are (h, w) uint16 (the simulator's ROI); each ``start_sequence``
     step renders once with ``Microscope.render_into`` directly into the core's
     buffer. Exposure changes go to the microscope (photon numbers scale with
-    it, the frame period becomes ``max(interval_ms, exposure_ms)``).
+    it, the frame period becomes ``max(interval_ms, exposure_ms)``). The ROI
+    is the simulator's ``CameraConfig.roi``; ``setROI`` is not supported.
 
     Parameters
     ----------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import subprocess
 import sys
@@ -137,10 +138,13 @@ def test_make_core_loads_devices_and_pixel_size():
         assert core.microscope.frame_index == 1
 
 
-def test_make_core_default_is_256_square():
+def test_make_core_default_is_256_square_and_logs_no_error(caplog):
     with make_core(buffer_mb=4) as core:
         assert (core.getImageHeight(), core.getImageWidth()) == (256, 256)
         assert core.getPixelSizeUm() == pytest.approx(0.1, abs=1e-12)
+    # no "Could not find a compatible Micro-Manager installation" (Python devices)
+    loud = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert loud == []
 
 
 def test_make_core_rejects_foreign_config():
