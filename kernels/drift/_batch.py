@@ -121,7 +121,7 @@ def estimate_drift(
     reference: Literal["first", "previous"] = "first",
     time_averaging: int = 1,
     max_drift: float = 10,
-    upsample: int = 50,
+    upsample: int = 10,
 ) -> np.ndarray:
     """Sample displacement in each frame relative to frame 0.
 

@@ -4,7 +4,8 @@ and rolling drift estimators).
 Pass 1 finds the integer lag on the whole (mean-subtracted, Tukey-apodised)
 frames. Pass 2 crops both images to their overlap at that integer lag, so the
 content of the two crops differs only by a sub-pixel shift, and refines it by
-DFT upsampling (Guizar-Sicairos). Cropping removes the bias towards zero lag
+DFT upsampling (Guizar-Sicairos). If the refined lag rounds to another integer, the crop is redone there (at
+most three crops). Cropping removes the bias towards zero lag
 that a fixed apodisation window causes when the content moves under it
 (measured: ~0.4-0.8 % of the lag without the crop, < 0.2 % with it, and about
 half the RMS error on 96x96 blinking blocks; see the xcorr tests).
@@ -17,16 +18,22 @@ from functools import lru_cache
 import numpy as np
 
 from livesr.kernels.xcorr._numpy import (
+    Method,
     Registration,
+    correlation_spectrum,
+    integer_peak,
     prepare_spectrum,
     register_spectra,
+    subpixel_peak,
     tukey_window,
+    upsampled_peak,
 )
 
 __all__ = ["COARSE_ALPHA", "FINE_ALPHA", "coarse_spectrum", "register_two_pass"]
 
 COARSE_ALPHA = 0.25
 FINE_ALPHA = 0.1
+_MAX_CROPS = 3  # re-crop when the refined lag rounds to another integer
 
 
 @lru_cache(maxsize=16)
@@ -45,7 +52,8 @@ def register_two_pass(
     ref: np.ndarray,
     img: np.ndarray,
     *,
-    upsample: int = 50,
+    upsample: int = 10,
+    method: Method = "upsampled",
     max_shift: float = 0.0,
     center: tuple[float, float] = (0.0, 0.0),
     f_ref: np.ndarray | None = None,
@@ -60,6 +68,8 @@ def register_two_pass(
     upsample : int
         DFT upsampling factor of the refinement (1 / upsample px grid, then a
         parabola).
+    method : {"upsampled", "gaussian", "parabolic"}
+        Sub-pixel refinement of pass 2 (pass 1 always uses a parabola).
     max_shift : float
         Half-width (px) of the integer search window around ``center``; 0 searches
         the whole map.
@@ -81,20 +91,43 @@ def register_two_pass(
     coarse = register_spectra(
         f_ref, f_img, method="parabolic", max_shift=max_shift, center=center
     )
-    iy, ix = int(round(coarse.dy)), int(round(coarse.dx))
+    dy, dx = coarse.dy, coarse.dx
+    for _ in range(_MAX_CROPS):
+        iy, ix = int(round(dy)), int(round(dx))
+        fine = _refine(ref, img, iy, ix, (dy - iy, dx - ix), method, upsample)
+        if fine is None:
+            return coarse
+        dy, dx = fine
+        if int(round(dy)) == iy and int(round(dx)) == ix:
+            break
+    return Registration(dy, dx, coarse.peak, coarse.psr)
+
+
+def _refine(
+    ref: np.ndarray,
+    img: np.ndarray,
+    iy: int,
+    ix: int,
+    start: tuple[float, float],
+    method: Method,
+    upsample: int,
+) -> tuple[float, float] | None:
+    """Sub-pixel lag on the overlap of ``ref`` and ``img`` at integer lag (iy, ix)."""
+    h, w = ref.shape
     hh, ww = h - abs(iy), w - abs(ix)
     if hh < 8 or ww < 8:
-        return coarse
+        return None
     ya, yb = (0, iy) if iy >= 0 else (-iy, 0)
     xa, xb = (0, ix) if ix >= 0 else (-ix, 0)
     a = ref[ya : ya + hh, xa : xa + ww]
     b = img[yb : yb + hh, xb : xb + ww]
     win = _window((hh, ww), FINE_ALPHA)
-    fine = register_spectra(
-        prepare_spectrum(a, win),
-        prepare_spectrum(b, win),
-        method="upsampled",
-        upsample=upsample,
-        max_shift=1.5,
-    )
-    return Registration(fine.dy + iy, fine.dx + ix, coarse.peak, coarse.psr)
+    x = correlation_spectrum(prepare_spectrum(a, win), prepare_spectrum(b, win), "cc")
+    if method == "upsampled":
+        fy, fx = upsampled_peak(x, start, upsample=upsample, region=1.0)
+    else:
+        cmap = np.fft.fftshift(np.fft.ifft2(x).real)
+        pk = integer_peak(cmap, max_shift=1.0)
+        r, c = subpixel_peak(cmap, method=method, peak=pk)
+        fy, fx = r - hh // 2, c - ww // 2
+    return fy + iy, fx + ix

@@ -8,10 +8,15 @@ displacement of the block's mean image, placed at the block's centre frame.
 Reference and sign
 ------------------
 (dy, dx) is the displacement of the sample in px, positive towards larger row /
-column index, relative to the *first block* (the mean of frames
-``0 .. block - 1``, i.e. the displacement at frame ``(block - 1) / 2``). A constant
-offset is irrelevant to a stream (the reconstruction moves by a constant); to
-reference frame 0 instead, subtract :meth:`RollingDrift.displacement_at` ``(0)``.
+column index. The reference (0, 0) is the mean position of the blocks averaged
+into the first key frame (the first ``key_blocks`` accepted blocks, frames
+``0 .. block * key_blocks - 1`` when none is rejected): that mean is known about
+``sqrt(key_blocks)`` times better than the first block alone. Until the first
+key is complete the estimates are provisional, relative to the first block;
+:meth:`RollingDrift.drift_table` and :meth:`RollingDrift.displacement_at` use the
+revised values, the :class:`DriftEstimate` objects already returned are not
+changed. A constant offset is irrelevant to a stream (the reconstruction moves
+by a constant); to reference frame 0, subtract ``displacement_at(0)``.
 
 Algorithm
 ---------
@@ -84,7 +89,8 @@ class DriftEstimate:
         (``frame_index - (block - 1) / 2``).
     dy, dx : float
         Displacement of the sample, px, positive towards larger row / column,
-        relative to the first block.
+        relative to the reference (see the module notes; provisional, relative
+        to the first block, until the first key frame is complete).
     sigma_px : float
         Estimated standard uncertainty of (dy, dx), px per axis.
     rejected : bool
@@ -163,12 +169,18 @@ class RollingDriftParams:
         whatever its jump, >= 1.
     noise_window : int
         Blocks in the running noise (sigma) estimate, >= 1.
+    smoothing : int
+        Half-width, in blocks, of the local quadratic fit (weighted by
+        1 / sigma^2, accepted blocks only) that :meth:`RollingDrift.drift_table`
+        and :meth:`RollingDrift.displacement_at` apply to the block values, >= 0
+        (0 = raw block values). A frame's smoothed value is final once
+        ``smoothing`` more blocks have arrived; newer frames use a one-sided fit.
     """
 
     block: int = 10
     max_drift: float = 0.0
     keyframe_every: int = 0
-    upsample: int = 50
+    upsample: int = 10
     key_blocks: int = 10
     n_references: int = 2
     min_overlap: float = 0.8
@@ -178,6 +190,7 @@ class RollingDriftParams:
     psr_drop: float = 0.3
     relock_after: int = 5
     noise_window: int = 50
+    smoothing: int = 2
 
     def __post_init__(self) -> None:
         _check_int("block", self.block, 1)
@@ -198,6 +211,7 @@ class RollingDriftParams:
         _check_real("psr_drop", self.psr_drop, 0.0, 0.999)
         _check_int("relock_after", self.relock_after, 1)
         _check_int("noise_window", self.noise_window, 1)
+        _check_int("smoothing", self.smoothing, 0)
 
 
 @dataclass(slots=True)
@@ -214,6 +228,7 @@ class _Key:
     psr0: float = math.nan
     offset_samples: list[np.ndarray] = field(default_factory=list)
     sample_vars: list[float] = field(default_factory=list)
+    blocks: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)
 
     def template(self) -> np.ndarray:
         if self.image is not None:
@@ -285,6 +300,7 @@ class RollingDrift:
         self._noise: deque[float] = deque(maxlen=p.noise_window)
         self._psrs: deque[float] = deque(maxlen=p.noise_window)
         self._n_rejected = 0
+        self._smooth_cache: tuple[int, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ input
     def push(self, frame: np.ndarray) -> DriftEstimate | None:
@@ -373,21 +389,20 @@ class RollingDrift:
     def displacement_at(self, frame_index: float) -> tuple[float, float]:
         """Displacement (dy, dx) at any frame index, px.
 
-        Linear interpolation between block centres; before the first centre the
-        first value; after the last centre a linear extrapolation with the
-        recent velocity (what a causal consumer applies to frames whose block is
-        not complete yet).
+        Linear interpolation between block centres (of the block values smoothed
+        as ``smoothing`` says); before the first centre the first value; after
+        the last centre a linear extrapolation with the recent velocity (what a
+        causal consumer applies to frames whose block is not complete yet).
         """
         if not self._values:
             return (0.0, 0.0)
         c = self._centres
         t = float(frame_index)
+        vals = self._smoothed()
         if t >= c[-1]:
             v = self._fit()[1]
-            last = np.asarray(self._values[-1])
-            out = last + v * (t - c[-1])
+            out = vals[-1] + v * (t - c[-1])
             return float(out[0]), float(out[1])
-        vals = np.asarray(self._values)
         return (
             float(np.interp(t, c, vals[:, 0])),
             float(np.interp(t, c, vals[:, 1])),
@@ -401,7 +416,7 @@ class RollingDrift:
         if not self._values:
             return np.zeros((n, 2))
         c = np.asarray(self._centres)
-        vals = np.asarray(self._values)
+        vals = self._smoothed()
         out = np.stack([np.interp(t, c, vals[:, 0]), np.interp(t, c, vals[:, 1])], axis=1)
         hi = t > c[-1]
         if hi.any():
@@ -492,10 +507,12 @@ class RollingDrift:
                 acc=img.copy(),
                 wsum=np.ones_like(img),
             )
+            root.blocks.append((0, img.copy(), np.zeros(2)))
             self._keys.append(root)
+            est0 = self._record(b, last, centre, np.zeros(2), 0.0, False, math.nan, 0)
             if p.key_blocks == 1:
-                root.freeze()
-            return self._record(b, last, centre, np.zeros(2), 0.0, False, math.nan, 0)
+                self._freeze_root()
+            return est0
 
         pred = self._predict(centre)
         f_img = coarse_spectrum(img)
@@ -552,8 +569,66 @@ class RollingDrift:
         if math.isfinite(half_diff):
             self._noise.append(half_diff)
         self._accepted.append((centre, float(est[0]), float(est[1])))
+        out = self._record(b, last, centre, est, sigma, False, psr, main.index)
         self._maintain_keys(img, est, psr, main)
-        return self._record(b, last, centre, est, sigma, False, psr, main.index)
+        return out
+
+    def _freeze_root(self) -> None:
+        """Freeze the root key and move the reference to the mean position of
+        its blocks (revising their values); the mean of ``key_blocks`` blocks is
+        known ~sqrt(key_blocks) times better than the first block alone."""
+        root = self._keys[0]
+        root.freeze()
+        lags = []
+        for _, img, est in root.blocks:
+            lag, _ = self._register(root, img, coarse_spectrum(img), est)
+            lags.append(lag)
+        lags_a = np.asarray(lags)
+        root.offset = -lags_a.mean(axis=0)
+        old = np.asarray([self._values[i] for i, _, _ in root.blocks])
+        new = root.offset + lags_a
+        delta = (new - old).mean(axis=0)
+        for k, (i, _, _) in enumerate(root.blocks):
+            self._values[i] = (float(new[k, 0]), float(new[k, 1]))
+        accepted = {i for i, _, _ in root.blocks}
+        for i in range(len(self._values)):
+            if i not in accepted:
+                v = np.asarray(self._values[i]) + delta
+                self._values[i] = (float(v[0]), float(v[1]))
+        self._accepted = deque(
+            ((self._centres[i], *self._values[i]) for i in sorted(accepted)[-4:]),
+            maxlen=4,
+        )
+        root.blocks = []
+        logger.debug("RollingDrift: root key frozen, reference moved by (%.4f, %.4f) px", *delta)
+
+    def _smoothed(self) -> np.ndarray:
+        """(B, 2) block values after the local quadratic fit (cached)."""
+        n = len(self._values)
+        if self._smooth_cache is not None and self._smooth_cache[0] == n:
+            return self._smooth_cache[1]
+        vals = np.asarray(self._values, dtype=np.float64)
+        s = self.params.smoothing
+        if s > 0 and n > 1:
+            c = np.asarray(self._centres)
+            ok = np.array([not e.rejected for e in self._estimates])
+            sig = np.array([max(e.sigma_px, 1e-3) for e in self._estimates])
+            w_all = ok / sig**2
+            out = vals.copy()
+            for i in range(n):
+                lo, hi = max(0, i - s), min(n, i + s + 1)
+                w = w_all[lo:hi]
+                m = int(np.count_nonzero(w))
+                if m < 2:
+                    continue
+                deg = 2 if m >= 4 else 1
+                t = (c[lo:hi] - c[i]) / max(1.0, self.params.block)
+                a = np.vander(t, deg + 1, increasing=True) * np.sqrt(w)[:, None]
+                coef, *_ = np.linalg.lstsq(a, vals[lo:hi] * np.sqrt(w)[:, None], rcond=None)
+                out[i] = coef[0]
+            vals = out
+        self._smooth_cache = (n, vals)
+        return vals
 
     def _maintain_keys(self, img: np.ndarray, est: np.ndarray, psr: float, main: _Key) -> None:
         p = self.params
@@ -563,8 +638,9 @@ class RollingDrift:
             root.acc += sh
             root.wsum += w
             root.n += 1
+            root.blocks.append((len(self._estimates) - 1, img.copy(), est.copy()))
             if root.n >= p.key_blocks:
-                root.freeze()
+                self._freeze_root()
                 root.psr0 = psr
             return
         if math.isnan(main.psr0):
