@@ -65,7 +65,7 @@ def esrrf_frame(
         the raw frame. The zero margin and the validity of RGC samples stay tied
         to the output grid.
     out : (H*M, W*M) float32 C-contiguous array, optional
-        Written in place and returned (no allocation for the result).
+        Written in place and returned.
 
     Returns
     -------

@@ -13,6 +13,7 @@ from livesr.kernels.catmull_rom._numpy import (
     gradient_coordinates,
     magnification_coordinates,
     magnify,
+    sample_taps,
     sample_weights,
     upsample_gradient,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "gradient_coordinates",
     "magnification_coordinates",
     "magnify",
+    "sample_taps",
     "sample_weights",
     "upsample_gradient",
 ]

@@ -8,9 +8,9 @@ Reproduces NanoPyx 2.1.5's ``CRShiftAndMagnify`` (ESRRF.md section 2.1, step 1):
   (zero padding, weights not renormalised);
 - weight ``K(r - (k + 0.5))`` with the Keys kernel, a = -0.5, in float64.
 
-The interpolation is separable, so a sampler is two dense weight matrices
-(``len(rows) x H`` and ``len(cols) x W``, four non-zeros per row) and two matrix
-products in float64, rounded once to float32.
+The interpolation is separable: four taps (index, weight) per output row and per
+output column, gathered and summed in float64 (rows first, then columns, as
+NanoPyx), rounded once to float32.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ __all__ = [
     "gradient_coordinates",
     "magnification_coordinates",
     "magnify",
+    "sample_taps",
     "sample_weights",
     "upsample_gradient",
 ]
@@ -34,16 +35,17 @@ def cubic_kernel(x: np.ndarray) -> np.ndarray:
     """Keys cubic convolution kernel with a = -0.5 (Catmull-Rom), float64.
 
     ``K(x) = 1.5|x|^3 - 2.5|x|^2 + 1`` for ``|x| < 1``,
-    ``-0.5|x|^3 + 2.5|x|^2 - 4|x| + 2`` for ``1 <= |x| < 2``, else 0.
+    ``-0.5|x|^3 + 2.5|x|^2 - 4|x| + 2`` for ``1 <= |x| < 2``, else 0, evaluated
+    in the same operation order as NanoPyx's ``_c_cubic`` (bit-identical doubles).
     """
-    a = np.abs(np.asarray(x, dtype=np.float64))
-    near = ((1.5 * a - 2.5) * a) * a + 1.0
-    far = ((-0.5 * a + 2.5) * a - 4.0) * a + 2.0
-    return np.where(a < 1.0, near, np.where(a < 2.0, far, 0.0))
+    v = np.abs(np.asarray(x, dtype=np.float64))
+    near = v * v * (v * 1.5 + (-2.5)) + 1.0
+    far = -0.5 * v * v * v + 2.5 * v * v - 4.0 * v + 2.0
+    return np.where(v < 1.0, near, np.where(v < 2.0, far, 0.0))
 
 
-def sample_weights(coords: np.ndarray, n: int) -> np.ndarray:
-    """Dense Catmull-Rom weight matrix along one axis.
+def sample_taps(coords: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The four Catmull-Rom taps of every sample along one axis.
 
     Parameters
     ----------
@@ -55,20 +57,28 @@ def sample_weights(coords: np.ndarray, n: int) -> np.ndarray:
 
     Returns
     -------
-    (k, n) float64
-        ``W[s, i]`` = weight of input pixel ``i`` for sample ``s``; rows of samples
-        outside ``[0, n)`` are zero, neighbours outside the image are left out.
+    index : (k, 4) int64
+        Neighbours ``floor(r - 0.5) - 1 .. + 2`` (clipped into ``[0, n)``).
+    weight : (k, 4) float64
+        ``K(r - (index + 0.5))``; 0 for neighbours outside the image (skipped, as
+        NanoPyx) and for samples outside ``[0, n)`` (which are 0).
     """
     r = np.asarray(coords, dtype=np.float64)
-    w = np.zeros((r.size, n), dtype=np.float64)
     inside = (r >= 0) & (r < n)
     # NanoPyx: (int)floor((float)(r - 0.5))
     base = np.floor((r - 0.5).astype(np.float32)).astype(np.int64)
-    rows = np.arange(r.size)
-    for tap in range(4):
-        k = base - 1 + tap
-        ok = inside & (k >= 0) & (k < n)
-        w[rows[ok], k[ok]] = cubic_kernel(r[ok] - (k[ok] + 0.5))
+    index = base[:, None] + np.arange(-1, 3)[None, :]
+    ok = inside[:, None] & (index >= 0) & (index < n)
+    weight = np.where(ok, cubic_kernel(r[:, None] - (index + 0.5)), 0.0)
+    return np.clip(index, 0, n - 1), weight
+
+
+def sample_weights(coords: np.ndarray, n: int) -> np.ndarray:
+    """Dense ``(k, n)`` float64 form of :func:`sample_taps` (``W[s, i]`` = weight of
+    input pixel ``i`` for sample ``s``); for inspection and tests."""
+    index, weight = sample_taps(coords, n)
+    w = np.zeros((index.shape[0], n), dtype=np.float64)
+    np.add.at(w, (np.arange(index.shape[0])[:, None], index), weight)
     return w
 
 
@@ -76,6 +86,10 @@ def catmull_rom_sample(
     image: np.ndarray, row_coords: np.ndarray, col_coords: np.ndarray
 ) -> np.ndarray:
     """Sample ``image`` on the grid ``row_coords x col_coords``.
+
+    Separable, in NanoPyx's order: for every output pixel the four row taps are
+    summed per column tap, then the four column sums weighted by the column taps,
+    all in float64 (NanoPyx's ``double`` accumulators), rounded once to float32.
 
     Parameters
     ----------
@@ -86,12 +100,19 @@ def catmull_rom_sample(
     Returns
     -------
     (len(row_coords), len(col_coords)) float32
-        Accumulated in float64, rounded once to float32.
     """
     img = np.asarray(image, dtype=np.float64)
-    wr = sample_weights(row_coords, img.shape[0])
-    wc = sample_weights(col_coords, img.shape[1])
-    return (wr @ img @ wc.T).astype(np.float32)
+    ri, rw = sample_taps(row_coords, img.shape[0])
+    ci, cw = sample_taps(col_coords, img.shape[1])
+    # rows first: p[s, c] = sum_t rw[s, t] * img[ri[s, t], c]   (k_rows, W)
+    p = np.zeros((ri.shape[0], img.shape[1]), dtype=np.float64)
+    for t in range(4):
+        p += rw[:, t, None] * img[ri[:, t], :]
+    # then columns: q[s, u] = sum_t cw[u, t] * p[s, ci[u, t]]
+    q = np.zeros((ri.shape[0], ci.shape[0]), dtype=np.float64)
+    for t in range(4):
+        q += p[:, ci[:, t]] * cw[None, :, t]
+    return q.astype(np.float32)
 
 
 def magnification_coordinates(

@@ -7,6 +7,10 @@ returns ``(H*M, W*M)`` float32. ``_numpy.py`` is the reference implementation.
 
 from __future__ import annotations
 
-from livesr.kernels.rgc._numpy import radial_gradient_convergence, window_tables
+from livesr.kernels.rgc._numpy import (
+    offset_tables,
+    radial_gradient_convergence,
+    window_tables,
+)
 
-__all__ = ["radial_gradient_convergence", "window_tables"]
+__all__ = ["offset_tables", "radial_gradient_convergence", "window_tables"]
