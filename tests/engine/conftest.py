@@ -33,7 +33,6 @@ class FakeClock:
 def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     cache = tmp_path / "cache"
     monkeypatch.setenv("LIVESR_CACHE_DIR", str(cache))
-    monkeypatch.delenv("LIVESR_REQUIRE_BACKENDS", raising=False)
     monkeypatch.delenv("LIVESR_DISABLE_BACKENDS", raising=False)
     old = set_default_store(None)
     yield cache
