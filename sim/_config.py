@@ -165,7 +165,7 @@ class SampleConfig:
     def static_bright(cls, **overrides: Any) -> SampleConfig:
         """Dense, bright, always-on structure (registration and shift tests)."""
         kw: dict[str, Any] = {
-            "n_filaments": 12,
+            "n_filaments": 24,
             "labelling_density_per_um": 20.0,
             "on_rate_hz": 1.0,
             "off_rate_hz": 0.0,
@@ -521,7 +521,8 @@ class SimConfig:
     ) -> SimConfig:
         """Bright, dense, always-on sample (registration / drift tests).
 
-        12 filaments per 128 x 128 px (scaled with the sensor area), 20 labels/um.
+        24 filaments, 6 rings, 6 clusters per 256 x 256 px (scaled with the
+        sensor area), 20 labels/um.
 
         Emitters never switch off or bleach; 2000 photons per emitter per frame
         on 10 photons/px background, read noise 1 e-: shot-noise limited and far
@@ -529,7 +530,7 @@ class SimConfig:
         """
         return cls(
             seed=seed,
-            sample=SampleConfig.static_bright().scaled_to_field(shape, reference=128),
+            sample=SampleConfig.static_bright().scaled_to_field(shape),
             camera=CameraConfig(shape=shape, read_noise_e=1.0, noise=noise),
             drift=drift or DriftConfig(),
         )

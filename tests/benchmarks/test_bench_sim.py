@@ -33,3 +33,22 @@ def test_bench_render_256(benchmark, case):
         scope.render_into, args=(buf,), rounds=300, iterations=1, warmup_rounds=10
     )
     assert scope.frame_index == 311
+
+
+@pytest.mark.parametrize("method", ["bincount", "sparse"])
+@pytest.mark.parametrize("n", [400, 1500, 6000, 15000])
+def test_bench_accumulate(benchmark, n, method):
+    """The crossover between the two accumulations sets ``SPARSE_FROM``."""
+    from livesr.sim._render import render_expected
+
+    pos = np.random.default_rng(0).uniform(0, 256, (n, 2))
+    render_expected(pos, 100.0, (256, 256), 1.3, method=method)
+    benchmark.group = f"sim-accumulate-{n}"
+    benchmark.pedantic(
+        render_expected,
+        args=(pos, 100.0, (256, 256), 1.3),
+        kwargs={"method": method},
+        rounds=100,
+        iterations=1,
+        warmup_rounds=3,
+    )

@@ -63,7 +63,7 @@ def measure_shift_two_pass(
 
 
 def _bright(**kw) -> SimConfig:
-    return SimConfig.static_bright(shape=(96, 96), **kw)
+    return SimConfig.static_bright(shape=(128, 128), **kw)
 
 
 def test_measure_shift_helper_recovers_a_known_fourier_shift():

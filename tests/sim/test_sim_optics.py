@@ -110,3 +110,15 @@ def test_render_conserves_photons_and_is_exact_at_subpixel_positions():
     # patch: rint(5.81) +- ceil(3.5 * 1.3) = columns 1..11
     np.testing.assert_allclose(inside[row, 1:12], (2 * col * wy)[1:12], rtol=1e-10)
     assert inside[row, 0] == 0.0 and (inside[row, 12:] == 0.0).all()
+
+
+def test_bincount_and_sparse_accumulation_agree():
+    rng = np.random.default_rng(0)
+    pos = rng.uniform(-6, 70, (400, 2))
+    ph = rng.uniform(10, 1000, 400)
+    a = render_expected(pos, ph, (64, 60), 1.7, method="bincount")
+    b = render_expected(pos, ph, (64, 60), 1.7, method="sparse")
+    assert a.sum() > 1e4
+    np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-9)
+    with pytest.raises(ValueError, match="method='fft'"):
+        render_expected(pos, ph, (64, 60), 1.7, method="fft")
