@@ -234,3 +234,14 @@ def test_esrrf_streams_2000_frame_memmap(tmp_path):
     assert stack.reads == 2000
     expected = esrrf(base, **kw)
     np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-6 * np.abs(expected).max())
+
+
+def test_esrrf_accepts_zarr_array_frame_by_frame():
+    zarr = pytest.importorskip("zarr")
+    data, _ = simulate_stack(5, SimConfig(camera=CameraConfig(shape=(12, 14)), seed=6))
+    z = zarr.create_array(
+        store=zarr.storage.MemoryStore(), shape=data.shape, chunks=(1, 12, 14), dtype="uint16"
+    )
+    z[:] = data
+    kw = dict(magnification=3, temporal="tac2", frames_per_timepoint=3)
+    np.testing.assert_array_equal(esrrf(z, **kw), esrrf(data, **kw))
