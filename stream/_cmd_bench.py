@@ -1,0 +1,120 @@
+"""``livesr bench``: time every available implementation and fill the benchmark store.
+
+Examples::
+
+    livesr bench                               # all kernels, small inputs, 5 repeats
+    livesr bench --kernel esrrf_map --size large --repeats 20
+    livesr bench --write-defaults engine/factory_defaults.json   # developers
+
+Inputs come from each kernel's ``bench_cases(size)`` hook (default: its ``cases``).
+The first call of an implementation per input is a warm-up (JIT, OpenCL build, CuPy
+compile) and is not recorded; the timed runs are synchronised with the device and
+written to the benchmark store (``$LIVESR_CACHE_DIR`` or the user cache directory),
+where the dispatcher uses them from then on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+
+from livesr.stream._cmd_backends import _table, select_kernels
+
+NAME = "bench"
+HELP = "benchmark every available implementation of the kernels and store the timings"
+
+logger = logging.getLogger(__name__)
+
+SIZES = ("small", "medium", "large")  # = livesr.engine.BENCH_SIZES (literal: cheap parser)
+
+
+def _repeats(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kernel", action="append", metavar="NAME", help="only this kernel (repeatable)")
+    parser.add_argument(
+        "--package",
+        action="append",
+        metavar="PKG",
+        help="kernel package to benchmark (repeatable; default: livesr.kernels.KERNEL_PACKAGES)",
+    )
+    parser.add_argument("--impl", action="append", metavar="ID", help="only this implementation id (repeatable)")
+    parser.add_argument("--repeats", type=_repeats, default=5, help="timed runs per implementation (default 5)")
+    parser.add_argument("--size", choices=SIZES, default="small", help="input size class (default small)")
+    parser.add_argument(
+        "--write-defaults",
+        metavar="PATH",
+        help="also write the measured times as a factory-defaults JSON file",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from livesr.engine import default_store
+    from livesr.engine._fingerprint import machine_description
+
+    out = sys.stdout
+    kernels = select_kernels(args)
+    if not kernels:
+        out.write("no kernels to benchmark (livesr.kernels.KERNEL_PACKAGES is empty; pass --package)\n")
+        return 1
+    store = default_store()
+    rows = [["kernel", "case", "implementation", "median ms", "min ms", "vs best"]]
+    defaults: dict[str, dict[str, dict[str, list[float]]]] = {}
+    failed = 0
+    for kernel in kernels:
+        kernel.configure(store=store)
+        cases = kernel.bench_cases(args.size)
+        if not cases:
+            out.write(f"{kernel.name}: no bench_cases/cases declared, skipped\n")
+            continue
+        infos = kernel.implementations(include_unavailable=True)
+        wanted = [i for i in infos if not args.impl or i.id in args.impl]
+        for case in cases:
+            case_kwargs = dict(case.kwargs)
+            times: dict[str, list[float]] = {}
+            notes: dict[str, str] = {}
+            for info in wanted:
+                if not info.available:
+                    notes[info.id] = f"unavailable: {info.reason}"
+                    continue
+                try:
+                    got = kernel.benchmark(*case.args, repeats=args.repeats, impls=[info.id], **case_kwargs)
+                except Exception as exc:  # report and go on with the others
+                    failed += 1
+                    notes[info.id] = f"failed: {type(exc).__name__}: {exc}"
+                    logger.error("%s %s on %s failed: %s", kernel.name, info.id, case.name, exc)
+                    continue
+                times.update(got)
+            best = min((statistics.median(t) for t in times.values()), default=float("nan"))
+            for impl_id in [i.id for i in wanted]:
+                if impl_id in times:
+                    med = statistics.median(times[impl_id])
+                    rows.append(
+                        [kernel.name, case.name, impl_id, f"{med * 1e3:.3f}",
+                         f"{min(times[impl_id]) * 1e3:.3f}", f"×{med / best:.2f}"]
+                    )
+                    key = kernel.signature(*case.args, **case_kwargs).key
+                    defaults.setdefault(kernel.name, {}).setdefault(impl_id, {})[key] = times[impl_id]
+                else:
+                    rows.append([kernel.name, case.name, impl_id, "-", "-", notes.get(impl_id, "")])
+    store.close()
+    out.write(_table(rows) + "\n")
+    out.write(f"{store.rows_written} run times written to {store.path}\n")
+    if args.write_defaults:
+        data = {"format": 1, "machine": machine_description(), "kernels": defaults}
+        with open(args.write_defaults, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1, sort_keys=True)
+            fh.write("\n")
+        out.write(f"factory defaults written to {args.write_defaults}\n")
+    return 1 if failed else 0
