@@ -23,7 +23,12 @@ from livesr.stream._version import livesr_version
 logger = logging.getLogger(__name__)
 
 #: Subcommand modules, in the order ``livesr --help`` lists them.
-COMMANDS: tuple[str, ...] = ("livesr.sim._cli", "livesr.stream._cmd_keys")
+COMMANDS: tuple[str, ...] = (
+    "livesr.sim._cli",
+    "livesr.stream._cmd_keys",
+    "livesr.stream._cmd_bench",
+    "livesr.stream._cmd_backends",
+)
 
 
 class _Parser(argparse.ArgumentParser):
