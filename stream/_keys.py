@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 SERVER_NAME = "server"
 ALLOW_DIR = "authorized_clients"
+ZAP_DOMAIN = "livesr"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 _Z85_RE = re.compile(rb"^[0-9A-Za-z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")
 
@@ -220,7 +221,7 @@ def start_authenticator(context: zmq.Context[Any], keys: CurveServerKeys) -> Any
 
     auth = ThreadAuthenticator(context, log=logging.getLogger(__name__ + ".zap"))
     auth.start()
-    auth.configure_curve(domain="*", location=str(keys.authorized_dir))
+    auth.configure_curve(domain=ZAP_DOMAIN, location=str(keys.authorized_dir))
     return auth
 
 
@@ -229,7 +230,7 @@ def apply_server_keys(sock: zmq.Socket[Any], keys: CurveServerKeys) -> None:
     sock.curve_secretkey = keys.secret
     sock.curve_publickey = keys.public
     sock.curve_server = True
-    sock.zap_domain = b"livesr"
+    sock.zap_domain = ZAP_DOMAIN.encode()
 
 
 def apply_client_keys(sock: zmq.Socket[Any], keys: CurveClientKeys) -> None:
