@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from livesr.sim import CameraConfig, Microscope, OpticsConfig, SampleConfig, SimConfig
 from livesr.sim._render import render_expected
@@ -122,3 +124,30 @@ def test_bincount_and_sparse_accumulation_agree():
     np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-9)
     with pytest.raises(ValueError, match="method='fft'"):
         render_expected(pos, ph, (64, 60), 1.7, method="fft")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    iy=st.integers(15, 32),
+    ix=st.integers(15, 32),
+    fy=st.floats(-0.45, 0.45),
+    fx=st.floats(-0.45, 0.45),
+    sigma=st.floats(0.6, 2.5),
+    shift=st.tuples(st.integers(-5, 5), st.integers(-5, 5)),
+)
+def test_render_centroid_and_integer_shift_equivariance(iy, ix, fy, fx, sigma, shift):
+    # fractional parts away from 0.5 keep rint (and so the patch window) unambiguous
+    y, x = iy + fy, ix + fx
+    # patches (<= 9 px half-width) stay inside the 48 x 48 image before and after
+    img = render_expected(np.array([[y, x]]), 1.0, (48, 48), sigma)
+    yy, xx = np.mgrid[:48, :48]
+    # truncation is symmetric about rint(p), so the centroid is off by far less
+    # than the tail mass times the patch radius
+    assert (img * yy).sum() / img.sum() == pytest.approx(y, abs=2e-3)
+    assert (img * xx).sum() / img.sum() == pytest.approx(x, abs=2e-3)
+    moved = render_expected(
+        np.array([[y + shift[0], x + shift[1]]]), 1.0, (48, 48), sigma
+    )
+    np.testing.assert_allclose(
+        moved, np.roll(img, shift, axis=(0, 1)), rtol=1e-12, atol=1e-15
+    )
