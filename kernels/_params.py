@@ -61,7 +61,9 @@ class EsrrfParams:
         object.__setattr__(self, "magnification", int(m))
         r = _as_float("radius", self.radius)
         if not (math.isfinite(r) and r > 0):
-            raise ValueError(f"radius must be a finite number > 0 (input pixels), got {r!r}")
+            raise ValueError(
+                f"radius must be a finite number > 0 (input pixels), got {r!r}"
+            )
         object.__setattr__(self, "radius", r)
         s = _as_float("sensitivity", self.sensitivity)
         if not (math.isfinite(s) and s >= 0):
@@ -69,7 +71,8 @@ class EsrrfParams:
         object.__setattr__(self, "sensitivity", s)
         if not isinstance(self.intensity_weighting, (bool, np.bool_)):
             raise ValueError(
-                f"intensity_weighting must be True or False, got {self.intensity_weighting!r}"
+                "intensity_weighting must be True or False, "
+                f"got {self.intensity_weighting!r}"
             )
         object.__setattr__(self, "intensity_weighting", bool(self.intensity_weighting))
         if self.geometry not in GEOMETRIES:
@@ -80,7 +83,7 @@ class EsrrfParams:
     # --- constants exactly as NanoPyx derives them (C float arithmetic) -------------
     @property
     def sigma(self) -> float:
-        """Gaussian sigma of the distance weight, ``radius / 2.355`` rounded to float32."""
+        """Sigma of the distance weight, ``radius / 2.355`` rounded to float32."""
         return float(np.float32(self.radius / 2.355))
 
     @property
@@ -91,12 +94,12 @@ class EsrrfParams:
 
     @property
     def cutoff(self) -> float:
-        """Largest sample distance kept, ``2 sigma + 1`` in float32 (NanoPyx's ``tSO``)."""
+        """Largest sample distance kept, ``2 sigma + 1``, float32 (NanoPyx's tSO)."""
         return float(np.float32(np.float32(2) * np.float32(self.sigma) + np.float32(1)))
 
     @property
     def window(self) -> tuple[int, int]:
-        """Half-pixel window offsets ``[start, stop)``: ``-int(2R)`` .. ``int(2R + 1)``."""
+        """Half-pixel window offsets ``[start, stop) = [-int(2R), int(2R + 1))``."""
         r32 = np.float32(self.radius)
         start = -int(np.float32(2) * r32)
         stop = int(np.float32(2) * r32 + np.float32(1))
@@ -129,18 +132,22 @@ def validate_frame(frame: Any, name: str = "frame") -> np.ndarray:
     arr = np.asarray(frame)
     if arr.ndim != 2:
         raise ValueError(
-            f"{name} must be a 2-D image (rows, columns), got an array of shape {arr.shape}"
+            f"{name} must be a 2-D image (rows, columns), "
+            f"got an array of shape {arr.shape}"
         )
     _check_real(arr, name)
     if arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise ValueError(f"{name} must have at least 1 row and 1 column, got shape {arr.shape}")
+        raise ValueError(
+            f"{name} must have at least 1 row and 1 column, got shape {arr.shape}"
+        )
     with np.errstate(over="ignore"):  # too large for float32 -> inf, reported below
         out = np.ascontiguousarray(arr, dtype=np.float32)
     if not np.isfinite(out).all():
         bad = int(np.count_nonzero(~np.isfinite(out)))
         raise ValueError(
-            f"{name} contains {bad} non-finite value(s) (NaN or inf, possibly after the "
-            "float32 cast); eSRRF needs finite intensities: replace or mask them first"
+            f"{name} contains {bad} non-finite value(s) (NaN or inf, possibly "
+            "after the float32 cast); eSRRF needs finite intensities: replace or "
+            "mask them first"
         )
     return out
 
@@ -148,7 +155,8 @@ def validate_frame(frame: Any, name: str = "frame") -> np.ndarray:
 def _check_real(arr: np.ndarray, name: str) -> None:
     if arr.dtype.kind not in "biuf":
         raise ValueError(
-            f"{name} must have a real numeric dtype (bool, int, uint or float), got {arr.dtype}"
+            f"{name} must have a real numeric dtype (bool, int, uint or float), "
+            f"got {arr.dtype}"
         )
 
 
@@ -167,7 +175,8 @@ def stack_shape(stack: Any) -> tuple[int, int, int]:
         shape = (1, *shape)
     if len(shape) != 3:
         raise ValueError(
-            f"stack must be 2-D (rows, columns) or 3-D (frames, rows, columns), got shape {shape}"
+            "stack must be 2-D (rows, columns) or 3-D (frames, rows, columns), "
+            f"got shape {shape}"
         )
     if shape[0] == 0:
         raise ValueError("stack is empty (0 frames); pass at least one frame")
@@ -187,10 +196,11 @@ def validate_temporal(temporal: Any) -> str:
 
 
 def validate_frames_per_timepoint(value: Any) -> int:
-    """``frames_per_timepoint`` must be an integer >= 0 (0 = all frames in one block)."""
+    """``frames_per_timepoint`` must be an integer >= 0 (0 = all frames, one block)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
         raise ValueError(
-            f"frames_per_timepoint must be an integer >= 0 (0 = all frames), got {value!r}"
+            "frames_per_timepoint must be an integer >= 0 (0 = all frames), "
+            f"got {value!r}"
         )
     return int(value)
 
@@ -204,5 +214,7 @@ def validate_shift(shift: Any) -> tuple[float, float]:
             f"shift must be two numbers (dy, dx) in input pixels, got {shift!r}"
         ) from None
     if not (math.isfinite(dy) and math.isfinite(dx)):
-        raise ValueError(f"shift must be finite (dy, dx) in input pixels, got {shift!r}")
+        raise ValueError(
+            f"shift must be finite (dy, dx) in input pixels, got {shift!r}"
+        )
     return dy, dx

@@ -79,7 +79,9 @@ def esrrf_frame(
     m = params.magnification
     shape_out = (img.shape[0] * m, img.shape[1] * m)
     if out is not None and (
-        not isinstance(out, np.ndarray) or out.shape != shape_out or out.dtype != np.float32
+        not isinstance(out, np.ndarray)
+        or out.shape != shape_out
+        or out.dtype != np.float32
     ):
         raise ValueError(
             f"out must be a float32 array of shape {shape_out}, got "
@@ -87,7 +89,9 @@ def esrrf_frame(
         )
     geometry = params.geometry
     intensity = (
-        magnify(img, m, shift=(dy, dx), geometry=geometry) if params.intensity_weighting else None
+        magnify(img, m, shift=(dy, dx), geometry=geometry)
+        if params.intensity_weighting
+        else None
     )
     gx, gy = roberts_cross(img)
     gx2 = upsample_gradient(gx, m, shift=(dy, dx), geometry=geometry)
@@ -173,7 +177,8 @@ def esrrf(
     f_per = validate_frames_per_timepoint(frames_per_timepoint)
     if not isinstance(macro_pixel_correction, (bool, np.bool_)):
         raise ValueError(
-            f"macro_pixel_correction must be True or False, got {macro_pixel_correction!r}"
+            "macro_pixel_correction must be True or False, "
+            f"got {macro_pixel_correction!r}"
         )
     t, h, w = stack_shape(stack)
     two_d = getattr(stack, "ndim", None) == 2 or (
@@ -198,8 +203,8 @@ def esrrf(
             acc.add(frame_map)
         if mode == "tac2" and acc.count < 2:
             logger.warning(
-                "temporal='tac2' needs at least 2 frames per block; block %d has %d frame, "
-                "its image is NaN (as NanoPyx)",
+                "temporal='tac2' needs at least 2 frames per block; block %d has "
+                "%d frame, its image is NaN (as NanoPyx)",
                 b,
                 acc.count,
             )

@@ -162,7 +162,9 @@ def gradient_coordinates(
     s = np.arange(2 * n + 1, dtype=np.float64)
     if geometry == "nanopyx":
         c = s / 2.0
-        c[-1] = float(np.float32(2 * n * magnification - 1) / np.float32(2 * magnification))
+        c[-1] = float(
+            np.float32(2 * n * magnification - 1) / np.float32(2 * magnification)
+        )
     elif geometry == "corrected":
         c = s / 2.0 + 0.5
     else:

@@ -37,7 +37,8 @@ def macro_pixel_correction(image: np.ndarray, magnification: int) -> np.ndarray:
     arr = np.array(image, dtype=np.float32, copy=True)
     if arr.ndim not in (2, 3):
         raise ValueError(
-            f"image must be 2-D (Y, X) or 3-D (n, Y, X), got an array of shape {arr.shape}"
+            "image must be 2-D (Y, X) or 3-D (n, Y, X), "
+            f"got an array of shape {arr.shape}"
         )
     stack = arr.reshape((-1, *arr.shape[-2:]))
     rows_m, cols_m = stack.shape[1:]

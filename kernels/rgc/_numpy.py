@@ -128,7 +128,8 @@ def radial_gradient_convergence(
     h2, w2 = gx2.shape
     if gy2.shape != gx2.shape or h2 % 2 != 1 or w2 % 2 != 1:
         raise ValueError(
-            f"gx2 and gy2 must both have shape (2H+1, 2W+1), got {gx2.shape} and {gy2.shape}"
+            "gx2 and gy2 must both have shape (2H+1, 2W+1), "
+            f"got {gx2.shape} and {gy2.shape}"
         )
     h, w = (h2 - 1) // 2, (w2 - 1) // 2
     hm, wm = h * m, w * m
@@ -136,7 +137,8 @@ def radial_gradient_convergence(
         if intensity is None or intensity.shape != (hm, wm):
             got = None if intensity is None else intensity.shape
             raise ValueError(
-                f"intensity must have shape {(hm, wm)} when intensity_weighting=True, got {got}"
+                f"intensity must have shape {(hm, wm)} when "
+                f"intensity_weighting=True, got {got}"
             )
 
     # Absolute half-pixel index n = (2k + 1) // M + offset per output row / column.
@@ -160,7 +162,9 @@ def radial_gradient_convergence(
         if rows_j != j:  # new window row: gather the gradient rows once
             rows_j = j
             ny = ky + j
-            ok_y = ((ny > 0) & (ny <= 2 * (hm - 1))).astype(np.float32).reshape(h, m, 1, 1)
+            ok_y = (
+                ((ny > 0) & (ny <= 2 * (hm - 1))).astype(np.float32).reshape(h, m, 1, 1)
+            )
             iy = np.clip(ny, 0, 2 * h)
             gx_rows = gxn[iy]
             gy_rows = gyn[iy]

@@ -44,7 +44,9 @@ def temporal_two_pass(maps: np.ndarray, mode: str) -> np.ndarray:
     mode = validate_temporal(mode)
     x = np.asarray(maps, dtype=np.float32)
     if x.ndim != 3 or x.shape[0] == 0:
-        raise ValueError(f"maps must be a non-empty (n, Y, X) array, got shape {x.shape}")
+        raise ValueError(
+            f"maps must be a non-empty (n, Y, X) array, got shape {x.shape}"
+        )
     if mode == "avg":
         return np.mean(x, axis=0)
     if mode == "var":
@@ -126,7 +128,9 @@ class TemporalAccumulator:
         """
         n = self.count
         if n == 0:
-            raise ValueError("no map added yet: call add() at least once before result()")
+            raise ValueError(
+                "no map added yet: call add() at least once before result()"
+            )
         if self.mode == "avg":
             return (self._s / n).astype(np.float32)
         assert self._first is not None
@@ -141,4 +145,3 @@ class TemporalAccumulator:
         b = self._s  # sum over t = 1 .. n-1 (y_0 = 0)
         lag = self._p - mean_y * (a + b) + (n - 1) * mean_y * mean_y
         return (lag / (n - 1)).astype(np.float32)
-

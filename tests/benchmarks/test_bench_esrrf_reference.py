@@ -20,13 +20,17 @@ from livesr.kernels import EsrrfParams, esrrf_frame
 pytestmark = pytest.mark.filterwarnings("ignore:OpenCL is disabled:UserWarning")
 
 CASES = {"4x64x64": (4, 64, 64), "2x256x256": (2, 256, 256)}
-PARAMS = EsrrfParams(magnification=5, radius=1.5, sensitivity=1.0, intensity_weighting=True)
+PARAMS = EsrrfParams(
+    magnification=5, radius=1.5, sensitivity=1.0, intensity_weighting=True
+)
 
 
 def _stack(shape: tuple[int, int, int]) -> np.ndarray:
     from livesr.sim import CameraConfig, SimConfig, simulate_stack
 
-    stack, _ = simulate_stack(shape[0], SimConfig(camera=CameraConfig(shape=shape[1:]), seed=1))
+    stack, _ = simulate_stack(
+        shape[0], SimConfig(camera=CameraConfig(shape=shape[1:]), seed=1)
+    )
     return stack.astype(np.float32)
 
 
@@ -62,7 +66,11 @@ def test_bench_esrrf_per_frame(benchmark, esrrf_st, case, impl):
 
         def fn(s: np.ndarray) -> np.ndarray:
             return esrrf_st.run(
-                s, magnification=5, radius=1.5, sensitivity=1, doIntensityWeighting=True,
+                s,
+                magnification=5,
+                radius=1.5,
+                sensitivity=1,
+                doIntensityWeighting=True,
                 run_type="threaded",
             )
 

@@ -1,4 +1,4 @@
-"""``esrrf_frame`` / ``esrrf`` (numpy reference) against NanoPyx 2.1.5 on simulator stacks.
+"""``esrrf_frame`` / ``esrrf`` (numpy reference) vs NanoPyx 2.1.5 on simulator stacks.
 
 A covering design over shapes (square, non-square, odd), magnifications 1-8,
 radii 1-3, sensitivities 1-4 (and 0.5: no exponent), intensity weighting,
@@ -53,7 +53,9 @@ def sim_stack(t: int, h: int, w: int, seed: int = 1) -> np.ndarray:
     if key not in _STACKS:
         from livesr.sim import CameraConfig, SimConfig, simulate_stack
 
-        stack, _ = simulate_stack(t, SimConfig(camera=CameraConfig(shape=(h, w)), seed=seed))
+        stack, _ = simulate_stack(
+            t, SimConfig(camera=CameraConfig(shape=(h, w)), seed=seed)
+        )
         _STACKS[key] = stack
     return _STACKS[key]
 
@@ -63,7 +65,11 @@ def assert_parity(ours: np.ndarray, ref: np.ndarray, margin: int) -> None:
     assert ours.dtype == np.float32
     scale = float(np.abs(ref).max())
     assert scale > 0, "reference is all zero: the test input is degenerate"
-    sl = (..., slice(margin, ref.shape[-2] - margin), slice(margin, ref.shape[-1] - margin))
+    sl = (
+        ...,
+        slice(margin, ref.shape[-2] - margin),
+        slice(margin, ref.shape[-1] - margin),
+    )
     err = float(np.abs(ours[sl] - ref[sl]).max()) / scale
     assert err <= RTOL, f"interior max relative difference {err:.3g} > {RTOL}"
     r = np.corrcoef(ours[sl].ravel(), ref[sl].ravel())[0, 1]
@@ -93,16 +99,28 @@ FRAME_CASES = [
 @pytest.mark.parametrize(
     ("shape", "m", "radius", "sensitivity", "weighting"),
     FRAME_CASES,
-    ids=[f"{s[0]}x{s[1]}-M{m}-R{r}-S{s_}-{'iw' if iw else 'rgc'}" for s, m, r, s_, iw in FRAME_CASES],
+    ids=[
+        f"{s[0]}x{s[1]}-M{m}-R{r}-S{s_}-{'iw' if iw else 'rgc'}"
+        for s, m, r, s_, iw in FRAME_CASES
+    ],
 )
-def test_esrrf_frame_matches_nanopyx_esrrf_st(nanopyx, shape, m, radius, sensitivity, weighting):
+def test_esrrf_frame_matches_nanopyx_esrrf_st(
+    nanopyx, shape, m, radius, sensitivity, weighting
+):
     stack = sim_stack(2, *shape)
     ref = nanopyx.core.transform.eSRRF_ST(verbose=False).run(
-        stack, magnification=m, radius=radius, sensitivity=sensitivity,
-        doIntensityWeighting=weighting, run_type="threaded",
+        stack,
+        magnification=m,
+        radius=radius,
+        sensitivity=sensitivity,
+        doIntensityWeighting=weighting,
+        run_type="threaded",
     )
     params = EsrrfParams(
-        magnification=m, radius=radius, sensitivity=sensitivity, intensity_weighting=weighting
+        magnification=m,
+        radius=radius,
+        sensitivity=sensitivity,
+        intensity_weighting=weighting,
     )
     ours = np.stack([esrrf_frame(f, params) for f in stack])
     assert ours.shape == (2, shape[0] * m, shape[1] * m)
@@ -137,7 +155,8 @@ BATCH_CASES = [
 
 def _batch_id(case):
     s, t, m, r, sens, iw, mp, tm, f = case
-    return f"{s[0]}x{s[1]}-t{t}-M{m}-R{r}-S{sens}-{'iw' if iw else 'rgc'}-{'mp' if mp else 'raw'}-{tm}-F{f}"
+    kind = f"{'iw' if iw else 'rgc'}-{'mp' if mp else 'raw'}"
+    return f"{s[0]}x{s[1]}-t{t}-M{m}-R{r}-S{sens}-{kind}-{tm}-F{f}"
 
 
 @pytest.mark.parametrize("case", BATCH_CASES, ids=[_batch_id(c) for c in BATCH_CASES])
@@ -147,13 +166,25 @@ def test_esrrf_matches_nanopyx_esrrf(nanopyx, case):
     from nanopyx.methods.esrrf.eSRRF_workflow import eSRRF as nanopyx_esrrf
 
     ref = nanopyx_esrrf(
-        stack, magnification=m, radius=radius, sensitivity=sens, frames_per_timepoint=f,
-        temporal_correlation=temporal.upper(), doIntensityWeighting=iw,
-        macro_pixel_correction=mp, _force_run_type="threaded",
+        stack,
+        magnification=m,
+        radius=radius,
+        sensitivity=sens,
+        frames_per_timepoint=f,
+        temporal_correlation=temporal.upper(),
+        doIntensityWeighting=iw,
+        macro_pixel_correction=mp,
+        _force_run_type="threaded",
     )
     ours = esrrf(
-        stack, magnification=m, radius=radius, sensitivity=sens, intensity_weighting=iw,
-        macro_pixel_correction=mp, temporal=temporal, frames_per_timepoint=f,
+        stack,
+        magnification=m,
+        radius=radius,
+        sensitivity=sens,
+        intensity_weighting=iw,
+        macro_pixel_correction=mp,
+        temporal=temporal,
+        frames_per_timepoint=f,
     )
     n_blocks = -(-t // f) if f else 1
     expected_shape = (shape[0] * m, shape[1] * m)

@@ -11,22 +11,34 @@ import pytest
 import livesr.kernels as kernels
 from livesr.kernels import EsrrfParams, esrrf_frame
 from livesr.kernels.esrrf import esrrf
-from livesr.sim import CameraConfig, DriftConfig, SampleConfig, SimConfig, simulate_stack
+from livesr.sim import (
+    CameraConfig,
+    DriftConfig,
+    SampleConfig,
+    SimConfig,
+    simulate_stack,
+)
 
 
 def _point_stack(pos_um, shape=(24, 24), n=1):
-    """Noise-free, always-on single emitters; offset removed. Returns (stack, truth_px)."""
+    """Noise-free always-on single emitters, offset removed -> (stack, truth_px)."""
     cfg = SimConfig(
         sample=SampleConfig(
-            n_filaments=0, n_rings=0, n_clusters=0, points_um=tuple(pos_um),
-            off_rate_hz=0.0, bleach_rate_hz=0.0, photons_per_frame=5000.0,
+            n_filaments=0,
+            n_rings=0,
+            n_clusters=0,
+            points_um=tuple(pos_um),
+            off_rate_hz=0.0,
+            bleach_rate_hz=0.0,
+            photons_per_frame=5000.0,
             background_photons=0.0,
         ),
         camera=CameraConfig(shape=shape, noise=False),
         seed=3,
     )
     stack, truths = simulate_stack(n, cfg)
-    return stack.astype(np.float32) - np.float32(cfg.camera.offset), truths[0].positions_px
+    frames = stack.astype(np.float32) - np.float32(cfg.camera.offset)
+    return frames, truths[0].positions_px
 
 
 def _peak_centroid(img: np.ndarray, m: int) -> np.ndarray:
@@ -49,7 +61,9 @@ POSITIONS_UM = [(1.20, 1.20), (1.23, 1.27), (1.25, 1.21), (1.28, 1.24)]
 def test_geometry_nanopyx_is_displaced_and_corrected_is_on_truth(pos_um, m):
     stack, truth = _point_stack([pos_um])
     nano = esrrf(stack, magnification=m, macro_pixel_correction=False)
-    corr = esrrf(stack, magnification=m, macro_pixel_correction=False, geometry="corrected")
+    corr = esrrf(
+        stack, magnification=m, macro_pixel_correction=False, geometry="corrected"
+    )
     off_nano = _peak_centroid(nano, m) - truth[0]
     off_corr = _peak_centroid(corr, m) - truth[0]
     # NanoPyx's image sits ~+0.45 input px towards +y/+x (ESRRF.md 2.3)
@@ -69,13 +83,17 @@ def test_geometry_corrected_rgc_alone_on_truth_nanopyx_half_pixel_off():
 
 # ------------------------------------------------------------------------ shift ---
 @pytest.mark.parametrize("geometry", ["nanopyx", "corrected"])
-@pytest.mark.parametrize("d", [(2, 3), (-3, 1), (0, -2)], ids=lambda d: f"d{d[0]}_{d[1]}")
+@pytest.mark.parametrize(
+    "d", [(2, 3), (-3, 1), (0, -2)], ids=lambda d: f"d{d[0]}_{d[1]}"
+)
 def test_shift_by_integer_undoes_integer_displacement(geometry, d):
     big, _ = simulate_stack(1, SimConfig(camera=CameraConfig(shape=(40, 44)), seed=5))
     big = big[0].astype(np.float32)
     h, w, a, b = 24, 26, 8, 9
     frame = big[a : a + h, b : b + w]
-    moved = big[a - d[0] : a - d[0] + h, b - d[1] : b - d[1] + w]  # moved[y] = frame[y - d]
+    moved = big[
+        a - d[0] : a - d[0] + h, b - d[1] : b - d[1] + w
+    ]  # moved[y] = frame[y - d]
     params = EsrrfParams(magnification=3, radius=1.5, geometry=geometry)
     ref = esrrf_frame(frame, params)
     got = esrrf_frame(moved, params, shift=d)
@@ -93,14 +111,18 @@ def test_fractional_shift_registers_drifting_frames():
     """Frames of a drifting, always-on sample registered with the true displacement
     agree with frame 0 far better than unregistered ones."""
     cfg = SimConfig(
-        sample=SampleConfig(off_rate_hz=0.0, bleach_rate_hz=0.0, background_photons=0.0),
+        sample=SampleConfig(
+            off_rate_hz=0.0, bleach_rate_hz=0.0, background_photons=0.0
+        ),
         camera=CameraConfig(shape=(28, 28), noise=False),
         drift=DriftConfig(velocity_um_per_s=(3.7, -2.3)),  # 0.37, -0.23 px per frame
         seed=7,
     )
     stack, truths = simulate_stack(4, cfg)
     stack = stack.astype(np.float32)
-    params = EsrrfParams(magnification=4, geometry="corrected", intensity_weighting=False)
+    params = EsrrfParams(
+        magnification=4, geometry="corrected", intensity_weighting=False
+    )
     ref = esrrf_frame(stack[0], params)
     sl = (slice(30, -30), slice(30, -30))
     for k in (1, 3):
@@ -165,7 +187,9 @@ def test_esrrf_frame_validation():
         esrrf_frame(np.ones((8, 8)), p, shift=(1.0,))
     with pytest.raises(ValueError, match=r"shift must be finite"):
         esrrf_frame(np.ones((8, 8)), p, shift=(np.nan, 0.0))
-    with pytest.raises(ValueError, match=r"out must be a float32 array of shape \(16, 16\)"):
+    with pytest.raises(
+        ValueError, match=r"out must be a float32 array of shape \(16, 16\)"
+    ):
         esrrf_frame(np.ones((8, 8)), p, out=np.zeros((16, 16)))
     with pytest.raises(ValueError, match=r"intensity_weighting must be True or False"):
         EsrrfParams(intensity_weighting=1)  # type: ignore[arg-type]
@@ -178,7 +202,8 @@ def test_output_shapes_dtype_and_public_api():
     assert out0.shape == (20, 24) and out0.dtype == np.float32
     out4 = esrrf(stack, magnification=2, frames_per_timepoint=4)
     assert out4.shape == (3, 20, 24) and out4.dtype == np.float32
-    out_all = esrrf(stack, magnification=2, frames_per_timepoint=100)  # F > t: one block
+    # F > t: one block
+    out_all = esrrf(stack, magnification=2, frames_per_timepoint=100)
     assert out_all.shape == (1, 20, 24)
     np.testing.assert_array_equal(out_all[0], out0)
     # 2-D input is one frame
@@ -229,19 +254,24 @@ def test_esrrf_streams_2000_frame_memmap(tmp_path):
     mm.flush()
     del mm
     stack = _FrameOnly(np.memmap(path, dtype=np.uint16, mode="r", shape=(2000, 16, 16)))
-    kw = dict(magnification=2, radius=1.0, temporal="var")
+    kw = {"magnification": 2, "radius": 1.0, "temporal": "var"}
     got = esrrf(stack, **kw)
     assert stack.reads == 2000
     expected = esrrf(base, **kw)
-    np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-6 * np.abs(expected).max())
+    np.testing.assert_allclose(
+        got, expected, rtol=2e-5, atol=2e-6 * np.abs(expected).max()
+    )
 
 
 def test_esrrf_accepts_zarr_array_frame_by_frame():
     zarr = pytest.importorskip("zarr")
     data, _ = simulate_stack(5, SimConfig(camera=CameraConfig(shape=(12, 14)), seed=6))
     z = zarr.create_array(
-        store=zarr.storage.MemoryStore(), shape=data.shape, chunks=(1, 12, 14), dtype="uint16"
+        store=zarr.storage.MemoryStore(),
+        shape=data.shape,
+        chunks=(1, 12, 14),
+        dtype="uint16",
     )
     z[:] = data
-    kw = dict(magnification=3, temporal="tac2", frames_per_timepoint=3)
+    kw = {"magnification": 3, "temporal": "tac2", "frames_per_timepoint": 3}
     np.testing.assert_array_equal(esrrf(z, **kw), esrrf(data, **kw))

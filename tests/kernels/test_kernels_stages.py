@@ -57,7 +57,9 @@ def sim_stack(t: int, h: int, w: int, seed: int = 1) -> np.ndarray:
     if key not in _STACKS:
         from livesr.sim import CameraConfig, SimConfig, simulate_stack
 
-        stack, _ = simulate_stack(t, SimConfig(camera=CameraConfig(shape=(h, w)), seed=seed))
+        stack, _ = simulate_stack(
+            t, SimConfig(camera=CameraConfig(shape=(h, w)), seed=seed)
+        )
         _STACKS[key] = stack.astype(np.float32)
     return _STACKS[key]
 
@@ -66,7 +68,11 @@ def assert_parity(ours: np.ndarray, ref: np.ndarray, margin: int = 0) -> None:
     assert ours.shape == ref.shape
     scale = float(np.abs(ref).max())
     assert scale > 0, "reference is all zero: the test input is degenerate"
-    sl = (..., slice(margin, ref.shape[-2] - margin), slice(margin, ref.shape[-1] - margin))
+    sl = (
+        ...,
+        slice(margin, ref.shape[-2] - margin),
+        slice(margin, ref.shape[-1] - margin),
+    )
     err = float(np.abs(ours[sl] - ref[sl]).max()) / scale
     assert err <= RTOL, f"interior max relative difference {err:.3g} > {RTOL}"
     r = np.corrcoef(ours[sl].ravel(), ref[sl].ravel())[0, 1]
@@ -93,7 +99,6 @@ def test_catmull_rom_taps_match_dense_kernel():
     assert np.all(w[:2] == 0) and w[2].sum() < 1.0
 
 
-
 @pytest.mark.parametrize(
     ("shape", "m"),
     [((24, 24), 1), ((20, 31), 2), ((17, 23), 3), ((20, 31), 5), ((17, 23), 8)],
@@ -101,7 +106,9 @@ def test_catmull_rom_taps_match_dense_kernel():
 )
 def test_catmull_rom_magnify_matches_nanopyx(nptf, shape, m):
     img = sim_stack(2, *shape)
-    ref = nptf.CRShiftAndMagnify(verbose=False).run(img, 0, 0, m, m, run_type="threaded")
+    ref = nptf.CRShiftAndMagnify(verbose=False).run(
+        img, 0, 0, m, m, run_type="threaded"
+    )
     ours = np.stack([magnify(f, m) for f in img])
     assert ours.dtype == np.float32
     # same taps, same kernel expression, same float64 accumulation order
@@ -109,10 +116,12 @@ def test_catmull_rom_magnify_matches_nanopyx(nptf, shape, m):
 
 
 def test_catmull_rom_shift_matches_nanopyx_shift(nptf):
-    """Our ``shift=(dy, dx)`` samples at ``k/M + shift``: NanoPyx's shift is ``-shift``."""
+    """Our ``shift=(dy, dx)`` samples at ``k/M + shift``; NanoPyx's is ``-shift``."""
     img = sim_stack(1, 20, 31)
     dy, dx = 0.3, -1.25
-    ref = nptf.CRShiftAndMagnify(verbose=False).run(img, -dy, -dx, 4, 4, run_type="threaded")
+    ref = nptf.CRShiftAndMagnify(verbose=False).run(
+        img, -dy, -dx, 4, 4, run_type="threaded"
+    )
     ours = magnify(img[0], 4, shift=(dy, dx))
     # NanoPyx adds the shift in float32, we in float64
     assert_parity(ours[None], ref)
@@ -122,7 +131,9 @@ def test_catmull_rom_shift_matches_nanopyx_shift(nptf):
 @pytest.mark.parametrize("shape", [(24, 24), (17, 23)], ids=["24x24", "17x23"])
 def test_roberts_cross_matches_nanopyx_exactly(nptf, shape):
     img = sim_stack(2, *shape)
-    grad_col, grad_row = nptf.GradientRobertsCross(verbose=False).run(img, run_type="threaded")
+    grad_col, grad_row = nptf.GradientRobertsCross(verbose=False).run(
+        img, run_type="threaded"
+    )
     for f in range(img.shape[0]):
         gx, gy = roberts_cross(img[f])
         np.testing.assert_array_equal(gx, grad_col[f])
@@ -171,16 +182,27 @@ def test_rgc_matches_nanopyx(nptf, shape, m, radius, sensitivity, weighting):
     img = sim_stack(2, *shape)
     h, w = shape
     cr = nptf.CRShiftAndMagnify(verbose=False)
-    grad_col, grad_row = nptf.GradientRobertsCross(verbose=False).run(img, run_type="threaded")
+    grad_col, grad_row = nptf.GradientRobertsCross(verbose=False).run(
+        img, run_type="threaded"
+    )
     gx2m = cr.run(grad_col, 0, 0, 2 * m, 2 * m, run_type="threaded")
     gy2m = cr.run(grad_row, 0, 0, 2 * m, 2 * m, run_type="threaded")
     im_m = cr.run(img, 0, 0, m, m, run_type="threaded")
     ref = nptf.RadialGradientConvergence(verbose=False).run(
-        gx2m, gy2m, im_m, magnification=m, radius=radius, sensitivity=sensitivity,
-        doIntensityWeighting=weighting, run_type="threaded",
+        gx2m,
+        gy2m,
+        im_m,
+        magnification=m,
+        radius=radius,
+        sensitivity=sensitivity,
+        doIntensityWeighting=weighting,
+        run_type="threaded",
     )
     params = EsrrfParams(
-        magnification=m, radius=radius, sensitivity=sensitivity, intensity_weighting=weighting
+        magnification=m,
+        radius=radius,
+        sensitivity=sensitivity,
+        intensity_weighting=weighting,
     )
     ours = np.stack(
         [
@@ -234,7 +256,9 @@ def test_temporal_matches_nanopyx(nptf, mode, n):
     # NanoPyx computes var / tac2 in float32 around a mean of ~1100: its own
     # rounding is ~1e-7 * 1100^2 absolute; compare relative to the statistic's scale
     scale = float(np.abs(ref).max())
-    assert float(np.abs(streamed - ref).max()) <= 1e-4 * scale + 1e-7 * 1200.0**2 * (mode != "avg")
+    assert float(np.abs(streamed - ref).max()) <= 1e-4 * scale + 1e-7 * 1200.0**2 * (
+        mode != "avg"
+    )
 
 
 def test_temporal_accumulator_exact_on_known_series():
