@@ -98,7 +98,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="base sample (default blinking)",
     )
     parser.add_argument(
-        "--config", metavar="FILE", default=None, help="TOML SimConfig file"
+        "--config",
+        metavar="FILE",
+        default=None,
+        help="SimConfig file: TOML, or a config.json written by livesr sim",
     )
     parser.add_argument(
         "--stamp-index",

@@ -143,6 +143,13 @@ class Microscope:
             cfg.psf_sigma_px,
         )
 
+    def __repr__(self) -> str:
+        h, w = self._shape
+        return (
+            f"Microscope({h}x{w} px, {self.n_emitters} emitters, "
+            f"seed={self._cfg.seed}, next frame {self.frame_index})"
+        )
+
     # -- properties ---------------------------------------------------------
     @property
     def config(self) -> SimConfig:

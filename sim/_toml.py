@@ -1,4 +1,4 @@
-"""Load a :class:`SimConfig` from a TOML file or a plain mapping, and dump it back.
+"""Load a :class:`SimConfig` from TOML (or JSON) or a plain mapping; dump it back.
 
 The file mirrors the dataclasses::
 
@@ -86,17 +86,32 @@ def config_from_mapping(
 
 
 def load_config(path: str | Path, base: SimConfig | None = None) -> SimConfig:
-    """Read a TOML file into a :class:`SimConfig` (see the module docstring)."""
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
+    """Read a TOML file (or a ``.json`` file, e.g. a written ``config.json``).
 
+    See the module docstring for the layout; fields not given keep ``base``'s.
+    """
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{p}: not valid TOML: {exc}") from exc
+    text = p.read_text(encoding="utf-8")
+    if p.suffix.lower() == ".json":
+        import json
+
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{p}: not valid JSON: {exc}") from exc
+    else:
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+            import tomli as tomllib  # type: ignore[no-redef]
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{p}: not valid TOML: {exc}") from exc
+    if not isinstance(data, Mapping):
+        raise ValueError(
+            f"{p}: expected a table of settings, got {type(data).__name__}"
+        )
     try:
         return config_from_mapping(data, base)
     except ValueError as exc:

@@ -9,6 +9,7 @@ import pytest
 
 from livesr.sim import Microscope
 from livesr.sim._cli import build_config
+from livesr.sim._toml import load_config
 from livesr.stream.cli import build_parser, main
 
 
@@ -89,6 +90,8 @@ def test_ome_tiff_end_to_end(tmp_path, capsys):
         truth["displacement_px"], [t.displacement_px for t in truths]
     )
     assert np.array_equal(on, np.stack([t.on for t in truths]))
+    # the written config.json reads back as the same SimConfig
+    assert load_config(out / "config.json") == build_config(args)
     gt = tifffile.imread(out / "ground_truth.tif")
     assert gt.shape == (24 * 8, 32 * 8) and gt.dtype == np.float32
 

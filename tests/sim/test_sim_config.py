@@ -140,3 +140,18 @@ def test_bad_toml_file_names_the_file(tmp_path):
     p.write_text("seed = = 3", encoding="utf-8")
     with pytest.raises(ValueError, match=r"x\.toml: not valid TOML"):
         load_config(p)
+
+
+def test_json_config_and_errors(tmp_path):
+    good = tmp_path / "c.json"
+    good.write_text('{"seed": 2, "camera": {"shape": [16, 24]}}', encoding="utf-8")
+    cfg = load_config(good)
+    assert cfg.seed == 2 and cfg.camera.shape == (16, 24)
+    bad = tmp_path / "b.json"
+    bad.write_text("{seed: 2", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"b\.json: not valid JSON"):
+        load_config(bad)
+    listy = tmp_path / "l.json"
+    listy.write_text("[1, 2]", encoding="utf-8")
+    with pytest.raises(ValueError, match="expected a table of settings, got list"):
+        load_config(listy)

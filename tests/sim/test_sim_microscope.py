@@ -215,8 +215,19 @@ def test_blinking_preset_keeps_the_structure_density(shape):
         return inside / (h * w)
 
     ref = np.mean([density(SimConfig.blinking(seed=s)) for s in range(3)])
-    small = np.mean([density(SimConfig.blinking(seed=s, shape=shape)) for s in range(12)])
+    small = np.mean(
+        [density(SimConfig.blinking(seed=s, shape=shape)) for s in range(12)]
+    )
     sample = SimConfig.blinking(shape=shape).sample
     assert sample.n_filaments == max(1, round(8 * shape[0] * shape[1] / 256**2))
     # same structures per area within the spread of random placement
     assert small == pytest.approx(ref, rel=0.6)
+
+
+def test_repr_names_shape_emitters_and_frame():
+    scope = Microscope(_cfg(5))
+    scope.next_frame()
+    r = repr(scope)
+    assert (
+        r == f"Microscope(32x40 px, {scope.n_emitters} emitters, seed=5, next frame 1)"
+    )
