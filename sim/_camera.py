@@ -168,8 +168,13 @@ def to_adu(
         e *= cam.qe
         _electrons_to_adu(e, cam, out)
         return
-    flat_out = out.reshape(-1) if out.flags.c_contiguous else None
-    if table is None or flat_out is None:
+    if not out.flags.c_contiguous:  # same draws whatever the buffer's layout
+        tmp = np.empty(out.shape, dtype=np.uint16)
+        to_adu(signal, background, cam, rng, table, tmp)
+        out[...] = tmp
+        return
+    flat_out = out.reshape(-1)
+    if table is None:
         e = rng.poisson(cam.qe * (signal + background)).astype(np.float64)
         if cam.read_noise_e > 0:
             e += cam.read_noise_e * rng.standard_normal(e.shape)

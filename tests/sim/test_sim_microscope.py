@@ -80,6 +80,15 @@ def test_render_into_fills_in_place_and_matches_next_frame():
     assert m1.frame_index == 3
 
 
+def test_render_into_a_strided_view_gives_the_same_bytes():
+    m1, m2 = Microscope(_cfg(4)), Microscope(_cfg(4))
+    big = np.zeros((32, 80), np.uint16)
+    view = big[:, ::2]  # not C-contiguous
+    m1.render_into(view)
+    assert np.array_equal(view, m2.next_frame()[0])
+    assert not big[:, 1::2].any()
+
+
 @pytest.mark.parametrize(
     "bad",
     [np.zeros((32, 40), np.float32), np.zeros((40, 32), np.uint16), [[0]]],
