@@ -97,6 +97,11 @@ def register_two_pass(
         fine = _refine(ref, img, iy, ix, (dy - iy, dx - ix), method, upsample)
         if fine is None:
             return coarse
+        if max_shift > 0 and (
+            abs(round(fine[0]) - center[0]) > max_shift + 0.5
+            or abs(round(fine[1]) - center[1]) > max_shift + 0.5
+        ):
+            break  # the refinement may not leave the search window
         dy, dx = fine
         if int(round(dy)) == iy and int(round(dx)) == ix:
             break
