@@ -45,11 +45,22 @@ Using it::
 from __future__ import annotations
 
 from livesr.engine._agent import AgentConfig, Decision, DelayAgent, Stats
-from livesr.engine._backends import Availability, probe, register_sync, report_header, synchronize
+from livesr.engine._backends import (
+    Availability,
+    probe,
+    register_sync,
+    report_header,
+    synchronize,
+)
 from livesr.engine._catalog import kernel_packages, load_kernel, load_kernels
 from livesr.engine._kernel import BENCH_SIZES, Kernel, KernelStats
-from livesr.engine._registry import implementation, impl_id
-from livesr.engine._store import BenchmarkStore, cache_dir, default_store, set_default_store
+from livesr.engine._registry import impl_id, implementation
+from livesr.engine._store import (
+    BenchmarkStore,
+    cache_dir,
+    default_store,
+    set_default_store,
+)
 from livesr.engine._types import (
     Backend,
     Case,

@@ -92,7 +92,11 @@ class AgentConfig:
         checks: list[tuple[str, bool, str]] = [
             ("window", self.window >= 4, ">= 4"),
             ("min_runs", 1 <= self.min_runs <= self.window, "1..window"),
-            ("min_runs_for_delay", 2 <= self.min_runs_for_delay <= self.window, "2..window"),
+            (
+                "min_runs_for_delay",
+                2 <= self.min_runs_for_delay <= self.window,
+                "2..window",
+            ),
             ("delay_sigmas", self.delay_sigmas > 0, "> 0"),
             ("min_delay_factor", self.min_delay_factor >= 1, ">= 1"),
             ("regularization_c", self.regularization_c > 0, "> 0"),
@@ -105,7 +109,9 @@ class AgentConfig:
         ]
         for name, ok, valid in checks:
             if not ok:
-                raise ValueError(f"AgentConfig.{name}={getattr(self, name)!r}: expected {valid}")
+                raise ValueError(
+                    f"AgentConfig.{name}={getattr(self, name)!r}: expected {valid}"
+                )
 
 
 @dataclass(frozen=True)
@@ -308,13 +314,15 @@ class DelayAgent:
             p_meet = {i: self._p_meet(tracks[i], stats[i], deadline_s) for i in known}  # type: ignore[arg-type]
 
         if unknown and (
-            deadline_s is None or not any(p >= cfg.deadline_confidence for p in p_meet.values())
+            deadline_s is None
+            or not any(p >= cfg.deadline_confidence for p in p_meet.values())
         ):
             return Decision(unknown[0], "explore", None, expected=dict(adjusted))
 
         # Probe a flagged implementation that would be the favourite without its delay.
         best_other = {
-            i: min((adjusted[j] for j in known if j != i), default=math.inf) for i in known
+            i: min((adjusted[j] for j in known if j != i), default=math.inf)
+            for i in known
         }
         due = [
             i
@@ -326,7 +334,10 @@ class DelayAgent:
         if due:
             impl = min(due, key=lambda i: fast[i])
             logger.debug(
-                "%s: probing delayed %s after %d calls", self.name, impl, tracks[impl].since_run
+                "%s: probing delayed %s after %d calls",
+                self.name,
+                impl,
+                tracks[impl].since_run,
             )
             return Decision(
                 impl, "probe", adjusted[impl], p_meet.get(impl), False, dict(adjusted)
@@ -354,14 +365,19 @@ class DelayAgent:
             weights = [adjusted[i] ** -cfg.exponent for i in pool]
             r = self.rng.random() * sum(weights)
             impl = pool[-1]
-            for i, w in zip(pool, weights):
+            for i, w in zip(pool, weights, strict=True):
                 r -= w
                 if r < 0:
                     impl = i
                     break
             reason = "stochastic"
         return Decision(
-            impl, reason, adjusted[impl], p_meet.get(impl), predicted_miss, dict(adjusted)
+            impl,
+            reason,
+            adjusted[impl],
+            p_meet.get(impl),
+            predicted_miss,
+            dict(adjusted),
         )
 
     def _log_preference(
@@ -400,14 +416,20 @@ class DelayAgent:
         cfg = self.config
         t = float(seconds)
         if not (t >= 0 and math.isfinite(t)):
-            raise ValueError(f"{self.name}: run time {seconds!r} s: expected a finite value >= 0")
+            raise ValueError(
+                f"{self.name}: run time {seconds!r} s: expected a finite value >= 0"
+            )
         track = self._track(sig, impl)
         for other, tr in self._tracks[sig].items():
             tr.since_run = 0 if other == impl else tr.since_run + 1
         history = list(track.runs)
         if track.delayed:
             st = Stats.of(history) if history else None
-            if st is None or t < st.slow_avg - st.slow_std or t < st.fast_avg + st.fast_std:
+            if (
+                st is None
+                or t < st.slow_avg - st.slow_std
+                or t < st.fast_avg + st.fast_std
+            ):
                 track.delayed = False
                 track.probe_interval = 2
                 logger.info(
@@ -420,7 +442,9 @@ class DelayAgent:
             else:
                 track.delay_factor = t / st.fast_avg if st.fast_avg > 0 else 1.0
                 track.p_delay = self._probability(history, t, st)
-                track.probe_interval = min(2 * track.probe_interval, cfg.max_probe_interval)
+                track.probe_interval = min(
+                    2 * track.probe_interval, cfg.max_probe_interval
+                )
                 logger.debug(
                     "%s: %s still delayed (%.3g ms, factor %.2f, p=%.2f)",
                     self.name,
@@ -462,7 +486,9 @@ class DelayAgent:
         return float(self._p_delay_fn(labels, self.config.regularization_c))
 
 
-def logistic_p_delay(labels: list[bool], c: float = 100.0, no_evidence_p: float = 0.01) -> float:
+def logistic_p_delay(
+    labels: list[bool], c: float = 100.0, no_evidence_p: float = 0.01
+) -> float:
     """P(next run delayed | this run delayed) by logistic regression on label pairs.
 
     Fits ``delayed[k+1] ~ delayed[k]`` with an intercept and an L2 penalty on the
@@ -482,9 +508,9 @@ def logistic_p_delay(labels: list[bool], c: float = 100.0, no_evidence_p: float 
         return 1.0 - no_evidence_p
     x = labels[:-1]
     n1 = sum(1 for xi in x if xi)
-    k1 = sum(1 for xi, yi in zip(x, y) if xi and yi)
+    k1 = sum(1 for xi, yi in zip(x, y, strict=True) if xi and yi)
     n0 = len(x) - n1
-    k0 = sum(1 for xi, yi in zip(x, y) if not xi and yi)
+    k0 = sum(1 for xi, yi in zip(x, y, strict=True) if not xi and yi)
     b = w = 0.0
     for _ in range(100):
         p0, p1 = _sigmoid(b), _sigmoid(b + w)
@@ -511,7 +537,9 @@ def _sigmoid(z: float) -> float:
     return e / (1.0 + e)
 
 
-def sklearn_p_delay(labels: list[bool], c: float = 100.0, no_evidence_p: float = 0.01) -> float:
+def sklearn_p_delay(
+    labels: list[bool], c: float = 100.0, no_evidence_p: float = 0.01
+) -> float:
     """:func:`logistic_p_delay` through scikit-learn (imported here, on first use)."""
     y = labels[1:]
     if len(y) < 1 or not any(y):
@@ -522,6 +550,8 @@ def sklearn_p_delay(labels: list[bool], c: float = 100.0, no_evidence_p: float =
     from sklearn.linear_model import LogisticRegression
 
     x = np.asarray(labels[:-1], dtype=float).reshape(-1, 1)
-    model = LogisticRegression(C=c, tol=1e-8, max_iter=1000).fit(x, np.asarray(y, dtype=bool))
+    model = LogisticRegression(C=c, tol=1e-8, max_iter=1000).fit(
+        x, np.asarray(y, dtype=bool)
+    )
     proba = model.predict_proba(np.array([[1.0]]))[0]
     return float(proba[list(model.classes_).index(True)])

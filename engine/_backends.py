@@ -58,7 +58,11 @@ class Availability:
     def summary(self) -> str:
         """One fragment of the report header, e.g. ``"numba 0.68 ok"``."""
         if self.ok:
-            return f"{self.backend} {self.detail}".rstrip() if self.detail else f"{self.backend} ok"
+            return (
+                f"{self.backend} {self.detail}".rstrip()
+                if self.detail
+                else f"{self.backend} ok"
+            )
         reason = self.reason.split(": ", 1)[-1]
         return f"{self.backend} unavailable: {reason}"
 
@@ -71,7 +75,11 @@ def _version(dist: str) -> str:
 
 
 def _disabled() -> set[str]:
-    return {b.strip().lower() for b in os.environ.get(DISABLE_ENV, "").split(",") if b.strip()}
+    return {
+        b.strip().lower()
+        for b in os.environ.get(DISABLE_ENV, "").split(",")
+        if b.strip()
+    }
 
 
 def _probe_numpy() -> Availability:
@@ -81,7 +89,9 @@ def _probe_numpy() -> Availability:
 def _probe_numba() -> Availability:
     if importlib.util.find_spec("numba") is None:
         return Availability(
-            Backend.NUMBA, False, reason=f"numba: not installed ({INSTALL_HINTS[Backend.NUMBA]})"
+            Backend.NUMBA,
+            False,
+            reason=f"numba: not installed ({INSTALL_HINTS[Backend.NUMBA]})",
         )
     version = ".".join(_version("numba").split(".")[:2])
     return Availability(Backend.NUMBA, True, f"{version} ok".strip())
@@ -139,7 +149,9 @@ def _probe_opencl() -> Availability:
 def _probe_cupy() -> Availability:
     if importlib.util.find_spec("cupy") is None:
         return Availability(
-            Backend.CUPY, False, reason=f"cupy: not installed ({INSTALL_HINTS[Backend.CUPY]})"
+            Backend.CUPY,
+            False,
+            reason=f"cupy: not installed ({INSTALL_HINTS[Backend.CUPY]})",
         )
     try:
         cupy = importlib.import_module("cupy")
@@ -151,7 +163,9 @@ def _probe_cupy() -> Availability:
     version = _version("cupy") or next(
         (_version(d) for d in ("cupy-cuda12x", "cupy-cuda11x") if _version(d)), ""
     )
-    return Availability(Backend.CUPY, True, f"{version} ({count} device{'s' if count != 1 else ''})")
+    return Availability(
+        Backend.CUPY, True, f"{version} ({count} device{'s' if count != 1 else ''})"
+    )
 
 
 _PROBES: dict[Backend, Callable[[], Availability]] = {
@@ -165,13 +179,15 @@ _PROBES: dict[Backend, Callable[[], Availability]] = {
 _lock = threading.Lock()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cached_probe(backend: Backend) -> Availability:
     with _lock:
         try:
             result = _PROBES[backend]()
         except Exception as exc:  # a probe must never take the engine down
-            result = Availability(backend, False, reason=f"{backend}: probe failed ({exc!r})")
+            result = Availability(
+                backend, False, reason=f"{backend}: probe failed ({exc!r})"
+            )
     logger.debug("probe %s: %s", backend, result)
     return result
 
@@ -194,14 +210,21 @@ def import_failure_reason(backend: Backend, module: str, exc: BaseException) -> 
     missing = getattr(exc, "name", None) or ""
     match = re.match(r"cannot import name '(\w+)' from '([\w.]+)'", str(exc))
     if match and missing == match[2] and isinstance(exc, ImportError):
-        missing = f"{match[2]}.{match[1]}"  # ``from . import _cython`` of a missing extension
+        missing = (
+            f"{match[2]}.{match[1]}"  # ``from . import _cython`` of a missing extension
+        )
     top = missing.split(".")[0]
     if top and top in _BACKEND_MODULES.get(backend, ()):
         return f"{backend}: not installed ({INSTALL_HINTS[backend]})"
-    if backend is Backend.CYTHON and missing and missing != module and missing.startswith(
-        module.rsplit(".", 1)[0]
+    if (
+        backend is Backend.CYTHON
+        and missing
+        and missing != module
+        and missing.startswith(module.rsplit(".", 1)[0])
     ):
-        return f"cython: extension {missing} not built ({INSTALL_HINTS[Backend.CYTHON]})"
+        return (
+            f"cython: extension {missing} not built ({INSTALL_HINTS[Backend.CYTHON]})"
+        )
     if isinstance(exc, ImportError) and top:
         return f"{backend}: needs {top!r}, not installed (pip install {top})"
     return f"{backend}: import of {module} failed ({type(exc).__name__}: {exc})"

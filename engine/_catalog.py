@@ -31,4 +31,6 @@ def load_kernel(package: str) -> Kernel:
 
 def load_kernels(packages: Iterable[str] | None = None) -> list[Kernel]:
     """The :class:`Kernel` of each package (default: :func:`kernel_packages`)."""
-    return [load_kernel(p) for p in (kernel_packages() if packages is None else packages)]
+    return [
+        load_kernel(p) for p in (kernel_packages() if packages is None else packages)
+    ]

@@ -45,7 +45,6 @@ from livesr.engine._registry import Registration, discover_modules, registration
 from livesr.engine._timing import Clock, timed_call
 from livesr.engine._types import (
     Backend,
-    Case,
     DeadlineMiss,
     ImplInfo,
     InputSignature,
@@ -150,9 +149,9 @@ class Kernel:
         self._store: BenchmarkStore | None = None
         self._store_set = False
         self._clock: Clock = time.perf_counter
-        self._defaults_source: Callable[[str], Mapping[tuple[str, str], list[float]]] | None = (
-            None
-        )
+        self._defaults_source: (
+            Callable[[str], Mapping[tuple[str, str], list[float]]] | None
+        ) = None
         self._missing_deadline = False
 
     def __repr__(self) -> str:
@@ -165,7 +164,8 @@ class Kernel:
         agent: DelayAgent | None = None,
         store: BenchmarkStore | None | bool = True,
         clock: Clock | None = None,
-        factory_defaults: Callable[[str], Mapping[tuple[str, str], list[float]]] | None = None,
+        factory_defaults: Callable[[str], Mapping[tuple[str, str], list[float]]]
+        | None = None,
     ) -> Kernel:
         """Inject the agent, benchmark store (``None``: no persistence), clock or defaults.
 
@@ -227,7 +227,9 @@ class Kernel:
             reason = "" if avail.ok else avail.reason
             if rid in self._broken:
                 reason = self._broken[rid]
-            infos[rid] = ImplInfo(rid, reg.backend, reg.variant, not reason, reason, reg.module)
+            infos[rid] = ImplInfo(
+                rid, reg.backend, reg.variant, not reason, reason, reg.module
+            )
         for fid, info in self._failures.items():
             infos.setdefault(fid, info)
         out = sorted(infos.values(), key=lambda i: i.id)
@@ -239,9 +241,14 @@ class Kernel:
         chosen = [r for rid, r in regs.items() if rid in ok]
         chosen.sort(key=lambda r: (_BACKEND_ORDER[r.backend], r.variant))
         if not chosen:
-            reasons = "; ".join(
-                f"{i.id}: {i.reason}" for i in self.implementations() if not i.available
-            ) or f"no module matching _<backend>*.py in {self.package}"
+            reasons = (
+                "; ".join(
+                    f"{i.id}: {i.reason}"
+                    for i in self.implementations()
+                    if not i.available
+                )
+                or f"no module matching _<backend>*.py in {self.package}"
+            )
             raise RuntimeError(
                 f"kernel {self.name!r} has no available implementation ({reasons}); "
                 "run 'livesr backends' to see what is missing"
@@ -254,14 +261,18 @@ class Kernel:
         if reg is None:
             info = self._failures.get(impl)
             if info is not None:
-                raise RuntimeError(f"{self.name}: implementation {impl!r} is unavailable: {info.reason}")
+                raise RuntimeError(
+                    f"{self.name}: implementation {impl!r} is unavailable: {info.reason}"
+                )
             raise KeyError(
                 f"{self.name}: no implementation {impl!r}; registered: "
                 f"{', '.join(sorted(regs)) or 'none'}"
             )
         avail = probe(reg.backend)
         if not avail.ok:
-            raise RuntimeError(f"{self.name}: implementation {impl!r} is unavailable: {avail.reason}")
+            raise RuntimeError(
+                f"{self.name}: implementation {impl!r} is unavailable: {avail.reason}"
+            )
         return reg
 
     # -- inputs -----------------------------------------------------------------------
@@ -317,7 +328,9 @@ class Kernel:
         run.__doc__ = reg.func.__doc__
         return run
 
-    def warmup(self, *args: Any, impls: Iterable[str] | None = None, **kwargs: Any) -> dict[str, float]:
+    def warmup(
+        self, *args: Any, impls: Iterable[str] | None = None, **kwargs: Any
+    ) -> dict[str, float]:
         """Run each (or each given) available implementation once, unrecorded.
 
         Compiles JIT/OpenCL/CuPy code for this input signature and imports the delay
@@ -338,7 +351,11 @@ class Kernel:
         return out
 
     def benchmark(
-        self, *args: Any, repeats: int = 5, impls: Iterable[str] | None = None, **kwargs: Any
+        self,
+        *args: Any,
+        repeats: int = 5,
+        impls: Iterable[str] | None = None,
+        **kwargs: Any,
     ) -> dict[str, list[float]]:
         """Time every (or each given) available implementation ``repeats`` times.
 
@@ -365,10 +382,16 @@ class Kernel:
             out[reg.id] = times
         return out
 
-    def __call__(self, *args: Any, deadline_s: float | None = None, **kwargs: Any) -> Any:
+    def __call__(
+        self, *args: Any, deadline_s: float | None = None, **kwargs: Any
+    ) -> Any:
         """Dispatch: validate, choose (optionally within ``deadline_s``), run, time, record."""
-        if deadline_s is not None and not (deadline_s > 0 and math.isfinite(deadline_s)):
-            raise ValueError(f"{self.name}: deadline_s={deadline_s!r}: expected a finite value > 0")
+        if deadline_s is not None and not (
+            deadline_s > 0 and math.isfinite(deadline_s)
+        ):
+            raise ValueError(
+                f"{self.name}: deadline_s={deadline_s!r}: expected a finite value > 0"
+            )
         args, kwargs = self.prepare(args, kwargs)
         sig = self._signature(args, kwargs)
         while True:
@@ -385,7 +408,9 @@ class Kernel:
                 reg.id,
                 sig,
                 decision.reason,
-                "?" if decision.expected_s is None else f"{decision.expected_s * 1e3:.3g} ms",
+                "?"
+                if decision.expected_s is None
+                else f"{decision.expected_s * 1e3:.3g} ms",
             )
             try:
                 result, seconds = timed_call(reg, args, kwargs, self._clock)
@@ -394,7 +419,9 @@ class Kernel:
                     raise
                 with self._lock:
                     self.stats.failures += 1
-                    self._broken[reg.id] = f"{reg.id}: failed on {sig} ({type(exc).__name__}: {exc})"
+                    self._broken[reg.id] = (
+                        f"{reg.id}: failed on {sig} ({type(exc).__name__}: {exc})"
+                    )
                 logger.error(
                     "%s: %s raised %s: %s; disabled for this process, choosing again",
                     self.name,
@@ -453,7 +480,13 @@ class Kernel:
                 # JIT / OpenCL build / CuPy compile: never a run-time sample
                 self._seen.add((impl, sig.exact_key))
                 self.stats.warmup_calls += 1
-                logger.debug("%s: first call of %s on %s not recorded (%.3g ms)", self.name, impl, sig, seconds * 1e3)
+                logger.debug(
+                    "%s: first call of %s on %s not recorded (%.3g ms)",
+                    self.name,
+                    impl,
+                    sig,
+                    seconds * 1e3,
+                )
             else:
                 self.stats.recorded += 1
                 if not self.agent.known(sig.key, impl):
@@ -471,16 +504,24 @@ class Kernel:
             if seconds <= deadline_s:
                 if self._missing_deadline and not predicted:
                     self._missing_deadline = False
-                    logger.info("%s: meeting the %.3g ms deadline again", self.name, deadline_s * 1e3)
+                    logger.info(
+                        "%s: meeting the %.3g ms deadline again",
+                        self.name,
+                        deadline_s * 1e3,
+                    )
                 return
             self.stats.deadline_misses += 1
             miss = DeadlineMiss(
                 self.name,
                 impl,
                 deadline_s,
-                decision.expected_s if decision and decision.expected_s is not None else math.nan,
+                decision.expected_s
+                if decision and decision.expected_s is not None
+                else math.nan,
                 seconds,
-                decision.p_meet if decision and decision.p_meet is not None else math.nan,
+                decision.p_meet
+                if decision and decision.p_meet is not None
+                else math.nan,
                 predicted,
             )
             self.last_deadline_miss = miss
@@ -492,16 +533,18 @@ class Kernel:
                     impl,
                     seconds * 1e3,
                     deadline_s * 1e3,
-                    "no implementation was expected to meet it" if predicted else "unexpected",
+                    "no implementation was expected to meet it"
+                    if predicted
+                    else "unexpected",
                     self.stats.deadline_misses,
                     self.stats.deadline_calls,
                 )
             else:
-                logger.debug("%s: deadline miss %s %.3g ms", self.name, impl, seconds * 1e3)
+                logger.debug(
+                    "%s: deadline miss %s %.3g ms", self.name, impl, seconds * 1e3
+                )
 
     @property
     def deadline_misses(self) -> int:
         """Calls in this process that ran over their ``deadline_s``."""
         return self.stats.deadline_misses
-
-

@@ -50,7 +50,7 @@ class Prior:
     distance: float
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _parse_key(key: str) -> InputSignature | None:
     try:
         return InputSignature.from_key(key)
@@ -99,17 +99,25 @@ def _size(shape: tuple[int, ...]) -> int:
     return n
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_all() -> dict[str, dict[tuple[str, str], list[float]]]:
     try:
-        text = resources.files("livesr.engine").joinpath(DEFAULTS_RESOURCE).read_text("utf-8")
+        text = (
+            resources.files("livesr.engine")
+            .joinpath(DEFAULTS_RESOURCE)
+            .read_text("utf-8")
+        )
     except (FileNotFoundError, OSError) as exc:
-        logger.warning("factory defaults %s not readable (%s); using none", DEFAULTS_RESOURCE, exc)
+        logger.warning(
+            "factory defaults %s not readable (%s); using none", DEFAULTS_RESOURCE, exc
+        )
         return {}
     return parse_defaults(json.loads(text))
 
 
-def parse_defaults(data: Mapping[str, object]) -> dict[str, dict[tuple[str, str], list[float]]]:
+def parse_defaults(
+    data: Mapping[str, object],
+) -> dict[str, dict[tuple[str, str], list[float]]]:
     """Turn the JSON structure of a factory-defaults file into lookup tables."""
     if data.get("format") != 1:
         raise ValueError(f"factory defaults format={data.get('format')!r}: expected 1")

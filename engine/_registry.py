@@ -101,7 +101,9 @@ def implementation(
         )
 
     def decorate(func: F) -> F:
-        reg = Registration(kernel, b, variant, func, sync, getattr(func, "__module__", ""))
+        reg = Registration(
+            kernel, b, variant, func, sync, getattr(func, "__module__", "")
+        )
         with _registry_lock:
             impls = _registry.setdefault(kernel, {})
             old = impls.get(reg.id)
@@ -178,5 +180,7 @@ def discover_modules(package: str) -> list[ImportFailure]:
             log = logger.debug if isinstance(exc, ImportError) else logger.warning
             log("%s: %s", package, reason)
             variant = "" if rest in ("", "impl") else rest
-            failures.append(ImportFailure(impl_id(backend, variant), backend, module, reason))
+            failures.append(
+                ImportFailure(impl_id(backend, variant), backend, module, reason)
+            )
     return failures

@@ -94,13 +94,19 @@ class BenchmarkStore:
         busy_timeout_s: float = 10.0,
     ) -> None:
         if not flush_interval_s > 0:
-            raise ValueError(f"BenchmarkStore.flush_interval_s={flush_interval_s!r}: expected > 0")
+            raise ValueError(
+                f"BenchmarkStore.flush_interval_s={flush_interval_s!r}: expected > 0"
+            )
         if window < 1:
             raise ValueError(f"BenchmarkStore.window={window!r}: expected >= 1")
         if keep < window:
-            raise ValueError(f"BenchmarkStore.keep={keep!r}: expected >= window ({window})")
+            raise ValueError(
+                f"BenchmarkStore.keep={keep!r}: expected >= window ({window})"
+            )
         if not busy_timeout_s > 0:
-            raise ValueError(f"BenchmarkStore.busy_timeout_s={busy_timeout_s!r}: expected > 0")
+            raise ValueError(
+                f"BenchmarkStore.busy_timeout_s={busy_timeout_s!r}: expected > 0"
+            )
         self._path = Path(path) if path is not None else None
         self._fingerprint = fingerprint
         self.flush_interval_s = float(flush_interval_s)
@@ -139,7 +145,9 @@ class BenchmarkStore:
     # -- database -----------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
+        con = sqlite3.connect(
+            self.path, timeout=self.busy_timeout_s, isolation_level=None
+        )
         con.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
         if not self._schema_ready:
             mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -172,10 +180,14 @@ class BenchmarkStore:
                     finally:
                         con.close()
             except sqlite3.Error as exc:
-                logger.warning("benchmark store %s unreadable (%s); starting empty", self.path, exc)
+                logger.warning(
+                    "benchmark store %s unreadable (%s); starting empty", self.path, exc
+                )
                 rows = []
             for impl, sig, seconds in rows:
-                loaded.setdefault((impl, sig), deque(maxlen=self.window)).append(float(seconds))
+                loaded.setdefault((impl, sig), deque(maxlen=self.window)).append(
+                    float(seconds)
+                )
             with self._lock:
                 mem = self._mem.setdefault(kernel, loaded)
         with self._lock:
@@ -190,7 +202,9 @@ class BenchmarkStore:
                 del self._pending[: len(self._pending) - _MAX_PENDING]
             mem = self._mem.get(kernel)
             if mem is not None:
-                mem.setdefault((impl, signature), deque(maxlen=self.window)).append(float(seconds))
+                mem.setdefault((impl, signature), deque(maxlen=self.window)).append(
+                    float(seconds)
+                )
             start = self._thread is None and not self._stop.is_set()
             if start:
                 self._thread = threading.Thread(

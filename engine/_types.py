@@ -10,13 +10,13 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 #: Scalar types allowed as key parameters of an input signature (stored as JSON).
-ParamValue = Union[bool, int, float, str]
+ParamValue = bool | int | float | str
 
 
-class Backend(str, enum.Enum):
+class Backend(str, enum.Enum):  # noqa: UP042 (StrEnum is 3.11+, livesr supports 3.10)
     """The closed set of implementation backends.  The variant is free text."""
 
     NUMPY = "numpy"
@@ -59,8 +59,12 @@ class Tolerance:
     def __post_init__(self) -> None:
         for name in ("rtol", "atol"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"Tolerance.{name}={value!r}: expected a finite float >= 0")
+            if not (
+                isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
+            ):
+                raise ValueError(
+                    f"Tolerance.{name}={value!r}: expected a finite float >= 0"
+                )
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,9 @@ def _check_param(name: str, value: Any) -> ParamValue:
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"InputSignature.params[{name!r}]={value!r}: expected finite")
+            raise ValueError(
+                f"InputSignature.params[{name!r}]={value!r}: expected finite"
+            )
         # numpy scalars are converted to plain Python numbers (JSON, hashing)
         return value.item() if hasattr(value, "item") else value
     if hasattr(value, "item") and callable(value.item):  # numpy scalar of another kind
@@ -144,7 +150,9 @@ class InputSignature:
                 f"InputSignature.shape={self.shape!r}: expected a tuple of ints"
             ) from None
         if any(n < 1 for n in shape):
-            raise ValueError(f"InputSignature.shape={shape}: every dimension must be >= 1")
+            raise ValueError(
+                f"InputSignature.shape={shape}: every dimension must be >= 1"
+            )
         object.__setattr__(self, "shape", shape)
         object.__setattr__(self, "dtype", str(self.dtype))
         items = self.params.items() if isinstance(self.params, Mapping) else self.params
@@ -165,7 +173,11 @@ class InputSignature:
     def key(self) -> str:
         """Canonical JSON text of (bucketed shape, dtype, params): the storage key."""
         return json.dumps(
-            {"shape": list(self.bucket), "dtype": self.dtype, "params": dict(self.params)},
+            {
+                "shape": list(self.bucket),
+                "dtype": self.dtype,
+                "params": dict(self.params),
+            },
             sort_keys=True,
             separators=(",", ":"),
         )
@@ -174,7 +186,11 @@ class InputSignature:
     def exact_key(self) -> str:
         """Like :attr:`key` but with the exact shape (first-call tracking)."""
         return json.dumps(
-            {"shape": list(self.shape), "dtype": self.dtype, "params": dict(self.params)},
+            {
+                "shape": list(self.shape),
+                "dtype": self.dtype,
+                "params": dict(self.params),
+            },
             sort_keys=True,
             separators=(",", ":"),
         )
@@ -197,7 +213,7 @@ class InputSignature:
         """
         a, b = self.bucket, other.bucket
         if len(a) == len(b):
-            d = sum(abs(math.log2(x) - math.log2(y)) for x, y in zip(a, b))
+            d = sum(abs(math.log2(x) - math.log2(y)) for x, y in zip(a, b, strict=True))
         else:
             d = 2.0 + abs(math.log2(self.size) - math.log2(other.size))
         if self.dtype != other.dtype:
@@ -228,7 +244,9 @@ class InputSignature:
 SignatureFn = Callable[[tuple[Any, ...], Mapping[str, Any]], InputSignature]
 
 
-def default_signature(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> InputSignature:
+def default_signature(
+    args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> InputSignature:
     """Signature of a call when the kernel declares none.
 
     The main input is the first positional argument with ``shape`` and ``dtype``;

@@ -86,7 +86,9 @@ def kernel_impl_params(packages: Iterable[str] | None = None) -> list[Any]:
     return params
 
 
-def parametrize_kernel_impls(metafunc: Any, packages: Iterable[str] | None = None) -> None:
+def parametrize_kernel_impls(
+    metafunc: Any, packages: Iterable[str] | None = None
+) -> None:
     """Call from ``pytest_generate_tests``: parametrise ``kernel_impl`` if requested."""
     if ARGNAME in metafunc.fixturenames:
         metafunc.parametrize(ARGNAME, kernel_impl_params(packages), indirect=True)
@@ -107,18 +109,24 @@ def resolve(pair: KernelImpl) -> KernelImpl:
     return pair
 
 
-def assert_matches(actual: Any, expected: Any, tolerance: Tolerance, what: str = "") -> None:
+def assert_matches(
+    actual: Any, expected: Any, tolerance: Tolerance, what: str = ""
+) -> None:
     """``assert_allclose`` with the kernel's tolerance, recursing into tuples/lists/dicts."""
     import numpy as np
 
     if isinstance(expected, dict):
-        assert set(actual) == set(expected), f"{what}: keys {set(actual)} != {set(expected)}"
+        assert set(actual) == set(expected), (
+            f"{what}: keys {set(actual)} != {set(expected)}"
+        )
         for key in expected:
             assert_matches(actual[key], expected[key], tolerance, f"{what}[{key!r}]")
         return
     if isinstance(expected, (tuple, list)):
-        assert len(actual) == len(expected), f"{what}: {len(actual)} items != {len(expected)}"
-        for i, (a, e) in enumerate(zip(actual, expected)):
+        assert len(actual) == len(expected), (
+            f"{what}: {len(actual)} items != {len(expected)}"
+        )
+        for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
             assert_matches(a, e, tolerance, f"{what}[{i}]")
         return
     if expected is None:
@@ -127,7 +135,9 @@ def assert_matches(actual: Any, expected: Any, tolerance: Tolerance, what: str =
     a = _to_numpy(actual)
     e = _to_numpy(expected)
     assert a.shape == e.shape, f"{what}: shape {a.shape} != reference {e.shape}"
-    np.testing.assert_allclose(a, e, rtol=tolerance.rtol, atol=tolerance.atol, err_msg=what)
+    np.testing.assert_allclose(
+        a, e, rtol=tolerance.rtol, atol=tolerance.atol, err_msg=what
+    )
 
 
 def _to_numpy(x: Any) -> Any:

@@ -28,30 +28,56 @@ HELP = "benchmark every available implementation of the kernels and store the ti
 
 logger = logging.getLogger(__name__)
 
-SIZES = ("small", "medium", "large")  # = livesr.engine.BENCH_SIZES (literal: cheap parser)
+SIZES = (
+    "small",
+    "medium",
+    "large",
+)  # = livesr.engine.BENCH_SIZES (literal: cheap parser)
 
 
 def _repeats(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected an integer >= 1, got {text!r}"
+        ) from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
     return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--kernel", action="append", metavar="NAME", help="only this kernel (repeatable)")
+    parser.add_argument(
+        "--kernel",
+        action="append",
+        metavar="NAME",
+        help="only this kernel (repeatable)",
+    )
     parser.add_argument(
         "--package",
         action="append",
         metavar="PKG",
         help="kernel package to benchmark (repeatable; default: livesr.kernels.KERNEL_PACKAGES)",
     )
-    parser.add_argument("--impl", action="append", metavar="ID", help="only this implementation id (repeatable)")
-    parser.add_argument("--repeats", type=_repeats, default=5, help="timed runs per implementation (default 5)")
-    parser.add_argument("--size", choices=SIZES, default="small", help="input size class (default small)")
+    parser.add_argument(
+        "--impl",
+        action="append",
+        metavar="ID",
+        help="only this implementation id (repeatable)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=_repeats,
+        default=5,
+        help="timed runs per implementation (default 5)",
+    )
+    parser.add_argument(
+        "--size",
+        choices=SIZES,
+        default="small",
+        help="input size class (default small)",
+    )
     parser.add_argument(
         "--write-defaults",
         metavar="PATH",
@@ -66,7 +92,9 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stdout
     kernels = select_kernels(args)
     if not kernels:
-        out.write("no kernels to benchmark (livesr.kernels.KERNEL_PACKAGES is empty; pass --package)\n")
+        out.write(
+            "no kernels to benchmark (livesr.kernels.KERNEL_PACKAGES is empty; pass --package)\n"
+        )
         return 1
     store = default_store()
     rows = [["kernel", "case", "implementation", "median ms", "min ms", "vs best"]]
@@ -89,25 +117,48 @@ def run(args: argparse.Namespace) -> int:
                     notes[info.id] = f"unavailable: {info.reason}"
                     continue
                 try:
-                    got = kernel.benchmark(*case.args, repeats=args.repeats, impls=[info.id], **case_kwargs)
+                    got = kernel.benchmark(
+                        *case.args, repeats=args.repeats, impls=[info.id], **case_kwargs
+                    )
                 except Exception as exc:  # report and go on with the others
                     failed += 1
                     notes[info.id] = f"failed: {type(exc).__name__}: {exc}"
-                    logger.error("%s %s on %s failed: %s", kernel.name, info.id, case.name, exc)
+                    logger.error(
+                        "%s %s on %s failed: %s", kernel.name, info.id, case.name, exc
+                    )
                     continue
                 times.update(got)
-            best = min((statistics.median(t) for t in times.values()), default=float("nan"))
+            best = min(
+                (statistics.median(t) for t in times.values()), default=float("nan")
+            )
             for impl_id in [i.id for i in wanted]:
                 if impl_id in times:
                     med = statistics.median(times[impl_id])
                     rows.append(
-                        [kernel.name, case.name, impl_id, f"{med * 1e3:.3f}",
-                         f"{min(times[impl_id]) * 1e3:.3f}", f"×{med / best:.2f}"]
+                        [
+                            kernel.name,
+                            case.name,
+                            impl_id,
+                            f"{med * 1e3:.3f}",
+                            f"{min(times[impl_id]) * 1e3:.3f}",
+                            f"×{med / best:.2f}",
+                        ]
                     )
                     key = kernel.signature(*case.args, **case_kwargs).key
-                    defaults.setdefault(kernel.name, {}).setdefault(impl_id, {})[key] = times[impl_id]
+                    defaults.setdefault(kernel.name, {}).setdefault(impl_id, {})[
+                        key
+                    ] = times[impl_id]
                 else:
-                    rows.append([kernel.name, case.name, impl_id, "-", "-", notes.get(impl_id, "")])
+                    rows.append(
+                        [
+                            kernel.name,
+                            case.name,
+                            impl_id,
+                            "-",
+                            "-",
+                            notes.get(impl_id, ""),
+                        ]
+                    )
     store.close()
     out.write(_table(rows) + "\n")
     out.write(f"{store.rows_written} run times written to {store.path}\n")

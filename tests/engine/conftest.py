@@ -47,7 +47,9 @@ def fake_clock() -> FakeClock:
 
 
 @pytest.fixture
-def toy_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., str]]:
+def toy_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., str]]:
     """Factory: ``toy_package(modules={"_numpy": "...source..."}, init="...")`` -> package name.
 
     The package's ``__init__`` declares ``kernel = Kernel(NAME, package=__name__, ...)``

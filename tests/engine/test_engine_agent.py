@@ -30,7 +30,10 @@ def make_agent(seed: int = 0, **config) -> DelayAgent:
 
 
 def run(
-    agent: DelayAgent, n: int, slowdown: Callable[[int], float], deadline_s: float | None = None
+    agent: DelayAgent,
+    n: int,
+    slowdown: Callable[[int], float],
+    deadline_s: float | None = None,
 ) -> list[str]:
     """Drive the agent for ``n`` calls; the fast implementation is ×slowdown(call)."""
     chosen = []
@@ -83,7 +86,7 @@ def test_delayed_favourite_is_retried_during_the_burst():
     chosen = run(agent, 60, burst(0, 60))
     retries = [i for i in range(3, 60) if chosen[i] == FAST]
     assert len(retries) >= 5
-    gaps = [b - a for a, b in zip([2, *retries], retries)]
+    gaps = [b - a for a, b in zip([2, *retries], retries, strict=False)]
     assert max(gaps) <= AgentConfig().max_probe_interval + 1
     assert agent.delayed(SIG, FAST)  # still slow, still flagged
 
@@ -211,7 +214,12 @@ def test_decision_changes_logged_once_at_info(caplog):
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("window", 2), ("min_runs_for_delay", 1), ("deadline_confidence", 1.0), ("exponent", 0)],
+    [
+        ("window", 2),
+        ("min_runs_for_delay", 1),
+        ("deadline_confidence", 1.0),
+        ("exponent", 0),
+    ],
 )
 def test_config_validation_names_field(field, value):
     with pytest.raises(ValueError, match=f"AgentConfig.{field}={value!r}: expected"):

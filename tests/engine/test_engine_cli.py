@@ -39,9 +39,14 @@ def test_backends_lists_status_and_reason(toy_package, capsys):
     assert main(["backends", "--package", name]) == 0
     out = capsys.readouterr().out
     assert out.startswith("backends: numpy ok | numba ")
-    lines = {line.split()[1]: line for line in out.splitlines() if line.startswith(name)}
+    lines = {
+        line.split()[1]: line for line in out.splitlines() if line.startswith(name)
+    }
     assert sorted(lines) == ["cupy", "numba-loop", "numpy", "opencl"]
-    assert "unavailable  0     cupy: not installed (pip install livesr[gpu])" in lines["cupy"]
+    assert (
+        "unavailable  0     cupy: not installed (pip install livesr[gpu])"
+        in lines["cupy"]
+    )
     assert lines["numpy"].split()[2:] == ["available", "0"]
 
 
@@ -51,11 +56,23 @@ def test_unknown_kernel_is_a_usage_error(toy_package, capsys):
     assert f"--kernel nope: no such kernel (known: {name})" in capsys.readouterr().err
 
 
-def test_bench_fills_the_store_and_writes_defaults(toy_package, capsys, tmp_path, _isolated_cache):
+def test_bench_fills_the_store_and_writes_defaults(
+    toy_package, capsys, tmp_path, _isolated_cache
+):
     name = toy_package(modules=MODULES, init=INIT, kernel_kwargs="bench_cases=_bench")
     target = tmp_path / "defaults.json"
     code = main(
-        ["bench", "--package", name, "--repeats", "3", "--size", "medium", "--write-defaults", str(target)]
+        [
+            "bench",
+            "--package",
+            name,
+            "--repeats",
+            "3",
+            "--size",
+            "medium",
+            "--write-defaults",
+            str(target),
+        ]
     )
     out = capsys.readouterr().out
     assert code == 1  # the opencl implementation raised: reported, the others still ran
@@ -64,7 +81,10 @@ def test_bench_fills_the_store_and_writes_defaults(toy_package, capsys, tmp_path
     assert "unavailable: cupy: not installed" in rows["cupy"]
     assert rows["numpy"].split()[1] == "medium-64"
     counts = BenchmarkStore(_isolated_cache / "benchmarks.sqlite").stored_counts()
-    assert {(k, i): n for (k, i, _), n in counts.items()} == {(name, "numpy"): 3, (name, "numba-loop"): 3}
+    assert {(k, i): n for (k, i, _), n in counts.items()} == {
+        (name, "numpy"): 3,
+        (name, "numba-loop"): 3,
+    }
     table = parse_defaults(json.loads(target.read_text()))[name]
     assert sorted(i for i, _ in table) == ["numba-loop", "numpy"]
     assert all(len(t) == 3 for t in table.values())

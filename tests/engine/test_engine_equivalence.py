@@ -20,8 +20,15 @@ def test_matches_reference(kernel_impl):
     if not cases:
         pytest.skip(f"{kernel.name} declares no cases (Kernel(..., cases=...))")
     for case in cases:
-        expected = kernel_impl.reference(*copy.deepcopy(case.args), **copy.deepcopy(dict(case.kwargs)))
-        actual = kernel_impl(*copy.deepcopy(case.args), **copy.deepcopy(dict(case.kwargs)))
+        expected = kernel_impl.reference(
+            *copy.deepcopy(case.args), **copy.deepcopy(dict(case.kwargs))
+        )
+        actual = kernel_impl(
+            *copy.deepcopy(case.args), **copy.deepcopy(dict(case.kwargs))
+        )
         assert_matches(
-            actual, expected, kernel.tolerance, f"{kernel_impl.id} on case {case.name!r}"
+            actual,
+            expected,
+            kernel.tolerance,
+            f"{kernel_impl.id} on case {case.name!r}",
         )

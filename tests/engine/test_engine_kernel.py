@@ -50,7 +50,9 @@ def test_first_call_is_never_a_sample(toy, tmp_path):
     runs = store.runs(kernel.name)
     assert max(runs[("numba", sig.key)]) == pytest.approx(1 * MS)
     assert runs[("numpy", sig.key)] == pytest.approx([2 * MS])
-    assert kernel.stats.by_impl["numba"] == 8  # explore numba ×2, numpy ×2, then numba ×6
+    assert (
+        kernel.stats.by_impl["numba"] == 8
+    )  # explore numba ×2, numpy ×2, then numba ×6
     store.close()
     assert sum(store.stored_counts().values()) == 8
 
@@ -92,7 +94,9 @@ def test_sync_hook_runs_before_the_clock_stops(toy_package, fake_clock):
     for _ in range(3):
         kernel(x)
     assert events[:2] == ["launch", "sync"]
-    assert kernel.agent.stats(kernel.signature(x).key, "opencl").fast_avg == pytest.approx(5.1 * MS)
+    assert kernel.agent.stats(
+        kernel.signature(x).key, "opencl"
+    ).fast_avg == pytest.approx(5.1 * MS)
 
 
 def test_deadline_miss_is_recorded_not_raised(toy, caplog):
@@ -111,14 +115,19 @@ def test_deadline_miss_is_recorded_not_raised(toy, caplog):
     assert miss.measured_s == pytest.approx(1 * MS) and miss.deadline_s == 0.5 * MS
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1  # logged once when it starts, counted every time
-    assert "over the 0.5 ms deadline (no implementation was expected to meet it" in warnings[0]
+    assert (
+        "over the 0.5 ms deadline (no implementation was expected to meet it"
+        in warnings[0]
+    )
     kernel(x, deadline_s=3 * MS)
     assert kernel.deadline_misses == 5
     with pytest.raises(ValueError, match=r"deadline_s=-1: expected a finite value > 0"):
         kernel(x, deadline_s=-1)
 
 
-def test_failing_implementation_is_disabled_and_another_runs(toy_package, fake_clock, caplog):
+def test_failing_implementation_is_disabled_and_another_runs(
+    toy_package, fake_clock, caplog
+):
     name = toy_package()
     kernel = importlib.import_module(name).kernel
 
@@ -176,7 +185,9 @@ def test_store_seeds_a_new_process_and_unseen_shapes(toy, tmp_path):
     kernel(y)
     d = kernel.last_decision
     assert (d.impl, d.reason) == ("numba", "fastest")
-    assert d.expected["numpy"] == pytest.approx(2 * MS * 100 / 48)  # scaled from 48×64×64
+    assert d.expected["numpy"] == pytest.approx(
+        2 * MS * 100 / 48
+    )  # scaled from 48×64×64
 
 
 def test_warmup_marks_first_calls(toy, fake_clock):

@@ -18,7 +18,16 @@ def sig(shape, **params):
 
 def test_bucket_dims():
     assert [bucket_dim(n) for n in (1, 2, 3, 5, 64, 80, 100, 130, 500, 1000)] == [
-        1, 2, 3, 6, 64, 96, 96, 128, 512, 1024,
+        1,
+        2,
+        3,
+        6,
+        64,
+        96,
+        96,
+        128,
+        512,
+        1024,
     ]
 
 
@@ -32,7 +41,9 @@ def test_same_product_is_not_the_same_problem():
 
 def test_parameters_and_dtype_count():
     a = sig((10, 64, 64), magnification=5, radius=1.5)
-    assert a.distance(sig((10, 64, 64), magnification=4, radius=1.5)) == pytest.approx(0.2)
+    assert a.distance(sig((10, 64, 64), magnification=4, radius=1.5)) == pytest.approx(
+        0.2
+    )
     assert a.distance(sig((10, 64, 64), magnification=5)) == 1.0
     assert a.distance(InputSignature((10, 64, 64), "float64", a.params)) == 2.0
 
@@ -45,7 +56,9 @@ def test_key_round_trip_and_validation():
         "shape": [96, 64, 64],
     }
     assert InputSignature.from_key(a.exact_key) == a
-    with pytest.raises(ValueError, match=r"InputSignature.shape=\(0, 4\): every dimension"):
+    with pytest.raises(
+        ValueError, match=r"InputSignature.shape=\(0, 4\): every dimension"
+    ):
         InputSignature((0, 4))
     with pytest.raises(ValueError, match=r"params\['x'\]=\[1\] \(list\): expected"):
         InputSignature((4,), params={"x": [1]})
@@ -59,7 +72,11 @@ def test_default_signature():
 
     x = np.zeros((3, 8, 9), np.float32)
     s = default_signature((x, P()), {"doIntensityWeighting": True, "out": None})
-    assert s == InputSignature((3, 8, 9), "float32", {"magnification": 5, "radius": 1.5, "doIntensityWeighting": True})
+    assert s == InputSignature(
+        (3, 8, 9),
+        "float32",
+        {"magnification": 5, "radius": 1.5, "doIntensityWeighting": True},
+    )
 
 
 def test_nearest_local_signature_scaled_by_size():

@@ -48,8 +48,12 @@ def test_discovery_is_lazy_and_records_failures(toy_package):
     assert infos["numba"].backend is Backend.NUMBA
     assert infos["cupy"].reason == "cupy: not installed (pip install livesr[gpu])"
     assert not infos["cython"].available
-    assert infos["cython"].reason.startswith(f"cython: extension {name}._cython not built")
-    assert "ValueError: a bug in an implementation module" in infos["opencl-wg16"].reason
+    assert infos["cython"].reason.startswith(
+        f"cython: extension {name}._cython not built"
+    )
+    assert (
+        "ValueError: a bug in an implementation module" in infos["opencl-wg16"].reason
+    )
     assert f"{name}._spec" not in sys.modules
     available = [i.id for i in pkg.kernel.implementations(include_unavailable=False)]
     assert available == ["numba", "numpy"]
@@ -69,16 +73,22 @@ def test_using_runs_exactly_one_implementation(toy_package):
     kernel = importlib.import_module(name).kernel
     x = np.arange(6, dtype=np.float32)
     np.testing.assert_array_equal(kernel.using("numpy")(x, factor=3.0), x * 3)
-    np.testing.assert_array_equal(kernel.using("numba-fake")(x, factor=3.0), x * 3 + 1000)
+    np.testing.assert_array_equal(
+        kernel.using("numba-fake")(x, factor=3.0), x * 3 + 1000
+    )
     assert kernel.stats.calls == 0  # using() records nothing by default
-    with pytest.raises(KeyError, match="no implementation 'cupy'; registered: numba-fake, numpy"):
+    with pytest.raises(
+        KeyError, match="no implementation 'cupy'; registered: numba-fake, numpy"
+    ):
         kernel.using("cupy")
 
 
 def test_unavailable_implementation_cannot_be_pinned(toy_package):
     name = toy_package(modules={"_numpy": NUMPY_IMPL, "_cupy": "import cupy\n"})
     kernel = importlib.import_module(name).kernel
-    with pytest.raises(RuntimeError, match=r"'cupy' is unavailable: cupy: not installed"):
+    with pytest.raises(
+        RuntimeError, match=r"'cupy' is unavailable: cupy: not installed"
+    ):
         kernel.using("cupy")
 
 
@@ -98,7 +108,9 @@ def test_duplicate_id_is_an_error():
         return x
 
     try:
-        with pytest.raises(ValueError, match="registered twice.*give one of them a variant"):
+        with pytest.raises(
+            ValueError, match="registered twice.*give one of them a variant"
+        ):
 
             @implementation("dup_kernel_test", backend="numpy")
             def b(x):
@@ -113,7 +125,9 @@ def test_duplicate_id_is_an_error():
 
 @pytest.mark.parametrize("bad", ["torch", "CUDA", ""])
 def test_backend_is_a_closed_enum(bad):
-    with pytest.raises(ValueError, match="expected one of: numpy, numba, cython, opencl, cupy"):
+    with pytest.raises(
+        ValueError, match="expected one of: numpy, numba, cython, opencl, cupy"
+    ):
         implementation("k", backend=bad)
 
 
@@ -123,7 +137,16 @@ def test_variant_must_be_id_safe():
 
 
 def test_module_naming_rule():
-    names = ["_numpy", "_numba", "_cython_impl", "_opencl_wg16", "_cupy", "_spec", "_numbax", "numpy"]
+    names = [
+        "_numpy",
+        "_numba",
+        "_cython_impl",
+        "_opencl_wg16",
+        "_cupy",
+        "_spec",
+        "_numbax",
+        "numpy",
+    ]
     assert [n for n in names if MODULE_PATTERN.match(n)] == [
         "_numpy",
         "_numba",
@@ -138,4 +161,7 @@ def test_probes_name_reasons():
     cupy = probe("cupy")
     if importlib.util.find_spec("cupy") is None:
         assert cupy.reason == "cupy: not installed (pip install livesr[gpu])"
-        assert cupy.summary() == "cupy unavailable: not installed (pip install livesr[gpu])"
+        assert (
+            cupy.summary()
+            == "cupy unavailable: not installed (pip install livesr[gpu])"
+        )

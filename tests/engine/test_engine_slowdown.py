@@ -54,9 +54,12 @@ def test_agent_beats_always_favourite_under_a_real_slowdown(toy_package):
     always_mean, _ = sequence(kernel.using(favourite))
     agent_mean, used = sequence(kernel)
     ratio = always_mean / agent_mean
-    print(f"always-favourite {always_mean * 1e3:.2f} ms, agent {agent_mean * 1e3:.2f} ms, ×{ratio:.2f}")
     pattern = "".join("f" if u == "numpy-fast" else "s" for u in used)
-    assert ratio >= 1.5, pattern
+    summary = (
+        f"always-favourite {always_mean * 1e3:.2f} ms, agent {agent_mean * 1e3:.2f} ms, "
+        f"×{ratio:.2f}; choices (f=fast, s=slow): {pattern}"
+    )
+    assert ratio >= 1.5, summary
     # the agent moved away during the slowdown and came back after it
     assert used[50:150].count("numpy-slow") >= 60
     assert used[160:].count("numpy-fast") >= 0.9 * len(used[160:])

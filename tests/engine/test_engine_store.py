@@ -24,7 +24,9 @@ def test_location_from_env(_isolated_cache):
 
 
 def test_record_is_batched_and_flushed_on_close(tmp_path):
-    store = BenchmarkStore(tmp_path / "b.sqlite", fingerprint="m1", flush_interval_s=3600)
+    store = BenchmarkStore(
+        tmp_path / "b.sqlite", fingerprint="m1", flush_interval_s=3600
+    )
     for i in range(100):
         store.record("k", "numba", SIG, 0.001 * (i + 1))
     assert store.pending() == 100
@@ -42,7 +44,9 @@ def test_record_is_batched_and_flushed_on_close(tmp_path):
 
 
 def test_background_thread_flushes(tmp_path):
-    store = BenchmarkStore(tmp_path / "b.sqlite", fingerprint="m1", flush_interval_s=0.05)
+    store = BenchmarkStore(
+        tmp_path / "b.sqlite", fingerprint="m1", flush_interval_s=0.05
+    )
     assert not any(t.name == "livesr-benchmark-flush" for t in threading.enumerate())
     store.record("k", "numpy", SIG, 0.5)
     assert any(t.name == "livesr-benchmark-flush" for t in threading.enumerate())
@@ -62,7 +66,9 @@ def test_fingerprints_are_separate(tmp_path):
     a.close()
     b = BenchmarkStore(path, fingerprint="machine-b")
     assert b.runs("k") == {}
-    assert BenchmarkStore(path, fingerprint="machine-a").runs("k") == {("numpy", SIG): [1.0]}
+    assert BenchmarkStore(path, fingerprint="machine-a").runs("k") == {
+        ("numpy", SIG): [1.0]
+    }
 
 
 def test_keep_prunes_oldest_rows(tmp_path):
@@ -71,9 +77,9 @@ def test_keep_prunes_oldest_rows(tmp_path):
         store.record("k", "numpy", SIG, float(i))
     store.close()
     assert store.stored_counts() == {("k", "numpy", SIG): 10}
-    assert BenchmarkStore(tmp_path / "b.sqlite", fingerprint="m", window=5).runs("k") == {
-        ("numpy", SIG): [20.0, 21.0, 22.0, 23.0, 24.0]
-    }
+    assert BenchmarkStore(tmp_path / "b.sqlite", fingerprint="m", window=5).runs(
+        "k"
+    ) == {("numpy", SIG): [20.0, 21.0, 22.0, 23.0, 24.0]}
 
 
 def test_fingerprint_reflects_machine():
@@ -125,7 +131,7 @@ def test_two_processes_write_at_once(tmp_path):
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    for p, (out, err) in zip(procs, outs):
+    for p, (out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err
         assert out.strip() == f"done {n}", err
     counts = BenchmarkStore(path, fingerprint="shared", keep=1000).stored_counts()

@@ -20,7 +20,9 @@ def _cases():
     x = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
     return [Case("small", (x,), {"factor": 2.0}), Case("single", (x[:1],), {"factor": -1.0})]
 """
-TOY_KWARGS = "reference='numpy', tolerance=Tolerance(rtol=1e-6, atol=1e-7), cases=_cases"
+TOY_KWARGS = (
+    "reference='numpy', tolerance=Tolerance(rtol=1e-6, atol=1e-7), cases=_cases"
+)
 TOY_MODULES = {
     "_numpy": """
         @implementation(NAME, backend="numpy")
@@ -45,10 +47,15 @@ def test_params_ids_and_skip_reasons(toy_package, monkeypatch):
     monkeypatch.delenv("LIVESR_REQUIRE_BACKENDS", raising=False)
     name = toy_package(modules=TOY_MODULES, init=TOY_INIT, kernel_kwargs=TOY_KWARGS)
     params = kernel_impl_params([name])
-    assert [p.id for p in params] == [f"{name}-{i}" for i in ("cupy", "cython-wrong", "numba", "numpy")]
+    assert [p.id for p in params] == [
+        f"{name}-{i}" for i in ("cupy", "cython-wrong", "numba", "numpy")
+    ]
     (cupy_marks, *others) = [p.marks for p in params]
     assert [m.name for m in cupy_marks] == ["skip"]
-    assert cupy_marks[0].kwargs["reason"] == f"{name}-cupy: cupy: not installed (pip install livesr[gpu])"
+    assert (
+        cupy_marks[0].kwargs["reason"]
+        == f"{name}-cupy: cupy: not installed (pip install livesr[gpu])"
+    )
     assert all(m == () for m in others)
     with pytest.raises(pytest.skip.Exception, match="cupy: not installed"):
         resolve(params[0].values[0])
@@ -59,7 +66,9 @@ def test_required_backend_turns_skip_into_failure(toy_package, monkeypatch):
     name = toy_package(modules=TOY_MODULES, init=TOY_INIT, kernel_kwargs=TOY_KWARGS)
     params = kernel_impl_params([name])
     assert all(p.marks == () for p in params)
-    with pytest.raises(pytest.fail.Exception, match="LIVESR_REQUIRE_BACKENDS requires cupy"):
+    with pytest.raises(
+        pytest.fail.Exception, match="LIVESR_REQUIRE_BACKENDS requires cupy"
+    ):
         resolve(params[0].values[0])
 
 
@@ -73,10 +82,20 @@ def _run_pytest(tmp_path: Path, package: str, root: Path, require: str = "") -> 
         env["LIVESR_REQUIRE_BACKENDS"] = require
     out = subprocess.run(
         [
-            sys.executable, "-m", "pytest", "-q", "-rfs", "-p", "no:cacheprovider",
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-rfs",
+            "-p",
+            "no:cacheprovider",
             "tests/engine/test_engine_equivalence.py",
         ],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     return out.stdout + out.stderr
 
@@ -87,7 +106,10 @@ def test_generated_equivalence_tests_end_to_end(toy_package, tmp_path):
     out = _run_pytest(tmp_path, name, root)
     summary = out.strip().splitlines()[-1]
     assert re.search(r"1 failed, 2 passed, 1 skipped", summary), out
-    assert f"FAILED tests/engine/test_engine_equivalence.py::test_matches_reference[{name}-cython-wrong]" in out
+    assert (
+        f"FAILED tests/engine/test_engine_equivalence.py::test_matches_reference[{name}-cython-wrong]"
+        in out
+    )
     assert "on case 'small'" in out
     assert f"{name}-cupy: cupy: not installed" in out
     out = _run_pytest(tmp_path, name, root, require="cupy")
