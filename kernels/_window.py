@@ -25,17 +25,32 @@ NanoPyx 2.1.5 (``/work/shared/ESRRF.md`` section 2.2): mean, population variance
 from __future__ import annotations
 
 import logging
-from typing import Literal
+import math
+from typing import Any, Literal
 
 import numpy as np
 
 from livesr.kernels._params import TEMPORAL_MODES
 
-__all__ = ["CompensatedSum", "TemporalMode", "TEMPORAL_MODES", "WindowMoments"]
+__all__ = ["CompensatedSum", "TEMPORAL_MODES", "TemporalMode", "WindowMoments", "numba_kernels"]
 
 logger = logging.getLogger(__name__)
 
 TemporalMode = Literal["avg", "var", "tac2"]
+_BACKENDS: tuple[str, ...] = ("auto", "numba", "numpy")
+_E64 = np.empty(0, dtype=np.float64)
+_E32 = np.empty(0, dtype=np.float32)
+
+
+def _fits(*images: np.ndarray | None) -> bool:
+    """Whether every given image can go to the numba kernels as it is."""
+    return all(
+        x is None or (x.dtype == np.float32 and x.flags.c_contiguous) for x in images
+    )
+
+
+def _flat(x: np.ndarray) -> np.ndarray:
+    return x.reshape(-1)
 
 
 class _Scratch:
@@ -143,11 +158,35 @@ class WindowMoments:
         Keep ``Q`` (needed by VAR).
     need_lag : bool
         Keep ``P`` (needed by TAC2).
+    backend : {"auto", "numba", "numpy"}
+        ``"numba"``: fused one-pass kernels (:func:`numba_kernels`); ``"numpy"``: one
+        array operation at a time; ``"auto"``: numba when it can be imported. Both
+        give the same bits (tested).
     """
 
-    def __init__(self, shape: tuple[int, int], *, need_squares: bool, need_lag: bool) -> None:
+    def __init__(
+        self,
+        shape: tuple[int, int],
+        *,
+        need_squares: bool,
+        need_lag: bool,
+        backend: str = "auto",
+    ) -> None:
+        if backend not in _BACKENDS:
+            raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
         self.shape = tuple(shape)
         self.n = 0
+        self._kernels = None
+        if backend != "numpy":
+            self._kernels = numba_kernels()
+            if self._kernels is None and backend == "numba":
+                raise ValueError(
+                    f"backend='numba' requested but numba cannot be imported ({_NUMBA_FAILED}); "
+                    "install numba or use backend='numpy'"
+                )
+        self.backend = "numba" if self._kernels is not None else "numpy"
+        # offset into the kernel tuple: 0 = multi-threaded, 2 = serial
+        self._serial = 0 if math.prod(self.shape) >= PARALLEL_MIN_PIXELS else 2
         self._scratch = _Scratch(self.shape)
         self.s = CompensatedSum(self.shape, self._scratch)
         self.q = CompensatedSum(self.shape, self._scratch) if need_squares else None
@@ -160,9 +199,9 @@ class WindowMoments:
             self._yb = np.empty(self.shape, dtype=np.float64)
 
     @classmethod
-    def for_mode(cls, shape: tuple[int, int], mode: str) -> WindowMoments:
+    def for_mode(cls, shape: tuple[int, int], mode: str, backend: str = "auto") -> WindowMoments:
         """Moments holding exactly what ``mode`` (one of :data:`TEMPORAL_MODES`) needs."""
-        return cls(shape, need_squares=mode == "var", need_lag=mode == "tac2")
+        return cls(shape, need_squares=mode == "var", need_lag=mode == "tac2", backend=backend)
 
     def supports(self, mode: str) -> bool:
         """Whether the kept sums suffice to combine ``mode``."""
@@ -225,6 +264,14 @@ class WindowMoments:
         """
         if x.shape != self.shape:
             raise ValueError(f"image must have shape {self.shape}, got {x.shape}")
+        if self.p is not None and self.n > 0 and previous is None:
+            raise ValueError("append needs the previous image to update the lag-1 sum")
+        if self._kernels is not None and _fits(x, previous):
+            if self._centred and self.n == 0:
+                np.copyto(self._ref, x)
+            self._run_update(None, None, x, previous if self.n > 0 else None)
+            self.n += 1
+            return
         if not self._centred:
             self.s.add(x)
             self.n += 1
@@ -257,6 +304,12 @@ class WindowMoments:
         if self.n == 1:
             self.clear()
             return
+        if self.p is not None and following is None:
+            raise ValueError("pop_first needs the following image to update the lag-1 sum")
+        if self._kernels is not None and _fits(x, following):
+            self._run_update(x, following, None, None)
+            self.n -= 1
+            return
         if not self._centred:
             self.s.subtract(x)
             self.n -= 1
@@ -271,6 +324,51 @@ class WindowMoments:
             yf = self._centre(following, self._yb)
             self.p.subtract(np.multiply(y, yf, out=self._prod))
         self.n -= 1
+
+    def slide(
+        self,
+        leaving: np.ndarray,
+        following: np.ndarray | None,
+        entering: np.ndarray,
+        previous: np.ndarray | None,
+    ) -> None:
+        """``pop_first(leaving, following)`` then ``append(entering, previous)``.
+
+        One pass over the pixels with the numba backend (same bits as the two calls).
+        """
+        if self.n >= 2 and self._kernels is not None and _fits(leaving, following, entering, previous):
+            if self.p is not None and (following is None or previous is None):
+                raise ValueError("slide needs the following and previous images for TAC2")
+            if entering.shape != self.shape:
+                raise ValueError(f"image must have shape {self.shape}, got {entering.shape}")
+            self._run_update(leaving, following, entering, previous)
+            return
+        self.pop_first(leaving, following)
+        self.append(entering, previous)
+
+    def _run_update(
+        self,
+        rem: np.ndarray | None,
+        nxt: np.ndarray | None,
+        add: np.ndarray | None,
+        prev: np.ndarray | None,
+    ) -> None:
+        assert self._kernels is not None
+        q, p = self.q, self.p
+        self._kernels[0 + self._serial](
+            _flat(self.s.hi), _flat(self.s.lo),
+            _flat(q.hi) if q is not None else _E64, _flat(q.lo) if q is not None else _E64,
+            _flat(p.hi) if p is not None else _E64, _flat(p.lo) if p is not None else _E64,
+            _flat(self._ref) if self._centred else _E32,
+            self._centred, q is not None, p is not None,
+            _flat(rem) if rem is not None else _E32,
+            _flat(nxt) if nxt is not None else _E32,
+            rem is not None,
+            _flat(add) if add is not None else _E32,
+            _flat(prev) if prev is not None else _E32,
+            add is not None,
+            prev is not None,
+        )
 
     def combine(
         self, mode: str, first: np.ndarray | None = None, last: np.ndarray | None = None
@@ -300,6 +398,28 @@ class WindowMoments:
         if not self.supports(mode):
             raise ValueError(f"temporal mode {mode!r} needs sums this window does not keep")
         n = self.n
+        if mode == "tac2":
+            if n < 2:
+                raise ValueError("TAC2 needs at least 2 images in the window, got 1")
+            if first is None or last is None:
+                raise ValueError("TAC2 needs the first and last image of the window")
+        if self._kernels is not None and _fits(first, last):
+            out = np.empty(self.shape, dtype=np.float32)
+            q = self.q if self.q is not None else None
+            p = self.p if self.p is not None else None
+            self._kernels[1 + self._serial](
+                TEMPORAL_MODES.index(mode),
+                n,
+                _flat(self.s.hi), _flat(self.s.lo),
+                _flat(q.hi) if q is not None else _E64, _flat(q.lo) if q is not None else _E64,
+                _flat(p.hi) if p is not None else _E64, _flat(p.lo) if p is not None else _E64,
+                _flat(self._ref) if self._centred else _E32,
+                self._centred,
+                _flat(first) if first is not None else _E32,
+                _flat(last) if last is not None else _E32,
+                out.reshape(-1),
+            )
+            return out
         mean = self.s.value()
         mean /= n
         if mode == "avg":
@@ -327,3 +447,101 @@ class WindowMoments:
         acc += (n - 1) * (mean * mean)
         acc /= n - 1
         return acc.astype(np.float32)
+
+
+# ---------------------------------------------------------------------------- numba
+_NUMBA_KERNELS: tuple[Any, Any, Any, Any] | None = None
+#: images with at least this many pixels use the multi-threaded kernels; smaller ones
+#: the serial ones (thread start-up and synchronisation cost more than they save)
+PARALLEL_MIN_PIXELS = 1 << 16
+_NUMBA_FAILED: str | None = None
+
+
+def numba_kernels() -> tuple[Any, Any, Any, Any] | None:
+    """Compile (once, cached on disk) and return the fused numba kernels, or None.
+
+    ``(update, combine)`` multi-threaded, then the same two single-threaded.
+    ``update(sums..., x_rem, x_next, do_rem, x_add, x_prev, do_add, ...)`` removes
+    then adds an image in one pass over the pixels; ``combine(...)`` writes the
+    statistic. Each performs, per element, exactly the float64 operations of the
+    numpy path in the same order (no fast-math, so no contraction into FMA), hence
+    the same bits. Returns None when numba cannot be imported.
+    """
+    global _NUMBA_KERNELS, _NUMBA_FAILED
+    if _NUMBA_KERNELS is not None or _NUMBA_FAILED is not None:
+        return _NUMBA_KERNELS
+    try:
+        import numba
+    except ImportError as err:  # pragma: no cover - numba is a dependency
+        _NUMBA_FAILED = str(err)
+        logger.info("numba unavailable (%s): window sums use numpy", err)
+        return None
+
+    @numba.njit(inline="always", cache=True)
+    def two_sum(hi, lo, y):  # type: ignore[no-untyped-def]
+        t = hi + y
+        z = t - hi
+        e = (y - z) + (hi - (t - z))
+        return t, lo + e
+
+    def update(  # type: ignore[no-untyped-def]  # noqa: PLR0913
+        s_hi, s_lo, q_hi, q_lo, p_hi, p_lo, ref, centred, need_q, need_p,
+        x_rem, x_next, do_rem, x_add, x_prev, do_add, add_lag,
+    ):
+        for k in numba.prange(s_hi.shape[0]):
+            r = np.float64(ref[k]) if centred else 0.0
+            sh = s_hi[k]
+            sl = s_lo[k]
+            if do_rem:
+                y = np.float64(x_rem[k]) - r
+                sh, sl = two_sum(sh, sl, -y)
+                if need_q:
+                    q_hi[k], q_lo[k] = two_sum(q_hi[k], q_lo[k], -(y * y))
+                if need_p:
+                    yf = np.float64(x_next[k]) - r
+                    p_hi[k], p_lo[k] = two_sum(p_hi[k], p_lo[k], -(y * yf))
+            if do_add:
+                y = np.float64(x_add[k]) - r
+                sh, sl = two_sum(sh, sl, y)
+                if need_q:
+                    q_hi[k], q_lo[k] = two_sum(q_hi[k], q_lo[k], y * y)
+                if need_p and add_lag:
+                    yp = np.float64(x_prev[k]) - r
+                    p_hi[k], p_lo[k] = two_sum(p_hi[k], p_lo[k], yp * y)
+            s_hi[k] = sh
+            s_lo[k] = sl
+
+    def combine(  # type: ignore[no-untyped-def]  # noqa: PLR0913
+        mode, n, s_hi, s_lo, q_hi, q_lo, p_hi, p_lo, ref, centred, first, last, out,
+    ):
+        nf = np.float64(n)
+        for k in numba.prange(s_hi.shape[0]):
+            mean = (s_hi[k] + s_lo[k]) / nf
+            if mode == 0:
+                if centred:
+                    mean = mean + np.float64(ref[k])
+                out[k] = np.float32(mean)
+            elif mode == 1:
+                v = (q_hi[k] + q_lo[k]) / nf
+                v = v - mean * mean
+                if v < 0.0:
+                    v = 0.0
+                out[k] = np.float32(v)
+            else:
+                r = np.float64(ref[k])
+                ab = (s_hi[k] + s_lo[k]) * 2.0
+                ab = ab - (np.float64(first[k]) - r)
+                ab = ab - (np.float64(last[k]) - r)
+                acc = p_hi[k] + p_lo[k]
+                acc = acc - mean * ab
+                acc = acc + np.float64(n - 1) * (mean * mean)
+                out[k] = np.float32(acc / np.float64(n - 1))
+
+    opts = dict(cache=True, fastmath=False, boundscheck=False)
+    _NUMBA_KERNELS = (
+        numba.njit(parallel=True, **opts)(update),
+        numba.njit(parallel=True, **opts)(combine),
+        numba.njit(parallel=False, **opts)(update),
+        numba.njit(parallel=False, **opts)(combine),
+    )
+    return _NUMBA_KERNELS

@@ -139,11 +139,14 @@ class SlidingConfig:
         Memory the object may hold, ``> 0``; decides the strategy under ``"auto"``.
     strategy : {"auto", "maps", "raw"}
         Storage strategy (module docstring).
-    resync_every : int or None
+    resync_every : int
         Recompute the running sums from the stored window after this many stored
-        frames (``0`` = never). ``None`` = automatic: ``max(4 * window, 1024)`` with the
-        maps strategy (costs at most a quarter of an addition per frame), never with
-        the raw strategy (a resync there recomputes ``window`` maps).
+        frames, ``>= 0`` (default ``0`` = never). Not needed for accuracy: the
+        compensated sums do not drift (tested over 10 000 frames). It bounds the
+        error only if the map function is not deterministic under the raw strategy
+        (a recomputed map differing from the original). A resync costs, on the frame
+        that triggers it, ``n`` additions (maps) or ``n`` map computations (raw): a
+        latency spike in a live stream.
     """
 
     window: int
@@ -152,7 +155,7 @@ class SlidingConfig:
     macro_pixel_correction: bool = True
     memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET
     strategy: str = "auto"
-    resync_every: int | None = None
+    resync_every: int = 0
 
     def __post_init__(self) -> None:
         for name in ("window", "stride"):
@@ -180,19 +183,11 @@ class SlidingConfig:
         if self.strategy not in _STRATEGIES:
             raise ValueError(f"strategy must be one of {_STRATEGIES}, got {self.strategy!r}")
         r = self.resync_every
-        if r is not None:
-            if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 0:
-                raise ValueError(
-                    f"resync_every must be None (automatic) or an integer >= 0 "
-                    f"(frames, 0 = never), got {r!r}"
-                )
-            object.__setattr__(self, "resync_every", int(r))
-
-    def resync_period(self, strategy: str) -> int:
-        """Effective resync period in stored frames for ``strategy`` (0 = never)."""
-        if self.resync_every is not None:
-            return self.resync_every
-        return max(4 * self.window, 1024) if strategy == "maps" else 0
+        if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 0:
+            raise ValueError(
+                f"resync_every must be an integer >= 0 (frames, 0 = never), got {r!r}"
+            )
+        object.__setattr__(self, "resync_every", int(r))
 
 
 def estimate_memory(
@@ -216,7 +211,7 @@ def estimate_memory(
     sums = WindowMoments.bytes_needed((h * magnification, w * magnification), temporal)
     emission = map_px * (8 + 8 + 8 + 4) + window * 16  # + the stored shifts
     if strategy == "maps":
-        maps = window * map_px * 4
+        maps = (window + 1) * map_px * 4
     elif strategy == "raw":
         maps = 3 * map_px * 4
     else:
@@ -243,7 +238,7 @@ class SlidingEsrrf:
         Memory this object may hold (default 512 MiB); see :func:`estimate_memory`.
     strategy : {"auto", "maps", "raw"}
         ``"auto"`` chooses from the budget when the frame shape is known.
-    resync_every : int or None
+    resync_every : int
         See :class:`SlidingConfig`.
     frame_shape : (int, int), optional
         ``(H, W)`` of the frames, to allocate and choose the strategy now rather than
@@ -276,7 +271,7 @@ class SlidingEsrrf:
         geometry: str = "nanopyx",
         memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET,
         strategy: str = "auto",
-        resync_every: int | None = None,
+        resync_every: int = 0,
         frame_shape: tuple[int, int] | None = None,
         frame_map: FrameMap | None = None,
     ) -> None:
@@ -433,23 +428,33 @@ class SlidingEsrrf:
 
         if self._hi > self._lo and (self._hi != i or self._hi - 1 < start):
             self._clear_window()
-        while self._hi > self._lo and self._lo < i - window + 1:
-            self._evict_first()
-        if self._hi == self._lo:
-            self._lo = self._hi = i
-
-        self._store_raw(i, raw_in, f32, (dy, dx))
-        x = self._compute_map(f32, (dy, dx), self._map_slot(i))
         assert self._moments is not None
-        self._moments.append(x, self._tail)
-        if self._hi == self._lo:
-            self._head = x
+        if self._hi - self._lo >= 2 and self._lo == i - window:
+            # steady state: one frame leaves, one enters -- a single pass over the sums
+            lo = self._lo
+            following = self._tail if lo + 1 == i - 1 else self._stored_map(lo + 1)
+            self._store_raw(i, raw_in, f32, (dy, dx))
+            x = self._compute_map(f32, (dy, dx), self._map_slot(i))
+            assert self._head is not None
+            self._moments.slide(self._head, following, x, self._tail)
+            self._head = following
+            self._lo = lo + 1
+        else:
+            while self._hi > self._lo and self._lo < i - window + 1:
+                self._evict_first()
+            if self._hi == self._lo:
+                self._lo = self._hi = i
+            self._store_raw(i, raw_in, f32, (dy, dx))
+            x = self._compute_map(f32, (dy, dx), self._map_slot(i))
+            self._moments.append(x, self._tail)
+            if self._hi == self._lo:
+                self._head = x
         self._tail = x
         self._hi = i + 1
         self._frames_seen += 1
 
         self._since_resync += 1
-        period = self._cfg.resync_period(self._strategy or "maps")
+        period = self._cfg.resync_every
         if period and self._since_resync >= period:
             logger.debug("resynchronising sums from %d stored frames", self.n_stored)
             self._rebuild(recompute_maps=False)
@@ -661,8 +666,9 @@ class SlidingEsrrf:
         self._raw = np.empty((cap, *shape), dtype=raw_dtype)
         self._shifts = np.zeros((cap, 2), dtype=np.float64)
         mshape = self._map_shape()
+        # one spare map slot: the entering map is written before the leaving one is used
         self._maps = (
-            np.empty((cap, *mshape), dtype=np.float32) if self._strategy == "maps" else None
+            np.empty((cap + 1, *mshape), dtype=np.float32) if self._strategy == "maps" else None
         )
         self._moments = WindowMoments.for_mode(mshape, self._cfg.temporal)
         logger.debug(
@@ -714,12 +720,12 @@ class SlidingEsrrf:
             self._raw[j % cap] = old_raw[j % old_cap]
             self._shifts[j % cap] = old_shifts[j % old_cap]
         if new_strategy == "maps":
-            self._maps = np.empty((cap, *mshape), dtype=np.float32)
+            self._maps = np.empty((cap + 1, *mshape), dtype=np.float32)
             if old_maps is not None and old_maps.shape[1:] == mshape and self._hi > self._lo:
                 for j in range(self._lo, self._hi):
-                    self._maps[j % cap] = old_maps[j % old_maps.shape[0]]
-                self._head = self._maps[self._lo % cap]
-                self._tail = self._maps[(self._hi - 1) % cap]
+                    self._maps[j % (cap + 1)] = old_maps[j % old_maps.shape[0]]
+                self._head = self._maps[self._lo % (cap + 1)]
+                self._tail = self._maps[(self._hi - 1) % (cap + 1)]
         else:
             self._maps = None
             if old_maps is not None:

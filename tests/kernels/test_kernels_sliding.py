@@ -198,9 +198,7 @@ def test_resync_keeps_results() -> None:
     for ra, rb in zip(a.push_many(frames), b.push_many(frames), strict=True):
         assert (ra.first_frame, ra.last_frame) == (rb.first_frame, rb.last_frame)
         assert _rel(ra.image, rb.image) <= 1e-6
-    assert SlidingConfig(window=10, stride=1).resync_period("maps") == 1024
-    assert SlidingConfig(window=500, stride=1).resync_period("maps") == 2000
-    assert SlidingConfig(window=500, stride=1).resync_period("raw") == 0
+    assert SlidingConfig(window=10, stride=1).resync_every == 0  # off by default
 
 
 # ----------------------------------------------------------- schedule and cost

@@ -51,18 +51,25 @@ def test_compensated_sum_add_then_subtract_leaves_exact_zero() -> None:
     np.testing.assert_array_equal(comp.value(), np.full(64, 2.5))
 
 
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
 @pytest.mark.parametrize("mode", ["avg", "var", "tac2"])
-def test_window_moments_sliding_equals_two_pass(mode: str) -> None:
+def test_window_moments_sliding_equals_two_pass(mode: str, backend: str) -> None:
     rng = np.random.default_rng(2)
     maps = (rng.gamma(2.0, 50.0, size=(60, 5, 7)) * rng.uniform(0.1, 10, (60, 1, 1))).astype(
         np.float32
     )
     window = 9
-    mom = WindowMoments.for_mode((5, 7), mode)
+    mom = WindowMoments.for_mode((5, 7), mode, backend=backend)
+    assert mom.backend == backend
     for t in range(len(maps)):
         if mom.n == window:
-            mom.pop_first(maps[t - window], maps[t - window + 1])
-        mom.append(maps[t], maps[t - 1] if t > 0 else None)
+            if t % 2:
+                mom.pop_first(maps[t - window], maps[t - window + 1])
+                mom.append(maps[t], maps[t - 1])
+            else:
+                mom.slide(maps[t - window], maps[t - window + 1], maps[t], maps[t - 1])
+        else:
+            mom.append(maps[t], maps[t - 1] if t > 0 else None)
         if t >= window - 1:
             block = maps[t - window + 1 : t + 1]
             got = mom.combine(mode, first=block[0], last=block[-1])
@@ -142,3 +149,65 @@ def test_window_moments_property(seed: int, window: int, n: int, mode: str, log_
     # output rounding dominates: 1e-6 of the data scale squared (or scale for avg)
     mag = float(np.abs(maps).max()) ** (1 if mode == "avg" else 2)
     assert np.abs(got - want).max() <= 1e-6 * mag
+
+
+@pytest.mark.parametrize("mode", ["avg", "var", "tac2"])
+def test_window_moments_numba_and_numpy_give_the_same_bits(mode: str) -> None:
+    rng = np.random.default_rng(4)
+    maps = (rng.standard_normal((40, 6, 6)) * 10.0 ** rng.integers(-3, 5, (40, 1, 1))).astype(
+        np.float32
+    )
+    window = 7
+    moms = {b: WindowMoments.for_mode((6, 6), mode, backend=b) for b in ("numpy", "numba")}
+    for t in range(len(maps)):
+        for mom in moms.values():
+            if mom.n == window:
+                mom.slide(maps[t - window], maps[t - window + 1], maps[t], maps[t - 1])
+            else:
+                mom.append(maps[t], maps[t - 1] if t > 0 else None)
+        if t >= 1:
+            block = maps[max(0, t - window + 1) : t + 1]
+            a, b = (m.combine(mode, first=block[0], last=block[-1]) for m in moms.values())
+            np.testing.assert_array_equal(a, b)
+    for name in ("s", "q", "p"):
+        acc_a, acc_b = getattr(moms["numpy"], name), getattr(moms["numba"], name)
+        if acc_a is not None:
+            np.testing.assert_array_equal(acc_a.hi, acc_b.hi)
+            np.testing.assert_array_equal(acc_a.lo, acc_b.lo)
+    # non-float32 input falls back to numpy on the numba object, same result
+    mom = WindowMoments.for_mode((6, 6), mode, backend="numba")
+    ref = WindowMoments.for_mode((6, 6), mode, backend="numpy")
+    for t in range(5):
+        mom.append(maps[t].astype(np.float64), maps[t - 1].astype(np.float64) if t else None)
+        ref.append(maps[t], maps[t - 1] if t else None)
+    np.testing.assert_array_equal(
+        mom.combine(mode, maps[0], maps[4]), ref.combine(mode, maps[0], maps[4])
+    )
+    with pytest.raises(ValueError, match="backend must be one of"):
+        WindowMoments.for_mode((6, 6), mode, backend="cuda")
+    if mode == "tac2":
+        with pytest.raises(ValueError, match="previous image"):
+            mom.append(maps[5], None)
+
+
+def test_window_moments_parallel_kernels_match_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The multi-threaded kernels (used from PARALLEL_MIN_PIXELS on) give the same bits."""
+    import livesr.kernels._window as window_mod
+
+    monkeypatch.setattr(window_mod, "PARALLEL_MIN_PIXELS", 1)
+    rng = np.random.default_rng(6)
+    maps = (rng.gamma(2.0, 30.0, size=(12, 9, 11))).astype(np.float32)
+    for mode in ("avg", "var", "tac2"):
+        par = WindowMoments.for_mode((9, 11), mode, backend="numba")
+        ref = WindowMoments.for_mode((9, 11), mode, backend="numpy")
+        assert par._serial == 0 and par.backend == "numba"
+        for t in range(len(maps)):
+            for mom in (par, ref):
+                if mom.n == 4:
+                    mom.slide(maps[t - 4], maps[t - 3], maps[t], maps[t - 1])
+                else:
+                    mom.append(maps[t], maps[t - 1] if t else None)
+        block = maps[-4:]
+        np.testing.assert_array_equal(
+            par.combine(mode, block[0], block[-1]), ref.combine(mode, block[0], block[-1])
+        )
