@@ -53,7 +53,6 @@ from livesr.stream._wire import (
     WireError,
     decode_control,
     decode_frame,
-    decode_header,
     encode_control,
 )
 
@@ -380,7 +379,7 @@ class Ingest:
             handled += 1
             self._c["messages"] += 1
             self._handle(parts, ack_every)
-            if handled >= 4096:
+            if handled >= 4096 or self._stop:
                 break
         for st in list(self._streams.values()):
             if st.unacked:
@@ -407,8 +406,7 @@ class Ingest:
             peer = parts[0].bytes
             body = parts[1:]
             try:
-                obj = decode_header(body[0].buffer)
-                if obj["kind"] == "frame":
+                if len(body) == 2 and len(body[1]) > 0:  # frames carry pixels, controls none
                     self._on_frame_msg(peer, body, ack_every)
                 else:
                     self._on_control_msg(peer, decode_control(body))
@@ -566,7 +564,7 @@ class Ingest:
             st.gaps.append([first, last])
             st.gap_frames += last - first + 1
             st.expected = last + 1
-        logger.warning("ingest: stream %s lost frames %d-%d at the source (ring overflow)", st.name, first, last)
+        self._rlog.log(logging.WARNING, "gap", "ingest: stream %s lost frames %d-%d at the source (ring overflow)", st.name, first, last)
         if self._on_gap is not None:
             self._on_gap(st.name, first, last)
         self._send_ack(st)
