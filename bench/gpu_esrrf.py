@@ -76,6 +76,8 @@ def import_livesr() -> tuple[types.ModuleType, types.ModuleType, str]:
     top = types.ModuleType("livesr")
     top.__path__ = []
     sys.modules["livesr"] = top
+    for other in ("stream", "sim", "adapters"):  # bare namespaces for engine's imports
+        _load_tree_module(f"livesr.{other}", None, ROOT / other)
     try:
         _load_tree_module("livesr.engine", ROOT / "engine" / "__init__.py", ROOT / "engine")
         origin = "source tree"
@@ -376,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--window", type=int, default=10, help="maps kept in the ring (K)")
     ap.add_argument("--sizes", type=int, nargs="+", choices=sorted(BARS),
                     default=sorted(BARS), help="frame sizes to time")
+    ap.add_argument("--frames", type=int, help="frames to time per configuration")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -407,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = {256: (4000, (1, 4, 8)), 512: (2000, (2, 8)), 2048: (120, (1, 2))}
     if args.quick:
         sizes = {256: (1000, (8,)), 512: (400, (8,)), 2048: (30, (2,))}
-    sizes = {k: v for k, v in sizes.items() if k in args.sizes}
+    sizes = {k: (args.frames or v[0], v[1]) for k, v in sizes.items() if k in args.sizes}
     table = []
     for size, (nframes, batches) in sizes.items():
         fl = floors(cmod, size, 5, n, ceil)
