@@ -32,7 +32,13 @@ import numpy as np
 
 from livesr.kernels._params import TEMPORAL_MODES
 
-__all__ = ["CompensatedSum", "TEMPORAL_MODES", "TemporalMode", "WindowMoments", "numba_kernels"]
+__all__ = [
+    "CompensatedSum",
+    "TEMPORAL_MODES",
+    "TemporalMode",
+    "WindowMoments",
+    "numba_kernels",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +96,8 @@ class CompensatedSum:
         self._scratch = scratch if scratch is not None else _Scratch(shape)
         if self._scratch.t.shape != self.hi.shape:
             raise ValueError(
-                f"scratch arrays have shape {self._scratch.t.shape}, expected {self.hi.shape}"
+                f"scratch arrays have shape {self._scratch.t.shape}, "
+                f"expected {self.hi.shape}"
             )
 
     @property
@@ -181,7 +188,8 @@ class WindowMoments:
             self._kernels = numba_kernels()
             if self._kernels is None and backend == "numba":
                 raise ValueError(
-                    f"backend='numba' requested but numba cannot be imported ({_NUMBA_FAILED}); "
+                    "backend='numba' requested but numba cannot be imported "
+                    f"({_NUMBA_FAILED}); "
                     "install numba or use backend='numpy'"
                 )
         self.backend = "numba" if self._kernels is not None else "numpy"
@@ -199,9 +207,13 @@ class WindowMoments:
             self._yb = np.empty(self.shape, dtype=np.float64)
 
     @classmethod
-    def for_mode(cls, shape: tuple[int, int], mode: str, backend: str = "auto") -> WindowMoments:
-        """Moments holding exactly what ``mode`` (one of :data:`TEMPORAL_MODES`) needs."""
-        return cls(shape, need_squares=mode == "var", need_lag=mode == "tac2", backend=backend)
+    def for_mode(
+        cls, shape: tuple[int, int], mode: str, backend: str = "auto"
+    ) -> WindowMoments:
+        """Moments holding exactly what ``mode`` (see :data:`TEMPORAL_MODES`) needs."""
+        return cls(
+            shape, need_squares=mode == "var", need_lag=mode == "tac2", backend=backend
+        )
 
     def supports(self, mode: str) -> bool:
         """Whether the kept sums suffice to combine ``mode``."""
@@ -225,7 +237,7 @@ class WindowMoments:
         return px * (32 + 24 + 8 + 16 + 4)
 
     def drop_unneeded(self, mode: str) -> None:
-        """Stop keeping the sums ``mode`` does not need (free; re-adding needs a rebuild)."""
+        """Stop keeping the sums ``mode`` does not need (free; re-adding: rebuild)."""
         if mode != "var":
             self.q = None
         if mode != "tac2":
@@ -284,7 +296,9 @@ class WindowMoments:
             self.q.add(np.multiply(y, y, out=self._prod))
         if self.p is not None and self.n > 0:
             if previous is None:
-                raise ValueError("append needs the previous image to update the lag-1 sum")
+                raise ValueError(
+                    "append needs the previous image to update the lag-1 sum"
+                )
             yp = self._centre(previous, self._yb)
             self.p.add(np.multiply(yp, y, out=self._prod))
         self.n += 1
@@ -305,7 +319,9 @@ class WindowMoments:
             self.clear()
             return
         if self.p is not None and following is None:
-            raise ValueError("pop_first needs the following image to update the lag-1 sum")
+            raise ValueError(
+                "pop_first needs the following image to update the lag-1 sum"
+            )
         if self._kernels is not None and _fits(x, following):
             self._run_update(x, following, None, None)
             self.n -= 1
@@ -320,7 +336,9 @@ class WindowMoments:
             self.q.subtract(np.multiply(y, y, out=self._prod))
         if self.p is not None:
             if following is None:
-                raise ValueError("pop_first needs the following image to update the lag-1 sum")
+                raise ValueError(
+                    "pop_first needs the following image to update the lag-1 sum"
+                )
             yf = self._centre(following, self._yb)
             self.p.subtract(np.multiply(y, yf, out=self._prod))
         self.n -= 1
@@ -336,11 +354,19 @@ class WindowMoments:
 
         One pass over the pixels with the numba backend (same bits as the two calls).
         """
-        if self.n >= 2 and self._kernels is not None and _fits(leaving, following, entering, previous):
+        if (
+            self.n >= 2
+            and self._kernels is not None
+            and _fits(leaving, following, entering, previous)
+        ):
             if self.p is not None and (following is None or previous is None):
-                raise ValueError("slide needs the following and previous images for TAC2")
+                raise ValueError(
+                    "slide needs the following and previous images for TAC2"
+                )
             if entering.shape != self.shape:
-                raise ValueError(f"image must have shape {self.shape}, got {entering.shape}")
+                raise ValueError(
+                    f"image must have shape {self.shape}, got {entering.shape}"
+                )
             self._run_update(leaving, following, entering, previous)
             return
         self.pop_first(leaving, following)
@@ -356,11 +382,16 @@ class WindowMoments:
         assert self._kernels is not None
         q, p = self.q, self.p
         self._kernels[0 + self._serial](
-            _flat(self.s.hi), _flat(self.s.lo),
-            _flat(q.hi) if q is not None else _E64, _flat(q.lo) if q is not None else _E64,
-            _flat(p.hi) if p is not None else _E64, _flat(p.lo) if p is not None else _E64,
+            _flat(self.s.hi),
+            _flat(self.s.lo),
+            _flat(q.hi) if q is not None else _E64,
+            _flat(q.lo) if q is not None else _E64,
+            _flat(p.hi) if p is not None else _E64,
+            _flat(p.lo) if p is not None else _E64,
             _flat(self._ref) if self._centred else _E32,
-            self._centred, q is not None, p is not None,
+            self._centred,
+            q is not None,
+            p is not None,
             _flat(rem) if rem is not None else _E32,
             _flat(nxt) if nxt is not None else _E32,
             rem is not None,
@@ -394,9 +425,13 @@ class WindowMoments:
         if self.n == 0:
             raise RuntimeError("cannot combine an empty window")
         if mode not in TEMPORAL_MODES:
-            raise ValueError(f"temporal mode must be one of {TEMPORAL_MODES}, got {mode!r}")
+            raise ValueError(
+                f"temporal mode must be one of {TEMPORAL_MODES}, got {mode!r}"
+            )
         if not self.supports(mode):
-            raise ValueError(f"temporal mode {mode!r} needs sums this window does not keep")
+            raise ValueError(
+                f"temporal mode {mode!r} needs sums this window does not keep"
+            )
         n = self.n
         if mode == "tac2":
             if n < 2:
@@ -410,9 +445,12 @@ class WindowMoments:
             self._kernels[1 + self._serial](
                 TEMPORAL_MODES.index(mode),
                 n,
-                _flat(self.s.hi), _flat(self.s.lo),
-                _flat(q.hi) if q is not None else _E64, _flat(q.lo) if q is not None else _E64,
-                _flat(p.hi) if p is not None else _E64, _flat(p.lo) if p is not None else _E64,
+                _flat(self.s.hi),
+                _flat(self.s.lo),
+                _flat(q.hi) if q is not None else _E64,
+                _flat(q.lo) if q is not None else _E64,
+                _flat(p.hi) if p is not None else _E64,
+                _flat(p.lo) if p is not None else _E64,
                 _flat(self._ref) if self._centred else _E32,
                 self._centred,
                 _flat(first) if first is not None else _E32,
@@ -485,8 +523,23 @@ def numba_kernels() -> tuple[Any, Any, Any, Any] | None:
         return t, lo + e
 
     def update(  # type: ignore[no-untyped-def]  # noqa: PLR0913
-        s_hi, s_lo, q_hi, q_lo, p_hi, p_lo, ref, centred, need_q, need_p,
-        x_rem, x_next, do_rem, x_add, x_prev, do_add, add_lag,
+        s_hi,
+        s_lo,
+        q_hi,
+        q_lo,
+        p_hi,
+        p_lo,
+        ref,
+        centred,
+        need_q,
+        need_p,
+        x_rem,
+        x_next,
+        do_rem,
+        x_add,
+        x_prev,
+        do_add,
+        add_lag,
     ):
         for k in numba.prange(s_hi.shape[0]):
             r = np.float64(ref[k]) if centred else 0.0
@@ -512,7 +565,19 @@ def numba_kernels() -> tuple[Any, Any, Any, Any] | None:
             s_lo[k] = sl
 
     def combine(  # type: ignore[no-untyped-def]  # noqa: PLR0913
-        mode, n, s_hi, s_lo, q_hi, q_lo, p_hi, p_lo, ref, centred, first, last, out,
+        mode,
+        n,
+        s_hi,
+        s_lo,
+        q_hi,
+        q_lo,
+        p_hi,
+        p_lo,
+        ref,
+        centred,
+        first,
+        last,
+        out,
     ):
         nf = np.float64(n)
         for k in numba.prange(s_hi.shape[0]):
@@ -537,7 +602,7 @@ def numba_kernels() -> tuple[Any, Any, Any, Any] | None:
                 acc = acc + np.float64(n - 1) * (mean * mean)
                 out[k] = np.float32(acc / np.float64(n - 1))
 
-    opts = dict(cache=True, fastmath=False, boundscheck=False)
+    opts = {"cache": True, "fastmath": False, "boundscheck": False}
     _NUMBA_KERNELS = (
         numba.njit(parallel=True, **opts)(update),
         numba.njit(parallel=True, **opts)(combine),

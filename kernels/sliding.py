@@ -54,7 +54,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -77,7 +77,12 @@ DEFAULT_MEMORY_BUDGET: int = 512 * 2**20
 Strategy = Literal["maps", "raw"]
 _STRATEGIES: tuple[str, ...] = ("auto", "maps", "raw")
 #: raw frames of these dtypes are stored as they are (exact in float32)
-_COMPACT_DTYPES = (np.dtype(np.uint8), np.dtype(np.int8), np.dtype(np.uint16), np.dtype(np.int16))
+_COMPACT_DTYPES = (
+    np.dtype(np.uint8),
+    np.dtype(np.int8),
+    np.dtype(np.uint16),
+    np.dtype(np.int16),
+)
 _ESRRF_FIELDS: tuple[str, ...] = (
     "magnification",
     "radius",
@@ -85,10 +90,19 @@ _ESRRF_FIELDS: tuple[str, ...] = (
     "intensity_weighting",
     "geometry",
 )
+_WINDOW_FIELDS: tuple[str, ...] = (
+    "window",
+    "stride",
+    "temporal",
+    "macro_pixel_correction",
+    "memory_budget_bytes",
+    "resync_every",
+)
+_SETTABLE = frozenset(_ESRRF_FIELDS + _WINDOW_FIELDS)
 
 
 class FrameMap(Protocol):
-    """Signature of the per-frame map function (that of :func:`livesr.kernels.esrrf_frame`)."""
+    """Signature of a per-frame map function (:func:`livesr.kernels.esrrf_frame`'s)."""
 
     def __call__(
         self,
@@ -160,28 +174,43 @@ class SlidingConfig:
     def __post_init__(self) -> None:
         for name in ("window", "stride"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1 (frames), got {value!r}")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, np.integer))
+                or value < 1
+            ):
+                raise ValueError(
+                    f"{name} must be an integer >= 1 (frames), got {value!r}"
+                )
             object.__setattr__(self, name, int(value))
         object.__setattr__(self, "temporal", validate_temporal(self.temporal))
         if self.temporal == "tac2" and self.window < 2:
             raise ValueError(
-                f"temporal='tac2' needs window >= 2 (a lag-1 pair), got window={self.window}"
+                "temporal='tac2' needs window >= 2 (a lag-1 pair), "
+                f"got window={self.window}"
             )
         if not isinstance(self.macro_pixel_correction, (bool, np.bool_)):
             raise ValueError(
                 "macro_pixel_correction must be True or False, "
                 f"got {self.macro_pixel_correction!r}"
             )
-        object.__setattr__(self, "macro_pixel_correction", bool(self.macro_pixel_correction))
+        object.__setattr__(
+            self, "macro_pixel_correction", bool(self.macro_pixel_correction)
+        )
         budget = self.memory_budget_bytes
-        if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
+        if (
+            isinstance(budget, bool)
+            or not isinstance(budget, (int, np.integer))
+            or budget < 1
+        ):
             raise ValueError(
                 f"memory_budget_bytes must be an integer > 0 (bytes), got {budget!r}"
             )
         object.__setattr__(self, "memory_budget_bytes", int(budget))
         if self.strategy not in _STRATEGIES:
-            raise ValueError(f"strategy must be one of {_STRATEGIES}, got {self.strategy!r}")
+            raise ValueError(
+                f"strategy must be one of {_STRATEGIES}, got {self.strategy!r}"
+            )
         r = self.resync_every
         if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 0:
             raise ValueError(
@@ -199,7 +228,7 @@ def estimate_memory(
     temporal: str,
     raw_itemsize: int = 4,
 ) -> int:
-    """Bytes :class:`SlidingEsrrf` holds at most with ``strategy`` (``"maps"``/``"raw"``).
+    """Bytes :class:`SlidingEsrrf` holds at most with ``strategy`` (maps or raw).
 
     Counts the stored raw frames, the stored maps (maps strategy) or the first/last/
     next maps (raw strategy), the float64 running sums and the temporaries of one
@@ -294,7 +323,9 @@ class SlidingEsrrf:
         if frame_map is not None and not callable(frame_map):
             raise ValueError(f"frame_map must be callable or None, got {frame_map!r}")
         self._map_fn: FrameMap | None = frame_map
-        self._fixed_shape = _validate_shape(frame_shape) if frame_shape is not None else None
+        self._fixed_shape = (
+            _validate_shape(frame_shape) if frame_shape is not None else None
+        )
         self._mpc: Callable[[np.ndarray, int], np.ndarray] | None = None
         self.reset()
 
@@ -335,7 +366,7 @@ class SlidingEsrrf:
 
     @property
     def strategy(self) -> Strategy | None:
-        """Active storage strategy, ``"maps"`` or ``"raw"`` (``None`` before the shape is known)."""
+        """``"maps"`` or ``"raw"`` (``None`` until the frame shape is known)."""
         return self._strategy
 
     @property
@@ -544,12 +575,11 @@ class SlidingEsrrf:
           strategy no longer fits the budget it switches to raw (the strategy never
           switches from raw to maps while streaming; :meth:`reset` re-chooses).
         """
-        unknown = set(changes) - {f.name for f in fields(SlidingConfig)} - set(_ESRRF_FIELDS)
-        if "strategy" in changes or unknown:
-            bad = sorted(unknown | ({"strategy"} & set(changes)))
+        bad = sorted(set(changes) - _SETTABLE)
+        if bad:
             raise ValueError(
                 f"set_params got unsupported setting(s) {bad}; allowed: "
-                f"{sorted(set(_ESRRF_FIELDS) | {'window', 'stride', 'temporal', 'macro_pixel_correction', 'memory_budget_bytes', 'resync_every'})}"
+                f"{sorted(_SETTABLE)} (the strategy is fixed: reset() re-chooses it)"
             )
         cfg_changes = {k: v for k, v in changes.items() if k not in _ESRRF_FIELDS}
         map_changes = {k: v for k, v in changes.items() if k in _ESRRF_FIELDS}
@@ -568,7 +598,8 @@ class SlidingEsrrf:
         needs_sums = not moments.supports(new_cfg.temporal)
         if not recompute and (maps_invalid or (needs_sums and self._strategy == "raw")):
             logger.info(
-                "set_params(%s) invalidates the stored state: window restarts at frame %d",
+                "set_params(%s) invalidates the stored state: "
+                "window restarts at frame %d",
                 sorted(changes),
                 self._frames_seen,
             )
@@ -591,7 +622,9 @@ class SlidingEsrrf:
         if self._hi == self._lo:
             self._clear_window()
             if not self._moments.supports(new_cfg.temporal):  # type: ignore[union-attr]
-                self._moments = WindowMoments.for_mode(self._map_shape(), new_cfg.temporal)
+                self._moments = WindowMoments.for_mode(
+                    self._map_shape(), new_cfg.temporal
+                )
         elif maps_invalid or needs_sums:
             self._rebuild(recompute_maps=maps_invalid)
         else:
@@ -625,13 +658,13 @@ class SlidingEsrrf:
 
     def _choose_strategy(self, shape: tuple[int, int], raw_itemsize: int) -> Strategy:
         cfg = self._cfg
-        kw = dict(
-            window=cfg.window,
-            frame_shape=shape,
-            magnification=self._params.magnification,
-            temporal=cfg.temporal,
-            raw_itemsize=raw_itemsize,
-        )
+        kw = {
+            "window": cfg.window,
+            "frame_shape": shape,
+            "magnification": self._params.magnification,
+            "temporal": cfg.temporal,
+            "raw_itemsize": raw_itemsize,
+        }
         need_maps = estimate_memory("maps", **kw)
         need_raw = estimate_memory("raw", **kw)
         budget = cfg.memory_budget_bytes
@@ -646,14 +679,20 @@ class SlidingEsrrf:
             chosen, need = "raw", need_raw
         if need > budget:
             raise ValueError(
-                f"memory_budget_bytes={budget} is too small for window={cfg.window}, frames "
+                f"memory_budget_bytes={budget} is too small for window={cfg.window}, "
+                "frames "
                 f"{shape[0]}x{shape[1]}, magnification={self._params.magnification}, "
-                f"temporal={cfg.temporal!r}: strategy {chosen!r} needs about {need} bytes "
+                f"temporal={cfg.temporal!r}: strategy {chosen!r} needs about "
+                f"{need} bytes "
                 f"(maps: {need_maps}, raw: {need_raw}); raise the budget or shrink the "
                 "window, frame or magnification"
             )
         logger.debug(
-            "strategy %s (maps needs %d B, raw %d B, budget %d B)", chosen, need_maps, need_raw, budget
+            "strategy %s (maps needs %d B, raw %d B, budget %d B)",
+            chosen,
+            need_maps,
+            need_raw,
+            budget,
         )
         return chosen
 
@@ -668,11 +707,16 @@ class SlidingEsrrf:
         mshape = self._map_shape()
         # one spare map slot: the entering map is written before the leaving one is used
         self._maps = (
-            np.empty((cap + 1, *mshape), dtype=np.float32) if self._strategy == "maps" else None
+            np.empty((cap + 1, *mshape), dtype=np.float32)
+            if self._strategy == "maps"
+            else None
         )
         self._moments = WindowMoments.for_mode(mshape, self._cfg.temporal)
         logger.debug(
-            "allocated %s strategy for %s frames: %d bytes", self._strategy, shape, self.memory_bytes
+            "allocated %s strategy for %s frames: %d bytes",
+            self._strategy,
+            shape,
+            self.memory_bytes,
         )
 
     def _resize_storage(self) -> None:
@@ -684,13 +728,19 @@ class SlidingEsrrf:
         The strategy is re-chosen when the window is empty; otherwise it only moves
         from maps to raw, when the maps no longer fit the budget.
         """
-        assert self._shape is not None and self._raw is not None and self._shifts is not None
+        assert (
+            self._shape is not None
+            and self._raw is not None
+            and self._shifts is not None
+        )
         cfg = self._cfg
         old_raw, old_shifts, old_maps = self._raw, self._shifts, self._maps
         old_cap = old_raw.shape[0]
         cap = cfg.window
         if self._hi - self._lo > cap:
-            raise AssertionError("stored frames exceed the new window")  # pragma: no cover
+            raise AssertionError(
+                "stored frames exceed the new window"
+            )  # pragma: no cover
         raw_dtype = old_raw.dtype
         mshape = self._map_shape()
         if self._hi == self._lo:
@@ -708,11 +758,14 @@ class SlidingEsrrf:
             if self._strategy == "maps" and need_maps > cfg.memory_budget_bytes:
                 if cfg.strategy == "maps":
                     raise ValueError(
-                        f"strategy='maps' needs about {need_maps} bytes with window={cap}, "
-                        f"more than memory_budget_bytes={cfg.memory_budget_bytes}; raise "
+                        f"strategy='maps' needs about {need_maps} bytes with "
+                        f"window={cap}, more than memory_budget_bytes="
+                        f"{cfg.memory_budget_bytes}; raise "
                         "the budget or use strategy='auto'"
                     )
-                logger.info("window %d no longer fits the maps strategy: switching to raw", cap)
+                logger.info(
+                    "window %d no longer fits the maps strategy: switching to raw", cap
+                )
                 new_strategy = "raw"
         self._raw = np.empty((cap, *self._shape), dtype=raw_dtype)
         self._shifts = np.zeros((cap, 2), dtype=np.float64)
@@ -721,7 +774,11 @@ class SlidingEsrrf:
             self._shifts[j % cap] = old_shifts[j % old_cap]
         if new_strategy == "maps":
             self._maps = np.empty((cap + 1, *mshape), dtype=np.float32)
-            if old_maps is not None and old_maps.shape[1:] == mshape and self._hi > self._lo:
+            if (
+                old_maps is not None
+                and old_maps.shape[1:] == mshape
+                and self._hi > self._lo
+            ):
                 for j in range(self._lo, self._hi):
                     self._maps[j % (cap + 1)] = old_maps[j % old_maps.shape[0]]
                 self._head = self._maps[self._lo % (cap + 1)]
@@ -764,7 +821,8 @@ class SlidingEsrrf:
         mshape = self._map_shape()
         if result.shape != mshape or result.dtype != np.float32:
             raise RuntimeError(
-                f"the frame map function returned {result.dtype} {result.shape}, expected "
+                f"the frame map function returned {result.dtype} {result.shape}, "
+                "expected "
                 f"float32 {mshape}"
             )
         return result
@@ -810,7 +868,11 @@ class SlidingEsrrf:
         """Recompute the running sums (and maps if asked) from the stored frames."""
         mshape = self._map_shape()
         moments = self._moments
-        if moments is None or moments.shape != mshape or not moments.supports(self._cfg.temporal):
+        if (
+            moments is None
+            or moments.shape != mshape
+            or not moments.supports(self._cfg.temporal)
+        ):
             moments = self._moments = WindowMoments.for_mode(mshape, self._cfg.temporal)
         moments.clear()
         moments.drop_unneeded(self._cfg.temporal)
@@ -834,7 +896,9 @@ class SlidingEsrrf:
 
     def _emit(self) -> SlidingResult:
         assert self._moments is not None
-        image = self._moments.combine(self._cfg.temporal, first=self._head, last=self._tail)
+        image = self._moments.combine(
+            self._cfg.temporal, first=self._head, last=self._tail
+        )
         if self._cfg.macro_pixel_correction:
             if self._mpc is None:
                 from livesr.kernels.esrrf import macro_pixel_correction
@@ -851,7 +915,8 @@ class SlidingEsrrf:
 
     def __repr__(self) -> str:
         return (
-            f"SlidingEsrrf(window={self.window}, stride={self.stride}, temporal={self.temporal!r}, "
+            f"SlidingEsrrf(window={self.window}, stride={self.stride}, "
+            f"temporal={self.temporal!r}, "
             f"magnification={self._params.magnification}, strategy={self._strategy!r}, "
             f"frames_seen={self._frames_seen}, windows_emitted={self._windows_emitted})"
         )
@@ -861,7 +926,9 @@ def _validate_shape(shape: Any) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in shape)
     except (TypeError, ValueError):
-        raise ValueError(f"frame_shape must be (rows, columns), got {shape!r}") from None
+        raise ValueError(
+            f"frame_shape must be (rows, columns), got {shape!r}"
+        ) from None
     if h < 1 or w < 1 or math.prod((h, w)) != h * w:
         raise ValueError(f"frame_shape must be two integers >= 1, got {shape!r}")
     return h, w

@@ -65,11 +65,19 @@ def pool_map() -> _PoolMap:
     return _PoolMap(_pool_frames(), EsrrfParams(magnification=M))
 
 
-def _run(benchmark, pool_map: _PoolMap, window: int, strategy: str, real: bool, rounds: int):
+def _run(
+    benchmark, pool_map: _PoolMap, window: int, strategy: str, real: bool, rounds: int
+):
     pool_map.real = False
     sr = SlidingEsrrf(
-        window, 1, magnification=M, temporal="tac2", strategy=strategy,
-        memory_budget_bytes=2**31, resync_every=0, frame_map=pool_map,
+        window,
+        1,
+        magnification=M,
+        temporal="tac2",
+        strategy=strategy,
+        memory_budget_bytes=2**31,
+        resync_every=0,
+        frame_map=pool_map,
     )
     frames = pool_map.frames
     for t in range(window + 2):
@@ -113,14 +121,22 @@ def test_bench_sliding_interleaved(benchmark, pool_map, strategy, real):
     stored in ``extra_info`` (``--benchmark-json``): ``ratio_500_over_10`` ~ 1 means
     the per-frame cost does not depend on the window.
     """
-    benchmark.group = f"sliding-interleaved-{'esrrf_frame' if real else 'standin'}-{strategy}"
+    benchmark.group = (
+        f"sliding-interleaved-{'esrrf_frame' if real else 'standin'}-{strategy}"
+    )
     frames = pool_map.frames
     pool_map.real = False
     objs = {}
     for window in (10, 500):
         sr = SlidingEsrrf(
-            window, 1, magnification=M, temporal="tac2", strategy=strategy,
-            memory_budget_bytes=2**31, resync_every=0, frame_map=pool_map,
+            window,
+            1,
+            magnification=M,
+            temporal="tac2",
+            strategy=strategy,
+            memory_budget_bytes=2**31,
+            resync_every=0,
+            frame_map=pool_map,
         )
         for t in range(window + 2):
             sr.push(frames[t % POOL])

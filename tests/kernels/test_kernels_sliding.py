@@ -63,11 +63,17 @@ class _Counting:
 
 
 def _frames(n: int, seed: int = 0, size: int = 8) -> np.ndarray:
-    """Blinking emitters on a background, Poisson noise: strong frame-to-frame change."""
+    """Blinking emitters on a background, Poisson noise: strong changes in time."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size]
     pos = rng.uniform(1.5, size - 2.5, size=(4, 2))
-    psf = np.exp(-((yy[None] - pos[:, 0, None, None]) ** 2 + (xx[None] - pos[:, 1, None, None]) ** 2) / 2.0)
+    psf = np.exp(
+        -(
+            (yy[None] - pos[:, 0, None, None]) ** 2
+            + (xx[None] - pos[:, 1, None, None]) ** 2
+        )
+        / 2.0
+    )
     on = rng.random((n, 4)) < 0.4
     lam = 20.0 + 400.0 * np.einsum("te,eyx->tyx", on, psf)
     return rng.poisson(lam).astype(np.float32)
@@ -99,7 +105,9 @@ def _stream_maps(frames: np.ndarray, params: EsrrfParams = PARAMS) -> list[np.nd
 @pytest.mark.parametrize("mode", ["avg", "var", "tac2"])
 @pytest.mark.parametrize("window", [2, 10, 100])
 @pytest.mark.parametrize("stride_kind", ["1", "7", "window"])
-def test_sliding_equals_batch_esrrf(window: int, stride_kind: str, mode: str, mpc: bool) -> None:
+def test_sliding_equals_batch_esrrf(
+    window: int, stride_kind: str, mode: str, mpc: bool
+) -> None:
     stride = window if stride_kind == "window" else int(stride_kind)
     n = min(len(FRAMES), window + 3 * stride + 5)
     frames = FRAMES[:n]
@@ -107,8 +115,14 @@ def test_sliding_equals_batch_esrrf(window: int, stride_kind: str, mode: str, mp
     images = {}
     for strategy in ("maps", "raw"):
         sr = SlidingEsrrf(
-            window, stride, magnification=M, temporal=mode, macro_pixel_correction=mpc,
-            strategy=strategy, resync_every=0, frame_map=_MAP,
+            window,
+            stride,
+            magnification=M,
+            temporal=mode,
+            macro_pixel_correction=mpc,
+            strategy=strategy,
+            resync_every=0,
+            frame_map=_MAP,
         )
         results = sr.push_many(frames)
         assert sr.strategy == strategy
@@ -129,7 +143,9 @@ def test_sliding_equals_batch_esrrf(window: int, stride_kind: str, mode: str, mp
     # the batch function itself on the last window
     last = results[-1]
     batch = esrrf(
-        frames[last.first_frame : last.last_frame + 1], magnification=M, temporal=mode,
+        frames[last.first_frame : last.last_frame + 1],
+        magnification=M,
+        temporal=mode,
         macro_pixel_correction=mpc,
     )
     assert _rel(last.image, batch) <= TOL
@@ -159,15 +175,21 @@ def _pool() -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    ("mode", "strategy"), [("avg", "maps"), ("var", "maps"), ("tac2", "maps"), ("tac2", "raw")]
+    ("mode", "strategy"),
+    [("avg", "maps"), ("var", "maps"), ("tac2", "maps"), ("tac2", "raw")],
 )
 def test_sliding_no_drift_after_10000_frames(mode: str, strategy: str) -> None:
     pool = _pool()
     seq = _long_stream(10_000, seed=11)
     window, stride = 10, 111  # 9999 = 9 + 90 * 111: the last frame closes a window
     sr = SlidingEsrrf(
-        window, stride, magnification=M, temporal=mode, strategy=strategy,
-        resync_every=0, frame_map=_MAP,
+        window,
+        stride,
+        magnification=M,
+        temporal=mode,
+        strategy=strategy,
+        resync_every=0,
+        frame_map=_MAP,
     )
     last = None
     for k in seq:
@@ -193,8 +215,12 @@ def test_sliding_no_drift_after_10000_frames(mode: str, strategy: str) -> None:
 
 def test_resync_keeps_results() -> None:
     frames = FRAMES[:60]
-    a = SlidingEsrrf(10, 3, magnification=M, temporal="tac2", resync_every=0, frame_map=_MAP)
-    b = SlidingEsrrf(10, 3, magnification=M, temporal="tac2", resync_every=4, frame_map=_MAP)
+    a = SlidingEsrrf(
+        10, 3, magnification=M, temporal="tac2", resync_every=0, frame_map=_MAP
+    )
+    b = SlidingEsrrf(
+        10, 3, magnification=M, temporal="tac2", resync_every=4, frame_map=_MAP
+    )
     for ra, rb in zip(a.push_many(frames), b.push_many(frames), strict=True):
         assert (ra.first_frame, ra.last_frame) == (rb.first_frame, rb.last_frame)
         assert _rel(ra.image, rb.image) <= 1e-6
@@ -204,14 +230,23 @@ def test_resync_keeps_results() -> None:
 # ----------------------------------------------------------- schedule and cost
 def test_stride_larger_than_window_skips_frames_without_computing_them() -> None:
     counter = _Counting()
-    sr = SlidingEsrrf(3, 5, magnification=M, macro_pixel_correction=False, frame_map=counter)
+    sr = SlidingEsrrf(
+        3, 5, magnification=M, macro_pixel_correction=False, frame_map=counter
+    )
     results = sr.push_many(FRAMES[:20])
-    assert [(r.first_frame, r.last_frame) for r in results] == [(0, 2), (5, 7), (10, 12), (15, 17)]
+    assert [(r.first_frame, r.last_frame) for r in results] == [
+        (0, 2),
+        (5, 7),
+        (10, 12),
+        (15, 17),
+    ]
     # frames 3,4, 8,9, 13,14, 18,19 belong to no window (next is 20..22): never mapped
     assert counter.calls == 12
     assert sr.frames_seen == 20 and sr.windows_emitted == 4 and sr.next_emission == 22
     for r in results:
-        want = _reference(_stream_maps(FRAMES[r.first_frame : r.last_frame + 1]), "avg", False)
+        want = _reference(
+            _stream_maps(FRAMES[r.first_frame : r.last_frame + 1]), "avg", False
+        )
         assert _rel(r.image, want) <= TOL
 
 
@@ -220,8 +255,15 @@ def test_map_calls_per_frame_do_not_grow_with_window(strategy: str) -> None:
     calls = {}
     for window in (3, 40):
         counter = _Counting()
-        sr = SlidingEsrrf(window, 1, magnification=M, temporal="tac2", strategy=strategy,
-                          resync_every=0, frame_map=counter)
+        sr = SlidingEsrrf(
+            window,
+            1,
+            magnification=M,
+            temporal="tac2",
+            strategy=strategy,
+            resync_every=0,
+            frame_map=counter,
+        )
         sr.push_many(FRAMES[:100])
         counter.calls = 0
         sr.push_many(FRAMES[100:200])
@@ -233,9 +275,23 @@ def test_map_calls_per_frame_do_not_grow_with_window(strategy: str) -> None:
 def test_push_returns_result_only_on_schedule_and_counts() -> None:
     sr = SlidingEsrrf(4, 2, magnification=M, frame_map=_MAP)
     out = [sr.push(f) for f in FRAMES[:9]]
-    assert [r is not None for r in out] == [False, False, False, True, False, True, False, True, False]
+    assert [r is not None for r in out] == [
+        False,
+        False,
+        False,
+        True,
+        False,
+        True,
+        False,
+        True,
+        False,
+    ]
     r = out[3]
-    assert isinstance(r, SlidingResult) and (r.first_frame, r.last_frame, r.n_frames) == (0, 3, 4)
+    assert isinstance(r, SlidingResult) and (
+        r.first_frame,
+        r.last_frame,
+        r.n_frames,
+    ) == (0, 3, 4)
     with pytest.raises(AttributeError):
         r.n_frames = 3  # type: ignore[misc]
     sr.reset()
@@ -253,7 +309,10 @@ def test_shift_is_applied_inside_the_magnification() -> None:
         assert len(results) == 3
         for r in results:
             sl = slice(r.first_frame, r.last_frame + 1)
-            maps = [esrrf_frame(f, PARAMS, shift=tuple(s)) for f, s in zip(frames[sl], shifts[sl])]
+            maps = [
+                esrrf_frame(f, PARAMS, shift=tuple(s))
+                for f, s in zip(frames[sl], shifts[sl], strict=False)
+            ]
             want = _reference(maps, "var", True)
             assert _rel(r.image, want) <= TOL
             unshifted = _reference(_stream_maps(frames[sl]), "var", True)
@@ -272,13 +331,26 @@ def test_uint16_frames_stored_compactly_give_same_images() -> None:
 
 # --------------------------------------------------------------------- memory
 def test_strategy_chosen_from_budget_and_memory_bounded() -> None:
-    kw = dict(window=50, frame_shape=(8, 8), magnification=M, temporal="tac2")
+    kw = {"window": 50, "frame_shape": (8, 8), "magnification": M, "temporal": "tac2"}
     need_maps, need_raw = estimate_memory("maps", **kw), estimate_memory("raw", **kw)
     assert need_raw < need_maps
-    big = SlidingEsrrf(50, 1, magnification=M, temporal="tac2", frame_map=_MAP,
-                       memory_budget_bytes=need_maps, frame_shape=(8, 8))
-    small = SlidingEsrrf(50, 1, magnification=M, temporal="tac2", frame_map=_MAP,
-                         memory_budget_bytes=need_maps - 1)
+    big = SlidingEsrrf(
+        50,
+        1,
+        magnification=M,
+        temporal="tac2",
+        frame_map=_MAP,
+        memory_budget_bytes=need_maps,
+        frame_shape=(8, 8),
+    )
+    small = SlidingEsrrf(
+        50,
+        1,
+        magnification=M,
+        temporal="tac2",
+        frame_map=_MAP,
+        memory_budget_bytes=need_maps - 1,
+    )
     assert big.strategy == "maps" and small.strategy is None
     small.push(FRAMES[0])
     assert small.strategy == "raw"
@@ -289,10 +361,19 @@ def test_strategy_chosen_from_budget_and_memory_bounded() -> None:
         assert sr.memory_bytes == held  # does not grow with the stream
         assert held <= need
     with pytest.raises(ValueError, match="memory_budget_bytes=1000 is too small"):
-        SlidingEsrrf(50, 1, magnification=M, memory_budget_bytes=1000, frame_shape=(8, 8))
+        SlidingEsrrf(
+            50, 1, magnification=M, memory_budget_bytes=1000, frame_shape=(8, 8)
+        )
     with pytest.raises(ValueError, match="too small"):
-        SlidingEsrrf(50, 1, magnification=M, strategy="maps", memory_budget_bytes=need_raw,
-                     frame_shape=(8, 8), temporal="tac2")
+        SlidingEsrrf(
+            50,
+            1,
+            magnification=M,
+            strategy="maps",
+            memory_budget_bytes=need_raw,
+            frame_shape=(8, 8),
+            temporal="tac2",
+        )
 
 
 # ------------------------------------------------------------------ set_params
@@ -360,7 +441,9 @@ def test_set_params_map_settings_restart_or_recompute(strategy: str) -> None:
 @pytest.mark.parametrize("strategy", ["maps", "raw"])
 def test_set_params_window_and_stride(strategy: str) -> None:
     frames = FRAMES[:80]
-    sr = SlidingEsrrf(10, 5, magnification=M, temporal="tac2", strategy=strategy, frame_map=_MAP)
+    sr = SlidingEsrrf(
+        10, 5, magnification=M, temporal="tac2", strategy=strategy, frame_map=_MAP
+    )
     first = sr.push_many(frames[:17])  # emissions at 9, 14; next at 19
     assert [r.last_frame for r in first] == [9, 14]
     sr.set_params(window=4, stride=2)  # shrink: next at max(17, 14 + 2) = 17
@@ -382,8 +465,12 @@ def test_set_params_window_and_stride(strategy: str) -> None:
 
 def test_set_params_window_switches_maps_to_raw_when_over_budget() -> None:
     frames = FRAMES[:80]
-    budget = estimate_memory("maps", window=10, frame_shape=(8, 8), magnification=M, temporal="avg")
-    sr = SlidingEsrrf(10, 3, magnification=M, memory_budget_bytes=budget, frame_map=_MAP)
+    budget = estimate_memory(
+        "maps", window=10, frame_shape=(8, 8), magnification=M, temporal="avg"
+    )
+    sr = SlidingEsrrf(
+        10, 3, magnification=M, memory_budget_bytes=budget, frame_map=_MAP
+    )
     sr.push_many(frames[:20])
     assert sr.strategy == "maps"
     sr.set_params(window=30)
@@ -412,16 +499,16 @@ def test_set_params_before_first_frame_and_errors() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        (dict(window=0, stride=1), "window must be an integer >= 1"),
-        (dict(window=3, stride=0), "stride must be an integer >= 1"),
-        (dict(window=3, stride=True), "stride must be an integer"),
-        (dict(window=1, stride=1, temporal="tac2"), "needs window >= 2"),
-        (dict(window=3, stride=1, temporal="median"), "temporal must be one of"),
-        (dict(window=3, stride=1, magnification=0), "magnification"),
-        (dict(window=3, stride=1, memory_budget_bytes=0), "memory_budget_bytes"),
-        (dict(window=3, stride=1, strategy="disk"), "strategy must be one of"),
-        (dict(window=3, stride=1, resync_every=-1), "resync_every"),
-        (dict(window=3, stride=1, frame_shape=(0, 4)), "frame_shape"),
+        ({"window": 0, "stride": 1}, "window must be an integer >= 1"),
+        ({"window": 3, "stride": 0}, "stride must be an integer >= 1"),
+        ({"window": 3, "stride": True}, "stride must be an integer"),
+        ({"window": 1, "stride": 1, "temporal": "tac2"}, "needs window >= 2"),
+        ({"window": 3, "stride": 1, "temporal": "median"}, "temporal must be one of"),
+        ({"window": 3, "stride": 1, "magnification": 0}, "magnification"),
+        ({"window": 3, "stride": 1, "memory_budget_bytes": 0}, "memory_budget_bytes"),
+        ({"window": 3, "stride": 1, "strategy": "disk"}, "strategy must be one of"),
+        ({"window": 3, "stride": 1, "resync_every": -1}, "resync_every"),
+        ({"window": 3, "stride": 1, "frame_shape": (0, 4)}, "frame_shape"),
     ],
 )
 def test_constructor_errors(kwargs: dict, match: str) -> None:
@@ -448,7 +535,9 @@ def test_push_errors() -> None:
         sr.push_many(FRAMES[0])
     assert sr.frames_seen == 1  # rejected frames are not counted
     with pytest.raises(RuntimeError, match="expected float32"):
-        SlidingEsrrf(3, 1, magnification=M, frame_map=lambda f, p, shift, out: f).push(FRAMES[0])
+        SlidingEsrrf(3, 1, magnification=M, frame_map=lambda f, p, shift, out: f).push(
+            FRAMES[0]
+        )
 
 
 def test_logs_restart(caplog: pytest.LogCaptureFixture) -> None:
@@ -462,7 +551,10 @@ def test_logs_restart(caplog: pytest.LogCaptureFixture) -> None:
 # --------------------------------------------------------- model-based property
 def _cheap_map(frame, params, *, shift=(0.0, 0.0), out=None):
     m = params.magnification
-    x = np.kron(np.asarray(frame, np.float32) * np.float32(1.0 + shift[0]), np.ones((m, m), np.float32))
+    x = np.kron(
+        np.asarray(frame, np.float32) * np.float32(1.0 + shift[0]),
+        np.ones((m, m), np.float32),
+    )
     if out is None:
         return x
     out[...] = x
@@ -488,8 +580,14 @@ def test_sliding_model(ops: list, strategy: str, recompute: bool) -> None:
     """Any mix of pushes and setting changes: every image is its window's statistic."""
     frames = _frames(100, seed=5, size=4)
     params = EsrrfParams(magnification=M)
-    sr = SlidingEsrrf(3, 2, magnification=M, strategy=strategy, frame_map=_cheap_map,
-                      macro_pixel_correction=False)
+    sr = SlidingEsrrf(
+        3,
+        2,
+        magnification=M,
+        strategy=strategy,
+        frame_map=_cheap_map,
+        macro_pixel_correction=False,
+    )
     pos = 0
     last_end = None
     for op, arg in ops:
@@ -499,7 +597,10 @@ def test_sliding_model(ops: list, strategy: str, recompute: bool) -> None:
                 if last_end is not None:
                     assert r.last_frame > last_end
                 last_end = r.last_frame
-                maps = [_cheap_map(f, params) for f in frames[r.first_frame : r.last_frame + 1]]
+                maps = [
+                    _cheap_map(f, params)
+                    for f in frames[r.first_frame : r.last_frame + 1]
+                ]
                 acc = TemporalAccumulator(sr.temporal, maps[0].shape)
                 for x in maps:
                     acc.add(x)

@@ -55,9 +55,9 @@ def test_compensated_sum_add_then_subtract_leaves_exact_zero() -> None:
 @pytest.mark.parametrize("mode", ["avg", "var", "tac2"])
 def test_window_moments_sliding_equals_two_pass(mode: str, backend: str) -> None:
     rng = np.random.default_rng(2)
-    maps = (rng.gamma(2.0, 50.0, size=(60, 5, 7)) * rng.uniform(0.1, 10, (60, 1, 1))).astype(
-        np.float32
-    )
+    maps = (
+        rng.gamma(2.0, 50.0, size=(60, 5, 7)) * rng.uniform(0.1, 10, (60, 1, 1))
+    ).astype(np.float32)
     window = 9
     mom = WindowMoments.for_mode((5, 7), mode, backend=backend)
     assert mom.backend == backend
@@ -115,9 +115,9 @@ def test_window_moments_errors_and_drop() -> None:
     np.testing.assert_array_equal(tac.combine("avg"), 2.0)
     # the estimate matches what is allocated (4 px: 84 B/px for var/tac2, 48 for avg)
     for mode in ("avg", "var", "tac2"):
-        assert WindowMoments.for_mode((2, 2), mode).nbytes == WindowMoments.bytes_needed(
+        assert WindowMoments.for_mode(
             (2, 2), mode
-        )
+        ).nbytes == WindowMoments.bytes_needed((2, 2), mode)
     assert tac.nbytes == WindowMoments.bytes_needed((2, 2), "tac2") - 4 * 16
 
 
@@ -129,7 +129,9 @@ def test_window_moments_errors_and_drop() -> None:
     mode=st.sampled_from(["avg", "var", "tac2"]),
     log_scale=st.integers(-6, 6),
 )
-def test_window_moments_property(seed: int, window: int, n: int, mode: str, log_scale: int) -> None:
+def test_window_moments_property(
+    seed: int, window: int, n: int, mode: str, log_scale: int
+) -> None:
     rng = np.random.default_rng(seed)
     scale = 10.0**log_scale
     maps = (rng.standard_normal((n, 3, 3)) * scale + rng.uniform(-1, 1) * scale).astype(
@@ -154,11 +156,13 @@ def test_window_moments_property(seed: int, window: int, n: int, mode: str, log_
 @pytest.mark.parametrize("mode", ["avg", "var", "tac2"])
 def test_window_moments_numba_and_numpy_give_the_same_bits(mode: str) -> None:
     rng = np.random.default_rng(4)
-    maps = (rng.standard_normal((40, 6, 6)) * 10.0 ** rng.integers(-3, 5, (40, 1, 1))).astype(
-        np.float32
-    )
+    maps = (
+        rng.standard_normal((40, 6, 6)) * 10.0 ** rng.integers(-3, 5, (40, 1, 1))
+    ).astype(np.float32)
     window = 7
-    moms = {b: WindowMoments.for_mode((6, 6), mode, backend=b) for b in ("numpy", "numba")}
+    moms = {
+        b: WindowMoments.for_mode((6, 6), mode, backend=b) for b in ("numpy", "numba")
+    }
     for t in range(len(maps)):
         for mom in moms.values():
             if mom.n == window:
@@ -167,7 +171,9 @@ def test_window_moments_numba_and_numpy_give_the_same_bits(mode: str) -> None:
                 mom.append(maps[t], maps[t - 1] if t > 0 else None)
         if t >= 1:
             block = maps[max(0, t - window + 1) : t + 1]
-            a, b = (m.combine(mode, first=block[0], last=block[-1]) for m in moms.values())
+            a, b = (
+                m.combine(mode, first=block[0], last=block[-1]) for m in moms.values()
+            )
             np.testing.assert_array_equal(a, b)
     for name in ("s", "q", "p"):
         acc_a, acc_b = getattr(moms["numpy"], name), getattr(moms["numba"], name)
@@ -178,7 +184,9 @@ def test_window_moments_numba_and_numpy_give_the_same_bits(mode: str) -> None:
     mom = WindowMoments.for_mode((6, 6), mode, backend="numba")
     ref = WindowMoments.for_mode((6, 6), mode, backend="numpy")
     for t in range(5):
-        mom.append(maps[t].astype(np.float64), maps[t - 1].astype(np.float64) if t else None)
+        mom.append(
+            maps[t].astype(np.float64), maps[t - 1].astype(np.float64) if t else None
+        )
         ref.append(maps[t], maps[t - 1] if t else None)
     np.testing.assert_array_equal(
         mom.combine(mode, maps[0], maps[4]), ref.combine(mode, maps[0], maps[4])
@@ -190,8 +198,10 @@ def test_window_moments_numba_and_numpy_give_the_same_bits(mode: str) -> None:
             mom.append(maps[5], None)
 
 
-def test_window_moments_parallel_kernels_match_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The multi-threaded kernels (used from PARALLEL_MIN_PIXELS on) give the same bits."""
+def test_window_moments_parallel_kernels_match_numpy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The multi-threaded kernels (from PARALLEL_MIN_PIXELS on) give the same bits."""
     import livesr.kernels._window as window_mod
 
     monkeypatch.setattr(window_mod, "PARALLEL_MIN_PIXELS", 1)
@@ -209,5 +219,6 @@ def test_window_moments_parallel_kernels_match_numpy(monkeypatch: pytest.MonkeyP
                     mom.append(maps[t], maps[t - 1] if t else None)
         block = maps[-4:]
         np.testing.assert_array_equal(
-            par.combine(mode, block[0], block[-1]), ref.combine(mode, block[0], block[-1])
+            par.combine(mode, block[0], block[-1]),
+            ref.combine(mode, block[0], block[-1]),
         )
