@@ -160,6 +160,7 @@ class _Track:
     since_run: int = 0
     probe_interval: int = 2
     delay_since: float = 0.0
+    cached: Stats | None = None  # statistics of ``runs``/``prior``, reset when they change
 
 
 @dataclass(frozen=True)
@@ -250,6 +251,7 @@ class DelayAgent:
         track.runs.extend(float(t) for t in runs)
         track.prior = tuple(float(t) for t in prior)
         track.prior_source = prior_source
+        track.cached = None
 
     def delayed(self, sig: str, impl: str) -> bool:
         """Whether ``impl`` is currently flagged as delayed for ``sig``."""
@@ -264,13 +266,15 @@ class DelayAgent:
         return self._stats(track)
 
     def _stats(self, track: _Track) -> Stats | None:
+        if track.cached is not None:
+            return track.cached
         if len(track.runs) >= self.config.min_runs:
-            return Stats.of(track.runs)
-        if track.prior:
-            return Stats.of(track.prior[-self.config.window :])
-        if track.runs:
-            return Stats.of(track.runs)
-        return None
+            track.cached = Stats.of(track.runs)
+        elif track.prior:
+            track.cached = Stats.of(track.prior[-self.config.window :])
+        elif track.runs:
+            track.cached = Stats.of(track.runs)
+        return track.cached
 
     def _adjusted(self, track: _Track, st: Stats) -> float:
         if not track.delayed:
@@ -423,8 +427,9 @@ class DelayAgent:
         for other, tr in self._tracks[sig].items():
             tr.since_run = 0 if other == impl else tr.since_run + 1
         history = list(track.runs)
+        own = track.cached if len(history) >= cfg.min_runs else None  # stats of runs
         if track.delayed:
-            st = Stats.of(history) if history else None
+            st = own or (Stats.of(history) if history else None)
             if (
                 st is None
                 or t < st.slow_avg - st.slow_std
@@ -454,7 +459,7 @@ class DelayAgent:
                     track.p_delay,
                 )
         elif len(history) >= cfg.min_runs_for_delay:
-            st = Stats.of(history)
+            st = own or Stats.of(history)
             if t > self._threshold(st):
                 track.delayed = True
                 track.delay_factor = t / st.fast_avg if st.fast_avg > 0 else 1.0
@@ -471,6 +476,7 @@ class DelayAgent:
                     track.p_delay,
                 )
         track.runs.append(t)
+        track.cached = None
 
     def _threshold(self, st: Stats) -> float:
         cfg = self.config

@@ -41,7 +41,12 @@ from typing import TYPE_CHECKING, Any
 
 from livesr.engine._agent import AgentConfig, Decision, DelayAgent
 from livesr.engine._backends import probe
-from livesr.engine._registry import Registration, discover_modules, registrations
+from livesr.engine._registry import (
+    Registration,
+    discover_modules,
+    generation,
+    registrations,
+)
 from livesr.engine._timing import Clock, timed_call
 from livesr.engine._types import (
     Backend,
@@ -153,6 +158,7 @@ class Kernel:
             Callable[[str], Mapping[tuple[str, str], list[float]]] | None
         ) = None
         self._missing_deadline = False
+        self._available_cache: tuple[int, list[Registration]] | None = None
 
     def __repr__(self) -> str:
         return f"Kernel({self.name!r}, package={self.package!r})"
@@ -183,6 +189,7 @@ class Kernel:
             if factory_defaults is not None:
                 self._defaults_source = factory_defaults
             self._seen.clear()
+            self._available_cache = None
         return self
 
     @property
@@ -235,7 +242,24 @@ class Kernel:
         out = sorted(infos.values(), key=lambda i: i.id)
         return out if include_unavailable else [i for i in out if i.available]
 
+    def refresh(self) -> None:
+        """Recompute which implementations are available (after changing the
+        environment, e.g. ``LIVESR_DISABLE_BACKENDS``); discovery is not repeated."""
+        from livesr.engine._backends import clear_probe_cache
+
+        clear_probe_cache()
+        self._available_cache = None
+
     def _available(self) -> list[Registration]:
+        cache = self._available_cache
+        if cache is not None and cache[0] == generation():
+            return cache[1]
+        gen = generation()
+        chosen = self._compute_available()
+        self._available_cache = (gen, chosen)
+        return chosen
+
+    def _compute_available(self) -> list[Registration]:
         regs = self._registrations()
         ok = {i.id for i in self.implementations(include_unavailable=False)}
         chosen = [r for rid, r in regs.items() if rid in ok]
@@ -422,6 +446,7 @@ class Kernel:
                     self._broken[reg.id] = (
                         f"{reg.id}: failed on {sig} ({type(exc).__name__}: {exc})"
                     )
+                    self._available_cache = None
                 logger.error(
                     "%s: %s raised %s: %s; disabled for this process, choosing again",
                     self.name,

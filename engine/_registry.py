@@ -59,6 +59,12 @@ def impl_id(backend: Backend | str, variant: str = "") -> str:
 # decorators of implementation modules as they are imported; it does no work.
 _registry: dict[str, dict[str, Registration]] = {}
 _registry_lock = threading.RLock()
+_generation = [0]  # bumped on every change, so kernels can cache their view
+
+
+def generation() -> int:
+    """A counter that changes whenever an implementation is (un)registered."""
+    return _generation[0]
 
 
 def implementation(
@@ -117,6 +123,7 @@ def implementation(
                     "give one of them a variant"
                 )
             impls[reg.id] = reg
+            _generation[0] += 1
         return func
 
     return decorate
@@ -139,6 +146,7 @@ def unregister(kernel: str, impl: str | None = None) -> None:
             _registry.pop(kernel, None)
         else:
             _registry.get(kernel, {}).pop(impl, None)
+        _generation[0] += 1
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ Nothing here imports a backend or touches the machine.
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -101,6 +102,23 @@ def bucket_dim(n: int) -> int:
     return min(candidates, key=lambda c: (abs(math.log(c / n)), c))
 
 
+@functools.lru_cache(maxsize=1024)
+def _bucket(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(bucket_dim(n) for n in shape)
+
+
+@functools.lru_cache(maxsize=1024)
+def _key_text(
+    shape: tuple[int, ...], dtype: str, params: tuple[tuple[str, ParamValue], ...]
+) -> str:
+    # cached: computed on every dispatch (params are hashable scalars by construction)
+    return json.dumps(
+        {"shape": list(shape), "dtype": dtype, "params": dict(params)},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+
+
 def _check_param(name: str, value: Any) -> ParamValue:
     if isinstance(value, (bool, str)):
         return value
@@ -167,33 +185,17 @@ class InputSignature:
     @property
     def bucket(self) -> tuple[int, ...]:
         """The shape rounded per dimension by :func:`bucket_dim`."""
-        return tuple(bucket_dim(n) for n in self.shape)
+        return _bucket(self.shape)
 
     @property
     def key(self) -> str:
         """Canonical JSON text of (bucketed shape, dtype, params): the storage key."""
-        return json.dumps(
-            {
-                "shape": list(self.bucket),
-                "dtype": self.dtype,
-                "params": dict(self.params),
-            },
-            sort_keys=True,
-            separators=(",", ":"),
-        )
+        return _key_text(_bucket(self.shape), self.dtype, self.params)
 
     @property
     def exact_key(self) -> str:
         """Like :attr:`key` but with the exact shape (first-call tracking)."""
-        return json.dumps(
-            {
-                "shape": list(self.shape),
-                "dtype": self.dtype,
-                "params": dict(self.params),
-            },
-            sort_keys=True,
-            separators=(",", ":"),
-        )
+        return _key_text(self.shape, self.dtype, self.params)
 
     @classmethod
     def from_key(cls, key: str) -> InputSignature:
