@@ -492,7 +492,11 @@ def test_set_params_before_first_frame_and_errors() -> None:
         sr.set_params(window=0)
     with pytest.raises(ValueError, match="radius"):
         sr.set_params(radius=-1.0)
+    with pytest.raises(ValueError, match="nothing was changed"):
+        sr.set_params(window=300, memory_budget_bytes=10_000)
     assert sr.window == 3 and sr.params.radius == 1.5  # a failed change changes nothing
+    assert sr.config.memory_budget_bytes == 512 * 2**20
+    assert [r.last_frame for r in sr.push_many(FRAMES[8:12])] == [8, 10]
 
 
 # --------------------------------------------------------------------- errors
