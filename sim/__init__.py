@@ -24,8 +24,8 @@ Speed (``tests/benchmarks/test_bench_sim.py``, 256 x 256 px, one thread, on a
 shared 2-core Intel Xeon VM, 2026-11-22, other jobs running): default blinking
 sample (1416 emitters, ~25 % on, noise on) 2.1 ms/frame best, 2.2-2.3 ms
 median = ~430-480 frames/s (mean 3.3 ms = 300 frames/s at load average 5);
-dense always-on sample (``SimConfig.static_bright``, 3906 emitters) 5.3 ms
-median = ~190 frames/s; noise-free 0.53 ms = ~1900 frames/s. Rendering is exact per
+dense always-on sample (``SimConfig.static_bright``, 3906 emitters) 5-6 ms
+best = ~170-190 frames/s; noise-free 0.53 ms = ~1900 frames/s. Rendering is exact per
 emitter (erf differences, no phase table), so sub-pixel shifts are reproduced
 to the precision of the measurement (< 0.02 px by cross-correlation in the
 tests).
