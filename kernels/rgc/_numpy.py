@@ -7,9 +7,9 @@ convention), the samples sit on the half-pixel grid ``v = n / 2`` with
 ``n = int(2 c) + offset = (2 k + 1) // M + offset``, ``offset`` in
 ``[-int(2R), int(2R + 1))``.  Hence ``v - c`` (and the distance weight and the
 direction of the sample) depend only on the output pixel's phase ``k mod M`` and
-the offset: they are tabulated once per (phase, offset) and broadcast over a
-``(H, M, W, M)`` view of the output, and the only loop in Python is over the
-``<= (2 int(2R) + 1)^2`` window offsets.
+the offset: they are tabulated once per (phase, offset), laid out along whole
+output rows and broadcast over an ``(H, M, W*M)`` view of the output; the only
+loop in Python is over the ``<= (2 int(2R) + 1)^2`` window offsets.
 
 Per kept sample (``0 < v <= H*M - 1`` per axis -- NanoPyx compares input-unit
 positions to magnified sizes -- and ``0 < d <= 2 sigma + 1``):
@@ -95,6 +95,59 @@ def offset_tables(
     return tuple(out)
 
 
+def _sample_index(k: np.ndarray, offset: int, m: int, n: int) -> np.ndarray:
+    """Half-pixel index read by output rows / columns ``k`` at window ``offset``.
+
+    ``t = (2k + 1) // M + offset``; NanoPyx keeps the sample when ``0 < t/2 <= n*M
+    - 1`` and reads index ``min(t, 2n)`` (its clamp); rejected samples are sent to
+    index ``2n + 1``, a row / column of zero gradient appended by the caller, which
+    never points inwards (their weight is left out of ``Wsum`` separately).
+    """
+    t = (2 * k + 1) // m + offset
+    ok = (t > 0) & (t <= 2 * (n * m - 1))
+    return np.where(ok, np.minimum(t, 2 * n), 2 * n + 1)
+
+
+@lru_cache(maxsize=16)
+def _row_tables(
+    params: EsrrfParams, w: int
+) -> tuple[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray], ...]:
+    """:func:`offset_tables` laid out along whole output rows of a W-column frame.
+
+    Per offset ``(j, i)``: ``j``; ``weight``, ``ux``, ``uy`` as ``(1, M, W*M)``
+    float32 (column phase tiled ``W`` times); ``ix`` ``(W*M,)`` the half-pixel
+    column index each output column reads (:func:`_sample_index`).
+    """
+    m = params.magnification
+    kx = np.arange(w * m)
+    out = []
+    for j, i, weight, ux, uy in offset_tables(params):
+        tiled = [np.tile(a.reshape(m, m), (1, w))[None] for a in (weight, ux, uy)]
+        ix = _sample_index(kx, i, m, w)
+        for a in (*tiled, ix):
+            a.setflags(write=False)
+        out.append((j, *tiled, ix))
+    return tuple(out)
+
+
+@lru_cache(maxsize=8)
+def _weight_sum(params: EsrrfParams, h: int, w: int) -> np.ndarray:
+    """``Wsum`` of every output pixel, ``(H, M, W*M)`` float32.
+
+    It does not depend on the gradients: the sum of the weights of the kept
+    samples, accumulated in float32 in NanoPyx's (j, i) order.
+    """
+    m = params.magnification
+    ky = np.arange(h * m)
+    wsum = np.zeros((h, m, w * m), dtype=np.float32)
+    for j, weight, _, _, ix in _row_tables(params, w):
+        ok_y = (_sample_index(ky, j, m, h) <= 2 * h).astype(np.float32)
+        ok_x = (ix <= 2 * w).astype(np.float32)
+        wsum += (weight * ok_x) * ok_y.reshape(h, m, 1)
+    wsum.setflags(write=False)
+    return wsum
+
+
 def radial_gradient_convergence(
     gx2: np.ndarray,
     gy2: np.ndarray,
@@ -141,46 +194,54 @@ def radial_gradient_convergence(
                 f"intensity_weighting=True, got {got}"
             )
 
-    # Absolute half-pixel index n = (2k + 1) // M + offset per output row / column.
-    ky = (2 * np.arange(hm) + 1) // m
-    kx = (2 * np.arange(wm) + 1) // m
-
     # Only the gradient's direction matters: normalise once on the half-pixel grid,
     # then Dk = 1 - |g x u| / |g| = 1 - |g_hat x u| with u the unit sample direction,
     # and "points inwards" is g_hat . u < 0 (zero gradients never point inwards).
+    # One extra row and column of zeros receives the rejected samples.
     gx2 = np.asarray(gx2, dtype=np.float32)
     gy2 = np.asarray(gy2, dtype=np.float32)
     norm = np.sqrt(gx2 * gx2 + gy2 * gy2)
-    nonzero = norm > 0
-    gxn = np.divide(gx2, norm, out=np.zeros_like(gx2), where=nonzero)
-    gyn = np.divide(gy2, norm, out=np.zeros_like(gy2), where=nonzero)
+    gxn = np.zeros((h2 + 1, w2 + 1), dtype=np.float32)
+    gyn = np.zeros((h2 + 1, w2 + 1), dtype=np.float32)
+    np.divide(gx2, norm, out=gxn[:h2, :w2], where=norm > 0)
+    np.divide(gy2, norm, out=gyn[:h2, :w2], where=norm > 0)
 
-    rgc = np.zeros((h, m, w, m), dtype=np.float32)
-    wsum = np.zeros((h, m, w, m), dtype=np.float32)
+    # Work on an (H, M, W*M) view: row phase on axis 1, whole output rows on axis 2
+    # (numpy broadcasts fast over long inner axes, slowly over an inner axis of M).
+    # Scratch buffers are reused across offsets (no per-offset allocation).
+    shape3 = (h, m, wm)
+    rgc = np.zeros(shape3, dtype=np.float32)
+    gx = np.empty((hm, wm), dtype=np.float32)
+    gy = np.empty((hm, wm), dtype=np.float32)
+    gx3, gy3 = gx.reshape(shape3), gy.reshape(shape3)
+    t1 = np.empty(shape3, dtype=np.float32)
+    t2 = np.empty(shape3, dtype=np.float32)
+    inward = np.empty(shape3, dtype=bool)
+    ky = np.arange(hm)
     rows_j = None
-    for j, i, weight, ux, uy in offset_tables(params):  # rows (y) outer, as NanoPyx
+    for j, weight, ux, uy, ix in _row_tables(params, w):  # (j, i) row-major order
         if rows_j != j:  # new window row: gather the gradient rows once
             rows_j = j
-            ny = ky + j
-            ok_y = (
-                ((ny > 0) & (ny <= 2 * (hm - 1))).astype(np.float32).reshape(h, m, 1, 1)
-            )
-            iy = np.clip(ny, 0, 2 * h)
+            iy = _sample_index(ky, j, m, h)
             gx_rows = gxn[iy]
             gy_rows = gyn[iy]
-        nx = kx + i
-        ok_x = ((nx > 0) & (nx <= 2 * (wm - 1))).astype(np.float32).reshape(1, 1, w, m)
-        ix = np.clip(nx, 0, 2 * w)
+        np.take(gx_rows, ix, axis=1, out=gx)
+        np.take(gy_rows, ix, axis=1, out=gy)
+        # inward: g_hat . u < 0
+        np.multiply(gx3, ux, out=t1)
+        np.multiply(gy3, uy, out=t2)
+        np.add(t1, t2, out=t1)
+        np.less(t1, 0, out=inward)
+        # RGC += w * (1 - |g_hat x u|) where inward
+        np.multiply(gy3, ux, out=t1)
+        np.multiply(gx3, uy, out=t2)
+        np.subtract(t1, t2, out=t1)
+        np.abs(t1, out=t1)
+        np.subtract(1, t1, out=t1)
+        np.multiply(t1, weight, out=t1)
+        np.add(rgc, t1, out=rgc, where=inward)
 
-        wmap = (weight * ok_y) * ok_x  # (H, M, W, M): 0 for samples NanoPyx skips
-        wsum += wmap
-        gx = gx_rows[:, ix].reshape(h, m, w, m)
-        gy = gy_rows[:, ix].reshape(h, m, w, m)
-        inward = (gx * ux + gy * uy) < 0
-        dk = 1 - np.abs(gy * ux - gx * uy)
-        dk *= wmap
-        rgc += np.where(inward, dk, 0)
-
+    wsum = _weight_sum(params, h, w)
     np.divide(rgc, wsum, out=rgc, where=wsum > 0)
     rgc[wsum <= 0] = 0
     result = rgc.reshape(hm, wm)
