@@ -69,6 +69,16 @@ class ReplayRing:
             self.peak_used = used
         return slot
 
+    def take(self) -> int | None:
+        """Reserve a free slot (to be filled through :meth:`view`), or ``None`` when full."""
+        if not self._free:
+            return None
+        slot = self._free.popleft()
+        used = self.capacity - len(self._free)
+        if used > self.peak_used:
+            self.peak_used = used
+        return slot
+
     def view(self, slot: int) -> np.ndarray:
         """The frame stored in ``slot`` (a view; valid until the slot is released)."""
         return self._buf[slot]

@@ -364,6 +364,12 @@ class SourceLink:
         if self._closed or self._thread is None:
             raise TransportError("SourceLink.send(): the link is not started or already closed")
         cfg = self.config
+        if frame.shape != self._ring.shape or frame.dtype != self._ring.dtype:
+            raise ValueError(
+                f"frame {frame.shape} {frame.dtype} does not match the stream's "
+                f"{self._ring.shape} {self._ring.dtype}; every frame of a stream must have "
+                "the same shape and dtype"
+            )
         with self._lock:
             if self._stopped:
                 raise RingOverflowError(
@@ -378,7 +384,7 @@ class SourceLink:
                         break
                     self._acked_event.wait(left)
             seq = self._next_seq
-            slot = self._ring.put(frame)
+            slot = self._ring.take()
             self._next_seq += 1
             self._c["frames_acquired"] += 1
             if slot is None:
@@ -399,6 +405,9 @@ class SourceLink:
                     self._open_gap[1] = seq
                 self._rlog.log(logging.WARNING, "overflow", "source %s: ring full, dropping frames from seq %d (reported as a gap)", cfg.stream, self._open_gap[0])
                 return seq
+        # copy outside the lock: the I/O thread keeps sending meanwhile
+        np.copyto(self._ring.view(slot), frame)
+        with self._lock:
             if self._open_gap is not None:
                 self._add_gap(*self._open_gap)
                 self._open_gap = None
