@@ -24,6 +24,20 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return lines
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _livesr_cache_dir(tmp_path_factory: pytest.TempPathFactory):
+    """Dispatched kernels record benchmarks: keep them out of the user's cache."""
+    from livesr.engine import set_default_store
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LIVESR_CACHE_DIR", str(tmp_path_factory.mktemp("livesr-cache")))
+        old = set_default_store(None)
+        yield
+        store = set_default_store(old)
+        if store is not None:
+            store.close()
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "kernel_impl" in metafunc.fixturenames:
         from livesr.engine.testing import parametrize_kernel_impls

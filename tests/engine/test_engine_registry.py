@@ -165,3 +165,32 @@ def test_probes_name_reasons():
             cupy.summary()
             == "cupy unavailable: not installed (pip install livesr[gpu])"
         )
+
+
+def test_register_sync_runs_hooks_for_its_backend():
+    from livesr.engine import register_sync, synchronize
+    from livesr.engine._backends import _sync_hooks
+
+    calls = []
+
+    def hook():
+        calls.append("finish")
+
+    register_sync("opencl", hook)
+    register_sync("opencl", hook)  # idempotent
+    try:
+        synchronize("numba")
+        assert calls == []
+        synchronize("opencl")
+        assert calls == ["finish"]
+    finally:
+        _sync_hooks["opencl"].remove(hook)
+
+
+def test_report_header_line():
+    from livesr.engine import report_header
+
+    header = report_header()
+    parts = header.removeprefix("backends: ").split(" | ")
+    assert [p.split()[0] for p in parts] == ["numpy", "numba", "cython", "opencl", "cupy"]
+    assert parts[0] == "numpy ok"
