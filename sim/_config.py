@@ -17,6 +17,13 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from livesr.sim._validate import check as _check
+from livesr.sim._validate import finite as _finite
+from livesr.sim._validate import int_ge as _int_ge
+from livesr.sim._validate import nonneg as _nonneg
+from livesr.sim._validate import pair as _pair
+from livesr.sim._validate import positive as _pos
+
 __all__ = [
     "CameraConfig",
     "DriftConfig",
@@ -24,45 +31,6 @@ __all__ = [
     "SampleConfig",
     "SimConfig",
 ]
-
-
-def _check(ok: bool, cls: str, name: str, value: Any, valid: str) -> None:
-    if not ok:
-        raise ValueError(f"{cls}.{name}={value!r} is out of range; expected {valid}")
-
-
-def _finite(x: Any) -> bool:
-    try:
-        return math.isfinite(float(x))
-    except (TypeError, ValueError):
-        return False
-
-
-def _nonneg(cls: str, obj: Any, *names: str) -> None:
-    for n in names:
-        v = getattr(obj, n)
-        _check(_finite(v) and v >= 0, cls, n, v, "a finite number >= 0")
-
-
-def _pos(cls: str, obj: Any, *names: str) -> None:
-    for n in names:
-        v = getattr(obj, n)
-        _check(_finite(v) and v > 0, cls, n, v, "a finite number > 0")
-
-
-def _int_ge(cls: str, obj: Any, name: str, lo: int) -> None:
-    v = getattr(obj, name)
-    ok = isinstance(v, int) and not isinstance(v, bool) and v >= lo
-    _check(ok, cls, name, v, f"an integer >= {lo}")
-
-
-def _pair(cls: str, obj: Any, name: str, *, nonneg: bool = False) -> None:
-    v = getattr(obj, name)
-    ok = isinstance(v, tuple) and len(v) == 2 and all(_finite(x) for x in v)
-    if ok and nonneg:
-        ok = all(x >= 0 for x in v)
-    what = "a (y, x) pair of finite numbers" + (" >= 0" if nonneg else "")
-    _check(ok, cls, name, v, what)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
