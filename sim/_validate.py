@@ -9,7 +9,7 @@ __all__ = ["check", "finite", "int_ge", "nonneg", "pair", "positive"]
 
 
 def check(ok: bool, cls: str, name: str, value: Any, valid: str) -> None:
-    """Raise ``ValueError("<cls>.<name>=<value> is out of range; expected <valid>")`` unless ``ok``."""
+    """Unless ``ok``, raise ``ValueError`` naming the field, its value and ``valid``."""
     if not ok:
         raise ValueError(f"{cls}.{name}={value!r} is out of range; expected {valid}")
 
