@@ -38,9 +38,9 @@ logger = logging.getLogger(__name__)
 _STREAM_STRUCTURE, _STREAM_BLINK, _STREAM_NOISE, _STREAM_DRIFT = 0, 1, 2, 3
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
 class FrameTruth:
-    """Ground truth of one rendered frame.
+    """Ground truth of one rendered frame (compared by identity: it holds arrays).
 
     Attributes
     ----------
