@@ -26,7 +26,7 @@ from livesr.kernels.xcorr._numpy import (
     register_spectra,
     subpixel_peak,
     tukey_window,
-    upsampled_peak,
+    upsampled_peak_axes,
 )
 
 __all__ = ["COARSE_ALPHA", "FINE_ALPHA", "coarse_spectrum", "register_two_pass"]
@@ -129,7 +129,7 @@ def _refine(
     win = _window((hh, ww), FINE_ALPHA)
     x = correlation_spectrum(prepare_spectrum(a, win), prepare_spectrum(b, win), "cc")
     if method == "upsampled":
-        fy, fx = upsampled_peak(x, start, upsample=upsample, region=1.0)
+        fy, fx = upsampled_peak_axes(x, start, upsample=upsample, region=1.0)
     else:
         cmap = np.fft.fftshift(np.fft.ifft2(x).real)
         pk = integer_peak(cmap, max_shift=1.0)

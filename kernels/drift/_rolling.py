@@ -168,7 +168,10 @@ class RollingDriftParams:
         Consecutive rejections after which a good-peak block is accepted
         whatever its jump, >= 1.
     noise_window : int
-        Blocks in the running noise (sigma) estimate, >= 1.
+        Split-half noise measurements in the running noise (sigma) estimate, >= 1.
+    noise_every : int
+        Measure the split-half noise every this many blocks (each measurement
+        costs two extra registrations), >= 1.
     smoothing : int
         Half-width, in blocks, of the local quadratic fit (weighted by
         1 / sigma^2, accepted blocks only) that :meth:`RollingDrift.drift_table`
@@ -189,7 +192,8 @@ class RollingDriftParams:
     min_psr: float = 4.0
     psr_drop: float = 0.3
     relock_after: int = 5
-    noise_window: int = 50
+    noise_window: int = 30
+    noise_every: int = 4
     smoothing: int = 2
 
     def __post_init__(self) -> None:
@@ -211,6 +215,7 @@ class RollingDriftParams:
         _check_real("psr_drop", self.psr_drop, 0.0, 0.999)
         _check_int("relock_after", self.relock_after, 1)
         _check_int("noise_window", self.noise_window, 1)
+        _check_int("noise_every", self.noise_every, 1)
         _check_int("smoothing", self.smoothing, 0)
 
 
@@ -532,7 +537,7 @@ class RollingDrift:
 
         # split-half noise measurement against the main reference
         half_diff = math.nan
-        if p.block >= 2:
+        if p.block >= 2 and (b % p.noise_every == 0 or len(self._noise) < 3):
             n_a = self._n_half
             n_b = p.block - n_a
             img_a = self._half / n_a

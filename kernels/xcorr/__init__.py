@@ -20,6 +20,7 @@ from livesr.kernels.xcorr._numpy import (
     subpixel_peak,
     tukey_window,
     upsampled_peak,
+    upsampled_peak_axes,
 )
 
 __all__ = [
@@ -34,4 +35,5 @@ __all__ = [
     "subpixel_peak",
     "tukey_window",
     "upsampled_peak",
+    "upsampled_peak_axes",
 ]
