@@ -1,0 +1,177 @@
+"""The processing ring: a FIFO of frames waiting for processing, in a fixed memory budget.
+
+The ingest thread persists a frame, then :meth:`ProcessingRing.offer` copies it into
+a pre-allocated, pre-touched slot and returns at once; when every slot is taken the
+frame is simply not offered for processing (it is on disk already) and the refusal
+is counted.  The processing thread :meth:`~ProcessingRing.peek`\\ s the oldest item,
+works on the slot in place, then :meth:`~ProcessingRing.pop`\\ s it; to catch up it
+may :meth:`~ProcessingRing.discard_before` a sequence number.
+
+One producer thread and one consumer thread.  The slot memory is allocated once
+(``capacity = budget_bytes // frame_bytes``); nothing grows while streaming.
+
+Device memory: when the GPU path runs, a device-side mirror of the slots (pinned
+host + device buffers) will be sized from ``device_budget_bytes``; the hook is
+:attr:`ProcessingRing.device_budget_bytes`, unused by the CPU path.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["ProcessingRing", "RingItem"]
+
+
+@dataclass(frozen=True, slots=True)
+class RingItem:
+    """One frame in the ring.
+
+    Attributes
+    ----------
+    seq : int
+        Sequence number of the frame in its stream.
+    frame : ndarray
+        View of the slot (valid until :meth:`ProcessingRing.pop`).
+    t_acq, t_recv : float
+        Acquisition and reception times, seconds since the epoch.
+    """
+
+    seq: int
+    frame: np.ndarray
+    t_acq: float
+    t_recv: float
+
+
+class ProcessingRing:
+    """Bounded FIFO of frames (see the module docstring).
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Frame shape.
+    dtype : str or numpy dtype
+        Frame dtype.
+    budget_bytes : int
+        Host memory for the slots; ``capacity = budget_bytes // frame_bytes``.
+    min_frames : int
+        Smallest acceptable capacity (the eSRRF window); a smaller budget is an error.
+    device_budget_bytes : int
+        Device memory for the GPU mirror (0: none; hook, unused on the CPU path).
+    """
+
+    def __init__(
+        self,
+        shape: tuple[int, int],
+        dtype: str | np.dtype,
+        budget_bytes: int,
+        *,
+        min_frames: int = 1,
+        device_budget_bytes: int = 0,
+    ) -> None:
+        dt = np.dtype(dtype)
+        frame_bytes = int(shape[0]) * int(shape[1]) * dt.itemsize
+        capacity = int(budget_bytes) // frame_bytes if frame_bytes else 0
+        if capacity < max(1, min_frames):
+            need_mb = max(1, min_frames) * frame_bytes / 2**20
+            raise ValueError(
+                f"processing ring budget {budget_bytes / 2**20:.3f} MiB holds {capacity} frame(s) "
+                f"of {shape[0]}x{shape[1]} {dt}; at least {max(1, min_frames)} (the eSRRF window) "
+                f"are needed: raise [stream] ring_mb to >= {need_mb:.3f}"
+            )
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.dtype = dt
+        self.capacity = capacity
+        self.frame_bytes = frame_bytes
+        self.device_budget_bytes = int(device_budget_bytes)
+        self._slots = np.zeros((capacity, *self.shape), dtype=dt)
+        self._slots.fill(0)  # pre-fault every page now, not on the first frames
+        self._seq = np.zeros(capacity, dtype=np.int64)
+        self._t = np.zeros((capacity, 2), dtype=np.float64)
+        self._head = 0
+        self._count = 0
+        self._cond = threading.Condition()
+        self._closed = False
+        self.offered = 0
+        self.refused = 0
+        self.peak = 0
+
+    @property
+    def nbytes(self) -> int:
+        """Host bytes held by the slots."""
+        return int(self._slots.nbytes)
+
+    def __len__(self) -> int:
+        with self._cond:
+            return self._count
+
+    # ------------------------------------------------------------------ producer
+    def offer(self, seq: int, frame: np.ndarray, t_acq: float, t_recv: float) -> bool:
+        """Copy ``frame`` into a free slot; False (counted in :attr:`refused`) when full."""
+        if frame.shape != self.shape:
+            raise ValueError(
+                f"frame {seq} has shape {frame.shape}; the processing ring holds {self.shape}"
+            )
+        with self._cond:
+            if self._count == self.capacity or self._closed:
+                self.refused += 1
+                return False
+            i = (self._head + self._count) % self.capacity
+        # the slot is ours: the consumer never reads beyond head + count
+        np.copyto(self._slots[i], frame, casting="unsafe")
+        with self._cond:
+            self._seq[i] = seq
+            self._t[i] = (t_acq, t_recv)
+            self._count += 1
+            self.offered += 1
+            self.peak = max(self.peak, self._count)
+            self._cond.notify()
+        return True
+
+    def close(self) -> None:
+        """No more frames will come; wakes a waiting consumer."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # ------------------------------------------------------------------ consumer
+    def peek(self, timeout: float) -> RingItem | None:
+        """The oldest item (not removed), waiting up to ``timeout`` s; None if none."""
+        with self._cond:
+            if self._count == 0 and not self._closed:
+                self._cond.wait(timeout)
+            if self._count == 0:
+                return None
+            i = self._head
+            return RingItem(int(self._seq[i]), self._slots[i], float(self._t[i, 0]), float(self._t[i, 1]))
+
+    def pop(self) -> None:
+        """Remove the oldest item (after processing it)."""
+        with self._cond:
+            if self._count == 0:
+                raise RuntimeError("ProcessingRing.pop() on an empty ring")
+            self._head = (self._head + 1) % self.capacity
+            self._count -= 1
+
+    def newest_seq(self) -> int | None:
+        """Sequence number of the newest item, None when empty."""
+        with self._cond:
+            if self._count == 0:
+                return None
+            return int(self._seq[(self._head + self._count - 1) % self.capacity])
+
+    def discard_before(self, seq: int) -> int:
+        """Remove the items older than ``seq`` (from the head); returns how many."""
+        n = 0
+        with self._cond:
+            while self._count and self._seq[self._head] < seq:
+                self._head = (self._head + 1) % self.capacity
+                self._count -= 1
+                n += 1
+        return n

@@ -1,0 +1,111 @@
+"""The live status line (stderr, refreshed at most twice a second) and the final line.
+
+::
+
+    reporter = StatusReporter(snapshot_fn, enabled=None)   # None: on when stderr is a TTY
+    reporter.start()
+    ...
+    reporter.stop()
+    reporter.final("livesr: results in out/ (summary.json)")
+
+``snapshot_fn()`` returns a mapping with the keys of :func:`format_status`.  When the
+stream is not a TTY (or ``enabled=False``, ``--no-status``) nothing is drawn live; the
+final line is always written.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, TextIO
+
+__all__ = ["StatusReporter", "format_status"]
+
+
+def _ms(x: Any) -> str:
+    return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.0f}"
+
+
+def format_status(s: Mapping[str, Any]) -> str:
+    """One status line from a pipeline snapshot."""
+    impl = s.get("implementation") or {}
+    impl_txt = ",".join(f"{k}={v}" for k, v in impl.items()) or "-"
+    return (
+        f"frames {s.get('frames_received', 0)} ({s.get('fps', 0.0):.0f}/s) | "
+        f"windows {s.get('windows_published', 0)} | "
+        f"latency p50 {_ms(s.get('latency_p50_ms'))} p99 {_ms(s.get('latency_p99_ms'))} ms | "
+        f"skipped {s.get('windows_skipped', 0)} | gaps {s.get('frames_in_gaps', 0)} | {impl_txt}"
+    )
+
+
+class StatusReporter:
+    """Redraw a status line in place on a TTY (see the module docstring).
+
+    Parameters
+    ----------
+    snapshot : callable
+        Returns the current counters (a mapping, see :func:`format_status`).
+    enabled : bool or None
+        None: on when ``stream`` is a TTY.
+    stream : file, optional
+        Default ``sys.stderr``.
+    interval_s : float
+        Refresh period, >= 0.5 s (at most 2 refreshes per second).
+    """
+
+    def __init__(
+        self,
+        snapshot: Callable[[], Mapping[str, Any]],
+        *,
+        enabled: bool | None = None,
+        stream: TextIO | None = None,
+        interval_s: float = 0.5,
+    ) -> None:
+        self._snapshot = snapshot
+        self._stream = stream if stream is not None else sys.stderr
+        is_tty = bool(getattr(self._stream, "isatty", lambda: False)())
+        self.enabled = is_tty if enabled is None else (bool(enabled) and is_tty)
+        self._interval = max(0.5, float(interval_s))
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._width = 0
+        self.redraws = 0
+
+    def start(self) -> StatusReporter:
+        if self.enabled and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="livesr-status", daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.draw()
+
+    def draw(self) -> None:
+        """Redraw the line once (no-op when disabled)."""
+        if not self.enabled:
+            return
+        line = format_status(self._snapshot())
+        pad = max(0, self._width - len(line))
+        self._stream.write("\r" + line + " " * pad)
+        self._stream.flush()
+        self._width = len(line)
+        self.redraws += 1
+
+    def stop(self) -> None:
+        """Stop redrawing and clear the line."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2.0)
+            self._thread = None
+        if self.enabled and self._width:
+            self._stream.write("\r" + " " * self._width + "\r")
+            self._stream.flush()
+            self._width = 0
+
+    def final(self, text: str) -> None:
+        """Write one final line (always, TTY or not)."""
+        self._stream.write(text.rstrip("\n") + "\n")
+        self._stream.flush()
