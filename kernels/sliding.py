@@ -44,12 +44,13 @@ there).
 
 Memory
 ------
-Bounded, whatever the stream length (:func:`estimate_memory`): the float64 sums and
-their scratch arrays (48 bytes per output pixel for AVG, 84 for VAR/TAC2), the
-stored window (``window + 1`` maps, or ``window`` raw frames and three maps), and the
-temporaries of one emission. NanoPyx holds ``40 * N * H * W * M**2`` bytes per call.
-Example, 256x256 frames, M = 5, TAC2, window 100: 872 MB with the maps strategy
-(662 MB of maps, 138 MB of sums), 229 MB with the raw one (26 MB of float32 frames);
+Bounded, whatever the stream length (:func:`estimate_memory`): the float64 running
+sums (16 bytes per output pixel for AVG, 36 for VAR/TAC2 with the numba kernels; 40 /
+76 / 84 with the numpy fallback, which needs work arrays), the stored window
+(``window + 1`` maps, or ``window`` raw frames and three maps), and the temporaries
+of one emission. NanoPyx holds ``40 * N * H * W * M**2`` bytes per call.
+Example, 256x256 frames, M = 5, TAC2, window 100: 793 MB with the maps strategy
+(662 MB of maps, 59 MB of sums), 151 MB with the raw one (26 MB of float32 frames);
 NanoPyx: 6.6 GB for the same 100 frames.
 """
 
@@ -402,6 +403,11 @@ class SlidingEsrrf:
     def next_emission(self) -> int:
         """Index of the frame whose arrival emits the next image."""
         return self._next_emit
+
+    @property
+    def sums_backend(self) -> str | None:
+        """Who updates the running sums, ``"numba"`` or ``"numpy"`` (None: not yet)."""
+        return None if self._moments is None else self._moments.backend
 
     @property
     def n_stored(self) -> int:
@@ -945,6 +951,7 @@ class SlidingEsrrf:
             f"SlidingEsrrf(window={self.window}, stride={self.stride}, "
             f"temporal={self.temporal!r}, "
             f"magnification={self._params.magnification}, strategy={self._strategy!r}, "
+            f"sums_backend={self.sums_backend!r}, "
             f"frames_seen={self._frames_seen}, windows_emitted={self._windows_emitted})"
         )
 

@@ -352,6 +352,8 @@ def test_strategy_chosen_from_budget_and_memory_bounded() -> None:
         memory_budget_bytes=need_maps - 1,
     )
     assert big.strategy == "maps" and small.strategy is None
+    assert big.sums_backend == "numba" and small.sums_backend is None
+    assert "strategy='maps'" in repr(big)
     small.push(FRAMES[0])
     assert small.strategy == "raw"
     for sr, need in ((big, need_maps), (small, need_raw)):

@@ -113,12 +113,19 @@ def test_window_moments_errors_and_drop() -> None:
     tac.drop_unneeded("avg")
     assert not tac.supports("tac2")
     np.testing.assert_array_equal(tac.combine("avg"), 2.0)
-    # the estimate matches what is allocated (4 px: 84 B/px for var/tac2, 48 for avg)
-    for mode in ("avg", "var", "tac2"):
-        assert WindowMoments.for_mode(
-            (2, 2), mode
-        ).nbytes == WindowMoments.bytes_needed((2, 2), mode)
-    assert tac.nbytes == WindowMoments.bytes_needed((2, 2), "tac2") - 4 * 16
+    # the estimate matches what is allocated once every code path has run
+    img = np.arange(4, dtype=np.float32).reshape(2, 2)
+    for backend in ("numpy", "numba"):
+        for mode in ("avg", "var", "tac2"):
+            mom = WindowMoments.for_mode((2, 2), mode, backend=backend)
+            mom.append(img, None)
+            mom.append(img + 1, img)
+            mom.slide(img, img + 1, img + 2, img + 1)
+            mom.combine(mode, img + 1, img + 2)
+            need = WindowMoments.bytes_needed((2, 2), mode, backend=backend)
+            assert mom.nbytes == need
+    assert WindowMoments.bytes_needed((10, 10), "tac2", "numba") == 3600
+    assert WindowMoments.bytes_needed((10, 10), "tac2", "numpy") == 8400
 
 
 @settings(max_examples=40, deadline=None)
