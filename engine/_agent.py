@@ -343,12 +343,11 @@ class DelayAgent:
                 impl,
                 tracks[impl].since_run,
             )
-            return Decision(
-                impl, "probe", adjusted[impl], p_meet.get(impl), False, dict(adjusted)
-            )
+            p = p_meet.get(impl)
+            miss = p is not None and p < cfg.deadline_confidence
+            return Decision(impl, "probe", adjusted[impl], p, miss, dict(adjusted))
 
         pool = known
-        predicted_miss = False
         if deadline_s is not None:
             meeting = [i for i in known if p_meet[i] >= cfg.deadline_confidence]
             if meeting:
@@ -375,14 +374,7 @@ class DelayAgent:
                     impl = i
                     break
             reason = "stochastic"
-        return Decision(
-            impl,
-            reason,
-            adjusted[impl],
-            p_meet.get(impl),
-            predicted_miss,
-            dict(adjusted),
-        )
+        return Decision(impl, reason, adjusted[impl], p_meet.get(impl), False, dict(adjusted))
 
     def _log_preference(
         self,

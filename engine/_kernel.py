@@ -71,6 +71,7 @@ _BACKEND_ORDER = {
     Backend.NUMBA: 3,
     Backend.NUMPY: 4,
 }
+_MAX_SEEN = 4096
 #: The sizes ``livesr bench --size`` offers to ``bench_cases``.
 BENCH_SIZES: tuple[str, ...] = ("small", "medium", "large")
 
@@ -149,7 +150,9 @@ class Kernel:
         self._discovered = False
         self._failures: dict[str, ImplInfo] = {}
         self._broken: dict[str, str] = {}
-        self._seen: set[tuple[str, str]] = set()
+        # (impl, exact signature) pairs already run once in this process (insertion
+        # ordered, capped at _MAX_SEEN: a forgotten pair only costs one unrecorded run)
+        self._seen: dict[tuple[str, str], None] = {}
         self._agent: DelayAgent | None = None
         self._store: BenchmarkStore | None = None
         self._store_set = False
@@ -329,6 +332,11 @@ class Kernel:
             return self.cases()
         return list(self._bench_cases(size))
 
+    def _mark_seen(self, impl: str, exact_key: str) -> None:
+        self._seen[(impl, exact_key)] = None
+        if len(self._seen) > _MAX_SEEN:
+            del self._seen[next(iter(self._seen))]
+
     # -- running ----------------------------------------------------------------------
     def using(self, impl: str, *, record: bool = False) -> Callable[..., Any]:
         """A callable running exactly implementation ``impl`` (validated, synchronised).
@@ -369,7 +377,7 @@ class Kernel:
                 continue
             _, out[reg.id] = timed_call(reg, args, kwargs, self._clock)
             with self._lock:
-                self._seen.add((reg.id, sig.exact_key))
+                self._mark_seen(reg.id, sig.exact_key)
                 self.stats.warmup_calls += 1
         self.agent.prepare()
         return out
@@ -397,7 +405,7 @@ class Kernel:
                 continue
             if (reg.id, sig.exact_key) not in self._seen:
                 timed_call(reg, args, kwargs, self._clock)
-                self._seen.add((reg.id, sig.exact_key))
+                self._mark_seen(reg.id, sig.exact_key)
             times = []
             for _ in range(repeats):
                 _, seconds = timed_call(reg, args, kwargs, self._clock)
@@ -503,7 +511,7 @@ class Kernel:
             first = (impl, sig.exact_key) not in self._seen
             if first:
                 # JIT / OpenCL build / CuPy compile: never a run-time sample
-                self._seen.add((impl, sig.exact_key))
+                self._mark_seen(impl, sig.exact_key)
                 self.stats.warmup_calls += 1
                 logger.debug(
                     "%s: first call of %s on %s not recorded (%.3g ms)",

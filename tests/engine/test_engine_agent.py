@@ -224,3 +224,19 @@ def test_decision_changes_logged_once_at_info(caplog):
 def test_config_validation_names_field(field, value):
     with pytest.raises(ValueError, match=f"AgentConfig.{field}={value!r}: expected"):
         AgentConfig(**{field: value})
+
+
+def test_probes_continue_under_a_deadline_and_are_flagged_as_misses():
+    agent = make_agent(seed=0)
+    agent.inform(SIG, FAST, 10 * MS)
+    agent.inform(SIG, FAST, 10 * MS)
+    decisions = []
+    for call in range(20):
+        d = agent.choose(SIG, [FAST, SLOW], deadline_s=3 * MS)
+        decisions.append(d)
+        agent.inform(SIG, d.impl, 10 * MS if d.impl == FAST else normal_time(SLOW, call))
+    probes = [d for d in decisions if d.reason == "probe"]
+    assert 2 <= len(probes) <= 4  # after 2, 4, 8, 8 calls
+    assert all(d.impl == FAST and d.predicted_miss for d in probes)
+    others = [d for d in decisions if d.reason != "probe"]
+    assert all(d.impl == SLOW and not d.predicted_miss for d in others)
