@@ -350,18 +350,23 @@ class Ingest:
         poller.register(self._bell_r, zmq.POLLIN)
         try:
             while not self._stop:
-                poller.poll(1000)
+                # ACKs go out every ack_every frames, or once the socket is idle for 1 ms
+                waiting = any(st.unacked for st in self._streams.values())
+                if not poller.poll(1 if waiting else 1000):
+                    self._flush_acks()
+                    continue
                 if self._stop:
                     break
-                self.serve(0)
+                self.serve(0, flush=False)
         except Exception:  # pragma: no cover - a bug; make it visible
             logger.exception("ingest thread failed")
 
-    def serve(self, timeout_ms: int = 100) -> int:
+    def serve(self, timeout_ms: int = 100, *, flush: bool = True) -> int:
         """Handle every message available (waiting up to ``timeout_ms`` for the first).
 
         Returns the number of messages handled.  Only for a bound ingest that was not
-        started with :meth:`start` (or from its own thread).
+        started with :meth:`start` (or from its own thread).  With ``flush`` (default),
+        pending ACKs are sent before returning.
         """
         sock = self._sock
         if sock is None:
@@ -381,11 +386,15 @@ class Ingest:
             self._handle(parts, ack_every)
             if handled >= 4096 or self._stop:
                 break
+        if flush:
+            self._flush_acks()
+        self._periodic_log()
+        return handled
+
+    def _flush_acks(self) -> None:
         for st in list(self._streams.values()):
             if st.unacked:
                 self._send_ack(st)
-        self._periodic_log()
-        return handled
 
     def _periodic_log(self) -> None:
         now = time.monotonic()

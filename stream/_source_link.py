@@ -211,6 +211,7 @@ class SourceLink:
         self._finishing = False
         self._abort = False
         self._thread: threading.Thread | None = None
+        self._io_idle = True
         self._bell_r = self._bell_w = -1
         self._session = secrets.token_hex(8)
         self._rlog = RateLimitedLog(logger)
@@ -424,7 +425,8 @@ class SourceLink:
                 "meta": meta or {},
             }
             self._pending.append(_Entry(seq, seq, slot, head))
-        self._ring_bell()
+        if self._io_idle:  # else the I/O thread finds the frame on its next pass
+            self._ring_bell()
         return seq
 
     def _add_gap(self, first: int, last: int) -> None:
@@ -509,7 +511,11 @@ class SourceLink:
                 timeout = 0.005
             else:
                 timeout = cfg.ack_timeout_s / 4
+            self._io_idle = True  # from here on, a new frame rings the bell
+            if self._has_work():
+                timeout = 0.0
             events = dict(poller.poll(timeout * 1000.0))
+            self._io_idle = False
             if self._bell_r in events:
                 try:
                     while os.read(self._bell_r, 4096):
@@ -554,6 +560,13 @@ class SourceLink:
                 retry_send = not self._pump()
                 if self._finishing and not self._end_sent:
                     self._maybe_send_end()
+
+    def _has_work(self) -> bool:
+        """A frame is queued and may be sent now (checked after setting ``_io_idle``)."""
+        with self._lock:
+            if not self._ready or self._send_idx >= len(self._pending):
+                return False
+            return self._pending[self._send_idx].first <= self._credit_limit
 
     def _has_inflight(self) -> bool:
         with self._lock:
