@@ -44,7 +44,8 @@ Algorithm
 * **Outliers.** A block is rejected when its peak-to-sidelobe ratio is below
   ``min_psr`` or below ``psr_drop`` times the running median, or when its
   estimate is further than ``max_velocity * block + 5 sigma`` px from the
-  prediction (robust linear fit through the last accepted estimates). A
+  prediction (least-squares quadratic through the last 6 accepted estimates,
+  linear with fewer than 5). A
   rejected block reports the prediction (``rejected=True``, larger sigma) and
   does not enter templates or predictions. After ``relock_after`` consecutive
   rejections the next block with a good peak is accepted whatever its jump
@@ -72,6 +73,8 @@ from livesr.kernels.drift._register import coarse_spectrum, register_two_pass
 __all__ = ["DriftEstimate", "RollingDrift", "RollingDriftParams"]
 
 logger = logging.getLogger(__name__)
+
+_N_FIT = 6  # accepted blocks in the prediction / extrapolation fit
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -301,7 +304,7 @@ class RollingDrift:
         self._estimates: list[DriftEstimate] = []
         self._centres: list[float] = []
         self._values: list[tuple[float, float]] = []
-        self._accepted: deque[tuple[float, float, float]] = deque(maxlen=4)
+        self._accepted: deque[tuple[float, float, float]] = deque(maxlen=_N_FIT)
         self._noise: deque[float] = deque(maxlen=p.noise_window)
         self._psrs: deque[float] = deque(maxlen=p.noise_window)
         self._n_rejected = 0
@@ -396,8 +399,11 @@ class RollingDrift:
 
         Linear interpolation between block centres (of the block values smoothed
         as ``smoothing`` says); before the first centre the first value; after
-        the last centre a linear extrapolation with the recent velocity (what a
-        causal consumer applies to frames whose block is not complete yet).
+        the last centre an extrapolation by a quadratic through the last 6
+        accepted blocks (linear with fewer than 5): what a causal consumer
+        applies to frames whose block is not complete yet (measured 0.055 px RMS
+        over the next 10 frames at 0.1 px/frame oscillating drift, vs 0.023 px
+        for interpolated frames).
         """
         if not self._values:
             return (0.0, 0.0)
@@ -405,8 +411,7 @@ class RollingDrift:
         t = float(frame_index)
         vals = self._smoothed()
         if t >= c[-1]:
-            v = self._fit()[1]
-            out = vals[-1] + v * (t - c[-1])
+            out = self._extrapolate(np.array([t]))[0]
             return float(out[0]), float(out[1])
         return (
             float(np.interp(t, c, vals[:, 0])),
@@ -425,28 +430,39 @@ class RollingDrift:
         out = np.stack([np.interp(t, c, vals[:, 0]), np.interp(t, c, vals[:, 1])], axis=1)
         hi = t > c[-1]
         if hi.any():
-            v = self._fit()[1]
-            out[hi] = vals[-1] + (t[hi, None] - c[-1]) * v
+            out[hi] = self._extrapolate(t[hi])
         return out
 
     # ------------------------------------------------------------ internals
-    def _fit(self) -> tuple[np.ndarray, np.ndarray]:
-        """(value at the last accepted centre, velocity) from accepted blocks."""
-        if not self._accepted:
-            return np.zeros(2), np.zeros(2)
+    def _coef(self) -> np.ndarray:
+        """(deg + 1, 2) polynomial in (t - last accepted centre) / block through
+        the recent accepted blocks: quadratic from 5 points, else linear."""
         pts = np.asarray(self._accepted)
+        if len(pts) == 0:
+            return np.zeros((1, 2))
         if len(pts) == 1:
-            return pts[0, 1:], np.zeros(2)
-        t = pts[:, 0] - pts[-1, 0]
-        a = np.vstack([np.ones_like(t), t]).T
+            return pts[:1, 1:]
+        deg = 2 if len(pts) >= 5 else 1
+        t = (pts[:, 0] - pts[-1, 0]) / self.params.block
+        a = np.vander(t, deg + 1, increasing=True)
         coef, *_ = np.linalg.lstsq(a, pts[:, 1:], rcond=None)
-        return coef[0], coef[1]
+        return np.asarray(coef)
+
+    def _extrapolate(self, t: np.ndarray) -> np.ndarray:
+        """(n, 2) displacement at frames ``t`` from the recent-block polynomial."""
+        coef = self._coef()
+        last = self._accepted[-1][0] if self._accepted else 0.0
+        x = (np.asarray(t, dtype=np.float64) - last) / self.params.block
+        return np.vander(x, len(coef), increasing=True) @ coef
+
+    def _fit(self) -> tuple[np.ndarray, np.ndarray]:
+        """(value, velocity in px/frame) at the last accepted centre."""
+        coef = self._coef()
+        v = coef[1] / self.params.block if len(coef) > 1 else np.zeros(2)
+        return coef[0], v
 
     def _predict(self, centre: float) -> np.ndarray:
-        if not self._accepted:
-            return np.zeros(2)
-        base, v = self._fit()
-        return base + v * (centre - self._accepted[-1][0])
+        return self._extrapolate(np.array([centre]))[0]
 
     def _overlap(self, disp: np.ndarray, key: _Key) -> float:
         assert self._shape is not None
@@ -601,8 +617,8 @@ class RollingDrift:
                 v = np.asarray(self._values[i]) + delta
                 self._values[i] = (float(v[0]), float(v[1]))
         self._accepted = deque(
-            ((self._centres[i], *self._values[i]) for i in sorted(accepted)[-4:]),
-            maxlen=4,
+            ((self._centres[i], *self._values[i]) for i in sorted(accepted)[-_N_FIT:]),
+            maxlen=_N_FIT,
         )
         root.blocks = []
         logger.debug("RollingDrift: root key frozen, reference moved by (%.4f, %.4f) px", *delta)
