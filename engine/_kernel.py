@@ -219,8 +219,9 @@ class Kernel:
             if self._discovered:
                 return
             for f in discover_modules(self.package):
+                variant = f.id.split("-", 1)[1] if "-" in f.id else ""
                 self._failures[f.id] = ImplInfo(
-                    f.id, f.backend, "", False, f.reason, f.module
+                    f.id, f.backend, variant, False, f.reason, f.module
                 )
             self._discovered = True
 
@@ -426,8 +427,9 @@ class Kernel:
             )
         args, kwargs = self.prepare(args, kwargs)
         sig = self._signature(args, kwargs)
+        failed: list[tuple[str, Exception]] = []
         while True:
-            candidates = self._available()
+            candidates = self._available() if not failed else self._remaining(failed)
             by_id = {r.id: r for r in candidates}
             with self._lock:
                 self._seed(sig, by_id)
@@ -447,26 +449,46 @@ class Kernel:
             try:
                 result, seconds = timed_call(reg, args, kwargs, self._clock)
             except Exception as exc:
+                failed.append((reg.id, exc))
                 if len(candidates) == 1:
-                    raise
-                with self._lock:
-                    self.stats.failures += 1
-                    self._broken[reg.id] = (
-                        f"{reg.id}: failed on {sig} ({type(exc).__name__}: {exc})"
-                    )
-                    self._available_cache = None
-                logger.error(
-                    "%s: %s raised %s: %s; disabled for this process, choosing again",
-                    self.name,
-                    reg.id,
-                    type(exc).__name__,
-                    exc,
-                    exc_info=logger.isEnabledFor(logging.DEBUG),
-                )
+                    # Every implementation failed on this input: the input is the
+                    # problem, not a backend.  Disable nothing, raise the first error.
+                    raise failed[0][1]
                 continue
             break
+        if failed:
+            self._disable(failed, sig, reg.id)
         self._after_run(reg.id, sig, seconds, deadline_s, decision)
         return result
+
+    def _remaining(self, failed: list[tuple[str, Exception]]) -> list[Registration]:
+        ids = {f for f, _ in failed}
+        return [r for r in self._available() if r.id not in ids]
+
+    def _disable(
+        self, failed: list[tuple[str, Exception]], sig: InputSignature, ok: str
+    ) -> None:
+        """Disable implementations that raised where ``ok`` succeeded (NanoPyx drops
+        them too; unlike NanoPyx, an input every implementation rejects disables none)."""
+        with self._lock:
+            for impl, exc in failed:
+                self.stats.failures += 1
+                self._broken[impl] = (
+                    f"{impl}: failed on {sig} ({type(exc).__name__}: {exc})"
+                )
+                logger.error(
+                    "%s: %s raised %s: %s where %s succeeded; disabled for this "
+                    "process",
+                    self.name,
+                    impl,
+                    type(exc).__name__,
+                    exc,
+                    ok,
+                    exc_info=(type(exc), exc, exc.__traceback__)
+                    if logger.isEnabledFor(logging.DEBUG)
+                    else None,
+                )
+            self._available_cache = None
 
     def _seed(self, sig: InputSignature, by_id: Mapping[str, Registration]) -> None:
         agent = self.agent

@@ -148,7 +148,28 @@ def test_failing_implementation_is_disabled_and_another_runs(
     assert not info.available
     assert "FloatingPointError: boom" in info.reason
     assert kernel.stats.failures == 1
-    assert "numba raised FloatingPointError: boom; disabled" in caplog.text
+    assert "numba raised FloatingPointError: boom where numpy succeeded; disabled" in (
+        caplog.text
+    )
+
+
+def test_input_every_implementation_rejects_disables_nothing(toy_package, fake_clock):
+    name = toy_package()
+    kernel = importlib.import_module(name).kernel
+    for backend in ("numba", "numpy"):
+
+        @implementation(name, backend=backend)
+        def picky(x, backend=backend):
+            if x.ndim != 2:
+                raise ValueError(f"{backend}: expected a 2-D frame, got {x.ndim}-D")
+            return x
+
+    kernel.configure(store=None, clock=fake_clock)
+    with pytest.raises(ValueError, match="numba: expected a 2-D frame, got 1-D"):
+        kernel(np.zeros(3, np.float32))
+    assert all(i.available for i in kernel.implementations())
+    assert kernel.stats.failures == 0
+    kernel(np.zeros((2, 2), np.float32))  # still dispatches to either
 
 
 def test_factory_defaults_until_three_local_runs(toy, fake_clock):
