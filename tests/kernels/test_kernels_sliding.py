@@ -556,9 +556,10 @@ def test_logs_restart(caplog: pytest.LogCaptureFixture) -> None:
 
 # --------------------------------------------------------- model-based property
 def _cheap_map(frame, params, *, shift=(0.0, 0.0), out=None):
+    """Deterministic stand-in: depends on the frame, shift, magnification and radius."""
     m = params.magnification
     x = np.kron(
-        np.asarray(frame, np.float32) * np.float32(1.0 + shift[0]),
+        np.asarray(frame, np.float32) * np.float32((1.0 + shift[0]) * params.radius),
         np.ones((m, m), np.float32),
     )
     if out is None:
@@ -567,7 +568,7 @@ def _cheap_map(frame, params, *, shift=(0.0, 0.0), out=None):
     return out
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     ops=st.lists(
         st.one_of(
@@ -575,17 +576,19 @@ def _cheap_map(frame, params, *, shift=(0.0, 0.0), out=None):
             st.tuples(st.just("window"), st.integers(2, 9)),
             st.tuples(st.just("stride"), st.integers(1, 12)),
             st.tuples(st.just("temporal"), st.sampled_from(["avg", "var", "tac2"])),
+            st.tuples(st.just("radius"), st.sampled_from([1.0, 1.5, 2.0])),
+            st.tuples(st.just("magnification"), st.sampled_from([1, 2, 3])),
+            st.tuples(st.just("reset"), st.none()),
         ),
         min_size=1,
-        max_size=12,
+        max_size=14,
     ),
     strategy=st.sampled_from(["maps", "raw"]),
     recompute=st.booleans(),
 )
 def test_sliding_model(ops: list, strategy: str, recompute: bool) -> None:
     """Any mix of pushes and setting changes: every image is its window's statistic."""
-    frames = _frames(100, seed=5, size=4)
-    params = EsrrfParams(magnification=M)
+    frames = _frames(120, seed=5, size=4)
     sr = SlidingEsrrf(
         3,
         2,
@@ -594,24 +597,33 @@ def test_sliding_model(ops: list, strategy: str, recompute: bool) -> None:
         frame_map=_cheap_map,
         macro_pixel_correction=False,
     )
-    pos = 0
+    pos = 0  # index into frames of the next frame; frames_seen counts since reset
+    offset = 0  # frames index of frame 0 of the current stream (after a reset)
     last_end = None
     for op, arg in ops:
         if op == "push":
-            for r in sr.push_many(frames[pos : pos + arg]):
+            results = sr.push_many(frames[pos : pos + arg])
+            for k, r in enumerate(results):
                 assert r.n_frames == sr.window == r.last_frame - r.first_frame + 1
                 if last_end is not None:
                     assert r.last_frame > last_end
+                if k > 0:  # no change in between: exactly one stride apart
+                    assert r.last_frame - results[k - 1].last_frame == sr.stride
                 last_end = r.last_frame
-                maps = [
-                    _cheap_map(f, params)
-                    for f in frames[r.first_frame : r.last_frame + 1]
-                ]
+                block = frames[offset + r.first_frame : offset + r.last_frame + 1]
+                maps = [_cheap_map(f, sr.params) for f in block]
                 acc = TemporalAccumulator(sr.temporal, maps[0].shape)
                 for x in maps:
                     acc.add(x)
+                assert r.image.shape == maps[0].shape
                 assert _rel(r.image, acc.result()) <= TOL
             pos += arg
+        elif op == "reset":
+            sr.reset()
+            offset, last_end = pos, None
         else:
             sr.set_params(recompute=recompute, **{op: arg})
-    assert sr.frames_seen == pos
+        # the schedule never stalls
+        assert sr.frames_seen <= sr.next_emission
+        assert sr.next_emission <= sr.frames_seen + sr.window + sr.stride
+    assert sr.frames_seen == pos - offset
