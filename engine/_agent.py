@@ -389,7 +389,16 @@ class DelayAgent:
             return
         self._preferred[sig] = impl
         if old is None:
-            logger.debug("%s: starts with %s", self.name, impl)
+            others = ", ".join(
+                f"{i} {t * 1e3:.3g} ms" for i, t in sorted(adjusted.items()) if i != impl
+            )
+            logger.info(
+                "%s: %s chosen (expected %.3g ms%s)",
+                self.name,
+                impl,
+                adjusted.get(impl, math.nan) * 1e3,
+                f"; {others}" if others else "",
+            )
             return
         track = self._tracks[sig][old] if old in self._tracks.get(sig, {}) else None
         why = []

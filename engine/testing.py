@@ -76,8 +76,16 @@ def kernel_impl_params(packages: Iterable[str] | None = None) -> list[Any]:
     required = required_backends()
     params = []
     for package in packages_under_test(packages):
-        kernel = load_kernel(package)
-        for info in kernel.implementations(include_unavailable=True):
+        try:
+            kernel = load_kernel(package)
+            infos = kernel.implementations(include_unavailable=True)
+        except Exception as exc:  # one broken kernel must not hide the others' tests
+            broken = BrokenKernel(package, f"{type(exc).__name__}: {exc}")
+            params.append(
+                pytest.param(broken, id=f"{package.rsplit('.', 1)[-1]}-import")
+            )
+            continue
+        for info in infos:
             pair = KernelImpl(kernel, info)
             marks: Sequence[Any] = ()
             if not info.available and info.backend.value not in required:
@@ -94,10 +102,22 @@ def parametrize_kernel_impls(
         metafunc.parametrize(ARGNAME, kernel_impl_params(packages), indirect=True)
 
 
-def resolve(pair: KernelImpl) -> KernelImpl:
+@dataclass(frozen=True)
+class BrokenKernel:
+    """A kernel package that could not be loaded (its tests fail with the error)."""
+
+    package: str
+    error: str
+
+
+def resolve(pair: KernelImpl | BrokenKernel) -> KernelImpl:
     """The ``kernel_impl`` fixture's value; fails if required but unavailable."""
     import pytest
 
+    if isinstance(pair, BrokenKernel):
+        pytest.fail(
+            f"kernel package {pair.package} failed to load: {pair.error}", pytrace=False
+        )
     if not pair.info.available:
         if pair.info.backend.value in required_backends():
             pytest.fail(

@@ -116,3 +116,15 @@ def test_generated_equivalence_tests_end_to_end(toy_package, tmp_path):
     # the required-but-unavailable one fails at setup (an error: CI goes red either way)
     assert re.search(r"1 failed, 2 passed, 1 error", out.strip().splitlines()[-1]), out
     assert "is unavailable (cupy: not installed" in out
+
+
+def test_a_broken_kernel_package_fails_its_own_param_only(toy_package):
+    good = toy_package(modules=TOY_MODULES, init=TOY_INIT, kernel_kwargs=TOY_KWARGS)
+    bad = toy_package(init="raise ImportError('needs libfoo')")
+    params = kernel_impl_params([bad, good])
+    assert params[0].id == f"{bad}-import"
+    assert len(params) == 5
+    with pytest.raises(
+        pytest.fail.Exception, match=f"{bad} failed to load: ImportError"
+    ):
+        resolve(params[0].values[0])
