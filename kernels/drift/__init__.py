@@ -12,8 +12,16 @@ correction (the negative) as [magnitude, x, y]: see :func:`to_nanopyx_table`.
 
 from __future__ import annotations
 
-from livesr.kernels.drift._batch import estimate_drift, from_nanopyx_table, to_nanopyx_table
-from livesr.kernels.drift._rolling import DriftEstimate, RollingDrift, RollingDriftParams
+from livesr.kernels.drift._batch import (
+    estimate_drift,
+    from_nanopyx_table,
+    to_nanopyx_table,
+)
+from livesr.kernels.drift._rolling import (
+    DriftEstimate,
+    RollingDrift,
+    RollingDriftParams,
+)
 
 __all__ = [
     "DriftEstimate",

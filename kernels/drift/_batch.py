@@ -45,7 +45,8 @@ def _validate(
     a = np.asarray(stack)
     if a.ndim != 3:
         raise ValueError(
-            f"stack must be 3-D (frames, rows, cols); got {a.ndim}-D with shape {a.shape}"
+            "stack must be 3-D (frames, rows, cols); "
+            f"got {a.ndim}-D with shape {a.shape}"
         )
     n, h, w = a.shape
     if n < 2:
@@ -55,7 +56,9 @@ def _validate(
             f"frames must be at least {_MIN_SIDE}x{_MIN_SIDE} px; got {h}x{w}"
         )
     if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
-        raise ValueError(f"stack must have a real integer or float dtype; got {a.dtype}")
+        raise ValueError(
+            f"stack must have a real integer or float dtype; got {a.dtype}"
+        )
     if reference not in ("first", "previous"):
         raise ValueError(
             f"reference={reference!r} is not valid; expected 'first' or 'previous'"
@@ -94,7 +97,9 @@ def _interpolate(centres: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
     if len(centres) >= 4:
         from scipy.interpolate import CubicSpline
 
-        spline = CubicSpline(centres, values, axis=0, bc_type="natural", extrapolate=False)
+        spline = CubicSpline(
+            centres, values, axis=0, bc_type="natural", extrapolate=False
+        )
         out = spline(frames)
         # linear extrapolation beyond the first / last centre (at most TA/2 frames)
         lo = frames < centres[0]
@@ -165,7 +170,9 @@ def estimate_drift(
     """
     a = _validate(stack, reference, time_averaging, max_drift)
     if not isinstance(upsample, Integral) or isinstance(upsample, bool) or upsample < 1:
-        raise ValueError(f"upsample={upsample!r} is out of range; expected an integer >= 1")
+        raise ValueError(
+            f"upsample={upsample!r} is out of range; expected an integer >= 1"
+        )
     n = a.shape[0]
     ta = int(time_averaging)
     starts = np.arange(0, n, ta)
@@ -181,13 +188,23 @@ def estimate_drift(
         img = block(int(starts[b]))
         f_img = coarse_spectrum(img)
         r = register_two_pass(
-            ref, img, upsample=int(upsample), max_shift=float(max_drift), f_ref=f_ref, f_img=f_img
+            ref,
+            img,
+            upsample=int(upsample),
+            max_shift=float(max_drift),
+            f_ref=f_ref,
+            f_img=f_img,
         )
         values[b] = (r.dy, r.dx)
         if reference == "previous":
             values[b] += values[b - 1]
             ref, f_ref = img, f_img
-    logger.debug("estimate_drift: %d blocks of %d frames, reference=%s", len(starts), ta, reference)
+    logger.debug(
+        "estimate_drift: %d blocks of %d frames, reference=%s",
+        len(starts),
+        ta,
+        reference,
+    )
     if ta == 1:
         return values
     per_frame = _interpolate(centres, values, n)
@@ -202,7 +219,9 @@ def to_nanopyx_table(drift: np.ndarray) -> np.ndarray:
     d = np.asarray(drift, dtype=np.float64)
     if d.ndim != 2 or d.shape[1] != 2:
         raise ValueError(f"drift must have shape (t, 2) (dy, dx); got {d.shape}")
-    return np.stack([np.hypot(d[:, 0], d[:, 1]), -d[:, 1], -d[:, 0]], axis=1).astype(np.float32)
+    return np.stack([np.hypot(d[:, 0], d[:, 1]), -d[:, 1], -d[:, 0]], axis=1).astype(
+        np.float32
+    )
 
 
 def from_nanopyx_table(table: np.ndarray) -> np.ndarray:
@@ -210,5 +229,7 @@ def from_nanopyx_table(table: np.ndarray) -> np.ndarray:
     float64 displacement (dy, dx) = ``(-y, -x)``."""
     t = np.asarray(table, dtype=np.float64)
     if t.ndim != 2 or t.shape[1] != 3:
-        raise ValueError(f"table must have shape (t, 3) [magnitude, x, y]; got {t.shape}")
+        raise ValueError(
+            f"table must have shape (t, 3) [magnitude, x, y]; got {t.shape}"
+        )
     return np.stack([-t[:, 2], -t[:, 1]], axis=1)

@@ -1,14 +1,15 @@
-"""Two-pass registration of one image against a reference (shared by the batch
-and rolling drift estimators).
+"""Two-pass registration of one image against a reference.
 
-Pass 1 finds the integer lag on the whole (mean-subtracted, Tukey-apodised)
-frames. Pass 2 crops both images to their overlap at that integer lag, so the
-content of the two crops differs only by a sub-pixel shift, and refines it by
-DFT upsampling (Guizar-Sicairos). If the refined lag rounds to another integer, the crop is redone there (at
-most three crops). Cropping removes the bias towards zero lag
-that a fixed apodisation window causes when the content moves under it
-(measured: ~0.4-0.8 % of the lag without the crop, < 0.2 % with it, and about
-half the RMS error on 96x96 blinking blocks; see the xcorr tests).
+Shared by the batch and rolling drift estimators. Pass 1 finds the integer lag
+on the whole (mean-subtracted, Tukey-apodised) frames. Pass 2 crops both images
+to their overlap at that integer lag, so the content of the two crops differs
+only by a sub-pixel shift, and refines it by DFT upsampling (Guizar-Sicairos,
+maximised axis by axis). If the refined lag rounds to another integer, the crop
+is redone there (at most three crops). Cropping removes the bias towards zero
+lag that a fixed apodisation window causes when the content moves under it
+(measured during development on 96x96 blinking 10-frame blocks, lags up to
+15 px: the error grows by 0.4-0.8 % of the lag without the crop, < 0.2 % with
+it, and the RMS error drops from 0.066-0.087 px to 0.036-0.040 px).
 """
 
 from __future__ import annotations

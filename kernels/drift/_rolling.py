@@ -119,10 +119,14 @@ class DriftEstimate:
 
 def _check_int(name: str, v: object, lo: int) -> None:
     if not isinstance(v, Integral) or isinstance(v, bool) or v < lo:
-        raise ValueError(f"RollingDrift {name}={v!r} is out of range; expected an integer >= {lo}")
+        raise ValueError(
+            f"RollingDrift {name}={v!r} is out of range; expected an integer >= {lo}"
+        )
 
 
-def _check_real(name: str, v: object, lo: float, hi: float, lo_open: bool = False) -> None:
+def _check_real(
+    name: str, v: object, lo: float, hi: float, lo_open: bool = False
+) -> None:
     ok = isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(float(v))  # type: ignore[arg-type]
     if ok:
         f = float(v)  # type: ignore[arg-type]
@@ -130,7 +134,8 @@ def _check_real(name: str, v: object, lo: float, hi: float, lo_open: bool = Fals
     if not ok:
         lo_s = f"> {lo}" if lo_open else f">= {lo}"
         raise ValueError(
-            f"RollingDrift {name}={v!r} is out of range; expected a finite number {lo_s} and <= {hi}"
+            f"RollingDrift {name}={v!r} is out of range; "
+            f"expected a finite number {lo_s} and <= {hi}"
         )
 
 
@@ -298,7 +303,9 @@ class RollingDrift:
         self._count = 0
         self._n_half = max(1, p.block // 2)
         self._keys: list[_Key] = []
-        self._current = 0  # index of the current (main) frozen key, or accumulating root
+        self._current = (
+            0  # index of the current (main) frozen key, or accumulating root
+        )
         self._pending: _Key | None = None  # non-root key being accumulated
         self._since_key = 0
         self._estimates: list[DriftEstimate] = []
@@ -336,7 +343,8 @@ class RollingDrift:
         f = a.astype(np.float64, copy=False)
         if not np.all(np.isfinite(f)):
             raise ValueError(
-                f"frame {self._n_frames} holds non-finite values; replace them before pushing"
+                f"frame {self._n_frames} holds non-finite values; "
+                "replace them before pushing"
             )
         assert self._acc is not None and self._half is not None
         self._acc += f
@@ -427,7 +435,9 @@ class RollingDrift:
             return np.zeros((n, 2))
         c = np.asarray(self._centres)
         vals = self._smoothed()
-        out = np.stack([np.interp(t, c, vals[:, 0]), np.interp(t, c, vals[:, 1])], axis=1)
+        out = np.stack(
+            [np.interp(t, c, vals[:, 0]), np.interp(t, c, vals[:, 1])], axis=1
+        )
         hi = t > c[-1]
         if hi.any():
             out[hi] = self._extrapolate(t[hi])
@@ -569,22 +579,35 @@ class RollingDrift:
         # outlier tests
         med_psr = float(np.median(self._psrs)) if len(self._psrs) >= 3 else psr
         bad_peak = psr < p.min_psr or psr < p.psr_drop * med_psr
-        sigma = math.sqrt(s2 * float(np.clip(med_psr / max(psr, 1e-6), 0.5, 4.0) ** 2) + main.var)
+        sigma = math.sqrt(
+            s2 * float(np.clip(med_psr / max(psr, 1e-6), 0.5, 4.0) ** 2) + main.var
+        )
         jump = float(np.max(np.abs(est - pred)))
         limit = p.max_velocity * p.block + 5 * sigma
         bad_jump = bool(self._accepted) and jump > limit
         rejected = bad_peak or bad_jump
         if rejected and not bad_peak and self._n_rejected >= p.relock_after:
-            logger.info("RollingDrift: re-lock at block %d after %d rejections", b, self._n_rejected)
+            logger.info(
+                "RollingDrift: re-lock at block %d after %d rejections",
+                b,
+                self._n_rejected,
+            )
             self._accepted.clear()
             rejected = False
         if rejected:
             self._n_rejected += 1
             logger.debug(
-                "RollingDrift: block %d rejected (psr %.1f, median %.1f, jump %.2f px > %.2f)",
-                b, psr, med_psr, jump, limit,
+                "RollingDrift: block %d rejected "
+                "(psr %.1f, median %.1f, jump %.2f px > %.2f)",
+                b,
+                psr,
+                med_psr,
+                jump,
+                limit,
             )
-            return self._record(b, last, centre, pred, 2 * sigma + 0.05, True, psr, main.index)
+            return self._record(
+                b, last, centre, pred, 2 * sigma + 0.05, True, psr, main.index
+            )
         self._n_rejected = 0
         self._psrs.append(psr)
         if math.isfinite(half_diff):
@@ -621,7 +644,9 @@ class RollingDrift:
             maxlen=_N_FIT,
         )
         root.blocks = []
-        logger.debug("RollingDrift: root key frozen, reference moved by (%.4f, %.4f) px", *delta)
+        logger.debug(
+            "RollingDrift: root key frozen, reference moved by (%.4f, %.4f) px", *delta
+        )
 
     def _smoothed(self) -> np.ndarray:
         """(B, 2) block values after the local quadratic fit (cached)."""
@@ -645,13 +670,17 @@ class RollingDrift:
                 deg = 2 if m >= 4 else 1
                 t = (c[lo:hi] - c[i]) / max(1.0, self.params.block)
                 a = np.vander(t, deg + 1, increasing=True) * np.sqrt(w)[:, None]
-                coef, *_ = np.linalg.lstsq(a, vals[lo:hi] * np.sqrt(w)[:, None], rcond=None)
+                coef, *_ = np.linalg.lstsq(
+                    a, vals[lo:hi] * np.sqrt(w)[:, None], rcond=None
+                )
                 out[i] = coef[0]
             vals = out
         self._smooth_cache = (n, vals)
         return vals
 
-    def _maintain_keys(self, img: np.ndarray, est: np.ndarray, psr: float, main: _Key) -> None:
+    def _maintain_keys(
+        self, img: np.ndarray, est: np.ndarray, psr: float, main: _Key
+    ) -> None:
         p = self.params
         root = self._keys[0]
         if not root.frozen:  # the root accumulates the first key_blocks blocks
@@ -687,7 +716,10 @@ class RollingDrift:
                 self._since_key = 0
                 logger.debug(
                     "RollingDrift: key %d frozen at offset (%.3f, %.3f) +- %.4f px",
-                    pk.index, pk.offset[0], pk.offset[1], math.sqrt(pk.var),
+                    pk.index,
+                    pk.offset[0],
+                    pk.offset[1],
+                    math.sqrt(pk.var),
                 )
             return
         self._since_key += 1
@@ -705,7 +737,11 @@ class RollingDrift:
             key=lambda k: self._overlap(est, k),
             default=None,
         )
-        if not forced and best is not None and self._overlap(est, best) >= p.min_overlap:
+        if (
+            not forced
+            and best is not None
+            and self._overlap(est, best) >= p.min_overlap
+        ):
             self._current = best.index
             self._since_key = 0
             return

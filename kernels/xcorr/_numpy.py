@@ -142,7 +142,9 @@ def correlation_spectrum(
         return x / (np.abs(x) + eps)
     if mode != "cc":
         raise ValueError(f"mode={mode!r} is not valid; expected 'cc' or 'phase'")
-    norm = math.sqrt(float(np.sum(np.abs(f_ref) ** 2)) * float(np.sum(np.abs(f_img) ** 2)))
+    norm = math.sqrt(
+        float(np.sum(np.abs(f_ref) ** 2)) * float(np.sum(np.abs(f_img) ** 2))
+    )
     return x * (x.size / norm) if norm > 0 else x
 
 
@@ -178,15 +180,21 @@ def cross_correlation_map(
     img = np.asarray(img)
     if ref.ndim != 2 or ref.shape != img.shape:
         raise ValueError(
-            f"ref and img must be 2-D arrays of one shape; got {ref.shape} and {img.shape}"
+            "ref and img must be 2-D arrays of one shape; "
+            f"got {ref.shape} and {img.shape}"
         )
     win = None if window_alpha is None else tukey_window(ref.shape, window_alpha)
-    x = correlation_spectrum(prepare_spectrum(ref, win), prepare_spectrum(img, win), mode)
+    x = correlation_spectrum(
+        prepare_spectrum(ref, win), prepare_spectrum(img, win), mode
+    )
     return _map_from_spectrum(x)
 
 
 def integer_peak(
-    cmap: np.ndarray, *, max_shift: float = 0.0, center: tuple[float, float] = (0.0, 0.0)
+    cmap: np.ndarray,
+    *,
+    max_shift: float = 0.0,
+    center: tuple[float, float] = (0.0, 0.0),
 ) -> tuple[int, int]:
     """Index (row, col) of the map maximum, optionally within a search disc.
 
@@ -259,7 +267,9 @@ def subpixel_peak(
     r, c = peak if peak is not None else integer_peak(cmap)
     g = method == "gaussian"
     if method not in ("gaussian", "parabolic"):
-        raise ValueError(f"method={method!r} is not valid; expected 'gaussian' or 'parabolic'")
+        raise ValueError(
+            f"method={method!r} is not valid; expected 'gaussian' or 'parabolic'"
+        )
     z = float(cmap[r, c])
     dr = _three_point(float(cmap[(r - 1) % h, c]), z, float(cmap[(r + 1) % h, c]), g)
     dc = _three_point(float(cmap[r, (c - 1) % w]), z, float(cmap[r, (c + 1) % w]), g)
@@ -307,9 +317,13 @@ def upsampled_peak(
     i, j = np.unravel_index(int(np.argmax(up)), up.shape)
     di = dj = 0.0
     if 0 < i < n - 1:
-        di = _three_point(float(up[i - 1, j]), float(up[i, j]), float(up[i + 1, j]), False)
+        di = _three_point(
+            float(up[i - 1, j]), float(up[i, j]), float(up[i + 1, j]), False
+        )
     if 0 < j < n - 1:
-        dj = _three_point(float(up[i, j - 1]), float(up[i, j]), float(up[i, j + 1]), False)
+        dj = _three_point(
+            float(up[i, j - 1]), float(up[i, j]), float(up[i, j + 1]), False
+        )
     return float(py[i] + di / upsample), float(px[j] + dj / upsample)
 
 
@@ -359,23 +373,39 @@ def upsampled_peak_axes(
         i = int(np.argmax(profile))
         d = 0.0
         if 0 < i < n - 1:
-            d = _three_point(float(profile[i - 1]), float(profile[i]), float(profile[i + 1]), False)
+            d = _three_point(
+                float(profile[i - 1]), float(profile[i]), float(profile[i + 1]), False
+            )
         return float(pos[i] + d / upsample)
 
     for _ in range(max(1, sweeps)):
         # row profile at column x: collapse the x frequencies first
-        col = (cross_spectrum * np.exp(2j * np.pi * fx * x)[None, :]).sum(axis=1)  # (h,)
+        col = (cross_spectrum * np.exp(2j * np.pi * fx * x)[None, :]).sum(
+            axis=1
+        )  # (h,)
         py = y + off
-        prof = (np.exp(2j * np.pi * py[:, None] * fy[None, :]) * col[None, :]).sum(axis=1).real
+        prof = (
+            (np.exp(2j * np.pi * py[:, None] * fy[None, :]) * col[None, :])
+            .sum(axis=1)
+            .real
+        )
         y = best(prof, py)
-        row = (cross_spectrum * np.exp(2j * np.pi * fy * y)[:, None]).sum(axis=0)  # (w,)
+        row = (cross_spectrum * np.exp(2j * np.pi * fy * y)[:, None]).sum(
+            axis=0
+        )  # (w,)
         px = x + off
-        prof = (np.exp(2j * np.pi * px[:, None] * fx[None, :]) * row[None, :]).sum(axis=1).real
+        prof = (
+            (np.exp(2j * np.pi * px[:, None] * fx[None, :]) * row[None, :])
+            .sum(axis=1)
+            .real
+        )
         x = best(prof, px)
     return y, x
 
 
-def peak_to_sidelobe_ratio(cmap: np.ndarray, peak: tuple[int, int], exclude: int = 3) -> float:
+def peak_to_sidelobe_ratio(
+    cmap: np.ndarray, peak: tuple[int, int], exclude: int = 3
+) -> float:
     """``(peak - mean) / std`` of the map outside a square of half-width ``exclude``.
 
     Parameters
@@ -473,7 +503,8 @@ def register(
     img = np.asarray(img)
     if ref.ndim != 2 or ref.shape != img.shape:
         raise ValueError(
-            f"ref and img must be 2-D arrays of one shape; got {ref.shape} and {img.shape}"
+            "ref and img must be 2-D arrays of one shape; "
+            f"got {ref.shape} and {img.shape}"
         )
     win = None if window_alpha is None else tukey_window(ref.shape, window_alpha)
     return register_spectra(

@@ -20,7 +20,13 @@ import pytest
 
 from livesr.kernels import estimate_drift
 from livesr.kernels.drift import from_nanopyx_table, to_nanopyx_table
-from livesr.sim import CameraConfig, DriftConfig, SampleConfig, SimConfig, simulate_stack
+from livesr.sim import (
+    CameraConfig,
+    DriftConfig,
+    SampleConfig,
+    SimConfig,
+    simulate_stack,
+)
 
 
 def _rms(e: np.ndarray) -> float:
@@ -40,7 +46,10 @@ def integer_walk():
     offs = np.cumsum(rng.integers(-1, 2, size=(40, 2)), axis=0)
     offs = np.clip(offs - offs[0], -15, 15)
     stack = np.stack(
-        [big[i, 16 + offs[i, 0] : 80 + offs[i, 0], 16 + offs[i, 1] : 80 + offs[i, 1]] for i in range(40)]
+        [
+            big[i, 16 + offs[i, 0] : 80 + offs[i, 0], 16 + offs[i, 1] : 80 + offs[i, 1]]
+            for i in range(40)
+        ]
     )
     return stack, -offs.astype(np.float64)  # crop origin +o => sample displaced by -o
 
@@ -48,7 +57,9 @@ def integer_walk():
 @pytest.fixture(scope="module")
 def linear_bright():
     cfg = SimConfig.static_bright(
-        shape=(64, 64), seed=5, drift=DriftConfig(velocity_um_per_s=(0.3, -0.2), random_walk_um=0.001)
+        shape=(64, 64),
+        seed=5,
+        drift=DriftConfig(velocity_um_per_s=(0.3, -0.2), random_walk_um=0.001),
     )
     stack, truths = simulate_stack(60, cfg)
     return stack, _truth(truths)
@@ -60,7 +71,9 @@ def jitter_bright():
     cfg = SimConfig.static_bright(
         shape=(128, 128),
         seed=7,
-        drift=DriftConfig(oscillation_amplitude_um=(0.03, 0.02), oscillation_period_s=0.2),
+        drift=DriftConfig(
+            oscillation_amplitude_um=(0.03, 0.02), oscillation_period_s=0.2
+        ),
     )
     stack, truths = simulate_stack(40, cfg)
     return stack, _truth(truths)
@@ -68,7 +81,9 @@ def jitter_bright():
 
 @pytest.fixture(scope="module")
 def large_drift():
-    cfg = SimConfig.static_bright(shape=(64, 64), seed=3, drift=DriftConfig(velocity_um_per_s=(-1.5, 1.2)))
+    cfg = SimConfig.static_bright(
+        shape=(64, 64), seed=3, drift=DriftConfig(velocity_um_per_s=(-1.5, 1.2))
+    )
     stack, truths = simulate_stack(60, cfg)
     return stack, _truth(truths)
 
@@ -99,7 +114,13 @@ def nanopyx_run(tmp_path_factory):
 
     assert os.environ["HOME"] == str(home)
 
-    def run(stack: np.ndarray, *, ref_option: int, time_averaging: int = 1, max_drift: int = 10):
+    def run(
+        stack: np.ndarray,
+        *,
+        ref_option: int,
+        time_averaging: int = 1,
+        max_drift: int = 10,
+    ):
         table = DriftEstimator(verbose=False).run(
             stack.astype(np.float32),
             time_averaging=time_averaging,
@@ -124,7 +145,11 @@ def nanopyx_run(tmp_path_factory):
         (np.zeros((4, 4, 16)), {}, "at least 8x8"),
         (np.zeros((4, 16, 16), dtype=complex), {}, "dtype"),
         (np.full((4, 16, 16), np.nan), {}, "non-finite"),
-        (np.zeros((4, 16, 16)), {"reference": "last"}, "reference='last'.*'first' or 'previous'"),
+        (
+            np.zeros((4, 16, 16)),
+            {"reference": "last"},
+            "reference='last'.*'first' or 'previous'",
+        ),
         (np.zeros((4, 16, 16)), {"time_averaging": 0}, r"time_averaging=0.*\[1, 2\]"),
         (np.zeros((4, 16, 16)), {"time_averaging": 3}, r"time_averaging=3.*\[1, 2\]"),
         (np.zeros((4, 16, 16)), {"time_averaging": 1.5}, "time_averaging=1.5"),
@@ -142,7 +167,9 @@ def test_drift_batch_nanopyx_table_mapping_roundtrip():
     d = np.array([[0.0, 0.0], [1.5, -2.0]])
     t = to_nanopyx_table(d)
     assert t.dtype == np.float32 and t.shape == (2, 3)
-    np.testing.assert_allclose(t[1], [2.5, 2.0, -1.5])  # [|d|, x corr = -dx, y corr = -dy]
+    np.testing.assert_allclose(
+        t[1], [2.5, 2.0, -1.5]
+    )  # [|d|, x corr = -dx, y corr = -dy]
     np.testing.assert_allclose(from_nanopyx_table(t), d)
 
 
@@ -154,7 +181,9 @@ def test_drift_batch_sign_and_accuracy_on_linear_drift(linear_bright):
     assert np.all(out[0] == 0)
     assert _rms(out - d) < 0.03  # measured 0.018
     prev = estimate_drift(stack, reference="previous")
-    assert _rms(prev - d) < 0.12  # chained: random walk of the per-pair error, measured 0.088
+    assert (
+        _rms(prev - d) < 0.12
+    )  # chained: random walk of the per-pair error, measured 0.088
 
 
 def test_drift_batch_time_averaging_blocks_at_their_centres(linear_bright):
@@ -178,7 +207,9 @@ def test_drift_batch_max_drift_limits_the_search(integer_walk):
 
 # ----------------------------------------------------------------- NanoPyx parity
 @pytest.mark.nanopyx
-def test_drift_batch_matches_nanopyx_where_nanopyx_is_right(jitter_bright, linear_bright, nanopyx_run):
+def test_drift_batch_matches_nanopyx_where_nanopyx_is_right(
+    jitter_bright, linear_bright, nanopyx_run
+):
     """On every frame where NanoPyx's error vs truth is <= 0.03 px (both axes), our
     table agrees with NanoPyx's within 0.05 px (measured max 0.028 px on 12 of 40
     frames of sub-pixel jitter, 0.021 px on 4 of 60 frames of linear drift);
@@ -187,14 +218,21 @@ def test_drift_batch_matches_nanopyx_where_nanopyx_is_right(jitter_bright, linea
         ours = estimate_drift(stack, time_averaging=1, max_drift=10)
         npx = nanopyx_run(stack, ref_option=0)
         right = np.all(np.abs(npx - d) <= 0.03, axis=1)
-        assert right.sum() >= min_right, f"only {right.sum()} frames where NanoPyx is right"
+        assert right.sum() >= min_right, (
+            f"only {right.sum()} frames where NanoPyx is right"
+        )
         assert np.max(np.abs(ours[right] - npx[right])) <= 0.05
         assert _rms(ours - d) < 0.6 * _rms(npx - d), (_rms(ours - d), _rms(npx - d))
 
 
 @pytest.mark.nanopyx
-@pytest.mark.parametrize(("reference", "ref_option", "ours_max", "factor"), [("first", 0, 0.03, 3.0), ("previous", 1, 0.09, 2.5)])
-def test_drift_batch_beats_nanopyx_on_integer_walk(integer_walk, nanopyx_run, reference, ref_option, ours_max, factor):
+@pytest.mark.parametrize(
+    ("reference", "ref_option", "ours_max", "factor"),
+    [("first", 0, 0.03, 3.0), ("previous", 1, 0.09, 2.5)],
+)
+def test_drift_batch_beats_nanopyx_on_integer_walk(
+    integer_walk, nanopyx_run, reference, ref_option, ours_max, factor
+):
     """Integer-pixel random walk: ours 0.011 (first) / 0.052 (previous) px RMS,
     NanoPyx 0.075 / 0.25 (its lag-proportional bias towards zero)."""
     stack, d = integer_walk

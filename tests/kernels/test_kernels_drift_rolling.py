@@ -22,7 +22,13 @@ import pytest
 
 from livesr.kernels import RollingDrift
 from livesr.kernels.drift import DriftEstimate, RollingDriftParams
-from livesr.sim import CameraConfig, DriftConfig, SampleConfig, SimConfig, simulate_stack
+from livesr.sim import (
+    CameraConfig,
+    DriftConfig,
+    SampleConfig,
+    SimConfig,
+    simulate_stack,
+)
 
 K = 10
 N = 5000
@@ -34,12 +40,12 @@ def _rms(e: np.ndarray) -> float:
 
 
 def _config(shape=(96, 96), seed=5, **drift) -> SimConfig:
-    d = dict(
-        oscillation_amplitude_um=(1.6, 1.2),
-        oscillation_period_s=10.0,
-        velocity_um_per_s=(0.0, 0.01),
-        random_walk_um=0.0003,
-    )
+    d = {
+        "oscillation_amplitude_um": (1.6, 1.2),
+        "oscillation_period_s": 10.0,
+        "velocity_um_per_s": (0.0, 0.01),
+        "random_walk_um": 0.0003,
+    }
     d.update(drift)
     return SimConfig(
         camera=CameraConfig(shape=shape),
@@ -105,7 +111,10 @@ def test_drift_rolling_sigma_is_calibrated(long_run):
     actual = _rms(raw - d.reshape(-1, K, 2).mean(axis=1)[K:])
     assert np.all(np.isfinite(sig)) and np.all(sig > 0)
     # per axis: the reported sigma is within a factor 2 of the actual RMS error
-    assert 0.5 * actual <= float(np.mean(sig)) <= 2.0 * actual, (float(np.mean(sig)), actual)
+    assert 0.5 * actual <= float(np.mean(sig)) <= 2.0 * actual, (
+        float(np.mean(sig)),
+        actual,
+    )
 
 
 def test_drift_rolling_causal_extrapolation_is_usable(long_run, short_stack):
@@ -184,7 +193,11 @@ def test_drift_rolling_relocks_after_a_real_step(short_stack):
     rej = [e.block_index for e in ests if e.rejected]
     assert rej == [30, 31, 32]
     ref = d[: K * rd.params.key_blocks].mean(axis=0)
-    truth = d.reshape(-1, K, 2).mean(axis=1) - ref + np.where(np.arange(len(ests)) >= 30, 6.0, 0.0)[:, None] * [1, 0]
+    truth = (
+        d.reshape(-1, K, 2).mean(axis=1)
+        - ref
+        + np.where(np.arange(len(ests)) >= 30, 6.0, 0.0)[:, None] * [1, 0]
+    )
     after = np.array([(e.dy, e.dx) for e in ests[33:]])
     assert _rms(after - truth[33:]) < 0.1
 

@@ -53,7 +53,9 @@ def test_xcorr_register_recovers_circular_subpixel_shift(mode, shift):
     # odd sizes: a real image has no Nyquist term, so the Fourier shift is exact
     ref = _texture((63, 65), seed=1)
     img = _fourier_shift(ref, shift)
-    r = register(ref, img, mode=mode, method="upsampled", upsample=50, window_alpha=None)
+    r = register(
+        ref, img, mode=mode, method="upsampled", upsample=50, window_alpha=None
+    )
     # exact for a circular shift of a band-limited image: < 0.01 px
     assert r.dy == pytest.approx(shift[0], abs=0.01)
     assert r.dx == pytest.approx(shift[1], abs=0.01)
