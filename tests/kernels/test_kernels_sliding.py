@@ -627,3 +627,25 @@ def test_sliding_model(ops: list, strategy: str, recompute: bool) -> None:
         assert sr.frames_seen <= sr.next_emission
         assert sr.next_emission <= sr.frames_seen + sr.window + sr.stride
     assert sr.frames_seen == pos - offset
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"geometry": "corrected"},
+        {"intensity_weighting": False, "radius": 2.0},
+        {"sensitivity": 2.0, "magnification": 3},
+    ],
+    ids=["corrected", "rgc-only-r2", "s2-m3"],
+)
+def test_map_settings_pass_through_to_batch(kw: dict) -> None:
+    """The real esrrf_frame path (no cache) with non-default settings equals esrrf()."""
+    kw = {"magnification": M, **kw}
+    frames = FRAMES[:9]
+    sr = SlidingEsrrf(4, 5, temporal="var", **kw)
+    results = sr.push_many(frames)
+    assert [(r.first_frame, r.last_frame) for r in results] == [(0, 3), (5, 8)]
+    for r in results:
+        batch = esrrf(frames[r.first_frame : r.last_frame + 1], temporal="var", **kw)
+        assert r.image.shape == batch.shape
+        assert _rel(r.image, batch) <= TOL
