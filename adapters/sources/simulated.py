@@ -1,0 +1,157 @@
+"""The simulated camera as a source: render frames and push them over the lossless link.
+
+::
+
+    src = SimulatedSource(sim_config, "ipc:///tmp/livesr.ipc", frames=200)
+    summary = src.run()            # blocking; or src.start() ... src.join()
+
+Frames come from :class:`livesr.sim.Microscope` (with its ground truth), are stamped
+with their acquisition time and sent through a
+:class:`livesr.stream._source_link.SourceLink` (credit, ACK, replay ring).  With
+``pace=True`` frames are produced at the camera's ``interval_ms`` like a live camera
+(an overflowing replay ring is then a reported gap and stops acquisition); with
+``pace=False`` as fast as the link accepts them (``send`` waits for ring space).
+
+Acquisition stops after ``frames`` frames (0: until :meth:`SimulatedSource.stop` or
+``stop_event``), when ``stop_event`` is set (e.g. the pipeline's ``stop_requested``
+after a raw-store failure) or on a ring overflow; the link is then closed cleanly
+(END, END_ACK) so the pipeline can account for every frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import zmq
+
+__all__ = ["SimulatedSource"]
+
+logger = logging.getLogger(__name__)
+
+
+class SimulatedSource:
+    """Push simulated camera frames to a pipeline ingest.
+
+    Parameters
+    ----------
+    sim_config : livesr.sim.SimConfig
+        The simulated microscope.
+    endpoint : str
+        Ingest endpoint to connect to.
+    frames : int
+        Frames to acquire, >= 0 (0: until stopped).
+    pace : bool
+        Produce frames at the camera interval (True) or as fast as accepted (False).
+    stream : str
+        Stream id.
+    ring_frames : int
+        Replay ring slots of the link.
+    stop_event : threading.Event, optional
+        Acquisition stops when it is set.
+    context : zmq.Context, optional
+        Shared context (required for ``inproc://``).
+    send_timeout_s : float
+        Unpaced mode: how long ``send`` may wait for a free ring slot.
+    """
+
+    def __init__(
+        self,
+        sim_config: Any,
+        endpoint: str,
+        *,
+        frames: int,
+        pace: bool = True,
+        stream: str = "sim",
+        ring_frames: int = 256,
+        stop_event: threading.Event | None = None,
+        context: zmq.Context[Any] | None = None,
+        send_timeout_s: float = 30.0,
+    ) -> None:
+        if isinstance(frames, bool) or not isinstance(frames, int) or frames < 0:
+            raise ValueError(f"SimulatedSource frames={frames!r}; expected an integer >= 0 (0 = until stopped)")
+        self.sim_config = sim_config
+        self.endpoint = endpoint
+        self.frames = frames
+        self.pace = bool(pace)
+        self.stream = stream
+        self.ring_frames = int(ring_frames)
+        self.stop_event = stop_event if stop_event is not None else threading.Event()
+        self._ctx = context
+        self._send_timeout = float(send_timeout_s)
+        self._thread: threading.Thread | None = None
+        self.summary: dict[str, Any] | None = None
+        self.error: BaseException | None = None
+        self.frames_sent = 0
+
+    def stop(self) -> None:
+        """Ask the acquisition loop to stop after the current frame."""
+        self.stop_event.set()
+
+    def start(self) -> SimulatedSource:
+        """Run :meth:`run` on a background thread."""
+        self._thread = threading.Thread(target=self._run_thread, name="livesr-sim-source", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run_thread(self) -> None:
+        try:
+            self.run()
+        except BaseException as exc:  # reported by join()
+            self.error = exc
+            logger.exception("simulated source failed")
+
+    def join(self, timeout: float | None = None) -> dict[str, Any] | None:
+        """Wait for the background run; returns the link summary (None if still running)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                return None
+        return self.summary
+
+    def run(self) -> dict[str, Any]:
+        """Acquire and send (blocking); returns the link summary."""
+        from livesr.sim import Microscope
+        from livesr.stream._source_link import RingOverflowError, SourceLink, SourceLinkConfig
+
+        scope = Microscope(self.sim_config)
+        cam = self.sim_config.camera
+        shape = tuple(int(s) for s in scope.shape)
+        link_cfg = SourceLinkConfig(
+            endpoint=self.endpoint, stream=self.stream, shape=shape, dtype="uint16",
+            pixel_size_um=float(cam.pixel_size_um), ring_frames=self.ring_frames,
+            overflow="stop",
+        )
+        interval = max(cam.interval_ms, scope.exposure_ms) / 1e3
+        meta_base = {"camera": "livesr-sim", "exposure_ms": float(scope.exposure_ms),
+                     "interval_ms": float(cam.interval_ms)}
+        buf = np.empty(shape, dtype=np.uint16)
+        link = SourceLink(link_cfg, context=self._ctx).start()
+        t0 = time.monotonic()
+        try:
+            i = 0
+            while (self.frames == 0 or i < self.frames) and not self.stop_event.is_set():
+                if self.pace:
+                    delay = t0 + i * interval - time.monotonic()
+                    if delay > 0:
+                        if self.stop_event.wait(delay):
+                            break
+                truth = scope.render_into(buf)
+                meta = {**meta_base, "ImageNumber": truth.index,
+                        "displacement_px": [float(truth.displacement_px[0]), float(truth.displacement_px[1])]}
+                try:
+                    link.send(buf, t_acq=time.time(), meta=meta, timeout=0.0 if self.pace else self._send_timeout)
+                except RingOverflowError as exc:
+                    logger.error("simulated source: %s", exc)
+                    break
+                i += 1
+                self.frames_sent = i
+        finally:
+            self.summary = link.close(timeout=30.0)
+        if self.stop_event.is_set():
+            logger.warning("simulated source stopped on request after %d frame(s)", self.frames_sent)
+        logger.info("simulated source done: %d frames acquired", self.summary.get("frames_acquired", 0))
+        return self.summary
