@@ -649,3 +649,23 @@ def test_map_settings_pass_through_to_batch(kw: dict) -> None:
         batch = esrrf(frames[r.first_frame : r.last_frame + 1], temporal="var", **kw)
         assert r.image.shape == batch.shape
         assert _rel(r.image, batch) <= TOL
+
+
+def test_realistic_size_uses_parallel_kernels_and_equals_batch() -> None:
+    """64x64 at M=5: 320x320 maps, above PARALLEL_MIN_PIXELS (multi-threaded sums)."""
+    from livesr.kernels._window import PARALLEL_MIN_PIXELS
+
+    assert 320 * 320 >= PARALLEL_MIN_PIXELS
+    frames = _frames(8, seed=12, size=64)
+    images = {}
+    for strategy in ("maps", "raw"):
+        sr = SlidingEsrrf(4, 2, magnification=5, temporal="tac2", strategy=strategy)
+        results = sr.push_many(frames)
+        assert sr.sums_backend == "numba" and sr._moments._serial == 0
+        assert [r.last_frame for r in results] == [3, 5, 7]
+        images[strategy] = results
+    for a, b in zip(images["maps"], images["raw"], strict=True):
+        np.testing.assert_array_equal(a.image, b.image)
+    last = images["maps"][-1]
+    batch = esrrf(frames[4:8], magnification=5, temporal="tac2")
+    assert _rel(last.image, batch) <= TOL
