@@ -108,7 +108,7 @@ def _sample_index(k: np.ndarray, offset: int, m: int, n: int) -> np.ndarray:
     return np.where(ok, np.minimum(t, 2 * n), 2 * n + 1)
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=4)
 def _row_tables(
     params: EsrrfParams, w: int
 ) -> tuple[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray], ...]:
@@ -130,12 +130,13 @@ def _row_tables(
     return tuple(out)
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=2)
 def _weight_sum(params: EsrrfParams, h: int, w: int) -> np.ndarray:
     """``Wsum`` of every output pixel, ``(H, M, W*M)`` float32.
 
     It does not depend on the gradients: the sum of the weights of the kept
-    samples, accumulated in float32 in NanoPyx's (j, i) order.
+    samples, accumulated in float32 in NanoPyx's (j, i) order. Cached for the two
+    most recent (params, frame shape) pairs: one output-sized map each.
     """
     m = params.magnification
     ky = np.arange(h * m)
