@@ -4,7 +4,7 @@ Per frame (:func:`esrrf_frame`): Catmull-Rom magnification of the frame, Roberts
 cross gradients, their half-pixel Catmull-Rom samples (the "2x gradient trick"),
 radial gradient convergence times the magnified intensity.  Per block of frames
 (:func:`esrrf`): a temporal statistic (AVG, VAR, TAC2) accumulated frame by frame,
-then optional macro-pixel correction.  See ``/work/shared/ESRRF.md`` section 2 for
+then optional macro-pixel correction.  See the project notes ESRRF.md, section 2, for
 the step-by-step description this follows.
 """
 
