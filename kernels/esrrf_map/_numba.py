@@ -1,7 +1,8 @@
 """Fused per-frame eSRRF map with numba: one parallel pass over output rows.
 
 Per frame: Roberts-cross gradients, their 2× Catmull-Rom upsampling and
-normalisation (numpy, ``_weights.normalised_gradients``, ~4·H·W values), then
+normalisation (``_unit_gradients``, the parallel twin of
+``_weights.normalised_gradients``, ~4·H·W values), then
 one ``prange`` loop over output rows that computes, per output pixel, the
 Catmull-Rom magnified intensity (row pass cached per output row), the RGC sum
 over the precomputed ``(w, ux, uy)`` window table (no ``exp``/``sqrt`` per
@@ -21,7 +22,7 @@ from livesr.engine import implementation
 from livesr.kernels.esrrf_map._weights import (
     check_inputs,
     frame_plan,
-    normalised_gradients,
+    grid_taps,
     parity_planes,
 )
 
@@ -38,7 +39,7 @@ def _finish(rgc, wsum, apply_pow, sensitivity):
     if rgc < zero:
         rgc = zero
     elif apply_pow:
-        rgc = np.float32(float(rgc) ** sensitivity)
+        rgc = np.float32(np.float64(rgc) ** sensitivity)
     return rgc
 
 
@@ -50,6 +51,48 @@ def _intensity(line, c_idx, c_wt, x):
     q += line[c_idx[x, 2]] * c_wt[x, 2]
     q += line[c_idx[x, 3]] * c_wt[x, 3]
     return np.float32(q)
+
+
+@numba.njit(parallel=True, cache=True, fastmath=False, boundscheck=False)
+def _unit_gradients(frame, gr_idx, gr_wt, gc_idx, gc_wt, out):
+    """Numba twin of ``_weights.normalised_gradients`` (same arithmetic, parallel).
+
+    Per grid row: the Roberts-cross gradients of the 4 tap rows combined in
+    float64 for every input column, then the 4 column taps per grid column.
+    """
+    n_rows, n_cols = out.shape[0], out.shape[1]
+    w_in = frame.shape[1]
+    for k in numba.prange(n_rows):
+        tx = np.zeros(w_in, dtype=np.float64)
+        ty = np.zeros(w_in, dtype=np.float64)
+        for a in range(4):
+            r1 = gr_idx[k, a]
+            r0 = r1 - 1 if r1 > 0 else 0
+            wr = gr_wt[k, a]
+            for c1 in range(w_in):
+                c0 = c1 - 1 if c1 > 0 else 0
+                i01 = frame[r0, c1]
+                i10 = frame[r1, c0]
+                i00 = frame[r0, c0]
+                i11 = frame[r1, c1]
+                gx = ((i01 - i10) + i11) - i00
+                gy = ((i10 - i01) + i11) - i00
+                tx[c1] += gx * wr
+                ty[c1] += gy * wr
+        for l in range(n_cols):
+            qx = 0.0
+            qy = 0.0
+            for b in range(4):
+                c = gc_idx[l, b]
+                wc = gc_wt[l, b]
+                qx += tx[c] * wc
+                qy += ty[c] * wc
+            fx = np.float64(np.float32(qx))
+            fy = np.float64(np.float32(qy))
+            norm = np.sqrt(fx * fx + fy * fy)
+            inv = 1.0 / norm if norm > 0 else 0.0
+            out[k, l, 0] = np.float32(fx * inv)
+            out[k, l, 1] = np.float32(fy * inv)
 
 
 @numba.njit(parallel=True, cache=True, fastmath=False, boundscheck=False)
@@ -174,8 +217,11 @@ def esrrf_map_numba(
     check_inputs(frame, magnification, radius)
     m = int(magnification)
     plan = frame_plan(frame.shape, m, radius, shift)
-    grad = normalised_gradients(frame, m, shift)
     h, w = frame.shape
+    gri, grw = grid_taps(h, m, float(shift[0]))
+    gci, gcw = grid_taps(w, m, float(shift[1]))
+    grad = np.empty((2 * h + 1, 2 * w + 1, 2), dtype=np.float32)
+    _unit_gradients(frame, gri, grw, gci, gcw, grad)
     out = np.zeros((h * m, w * m), dtype=np.float32)
     rp, cp, runs = plan.rows, plan.cols, plan.runs
     _fused(

@@ -52,6 +52,7 @@ __all__ = [
     "axis_plan",
     "catmull_rom_taps",
     "frame_plan",
+    "grid_taps",
     "normalised_gradients",
     "parity_planes",
     "phase_runs",
@@ -305,7 +306,15 @@ def roberts_cross(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=64)
-def _grid_taps(size: int, magnification: int, shift: float) -> tuple[np.ndarray, np.ndarray]:
+def grid_taps(size: int, magnification: int, shift: float) -> tuple[np.ndarray, np.ndarray]:
+    """Catmull-Rom taps of the 2× gradient grid along one axis (cached, read-only).
+
+    Returns
+    -------
+    idx, wt : numpy.ndarray
+        ``(2·size + 1, 4)`` int32 / float64, see :func:`catmull_rom_taps` and
+        :func:`gradient_coords`.
+    """
     idx, wt = catmull_rom_taps(gradient_coords(size, magnification, shift), size)
     idx.flags.writeable = False
     wt.flags.writeable = False
@@ -334,8 +343,8 @@ def normalised_gradients(
         ``(k·M, l·M)``, the last row/column its clamped index ``2HM - 1``.
     """
     h, w = frame.shape
-    ri, rw = _grid_taps(h, magnification, float(shift[0]))
-    ci, cw = _grid_taps(w, magnification, float(shift[1]))
+    ri, rw = grid_taps(h, magnification, float(shift[0]))
+    ci, cw = grid_taps(w, magnification, float(shift[1]))
     out = np.empty((2 * h + 1, 2 * w + 1, 2), dtype=np.float64)
     for ch, g in enumerate(roberts_cross(frame)):
         g64 = g.astype(np.float64)
