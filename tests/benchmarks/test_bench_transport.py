@@ -57,9 +57,14 @@ np.savez(out, lat=lat, age=age, seen=seen, bad=np.array(bad), cpu=np.array([cpu]
 """
 
 
-def run_case(shape: tuple[int, int], rate: float, ring: int, seconds: float, folder: str) -> dict[str, Any]:
-    """Source in this process, ingest in a child process (as in a real deployment)."""
-    n = int(rate * seconds)
+def run_case(
+    shape: tuple[int, int], rate: float, ring: int, seconds: float, folder: str, frames: int = 0
+) -> dict[str, Any]:
+    """Source in this process, ingest in a child process (as in a real deployment).
+
+    ``rate`` 0: unpaced (``send`` waits for ring space: maximum throughput) for ``frames``.
+    """
+    n = int(rate * seconds) if rate > 0 else frames
     endpoint = f"ipc://{folder}/bench-{shape[0]}.ipc"
     out = f"{folder}/bench-{shape[0]}.npz"
     frame_bytes = shape[0] * shape[1] * 2
@@ -76,7 +81,7 @@ def run_case(shape: tuple[int, int], rate: float, ring: int, seconds: float, fol
         frames = [np.random.default_rng(i).integers(0, 4000, shape, dtype=np.uint16) for i in range(2)]
         try:
             assert link.wait_ready(10)
-            period = 1.0 / rate
+            period = 1.0 / rate if rate > 0 else 0.0
             cpu0 = time.process_time()
             t0 = time.perf_counter()
             late = 0
@@ -85,12 +90,12 @@ def run_case(shape: tuple[int, int], rate: float, ring: int, seconds: float, fol
                 wait = target - time.perf_counter()
                 if wait > 0:
                     time.sleep(wait)
-                elif wait < -period:
+                elif rate > 0 and wait < -period:
                     late += 1
                 f = frames[s & 1]
                 f[0, 0] = s & 0xFFFF
                 f[-1, -1] = (s >> 16) & 0xFFFF
-                link.send(f, t_acq=time.time())
+                link.send(f, t_acq=time.time(), timeout=0.0 if rate > 0 else 30.0)
             t_sent = time.perf_counter()
             summary = link.close(timeout=30)
             t_done = time.perf_counter()
@@ -145,5 +150,6 @@ if __name__ == "__main__":
     secs = float(sys.argv[1]) if len(sys.argv) > 1 else 5.0
     with tempfile.TemporaryDirectory() as d:
         for name, (shape, rate, ring) in CASES.items():
-            r = run_case(shape, rate, ring, secs, d)
-            sys.stdout.write(f"{name}: " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()) + "\n")
+            for label, kwargs in ((name, {}), (f"{name.split('@')[0]}@max", {"frames": int(rate * secs)})):
+                r = run_case(shape, rate if not kwargs else 0.0, ring, secs, d, **kwargs)
+                sys.stdout.write(f"{label}: " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()) + "\n")
