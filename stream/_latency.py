@@ -100,7 +100,7 @@ class LogHistogram:
             return math.nan
         rank = max(1, int(math.ceil(q * self.count)))
         i = int(np.searchsorted(np.cumsum(self._counts), rank))
-        return self._lo * math.exp((i + 0.5) * self._log_g)
+        return min(self._lo * math.exp((i + 0.5) * self._log_g), self.max_s)
 
 
 def _quantiles_ms(values: np.ndarray) -> dict[str, float]:

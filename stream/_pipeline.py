@@ -79,6 +79,9 @@ logger = logging.getLogger(__name__)
 #: Parameters :meth:`Pipeline.set_params` may change while streaming.
 LIVE_PARAMS: tuple[str, ...] = ("window", "stride", "radius", "sensitivity", "temporal")
 
+#: The processing ring never holds more frames than this (or 4 windows), whatever the budget.
+RING_MAX_FRAMES = 4096
+
 #: Name of the quality metric published with every image.
 QUALITY_METRIC = "normalized_gradient_energy"
 
@@ -457,7 +460,7 @@ class Pipeline:
         self._raw_opened = True
         self._ring = ProcessingRing(
             header.shape, header.dtype, int(self.config.stream.ring_mb * 2**20),
-            min_frames=self._esrrf.window,
+            min_frames=self._esrrf.window, max_frames=max(4 * self._esrrf.window, RING_MAX_FRAMES),
         )
         logger.info(
             "stream %s: %dx%d %s frames, %.4g um px; processing ring %d frames (%.1f MiB)",
@@ -620,7 +623,8 @@ class Pipeline:
         self._expected = seq + 1
         self._c["frames_processed"] += 1
         cost = time.perf_counter() - t0
-        self._cost_s = cost if self._cost_s <= 0 else 0.8 * self._cost_s + 0.2 * cost
+        if self._c["frames_processed"] > 1:  # the first frame pays one-off set-up costs
+            self._cost_s = cost if self._cost_s <= 0 else 0.8 * self._cost_s + 0.2 * cost
 
     def _record_drift(self, est: Any) -> None:
         seqs = self._drift_seqs

@@ -58,6 +58,9 @@ class ProcessingRing:
         Host memory for the slots; ``capacity = budget_bytes // frame_bytes``.
     min_frames : int
         Smallest acceptable capacity (the eSRRF window); a smaller budget is an error.
+    max_frames : int, optional
+        Upper bound on the capacity even when the budget allows more (a backlog
+        longer than this is never worth processing; saves memory for tiny frames).
     device_budget_bytes : int
         Device memory for the GPU mirror (0: none; hook, unused on the CPU path).
     """
@@ -69,6 +72,7 @@ class ProcessingRing:
         budget_bytes: int,
         *,
         min_frames: int = 1,
+        max_frames: int | None = None,
         device_budget_bytes: int = 0,
     ) -> None:
         dt = np.dtype(dtype)
@@ -81,6 +85,8 @@ class ProcessingRing:
                 f"of {shape[0]}x{shape[1]} {dt}; at least {max(1, min_frames)} (the eSRRF window) "
                 f"are needed: raise [stream] ring_mb to >= {need_mb:.3f}"
             )
+        if max_frames is not None:
+            capacity = min(capacity, max(int(max_frames), max(1, min_frames)))
         self.shape = (int(shape[0]), int(shape[1]))
         self.dtype = dt
         self.capacity = capacity
