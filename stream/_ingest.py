@@ -59,6 +59,13 @@ from livesr.stream._wire import (
 logger = logging.getLogger(__name__)
 
 _SEQ_MAX = 2**63 - 1
+_EVENT_COUNTERS = {
+    zmq.EVENT_DISCONNECTED: "disconnects",
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "handshake_failed_auth",
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "handshake_failed_protocol",
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "handshake_failed_other",
+}
+_MONITOR_EVENTS = sum(_EVENT_COUNTERS)
 OnFrame = Callable[[FrameHeader, np.ndarray], None]
 OnGap = Callable[[str, int, int], None]
 OnEnd = Callable[[str, dict[str, Any]], None]
@@ -228,6 +235,7 @@ class Ingest:
         self._ctx = context
         self._own_ctx = context is None
         self._sock: zmq.Socket[Any] | None = None
+        self._monitor: zmq.Socket[Any] | None = None
         self._auth: Any = None
         self._thread: threading.Thread | None = None
         self._stop = False
@@ -237,7 +245,16 @@ class Ingest:
         self._lock = threading.Lock()
         self._rlog = RateLimitedLog(logger, min(1.0, config.log_interval_s))
         self._rejected: dict[str, int] = {}
-        self._c = dict(messages=0, stale=0, on_frame_errors=0, control_send_failed=0)
+        self._c = dict(
+            messages=0,
+            stale=0,
+            on_frame_errors=0,
+            control_send_failed=0,
+            disconnects=0,
+            handshake_failed_auth=0,
+            handshake_failed_protocol=0,
+            handshake_failed_other=0,
+        )
         self._last_info = time.monotonic()
         self.endpoint = config.endpoint
 
@@ -274,13 +291,18 @@ class Ingest:
             if cfg.curve is not None:
                 self._auth = start_authenticator(self._ctx, cfg.curve)
                 apply_server_keys(sock, cfg.curve)
+            monitor = sock.get_monitor_socket(_MONITOR_EVENTS)
+            monitor.setsockopt(zmq.LINGER, 0)
+            self._monitor = monitor
             sock.bind(cfg.endpoint)
             self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         except zmq.ZMQError as exc:
+            self._close_monitor(sock)
             sock.close(linger=0)
             self._teardown()
             raise TransportError(f"cannot bind the ingest to {cfg.endpoint!r}: {exc}") from exc
         except Exception:
+            self._close_monitor(sock)
             sock.close(linger=0)
             self._teardown()
             raise
@@ -315,12 +337,42 @@ class Ingest:
             os.close(self._bell_r)
             os.close(self._bell_w)
         if self._sock is not None:
+            self._close_monitor(self._sock)
             self._sock.close()
             self._sock = None
         self._teardown()
         summary = self.summary()
         logger.info("ingest closed: %s", summary)
         return summary
+
+    def _close_monitor(self, sock: zmq.Socket[Any]) -> None:
+        if self._monitor is not None:
+            sock.disable_monitor()
+            self._monitor.close(linger=0)
+            self._monitor = None
+
+    def _drain_monitor(self) -> None:
+        """Count connection events; failed handshakes (CURVE/ZAP) are logged, rate-limited."""
+        monitor = self._monitor
+        if monitor is None:
+            return
+        while True:
+            try:
+                msg = monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            event = int.from_bytes(msg[0][:2], "little")
+            key = _EVENT_COUNTERS.get(event)
+            if key is None:
+                continue
+            with self._lock:
+                self._c[key] += 1
+            if key != "disconnects":
+                peer = msg[1].decode(errors="replace") if len(msg) > 1 else "?"
+                self._rlog.log(
+                    logging.WARNING, key, "ingest %s: %s from %s (unauthorised or misconfigured client)",
+                    self.endpoint, key.replace("_", " "), peer,
+                )
 
     def _teardown(self) -> None:
         if self._auth is not None:
@@ -348,6 +400,8 @@ class Ingest:
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
         poller.register(self._bell_r, zmq.POLLIN)
+        if self._monitor is not None:
+            poller.register(self._monitor, zmq.POLLIN)
         try:
             while not self._stop:
                 # ACKs go out every ack_every frames, or once the socket is idle for 1 ms
@@ -371,6 +425,7 @@ class Ingest:
         sock = self._sock
         if sock is None:
             raise TransportError("Ingest.serve(): call bind() first")
+        self._drain_monitor()
         if timeout_ms and not sock.poll(timeout_ms, zmq.POLLIN):
             self._periodic_log()
             return 0

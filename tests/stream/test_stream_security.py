@@ -72,7 +72,12 @@ def test_unauthorised_clients_deliver_nothing(keydir, curve_ingest, client):
     assert got == []
     assert summary["frames_acked"] == 0 and summary["handshakes"] == 0
     assert summary["frames_unacked"] == N and not summary["end_acked"]
-    assert ingest.summary()["streams"] == {}  # not even a hello got through
+    isum = ingest.summary()
+    assert isum["streams"] == {}  # not even a hello got through
+    # the refused handshakes are counted (and logged, rate-limited)
+    failures = {k: v for k, v in isum.items() if k.startswith("handshake_failed")}
+    kind = {"unknown key": "auth", "no key (NULL)": "other", "wrong server key": "protocol"}[client]
+    assert failures[f"handshake_failed_{kind}"] >= 1, failures
     # and the authorised client still gets through afterwards
     ok = _deliver(ingest.endpoint, cam, wait_s=30)
     assert ok["frames_acked"] == N and got == list(range(N))
