@@ -240,3 +240,21 @@ def test_probes_continue_under_a_deadline_and_are_flagged_as_misses():
     assert all(d.impl == FAST and d.predicted_miss for d in probes)
     others = [d for d in decisions if d.reason != "probe"]
     assert all(d.impl == SLOW and not d.predicted_miss for d in others)
+
+
+def test_stochastic_choice_follows_eq3_and_eq4():
+    agent = make_agent(seed=11)
+    agent.inform(SIG, FAST, 5 * MS)
+    agent.inform(SIG, FAST, 5 * MS)
+    track = agent._tracks[SIG][FAST]
+    fa_fast = agent.stats(SIG, FAST).fast_avg
+    fa_slow = agent.stats(SIG, SLOW).fast_avg
+    p, factor = track.p_delay, track.delay_factor
+    assert factor == pytest.approx(5 * MS / fa_fast, rel=1e-3)  # eq. 2
+    adjusted = fa_fast * (1 - p) + fa_fast * factor * p  # eq. 3
+    expected = adjusted**-2 / (adjusted**-2 + fa_slow**-2)  # eq. 4
+    n = 4000
+    picks = sum(agent.choose(SIG, [FAST, SLOW]).impl == FAST for _ in range(n))
+    sigma = math.sqrt(expected * (1 - expected) / n)
+    assert abs(picks / n - expected) < 4 * sigma, (picks / n, expected)
+    assert 0.1 < expected < 0.3  # a real mix, not a degenerate case
