@@ -232,6 +232,7 @@ def estimate_memory(
     magnification: int,
     temporal: str,
     raw_itemsize: int = 4,
+    sums_backend: str = "auto",
 ) -> int:
     """Bytes :class:`SlidingEsrrf` holds at most with ``strategy`` (maps or raw).
 
@@ -242,7 +243,9 @@ def estimate_memory(
     h, w = frame_shape
     map_px = h * w * magnification * magnification
     raw = window * h * w * raw_itemsize
-    sums = WindowMoments.bytes_needed((h * magnification, w * magnification), temporal)
+    sums = WindowMoments.bytes_needed(
+        (h * magnification, w * magnification), temporal, sums_backend
+    )
     emission = map_px * (8 + 8 + 8 + 4) + window * 16  # + the stored shifts
     if strategy == "maps":
         maps = (window + 1) * map_px * 4
@@ -281,6 +284,10 @@ class SlidingEsrrf:
         Per-frame map function with the signature of
         :func:`livesr.kernels.esrrf_frame` (the default). Meant for tests and
         benchmarks; it must return ``(H*M, W*M)`` float32 and honour ``out``.
+    sums_backend : {"auto", "numba", "numpy"}
+        Who updates the running sums: fused numba kernels (default when numba
+        imports; multi-threaded from 65 536 output pixels) or numpy array operations.
+        Same bits either way.
 
     Examples
     --------
@@ -308,6 +315,7 @@ class SlidingEsrrf:
         resync_every: int = 0,
         frame_shape: tuple[int, int] | None = None,
         frame_map: FrameMap | None = None,
+        sums_backend: str = "auto",
     ) -> None:
         self._cfg = SlidingConfig(
             window=window,
@@ -328,6 +336,11 @@ class SlidingEsrrf:
         if frame_map is not None and not callable(frame_map):
             raise ValueError(f"frame_map must be callable or None, got {frame_map!r}")
         self._map_fn: FrameMap | None = frame_map
+        if sums_backend not in ("auto", "numba", "numpy"):
+            raise ValueError(
+                f"sums_backend must be 'auto', 'numba' or 'numpy', got {sums_backend!r}"
+            )
+        self._sums_backend = sums_backend
         self._fixed_shape = (
             _validate_shape(frame_shape) if frame_shape is not None else None
         )
@@ -635,7 +648,7 @@ class SlidingEsrrf:
             self._clear_window()
             if not self._moments.supports(new_cfg.temporal):  # type: ignore[union-attr]
                 self._moments = WindowMoments.for_mode(
-                    self._map_shape(), new_cfg.temporal
+                    self._map_shape(), new_cfg.temporal, self._sums_backend
                 )
         elif maps_invalid or needs_sums:
             self._rebuild(recompute_maps=maps_invalid)
@@ -677,6 +690,7 @@ class SlidingEsrrf:
             "magnification": params.magnification,
             "temporal": cfg.temporal,
             "raw_itemsize": self._raw.dtype.itemsize,
+            "sums_backend": self._sums_backend,
         }
         forced = cfg.strategy if cfg.strategy != "auto" else None
         strategy = forced or "raw"
@@ -697,6 +711,7 @@ class SlidingEsrrf:
             "magnification": self._params.magnification,
             "temporal": cfg.temporal,
             "raw_itemsize": raw_itemsize,
+            "sums_backend": self._sums_backend,
         }
         need_maps = estimate_memory("maps", **kw)
         need_raw = estimate_memory("raw", **kw)
@@ -744,7 +759,9 @@ class SlidingEsrrf:
             if self._strategy == "maps"
             else None
         )
-        self._moments = WindowMoments.for_mode(mshape, self._cfg.temporal)
+        self._moments = WindowMoments.for_mode(
+            mshape, self._cfg.temporal, self._sums_backend
+        )
         logger.debug(
             "allocated %s strategy for %s frames: %d bytes",
             self._strategy,
@@ -787,6 +804,7 @@ class SlidingEsrrf:
                 magnification=self._params.magnification,
                 temporal=cfg.temporal,
                 raw_itemsize=raw_dtype.itemsize,
+                sums_backend=self._sums_backend,
             )
             if self._strategy == "maps" and need_maps > cfg.memory_budget_bytes:
                 if cfg.strategy == "maps":
@@ -828,7 +846,9 @@ class SlidingEsrrf:
             or self._moments.shape != mshape
             or (self._hi == self._lo and not self._moments.supports(cfg.temporal))
         ):
-            self._moments = WindowMoments.for_mode(mshape, cfg.temporal)
+            self._moments = WindowMoments.for_mode(
+                mshape, cfg.temporal, self._sums_backend
+            )
 
     def _clear_window(self) -> None:
         self._lo = self._hi = self._frames_seen
@@ -906,7 +926,9 @@ class SlidingEsrrf:
             or moments.shape != mshape
             or not moments.supports(self._cfg.temporal)
         ):
-            moments = self._moments = WindowMoments.for_mode(mshape, self._cfg.temporal)
+            moments = self._moments = WindowMoments.for_mode(
+                mshape, self._cfg.temporal, self._sums_backend
+            )
         moments.clear()
         moments.drop_unneeded(self._cfg.temporal)
         prev: np.ndarray | None = None

@@ -113,7 +113,8 @@ def test_sliding_equals_batch_esrrf(
     frames = FRAMES[:n]
     maps = _stream_maps(frames)
     images = {}
-    for strategy in ("maps", "raw"):
+    # maps strategy with the numba sums, raw strategy with the numpy ones
+    for strategy, backend in (("maps", "numba"), ("raw", "numpy")):
         sr = SlidingEsrrf(
             window,
             stride,
@@ -123,9 +124,10 @@ def test_sliding_equals_batch_esrrf(
             strategy=strategy,
             resync_every=0,
             frame_map=_MAP,
+            sums_backend=backend,
         )
         results = sr.push_many(frames)
-        assert sr.strategy == strategy
+        assert sr.strategy == strategy and sr.sums_backend == backend
         # emission rule: ends at window-1 + k*stride
         ends = list(range(window - 1, n, stride))
         assert [r.last_frame for r in results] == ends
@@ -137,9 +139,9 @@ def test_sliding_equals_batch_esrrf(
             want = _reference(maps[r.first_frame : r.last_frame + 1], mode, mpc)
             assert _rel(r.image, want) <= TOL, (strategy, r.first_frame)
         images[strategy] = [r.image for r in results]
-    # both strategies give the same images
+    # both strategies (and both sums backends) give the same images, bit for bit
     for a, b in zip(images["maps"], images["raw"], strict=True):
-        assert _rel(a, b) <= 1e-6
+        np.testing.assert_array_equal(a, b)
     # the batch function itself on the last window
     last = results[-1]
     batch = esrrf(
@@ -515,6 +517,7 @@ def test_set_params_before_first_frame_and_errors() -> None:
         ({"window": 3, "stride": 1, "strategy": "disk"}, "strategy must be one of"),
         ({"window": 3, "stride": 1, "resync_every": -1}, "resync_every"),
         ({"window": 3, "stride": 1, "frame_shape": (0, 4)}, "frame_shape"),
+        ({"window": 3, "stride": 1, "sums_backend": "cuda"}, "sums_backend"),
     ],
 )
 def test_constructor_errors(kwargs: dict, match: str) -> None:
