@@ -104,15 +104,19 @@ class Kernel:
     tolerance : Tolerance
         Equivalence tolerance against the reference.
     signature : callable, optional
-        ``(args, kwargs) -> InputSignature``; default :func:`default_signature`.
+        ``(args, kwargs) -> InputSignature``: the problem size and the parameters that
+        change the cost, e.g. ``lambda a, kw: InputSignature.of(a[0], magnification=
+        kw["magnification"])``; default :func:`default_signature` (first array's shape
+        and dtype plus every scalar argument).
     validate : callable, optional
         ``(args, kwargs) -> (args, kwargs)`` or ``None``: checks and normalises the
         inputs once per call (implementations do not re-validate).
     cases : sequence of Case or callable returning one, optional
         Small named inputs for the equivalence tests (built lazily if callable).
     bench_cases : callable ``(size) -> sequence of Case``, optional
-        Inputs for ``livesr bench``; ``size`` is one of :data:`BENCH_SIZES`.  Default:
-        the ``cases``.
+        The ``livesr bench`` hook: realistic named inputs for ``size`` in
+        :data:`BENCH_SIZES` (``"small"``, ``"medium"``, ``"large"``), built when called
+        (never at import).  Default: the ``cases``.
     params : type, optional
         The kernel's parameter class, for documentation.
     """

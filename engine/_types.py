@@ -198,6 +198,15 @@ class InputSignature:
         return _key_text(self.shape, self.dtype, self.params)
 
     @classmethod
+    def of(cls, array: Any, **params: ParamValue) -> InputSignature:
+        """Signature of ``array`` (anything with ``shape`` and ``dtype``) plus key params.
+
+        For a kernel's ``signature=`` hook, e.g.
+        ``lambda args, kwargs: InputSignature.of(args[0], magnification=args[1].magnification)``.
+        """
+        return cls(tuple(array.shape) or (1,), str(array.dtype), params)
+
+    @classmethod
     def from_key(cls, key: str) -> InputSignature:
         """Parse :attr:`key` (or :attr:`exact_key`) text back into a signature."""
         data = json.loads(key)
