@@ -95,6 +95,8 @@ class SourceLinkConfig:
         Frames at least this large are sent without copying (default 64 KiB).
     linger_ms, heartbeat_ivl_ms, heartbeat_timeout_ms, reconnect_ivl_ms
         ZeroMQ socket options.
+    log_interval_s
+        Seconds between two INFO summaries of the counters.
     """
 
     endpoint: str
@@ -113,6 +115,7 @@ class SourceLinkConfig:
     heartbeat_ivl_ms: int = 1000
     heartbeat_timeout_ms: int = 3000
     reconnect_ivl_ms: int = 50
+    log_interval_s: float = 5.0
 
     def __post_init__(self) -> None:
         name = "SourceLinkConfig"
@@ -150,6 +153,7 @@ class SourceLinkConfig:
         check_range(name, "heartbeat_ivl_ms", self.heartbeat_ivl_ms, 0, 600_000)
         check_range(name, "heartbeat_timeout_ms", self.heartbeat_timeout_ms, 0, 600_000)
         check_range(name, "reconnect_ivl_ms", self.reconnect_ivl_ms, 1, 600_000)
+        check_range(name, "log_interval_s", self.log_interval_s, 0.1, 3600)
         if self.ring_bytes > self.max_ring_bytes:
             raise ValueError(
                 f"{name}.ring_frames={self.ring_frames} x {self.frame_bytes} bytes = "
@@ -502,6 +506,7 @@ class SourceLink:
         poller.register(self._bell_r, zmq.POLLIN)
         next_hello = 0.0
         last_heard = time.monotonic()
+        next_info = last_heard + cfg.log_interval_s
         retry_send = False
         while not self._abort:
             now = time.monotonic()
@@ -545,6 +550,11 @@ class SourceLink:
                     if self._end_acked:
                         return
             now = time.monotonic()
+            if now >= next_info:
+                next_info = now + cfg.log_interval_s
+                if logger.isEnabledFor(logging.INFO):
+                    info = {k: v for k, v in self.summary().items() if k not in ("gaps", "ingest")}
+                    logger.info("source %s: %s", cfg.stream, info)
             if self._ready and self._has_inflight() and now - last_heard > cfg.ack_timeout_s:
                 logger.info("source %s: nothing heard for %.1f s with frames in flight; re-handshake", cfg.stream, cfg.ack_timeout_s)
                 self._ready = False
