@@ -87,6 +87,7 @@ def test_tiff_round_trip_ome_metadata(tmp_path: Path) -> None:
         np.testing.assert_array_equal(s.asarray(), frames)
         assert 'PhysicalSizeX="0.13"' in tf.ome_metadata
         assert 'TimeIncrement="0.02"' in tf.ome_metadata
+    with tifffile.TiffFile(tmp_path / "raw.ome.tif", is_ome=False) as tf:
         tf.pages.useframes = False
         assert json.loads(tf.pages[3].description)["seq"] == 103
 
