@@ -24,7 +24,11 @@ logger = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``livesr keys`` arguments to ``parser``."""
-    parser.add_argument("directory", metavar="DIR", help="folder to write the keys into (created, mode 0700)")
+    parser.add_argument(
+        "directory",
+        metavar="DIR",
+        help="folder to write the keys into (created, mode 0700)",
+    )
     parser.add_argument(
         "--client",
         action="append",
@@ -32,7 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="client name (repeatable; default: one client named 'client')",
     )
-    parser.add_argument("--force", action="store_true", help="replace existing key files")
+    parser.add_argument(
+        "--force", action="store_true", help="replace existing key files"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,8 +53,14 @@ def run(args: argparse.Namespace) -> int:
         return 1
     out = sys.stdout
     out.write(f"server public key : {files.server_public}\n")
-    out.write(f"server secret key : {files.server_secret}  (0600, keep on the pipeline host)\n")
+    out.write(
+        f"server secret key : {files.server_secret}  (0600, keep on the pipeline host)\n"
+    )
     for _pub, sec in files.clients:
-        out.write(f"client            : {sec}  (0600, give to that client with {files.server_public.name})\n")
-    out.write(f"allow-list        : {files.authorized_dir}/  (client public keys the server accepts)\n")
+        out.write(
+            f"client            : {sec}  (0600, give to that client with {files.server_public.name})\n"
+        )
+    out.write(
+        f"allow-list        : {files.authorized_dir}/  (client public keys the server accepts)\n"
+    )
     return 0

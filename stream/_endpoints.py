@@ -123,7 +123,9 @@ def parse_endpoint(text: str, *, for_bind: bool = False) -> Endpoint:
         return Endpoint(url=text, scheme="ipc", path=rest)
     if scheme == "inproc":
         if not _INPROC_RE.match(rest):
-            raise _fail(text, "inproc name must be 1-256 characters of [A-Za-z0-9_.:/-]")
+            raise _fail(
+                text, "inproc name must be 1-256 characters of [A-Za-z0-9_.:/-]"
+            )
         return Endpoint(url=text, scheme="inproc", path=rest)
     # tcp
     host, colon, port_text = rest.rpartition(":")
@@ -144,8 +146,14 @@ def parse_endpoint(text: str, *, for_bind: bool = False) -> Endpoint:
         try:
             ipaddress.IPv4Address(host)
         except ValueError:
-            if ":" in host or not _HOSTNAME_RE.match(host) or host.replace(".", "").isdigit():
-                raise _fail(text, f"{host!r} is not an IPv4 address or host name") from None
+            if (
+                ":" in host
+                or not _HOSTNAME_RE.match(host)
+                or host.replace(".", "").isdigit()
+            ):
+                raise _fail(
+                    text, f"{host!r} is not an IPv4 address or host name"
+                ) from None
     if port_text == "*":
         if not for_bind:
             raise _fail(text, "port '*' is only valid for bind")

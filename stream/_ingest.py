@@ -119,7 +119,10 @@ class IngestConfig:
         check_range(name, "ack_every", self.ack_every, 0, self.window)
         check_range(name, "max_frame_bytes", self.max_frame_bytes, 1, 2**40)
         check_range(name, "max_message_bytes", self.max_message_bytes, 0, 2**41)
-        if self.max_message_bytes and self.max_message_bytes < self.max_frame_bytes + MAX_HEADER_BYTES:
+        if (
+            self.max_message_bytes
+            and self.max_message_bytes < self.max_frame_bytes + MAX_HEADER_BYTES
+        ):
             raise ValueError(
                 f"{name}.max_message_bytes={self.max_message_bytes} is smaller than "
                 f"max_frame_bytes + {MAX_HEADER_BYTES}; raise it or leave it 0 (automatic)"
@@ -136,16 +139,33 @@ class IngestConfig:
 
     @property
     def effective_max_message_bytes(self) -> int:
-        return self.max_message_bytes or int(1.5 * self.max_frame_bytes) + MAX_HEADER_BYTES
+        return (
+            self.max_message_bytes or int(1.5 * self.max_frame_bytes) + MAX_HEADER_BYTES
+        )
 
 
 class _Stream:
     """Per-stream state at the ingest."""
 
     __slots__ = (
-        "name", "session", "peer", "old_peers", "shape", "dtype", "expected", "resumed_from",
-        "persisted", "duplicates", "out_of_order", "gaps", "gap_frames", "unacked",
-        "resync_at", "ended", "acquired", "source_gap_frames",
+        "name",
+        "session",
+        "peer",
+        "old_peers",
+        "shape",
+        "dtype",
+        "expected",
+        "resumed_from",
+        "persisted",
+        "duplicates",
+        "out_of_order",
+        "gaps",
+        "gap_frames",
+        "unacked",
+        "resync_at",
+        "ended",
+        "acquired",
+        "source_gap_frames",
     )
 
     def __init__(self, name: str, session: str, expected: int) -> None:
@@ -184,7 +204,8 @@ class _Stream:
             "frames_acquired": acquired,
             # everything acquired from resumed_from on is persisted here or in a gap
             "accounting_ok": (
-                None if acquired is None
+                None
+                if acquired is None
                 else acquired - self.resumed_from == self.persisted + self.gap_frames
             ),
         }
@@ -245,16 +266,16 @@ class Ingest:
         self._lock = threading.Lock()
         self._rlog = RateLimitedLog(logger, min(1.0, config.log_interval_s))
         self._rejected: dict[str, int] = {}
-        self._c = dict(
-            messages=0,
-            stale=0,
-            on_frame_errors=0,
-            control_send_failed=0,
-            disconnects=0,
-            handshake_failed_auth=0,
-            handshake_failed_protocol=0,
-            handshake_failed_other=0,
-        )
+        self._c = {
+            "messages": 0,
+            "stale": 0,
+            "on_frame_errors": 0,
+            "control_send_failed": 0,
+            "disconnects": 0,
+            "handshake_failed_auth": 0,
+            "handshake_failed_protocol": 0,
+            "handshake_failed_other": 0,
+        }
         self._last_info = time.monotonic()
         self.endpoint = config.endpoint
 
@@ -300,14 +321,21 @@ class Ingest:
             self._close_monitor(sock)
             sock.close(linger=0)
             self._teardown()
-            raise TransportError(f"cannot bind the ingest to {cfg.endpoint!r}: {exc}") from exc
+            raise TransportError(
+                f"cannot bind the ingest to {cfg.endpoint!r}: {exc}"
+            ) from exc
         except Exception:
             self._close_monitor(sock)
             sock.close(linger=0)
             self._teardown()
             raise
         self._sock = sock
-        logger.info("ingest bound to %s (window %d, curve %s)", self.endpoint, cfg.window, cfg.curve is not None)
+        logger.info(
+            "ingest bound to %s (window %d, curve %s)",
+            self.endpoint,
+            cfg.window,
+            cfg.curve is not None,
+        )
         return self.endpoint
 
     def start(self) -> Ingest:
@@ -318,7 +346,9 @@ class Ingest:
             self.bind()
         self._bell_r, self._bell_w = os.pipe()
         os.set_blocking(self._bell_r, False)
-        self._thread = threading.Thread(target=self._run, name="livesr-ingest", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="livesr-ingest", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -332,7 +362,9 @@ class Ingest:
             os.write(self._bell_w, b"x")
             self._thread.join(10.0)
             if self._thread.is_alive():  # pragma: no cover - on_frame stuck
-                logger.error("ingest thread did not stop within 10 s (on_frame blocked?)")
+                logger.error(
+                    "ingest thread did not stop within 10 s (on_frame blocked?)"
+                )
             self._thread = None
             os.close(self._bell_r)
             os.close(self._bell_w)
@@ -370,8 +402,12 @@ class Ingest:
             if key != "disconnects":
                 peer = msg[1].decode(errors="replace") if len(msg) > 1 else "?"
                 self._rlog.log(
-                    logging.WARNING, key, "ingest %s: %s from %s (unauthorised or misconfigured client)",
-                    self.endpoint, key.replace("_", " "), peer,
+                    logging.WARNING,
+                    key,
+                    "ingest %s: %s from %s (unauthorised or misconfigured client)",
+                    self.endpoint,
+                    key.replace("_", " "),
+                    peer,
                 )
 
     def _teardown(self) -> None:
@@ -461,16 +497,22 @@ class Ingest:
     def _reject(self, key: str, message: str) -> None:
         with self._lock:
             self._rejected[key] = self._rejected.get(key, 0) + 1
-        self._rlog.log(logging.WARNING, key, "ingest: dropped a message (%s): %s", key, message)
+        self._rlog.log(
+            logging.WARNING, key, "ingest: dropped a message (%s): %s", key, message
+        )
 
     def _handle(self, parts: list[Any], ack_every: int) -> None:
         try:
             if len(parts) not in (2, 3):
-                raise _Reject("parts", f"expected [header, payload], got {len(parts) - 1} part(s)")
+                raise _Reject(
+                    "parts", f"expected [header, payload], got {len(parts) - 1} part(s)"
+                )
             peer = parts[0].bytes
             body = parts[1:]
             try:
-                if len(body) == 2 and len(body[1]) > 0:  # frames carry pixels, controls none
+                if (
+                    len(body) == 2 and len(body[1]) > 0
+                ):  # frames carry pixels, controls none
                     self._on_frame_msg(peer, body, ack_every)
                 else:
                     self._on_control_msg(peer, decode_control(body))
@@ -483,12 +525,16 @@ class Ingest:
     def _owner(self, peer: bytes, stream: Any) -> _Stream:
         st = self._streams.get(stream) if isinstance(stream, str) else None
         if st is None:
-            raise _Reject("unknown-stream", f"message for stream {stream!r} before its hello")
+            raise _Reject(
+                "unknown-stream", f"message for stream {stream!r} before its hello"
+            )
         if st.peer != peer:
             if peer in st.old_peers:
                 self._c["stale"] += 1
                 raise _Stale
-            raise _Reject("wrong-peer", f"stream {stream!r} belongs to another connection")
+            raise _Reject(
+                "wrong-peer", f"stream {stream!r} belongs to another connection"
+            )
         return st
 
     def _on_frame_msg(self, peer: bytes, body: list[Any], ack_every: int) -> None:
@@ -516,14 +562,28 @@ class Ingest:
                 st.out_of_order += 1
             if st.resync_at != st.expected:  # once per hole: ask for a replay
                 st.resync_at = st.expected
-                self._send(peer, "ready", stream=st.name, session=st.session, n=0,
-                           upto=st.expected - 1, credit=self.config.window)
+                self._send(
+                    peer,
+                    "ready",
+                    stream=st.name,
+                    session=st.session,
+                    n=0,
+                    upto=st.expected - 1,
+                    credit=self.config.window,
+                )
             return
         try:
             self._on_frame(header, frame)
         except Exception as exc:
             self._c["on_frame_errors"] += 1
-            self._rlog.log(logging.ERROR, "on_frame", "ingest: on_frame failed for %s seq %d: %r (not acknowledged; it will be sent again)", st.name, seq, exc)
+            self._rlog.log(
+                logging.ERROR,
+                "on_frame",
+                "ingest: on_frame failed for %s seq %d: %r (not acknowledged; it will be sent again)",
+                st.name,
+                seq,
+                exc,
+            )
             return
         with self._lock:
             st.expected = seq + 1
@@ -539,7 +599,9 @@ class Ingest:
             self._on_hello(peer, obj)
             return
         if kind not in ("gap", "end"):
-            raise _Reject("unexpected", f"control kind {kind!r} is not sent to an ingest")
+            raise _Reject(
+                "unexpected", f"control kind {kind!r} is not sent to an ingest"
+            )
         try:
             st = self._owner(peer, obj.get("stream"))
         except _Stale:
@@ -563,18 +625,28 @@ class Ingest:
         cfg = self.config
         stream = obj.get("stream")
         if not isinstance(stream, str) or not _STREAM_RE.match(stream):
-            raise WireError(f"hello: 'stream' must be 1-64 of [A-Za-z0-9_.:-], got {stream!r}")
+            raise WireError(
+                f"hello: 'stream' must be 1-64 of [A-Za-z0-9_.:-], got {stream!r}"
+            )
         session = obj.get("session")
         if not isinstance(session, str) or not 1 <= len(session) <= 64:
-            raise WireError(f"hello: 'session' must be a 1-64 character string, got {session!r}")
+            raise WireError(
+                f"hello: 'session' must be a 1-64 character string, got {session!r}"
+            )
         nonce = field_int(obj, "n", 0, _SEQ_MAX)
         first = field_int(obj, "first", 0, _SEQ_MAX)
         shape = obj.get("shape")
         if not (
-            isinstance(shape, list) and len(shape) == 2
-            and all(isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= MAX_SIDE for s in shape)
+            isinstance(shape, list)
+            and len(shape) == 2
+            and all(
+                isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= MAX_SIDE
+                for s in shape
+            )
         ):
-            raise WireError(f"hello: 'shape' must be [rows, cols] in [1, {MAX_SIDE}], got {shape!r}")
+            raise WireError(
+                f"hello: 'shape' must be [rows, cols] in [1, {MAX_SIDE}], got {shape!r}"
+            )
         dtype = obj.get("dtype")
         if dtype not in FRAME_DTYPES:
             raise WireError(f"hello: 'dtype'={dtype!r} not in {FRAME_DTYPES}")
@@ -589,7 +661,9 @@ class Ingest:
         with self._lock:
             if st is None or st.session != session:
                 if st is not None:
-                    logger.info("ingest: stream %s restarted with a new session", stream)
+                    logger.info(
+                        "ingest: stream %s restarted with a new session", stream
+                    )
                 base = first
                 if self._resume is not None:
                     base = max(base, int(self._resume(stream)) + 1)
@@ -605,10 +679,19 @@ class Ingest:
             st.dtype = dtype
             st.resync_at = -1
         self._peers[peer] = stream
-        self._send(peer, "ready", stream=stream, session=session, n=nonce,
-                   upto=st.expected - 1, credit=cfg.window)
+        self._send(
+            peer,
+            "ready",
+            stream=stream,
+            session=session,
+            n=nonce,
+            upto=st.expected - 1,
+            credit=cfg.window,
+        )
         st.unacked = 0
-        logger.info("ingest: hello from stream %s, resuming at seq %d", stream, st.expected)
+        logger.info(
+            "ingest: hello from stream %s, resuming at seq %d", stream, st.expected
+        )
 
     def _on_gap_msg(self, peer: bytes, st: _Stream, first: int, last: int) -> None:
         if last < st.expected:
@@ -621,23 +704,46 @@ class Ingest:
                 st.out_of_order += 1
             if first > st.expected and st.resync_at != st.expected:
                 st.resync_at = st.expected
-                self._send(peer, "ready", stream=st.name, session=st.session, n=0,
-                           upto=st.expected - 1, credit=self.config.window)
+                self._send(
+                    peer,
+                    "ready",
+                    stream=st.name,
+                    session=st.session,
+                    n=0,
+                    upto=st.expected - 1,
+                    credit=self.config.window,
+                )
             return
         with self._lock:
             st.gaps.append([first, last])
             st.gap_frames += last - first + 1
             st.expected = last + 1
-        self._rlog.log(logging.WARNING, "gap", "ingest: stream %s lost frames %d-%d at the source (ring overflow)", st.name, first, last)
+        self._rlog.log(
+            logging.WARNING,
+            "gap",
+            "ingest: stream %s lost frames %d-%d at the source (ring overflow)",
+            st.name,
+            first,
+            last,
+        )
         if self._on_gap is not None:
             self._on_gap(st.name, first, last)
         self._send_ack(st)
 
-    def _on_end_msg(self, peer: bytes, st: _Stream, upto: int, acquired: int, gap_frames: int) -> None:
+    def _on_end_msg(
+        self, peer: bytes, st: _Stream, upto: int, acquired: int, gap_frames: int
+    ) -> None:
         if st.expected - 1 != upto:
             # not everything arrived: ask for a replay from our point
-            self._send(peer, "ready", stream=st.name, session=st.session, n=0,
-                       upto=st.expected - 1, credit=self.config.window)
+            self._send(
+                peer,
+                "ready",
+                stream=st.name,
+                session=st.session,
+                n=0,
+                upto=st.expected - 1,
+                credit=self.config.window,
+            )
             return
         first_end = not st.ended
         with self._lock:
@@ -656,15 +762,29 @@ class Ingest:
     # --- sending
     def _send_ack(self, st: _Stream) -> None:
         st.unacked = 0
-        self._send(st.peer, "ack", stream=st.name, upto=st.expected - 1, credit=self.config.window)
+        self._send(
+            st.peer,
+            "ack",
+            stream=st.name,
+            upto=st.expected - 1,
+            credit=self.config.window,
+        )
 
     def _send(self, peer: bytes, kind: str, **fields: Any) -> None:
         assert self._sock is not None
         try:
-            self._sock.send_multipart([peer, *encode_control(kind, **fields)], zmq.NOBLOCK)
+            self._sock.send_multipart(
+                [peer, *encode_control(kind, **fields)], zmq.NOBLOCK
+            )
         except zmq.ZMQError as exc:  # EHOSTUNREACH (peer gone) or EAGAIN (HWM)
             self._c["control_send_failed"] += 1
-            self._rlog.log(logging.INFO, "send", "ingest: could not send %s to a peer: %s", kind, exc)
+            self._rlog.log(
+                logging.INFO,
+                "send",
+                "ingest: could not send %s to a peer: %s",
+                kind,
+                exc,
+            )
 
 
 class _Stale(Exception):

@@ -140,7 +140,10 @@ def create_keys(
     root = Path(directory)
     names = (SERVER_NAME, *clients)
     existing = [
-        p for n in names for p in (root / f"{n}.key", root / f"{n}.key_secret") if p.exists()
+        p
+        for n in names
+        for p in (root / f"{n}.key", root / f"{n}.key_secret")
+        if p.exists()
     ]
     if existing and not overwrite:
         raise KeyFileError(
@@ -157,9 +160,11 @@ def create_keys(
         os.chmod(sec, 0o600)
         os.chmod(pub, 0o644)
         written.append((Path(pub), Path(sec)))
-    for (pub, _), name in zip(written[1:], clients):
+    for (pub, _), name in zip(written[1:], clients, strict=True):
         shutil.copyfile(pub, allow / f"{name}.key")
-    logger.info("wrote CURVE keys for server and %d client(s) to %s", len(clients), root)
+    logger.info(
+        "wrote CURVE keys for server and %d client(s) to %s", len(clients), root
+    )
     return KeyFiles(
         directory=root,
         server_public=written[0][0],
@@ -171,7 +176,9 @@ def create_keys(
 
 def _load(path: Path, *, secret: bool) -> tuple[bytes, bytes | None]:
     if not path.is_file():
-        raise KeyFileError(f"key file {str(path)!r} not found; create keys with 'livesr keys DIR'")
+        raise KeyFileError(
+            f"key file {str(path)!r} not found; create keys with 'livesr keys DIR'"
+        )
     if secret and os.name == "posix":
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o077:
@@ -184,7 +191,9 @@ def _load(path: Path, *, secret: bool) -> tuple[bytes, bytes | None]:
     except (ValueError, OSError) as exc:
         raise KeyFileError(f"cannot read key file {str(path)!r}: {exc}") from None
     if secret and secret_key is None:
-        raise KeyFileError(f"{str(path)!r} holds no secret key; expected a '.key_secret' file")
+        raise KeyFileError(
+            f"{str(path)!r} holds no secret key; expected a '.key_secret' file"
+        )
     return public, secret_key
 
 
@@ -193,7 +202,9 @@ def load_server_keys(directory: str | os.PathLike[str]) -> CurveServerKeys:
     root = Path(directory)
     public, secret = _load(root / f"{SERVER_NAME}.key_secret", secret=True)
     assert secret is not None
-    return CurveServerKeys(public=public, secret=secret, authorized_dir=root / ALLOW_DIR)
+    return CurveServerKeys(
+        public=public, secret=secret, authorized_dir=root / ALLOW_DIR
+    )
 
 
 def load_client_keys(
@@ -206,7 +217,9 @@ def load_client_keys(
     root = Path(directory)
     public, secret = _load(root / f"{name}.key_secret", secret=True)
     assert secret is not None
-    server_file = Path(server_public_file) if server_public_file else root / f"{SERVER_NAME}.key"
+    server_file = (
+        Path(server_public_file) if server_public_file else root / f"{SERVER_NAME}.key"
+    )
     server_public, _ = _load(server_file, secret=False)
     return CurveClientKeys(public=public, secret=secret, server_public=server_public)
 

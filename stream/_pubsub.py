@@ -54,7 +54,9 @@ class ResultPublisher:
         ep = parse_endpoint(endpoint, for_bind=True)
         require_secure(ep, curve=False, role="bind")
         if isinstance(hwm, bool) or not isinstance(hwm, int) or not 1 <= hwm <= 64:
-            raise ValueError(f"ResultPublisher hwm={hwm!r} is not valid; expected an int in [1, 64]")
+            raise ValueError(
+                f"ResultPublisher hwm={hwm!r} is not valid; expected an int in [1, 64]"
+            )
         self.endpoint = endpoint
         self.hwm = hwm
         self._zc = zero_copy_min_bytes
@@ -79,7 +81,9 @@ class ResultPublisher:
             if self._own_ctx:
                 self._ctx.term()
                 self._ctx = None
-            raise TransportError(f"cannot bind the result publisher to {self.endpoint!r}: {exc}") from exc
+            raise TransportError(
+                f"cannot bind the result publisher to {self.endpoint!r}: {exc}"
+            ) from exc
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._sock = sock
         return self
@@ -97,7 +101,9 @@ class ResultPublisher:
             raise TransportError("ResultPublisher.publish(): call start() first")
         last = len(parts) - 1
         for i, part in enumerate(parts):
-            nbytes = memoryview(part).nbytes if not isinstance(part, bytes) else len(part)
+            nbytes = (
+                memoryview(part).nbytes if not isinstance(part, bytes) else len(part)
+            )
             flags = zmq.NOBLOCK | (zmq.SNDMORE if i < last else 0)
             sock.send(part, flags, copy=nbytes < self._zc)
         self.published += 1
@@ -136,7 +142,9 @@ class LatestSubscriber:
     ) -> None:
         parse_endpoint(endpoint)
         if isinstance(hwm, bool) or not isinstance(hwm, int) or not 1 <= hwm <= 64:
-            raise ValueError(f"LatestSubscriber hwm={hwm!r} is not valid; expected an int in [1, 64]")
+            raise ValueError(
+                f"LatestSubscriber hwm={hwm!r} is not valid; expected an int in [1, 64]"
+            )
         self.endpoint = endpoint
         self.topic = topic
         self.hwm = hwm

@@ -175,7 +175,9 @@ class _Entry:
 
     __slots__ = ("first", "last", "slot", "head", "sent")
 
-    def __init__(self, first: int, last: int, slot: int, head: dict[str, Any] | None) -> None:
+    def __init__(
+        self, first: int, last: int, slot: int, head: dict[str, Any] | None
+    ) -> None:
         self.first = first
         self.last = last
         self.slot = slot
@@ -200,7 +202,9 @@ class SourceLink:
     producer thread at a time.
     """
 
-    def __init__(self, config: SourceLinkConfig, *, context: zmq.Context[Any] | None = None) -> None:
+    def __init__(
+        self, config: SourceLinkConfig, *, context: zmq.Context[Any] | None = None
+    ) -> None:
         self.config = config
         self._ring = ReplayRing(config.ring_frames, config.shape, config.dtype)
         self._ctx = context
@@ -228,18 +232,18 @@ class SourceLink:
         self._end_sent = False
         self._end_acked = False
         self._ingest_summary: dict[str, Any] | None = None
-        self._c: dict[str, int] = dict(
-            frames_acquired=0,
-            frames_sent=0,
-            frames_replayed=0,
-            frames_acked=0,
-            frames_in_gaps=0,
-            frames_in_acked_gaps=0,
-            handshakes=0,
-            hellos_sent=0,
-            disconnects=0,
-            control_rejected=0,
-        )
+        self._c: dict[str, int] = {
+            "frames_acquired": 0,
+            "frames_sent": 0,
+            "frames_replayed": 0,
+            "frames_acked": 0,
+            "frames_in_gaps": 0,
+            "frames_in_acked_gaps": 0,
+            "handshakes": 0,
+            "hellos_sent": 0,
+            "disconnects": 0,
+            "control_rejected": 0,
+        }
         self._gaps: list[list[int]] = []
 
     # ------------------------------------------------------------------ lifecycle
@@ -283,9 +287,16 @@ class SourceLink:
         self._bell_r, self._bell_w = os.pipe()
         os.set_blocking(self._bell_r, False)
         os.set_blocking(self._bell_w, False)
-        self._thread = threading.Thread(target=self._run, name=f"livesr-source-{cfg.stream}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"livesr-source-{cfg.stream}", daemon=True
+        )
         self._thread.start()
-        logger.info("source %s connecting to %s (ring %d frames)", cfg.stream, cfg.endpoint, cfg.ring_frames)
+        logger.info(
+            "source %s connecting to %s (ring %d frames)",
+            cfg.stream,
+            cfg.endpoint,
+            cfg.ring_frames,
+        )
         return self
 
     def close(self, timeout: float = 10.0) -> dict[str, Any]:
@@ -314,7 +325,9 @@ class SourceLink:
                 if timeout > 0:
                     logger.warning(
                         "source %s: no END_ACK within %.1f s; closing with %d frame(s) unacknowledged",
-                        self.config.stream, timeout, self._unacked_frames(),
+                        self.config.stream,
+                        timeout,
+                        self._unacked_frames(),
                     )
                 self._abort = True
                 self._ring_bell()
@@ -327,7 +340,11 @@ class SourceLink:
         if self._own_ctx and self._ctx is not None:
             self._ctx.term()
         summary = self.summary()
-        logger.info("source %s closed: %s", self.config.stream, {k: v for k, v in summary.items() if k != "ingest"})
+        logger.info(
+            "source %s closed: %s",
+            self.config.stream,
+            {k: v for k, v in summary.items() if k != "ingest"},
+        )
         return summary
 
     # ------------------------------------------------------------------ producer API
@@ -367,7 +384,9 @@ class SourceLink:
             Wrong shape or dtype.
         """
         if self._closed or self._thread is None:
-            raise TransportError("SourceLink.send(): the link is not started or already closed")
+            raise TransportError(
+                "SourceLink.send(): the link is not started or already closed"
+            )
         cfg = self.config
         if frame.shape != self._ring.shape or frame.dtype != self._ring.dtype:
             raise ValueError(
@@ -397,7 +416,14 @@ class SourceLink:
                 if cfg.overflow == "stop":
                     self._stopped = True
                     self._add_gap(seq, seq)
-                    self._rlog.log(logging.ERROR, "overflow", "source %s: ring of %d frames full at seq %d; stopping (overflow='stop')", cfg.stream, cfg.ring_frames, seq)
+                    self._rlog.log(
+                        logging.ERROR,
+                        "overflow",
+                        "source %s: ring of %d frames full at seq %d; stopping (overflow='stop')",
+                        cfg.stream,
+                        cfg.ring_frames,
+                        seq,
+                    )
                     self._ring_bell()
                     raise RingOverflowError(
                         f"stream {cfg.stream!r}: replay ring ({cfg.ring_frames} frames) full at "
@@ -408,7 +434,13 @@ class SourceLink:
                     self._open_gap = [seq, seq]
                 else:
                     self._open_gap[1] = seq
-                self._rlog.log(logging.WARNING, "overflow", "source %s: ring full, dropping frames from seq %d (reported as a gap)", cfg.stream, self._open_gap[0])
+                self._rlog.log(
+                    logging.WARNING,
+                    "overflow",
+                    "source %s: ring full, dropping frames from seq %d (reported as a gap)",
+                    cfg.stream,
+                    self._open_gap[0],
+                )
                 return seq
         # copy outside the lock: the I/O thread keeps sending meanwhile
         np.copyto(self._ring.view(slot), frame)
@@ -473,7 +505,8 @@ class SourceLink:
                 session=self._session,
                 overflow_policy=self.config.overflow,
                 stopped_on_overflow=self._stopped,
-                gaps=[list(g) for g in self._gaps] + ([list(self._open_gap)] if self._open_gap else []),
+                gaps=[list(g) for g in self._gaps]
+                + ([list(self._open_gap)] if self._open_gap else []),
                 frames_unacked=self._unacked_frames(),
                 ring_capacity=self._ring.capacity,
                 ring_used=self._ring.used,
@@ -553,10 +586,22 @@ class SourceLink:
             if now >= next_info:
                 next_info = now + cfg.log_interval_s
                 if logger.isEnabledFor(logging.INFO):
-                    info = {k: v for k, v in self.summary().items() if k not in ("gaps", "ingest")}
+                    info = {
+                        k: v
+                        for k, v in self.summary().items()
+                        if k not in ("gaps", "ingest")
+                    }
                     logger.info("source %s: %s", cfg.stream, info)
-            if self._ready and self._has_inflight() and now - last_heard > cfg.ack_timeout_s:
-                logger.info("source %s: nothing heard for %.1f s with frames in flight; re-handshake", cfg.stream, cfg.ack_timeout_s)
+            if (
+                self._ready
+                and self._has_inflight()
+                and now - last_heard > cfg.ack_timeout_s
+            ):
+                logger.info(
+                    "source %s: nothing heard for %.1f s with frames in flight; re-handshake",
+                    cfg.stream,
+                    cfg.ack_timeout_s,
+                )
                 self._ready = False
                 next_hello = 0.0
             if not self._ready and now >= next_hello:
@@ -607,7 +652,9 @@ class SourceLink:
         try:
             obj = decode_control(parts)
             if obj.get("stream") != cfg.stream:
-                raise WireError(f"control for stream {obj.get('stream')!r}, this link is {cfg.stream!r}")
+                raise WireError(
+                    f"control for stream {obj.get('stream')!r}, this link is {cfg.stream!r}"
+                )
             kind = obj["kind"]
             if kind in ("ready", "ack", "credit"):
                 upto = field_int(obj, "upto", -1, _SEQ_MAX)
@@ -616,7 +663,9 @@ class SourceLink:
                 if obj.get("session") != self._session:
                     return  # meant for an earlier run of this stream
                 if obj.get("n") == 0 and self._ready:
-                    self._apply_ack(upto, credit, rewind=True)  # the ingest asks for a replay
+                    self._apply_ack(
+                        upto, credit, rewind=True
+                    )  # the ingest asks for a replay
                     self._end_sent = False
                     return
                 if obj.get("n") != self._nonce:
@@ -625,7 +674,12 @@ class SourceLink:
                 self._ready = True
                 self._end_sent = False
                 self._c["handshakes"] += 1
-                logger.info("source %s: ingest ready, resuming after seq %d (credit %d)", cfg.stream, upto, credit)
+                logger.info(
+                    "source %s: ingest ready, resuming after seq %d (credit %d)",
+                    cfg.stream,
+                    upto,
+                    credit,
+                )
             elif kind in ("ack", "credit"):
                 self._apply_ack(upto, credit, rewind=False)
             elif kind == "end_ack":
@@ -637,7 +691,13 @@ class SourceLink:
                 raise WireError(f"unexpected control kind {kind!r} at the source")
         except WireError as exc:
             self._c["control_rejected"] += 1
-            self._rlog.log(logging.WARNING, "control", "source %s: rejected control message: %s", cfg.stream, exc)
+            self._rlog.log(
+                logging.WARNING,
+                "control",
+                "source %s: rejected control message: %s",
+                cfg.stream,
+                exc,
+            )
 
     def _apply_ack(self, upto: int, credit: int, *, rewind: bool) -> None:
         with self._acked_event:
@@ -671,14 +731,18 @@ class SourceLink:
                 try:
                     if e.slot < 0:
                         sock.send_multipart(
-                            encode_control("gap", stream=cfg.stream, first=e.first, last=e.last),
+                            encode_control(
+                                "gap", stream=cfg.stream, first=e.first, last=e.last
+                            ),
                             zmq.NOBLOCK,
                         )
                     else:
                         head = e.head
                         assert head is not None
                         head["t_send"] = time.time()
-                        raw = json.dumps(head, separators=(",", ":"), allow_nan=False).encode()
+                        raw = json.dumps(
+                            head, separators=(",", ":"), allow_nan=False
+                        ).encode()
                         sock.send(raw, zmq.NOBLOCK | zmq.SNDMORE)
                         view = self._ring.view(e.slot)
                         big = view.nbytes >= zc_min

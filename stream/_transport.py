@@ -35,9 +35,17 @@ from __future__ import annotations
 import importlib
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
+
+if TYPE_CHECKING:  # the lazy public names, for type checkers
+    from livesr.stream._ingest import Ingest, IngestConfig
+    from livesr.stream._source_link import (
+        RingOverflowError,
+        SourceLink,
+        SourceLinkConfig,
+    )
 
 __all__ = [
     "Ingest",
@@ -115,8 +123,14 @@ def set_common_options(
 
 def check_range(owner: str, name: str, value: Any, lo: float, hi: float) -> None:
     """Raise ``ValueError`` naming ``owner.name``, its value and the valid range."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
-        raise ValueError(f"{owner}.{name}={value!r} is not valid; expected a number in [{lo}, {hi}]")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not lo <= value <= hi
+    ):
+        raise ValueError(
+            f"{owner}.{name}={value!r} is not valid; expected a number in [{lo}, {hi}]"
+        )
 
 
 def field_int(obj: dict[str, Any], key: str, lo: int, hi: int) -> int:
@@ -125,5 +139,7 @@ def field_int(obj: dict[str, Any], key: str, lo: int, hi: int) -> int:
 
     value = obj.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise WireError(f"control field {key!r}={value!r} must be an integer in [{lo}, {hi}]")
+        raise WireError(
+            f"control field {key!r}={value!r} must be an integer in [{lo}, {hi}]"
+        )
     return value

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from livesr.stream._transport import Ingest, IngestConfig, SourceLink, SourceLinkConfig
+from livesr.stream._transport import SourceLink, SourceLinkConfig
 
 CASES = {
     "512x512@1000": ((512, 512), 1000.0, 256),
@@ -58,7 +58,12 @@ np.savez(out, lat=lat, age=age, seen=seen, bad=np.array(bad), cpu=np.array([cpu]
 
 
 def run_case(
-    shape: tuple[int, int], rate: float, ring: int, seconds: float, folder: str, frames: int = 0
+    shape: tuple[int, int],
+    rate: float,
+    ring: int,
+    seconds: float,
+    folder: str,
+    frames: int = 0,
 ) -> dict[str, Any]:
     """Source in this process, ingest in a child process (as in a real deployment).
 
@@ -76,9 +81,18 @@ def run_case(
     try:
         assert child.stdout.readline() == b"bound\n"
         link = SourceLink(
-            SourceLinkConfig(endpoint=endpoint, stream="bench", shape=shape, ring_frames=ring, overflow="continue")
+            SourceLinkConfig(
+                endpoint=endpoint,
+                stream="bench",
+                shape=shape,
+                ring_frames=ring,
+                overflow="continue",
+            )
         ).start()
-        frames = [np.random.default_rng(i).integers(0, 4000, shape, dtype=np.uint16) for i in range(2)]
+        frames = [
+            np.random.default_rng(i).integers(0, 4000, shape, dtype=np.uint16)
+            for i in range(2)
+        ]
         try:
             assert link.wait_ready(10)
             period = 1.0 / rate if rate > 0 else 0.0
@@ -140,9 +154,13 @@ def run_case(
 def test_bench_transport_ipc(benchmark, case, tmp_path):
     shape, rate, ring = CASES[case]
     benchmark.group = "transport-ipc-paced"
-    result = benchmark.pedantic(run_case, args=(shape, rate, ring, 3.0, str(tmp_path)), rounds=1, iterations=1)
+    result = benchmark.pedantic(
+        run_case, args=(shape, rate, ring, 3.0, str(tmp_path)), rounds=1, iterations=1
+    )
     benchmark.extra_info.update(result)
-    assert result["lost"] == 0 and result["corrupted"] == 0 and result["duplicates"] == 0
+    assert (
+        result["lost"] == 0 and result["corrupted"] == 0 and result["duplicates"] == 0
+    )
     assert result["frames_in_gaps"] == 0
 
 
@@ -150,6 +168,18 @@ if __name__ == "__main__":
     secs = float(sys.argv[1]) if len(sys.argv) > 1 else 5.0
     with tempfile.TemporaryDirectory() as d:
         for name, (shape, rate, ring) in CASES.items():
-            for label, kwargs in ((name, {}), (f"{name.split('@')[0]}@max", {"frames": int(rate * secs)})):
-                r = run_case(shape, rate if not kwargs else 0.0, ring, secs, d, **kwargs)
-                sys.stdout.write(f"{label}: " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()) + "\n")
+            for label, kwargs in (
+                (name, {}),
+                (f"{name.split('@')[0]}@max", {"frames": int(rate * secs)}),
+            ):
+                r = run_case(
+                    shape, rate if not kwargs else 0.0, ring, secs, d, **kwargs
+                )
+                sys.stdout.write(
+                    f"{label}: "
+                    + ", ".join(
+                        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in r.items()
+                    )
+                    + "\n"
+                )

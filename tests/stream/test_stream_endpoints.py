@@ -23,7 +23,13 @@ from livesr.stream._endpoints import EndpointError, parse_endpoint, require_secu
 )
 def test_valid_endpoints_parse(text, scheme, host, port, path, loopback):
     ep = parse_endpoint(text)
-    assert (ep.url, ep.scheme, ep.host, ep.port, ep.path) == (text, scheme, host, port, path)
+    assert (ep.url, ep.scheme, ep.host, ep.port, ep.path) == (
+        text,
+        scheme,
+        host,
+        port,
+        path,
+    )
     assert ep.is_loopback is loopback
 
 

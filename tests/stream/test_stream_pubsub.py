@@ -50,9 +50,10 @@ def test_publish_with_no_reader_never_blocks(endpoint, context):
 
 def test_slow_subscriber_never_blocks_publisher_and_sees_newest(endpoint, context):
     n = 2000
-    with ResultPublisher(endpoint, hwm=2, context=context) as pub, LatestSubscriber(
-        endpoint, hwm=2, context=context
-    ) as sub:
+    with (
+        ResultPublisher(endpoint, hwm=2, context=context) as pub,
+        LatestSubscriber(endpoint, hwm=2, context=context) as sub,
+    ):
         _connected(pub, sub)
         seen: list[int] = []
         returns = 0
@@ -64,12 +65,16 @@ def test_slow_subscriber_never_blocks_publisher_and_sees_newest(endpoint, contex
             return parts
 
         for i in range(n):
-            pub.publish([b"%d" % i, IMAGE])  # the subscriber reads only every 100th time
+            pub.publish(
+                [b"%d" % i, IMAGE]
+            )  # the subscriber reads only every 100th time
             if i % 100 == 99:
                 parts = latest(0)
                 if parts is not None:
                     seen.append(_seq(parts))
-                    assert parts[1].buffer.nbytes == IMAGE.nbytes  # whole multipart message
+                    assert (
+                        parts[1].buffer.nbytes == IMAGE.nbytes
+                    )  # whole multipart message
         assert pub.published == n
         # after the burst: one more result; draining ends on it
         while latest(50) is not None:
@@ -89,9 +94,10 @@ def test_slow_subscriber_never_blocks_publisher_and_sees_newest(endpoint, contex
 
 
 def test_latest_returns_newest_of_queued(endpoint, context):
-    with ResultPublisher(endpoint, hwm=4, context=context) as pub, LatestSubscriber(
-        endpoint, hwm=4, context=context
-    ) as sub:
+    with (
+        ResultPublisher(endpoint, hwm=4, context=context) as pub,
+        LatestSubscriber(endpoint, hwm=4, context=context) as sub,
+    ):
         _connected(pub, sub)
         for i in range(3):
             pub.publish([b"%d" % i, b"small"])

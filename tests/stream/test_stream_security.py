@@ -28,13 +28,17 @@ N = 50
 def keydir(tmp_path_factory):
     root = tmp_path_factory.mktemp("keys") / "k"
     files = create_keys(root, ("cam", "intruder"))
-    os.remove(files.authorized_dir / "intruder.key")  # a valid keypair the server does not know
+    os.remove(
+        files.authorized_dir / "intruder.key"
+    )  # a valid keypair the server does not know
     return root
 
 
 def _deliver(endpoint: str, curve: CurveClientKeys | None, wait_s: float) -> dict:
     link = SourceLink(
-        SourceLinkConfig(endpoint=endpoint, stream="cam0", shape=SHAPE, ring_frames=N, curve=curve)
+        SourceLinkConfig(
+            endpoint=endpoint, stream="cam0", shape=SHAPE, ring_frames=N, curve=curve
+        )
     ).start()
     for seq in range(N):
         link.send(np.full(SHAPE, seq, np.uint16))
@@ -76,25 +80,36 @@ def test_unauthorised_clients_deliver_nothing(keydir, curve_ingest, client):
     assert isum["streams"] == {}  # not even a hello got through
     # the refused handshakes are counted (and logged, rate-limited)
     failures = {k: v for k, v in isum.items() if k.startswith("handshake_failed")}
-    kind = {"unknown key": "auth", "no key (NULL)": "other", "wrong server key": "protocol"}[client]
+    kind = {
+        "unknown key": "auth",
+        "no key (NULL)": "other",
+        "wrong server key": "protocol",
+    }[client]
     assert failures[f"handshake_failed_{kind}"] >= 1, failures
     # and the authorised client still gets through afterwards
     ok = _deliver(ingest.endpoint, cam, wait_s=30)
     assert ok["frames_acked"] == N and got == list(range(N))
 
 
-@pytest.mark.parametrize("endpoint", ["tcp://0.0.0.0:5599", "tcp://*:5599", "tcp://10.1.2.3:5599"])
+@pytest.mark.parametrize(
+    "endpoint", ["tcp://0.0.0.0:5599", "tcp://*:5599", "tcp://10.1.2.3:5599"]
+)
 def test_non_loopback_bind_refused_without_keys(endpoint, keydir):
     with pytest.raises(EndpointError, match="without CURVE keys"):
         IngestConfig(endpoint=endpoint)
-    IngestConfig(endpoint=endpoint, curve=load_server_keys(keydir))  # allowed with keys (not bound)
+    IngestConfig(
+        endpoint=endpoint, curve=load_server_keys(keydir)
+    )  # allowed with keys (not bound)
 
 
 def test_non_loopback_connect_refused_without_keys(keydir):
     with pytest.raises(EndpointError, match="livesr keys DIR"):
         SourceLinkConfig(endpoint="tcp://scope-pc.lab:5599", stream="c", shape=SHAPE)
     SourceLinkConfig(
-        endpoint="tcp://scope-pc.lab:5599", stream="c", shape=SHAPE, curve=load_client_keys(keydir, "cam")
+        endpoint="tcp://scope-pc.lab:5599",
+        stream="c",
+        shape=SHAPE,
+        curve=load_client_keys(keydir, "cam"),
     )
 
 
@@ -106,7 +121,10 @@ def test_keys_cli_writes_private_secrets(tmp_path, capsys):
     for name in ("server", "cam1", "viewer"):
         assert stat.S_IMODE((d / f"{name}.key_secret").stat().st_mode) == 0o600
         assert (d / f"{name}.key").is_file()
-    assert sorted(p.name for p in (d / "authorized_clients").iterdir()) == ["cam1.key", "viewer.key"]
+    assert sorted(p.name for p in (d / "authorized_clients").iterdir()) == [
+        "cam1.key",
+        "viewer.key",
+    ]
     assert stat.S_IMODE(d.stat().st_mode) == 0o700
     server = load_server_keys(d)
     assert server.secret.decode() not in repr(server)  # never printed
@@ -129,4 +147,3 @@ def test_loading_refuses_readable_secret_and_missing_files(tmp_path):
         load_client_keys(tmp_path / "k", "nobody")
     with pytest.raises(KeyFileError, match="40-character"):
         CurveClientKeys(public=b"short", secret=b"x" * 40, server_public=b"y" * 40)
-

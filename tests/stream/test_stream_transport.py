@@ -20,7 +20,12 @@ from livesr.stream._transport import (
     SourceLink,
     SourceLinkConfig,
 )
-from livesr.stream._wire import FrameHeader, decode_control, encode_control, encode_frame
+from livesr.stream._wire import (
+    FrameHeader,
+    decode_control,
+    encode_control,
+    encode_frame,
+)
 
 SHAPE = (64, 64)
 WINDOW = 8
@@ -81,14 +86,22 @@ def context():
 
 
 def link_cfg(endpoint: str, **over) -> SourceLinkConfig:
-    base = dict(endpoint=endpoint, stream="cam0", shape=SHAPE, dtype="uint16", ring_frames=64)
+    base = {
+        "endpoint": endpoint,
+        "stream": "cam0",
+        "shape": SHAPE,
+        "dtype": "uint16",
+        "ring_frames": 64,
+    }
     base.update(over)
     return SourceLinkConfig(**base)
 
 
 def test_lossless_in_order_2000_frames(endpoint):
     store = Store()
-    ingest = Ingest(IngestConfig(endpoint=endpoint, window=WINDOW), store.on_frame).start()
+    ingest = Ingest(
+        IngestConfig(endpoint=endpoint, window=WINDOW), store.on_frame
+    ).start()
     try:
         with SourceLink(link_cfg(endpoint)) as link:
             for seq in range(2000):
@@ -102,7 +115,9 @@ def test_lossless_in_order_2000_frames(endpoint):
     assert summary["frames_acquired"] == summary["frames_acked"] == 2000
     assert summary["frames_in_gaps"] == summary["frames_unacked"] == 0
     st = isum["streams"]["cam0"]
-    assert st["frames_persisted"] == 2000 and st["duplicates"] == 0 and st["accounting_ok"]
+    assert (
+        st["frames_persisted"] == 2000 and st["duplicates"] == 0 and st["accounting_ok"]
+    )
     assert summary["ingest"]["frames_persisted"] == 2000
     assert isum["rejected"] == 0
 
@@ -158,7 +173,9 @@ def test_ingest_closed_mid_stream_and_restarted(endpoint, resume):
 def test_ring_overflow_continue_reports_exact_gap(endpoint):
     store = Store()
     cfg = IngestConfig(endpoint=endpoint, window=WINDOW)
-    first = Ingest(cfg, store.on_frame, on_gap=store.on_gap, resume=store.last_seq).start()
+    first = Ingest(
+        cfg, store.on_frame, on_gap=store.on_gap, resume=store.last_seq
+    ).start()
     link = SourceLink(link_cfg(endpoint, ring_frames=32, overflow="continue")).start()
     second = None
     try:
@@ -168,7 +185,9 @@ def test_ring_overflow_continue_reports_exact_gap(endpoint):
         first.close()  # consumer gone
         for seq in range(10, 110):  # 32 fit in the ring, 68 are lost
             assert link.send(frame_of(seq)) == seq
-        second = Ingest(cfg, store.on_frame, on_gap=store.on_gap, resume=store.last_seq).start()
+        second = Ingest(
+            cfg, store.on_frame, on_gap=store.on_gap, resume=store.last_seq
+        ).start()
         for seq in range(110, 120):
             link.send(frame_of(seq), timeout=20)
         summary = link.close(timeout=20)
@@ -178,7 +197,10 @@ def test_ring_overflow_continue_reports_exact_gap(endpoint):
     assert summary["gaps"] == [[42, 109]]
     assert summary["frames_in_gaps"] == 68
     assert summary["frames_acquired"] == 120
-    assert summary["frames_acquired"] == summary["frames_acked"] + summary["frames_in_gaps"]
+    assert (
+        summary["frames_acquired"]
+        == summary["frames_acked"] + summary["frames_in_gaps"]
+    )
     assert sorted(store.count) == [*range(0, 42), *range(110, 120)]
     assert all(c == 1 for c in store.count.values()) and store.corrupted == 0
     assert store.gaps == [(42, 109)]
@@ -192,7 +214,9 @@ def test_ring_overflow_continue_reports_exact_gap(endpoint):
 def test_ring_overflow_stop_policy(endpoint):
     store = Store()
     cfg = IngestConfig(endpoint=endpoint, window=WINDOW)
-    first = Ingest(cfg, store.on_frame, on_gap=store.on_gap, resume=store.last_seq).start()
+    first = Ingest(
+        cfg, store.on_frame, on_gap=store.on_gap, resume=store.last_seq
+    ).start()
     link = SourceLink(link_cfg(endpoint, ring_frames=32)).start()  # overflow="stop"
     second = None
     try:
@@ -206,14 +230,20 @@ def test_ring_overflow_stop_policy(endpoint):
             link.send(frame_of(42))
         with pytest.raises(RingOverflowError, match="stopped"):
             link.send(frame_of(43))  # not acquired: the acquisition must stop
-        second = Ingest(cfg, store.on_frame, on_gap=store.on_gap, resume=store.last_seq).start()
+        second = Ingest(
+            cfg, store.on_frame, on_gap=store.on_gap, resume=store.last_seq
+        ).start()
         summary = link.close(timeout=20)
     finally:
         link.close(timeout=0)
         isum = second.close() if second is not None else None
     assert summary["stopped_on_overflow"] is True
     assert summary["gaps"] == [[42, 42]]
-    assert summary["frames_acquired"] == 43 == summary["frames_acked"] + summary["frames_in_gaps"]
+    assert (
+        summary["frames_acquired"]
+        == 43
+        == summary["frames_acked"] + summary["frames_in_gaps"]
+    )
     assert sorted(store.count) == list(range(42)) and store.corrupted == 0
     assert store.gaps == [(42, 42)]
     st = isum["streams"]["cam0"]
@@ -227,27 +257,52 @@ def _recv(sock, timeout_ms=5000):
 
 
 def _frame_msg(seq: int, stream: str = "cam0", shape=SHAPE) -> list:
-    head = FrameHeader(stream=stream, seq=seq, shape=shape, dtype="uint16", pixel_size_um=0.1, t_acq=0.0)
+    head = FrameHeader(
+        stream=stream,
+        seq=seq,
+        shape=shape,
+        dtype="uint16",
+        pixel_size_um=0.1,
+        t_acq=0.0,
+    )
     return encode_frame(head, np.full(shape, seq, np.uint16))
 
 
 def test_protocol_dedup_out_of_order_gap_and_end(endpoint, context):
     """A hand-driven source: duplicates dropped and counted, holes trigger a replay."""
     store = Store()
-    ingest = Ingest(IngestConfig(endpoint=endpoint, window=4, ack_every=1), store.on_frame).start()
+    ingest = Ingest(
+        IngestConfig(endpoint=endpoint, window=4, ack_every=1), store.on_frame
+    ).start()
     raw = context.socket(zmq.DEALER)
     raw.linger = 0
     try:
         raw.connect(endpoint)
-        raw.send_multipart(encode_control("hello", stream="cam0", session="s1", n=1, first=0,
-                                          shape=list(SHAPE), dtype="uint16"))
+        raw.send_multipart(
+            encode_control(
+                "hello",
+                stream="cam0",
+                session="s1",
+                n=1,
+                first=0,
+                shape=list(SHAPE),
+                dtype="uint16",
+            )
+        )
         ready = _recv(raw)
-        assert (ready["kind"], ready["n"], ready["upto"], ready["credit"]) == ("ready", 1, -1, 4)
+        assert (ready["kind"], ready["n"], ready["upto"], ready["credit"]) == (
+            "ready",
+            1,
+            -1,
+            4,
+        )
         for seq in (0, 1, 2, 1, 2, 5, 3):
             raw.send_multipart(_frame_msg(seq))
         raw.send_multipart(encode_control("gap", stream="cam0", first=4, last=4))
         raw.send_multipart(_frame_msg(5))
-        raw.send_multipart(encode_control("end", stream="cam0", upto=5, n=6, gap_frames=1))
+        raw.send_multipart(
+            encode_control("end", stream="cam0", upto=5, n=6, gap_frames=1)
+        )
         replies = []
         while not replies or replies[-1]["kind"] != "end_ack":
             replies.append(_recv(raw))
@@ -286,8 +341,30 @@ def _malformed_messages() -> list[tuple[str, list[bytes]]]:
         ("bad dtype", [hdr(dtype="object"), payload]),
         ("spoofed stream", [good[0], payload]),  # cam0 frames from another connection
         ("unknown stream", [hdr(stream="nope"), payload]),
-        ("bad hello", encode_control("hello", stream="x", session="s", n=1, first=0, shape=[0, 4], dtype="uint16")),
-        ("huge hello", encode_control("hello", stream="x", session="s", n=1, first=0, shape=[65536, 65536], dtype="float64")),
+        (
+            "bad hello",
+            encode_control(
+                "hello",
+                stream="x",
+                session="s",
+                n=1,
+                first=0,
+                shape=[0, 4],
+                dtype="uint16",
+            ),
+        ),
+        (
+            "huge hello",
+            encode_control(
+                "hello",
+                stream="x",
+                session="s",
+                n=1,
+                first=0,
+                shape=[65536, 65536],
+                dtype="float64",
+            ),
+        ),
         ("ack to ingest", encode_control("ack", stream="cam0", upto=3, credit=4)),
         ("gap unknown", encode_control("gap", stream="nope", first=1, last=2)),
         ("negative seq", [hdr(seq=-5), payload]),
@@ -326,8 +403,14 @@ def test_malformed_messages_between_valid_frames(endpoint, context):
     assert store.order == list(range(n_valid + n_after)) and store.corrupted == 0
     assert summary["frames_acked"] == n_valid + n_after and summary["end_acked"]
     assert isum["rejected"] == n_bad  # every malformed message counted once
-    expected = {"malformed": 11, "parts": 1, "wrong-peer": 1, "unknown-stream": 2,
-                "oversized": 1, "unexpected": 1}
+    expected = {
+        "malformed": 11,
+        "parts": 1,
+        "wrong-peer": 1,
+        "unknown-stream": 2,
+        "oversized": 1,
+        "unexpected": 1,
+    }
     assert isum["rejected_by_reason"] == {k: v * rounds for k, v in expected.items()}
 
 

@@ -15,7 +15,9 @@ SHAPE = (16, 16)
 def test_random_multipart_messages_are_all_rejected_and_counted(tmp_path):
     endpoint = f"ipc://{tmp_path}/fuzz.ipc"
     persisted: list[int] = []
-    ingest = Ingest(IngestConfig(endpoint=endpoint), lambda h, f: persisted.append(h.seq))
+    ingest = Ingest(
+        IngestConfig(endpoint=endpoint), lambda h, f: persisted.append(h.seq)
+    )
     ingest.bind()  # served from this thread: no background thread
     ctx = zmq.Context()
     raw = ctx.socket(zmq.DEALER)
@@ -26,7 +28,9 @@ def test_random_multipart_messages_are_all_rejected_and_counted(tmp_path):
     @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
     @given(
         st.lists(
-            st.lists(st.binary(max_size=96), min_size=1, max_size=4), min_size=1, max_size=8
+            st.lists(st.binary(max_size=96), min_size=1, max_size=4),
+            min_size=1,
+            max_size=8,
         )
     )
     def storm(messages):
@@ -57,7 +61,9 @@ def test_failing_on_frame_is_retried_not_lost(tmp_path):
     failed: list[int] = []
 
     def on_frame(header, frame) -> None:
-        if header.seq in (5, 77) and header.seq not in failed:  # e.g. a transient disk error
+        if (
+            header.seq in (5, 77) and header.seq not in failed
+        ):  # e.g. a transient disk error
             failed.append(header.seq)
             raise OSError("injected write failure")
         assert (frame == header.seq).all()
@@ -65,7 +71,9 @@ def test_failing_on_frame_is_retried_not_lost(tmp_path):
 
     ingest = Ingest(IngestConfig(endpoint=endpoint, window=8), on_frame).start()
     try:
-        cfg = SourceLinkConfig(endpoint=endpoint, stream="cam0", shape=SHAPE, ring_frames=32)
+        cfg = SourceLinkConfig(
+            endpoint=endpoint, stream="cam0", shape=SHAPE, ring_frames=32
+        )
         with SourceLink(cfg) as link:
             for seq in range(200):
                 link.send(np.full(SHAPE, seq, np.uint16), timeout=20)

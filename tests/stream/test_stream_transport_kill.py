@@ -20,7 +20,9 @@ import pytest
 
 from livesr.stream._transport import SourceLink, SourceLinkConfig
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL and ipc are POSIX-only")
+pytestmark = pytest.mark.skipif(
+    sys.platform == "win32", reason="SIGKILL and ipc are POSIX-only"
+)
 
 SHAPE = (64, 64)
 WINDOW = 8
@@ -64,7 +66,9 @@ def _records(path) -> list[tuple[int, str]]:
         data = f.read()
     return [
         (int(a), b.decode())
-        for a, b in (line.split() for line in data[: data.rfind(b"\n") + 1].splitlines())
+        for a, b in (
+            line.split() for line in data[: data.rfind(b"\n") + 1].splitlines()
+        )
     ]
 
 
@@ -87,7 +91,9 @@ def test_ingest_process_sigkilled_and_restarted(tmp_path):
     with open(tmp_path / "child.log", "wb") as log:
         children.append(_spawn(endpoint, store, log))
         link = SourceLink(
-            SourceLinkConfig(endpoint=endpoint, stream="cam0", shape=SHAPE, ring_frames=n)
+            SourceLinkConfig(
+                endpoint=endpoint, stream="cam0", shape=SHAPE, ring_frames=n
+            )
         ).start()
 
         def produce() -> None:  # ~2 kHz, never waits for the consumer
