@@ -74,6 +74,7 @@ class ResultPublisher:
         sock = self._ctx.socket(zmq.PUB)
         sock.setsockopt(zmq.LINGER, self._linger)
         sock.setsockopt(zmq.SNDHWM, self.hwm)
+        sock.setsockopt(zmq.MAXMSGSIZE, 4096)  # subscribers only send subscriptions
         try:
             sock.bind(self.endpoint)
         except zmq.ZMQError as exc:
