@@ -1,0 +1,271 @@
+"""The live pipeline end to end in one process: simulated source -> lossless link ->
+persist -> ring -> (drift) -> sliding eSRRF -> PUB + files.  Exact counts throughout;
+``frames_acquired == frames_persisted + frames_in_gaps`` in every test."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import errno
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zarr
+import zmq
+
+from livesr.adapters.sources.simulated import SimulatedSource
+from livesr.kernels import esrrf
+from livesr.sim import Microscope, SimConfig
+from livesr.stream._config import DriftCorrectionConfig, EsrrfConfig, LivesrConfig, StreamConfig
+from livesr.stream._pipeline import Pipeline, quality_metric
+from livesr.stream._pubsub import LatestSubscriber
+from livesr.stream._rawstore import OmeZarrRawStore
+
+
+def _sim(**drift: Any) -> SimConfig:
+    sim = SimConfig.blinking(shape=(32, 32), seed=3)
+    sim = dataclasses.replace(sim, camera=dataclasses.replace(sim.camera, stamp_index=True, interval_ms=4.0, exposure_ms=4.0))
+    return sim
+
+
+def _cfg(out: Path, *, window: int, stride: int, drift: bool = False, budget_ms: float = 1e7, **esrrf_kw: Any) -> LivesrConfig:
+    return LivesrConfig(
+        esrrf=EsrrfConfig(window=window, stride=stride, magnification=2, **esrrf_kw),
+        drift=DriftCorrectionConfig(enabled=drift, block=10),
+        stream=StreamConfig(output=str(out), latency_budget_ms=budget_ms, ring_mb=1.0),
+    )
+
+
+def cheap_map(frame: np.ndarray, params: Any, *, shift: Any = (0.0, 0.0), out: np.ndarray | None = None) -> np.ndarray:
+    """A stand-in per-frame map (pixel replication): makes the eSRRF stage nearly free."""
+    m = params.magnification
+    big = np.repeat(np.repeat(np.asarray(frame, np.float32), m, 0), m, 1)
+    if out is None:
+        return big
+    out[...] = big
+    return out
+
+
+def _run(
+    tmp_path: Path,
+    cfg: LivesrConfig,
+    frames: int,
+    *,
+    pace: bool = False,
+    frame_map: Callable[..., np.ndarray] | None = None,
+    stage_hook: Callable[[int], None] | None = None,
+    on_started: Callable[[Pipeline], None] | None = None,
+    subscribe: bool = False,
+) -> tuple[dict[str, Any], list[list[Any]]]:
+    ctx = zmq.Context()
+    name = tmp_path.name
+    pipe = Pipeline(cfg, endpoint=f"inproc://ingest-{name}", publish=f"inproc://results-{name}",
+                    context=ctx, frame_map=frame_map, stage_hook=stage_hook).start()
+    sub = LatestSubscriber(pipe.publish_endpoint, hwm=64, context=ctx).start() if subscribe else None
+    received: list[list[Any]] = []
+    try:
+        if on_started is not None:
+            on_started(pipe)
+        src = SimulatedSource(_sim(), pipe.endpoint, frames=frames, pace=pace,
+                              stop_event=pipe.stop_requested, context=ctx).start()
+        assert src.join(60.0) is not None, "source did not finish"
+        assert src.error is None
+        assert pipe.wait(120.0), "pipeline did not finish"
+        if sub is not None:
+            for _ in range(3):
+                msg = sub.latest(timeout_ms=200)
+                if msg is not None:
+                    received.append(msg)
+    finally:
+        if sub is not None:
+            sub.close()
+        summary = pipe.close()
+        ctx.term()
+    assert summary["frames_acquired"] == summary["frames_persisted"] + summary["frames_in_gaps"]
+    assert summary["accounting_ok"] is True
+    on_disk = json.loads((cfg_out(cfg) / "summary.json").read_text())
+    assert on_disk["frames_acquired"] == on_disk["frames_persisted"] + on_disk["frames_in_gaps"]
+    return summary, received
+
+
+def cfg_out(cfg: LivesrConfig) -> Path:
+    return Path(cfg.stream.output)
+
+
+def _windows(out: Path) -> list[dict[str, str]]:
+    with open(out / "windows.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _raw(out: Path) -> np.ndarray:
+    return zarr.open_group(str(out / "raw.ome.zarr"), mode="r")["0"][:, 0, 0]
+
+
+def _sr(out: Path) -> tuple[np.ndarray, dict[str, Any]]:
+    g = zarr.open_group(str(out / "sr.ome.zarr"), mode="r")
+    return g["0"][:, 0, 0], dict(g.attrs)
+
+
+def test_windows_equal_batch_esrrf_and_raw_equals_source(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    n, window, stride = 80, 20, 10
+    cfg = _cfg(out, window=window, stride=stride)
+    summary, msgs = _run(tmp_path, cfg, n, subscribe=True)
+    expected_windows = (n - window) // stride + 1
+    assert summary["frames_acquired"] == n
+    assert summary["frames_persisted"] == n and summary["frames_in_gaps"] == 0
+    assert summary["frames_processed"] == n
+    assert summary["windows_published"] == expected_windows == 7
+    assert summary["windows_skipped"] == 0
+    assert summary["implementation"] == {"esrrf": "numpy"}
+    assert summary["latency_ms"]["n"] == expected_windows
+    assert summary["params"]["esrrf"]["window"] == window
+    # raw store: every frame, equal to the source (index stamped in pixel [0, 0])
+    raw = _raw(out)
+    source, _ = Microscope(_sim()).acquire(n)
+    np.testing.assert_array_equal(raw, source)
+    np.testing.assert_array_equal(raw[:, 0, 0], np.arange(n))
+    # every SR image equals batch eSRRF over the same frames
+    images, attrs = _sr(out)
+    rows = _windows(out)
+    assert images.shape == (expected_windows, 64, 64)
+    assert [(int(r["first_frame"]), int(r["last_frame"])) for r in rows] == [
+        (k * stride, k * stride + window - 1) for k in range(expected_windows)
+    ]
+    for img, r in zip(images, rows, strict=True):
+        ref = esrrf(raw[int(r["first_frame"]) : int(r["last_frame"]) + 1], magnification=2)
+        np.testing.assert_allclose(img, ref, rtol=1e-5, atol=1e-5)
+        assert abs(float(r["quality"]) - quality_metric(img)) <= 1e-5 * abs(quality_metric(img))
+    ms = attrs["ome"]["multiscales"][0]
+    assert ms["datasets"][0]["coordinateTransformations"][0]["scale"][3:] == [0.05, 0.05]
+    assert attrs["livesr"]["complete"] is True and attrs["livesr"]["images"] == expected_windows
+    # the PUB side: newest message carries image + metadata
+    assert msgs, "no result received on the PUB socket"
+    head = json.loads(bytes(msgs[-1][0].buffer))
+    img = np.frombuffer(msgs[-1][1].buffer, dtype=np.float32).reshape(head["shape"])
+    assert head["kind"] == "sr" and head["pixel_size_um"] == pytest.approx(0.05)
+    assert head["implementation"] == {"esrrf": "numpy"}
+    assert head["quality"]["metric"] == "normalized_gradient_energy"
+    ts = head["timestamps"]
+    assert ts["acquired"] <= ts["received"] <= ts["processed"] <= ts["published"]
+    np.testing.assert_array_equal(img, images[head["index"]])
+    for name in ("config.toml", "drift.csv", "summary.json"):
+        assert (out / name).is_file()
+
+
+def test_param_change_recorded_and_applied_from_next_window(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    n, window, stride = 60, 10, 5
+    cfg = _cfg(out, window=window, stride=stride, radius=1.5)
+    state: dict[str, Any] = {}
+
+    def hook(seq: int) -> None:
+        if seq == 24:  # ask from the processing thread's context: applied before frame 25
+            state["pipe"].set_params(radius=2.0, sensitivity=2.0)
+
+    summary, _ = _run(tmp_path, cfg, n, stage_hook=hook, on_started=lambda p: state.update(pipe=p))
+    assert summary["param_changes"] == [{"frame_index": 25, "changes": {"radius": 2.0, "sensitivity": 2.0}}]
+    assert summary["params_final"]["radius"] == 2.0
+    assert summary["windows_published"] == (n - window) // stride + 1 and summary["windows_skipped"] == 0
+    images, attrs = _sr(out)
+    assert attrs["livesr"]["param_changes"] == summary["param_changes"]
+    raw = _raw(out)
+    rows = _windows(out)
+    for img, r in zip(images, rows, strict=True):
+        a, b = int(r["first_frame"]), int(r["last_frame"])
+        new = b >= 25  # emitted after the change (stored maps recomputed)
+        ref = esrrf(raw[a : b + 1], magnification=2, radius=2.0 if new else 1.5, sensitivity=2.0 if new else 1.0)
+        np.testing.assert_allclose(img, ref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="magnification cannot change while streaming"):
+        Pipeline(cfg).set_params(magnification=3)
+
+
+def test_slow_stretch_skips_windows_never_raw_frames(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    n, window, stride = 150, 10, 5
+    cfg = _cfg(out, window=window, stride=stride, budget_ms=100.0)
+
+    def hook(seq: int) -> None:
+        if 30 <= seq < 40:
+            time.sleep(0.06)
+
+    summary, _ = _run(tmp_path, cfg, n, pace=True, frame_map=cheap_map, stage_hook=hook)
+    assert summary["frames_acquired"] == n
+    assert summary["frames_persisted"] == n and summary["frames_in_gaps"] == 0
+    np.testing.assert_array_equal(_raw(out)[:, 0, 0], np.arange(n))
+    scheduled = (n - window) // stride + 1
+    assert summary["windows_skipped"] >= 1
+    assert summary["windows_published"] + summary["windows_skipped"] == scheduled
+    events = summary["skip_events"]
+    assert sum(e["windows_skipped"] for e in events) == summary["windows_skipped"]
+    assert summary["frames_processed"] + summary["frames_dropped_for_processing"] + summary["frames_not_offered"] == n
+    rows = _windows(out)
+    ends = [int(r["last_frame"]) for r in rows]
+    assert all((e - (window - 1)) % stride == 0 for e in ends)  # schedule phase kept
+    assert ends[-1] == n - 1  # recovered: the last scheduled window is published
+    assert summary["implementation"] == {"esrrf": "cheap_map"}
+
+
+def test_disk_full_stops_acquisition_and_records_the_gap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "out"
+    cfg = _cfg(out, window=10, stride=5)
+    real = OmeZarrRawStore._write_frame
+
+    def failing(self: OmeZarrRawStore, index: int, frame: np.ndarray) -> None:
+        if index >= 25:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(self, index, frame)
+
+    monkeypatch.setattr(OmeZarrRawStore, "_write_frame", failing)
+    summary, _ = _run(tmp_path, cfg, 400, pace=True, frame_map=cheap_map)
+    assert summary["frames_persisted"] == 25
+    assert summary["stopped"] is True and "ENOSPC" in summary["error"]
+    assert summary["frames_acquired"] < 400  # acquisition stopped
+    assert summary["frames_in_gaps"] == summary["frames_acquired"] - 25 >= 1
+    assert summary["gaps"] == [[25, summary["frames_acquired"] - 1, "raw store failed"]]
+    g = zarr.open_group(str(out / "raw.ome.zarr"), mode="r")
+    raw = g["0"][:, 0, 0]
+    assert raw.shape[0] == 25
+    np.testing.assert_array_equal(raw, Microscope(_sim()).acquire(25)[0])
+    assert g.attrs["livesr"]["complete"] is False and "ENOSPC" in g.attrs["livesr"]["error"]
+    assert g.attrs["livesr"]["gaps"] == summary["gaps"]
+    assert summary["windows_published"] == (25 - 10) // 5 + 1
+
+
+def test_drift_on_writes_table_and_publishes_estimates(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    n = 60
+    cfg = _cfg(out, window=20, stride=20, drift=True)
+    summary, msgs = _run(tmp_path, cfg, n, frame_map=cheap_map, subscribe=True)
+    assert summary["implementation"] == {"drift": "numpy", "esrrf": "cheap_map"}
+    with open(out / "drift.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["frame"]) for r in rows] == [9, 19, 29, 39, 49, 59]
+    assert [float(r["center"]) for r in rows] == [4.5, 14.5, 24.5, 34.5, 44.5, 54.5]
+    assert all(np.isfinite(float(r["dy_px"])) for r in rows)
+    assert summary["windows_published"] == 3
+    head = json.loads(bytes(msgs[-1][0].buffer))
+    assert set(head["drift"]) == {"dy", "dx", "sigma_px", "rejected"}
+    assert head["implementation"] == {"drift": "numpy", "esrrf": "cheap_map"}
+
+
+def test_output_with_results_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "summary.json").write_text("{}")
+    with pytest.raises(FileExistsError, match="already holds results"):
+        Pipeline(_cfg(out, window=10, stride=5)).start()
+
+
+def test_set_params_validation_is_clear(tmp_path: Path) -> None:
+    pipe = Pipeline(_cfg(tmp_path / "o", window=10, stride=5))
+    with pytest.raises(ValueError, match="temporal"):
+        pipe.set_params(temporal="median")
+    with pytest.raises(ValueError, match="window"):
+        pipe.set_params(window=1)
+    pipe.set_params(window=12)  # accepted before start; applied at the first frame
