@@ -250,7 +250,7 @@ def estimate_memory(
     if strategy == "maps":
         maps = (window + 1) * map_px * 4
     elif strategy == "raw":
-        maps = 3 * map_px * 4
+        maps = 4 * map_px * 4  # first, last, and two reused work maps
     else:
         raise ValueError(f"strategy must be 'maps' or 'raw', got {strategy!r}")
     return raw + maps + sums + emission
@@ -368,6 +368,7 @@ class SlidingEsrrf:
         self._hi = 0
         self._head: np.ndarray | None = None
         self._tail: np.ndarray | None = None
+        self._spare: list[np.ndarray] = []  # reusable map buffers (raw strategy)
         self._since_resync = 0
         if self._fixed_shape is not None:
             self._allocate(self._fixed_shape, np.dtype(np.float32))
@@ -437,7 +438,7 @@ class SlidingEsrrf:
         if self._moments is not None:
             total += self._moments.nbytes
         if self._strategy == "raw":
-            for arr in (self._head, self._tail):
+            for arr in (self._head, self._tail, *self._spare):
                 if arr is not None:
                     total += arr.nbytes
         return total
@@ -491,7 +492,9 @@ class SlidingEsrrf:
             x = self._compute_map(f32, (dy, dx), self._map_slot(i))
             assert self._head is not None
             self._moments.slide(self._head, following, x, self._tail)
-            self._head = following
+            old = (self._head, self._tail)
+            self._head, self._tail = following, x
+            self._release(*old)
             self._lo = lo + 1
         else:
             while self._hi > self._lo and self._lo < i - window + 1:
@@ -503,7 +506,8 @@ class SlidingEsrrf:
             self._moments.append(x, self._tail)
             if self._hi == self._lo:
                 self._head = x
-        self._tail = x
+            old_tail, self._tail = self._tail, x
+            self._release(old_tail)
         self._hi = i + 1
         self._frames_seen += 1
 
@@ -852,15 +856,50 @@ class SlidingEsrrf:
 
     def _clear_window(self) -> None:
         self._lo = self._hi = self._frames_seen
+        old = (self._head, self._tail)
         self._head = self._tail = None
+        self._release(*old)
         if self._moments is not None:
             self._moments.clear()
         self._since_resync = 0
 
     def _map_slot(self, i: int) -> np.ndarray | None:
+        """Where frame ``i``'s map goes: its ring slot, or a reused work map (raw)."""
         if self._maps is None:
-            return None
+            return self._take_spare()
         return self._maps[i % self._maps.shape[0]]
+
+    def _take_spare(self) -> np.ndarray | None:
+        mshape = self._map_shape()
+        while self._spare:
+            arr = self._spare.pop()
+            if arr.shape == mshape:
+                return arr
+        return None
+
+    def _release(self, *arrays: np.ndarray | None) -> None:
+        """Keep no-longer-needed maps (raw strategy) for reuse as ``out`` buffers.
+
+        A map is reused only if it is not the window's first or last map and the map
+        function wrote into a buffer we own (maps never leave this object: emitted
+        images are separate arrays).
+        """
+        if self._maps is not None or self._shape is None:
+            return
+        mshape = self._map_shape()
+        for arr in arrays:
+            if (
+                arr is not None
+                and arr is not self._head
+                and arr is not self._tail
+                and len(self._spare) < 2
+                and arr.shape == mshape
+                and arr.dtype == np.float32
+                and arr.flags.c_contiguous
+                and arr.flags.writeable
+                and all(arr is not s for s in self._spare)
+            ):
+                self._spare.append(arr)
 
     def _compute_map(
         self, frame32: np.ndarray, shift: tuple[float, float], out: np.ndarray | None
@@ -904,7 +943,7 @@ class SlidingEsrrf:
         cap = self._raw.shape[0]
         frame = np.ascontiguousarray(self._raw[j % cap], dtype=np.float32)
         dy, dx = self._shifts[j % cap]
-        return self._compute_map(frame, (float(dy), float(dx)), None)
+        return self._compute_map(frame, (float(dy), float(dx)), self._take_spare())
 
     def _evict_first(self) -> None:
         assert self._moments is not None and self._head is not None
@@ -914,7 +953,8 @@ class SlidingEsrrf:
             return
         following = self._tail if lo + 1 == hi - 1 else self._stored_map(lo + 1)
         self._moments.pop_first(self._head, following)
-        self._head = following
+        old_head, self._head = self._head, following
+        self._release(old_head)
         self._lo = lo + 1
 
     def _rebuild(self, *, recompute_maps: bool) -> None:
@@ -932,7 +972,9 @@ class SlidingEsrrf:
         moments.clear()
         moments.drop_unneeded(self._cfg.temporal)
         prev: np.ndarray | None = None
+        old = (self._head, self._tail)
         self._head = self._tail = None
+        self._release(*old)
         for j in range(self._lo, self._hi):
             if self._maps is not None and recompute_maps:
                 assert self._raw is not None and self._shifts is not None
@@ -945,6 +987,7 @@ class SlidingEsrrf:
             moments.append(x, prev)
             if j == self._lo:
                 self._head = x
+            self._release(prev)  # a middle frame's map is not needed any more
             prev = x
         self._tail = prev
         self._since_resync = 0
