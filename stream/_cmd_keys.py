@@ -54,13 +54,16 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stdout
     out.write(f"server public key : {files.server_public}\n")
     out.write(
-        f"server secret key : {files.server_secret}  (0600, keep on the pipeline host)\n"
+        f"server secret key : {files.server_secret}  (0600, keep on the pipeline "
+        "host)\n"
     )
     for _pub, sec in files.clients:
         out.write(
-            f"client            : {sec}  (0600, give to that client with {files.server_public.name})\n"
+            f"client            : {sec}  (0600, give to that client with "
+            f"{files.server_public.name})\n"
         )
     out.write(
-        f"allow-list        : {files.authorized_dir}/  (client public keys the server accepts)\n"
+        f"allow-list        : {files.authorized_dir}/  (client public keys the "
+        "server accepts)\n"
     )
     return 0

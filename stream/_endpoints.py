@@ -30,7 +30,7 @@ _INPROC_RE = re.compile(r"^[A-Za-z0-9_.:/\-]{1,256}$")
 
 
 class EndpointError(ValueError):
-    """An endpoint string that livesr cannot use; the message says why and what to write."""
+    """An endpoint livesr cannot use; the message says why and what to write."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +188,8 @@ def require_secure(endpoint: Endpoint, *, curve: bool, role: str) -> None:
         return
     raise EndpointError(
         f"refusing to {role} {endpoint.url!r} without CURVE keys: it is reachable from "
-        "other machines. Use ipc:// or tcp://127.0.0.1 on one host, or create keys with "
+        "other machines. Use ipc:// or tcp://127.0.0.1 on one host, or create keys "
+        "with "
         "'livesr keys DIR' and pass them (server: load_server_keys(DIR), "
         "client: load_client_keys(DIR))"
     )

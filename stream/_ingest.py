@@ -125,7 +125,8 @@ class IngestConfig:
         ):
             raise ValueError(
                 f"{name}.max_message_bytes={self.max_message_bytes} is smaller than "
-                f"max_frame_bytes + {MAX_HEADER_BYTES}; raise it or leave it 0 (automatic)"
+                f"max_frame_bytes + {MAX_HEADER_BYTES}; raise it or leave it 0 "
+                "(automatic)"
             )
         check_range(name, "linger_ms", self.linger_ms, 0, 600_000)
         check_range(name, "heartbeat_ivl_ms", self.heartbeat_ivl_ms, 0, 600_000)
@@ -384,7 +385,7 @@ class Ingest:
             self._monitor = None
 
     def _drain_monitor(self) -> None:
-        """Count connection events; failed handshakes (CURVE/ZAP) are logged, rate-limited."""
+        """Count connection events; log failed handshakes (rate-limited)."""
         monitor = self._monitor
         if monitor is None:
             return
@@ -420,7 +421,7 @@ class Ingest:
 
     # ------------------------------------------------------------------ counters
     def summary(self) -> dict[str, Any]:
-        """Counters: ``streams`` (per-stream dicts), ``rejected`` (total) and by reason."""
+        """Counters: ``streams`` (per stream), ``rejected`` (total) and by reason."""
         with self._lock:
             return {
                 "endpoint": self.endpoint,
@@ -440,7 +441,7 @@ class Ingest:
             poller.register(self._monitor, zmq.POLLIN)
         try:
             while not self._stop:
-                # ACKs go out every ack_every frames, or once the socket is idle for 1 ms
+                # ACK every ack_every frames, or once the socket is idle for 1 ms
                 waiting = any(st.unacked for st in self._streams.values())
                 if not poller.poll(1 if waiting else 1000):
                     self._flush_acks()
@@ -548,7 +549,8 @@ class Ingest:
         if header.shape != st.shape or header.dtype != st.dtype:
             raise _Reject(
                 "inconsistent",
-                f"stream {st.name!r} seq {header.seq}: frame {header.shape} {header.dtype} "
+                f"stream {st.name!r} seq {header.seq}: frame {header.shape} "
+                f"{header.dtype} "
                 f"differs from the hello's {st.shape} {st.dtype}",
             )
         seq = header.seq
@@ -579,7 +581,8 @@ class Ingest:
             self._rlog.log(
                 logging.ERROR,
                 "on_frame",
-                "ingest: on_frame failed for %s seq %d: %r (not acknowledged; it will be sent again)",
+                "ingest: on_frame failed for %s seq %d: %r (not acknowledged; it "
+                "will be sent again)",
                 st.name,
                 seq,
                 exc,
@@ -654,8 +657,10 @@ class Ingest:
         if nbytes > cfg.max_frame_bytes:
             raise _Reject(
                 "oversized",
-                f"hello for {stream!r} declares {shape[0]}x{shape[1]} {dtype} = {nbytes} bytes "
-                f"per frame > max_frame_bytes={cfg.max_frame_bytes} (raise IngestConfig.max_frame_bytes)",
+                f"hello for {stream!r} declares {shape[0]}x{shape[1]} {dtype} = "
+                f"{nbytes} bytes "
+                f"per frame > max_frame_bytes={cfg.max_frame_bytes} (raise "
+                "IngestConfig.max_frame_bytes)",
             )
         st = self._streams.get(stream)
         with self._lock:

@@ -69,12 +69,14 @@ class CurveServerKeys:
         _check_z85(self.secret, "CurveServerKeys.secret")
         if not Path(self.authorized_dir).is_dir():
             raise KeyFileError(
-                f"CurveServerKeys.authorized_dir={str(self.authorized_dir)!r} is not a folder; "
+                f"CurveServerKeys.authorized_dir={str(self.authorized_dir)!r} is not "
+                "a folder; "
                 "create it with 'livesr keys DIR'"
             )
 
     def __repr__(self) -> str:  # never print the secret
-        return f"CurveServerKeys(public={self.public!r}, authorized_dir={str(self.authorized_dir)!r})"
+        allow = str(self.authorized_dir)
+        return f"CurveServerKeys(public={self.public!r}, authorized_dir={allow!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +93,8 @@ class CurveClientKeys:
         _check_z85(self.server_public, "CurveClientKeys.server_public")
 
     def __repr__(self) -> str:
-        return f"CurveClientKeys(public={self.public!r}, server_public={self.server_public!r})"
+        pub, server = self.public, self.server_public
+        return f"CurveClientKeys(public={pub!r}, server_public={server!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +135,8 @@ def create_keys(
     for name in clients:
         if not _NAME_RE.match(name) or name == SERVER_NAME:
             raise KeyFileError(
-                f"client name {name!r} is not valid; use 1-64 characters of [A-Za-z0-9_-], "
+                f"client name {name!r} is not valid; use 1-64 characters of "
+                "[A-Za-z0-9_-], "
                 f"not {SERVER_NAME!r}"
             )
     if len(set(clients)) != len(clients):
@@ -183,7 +187,8 @@ def _load(path: Path, *, secret: bool) -> tuple[bytes, bytes | None]:
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o077:
             raise KeyFileError(
-                f"secret key file {str(path)!r} has mode {mode:o}; it must be readable by its "
+                f"secret key file {str(path)!r} has mode {mode:o}; it must be "
+                "readable by its "
                 f"owner only: run 'chmod 600 {path}'"
             )
     try:
@@ -247,7 +252,7 @@ def apply_server_keys(sock: zmq.Socket[Any], keys: CurveServerKeys) -> None:
 
 
 def apply_client_keys(sock: zmq.Socket[Any], keys: CurveClientKeys) -> None:
-    """Make ``sock`` a CURVE client of the server ``keys.server_public`` (before ``connect``)."""
+    """Make ``sock`` a CURVE client of ``keys.server_public`` (before ``connect``)."""
     sock.curve_secretkey = keys.secret
     sock.curve_publickey = keys.public
     sock.curve_serverkey = keys.server_public

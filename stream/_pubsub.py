@@ -6,7 +6,7 @@ Usage::
     pub.publish([header_bytes, image])          # never blocks; drops for slow viewers
 
     sub = LatestSubscriber("ipc:///tmp/results.ipc").start()
-    parts = sub.latest(timeout_ms=100)          # newest message or None; older ones skipped
+    parts = sub.latest(timeout_ms=100)          # newest message or None
     sub.dropped                                 # messages skipped by draining
 
 A viewer can never slow the pipeline: the PUB has a tiny send high-water mark and drops
@@ -33,7 +33,7 @@ class ResultPublisher:
     Parameters
     ----------
     endpoint
-        Where to bind; a non-loopback TCP endpoint is refused (results stay on the host).
+        Where to bind; non-loopback TCP is refused (results stay on the host).
     hwm
         Send high-water mark in messages (1..64).
     zero_copy_min_bytes
@@ -174,7 +174,7 @@ class LatestSubscriber:
         self.close()
 
     def latest(self, timeout_ms: int = 0) -> list[zmq.Frame] | None:
-        """Wait up to ``timeout_ms`` for a message, then drain; return the newest or None."""
+        """Wait up to ``timeout_ms`` for a message, drain, return the newest or None."""
         sock = self._sock
         if sock is None:
             raise TransportError("LatestSubscriber.latest(): call start() first")

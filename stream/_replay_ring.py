@@ -57,7 +57,8 @@ class ReplayRing:
         if frame.shape != self.shape or frame.dtype != self.dtype:
             raise ValueError(
                 f"frame {frame.shape} {frame.dtype} does not match the ring's "
-                f"{self.shape} {self.dtype}; every frame of a stream must have the same "
+                f"{self.shape} {self.dtype}; every frame of a stream must have the "
+                "same "
                 "shape and dtype"
             )
         if not self._free:
@@ -70,7 +71,7 @@ class ReplayRing:
         return slot
 
     def take(self) -> int | None:
-        """Reserve a free slot (to be filled through :meth:`view`), or ``None`` when full."""
+        """Reserve a free slot (fill it through :meth:`view`); ``None`` when full."""
         if not self._free:
             return None
         slot = self._free.popleft()

@@ -123,7 +123,8 @@ class SourceLinkConfig:
         require_secure(ep, curve=self.curve is not None, role="connect to")
         if not isinstance(self.stream, str) or not _STREAM_RE.match(self.stream):
             raise ValueError(
-                f"{name}.stream={self.stream!r} is not valid; expected 1-64 characters of "
+                f"{name}.stream={self.stream!r} is not valid; expected 1-64 "
+                "characters of "
                 "[A-Za-z0-9_.:-]"
             )
         if (
@@ -132,12 +133,14 @@ class SourceLinkConfig:
             or not all(isinstance(s, int) and 1 <= s <= MAX_SIDE for s in self.shape)
         ):
             raise ValueError(
-                f"{name}.shape={self.shape!r} is not valid; expected (rows, cols) ints in "
+                f"{name}.shape={self.shape!r} is not valid; expected (rows, cols) "
+                "ints in "
                 f"[1, {MAX_SIDE}]"
             )
         if self.dtype not in FRAME_DTYPES:
             raise ValueError(
-                f"{name}.dtype={self.dtype!r} is not valid; expected one of {FRAME_DTYPES}"
+                f"{name}.dtype={self.dtype!r} is not valid; expected one of "
+                f"{FRAME_DTYPES}"
             )
         if self.overflow not in OVERFLOW_POLICIES:
             raise ValueError(
@@ -157,7 +160,8 @@ class SourceLinkConfig:
         if self.ring_bytes > self.max_ring_bytes:
             raise ValueError(
                 f"{name}.ring_frames={self.ring_frames} x {self.frame_bytes} bytes = "
-                f"{self.ring_bytes} bytes exceeds max_ring_bytes={self.max_ring_bytes}; "
+                f"{self.ring_bytes} bytes exceeds "
+                f"max_ring_bytes={self.max_ring_bytes}; "
                 "lower ring_frames or raise max_ring_bytes"
             )
 
@@ -324,7 +328,8 @@ class SourceLink:
             if self._thread.is_alive():
                 if timeout > 0:
                     logger.warning(
-                        "source %s: no END_ACK within %.1f s; closing with %d frame(s) unacknowledged",
+                        "source %s: no END_ACK within %.1f s; closing with %d "
+                        "frame(s) unacknowledged",
                         self.config.stream,
                         timeout,
                         self._unacked_frames(),
@@ -391,7 +396,8 @@ class SourceLink:
         if frame.shape != self._ring.shape or frame.dtype != self._ring.dtype:
             raise ValueError(
                 f"frame {frame.shape} {frame.dtype} does not match the stream's "
-                f"{self._ring.shape} {self._ring.dtype}; every frame of a stream must have "
+                f"{self._ring.shape} {self._ring.dtype}; every frame of a stream "
+                "must have "
                 "the same shape and dtype"
             )
         with self._lock:
@@ -419,15 +425,18 @@ class SourceLink:
                     self._rlog.log(
                         logging.ERROR,
                         "overflow",
-                        "source %s: ring of %d frames full at seq %d; stopping (overflow='stop')",
+                        "source %s: ring of %d frames full at seq %d; stopping "
+                        "(overflow='stop')",
                         cfg.stream,
                         cfg.ring_frames,
                         seq,
                     )
                     self._ring_bell()
                     raise RingOverflowError(
-                        f"stream {cfg.stream!r}: replay ring ({cfg.ring_frames} frames) full at "
-                        f"seq {seq}: the pipeline is gone or too slow; frame reported as a gap, "
+                        f"stream {cfg.stream!r}: replay ring ({cfg.ring_frames} "
+                        "frames) full at "
+                        f"seq {seq}: the pipeline is gone or too slow; frame "
+                        "reported as a gap, "
                         "acquisition must stop (or use overflow='continue')"
                     )
                 if self._open_gap is None:
@@ -437,7 +446,8 @@ class SourceLink:
                 self._rlog.log(
                     logging.WARNING,
                     "overflow",
-                    "source %s: ring full, dropping frames from seq %d (reported as a gap)",
+                    "source %s: ring full, dropping frames from seq %d (reported as "
+                    "a gap)",
                     cfg.stream,
                     self._open_gap[0],
                 )
@@ -598,7 +608,8 @@ class SourceLink:
                 and now - last_heard > cfg.ack_timeout_s
             ):
                 logger.info(
-                    "source %s: nothing heard for %.1f s with frames in flight; re-handshake",
+                    "source %s: nothing heard for %.1f s with frames in flight; "
+                    "re-handshake",
                     cfg.stream,
                     cfg.ack_timeout_s,
                 )
@@ -617,7 +628,7 @@ class SourceLink:
                     self._maybe_send_end()
 
     def _has_work(self) -> bool:
-        """A frame is queued and may be sent now (checked after setting ``_io_idle``)."""
+        """A frame is queued and may go now (checked after setting ``_io_idle``)."""
         with self._lock:
             if not self._ready or self._send_idx >= len(self._pending):
                 return False
@@ -653,7 +664,8 @@ class SourceLink:
             obj = decode_control(parts)
             if obj.get("stream") != cfg.stream:
                 raise WireError(
-                    f"control for stream {obj.get('stream')!r}, this link is {cfg.stream!r}"
+                    f"control for stream {obj.get('stream')!r}, this link is "
+                    f"{cfg.stream!r}"
                 )
             kind = obj["kind"]
             if kind in ("ready", "ack", "credit"):

@@ -1,4 +1,4 @@
-"""The lossless frame path (source -> pipeline ingest): shared pieces and the public names.
+"""The lossless frame path (source -> pipeline ingest): shared pieces, public names.
 
 Public names (imported lazily from their modules, so this import stays cheap)::
 
@@ -11,18 +11,20 @@ Public names (imported lazily from their modules, so this import stays cheap)::
 Protocol (all messages are :mod:`livesr.stream._wire` two-part messages)
 -----------------------------------------------------------------------
 source -> ingest
-    ``hello {stream, session, n, first, shape, dtype}``  (re)handshake; ``n`` is a nonce,
-    ``first`` the oldest unacknowledged seq
+    ``hello {stream, session, n, first, shape, dtype}``
+                                  (re)handshake; ``n`` is a nonce, ``first`` the
+                                  oldest unacknowledged seq
     ``frame``                                          header + raw pixels, seq in order
     ``gap {stream, first, last}``                      frames lost to a ring overflow
     ``end {stream, upto, n, gap_frames}``              all ``n`` frames sent and acked
 ingest -> source
-    ``ready {stream, session, n, upto, credit}``       answer to hello ``n``: resume after
-                                                       ``upto`` (replay), send up to
-                                                       ``upto + credit``
-    ``ack {stream, upto, credit}``                     cumulative: everything <= ``upto`` is
-                                                       persisted (or a reported gap)
-    ``end_ack {stream, upto, summary}``                the ingest's counters for the stream
+    ``ready {stream, session, n, upto, credit}``
+                                  answer to hello ``n``: resume after ``upto``
+                                  (replay), send up to ``upto + credit``; ``n=0``:
+                                  the ingest asks for a replay after ``upto``
+    ``ack {stream, upto, credit}``  cumulative: everything <= ``upto`` is
+                                  persisted (or a reported gap)
+    ``end_ack {stream, upto, summary}``  the ingest's counters for the stream
 
 The source may send seq ``s`` only when ``s <= acked_upto + credit``; it keeps every
 unacknowledged frame in a :class:`~livesr.stream._replay_ring.ReplayRing` and, after

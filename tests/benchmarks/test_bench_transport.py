@@ -1,4 +1,4 @@
-"""Transport alone (SourceLink -> Ingest over ipc) at camera rate: loss, latency, throughput.
+"""Transport alone (SourceLink -> Ingest, ipc) at camera rate: loss, latency, rate.
 
 ``python -m pytest tests/benchmarks/test_bench_transport.py --benchmark-only -s`` or
 ``python tests/benchmarks/test_bench_transport.py [seconds]``.
@@ -33,7 +33,8 @@ import sys, time, threading
 import numpy as np
 from livesr.stream._ingest import Ingest, IngestConfig
 
-endpoint, n, frame_bytes, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+endpoint, out = sys.argv[1], sys.argv[4]
+n, frame_bytes = int(sys.argv[2]), int(sys.argv[3])
 lat = np.zeros(n); age = np.zeros(n); seen = np.zeros(n, np.int64); bad = [0]
 done = threading.Event()
 
@@ -67,7 +68,7 @@ def run_case(
 ) -> dict[str, Any]:
     """Source in this process, ingest in a child process (as in a real deployment).
 
-    ``rate`` 0: unpaced (``send`` waits for ring space: maximum throughput) for ``frames``.
+    ``rate`` 0: unpaced (``send`` waits for ring space) for ``frames`` frames.
     """
     n = int(rate * seconds) if rate > 0 else frames
     endpoint = f"ipc://{folder}/bench-{shape[0]}.ipc"

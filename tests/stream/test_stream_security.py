@@ -1,4 +1,4 @@
-"""Security: CURVE allow-list (R7), refusal of non-loopback endpoints without keys, keys CLI."""
+"""Security: CURVE allow-list (R7), non-loopback refused without keys, keys CLI."""
 
 from __future__ import annotations
 
@@ -87,7 +87,9 @@ def test_unauthorised_clients_deliver_nothing(keydir, curve_ingest, client):
         "wrong server key": "protocol",
     }[client]
     deadline = time.monotonic() + 20  # the monitor event may still be on its way
-    while ingest.summary()[f"handshake_failed_{kind}"] < 1 and time.monotonic() < deadline:
+    while (
+        ingest.summary()[f"handshake_failed_{kind}"] < 1 and time.monotonic() < deadline
+    ):
         time.sleep(0.01)
     assert ingest.summary()[f"handshake_failed_{kind}"] >= 1, failures
     # and the authorised client still gets through afterwards

@@ -392,7 +392,7 @@ def test_malformed_messages_between_valid_frames(endpoint, context):
                     for _, msg in bad:
                         raw.send_multipart(msg)
             assert wait_for(lambda: ingest.summary()["rejected"] >= n_bad)
-            # a part larger than MAXMSGSIZE: ZeroMQ drops that connection, the rest goes on
+            # a part over MAXMSGSIZE: ZeroMQ drops that connection, the rest goes on
             raw.send_multipart([b"{}", b"\0" * (3 << 20)])
             for seq in range(n_valid, n_valid + n_after):
                 link.send(frame_of(seq), timeout=30)
