@@ -21,11 +21,16 @@ Removing the frame that leaves the window needs its map. Two strategies:
     One map computation per frame.
 ``"raw"``
     Keep only the raw input frames (M**2 times smaller, half again for 16-bit
-    cameras) plus the maps of the first and last frame of the window; when the first
-    frame leaves, the map of the next one is recomputed from its raw frame. Two map
-    computations per frame, whatever the window. Assumes the map function is
-    deterministic (the same frame and shift give the same map, bit for bit); if it is
-    not, set ``resync_every`` to bound the difference.
+    cameras) plus the maps of the first and last frame of the window and two reused
+    work maps; when the first frame leaves, the map of the next one is recomputed
+    from its raw frame and shift. Two map computations per frame, whatever the
+    window. Assumes the map function is deterministic (the same frame and shift give
+    the same map, bit for bit); if it is not (e.g. a dispatcher switching between
+    implementations that differ in the last bit), the sums keep a residue of the
+    differences: set ``resync_every`` to bound it.
+
+Both strategies give bit-identical images (tested). The running sums are updated by
+fused numba kernels when numba imports (``sums_backend``), else by numpy; same bits.
 
 ``strategy="auto"`` (default) picks ``"maps"`` when its memory estimate fits
 ``memory_budget_bytes``, else ``"raw"``; :attr:`SlidingEsrrf.strategy` reports the
