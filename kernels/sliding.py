@@ -62,7 +62,6 @@ NanoPyx: 6.6 GB for the same 100 frames.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
@@ -77,7 +76,14 @@ from livesr.kernels._params import (
 )
 from livesr.kernels._window import WindowMoments
 
-__all__ = ["DEFAULT_MEMORY_BUDGET", "SlidingConfig", "SlidingEsrrf", "SlidingResult"]
+__all__ = [
+    "DEFAULT_MEMORY_BUDGET",
+    "FrameMap",
+    "SlidingConfig",
+    "SlidingEsrrf",
+    "SlidingResult",
+    "estimate_memory",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -1033,6 +1039,6 @@ def _validate_shape(shape: Any) -> tuple[int, int]:
         raise ValueError(
             f"frame_shape must be (rows, columns), got {shape!r}"
         ) from None
-    if h < 1 or w < 1 or math.prod((h, w)) != h * w:
+    if h < 1 or w < 1:
         raise ValueError(f"frame_shape must be two integers >= 1, got {shape!r}")
     return h, w
