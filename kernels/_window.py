@@ -1,4 +1,4 @@
-"""Running temporal statistics of a sliding window of images, without drift.
+"""Running temporal statistics of a sliding window of images, free of rounding drift.
 
 This module knows nothing about eSRRF: it keeps, for a window of equally shaped
 float32 images ``x_0 .. x_{n-1}`` that gains images at the end and loses them at the
@@ -15,7 +15,14 @@ centred on a reference image ``K`` (``y = x - K``, see :class:`WindowMoments`), 
 batch accumulator of :mod:`livesr.kernels.temporal` does; a term ``y*y`` or
 ``y_t*y_{t+1}`` is rounded once in float64 but is a deterministic function of the
 images, so the term subtracted on removal is bit-identical to the one added and the
-only other rounding -- that of the sums -- is carried by the compensation.
+only other rounding -- that of the sums -- is carried by the compensation. ``K`` is
+re-chosen whenever the window empties (or is rebuilt); in an endless stream it stays
+the first image, which keeps removal exact and only matters for cancellation if the
+scene changes completely (then ``|y|`` is at most about ``|x| + |K|``).
+
+Two backends give the same bits: numpy (one array operation at a time, needs
+float64 work arrays) and fused numba kernels (one pass over the pixels per update,
+multi-threaded from :data:`PARALLEL_MIN_PIXELS`; :func:`numba_kernels`).
 
 The combination into AVG / VAR / TAC2 (:meth:`WindowMoments.combine`) follows
 NanoPyx 2.1.5 (``/work/shared/ESRRF.md`` section 2.2): mean, population variance
