@@ -300,6 +300,12 @@ class SlidingEsrrf:
         imports; multi-threaded from 65 536 output pixels) or numpy array operations.
         Same bits either way.
 
+    Notes
+    -----
+    Not thread-safe: push from one thread (or serialise calls). The first push with
+    the numba sums compiles two small kernels (about 1-2 s here) unless numba's
+    on-disk cache already holds them.
+
     Examples
     --------
     >>> sr = SlidingEsrrf(window=100, stride=10, magnification=5)   # doctest: +SKIP
