@@ -6,14 +6,15 @@ Usage::
         store.write(header.seq, frame)
 
     cfg = IngestConfig(endpoint="ipc:///tmp/livesr.ipc", window=16)
-    with Ingest(cfg, on_frame, resume=store.last_seq) as ingest:   # bind + thread
+    with Ingest(cfg, on_frame, resume=store.last_seq) as ingest:  # bind + thread
         ...
     ingest.summary()["streams"]["cam0"]
 
 ``on_frame`` runs on the ingest thread, once per (stream, seq), in seq order; the
 frame it gets is a read-only view of the received buffer, valid only during the call.
-The ACK (cumulative, batched) is sent after it returns.  ``resume(stream) -> int``
-(optional) returns the last seq already persisted for ``stream`` (-1 if none): with it,
+The ACK (cumulative, batched) is sent after it returns.  ``resume(stream, session) ->
+int`` (optional) returns the last seq already persisted for that stream and source
+session (-1 if none; :meth:`Ingest.session` tells ``on_frame`` the session): with it,
 a restarted ingest resumes exactly where the store left off (exactly-once across
 restarts); without it, frames persisted but not yet acknowledged when the ingest died
 are delivered again (at most ``window`` of them).
@@ -234,7 +235,9 @@ class Ingest:
     on_end
         ``on_end(stream, summary)``: the source finished the stream.
     resume
-        ``resume(stream) -> int``: last seq already persisted for ``stream`` (-1: none).
+        ``resume(stream, session) -> int``: last seq already persisted for ``stream``
+        from the source session ``session`` (-1: none).  Sessions matter: a restarted
+        source starts a new session at seq 0.
     context
         ZeroMQ context (default: a private one, terminated by :meth:`close`).
     """
@@ -246,7 +249,7 @@ class Ingest:
         *,
         on_gap: OnGap | None = None,
         on_end: OnEnd | None = None,
-        resume: Callable[[str], int] | None = None,
+        resume: Callable[[str, str], int] | None = None,
         context: zmq.Context[Any] | None = None,
     ) -> None:
         self.config = config
@@ -418,6 +421,11 @@ class Ingest:
         if self._own_ctx and self._ctx is not None:
             self._ctx.term()
             self._ctx = None
+
+    def session(self, stream: str) -> str | None:
+        """The source session now feeding ``stream`` (for ``on_frame``, ``resume``)."""
+        st = self._streams.get(stream)
+        return st.session if st is not None else None
 
     # ------------------------------------------------------------------ counters
     def summary(self) -> dict[str, Any]:
@@ -671,7 +679,7 @@ class Ingest:
                     )
                 base = first
                 if self._resume is not None:
-                    base = max(base, int(self._resume(stream)) + 1)
+                    base = max(base, int(self._resume(stream, session)) + 1)
                 st = _Stream(stream, session, base)
                 self._streams[stream] = st
             else:

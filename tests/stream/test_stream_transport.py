@@ -51,7 +51,7 @@ class Store:
     def on_gap(self, stream: str, first: int, last: int) -> None:
         self.gaps.append((first, last))
 
-    def last_seq(self, stream: str) -> int:
+    def last_seq(self, stream: str, session: str) -> int:  # one session per test
         with self.lock:
             return max(self.count, default=-1)
 
@@ -442,3 +442,38 @@ def test_send_rejects_wrong_frame_and_closed_link(endpoint):
     assert summary["frames_acquired"] == 0
     with pytest.raises(RuntimeError, match="already closed"):
         link.send(frame_of(0))
+
+
+def test_restarted_source_is_a_new_session(endpoint):
+    """A new SourceLink restarts at seq 0 with a new session; nothing is mistaken for
+    a duplicate of the previous run, even with a resume store."""
+    persisted: dict[tuple[str, int], int] = {}
+    ingest: Ingest
+
+    def on_frame(header, frame) -> None:
+        key = (ingest.session(header.stream), header.seq)
+        persisted[key] = persisted.get(key, 0) + 1
+
+    def last_seq(stream: str, session: str) -> int:
+        return max((s for (ses, s) in persisted if ses == session), default=-1)
+
+    cfg = IngestConfig(endpoint=endpoint, window=WINDOW)
+    ingest = Ingest(cfg, on_frame, resume=last_seq).start()
+    sessions = []
+    try:
+        for run in range(2):
+            with SourceLink(link_cfg(endpoint)) as link:
+                for seq in range(100 + run * 50):
+                    link.send(frame_of(seq), timeout=20)
+            summary = link.summary()
+            assert summary["frames_acked"] == 100 + run * 50 and summary["end_acked"]
+            sessions.append(summary["session"])
+    finally:
+        isum = ingest.close()
+    assert sessions[0] != sessions[1]
+    assert sorted(persisted) == sorted(
+        [(sessions[0], s) for s in range(100)] + [(sessions[1], s) for s in range(150)]
+    )
+    assert set(persisted.values()) == {1}
+    st = isum["streams"]["cam0"]
+    assert st["session"] == sessions[1] and st["frames_persisted"] == 150

@@ -50,7 +50,8 @@ def on_frame(header, frame):
     os.write(fd, b"%d %s\n" % (header.seq, b"ok" if ok else b"BAD"))
 
 ingest = Ingest(IngestConfig(endpoint=endpoint, window=WINDOW_), on_frame,
-                resume=lambda stream: last, on_end=lambda s, summary: done.set())
+                resume=lambda stream, session: last,  # one source session here
+                on_end=lambda s, summary: done.set())
 ingest.start()
 sys.stdout.write("bound\n"); sys.stdout.flush()
 done.wait(120)
