@@ -79,11 +79,13 @@ def import_livesr() -> tuple[types.ModuleType, types.ModuleType, str]:
     for other in ("stream", "sim", "adapters"):  # bare namespaces for engine's imports
         _load_tree_module(f"livesr.{other}", None, ROOT / other)
     try:
-        _load_tree_module("livesr.engine", ROOT / "engine" / "__init__.py", ROOT / "engine")
+        _load_tree_module(
+            "livesr.engine", ROOT / "engine" / "__init__.py", ROOT / "engine"
+        )
         origin = "source tree"
     except Exception as exc:  # noqa: BLE001
         stub = types.ModuleType("livesr.engine")
-        stub.implementation = lambda *a, **k: (lambda f: f)
+        stub.implementation = lambda *a, **k: lambda f: f
         sys.modules["livesr.engine"] = stub
         origin = f"source tree, engine stubbed ({type(exc).__name__}: {exc})"
     # kernels and esrrf_map as bare namespaces: their __init__ may need more deps
@@ -119,7 +121,9 @@ def numpy_map(wt, frame, m, r, s, iw, shift=(0.0, 0.0)) -> np.ndarray:
             wgt = np.where(valid, t[..., 0], np.float32(0))
             wsum += wgt
             dot = g[..., 0] * t[..., 1] + g[..., 1] * t[..., 2]
-            v = (np.float32(1) - np.abs(g[..., 1] * t[..., 1] - g[..., 0] * t[..., 2])) * wgt
+            v = (
+                np.float32(1) - np.abs(g[..., 1] * t[..., 1] - g[..., 0] * t[..., 2])
+            ) * wgt
             rgc += np.where(valid & (dot < 0), v, np.float32(0))
     with np.errstate(invalid="ignore", divide="ignore"):
         rgc = np.where(wsum > 0, rgc / wsum, np.float32(0)).astype(np.float32)
@@ -146,7 +150,9 @@ def cpu_reference(wt):
         return nb.esrrf_map_numba, "numba backend"
     except Exception as exc:  # noqa: BLE001
         log.info("numba backend unavailable (%s): using numpy reference", exc)
-        return (lambda f, m, r, s, iw, sh=(0.0, 0.0): numpy_map(wt, f, m, r, s, iw, sh)), "numpy"
+        return (
+            lambda f, m, r, s, iw, sh=(0.0, 0.0): numpy_map(wt, f, m, r, s, iw, sh)
+        ), "numpy"
 
 
 # --------------------------------------------------------------------------- inputs
@@ -160,7 +166,7 @@ def emitter_frames(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
     out = np.empty((n, h, w), np.float32)
     for t in range(n):
         im = np.full((h, w), 100.0)
-        for (py, px) in pos[rng.random(k) < 0.4]:
+        for py, px in pos[rng.random(k) < 0.4]:
             y0, y1 = max(0, int(py) - 5), min(h, int(py) + 6)
             x0, x1 = max(0, int(px) - 5), min(w, int(px) + 6)
             im[y0:y1, x0:x1] += 800 * np.exp(
@@ -203,15 +209,30 @@ def parity(cp, wt, cmod, ref, quick: bool) -> tuple[bool, list[dict]]:
                 margin0 = bool(
                     mg == 0
                     or (
-                        not got[b][:mg].any() and not got[b][-mg:].any()
-                        and not got[b][:, :mg].any() and not got[b][:, -mg:].any()
+                        not got[b][:mg].any()
+                        and not got[b][-mg:].any()
+                        and not got[b][:, :mg].any()
+                        and not got[b][:, -mg:].any()
                     )
                 )
                 good = written and margin0 and err <= 1e-4
                 ok &= good
-                rows.append(dict(check="map", inputs=kind, M=m, R=r, S=s, iw=iw, shift=sh,
-                                 frame=b, rel_err=err, written=written, margin0=margin0,
-                                 ok=good))
+                rows.append(
+                    {
+                        "check": "map",
+                        "inputs": kind,
+                        "M": m,
+                        "R": r,
+                        "S": s,
+                        "iw": iw,
+                        "shift": sh,
+                        "frame": b,
+                        "rel_err": err,
+                        "written": written,
+                        "margin0": margin0,
+                        "ok": good,
+                    }
+                )
     # one realistic frame
     if not quick:
         f = emitter_frames(1, 256, 256, seed=5)[0]
@@ -219,7 +240,15 @@ def parity(cp, wt, cmod, ref, quick: bool) -> tuple[bool, list[dict]]:
         want = ref(f, 5, 1.5, 1.0, True)
         err = float(np.abs(got - want).max() / np.abs(want).max())
         ok &= err <= 1e-4
-        rows.append(dict(check="map 256x256", M=5, R=1.5, rel_err=err, ok=err <= 1e-4))
+        rows.append(
+            {
+                "check": "map 256x256",
+                "M": 5,
+                "R": 1.5,
+                "rel_err": err,
+                "ok": err <= 1e-4,
+            }
+        )
     # sliding window: ring of K=4, 10 frames pushed in batches of 3
     frames = emitter_frames(10, 48, 64, seed=7)
     plan = cmod.CupyEsrrfMap(frames.shape[1:], 5, 1.5, 1.0, True, batch=3)
@@ -228,10 +257,14 @@ def parity(cp, wt, cmod, ref, quick: bool) -> tuple[bool, list[dict]]:
     dev = cp.asarray(frames)
     for i in range(0, 10, 3):
         plan.accumulate(dev[i : i + 3], ring, acc, i % 4)
-    want = sum(ref(frames[t], 5, 1.5, 1.0, True).astype(np.float64) for t in range(6, 10))
+    want = sum(
+        ref(frames[t], 5, 1.5, 1.0, True).astype(np.float64) for t in range(6, 10)
+    )
     err = float(np.abs(cp.asnumpy(acc) - want).max() / np.abs(want).max())
     ok &= err <= 1e-4
-    rows.append(dict(check="running sum K=4 over 10 frames", rel_err=err, ok=err <= 1e-4))
+    rows.append(
+        {"check": "running sum K=4 over 10 frames", "rel_err": err, "ok": err <= 1e-4}
+    )
     return ok, rows
 
 
@@ -239,7 +272,11 @@ def parity(cp, wt, cmod, ref, quick: bool) -> tuple[bool, list[dict]]:
 def ceilings(cp) -> dict:
     dev = cp.cuda.Device()
     props = cp.cuda.runtime.getDeviceProperties(dev.id)
-    name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+    name = (
+        props["name"].decode()
+        if isinstance(props["name"], bytes)
+        else str(props["name"])
+    )
     sms = int(props["multiProcessorCount"])
 
     def attr(key: str, code: int) -> float:
@@ -274,13 +311,17 @@ def ceilings(cp) -> dict:
     fma = cp.RawKernel(
         r"""
         extern "C" __global__ void fma_loop(float* out, int iters) {
-            float a = threadIdx.x * 1e-3f, b = 1.0001f, c0 = 0.1f, c1 = 0.2f, c2 = 0.3f, c3 = 0.4f;
+            float a = threadIdx.x * 1e-3f, b = 1.0001f;
+            float c0 = 0.1f, c1 = 0.2f, c2 = 0.3f, c3 = 0.4f;
             float c4 = 0.5f, c5 = 0.6f, c6 = 0.7f, c7 = 0.8f;
             for (int i = 0; i < iters; i++) {
-                c0 = fmaf(c0, b, a); c1 = fmaf(c1, b, a); c2 = fmaf(c2, b, a); c3 = fmaf(c3, b, a);
-                c4 = fmaf(c4, b, a); c5 = fmaf(c5, b, a); c6 = fmaf(c6, b, a); c7 = fmaf(c7, b, a);
+                c0 = fmaf(c0, b, a); c1 = fmaf(c1, b, a);
+                c2 = fmaf(c2, b, a); c3 = fmaf(c3, b, a);
+                c4 = fmaf(c4, b, a); c5 = fmaf(c5, b, a);
+                c6 = fmaf(c6, b, a); c7 = fmaf(c7, b, a);
             }
-            out[blockIdx.x * blockDim.x + threadIdx.x] = c0 + c1 + c2 + c3 + c4 + c5 + c6 + c7;
+            float s = c0 + c1 + c2 + c3 + c4 + c5 + c6 + c7;
+            out[blockIdx.x * blockDim.x + threadIdx.x] = s;
         }""",
         "fma_loop",
     )
@@ -291,28 +332,41 @@ def ceilings(cp) -> dict:
     fma((blocks,), (threads,), (out, np.int32(iters)))
     e.record()
     e.synchronize()
-    fma_rate = blocks * threads * iters * 8 * 2 / (cp.cuda.get_elapsed_time(s, e) * 1e-3)
-    return dict(device=name, sms=sms, clock_ghz=clock_khz / 1e6, peak_fp32_tflops=peak_fp32 / 1e12,
-                peak_bw_tbs=peak_bw / 1e12, measured_copy_tbs=copy_bw / 1e12,
-                measured_fp32_tflops=fma_rate / 1e12)
+    fma_rate = (
+        blocks * threads * iters * 8 * 2 / (cp.cuda.get_elapsed_time(s, e) * 1e-3)
+    )
+    return {
+        "device": name,
+        "sms": sms,
+        "clock_ghz": clock_khz / 1e6,
+        "peak_fp32_tflops": peak_fp32 / 1e12,
+        "peak_bw_tbs": peak_bw / 1e12,
+        "measured_copy_tbs": copy_bw / 1e12,
+        "measured_fp32_tflops": fma_rate / 1e12,
+    }
 
 
 def floors(cmod, size: int, m: int, n: int, ceil: dict) -> dict:
     px = (size * m) ** 2
     flops = cmod.flops_per_output_pixel(n) * px
-    # minimum bytes per frame: frame in (4 B/px), ring slot read+write and sum read+write
+    # minimum bytes per frame: frame in (4 B/px), ring slot and sum read + write
     bytes_min = 4 * size * size + 16 * px
     rate = ceil["measured_fp32_tflops"] * 1e12 or ceil["peak_fp32_tflops"] * 1e12
     bw = ceil["measured_copy_tbs"] * 1e12 or ceil["peak_bw_tbs"] * 1e12
     t_c, t_b = flops / rate, bytes_min / bw
-    return dict(gflop_per_frame=flops / 1e9, mbytes_per_frame=bytes_min / 1e6,
-                compute_floor_us=t_c * 1e6, memory_floor_us=t_b * 1e6,
-                limit_fps=1.0 / max(t_c, t_b))
+    return {
+        "gflop_per_frame": flops / 1e9,
+        "mbytes_per_frame": bytes_min / 1e6,
+        "compute_floor_us": t_c * 1e6,
+        "memory_floor_us": t_b * 1e6,
+        "limit_fps": 1.0 / max(t_c, t_b),
+    }
 
 
 # -------------------------------------------------------------------------- stream
-def stream_bench(cp, cmod, size: int, batch: int, nframes: int, window: int,
-                 upload: bool) -> dict:
+def stream_bench(
+    cp, cmod, size: int, batch: int, nframes: int, window: int, upload: bool
+) -> dict:
     """Streaming eSRRF at M=5, R=1.5: returns input frames/s."""
     import cupyx
 
@@ -364,20 +418,34 @@ def stream_bench(cp, cmod, size: int, batch: int, nframes: int, window: int,
     gpu_s = cp.cuda.get_elapsed_time(start, end) * 1e-3
     assert bool(cp.isfinite(acc).all()), "running sum has non-finite values"
     frames = nb * b
-    res = dict(size=size, batch=b, frames=frames, window=window, upload=upload,
-               gpu_s=gpu_s, wall_s=wall, fps=frames / max(gpu_s, wall))
-    del ring, acc, bufs, host
-    cp.get_default_memory_pool().free_all_blocks()
+    res = {
+        "size": size,
+        "batch": b,
+        "frames": frames,
+        "window": window,
+        "upload": upload,
+        "gpu_s": gpu_s,
+        "wall_s": wall,
+        "fps": frames / max(gpu_s, wall),
+    }
     return res
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer frames, smaller parity set")
+    ap.add_argument(
+        "--quick", action="store_true", help="fewer frames, smaller parity set"
+    )
     ap.add_argument("--json", type=Path, help="write all results here")
     ap.add_argument("--window", type=int, default=10, help="maps kept in the ring (K)")
-    ap.add_argument("--sizes", type=int, nargs="+", choices=sorted(BARS),
-                    default=sorted(BARS), help="frame sizes to time")
+    ap.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        choices=sorted(BARS),
+        default=sorted(BARS),
+        help="frame sizes to time",
+    )
     ap.add_argument("--frames", type=int, help="frames to time per configuration")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -386,31 +454,47 @@ def main(argv: list[str] | None = None) -> int:
 
     wt, cmod, origin = import_livesr()
     ref, ref_name = cpu_reference(wt)
-    log.info("livesr from: %s; CPU reference: %s; cupy %s", origin, ref_name, cp.__version__)
+    log.info(
+        "livesr from: %s; CPU reference: %s; cupy %s", origin, ref_name, cp.__version__
+    )
     results: dict = {"origin": origin, "reference": ref_name}
 
     t0 = time.perf_counter()
     ok, rows = parity(cp, wt, cmod, ref, args.quick)
     results["parity"] = rows
     worst = max(r["rel_err"] for r in rows)
-    log.info("parity: %s (%d checks, worst rel err %.2e, %.1f s)",
-             "PASS" if ok else "FAIL", len(rows), worst, time.perf_counter() - t0)
+    log.info(
+        "parity: %s (%d checks, worst rel err %.2e, %.1f s)",
+        "PASS" if ok else "FAIL",
+        len(rows),
+        worst,
+        time.perf_counter() - t0,
+    )
     for r in rows:
         if not r["ok"]:
             log.info("  FAILED: %s", r)
 
     ceil = ceilings(cp)
     results["ceilings"] = ceil
-    log.info("device %s: %d SMs @ %.2f GHz; fp32 peak %.1f TFLOP/s (measured FMA %.1f); "
-             "memory %.2f TB/s (measured copy %.2f)", ceil["device"], ceil["sms"],
-             ceil["clock_ghz"], ceil["peak_fp32_tflops"], ceil["measured_fp32_tflops"],
-             ceil["peak_bw_tbs"], ceil["measured_copy_tbs"])
+    log.info(
+        "device %s: %d SMs @ %.2f GHz; fp32 peak %.1f TFLOP/s (measured FMA %.1f); "
+        "memory %.2f TB/s (measured copy %.2f)",
+        ceil["device"],
+        ceil["sms"],
+        ceil["clock_ghz"],
+        ceil["peak_fp32_tflops"],
+        ceil["measured_fp32_tflops"],
+        ceil["peak_bw_tbs"],
+        ceil["measured_copy_tbs"],
+    )
 
     n = wt.rgc_constants(5, 1.5).n
     sizes = {256: (4000, (1, 4, 8)), 512: (2000, (2, 8)), 2048: (120, (1, 2))}
     if args.quick:
         sizes = {256: (1000, (8,)), 512: (400, (8,)), 2048: (30, (2,))}
-    sizes = {k: (args.frames or v[0], v[1]) for k, v in sizes.items() if k in args.sizes}
+    sizes = {
+        k: (args.frames or v[0], v[1]) for k, v in sizes.items() if k in args.sizes
+    }
     table = []
     for size, (nframes, batches) in sizes.items():
         fl = floors(cmod, size, 5, n, ceil)
@@ -420,26 +504,60 @@ def main(argv: list[str] | None = None) -> int:
                 r = stream_bench(cp, cmod, size, b, nframes, args.window, upload)
                 r.update(fl)
                 results.setdefault("stream", []).append(r)
-                log.info("  %4d² B=%d upload=%s: %8.0f frames/s (%d frames, GPU %.3f s)",
-                         size, r["batch"], upload, r["fps"], r["frames"], r["gpu_s"])
+                cp.get_default_memory_pool().free_all_blocks()
+                log.info(
+                    "  %4d² B=%d upload=%s: %8.0f frames/s (%d frames, GPU %.3f s)",
+                    size,
+                    r["batch"],
+                    upload,
+                    r["fps"],
+                    r["frames"],
+                    r["gpu_s"],
+                )
                 if upload and (best is None or r["fps"] > best["fps"]):
                     best = r
-        kern = max(x["fps"] for x in results["stream"] if x["size"] == size and not x["upload"])
+        kern = max(
+            x["fps"] for x in results["stream"] if x["size"] == size and not x["upload"]
+        )
         table.append((size, best, kern, fl))
 
     log.info("")
-    log.info("eSRRF M=5 R=1.5 streaming, input frames/s (window K=%d, results on device)",
-             args.window)
-    log.info("%-9s %9s %9s %6s %9s %10s %9s %9s %9s", "size", "stream", "kernels", "batch",
-             "bar", "NanoPyxCL", "vs CL", "limit", "of limit")
+    log.info(
+        "eSRRF M=5 R=1.5 streaming, input frames/s (window K=%d, results on device)",
+        args.window,
+    )
+    log.info(
+        "%-9s %9s %9s %6s %9s %10s %9s %9s %9s",
+        "size",
+        "stream",
+        "kernels",
+        "batch",
+        "bar",
+        "NanoPyxCL",
+        "vs CL",
+        "limit",
+        "of limit",
+    )
     for size, best, kern, fl in table:
         cl = NANOPYX_OPENCL_H100.get(size)
-        log.info("%-9s %9.0f %9.0f %6d %9.0f %10s %9s %9.0f %8.0f%%", f"{size}x{size}",
-                 best["fps"], kern, best["batch"], BARS[size], f"{cl:.1f}" if cl else "-",
-                 f"{best['fps'] / cl:.0f}x" if cl else "-", fl["limit_fps"],
-                 100 * best["fps"] / fl["limit_fps"])
-    log.info("limit = 1 / max(compute floor, memory floor): %d flops/output px (%d-sample "
-             "window), 16 B/output px + 4 B/input px", cmod.flops_per_output_pixel(n), n * n)
+        log.info(
+            "%-9s %9.0f %9.0f %6d %9.0f %10s %9s %9.0f %8.0f%%",
+            f"{size}x{size}",
+            best["fps"],
+            kern,
+            best["batch"],
+            BARS[size],
+            f"{cl:.1f}" if cl else "-",
+            f"{best['fps'] / cl:.0f}x" if cl else "-",
+            fl["limit_fps"],
+            100 * best["fps"] / fl["limit_fps"],
+        )
+    log.info(
+        "limit = 1 / max(compute floor, memory floor): %d flops/output px (%d-sample "
+        "window), 16 B/output px + 4 B/input px",
+        cmod.flops_per_output_pixel(n),
+        n * n,
+    )
     log.info("bars met: %s", all(best["fps"] >= BARS[s] for s, best, _, _ in table))
     log.info("parity: %s", "PASS" if ok else "FAIL")
     if args.json:

@@ -16,11 +16,11 @@ Two kernels per batch of up to ``BATCH`` frames (all compile-time constants are
    shared-memory load and ~10 flops per frame, no ``exp``/``sqrt``.  The
    Catmull-Rom intensity (float64 taps), the sensitivity exponent and the
    intensity weighting are fused in.  Arithmetic is float32 with the compiler's
-   default FMA contraction (differences to the CPU backends ~1e-7 relative).  ``mode 0`` writes the maps
-   ``(B, H·M, W·M)``; ``mode 1`` updates a ring of the last ``K`` maps and
-   their running sum in place (``sum += new - ring[slot]; ring[slot] = new``),
-   the sliding-window accumulation of a stream, with nothing written back to
-   the host.
+   default FMA contraction (differences to the CPU backends ~1e-7 relative).
+   ``mode 0`` writes the maps ``(B, H·M, W·M)``; ``mode 1`` updates a ring of
+   the last ``K`` maps and their running sum in place
+   (``sum += new - ring[slot]; ring[slot] = new``), the sliding-window
+   accumulation of a stream, with nothing written back to the host.
 
 :class:`CupyEsrrfMap` holds the compiled kernels and device lookups for one
 ``(H, W, M, R, S, weighting, shift)``; :func:`esrrf_map_cupy` is the plain
@@ -112,7 +112,8 @@ extern "C" __global__ void esrrf_grad(
     double fx = (double)(float)qx, fy = (double)(float)qy;
     double norm = sqrt(fx * fx + fy * fy);
     double inv = norm > 0.0 ? 1.0 / norm : 0.0;
-    grid[((idx_t)b * GR + k) * GC + l] = make_float2((float)(fx * inv), (float)(fy * inv));
+    grid[((idx_t)b * GR + k) * GC + l] =
+        make_float2((float)(fx * inv), (float)(fy * inv));
 }
 
 // RGC sums over the window for all frames of the batch; the table entry of the
@@ -275,8 +276,9 @@ class CupyEsrrfMap:
         self.batch = max(1, min(int(batch), SMEM_BYTES // tile_bytes))
         if SMEM_BYTES // tile_bytes < 1:
             raise ValueError(
-                f"esrrf_map cupy: a {tr}x{tc} gradient tile ({tile_bytes} B) exceeds the "
-                f"{SMEM_BYTES} B shared-memory budget (radius {radius} at M={m} is too large)"
+                f"esrrf_map cupy: a {tr}x{tc} gradient tile ({tile_bytes} B) exceeds "
+                f"the {SMEM_BYTES} B shared-memory budget (radius {radius} at M={m} "
+                "is too large)"
             )
         self.shape = (h, w)
         self.magnification = m
@@ -285,10 +287,20 @@ class CupyEsrrfMap:
         self.n = k.n
         s32 = np.float32(sensitivity)
         options = (
-            f"-DM={m}", f"-DN={k.n}", f"-DSTART={k.start}", f"-DH={h}", f"-DW={w}",
-            f"-DMARGIN={k.margin}", f"-DAPPLY_POW={int(s32 > 1)}",
-            f"-DSENS={float(s32)!r}", f"-DWEIGHTED={int(bool(intensity_weighting))}",
-            f"-DBATCH={self.batch}", f"-DBX={BX}", f"-DBY={BY}", f"-DTR={tr}", f"-DTC={tc}",
+            f"-DM={m}",
+            f"-DN={k.n}",
+            f"-DSTART={k.start}",
+            f"-DH={h}",
+            f"-DW={w}",
+            f"-DMARGIN={k.margin}",
+            f"-DAPPLY_POW={int(s32 > 1)}",
+            f"-DSENS={float(s32)!r}",
+            f"-DWEIGHTED={int(bool(intensity_weighting))}",
+            f"-DBATCH={self.batch}",
+            f"-DBX={BX}",
+            f"-DBY={BY}",
+            f"-DTR={tr}",
+            f"-DTC={tc}",
             "--std=c++14",
         )
         dev = cp.cuda.Device().id
@@ -313,30 +325,54 @@ class CupyEsrrfMap:
         self._grid = cp.empty((self.batch, 2 * h + 1, 2 * w + 1, 2), dtype=cp.float32)
         self._dummy = cp.zeros(1, dtype=cp.float32)
 
-    def _launch(self, frames: cp.ndarray, out, ring, acc_sum, slot0: int, nslots: int,
-                mode: int) -> None:
+    def _launch(
+        self, frames: cp.ndarray, out, ring, acc_sum, slot0: int, nslots: int, mode: int
+    ) -> None:
         h, w = self.shape
         hm, wm = self.out_shape
         nb = frames.shape[0]
         if nb < 1 or nb > self.batch or frames.shape[1:] != (h, w):
             raise ValueError(
-                f"frames must be (1..{self.batch}, {h}, {w}) float32; got {frames.shape}"
+                f"frames must be (1..{self.batch}, {h}, {w}) float32; "
+                f"got {frames.shape}"
             )
         if frames.dtype != cp.float32 or not frames.flags.c_contiguous:
             raise ValueError("frames must be a C-contiguous float32 cupy array")
         gx = (2 * w + 1 + 31) // 32
         gy = (2 * h + 1 + 7) // 8
         self._grad(
-            (gx, gy, nb), (32, 8, 1),
-            (frames, self._gr_idx, self._gr_wt, self._gc_idx, self._gc_wt, self._grid,
-             np.int32(nb)),
+            (gx, gy, nb),
+            (32, 8, 1),
+            (
+                frames,
+                self._gr_idx,
+                self._gr_wt,
+                self._gc_idx,
+                self._gc_wt,
+                self._grid,
+                np.int32(nb),
+            ),
         )
         grid = ((wm + BX - 1) // BX, (hm + BY - 1) // BY, 1)
         self._rgc(
-            grid, (BX, BY, 1),
-            (frames, self._grid, self._table, self._r_idx, self._r_wt, self._c_idx,
-             self._c_wt, out, ring, acc_sum, np.int32(nb), np.int32(slot0),
-             np.int32(nslots), np.int32(mode)),
+            grid,
+            (BX, BY, 1),
+            (
+                frames,
+                self._grid,
+                self._table,
+                self._r_idx,
+                self._r_wt,
+                self._c_idx,
+                self._c_wt,
+                out,
+                ring,
+                acc_sum,
+                np.int32(nb),
+                np.int32(slot0),
+                np.int32(nslots),
+                np.int32(mode),
+            ),
         )
 
     def maps(self, frames: cp.ndarray, out: cp.ndarray | None = None) -> cp.ndarray:
@@ -359,8 +395,9 @@ class CupyEsrrfMap:
         self._launch(frames, out, self._dummy, self._dummy, 0, 1, 0)
         return out
 
-    def accumulate(self, frames: cp.ndarray, ring: cp.ndarray, acc_sum: cp.ndarray,
-                   slot0: int) -> None:
+    def accumulate(
+        self, frames: cp.ndarray, ring: cp.ndarray, acc_sum: cp.ndarray, slot0: int
+    ) -> None:
         """Push up to ``batch`` frames into a sliding window of maps, in place.
 
         Parameters
@@ -376,9 +413,14 @@ class CupyEsrrfMap:
         slot0 : int
             Ring slot of the first frame.
         """
-        if ring.ndim != 3 or ring.shape[1:] != self.out_shape or acc_sum.shape != self.out_shape:
+        if (
+            ring.ndim != 3
+            or ring.shape[1:] != self.out_shape
+            or acc_sum.shape != self.out_shape
+        ):
             raise ValueError(
-                f"ring must be (K, {self.out_shape[0]}, {self.out_shape[1]}) and acc_sum "
+                f"ring must be (K, {self.out_shape[0]}, {self.out_shape[1]}) and "
+                "acc_sum "
                 f"{self.out_shape}; got {ring.shape} and {acc_sum.shape}"
             )
         self._launch(frames, self._dummy, ring, acc_sum, int(slot0), ring.shape[0], 1)
@@ -387,7 +429,9 @@ class CupyEsrrfMap:
 @functools.lru_cache(maxsize=16)
 def _plan(shape, magnification, radius, sensitivity, weighting, shift, device_id):
     del device_id
-    return CupyEsrrfMap(shape, magnification, radius, sensitivity, weighting, shift, batch=1)
+    return CupyEsrrfMap(
+        shape, magnification, radius, sensitivity, weighting, shift, batch=1
+    )
 
 
 @implementation("esrrf_map", backend="cupy")
@@ -430,8 +474,13 @@ def esrrf_map_cupy(
     if dev.ndim != 2:
         raise ValueError(f"frame must be 2-D (H, W); got shape {dev.shape}")
     plan = _plan(
-        tuple(dev.shape), int(magnification), float(radius), float(sensitivity),
-        bool(intensity_weighting), (float(shift[0]), float(shift[1])), cp.cuda.Device().id,
+        tuple(dev.shape),
+        int(magnification),
+        float(radius),
+        float(sensitivity),
+        bool(intensity_weighting),
+        (float(shift[0]), float(shift[1])),
+        cp.cuda.Device().id,
     )
     out = plan.maps(cp.ascontiguousarray(dev)[None])[0]
     return cp.asnumpy(out) if on_host else out

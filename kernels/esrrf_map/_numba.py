@@ -79,29 +79,46 @@ def _unit_gradients(frame, gr_idx, gr_wt, gc_idx, gc_wt, out):
                 gy = ((i10 - i01) + i11) - i00
                 tx[c1] += gx * wr
                 ty[c1] += gy * wr
-        for l in range(n_cols):
+        for col in range(n_cols):
             qx = 0.0
             qy = 0.0
             for b in range(4):
-                c = gc_idx[l, b]
-                wc = gc_wt[l, b]
+                c = gc_idx[col, b]
+                wc = gc_wt[col, b]
                 qx += tx[c] * wc
                 qy += ty[c] * wc
             fx = np.float64(np.float32(qx))
             fy = np.float64(np.float32(qy))
             norm = np.sqrt(fx * fx + fy * fy)
             inv = 1.0 / norm if norm > 0 else 0.0
-            out[k, l, 0] = np.float32(fx * inv)
-            out[k, l, 1] = np.float32(fy * inv)
+            out[k, col, 0] = np.float32(fx * inv)
+            out[k, col, 1] = np.float32(fy * inv)
 
 
 @numba.njit(parallel=True, cache=True, fastmath=False, boundscheck=False)
 def _fused(  # noqa: PLR0913
-    frame, grad, planes, table,
-    r_idx, r_wt, r_g, r_lo, r_hi,
-    c_idx, c_wt, c_g, c_lo, c_hi,
-    offset, qa, qb,
-    magnification, margin, sensitivity, weighted, out,
+    frame,
+    grad,
+    planes,
+    table,
+    r_idx,
+    r_wt,
+    r_g,
+    r_lo,
+    r_hi,
+    c_idx,
+    c_wt,
+    c_g,
+    c_lo,
+    c_hi,
+    offset,
+    qa,
+    qb,
+    magnification,
+    margin,
+    sensitivity,
+    weighted,
+    out,
 ):
     h_m, w_m = out.shape
     w_in = frame.shape[1]
@@ -225,10 +242,27 @@ def esrrf_map_numba(
     out = np.zeros((h * m, w * m), dtype=np.float32)
     rp, cp, runs = plan.rows, plan.cols, plan.runs
     _fused(
-        frame, grad, parity_planes(grad), plan.table,
-        rp.cr_idx, rp.cr_wt, rp.g_idx, rp.lo, rp.hi,
-        cp.cr_idx, cp.cr_wt, cp.g_idx, cp.lo, cp.hi,
-        runs.offset, runs.qa, runs.qb,
-        m, plan.consts.margin, float(sensitivity), bool(intensity_weighting), out,
+        frame,
+        grad,
+        parity_planes(grad),
+        plan.table,
+        rp.cr_idx,
+        rp.cr_wt,
+        rp.g_idx,
+        rp.lo,
+        rp.hi,
+        cp.cr_idx,
+        cp.cr_wt,
+        cp.g_idx,
+        cp.lo,
+        cp.hi,
+        runs.offset,
+        runs.qa,
+        runs.qb,
+        m,
+        plan.consts.margin,
+        float(sensitivity),
+        bool(intensity_weighting),
+        out,
     )
     return out

@@ -5,8 +5,8 @@ per-axis lookups come from ``_weights`` (numpy, small); one kernel,
 ``_opencl.cl.mako`` rendered at run time with the shape and parameters baked
 in, computes RGC, the sensitivity exponent and the Catmull-Rom intensity
 weighting per output pixel, zero margin included.  Programs are built once per
-(context, rendered source) and their kernel cached.  ``LIVESR_DUMP_KERNELS=dir`` writes each
-rendered source to ``dir/esrrf_map_<hash>.cl``.
+(context, rendered source) and their kernel cached.  ``LIVESR_DUMP_KERNELS=dir``
+writes each rendered source to ``dir/esrrf_map_<hash>.cl``.
 
 The context is ``pyopencl.create_some_context(interactive=False)`` (honours
 ``PYOPENCL_CTX``), created on first use.
@@ -170,9 +170,19 @@ def esrrf_map_opencl(
     out = np.empty((h * m, w * m), dtype=np.float32)
     out_d = cl.Buffer(ctx, mf.WRITE_ONLY, out.nbytes)
     args = [
-        buf(frame), buf(grad), buf(table4),
-        buf(rp.cr_idx), buf(rp.cr_wt.astype(wt)), buf(rp.g_idx), buf(rp.lo), buf(rp.hi),
-        buf(cp.cr_idx), buf(cp.cr_wt.astype(wt)), buf(cp.g_idx), buf(cp.lo), buf(cp.hi),
+        buf(frame),
+        buf(grad),
+        buf(table4),
+        buf(rp.cr_idx),
+        buf(rp.cr_wt.astype(wt)),
+        buf(rp.g_idx),
+        buf(rp.lo),
+        buf(rp.hi),
+        buf(cp.cr_idx),
+        buf(cp.cr_wt.astype(wt)),
+        buf(cp.g_idx),
+        buf(cp.lo),
+        buf(cp.hi),
         out_d,
     ]
     with _LOCK:  # a cached cl.Kernel holds its arguments: set + enqueue atomically

@@ -109,7 +109,9 @@ def rgc_constants(magnification: int, radius: float) -> RgcConstants:
     start = -int(two * fwhm)
     stop = int(two * fwhm + _F32(1.0))
     margin = int(float(fwhm) * magnification)
-    return RgcConstants(float(sigma), float(tss), float(tso), start, stop - start, margin)
+    return RgcConstants(
+        float(sigma), float(tss), float(tso), start, stop - start, margin
+    )
 
 
 def _phase_offsets(magnification: int, start: int, n: int) -> np.ndarray:
@@ -306,7 +308,9 @@ def roberts_cross(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=64)
-def grid_taps(size: int, magnification: int, shift: float) -> tuple[np.ndarray, np.ndarray]:
+def grid_taps(
+    size: int, magnification: int, shift: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Catmull-Rom taps of the 2× gradient grid along one axis (cached, read-only).
 
     Returns
@@ -495,6 +499,8 @@ def check_inputs(frame: np.ndarray, magnification: int, radius: float) -> None:
             "(use np.ascontiguousarray(frame, dtype=np.float32))"
         )
     if int(magnification) != magnification or magnification < 1:
-        raise ValueError(f"magnification must be an integer >= 1; got {magnification!r}")
+        raise ValueError(
+            f"magnification must be an integer >= 1; got {magnification!r}"
+        )
     if not (radius > 0 and math.isfinite(radius)):
         raise ValueError(f"radius must be a finite number > 0; got {radius!r}")

@@ -67,7 +67,9 @@ def test_bench_esrrf_map(benchmark, frame, backend):
 
 
 @pytest.mark.nanopyx
-def test_bench_esrrf_map_nanopyx_threaded(benchmark, frame, tmp_path_factory, monkeypatch):
+def test_bench_esrrf_map_nanopyx_threaded(
+    benchmark, frame, tmp_path_factory, monkeypatch
+):
     monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("nanopyx_home")))
     monkeypatch.setenv("NANOPYX_DISABLE_OPENCL", "1")
     with warnings.catch_warnings():
@@ -81,7 +83,11 @@ def test_bench_esrrf_map_nanopyx_threaded(benchmark, frame, tmp_path_factory, mo
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return eSRRF_ST(verbose=False).run(
-                stack, magnification=M, radius=R, sensitivity=S, doIntensityWeighting=IW,
+                stack,
+                magnification=M,
+                radius=R,
+                sensitivity=S,
+                doIntensityWeighting=IW,
                 run_type="threaded",
             )
 

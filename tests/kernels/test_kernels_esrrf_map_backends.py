@@ -82,14 +82,14 @@ def esrrf_map(request):
 
 
 def blinking_stack(n: int = 3, h: int = 20, w: int = 27, seed: int = 0) -> np.ndarray:
-    """Blinking Gaussian emitters on a background, Poisson noise: ``(n, h, w)`` float32."""
+    """Blinking Gaussian emitters on a background, Poisson noise, ``(n, h, w)`` f32."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w]
     pos = rng.uniform([1, 1], [h - 2, w - 2], size=(10, 2))
     out = np.empty((n, h, w), np.float32)
     for t in range(n):
         im = np.full((h, w), 100.0)
-        for (py, px) in pos[rng.random(len(pos)) < 0.5]:
+        for py, px in pos[rng.random(len(pos)) < 0.5]:
             im += 800 * np.exp(-((yy - py) ** 2 + (xx - px) ** 2) / (2 * 1.3**2))
         out[t] = rng.poisson(im)
     return out
@@ -115,8 +115,12 @@ def nanopyx_maps(stack, tmp_path_factory):
             maps = {
                 case: np.asarray(
                     eSRRF_ST(verbose=False).run(
-                        stack, magnification=case[0], radius=case[1], sensitivity=case[2],
-                        doIntensityWeighting=case[3], run_type="threaded",
+                        stack,
+                        magnification=case[0],
+                        radius=case[1],
+                        sensitivity=case[2],
+                        doIntensityWeighting=case[3],
+                        run_type="threaded",
                     ),
                     dtype=np.float32,
                 )
@@ -164,7 +168,9 @@ def test_equals_numpy_reference_shifted(esrrf_map, stack, case, shift):
     from livesr.kernels import EsrrfParams
 
     m, r, s, iw = case
-    params = EsrrfParams(magnification=m, radius=r, sensitivity=s, intensity_weighting=iw)
+    params = EsrrfParams(
+        magnification=m, radius=r, sensitivity=s, intensity_weighting=iw
+    )
     for f in range(2):
         want = esrrf_frame(stack[f], params, shift=shift)
         got = esrrf_map(stack[f], m, r, s, iw, shift)
@@ -172,9 +178,9 @@ def test_equals_numpy_reference_shifted(esrrf_map, stack, case, shift):
     # a shift must change the result (the test would be void otherwise)
     if shift != (0.0, 0.0):
         unshifted = esrrf_map(stack[0], m, r, s, iw)
-        assert np.abs(unshifted - esrrf_map(stack[0], m, r, s, iw, shift)).max() > 1e-3 * float(
-            np.abs(unshifted).max()
-        )
+        assert np.abs(
+            unshifted - esrrf_map(stack[0], m, r, s, iw, shift)
+        ).max() > 1e-3 * float(np.abs(unshifted).max())
 
 
 def test_flat_frame_is_zero(esrrf_map):
@@ -222,7 +228,9 @@ _SHIM = r"""
 #define __launch_bounds__(x)
 struct float2 { float x, y; };
 struct float4 { float x, y, z, w; };
-static inline float2 make_float2(float a, float b) { float2 r; r.x = a; r.y = b; return r; }
+static inline float2 make_float2(float a, float b) {
+  float2 r; r.x = a; r.y = b; return r;
+}
 struct dim3 { int x, y, z; };
 static dim3 blockIdx, threadIdx, blockDim;
 static int g_pass = 0;
@@ -248,16 +256,21 @@ extern "C" void run_grad(const float* f, const int* ri, const double* rw, const 
         esrrf_grad(f, ri, rw, ci, cw, grid, nb);
       }
 }
-extern "C" void run_rgc(const float* f, const float2* grid, const float4* tab, const int* ri,
-                        const double* rw, const int* ci, const double* cw, float* out,
-                        float* ring, float* sum, int nb, int slot0, int nslots, int mode) {
+extern "C" void run_rgc(const float* f, const float2* grid, const float4* tab,
+                        const int* ri, const double* rw, const int* ci,
+                        const double* cw, float* out, float* ring, float* sum,
+                        int nb, int slot0, int nslots, int mode) {
   blockDim = {BX, BY, 1};
-  for (int y = 0; y < (HM + BY - 1) / BY; y++) for (int x = 0; x < (WM + BX - 1) / BX; x++)
+  for (int y = 0; y < (HM + BY - 1) / BY; y++)
+    for (int x = 0; x < (WM + BX - 1) / BX; x++)
     for (int pass = 0; pass < 2; pass++) {
       g_pass = pass;
       for (int ty = 0; ty < BY; ty++) for (int tx = 0; tx < BX; tx++) {
         blockIdx = {x, y, 0}; threadIdx = {tx, ty, 0};
-        try { esrrf_rgc(f, grid, tab, ri, rw, ci, cw, out, ring, sum, nb, slot0, nslots, mode); }
+        try {
+          esrrf_rgc(f, grid, tab, ri, rw, ci, cw, out, ring, sum, nb, slot0, nslots,
+                    mode);
+        }
         catch (SyncStop&) {}
       }
     }
@@ -273,14 +286,26 @@ def _emulated_cuda(tmp_path: Path, shape, m, r, s, iw, batch):
 
     text = (KERNEL_DIR / "_cupy.py").read_text()
     cuda = re.search(r'CUDA_SOURCE = r"""(.*?)"""', text, re.S).group(1)
-    bx, by = (int(v) for v in re.search(r"^BX, BY = (\d+), (\d+)$", text, re.M).groups())
+    bx, by = (
+        int(v) for v in re.search(r"^BX, BY = (\d+), (\d+)$", text, re.M).groups()
+    )
     k = _weights.rgc_constants(m, r)
     h, w = shape
     defs = {
-        "M": m, "N": k.n, "START": k.start, "H": h, "W": w, "MARGIN": k.margin,
-        "APPLY_POW": int(np.float32(s) > 1), "SENS": repr(float(np.float32(s))),
-        "WEIGHTED": int(iw), "BATCH": batch, "BX": bx, "BY": by,
-        "TR": (2 * (by - 1)) // m + 2 + k.n, "TC": (2 * (bx - 1)) // m + 2 + k.n,
+        "M": m,
+        "N": k.n,
+        "START": k.start,
+        "H": h,
+        "W": w,
+        "MARGIN": k.margin,
+        "APPLY_POW": int(np.float32(s) > 1),
+        "SENS": repr(float(np.float32(s))),
+        "WEIGHTED": int(iw),
+        "BATCH": batch,
+        "BX": bx,
+        "BY": by,
+        "TR": (2 * (by - 1)) // m + 2 + k.n,
+        "TC": (2 * (bx - 1)) // m + 2 + k.n,
     }
     src = _SHIM + cuda + _DRIVER
     key = hashlib.sha1((src + repr(sorted(defs.items()))).encode()).hexdigest()[:12]
@@ -314,7 +339,9 @@ def test_cuda_source_emulated_on_cpu(tmp_path, stack, case, shift):
     gci, gcw = _weights.catmull_rom_taps(_weights.gradient_coords(w, m, shift[1]), w)
     grid = np.full((nb, 2 * h + 1, 2 * w + 1, 2), np.nan, np.float32)
     frames = np.ascontiguousarray(stack)
-    lib.run_grad(_ptr(frames), _ptr(gri), _ptr(grw), _ptr(gci), _ptr(gcw), _ptr(grid), nb)
+    lib.run_grad(
+        _ptr(frames), _ptr(gri), _ptr(grw), _ptr(gci), _ptr(gcw), _ptr(grid), nb
+    )
     assert np.isfinite(grid).all()
     table = _weights.window_table(m, r)
     t4 = np.zeros(table.shape[:4] + (4,), np.float32)
@@ -324,7 +351,18 @@ def test_cuda_source_emulated_on_cpu(tmp_path, stack, case, shift):
     out = np.full((nb, h * m, w * m), np.nan, np.float32)
     dummy = np.zeros(1, np.float32)
     taps = (_ptr(t4), _ptr(rp.cr_idx), _ptr(rp.cr_wt), _ptr(cp.cr_idx), _ptr(cp.cr_wt))
-    lib.run_rgc(_ptr(frames), _ptr(grid), *taps, _ptr(out), _ptr(dummy), _ptr(dummy), nb, 0, 1, 0)
+    lib.run_rgc(
+        _ptr(frames),
+        _ptr(grid),
+        *taps,
+        _ptr(out),
+        _ptr(dummy),
+        _ptr(dummy),
+        nb,
+        0,
+        1,
+        0,
+    )
     refs = [esrrf_map_numba(stack[f], m, r, s, iw, shift) for f in range(nb)]
     for f in range(nb):
         assert np.isfinite(out[f]).all(), "every output element must be written"
@@ -334,12 +372,26 @@ def test_cuda_source_emulated_on_cpu(tmp_path, stack, case, shift):
     acc = np.zeros((h * m, w * m), np.float32)
     for lo, hi in ((0, 2), (2, 3)):
         part = np.ascontiguousarray(stack[lo:hi])
-        lib.run_grad(_ptr(part), _ptr(gri), _ptr(grw), _ptr(gci), _ptr(gcw), _ptr(grid), hi - lo)
-        lib.run_rgc(_ptr(part), _ptr(grid), *taps, _ptr(dummy), _ptr(ring), _ptr(acc),
-                    hi - lo, lo, 2, 1)
+        lib.run_grad(
+            _ptr(part), _ptr(gri), _ptr(grw), _ptr(gci), _ptr(gcw), _ptr(grid), hi - lo
+        )
+        lib.run_rgc(
+            _ptr(part),
+            _ptr(grid),
+            *taps,
+            _ptr(dummy),
+            _ptr(ring),
+            _ptr(acc),
+            hi - lo,
+            lo,
+            2,
+            1,
+        )
     np.testing.assert_array_equal(ring[0], refs[2])
     np.testing.assert_array_equal(ring[1], refs[1])
-    np.testing.assert_allclose(acc, refs[1] + refs[2], rtol=0, atol=1e-5 * float(refs[1].max()))
+    np.testing.assert_allclose(
+        acc, refs[1] + refs[2], rtol=0, atol=1e-5 * float(refs[1].max())
+    )
 
 
 def test_opencl_dump_kernels(tmp_path, monkeypatch):
@@ -353,7 +405,9 @@ def test_opencl_dump_kernels(tmp_path, monkeypatch):
     assert dumped, "no rendered kernel written"
     text = dumped[0].read_text()
     assert "#define M 3" in text and "__kernel void esrrf_map" in text
-    assert text == mod.render_source((9, 11), 3, 1.25, 1.5, True, fp64="double acc_t" in text)
+    assert text == mod.render_source(
+        (9, 11), 3, 1.25, 1.5, True, fp64="double acc_t" in text
+    )
 
 
 def test_importing_backends_leaves_no_side_effects():
