@@ -160,7 +160,9 @@ class _Track:
     since_run: int = 0
     probe_interval: int = 2
     delay_since: float = 0.0
-    cached: Stats | None = None  # statistics of ``runs``/``prior``, reset when they change
+    cached: Stats | None = (
+        None  # statistics of ``runs``/``prior``, reset when they change
+    )
 
 
 @dataclass(frozen=True)
@@ -374,7 +376,9 @@ class DelayAgent:
                     impl = i
                     break
             reason = "stochastic"
-        return Decision(impl, reason, adjusted[impl], p_meet.get(impl), False, dict(adjusted))
+        return Decision(
+            impl, reason, adjusted[impl], p_meet.get(impl), False, dict(adjusted)
+        )
 
     def _log_preference(
         self,
@@ -390,7 +394,9 @@ class DelayAgent:
         self._preferred[sig] = impl
         if old is None:
             others = ", ".join(
-                f"{i} {t * 1e3:.3g} ms" for i, t in sorted(adjusted.items()) if i != impl
+                f"{i} {t * 1e3:.3g} ms"
+                for i, t in sorted(adjusted.items())
+                if i != impl
             )
             logger.info(
                 "%s: %s chosen (expected %.3g ms%s)",

@@ -160,9 +160,7 @@ def _probe_cupy() -> Availability:
         return Availability(Backend.CUPY, False, reason=f"cupy: no CUDA device ({exc})")
     if count < 1:
         return Availability(Backend.CUPY, False, reason="cupy: no CUDA device")
-    version = _version("cupy") or next(
-        (_version(d) for d in ("cupy-cuda12x", "cupy-cuda11x") if _version(d)), ""
-    )
+    version = str(getattr(cupy, "__version__", ""))
     return Availability(
         Backend.CUPY, True, f"{version} ({count} device{'s' if count != 1 else ''})"
     )

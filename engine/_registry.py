@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from livesr.engine._backends import import_failure_reason
+from livesr.engine._backends import INSTALL_HINTS, import_failure_reason
 from livesr.engine._types import Backend
 
 logger = logging.getLogger(__name__)
@@ -149,6 +149,20 @@ def unregister(kernel: str, impl: str | None = None) -> None:
         _generation[0] += 1
 
 
+def _unbuilt_extensions(paths: list[str], importable: set[str]) -> set[str]:
+    """Stems of ``*.pyx`` sources in ``paths`` with no importable module of that name."""
+    import os
+
+    stems = set()
+    for path in paths:
+        try:
+            entries = os.listdir(path)
+        except OSError:
+            continue
+        stems |= {e[:-4] for e in entries if e.endswith(".pyx")}
+    return stems - importable
+
+
 @dataclass(frozen=True)
 class ImportFailure:
     """A backend module of a kernel package that could not be imported."""
@@ -174,6 +188,22 @@ def discover_modules(package: str) -> list[ImportFailure]:
         )
     failures: list[ImportFailure] = []
     names = sorted({m.name for m in pkgutil.iter_modules(paths)})
+    for stem in sorted(_unbuilt_extensions(paths, set(names))):
+        match = MODULE_PATTERN.match(stem)
+        if match:
+            backend = Backend.parse(match["backend"])
+            rest = match["rest"] or ""
+            reason = (
+                f"{backend}: extension {package}.{stem} not built for this Python "
+                f"({INSTALL_HINTS[backend]})"
+            )
+            logger.debug("%s: %s", package, reason)
+            variant = "" if rest in ("", "impl") else rest
+            failures.append(
+                ImportFailure(
+                    impl_id(backend, variant), backend, f"{package}.{stem}", reason
+                )
+            )
     for name in names:
         match = MODULE_PATTERN.match(name)
         if not match:

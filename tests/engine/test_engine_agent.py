@@ -234,7 +234,9 @@ def test_probes_continue_under_a_deadline_and_are_flagged_as_misses():
     for call in range(20):
         d = agent.choose(SIG, [FAST, SLOW], deadline_s=3 * MS)
         decisions.append(d)
-        agent.inform(SIG, d.impl, 10 * MS if d.impl == FAST else normal_time(SLOW, call))
+        agent.inform(
+            SIG, d.impl, 10 * MS if d.impl == FAST else normal_time(SLOW, call)
+        )
     probes = [d for d in decisions if d.reason == "probe"]
     assert 2 <= len(probes) <= 4  # after 2, 4, 8, 8 calls
     assert all(d.impl == FAST and d.predicted_miss for d in probes)

@@ -82,7 +82,9 @@ def test_default_signature():
 def test_signature_of_array():
     x = np.zeros((5, 32, 32), np.uint16)
     s = InputSignature.of(x, magnification=np.int64(4), radius=1.5)
-    assert s == InputSignature((5, 32, 32), "uint16", {"magnification": 4, "radius": 1.5})
+    assert s == InputSignature(
+        (5, 32, 32), "uint16", {"magnification": 4, "radius": 1.5}
+    )
     assert type(dict(s.params)["magnification"]) is int  # numpy scalars become Python
 
 

@@ -11,6 +11,9 @@ import pytest
 from livesr.engine import Backend, implementation, probe
 from livesr.engine._registry import MODULE_PATTERN, registrations
 
+# "cupy is not installed", on every machine (a GPU box has it)
+NO_CUPY = 'raise ModuleNotFoundError("No module named \'cupy\'", name="cupy")\n'
+
 NUMPY_IMPL = """
 @implementation(NAME, backend="numpy")
 def scale(x, factor=2.0):
@@ -31,7 +34,7 @@ def test_discovery_is_lazy_and_records_failures(toy_package):
                 def scale(x, factor=2.0):
                     return _scale(x, factor)
             """,
-            "_cupy": "import cupy\n",
+            "_cupy": NO_CUPY,
             "_cython_impl": f"from {'{'}__package__{'}'} import _cython\n".replace(
                 "{__package__}", "."
             ),
@@ -59,6 +62,19 @@ def test_discovery_is_lazy_and_records_failures(toy_package):
     assert available == ["numba", "numpy"]
 
 
+def test_unbuilt_cython_source_is_reported(toy_package, tmp_path):
+    name = toy_package(modules={"_numpy": NUMPY_IMPL})
+    (tmp_path / "toy_kernels" / name / "_cython.pyx").write_text(
+        "# registers in Cython\n"
+    )
+    kernel = importlib.import_module(name).kernel
+    info = {i.id: i for i in kernel.implementations()}["cython"]
+    assert not info.available
+    assert info.reason.startswith(
+        f"cython: extension {name}._cython not built for this Python"
+    )
+
+
 def test_using_runs_exactly_one_implementation(toy_package):
     name = toy_package(
         modules={
@@ -84,7 +100,7 @@ def test_using_runs_exactly_one_implementation(toy_package):
 
 
 def test_unavailable_implementation_cannot_be_pinned(toy_package):
-    name = toy_package(modules={"_numpy": NUMPY_IMPL, "_cupy": "import cupy\n"})
+    name = toy_package(modules={"_numpy": NUMPY_IMPL, "_cupy": NO_CUPY})
     kernel = importlib.import_module(name).kernel
     with pytest.raises(
         RuntimeError, match=r"'cupy' is unavailable: cupy: not installed"
@@ -192,5 +208,11 @@ def test_report_header_line():
 
     header = report_header()
     parts = header.removeprefix("backends: ").split(" | ")
-    assert [p.split()[0] for p in parts] == ["numpy", "numba", "cython", "opencl", "cupy"]
+    assert [p.split()[0] for p in parts] == [
+        "numpy",
+        "numba",
+        "cython",
+        "opencl",
+        "cupy",
+    ]
     assert parts[0] == "numpy ok"
