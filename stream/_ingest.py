@@ -266,6 +266,7 @@ class Ingest:
         self._stop = False
         self._bell_r = self._bell_w = -1
         self._streams: dict[str, _Stream] = {}
+        self._previous: list[dict[str, Any]] = []  # summaries of replaced sessions
         self._peers: dict[bytes, str] = {}
         self._lock = threading.Lock()
         self._rlog = RateLimitedLog(logger, min(1.0, config.log_interval_s))
@@ -434,6 +435,7 @@ class Ingest:
             return {
                 "endpoint": self.endpoint,
                 "streams": {name: st.summary() for name, st in self._streams.items()},
+                "previous_sessions": [dict(p) for p in self._previous],
                 "rejected": sum(self._rejected.values()),
                 "rejected_by_reason": dict(self._rejected),
                 **self._c,
@@ -677,6 +679,7 @@ class Ingest:
                     logger.info(
                         "ingest: stream %s restarted with a new session", stream
                     )
+                    self._previous.append(st.summary())
                 base = first
                 if self._resume is not None:
                     base = max(base, int(self._resume(stream, session)) + 1)

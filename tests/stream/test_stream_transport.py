@@ -477,3 +477,6 @@ def test_restarted_source_is_a_new_session(endpoint):
     assert set(persisted.values()) == {1}
     st = isum["streams"]["cam0"]
     assert st["session"] == sessions[1] and st["frames_persisted"] == 150
+    (prev,) = isum["previous_sessions"]
+    assert prev["session"] == sessions[0] and prev["frames_persisted"] == 100
+    assert prev["accounting_ok"] is True
