@@ -45,6 +45,7 @@ __all__ = [
     "TemporalMode",
     "WindowMoments",
     "numba_kernels",
+    "warm_up_kernels",
 ]
 
 logger = logging.getLogger(__name__)
@@ -641,3 +642,39 @@ def numba_kernels() -> tuple[Any, Any, Any, Any] | None:
         numba.njit(parallel=False, **opts)(combine),
     )
     return _NUMBA_KERNELS
+
+
+def warm_up_kernels() -> bool:
+    """Compile (or load from numba's disk cache) every numba kernel now.
+
+    Call before a live stream starts so its first frame does not wait for the
+    compiler. Returns False when numba is unavailable (numpy is used then).
+    """
+    kernels = numba_kernels()
+    if kernels is None:
+        return False
+    x = np.ones(1, dtype=np.float32)
+    for offset in (0, 2):
+        update, combine = kernels[offset], kernels[offset + 1]
+        hi, lo = np.zeros(1), np.zeros(1)
+        update(
+            hi,
+            lo,
+            hi.copy(),
+            lo.copy(),
+            hi.copy(),
+            lo.copy(),
+            x,
+            True,
+            True,
+            True,
+            x,
+            x,
+            True,
+            x,
+            x,
+            True,
+            True,
+        )
+        combine(2, 2, hi, lo, hi, lo, hi, lo, x, True, x, x, np.empty(1, np.float32))
+    return True

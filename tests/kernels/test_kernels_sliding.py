@@ -676,3 +676,41 @@ def test_realistic_size_uses_parallel_kernels_and_equals_batch() -> None:
     last = images["maps"][-1]
     batch = esrrf(frames[4:8], magnification=5, temporal="tac2")
     assert _rel(last.image, batch) <= TOL
+
+
+def test_esrrf_movie_equals_batch_per_window() -> None:
+    from livesr.kernels.sliding import esrrf_movie
+
+    stack = FRAMES[:23].astype(np.uint16)
+    shifts = np.random.default_rng(8).uniform(-0.5, 0.5, size=(23, 2))
+    images, frames = esrrf_movie(
+        stack, 6, 4, shifts=shifts, magnification=M, temporal="tac2", frame_map=_MAP
+    )
+    assert images.shape == (5, 16, 16) and images.dtype == np.float32
+    np.testing.assert_array_equal(frames, [[0, 5], [4, 9], [8, 13], [12, 17], [16, 21]])
+    for img, (a, b) in zip(images, frames, strict=True):
+        maps = [
+            esrrf_frame(f, PARAMS, shift=tuple(s))
+            for f, s in zip(stack[a : b + 1], shifts[a : b + 1], strict=True)
+        ]
+        assert _rel(img, _reference(maps, "tac2", True)) <= TOL
+    # no shift: the batch function itself
+    images, frames = esrrf_movie(stack, 6, 4, magnification=M)
+    for img, (a, b) in zip(images, frames, strict=True):
+        assert _rel(img, esrrf(stack[a : b + 1], magnification=M)) <= TOL
+    empty, none = esrrf_movie(stack[:5], 6, 1, magnification=M)
+    assert empty.shape == (0, 16, 16) and none.shape == (0, 2)
+    with pytest.raises(ValueError, match="3-D"):
+        esrrf_movie(stack[0], 2, 1, magnification=M)
+    with pytest.raises(ValueError, match=r"shifts must have shape \(23, 2\)"):
+        esrrf_movie(stack, 6, 4, shifts=np.zeros((2, 2)), magnification=M)
+
+
+def test_warm_up_compiles_before_the_first_frame() -> None:
+    from livesr.kernels._window import numba_kernels
+
+    sr = SlidingEsrrf(3, 1, magnification=M, frame_map=_MAP)
+    sr.warm_up()
+    kernels = numba_kernels()
+    assert kernels is not None and all(len(k.signatures) >= 1 for k in kernels)
+    SlidingEsrrf(3, 1, magnification=M, sums_backend="numpy").warm_up()  # no-op
