@@ -480,3 +480,31 @@ def test_restarted_source_is_a_new_session(endpoint):
     (prev,) = isum["previous_sessions"]
     assert prev["session"] == sessions[0] and prev["frames_persisted"] == 100
     assert prev["accounting_ok"] is True
+
+
+def test_slow_consumer_resync_replays_nothing_already_received(endpoint):
+    """on_frame stalls longer than the source's ack timeout: the source re-handshakes.
+    Every frame sent before the HELLO is ahead of it on the connection, so the READY
+    covers them all: the resync costs no replay and no duplicate."""
+    store = Store()
+    stalled = threading.Event()
+
+    def on_frame(header, frame) -> None:
+        if header.seq == 50 and not stalled.is_set():
+            stalled.set()
+            time.sleep(0.5)  # > ack_timeout_s below
+        store.on_frame(header, frame)
+
+    ingest = Ingest(IngestConfig(endpoint=endpoint, window=WINDOW), on_frame).start()
+    try:
+        with SourceLink(link_cfg(endpoint, ack_timeout_s=0.1)) as link:
+            for seq in range(200):
+                link.send(frame_of(seq), timeout=20)
+        summary = link.summary()
+    finally:
+        isum = ingest.close()
+    assert store.order == list(range(200)) and store.corrupted == 0
+    assert summary["frames_acked"] == 200 and summary["end_acked"]
+    assert summary["handshakes"] >= 2  # the resync happened
+    assert summary["frames_replayed"] == 0
+    assert isum["streams"]["cam0"]["duplicates"] == 0
