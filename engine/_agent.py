@@ -367,7 +367,7 @@ class DelayAgent:
         if by_fast == by_adjusted or not any(tracks[i].delayed for i in pool):
             impl, reason = by_fast, "fastest"
         else:
-            weights = [adjusted[i] ** -cfg.exponent for i in pool]
+            weights = [max(adjusted[i], 1e-12) ** -cfg.exponent for i in pool]
             r = self.rng.random() * sum(weights)
             impl = pool[-1]
             for i, w in zip(pool, weights, strict=True):

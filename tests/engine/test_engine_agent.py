@@ -260,3 +260,11 @@ def test_stochastic_choice_follows_eq3_and_eq4():
     sigma = math.sqrt(expected * (1 - expected) / n)
     assert abs(picks / n - expected) < 4 * sigma, (picks / n, expected)
     assert 0.1 < expected < 0.3  # a real mix, not a degenerate case
+
+
+def test_zero_timings_do_not_break_the_draw():
+    agent = DelayAgent("toy", rng=random.Random(0))
+    agent.seed(SIG, FAST, runs=[0.0] * 12)
+    agent.seed(SIG, SLOW, runs=[1 * MS] * 12)
+    agent.inform(SIG, FAST, 5 * MS)  # delayed (factor undefined: FA = 0 → 1.0)
+    assert agent.choose(SIG, [FAST, SLOW]).impl in (FAST, SLOW)
