@@ -149,7 +149,8 @@ def cpu_reference(wt):
         nb = importlib.import_module("livesr.kernels.esrrf_map._numba")
         probe = random_frames(1, 9, 11)[0]  # compile now; fall back if numba breaks
         want = numpy_map(wt, probe, 3, 1.5, 2.0, True)
-        if not np.allclose(nb.esrrf_map_numba(probe, 3, 1.5, 2.0, True), want, atol=1e-3):
+        got = nb.esrrf_map_numba(probe, 3, 1.5, 2.0, True)
+        if not np.allclose(got, want, atol=1e-3):
             raise RuntimeError("numba backend disagrees with the numpy reference")
         return nb.esrrf_map_numba, "numba backend"
     except Exception as exc:  # noqa: BLE001
