@@ -226,3 +226,36 @@ def test_agent_config_is_per_kernel():
     a.seed("s", "numba", runs=[MS] * 20)
     a.inform("s", "numba", 100 * MS)
     assert a.delayed("s", "numba") and not b.delayed("s", "numba")
+
+
+def test_concurrent_dispatch_from_threads(toy_package, tmp_path):
+    import threading
+
+    name = toy_package()
+    kernel = importlib.import_module(name).kernel
+    for backend in ("numba", "numpy"):
+        implementation(name, backend=backend)(lambda x, b=backend: x + len(b))
+    store = BenchmarkStore(
+        tmp_path / "b.sqlite", fingerprint="m", flush_interval_s=0.01, keep=10_000
+    )
+    kernel.configure(store=store)
+    errors: list[BaseException] = []
+
+    def worker(seed: int) -> None:
+        try:
+            for i in range(200):
+                x = np.full((4, 4 + (seed + i) % 3), seed, np.float32)
+                out = kernel(x)
+                assert out[0, 0] in (seed + 5, seed + 5.0, seed + 5)  # both add 5
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    store.close()
+    assert errors == []
+    assert kernel.stats.calls == 800
+    assert sum(store.stored_counts().values()) == kernel.stats.recorded

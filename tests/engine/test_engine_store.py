@@ -136,3 +136,20 @@ def test_two_processes_write_at_once(tmp_path):
         assert out.strip() == f"done {n}", err
     counts = BenchmarkStore(path, fingerprint="shared", keep=1000).stored_counts()
     assert counts == {("k", "a", "sig"): n, ("k", "b", "sig"): n}
+
+
+def test_atexit_writes_what_is_pending(tmp_path):
+    path = tmp_path / "b.sqlite"
+    code = textwrap.dedent(
+        f"""
+        from livesr.engine import BenchmarkStore
+        store = BenchmarkStore({str(path)!r}, fingerprint="m", flush_interval_s=3600)
+        for i in range(7):
+            store.record("k", "numpy", "sig", 0.001)
+        assert store.rows_written == 0
+        """
+    )  # exits without close(): the atexit hook must flush
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    assert BenchmarkStore(path, fingerprint="m").stored_counts() == {
+        ("k", "numpy", "sig"): 7
+    }
