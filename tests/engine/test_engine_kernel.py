@@ -246,7 +246,7 @@ def test_concurrent_dispatch_from_threads(toy_package, tmp_path):
             for i in range(200):
                 x = np.full((4, 4 + (seed + i) % 3), seed, np.float32)
                 out = kernel(x)
-                assert out[0, 0] in (seed + 5, seed + 5.0, seed + 5)  # both add 5
+                assert out[0, 0] == seed + 5  # "numba" and "numpy" both add 5
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
