@@ -16,20 +16,20 @@ timed pushes call the real function. ``test_bench_sliding_sums_backend_256`` tim
 the running sums + emission at 256x256, M=5 (1280x1280 maps, random stand-in maps)
 with the numba and the numpy sums.
 
-Measured 2026-11-22 on the shared 2-core development VM (load 3-5, so medians are
-noisy; minima and the interleaved ratios are the figures to trust). Per push, TAC2,
-stride 1, 64x64, M=5:
+Measured 2026-11-22 on the shared 2-core development VM (load 3-5; the sequential
+per-case medians swing by 2x from run to run, so the interleaved ratios are the
+figures to trust). Per push, TAC2, stride 1 (every push emits), 64x64, M=5,
+raw strategy with its shadow sums:
 
-- stand-in map: window 10 / 500 = 0.88 / 0.90 ms (maps), 0.96 / 0.94 ms (raw), min;
-  interleaved median ratio window 500 / window 10 = 0.99 (maps), 0.86-1.01 (raw).
-- real esrrf_frame (numpy reference, ~33 ms per map): maps 34.6 / 39.9 ms, raw
-  67.2 / 72.2 ms (min; raw = two maps per frame); interleaved ratio 1.00-1.05 (maps),
-  0.99-1.03 (raw). The few percent at window 500 with the maps strategy is the
-  leaving map coming from DRAM (a 200 MB ring) instead of cache; it does not grow
-  further with the window.
-- 256x256, M=5, window 10, stand-in maps (includes two 6.5 MB map copies and the
-  macro-pixel correction): AVG 20.9 ms numba vs 38.9 ms numpy sums, TAC2 22.6 ms vs
-  111 ms (min).
+- interleaved, median window 500 / window 10 (two runs): stand-in map 0.98-0.99
+  (maps, 1.2 ms per push), 0.86-1.01 (raw, 1.9 ms); real esrrf_frame (numpy
+  reference, ~33 ms per map) 1.00-1.05 (maps, 35 ms), 0.99-1.03 (raw, 69 ms: two
+  maps per frame).
+- sequential minima, window 10 / 500: stand-in 0.88 / 0.90 ms (maps); real map
+  34.6 / 35.5-39.9 ms (maps), 67-69 / 68-72 ms (raw).
+- 256x256, M=5, window 10, stand-in maps, raw strategy (includes two 6.5 MB map
+  copies and the macro-pixel correction): AVG 21-34 ms with the numba sums vs
+  39-55 ms with numpy; TAC2 23-32 ms vs 111-174 ms (min, two runs).
 """
 
 from __future__ import annotations
