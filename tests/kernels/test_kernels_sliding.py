@@ -333,6 +333,14 @@ def test_uint16_frames_stored_compactly_give_same_images() -> None:
     assert a._raw is not None and a._raw.dtype == np.uint16
     for x, y in zip(ra, rb, strict=True):
         np.testing.assert_array_equal(x.image, y.image)
+    # a float frame that uint16 cannot hold: the stored frames become float32, intact
+    odd = FRAMES[20] + np.float32(0.25)
+    later = range(21, 40)
+    ra = a.push_many([odd] + [FRAMES[k].astype(np.uint16) for k in later])
+    rb = b.push_many([odd] + [FRAMES[k] for k in later])
+    assert a._raw.dtype == np.float32 and len(ra) == 10
+    for x, y in zip(ra, rb, strict=True):
+        np.testing.assert_array_equal(x.image, y.image)
 
 
 # --------------------------------------------------------------------- memory
