@@ -201,6 +201,7 @@ def _run_pipeline(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
         except (FileExistsError, ValueError) as exc:
             return _usage_error(str(exc))
         status = StatusReporter(pipe.snapshot, enabled=False if args.no_status else None).start()
+        pipe.ready.wait(30.0)  # kernels loaded before the first frame arrives
         if in_process:
             from livesr.adapters.sources.simulated import SimulatedSource
 

@@ -30,7 +30,9 @@ The emission schedule is kept in stream sequence numbers: images end at frames
 time to work through the ring (backlog x smoothed cost per frame); when that exceeds
 the latency budget it drops the oldest frames up to the window of ``e*``, the newest
 scheduled emission already in the ring, restarts the sliding state there, and counts
-the scheduled emissions before ``e*`` as ``windows_skipped``.  A hole in the frames
+the scheduled emissions before ``e*`` as ``windows_skipped``; it does not skip again
+before that restarted window is out (otherwise a window longer than the budget allows
+would never complete: after a skip the latency is at least ``window`` x cost).  A hole in the frames
 (a source gap, a frame the full ring refused) restarts at the first scheduled window
 that lies wholly after it, the same way.  The phase of the schedule never moves, so
 ``windows_published + windows_skipped`` equals the number of scheduled windows
@@ -223,6 +225,8 @@ class Pipeline:
         #: set when the source sent END (everything it acquired is accounted for)
         self.source_ended = threading.Event()
         self._processing_done = threading.Event()
+        #: set once the processing stage is warmed up (kernels loaded/compiled)
+        self.ready = threading.Event()
         # ingest-side state
         self._stream: str | None = None
         self._ring: ProcessingRing | None = None
@@ -250,6 +254,7 @@ class Pipeline:
         self._base = 0
         self._expected: int | None = None
         self._cost_s = 0.0
+        self._filling = False
         self._pending: list[dict[str, Any]] = []
         self._param_changes: list[dict[str, Any]] = []
         self._skips: list[dict[str, Any]] = []
@@ -484,8 +489,30 @@ class Pipeline:
             self._processing_done.set()
 
     # ------------------------------------------------------------------ processing
+    def _warm_up(self) -> None:
+        """Run the stages once on tiny synthetic frames (imports, JIT caches, allocations)."""
+        from livesr.kernels import RollingDrift, SlidingEsrrf
+
+        e = self._esrrf
+        t0 = time.perf_counter()
+        rng = np.random.default_rng(0)
+        frames = rng.poisson(100.0, size=(2, 16, 16)).astype(np.uint16)
+        sl = SlidingEsrrf(2, 1, magnification=e.magnification, radius=e.radius, sensitivity=e.sensitivity,
+                          temporal=e.temporal, geometry=e.geometry, frame_shape=(16, 16), frame_map=self._map)
+        for f in frames:
+            sl.push(f)
+        if self.config.drift.enabled:
+            rd = RollingDrift(block=1)
+            for f in frames:
+                rd.push(f)
+        logger.debug("processing stages warmed up in %.3f s", time.perf_counter() - t0)
+
     def _process_loop(self) -> None:
         try:
+            try:
+                self._warm_up()
+            finally:
+                self.ready.set()
             while True:
                 ring = self._ring
                 if ring is None:
@@ -541,6 +568,7 @@ class Pipeline:
         stride = int(self._sliding.stride)
         skipped = max(0, (target - nxt) // stride) if target >= nxt else 0
         self._sliding.reset()
+        self._filling = True  # no further skip until this window is out (or it never ends)
         self._base = target - int(self._sliding.window) + 1
         self._c["windows_skipped"] += skipped
         self._c["skip_events"] += 1
@@ -561,7 +589,7 @@ class Pipeline:
 
     def _maybe_skip(self, item: RingItem, ring: ProcessingRing) -> bool:
         """Drop the backlog when it cannot be processed within the latency budget."""
-        if self._sliding is None or self._cost_s <= 0.0:
+        if self._sliding is None or self._cost_s <= 0.0 or self._filling:
             return False
         newest = ring.newest_seq()
         if newest is None:
@@ -619,6 +647,7 @@ class Pipeline:
             self._map.deadline_s = max(0.0, self._budget_s - (time.time() - item.t_acq))
             result = self._sliding.push(frame, shift=shift)
             if result is not None:
+                self._filling = False
                 self._publish(result, item, shift)
         self._expected = seq + 1
         self._c["frames_processed"] += 1
