@@ -165,6 +165,8 @@ class _Stream:
         "gap_frames",
         "unacked",
         "resync_at",
+        "granted",
+        "credit_violations",
         "ended",
         "acquired",
         "source_gap_frames",
@@ -186,6 +188,8 @@ class _Stream:
         self.gap_frames = 0
         self.unacked = 0
         self.resync_at = -1
+        self.granted = -1  # highest seq the source was allowed to send
+        self.credit_violations = 0
         self.ended = False
         self.acquired: int | None = None
         self.source_gap_frames: int | None = None
@@ -200,6 +204,7 @@ class _Stream:
             "frames_persisted": self.persisted,
             "duplicates": self.duplicates,
             "out_of_order": self.out_of_order,
+            "credit_violations": self.credit_violations,
             "gaps": [list(g) for g in self.gaps],
             "frames_in_reported_gaps": self.gap_frames,
             "ended": self.ended,
@@ -564,6 +569,9 @@ class Ingest:
                 f"differs from the hello's {st.shape} {st.dtype}",
             )
         seq = header.seq
+        if seq > st.granted:  # the source must never exceed its credit
+            with self._lock:
+                st.credit_violations += 1
         if seq < st.expected:
             with self._lock:
                 st.duplicates += 1
@@ -792,6 +800,10 @@ class Ingest:
             self._sock.send_multipart(
                 [peer, *encode_control(kind, **fields)], zmq.NOBLOCK
             )
+            if "credit" in fields:
+                st = self._streams.get(fields["stream"])
+                if st is not None:
+                    st.granted = max(st.granted, fields["upto"] + fields["credit"])
         except zmq.ZMQError as exc:  # EHOSTUNREACH (peer gone) or EAGAIN (HWM)
             self._c["control_send_failed"] += 1
             self._rlog.log(

@@ -641,7 +641,10 @@ class SourceLink:
     def _send_hello(self) -> None:
         cfg = self.config
         with self._lock:
-            first = self._pending[0].first if self._pending else self._next_seq
+            # the oldest unacknowledged seq.  Not "pending[0] or next_seq": send() takes
+            # a seq before its entry is queued (the copy runs outside the lock), and
+            # announcing that seq as "first" would let the ingest ack it unseen.
+            first = self._acked_upto + 1
         self._nonce += 1
         msg = encode_control(
             "hello",

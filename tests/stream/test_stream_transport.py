@@ -119,6 +119,7 @@ def test_lossless_in_order_2000_frames(endpoint):
         st["frames_persisted"] == 2000 and st["duplicates"] == 0 and st["accounting_ok"]
     )
     assert summary["ingest"]["frames_persisted"] == 2000
+    assert st["credit_violations"] == 0  # the source never exceeded its credit
     assert isum["rejected"] == 0
 
 
@@ -168,6 +169,7 @@ def test_ingest_closed_mid_stream_and_restarted(endpoint, resume):
     assert summary["handshakes"] >= 2
     # the new ingest accounts for everything from where it resumed
     assert summary["ingest"]["accounting_ok"] is True
+    assert summary["ingest"]["credit_violations"] == 0
 
 
 def test_ring_overflow_continue_reports_exact_gap(endpoint):
@@ -312,6 +314,7 @@ def test_protocol_dedup_out_of_order_gap_and_end(endpoint, context):
     assert store.order == [0, 1, 2, 3, 5]
     st = isum["streams"]["cam0"]
     assert (st["duplicates"], st["out_of_order"], st["gaps"]) == (2, 1, [[4, 4]])
+    assert st["credit_violations"] == 0
     assert st["accounting_ok"] is True and st["ended"] is True
     resyncs = [r for r in replies if r["kind"] == "ready"]
     assert [(r["n"], r["upto"]) for r in resyncs] == [(0, 2)]  # "replay after seq 2"
@@ -403,6 +406,7 @@ def test_malformed_messages_between_valid_frames(endpoint, context):
     assert store.order == list(range(n_valid + n_after)) and store.corrupted == 0
     assert summary["frames_acked"] == n_valid + n_after and summary["end_acked"]
     assert isum["rejected"] == n_bad  # every malformed message counted once
+    assert isum["streams"]["cam0"]["credit_violations"] == 0
     expected = {
         "malformed": 11,
         "parts": 1,
@@ -508,3 +512,37 @@ def test_slow_consumer_resync_replays_nothing_already_received(endpoint):
     assert summary["handshakes"] >= 2  # the resync happened
     assert summary["frames_replayed"] == 0
     assert isum["streams"]["cam0"]["duplicates"] == 0
+
+
+def test_hello_never_skips_a_frame_still_being_queued(endpoint, context):
+    """Regression: send() takes its seq before the frame is queued (the copy runs
+    outside the lock); a HELLO sent meanwhile must still announce that seq."""
+    router = context.socket(zmq.ROUTER)
+    router.linger = 0
+    router.bind(endpoint)
+    link = SourceLink(link_cfg(endpoint, hello_interval_s=0.01))
+    copying, release = threading.Event(), threading.Event()
+    real_view = link._ring.view
+
+    def slow_view(slot):  # send() copies through view(): hold it mid-copy
+        copying.set()
+        release.wait(20)
+        return real_view(slot)
+
+    link._ring.view = slow_view  # type: ignore[method-assign]
+    link.start()
+    producer = threading.Thread(target=link.send, args=(frame_of(0),))
+    try:
+        producer.start()
+        assert copying.wait(20)
+        hellos = []
+        while len(hellos) < 3:  # HELLOs repeat until READY; all sent mid-copy
+            assert router.poll(5000, zmq.POLLIN)
+            _, *parts = router.recv_multipart()
+            hellos.append(decode_control(parts, "hello"))
+        assert [h["first"] for h in hellos] == [0, 0, 0]
+    finally:
+        release.set()
+        producer.join(20)
+        link.close(timeout=0)
+        router.close(linger=0)
