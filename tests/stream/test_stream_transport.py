@@ -397,6 +397,7 @@ def test_malformed_messages_between_valid_frames(endpoint, context):
             assert wait_for(lambda: ingest.summary()["rejected"] >= n_bad)
             # a part over MAXMSGSIZE: ZeroMQ drops that connection, the rest goes on
             raw.send_multipart([b"{}", b"\0" * (3 << 20)])
+            assert wait_for(lambda: ingest.summary()["disconnects"] >= 1)  # dropped
             for seq in range(n_valid, n_valid + n_after):
                 link.send(frame_of(seq), timeout=30)
         summary = link.summary()
