@@ -452,6 +452,9 @@ def main(argv: list[str] | None = None) -> int:
         help="frame sizes to time",
     )
     ap.add_argument("--frames", type=int, help="frames to time per configuration")
+    ap.add_argument(
+        "--repeat", type=int, default=2, help="timed runs per configuration"
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -494,6 +497,25 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     n = wt.rgc_constants(5, 1.5).n
+    probe = cmod.CupyEsrrfMap((256, 256), 5, 1.5, 1.0, True, batch=8)
+    attrs = {}
+    for name in ("_grad", "_rgc"):
+        try:
+            a = getattr(probe, name).attributes
+            attrs[name] = {
+                k: a.get(k)
+                for k in (
+                    "num_regs",
+                    "local_size_bytes",
+                    "shared_size_bytes",
+                    "max_threads_per_block",
+                )
+            }
+        except Exception as exc:  # noqa: BLE001
+            attrs[name] = str(exc)
+    results["kernel_attributes_256_M5_B8"] = attrs
+    log.info("kernel resources (256², M=5, batch %d): %s", probe.batch, attrs)
+    del probe
     sizes = {256: (4000, (1, 4, 8)), 512: (2000, (2, 8)), 2048: (120, (1, 2))}
     if args.quick:
         sizes = {256: (1000, (8,)), 512: (400, (8,)), 2048: (30, (2,))}
@@ -506,16 +528,23 @@ def main(argv: list[str] | None = None) -> int:
         best = None
         for b in batches:
             for upload in (True, False):
-                r = stream_bench(cp, cmod, size, b, nframes, args.window, upload)
+                runs = [
+                    stream_bench(cp, cmod, size, b, nframes, args.window, upload)
+                    for _ in range(args.repeat)
+                ]
+                cp.get_default_memory_pool().free_all_blocks()
+                r = max(runs, key=lambda x: x["fps"])
+                r["fps_runs"] = [x["fps"] for x in runs]
                 r.update(fl)
                 results.setdefault("stream", []).append(r)
-                cp.get_default_memory_pool().free_all_blocks()
                 log.info(
-                    "  %4d² B=%d upload=%s: %8.0f frames/s (%d frames, GPU %.3f s)",
+                    "  %4d² B=%d upload=%s: %8.0f frames/s (runs %s; %d frames; %.3f s)"
+                    "",
                     size,
                     r["batch"],
                     upload,
                     r["fps"],
+                    "/".join(f"{v:.0f}" for v in r["fps_runs"]),
                     r["frames"],
                     r["gpu_s"],
                 )
