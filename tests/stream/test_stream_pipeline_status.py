@@ -1,0 +1,78 @@
+"""Status line (TTY only, at most 2 refreshes/s, final line always) and quality metric."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+
+from livesr.stream._pipeline import MapStage, quality_metric
+from livesr.stream._status import StatusReporter, format_status
+
+SNAP = {
+    "frames_received": 1200, "fps": 99.6, "windows_published": 57, "latency_p50_ms": 41.2,
+    "latency_p99_ms": 180.0, "windows_skipped": 3, "frames_in_gaps": 0,
+    "implementation": {"drift": "numpy", "esrrf": "numba"},
+}
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_format_status_has_every_field() -> None:
+    line = format_status(SNAP)
+    assert line == (
+        "frames 1200 (100/s) | windows 57 | latency p50 41 p99 180 ms | skipped 3 | gaps 0 | "
+        "drift=numpy,esrrf=numba"
+    )
+    assert "latency p50 - p99 - ms" in format_status({**SNAP, "latency_p50_ms": math.nan, "latency_p99_ms": None})
+
+
+def test_reporter_draws_only_on_a_tty_and_always_writes_the_final_line() -> None:
+    plain = io.StringIO()
+    rep = StatusReporter(lambda: SNAP, stream=plain).start()
+    rep.draw()
+    rep.stop()
+    rep.final("livesr run: done")
+    assert plain.getvalue() == "livesr run: done\n" and rep.redraws == 0
+
+    tty = _Tty()
+    rep = StatusReporter(lambda: SNAP, stream=tty, interval_s=0.01)
+    assert rep._interval == 0.5  # never more than 2 refreshes per second
+    rep.draw()
+    rep.stop()
+    assert tty.getvalue().startswith("\rframes 1200") and rep.redraws == 1
+    off = StatusReporter(lambda: SNAP, stream=_Tty(), enabled=False)
+    off.draw()
+    assert off.redraws == 0
+
+
+def test_quality_metric_values() -> None:
+    flat = np.full((8, 8), 5.0, np.float32)
+    assert quality_metric(flat) == 0.0
+    ramp = np.tile(np.arange(8, dtype=np.float32), (8, 1)) + 1.0  # gx = 1, gy = 0, mean 4.5
+    assert abs(quality_metric(ramp) - 1.0 / 4.5**2) < 1e-12
+    assert math.isnan(quality_metric(np.zeros((4, 4))))
+
+
+def test_map_stage_passes_the_deadline_when_accepted() -> None:
+    seen: list[float | None] = []
+
+    def engine_like(frame, params, *, shift=(0.0, 0.0), out=None, deadline_s=None):
+        seen.append(deadline_s)
+        return frame
+
+    def plain(frame, params, *, shift=(0.0, 0.0), out=None):
+        return frame
+
+    stage = MapStage(engine_like)
+    stage.deadline_s = 0.25
+    stage(np.zeros((2, 2)), None)
+    assert seen == [0.25] and stage.accepts_deadline and stage.name == "engine_like"
+    engine_like.implementation = "numba"  # type: ignore[attr-defined]
+    assert MapStage(engine_like).name == "numba"
+    assert not MapStage(plain).accepts_deadline
+    assert MapStage().name == "numpy"
