@@ -220,6 +220,8 @@ class Pipeline:
         self._closed = False
         self._t_start = 0.0
         self._summary: dict[str, Any] | None = None
+        self._ingest_summary: dict[str, Any] | None = None
+        self._on_frame_calls = 0
         #: set when acquisition must stop (raw store failure); sources poll it
         self.stop_requested = threading.Event()
         #: set when the source sent END (everything it acquired is accounted for)
@@ -347,7 +349,7 @@ class Pipeline:
             return self._summary
         self._closed = True
         if self._ingest is not None:
-            self._ingest.close()
+            self._ingest_summary = self._ingest.close()
         if self._ring is not None:
             self._ring.close()
         else:
@@ -419,6 +421,7 @@ class Pipeline:
     # ------------------------------------------------------------------ ingest side
     def _on_frame(self, header: FrameHeader, frame: np.ndarray) -> None:
         t_recv = time.time()
+        self._on_frame_calls += 1
         if self._stream is None:
             self._first_frame(header)
         elif header.stream != self._stream:
@@ -785,6 +788,8 @@ class Pipeline:
             "duration_s": duration,
             "frames_per_s": persisted / duration if duration else 0.0,
             "endpoints": {"ingest": self._endpoint, "results": self._publish_ep},
+            "ingest": self._ingest_summary,
+            "on_frame_calls": self._on_frame_calls,
             "files": files,
             "output": str(self.output),
         }

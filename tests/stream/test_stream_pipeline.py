@@ -86,7 +86,7 @@ def _run(
             sub.close()
         summary = pipe.close()
         ctx.term()
-    assert summary["frames_acquired"] == summary["frames_persisted"] + summary["frames_in_gaps"]
+    assert summary["frames_acquired"] == summary["frames_persisted"] + summary["frames_in_gaps"], summary
     assert summary["accounting_ok"] is True
     on_disk = json.loads((cfg_out(cfg) / "summary.json").read_text())
     assert on_disk["frames_acquired"] == on_disk["frames_persisted"] + on_disk["frames_in_gaps"]
