@@ -24,7 +24,6 @@ pytestmark = pytest.mark.skipif(
     sys.platform == "win32", reason="SIGKILL and ipc are POSIX-only"
 )
 
-SHAPE = (64, 64)
 WINDOW = 8
 
 CHILD = r"""
@@ -84,8 +83,22 @@ def _spawn(endpoint: str, store: str, log) -> subprocess.Popen:
     return child
 
 
-def test_ingest_process_sigkilled_and_restarted(tmp_path):
-    n = 2000
+CASES = [
+    # frames, shape, frames/s (0: bursts of 10 every 5 ms, ~2 kHz), ring, kill after
+    pytest.param(2000, (64, 64), 0, 2000, 700, id="2000x64x64"),
+    *(
+        pytest.param(
+            3000, (256, 256), 500, 1024, 1000, id=f"R1-run{i}", marks=pytest.mark.slow
+        )
+        for i in range(3)
+    ),
+]
+
+
+@pytest.mark.parametrize(("n", "shape", "rate", "ring", "kill_after"), CASES)
+def test_ingest_process_sigkilled_and_restarted(
+    tmp_path, n, shape, rate, ring, kill_after
+):
     endpoint = f"ipc://{tmp_path}/k.ipc"
     store = str(tmp_path / "store.txt")
     children: list[subprocess.Popen] = []
@@ -93,21 +106,26 @@ def test_ingest_process_sigkilled_and_restarted(tmp_path):
         children.append(_spawn(endpoint, store, log))
         link = SourceLink(
             SourceLinkConfig(
-                endpoint=endpoint, stream="cam0", shape=SHAPE, ring_frames=n
+                endpoint=endpoint, stream="cam0", shape=shape, ring_frames=ring
             )
         ).start()
 
-        def produce() -> None:  # ~2 kHz, never waits for the consumer
+        def produce() -> None:  # never waits for the consumer
+            t0 = time.perf_counter()
             for seq in range(n):
-                link.send(np.full(SHAPE, seq & 0xFFFF, np.uint16))
-                if seq % 10 == 0:
+                if rate:
+                    wait = t0 + seq / rate - time.perf_counter()
+                    if wait > 0:
+                        time.sleep(wait)
+                elif seq % 10 == 0:
                     time.sleep(0.005)
+                link.send(np.full(shape, seq & 0xFFFF, np.uint16))
 
         producer = threading.Thread(target=produce)
         producer.start()
         try:
             deadline = time.monotonic() + 30
-            while len(_records(store)) < 700 and time.monotonic() < deadline:
+            while len(_records(store)) < kill_after and time.monotonic() < deadline:
                 time.sleep(0.005)
             children[0].send_signal(signal.SIGKILL)
             assert children[0].wait(10) == -signal.SIGKILL
@@ -126,10 +144,11 @@ def test_ingest_process_sigkilled_and_restarted(tmp_path):
                 child.stdout.close()
     records = _records(store)
     seqs = [s for s, _ in records]
-    assert 700 <= killed_at < n  # killed mid-stream
+    assert kill_after <= killed_at < n  # killed mid-stream
     assert sorted(seqs) == list(range(n))  # 0 lost, every seq persisted exactly once
     assert seqs == list(range(n))  # and in order
     assert {flag for _, flag in records} == {"ok"}  # 0 corrupted
     assert summary["frames_acked"] == n and summary["end_acked"]
     assert summary["frames_replayed"] <= WINDOW
+    assert summary["frames_in_gaps"] == 0
     assert summary["ingest"]["accounting_ok"] is True
