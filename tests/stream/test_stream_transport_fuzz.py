@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+import pytest
 import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -84,3 +87,24 @@ def test_failing_on_frame_is_retried_not_lost(tmp_path):
     assert failed == [5, 77] and isum["on_frame_errors"] == 2
     assert summary["frames_acked"] == 200 and summary["end_acked"]
     assert summary["frames_replayed"] >= 2  # the failed frames were sent again
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_no_file_descriptor_leak_over_restarts(tmp_path):
+    """Links and ingests opened and closed (with and without END) leave no fd behind."""
+    endpoint = f"ipc://{tmp_path}/fd.ipc"
+
+    def cycle(graceful: bool) -> None:
+        ingest = Ingest(IngestConfig(endpoint=endpoint), lambda h, f: None).start()
+        link = SourceLink(SourceLinkConfig(endpoint=endpoint, stream="c", shape=SHAPE))
+        link.start()
+        for seq in range(20):
+            link.send(np.full(SHAPE, seq, np.uint16), timeout=20)
+        link.close(timeout=20 if graceful else 0)
+        ingest.close()
+
+    cycle(True)  # warm-up: lazy imports, pyzmq's gc thread
+    before = len(os.listdir("/proc/self/fd"))
+    for i in range(10):
+        cycle(graceful=i % 2 == 0)
+    assert len(os.listdir("/proc/self/fd")) == before
