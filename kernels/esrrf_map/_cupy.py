@@ -22,6 +22,15 @@ Two kernels per batch of up to ``BATCH`` frames (all compile-time constants are
    (``sum += new - ring[slot]; ring[slot] = new``), the sliding-window
    accumulation of a stream, with nothing written back to the host.
 
+Performance model (H100 SXM: ~60 TFLOP/s fp32, ~3 TB/s): per output pixel and
+frame ``10·N² + 40`` flops (530 at R = 1.5, ``N = 7``) and, in the streaming
+mode, 16 B of device memory traffic (ring slot and running sum, read and
+written).  At M = 5 a 256² frame is 1.64 M output pixels: compute floor
+≈ 15 µs, memory floor ≈ 9 µs, so ~60 000 frames/s is the ceiling;
+2048²: ≈ 0.9 ms compute, 0.6 ms memory, ~1 100 frames/s.  Shared-memory reads
+(8 B per sample and frame, ~30 TB/s on an H100) cost about as much as the
+arithmetic.  ``bench/gpu_esrrf.py`` measures it and prints these floors.
+
 :class:`CupyEsrrfMap` holds the compiled kernels and device lookups for one
 ``(H, W, M, R, S, weighting, shift)``; :func:`esrrf_map_cupy` is the plain
 per-frame function (numpy in → numpy out, cupy in → cupy out).

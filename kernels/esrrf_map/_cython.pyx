@@ -13,6 +13,12 @@ OpenMP schedules are variants of one core (``_row``): ``static`` (default,
 registered as ``cython``), ``guided`` and ``dynamic`` (``cython-guided``,
 ``cython-dynamic``); each ``prange`` needs its schedule as a literal,
 so ``_run`` branches on it and every branch calls the same ``_row``.
+
+The interior inner loop is C (``livesr_esrrf_accum``) with GCC target clones
+(AVX-512F, AVX2, baseline) chosen at load time, since the package is built
+without ``-march``.  Measured (2-vCPU shared machine, 256×256, M=5, R=1.5, one
+run at load ≈ 3-5, ``tests/benchmarks/test_bench_esrrf_map.py``): 0.10 s per
+frame (static schedule), NanoPyx threaded 8.6 s in the same run (×85).
 """
 
 from cython.parallel cimport parallel, prange
