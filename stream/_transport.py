@@ -10,26 +10,28 @@ Public names (imported lazily from their modules, so this import stays cheap)::
 
 Protocol (all messages are :mod:`livesr.stream._wire` two-part messages)
 -----------------------------------------------------------------------
-source -> ingest
-    ``hello {stream, session, n, first, shape, dtype}``
-                                  (re)handshake; ``n`` is a nonce, ``first`` the
-                                  oldest unacknowledged seq
-    ``frame``                                          header + raw pixels, seq in order
-    ``gap {stream, first, last}``                      frames lost to a ring overflow
-    ``end {stream, upto, n, gap_frames}``              all ``n`` frames sent and acked
-ingest -> source
-    ``ready {stream, session, n, upto, credit}``
-                                  answer to hello ``n``: resume after ``upto``
-                                  (replay), send up to ``upto + credit``; ``n=0``:
-                                  the ingest asks for a replay after ``upto``
-    ``ack {stream, upto, credit}``  cumulative: everything <= ``upto`` is
-                                  persisted (or a reported gap)
-    ``end_ack {stream, upto, summary}``  the ingest's counters for the stream
+source -> ingest:
+
+- ``hello {stream, session, n, first, shape, dtype}``: (re)handshake; ``n`` is a
+  nonce, ``first`` the oldest unacknowledged seq, ``session`` random per SourceLink
+- ``frame``: header + raw pixels, in seq order, only within the credit
+- ``gap {stream, first, last}``: frames lost to a ring overflow (in seq order)
+- ``end {stream, upto, n, gap_frames}``: all ``n`` frames sent and acknowledged
+
+ingest -> source:
+
+- ``ready {stream, session, n, upto, credit}``: answer to hello ``n``: resume after
+  ``upto`` (replay), send up to ``upto + credit``; ``n=0``: replay after ``upto``
+- ``ack {stream, upto, credit}``: cumulative, everything <= ``upto`` is persisted
+  (or a reported gap); batched (every ``ack_every`` frames or 1 ms idle)
+- ``end_ack {stream, upto, summary}``: the ingest's counters for the stream
 
 The source may send seq ``s`` only when ``s <= acked_upto + credit``; it keeps every
 unacknowledged frame in a :class:`~livesr.stream._replay_ring.ReplayRing` and, after
-each ``ready``, re-sends from ``upto + 1`` in seq order.  The ingest persists frames in
-seq order exactly once per (stream, seq), and counts duplicates and out-of-order frames.
+each ``ready``, re-sends from ``upto + 1`` in seq order.  A (re)connection (socket
+monitor) or ``ack_timeout_s`` of silence with frames in flight triggers a new hello.
+The ingest persists frames in seq order exactly once per (stream, seq), and counts
+duplicates, out-of-order frames and credit violations.
 """
 
 from __future__ import annotations
