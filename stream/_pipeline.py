@@ -38,6 +38,14 @@ that lies wholly after it, the same way.  The phase of the schedule never moves,
 ``windows_published + windows_skipped`` equals the number of scheduled windows
 (without parameter changes: ``(N - window) // stride + 1`` for ``N`` frames).
 
+Frames dropped for processing (skips, holes) are not given to the drift estimator
+either; it keeps its state, and the drift table maps its estimates back to sequence
+numbers (``drift.csv``), so a skip shows as a jump in the table's ``frame`` column.
+
+Memory: fixed ring slots, the sliding window's storage, O(1) latency statistics; the
+only growing state is 8 bytes per processed frame (drift index -> seq) and the drift
+estimator's per-block lists.
+
 Engine hook
 -----------
 The per-frame map goes through :class:`MapStage`: any callable with the signature of
