@@ -238,7 +238,11 @@ def start_authenticator(context: zmq.Context[Any], keys: CurveServerKeys) -> Any
     from zmq.auth.thread import ThreadAuthenticator
 
     auth = ThreadAuthenticator(context, log=logging.getLogger(__name__ + ".zap"))
-    auth.start()
+    try:
+        auth.start()
+    except zmq.ZMQError:  # e.g. EADDRINUSE: a ZAP handler already runs on context
+        auth.stop()
+        raise
     auth.configure_curve(domain=ZAP_DOMAIN, location=str(keys.authorized_dir))
     return auth
 

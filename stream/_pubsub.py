@@ -22,6 +22,13 @@ from typing import Any
 import zmq
 
 from livesr.stream._endpoints import parse_endpoint, require_secure
+from livesr.stream._keys import (
+    CurveClientKeys,
+    CurveServerKeys,
+    apply_client_keys,
+    apply_server_keys,
+    start_authenticator,
+)
 from livesr.stream._transport import TransportError
 
 logger = logging.getLogger(__name__)
@@ -33,7 +40,10 @@ class ResultPublisher:
     Parameters
     ----------
     endpoint
-        Where to bind; non-loopback TCP is refused (results stay on the host).
+        Where to bind; non-loopback TCP requires ``curve``.
+    curve
+        Server CURVE keys and allow-list.  A ZAP authenticator is started on the
+        context unless one already runs there (e.g. the ingest's, same allow-list).
     hwm
         Send high-water mark in messages (1..64).
     zero_copy_min_bytes
@@ -49,10 +59,13 @@ class ResultPublisher:
         hwm: int = 2,
         zero_copy_min_bytes: int = 65536,
         linger_ms: int = 0,
+        curve: CurveServerKeys | None = None,
         context: zmq.Context[Any] | None = None,
     ) -> None:
         ep = parse_endpoint(endpoint, for_bind=True)
-        require_secure(ep, curve=False, role="bind")
+        require_secure(ep, curve=curve is not None, role="bind")
+        self._curve = curve
+        self._auth: Any = None
         if isinstance(hwm, bool) or not isinstance(hwm, int) or not 1 <= hwm <= 64:
             raise ValueError(
                 f"ResultPublisher hwm={hwm!r} is not valid; expected an int in [1, 64]"
@@ -76,9 +89,17 @@ class ResultPublisher:
         sock.setsockopt(zmq.SNDHWM, self.hwm)
         sock.setsockopt(zmq.MAXMSGSIZE, 4096)  # subscribers only send subscriptions
         try:
+            if self._curve is not None:
+                try:
+                    self._auth = start_authenticator(self._ctx, self._curve)
+                except zmq.ZMQError as exc:  # a ZAP handler already runs on ctx
+                    if exc.errno != zmq.EADDRINUSE:
+                        raise
+                apply_server_keys(sock, self._curve)
             sock.bind(self.endpoint)
         except zmq.ZMQError as exc:
             sock.close(linger=0)
+            self._stop_auth()
             if self._own_ctx:
                 self._ctx.term()
                 self._ctx = None
@@ -109,10 +130,16 @@ class ResultPublisher:
             sock.send(part, flags, copy=nbytes < self._zc)
         self.published += 1
 
+    def _stop_auth(self) -> None:
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+
     def close(self) -> None:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        self._stop_auth()
         if self._own_ctx and self._ctx is not None:
             self._ctx.term()
             self._ctx = None
@@ -129,6 +156,8 @@ class LatestSubscriber:
         Subscription prefix of the first part (default: everything).
     hwm
         Receive high-water mark (messages).
+    curve
+        Client CURVE keys (required for a non-loopback endpoint).
     context
         ZeroMQ context (default: a private one, terminated by :meth:`close`).
     """
@@ -139,9 +168,13 @@ class LatestSubscriber:
         *,
         topic: bytes = b"",
         hwm: int = 2,
+        curve: CurveClientKeys | None = None,
         context: zmq.Context[Any] | None = None,
     ) -> None:
-        parse_endpoint(endpoint)
+        require_secure(
+            parse_endpoint(endpoint), curve=curve is not None, role="connect to"
+        )
+        self._curve = curve
         if isinstance(hwm, bool) or not isinstance(hwm, int) or not 1 <= hwm <= 64:
             raise ValueError(
                 f"LatestSubscriber hwm={hwm!r} is not valid; expected an int in [1, 64]"
@@ -163,6 +196,8 @@ class LatestSubscriber:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, self.hwm)
         sock.setsockopt(zmq.SUBSCRIBE, self.topic)
+        if self._curve is not None:
+            apply_client_keys(sock, self._curve)
         sock.connect(self.endpoint)
         self._sock = sock
         return self

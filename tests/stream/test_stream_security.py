@@ -153,3 +153,40 @@ def test_loading_refuses_readable_secret_and_missing_files(tmp_path):
         load_client_keys(tmp_path / "k", "nobody")
     with pytest.raises(KeyFileError, match="40-character"):
         CurveClientKeys(public=b"short", secret=b"x" * 40, server_public=b"y" * 40)
+
+
+def test_curve_results_fanout_shares_the_ingest_authenticator(keydir):
+    """A CURVE PUB on the ingest's context reuses its ZAP handler (same allow-list)."""
+    from livesr.stream._pubsub import LatestSubscriber, ResultPublisher
+
+    ctx = zmq.Context()
+    server = load_server_keys(keydir)
+    ingest = Ingest(
+        IngestConfig(endpoint="tcp://127.0.0.1:*", curve=server),
+        lambda h, f: None,
+        context=ctx,
+    ).start()
+    pub = ResultPublisher("tcp://127.0.0.1:*", curve=server, context=ctx).start()
+    good = LatestSubscriber(pub.endpoint, curve=load_client_keys(keydir, "cam")).start()
+    bad = LatestSubscriber(
+        pub.endpoint, curve=load_client_keys(keydir, "intruder")
+    ).start()
+    try:
+        got = None
+        for i in range(300):
+            pub.publish([b"%d" % i, b"result"])
+            got = got or good.latest(timeout_ms=10)
+            if got is not None:
+                break
+        assert got is not None
+        for i in range(20):
+            pub.publish([b"%d" % i, b"result"])
+        assert bad.latest(timeout_ms=200) is None and bad.received == 0
+    finally:
+        good.close()
+        bad.close()
+        pub.close()
+        ingest.close()
+        ctx.term()
+    with pytest.raises(EndpointError, match="without CURVE"):
+        ResultPublisher("tcp://0.0.0.0:5601")
