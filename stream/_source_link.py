@@ -224,6 +224,7 @@ class SourceLink:
         self._abort = False
         self._thread: threading.Thread | None = None
         self._io_idle = True
+        self._reserved: tuple[int, np.ndarray] | None = None
         self._bell_r = self._bell_w = -1
         self._session = secrets.token_hex(8)
         self._rlog = RateLimitedLog(logger)
@@ -397,8 +398,7 @@ class SourceLink:
             raise ValueError(
                 f"frame {frame.shape} {frame.dtype} does not match the stream's "
                 f"{self._ring.shape} {self._ring.dtype}; every frame of a stream "
-                "must have "
-                "the same shape and dtype"
+                "must have the same shape and dtype"
             )
         with self._lock:
             if self._stopped:
@@ -406,13 +406,7 @@ class SourceLink:
                     f"stream {cfg.stream!r}: acquisition stopped after a ring overflow "
                     "(overflow='stop'); close the link"
                 )
-            if timeout > 0 and self._ring.used == self._ring.capacity:
-                deadline = time.monotonic() + timeout
-                while self._ring.used == self._ring.capacity and not self._closed:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._acked_event.wait(left)
+            self._wait_for_slot(timeout)
             seq = self._next_seq
             slot = self._ring.take()
             self._next_seq += 1
@@ -434,10 +428,9 @@ class SourceLink:
                     self._ring_bell()
                     raise RingOverflowError(
                         f"stream {cfg.stream!r}: replay ring ({cfg.ring_frames} "
-                        "frames) full at "
-                        f"seq {seq}: the pipeline is gone or too slow; frame "
-                        "reported as a gap, "
-                        "acquisition must stop (or use overflow='continue')"
+                        f"frames) full at seq {seq}: the pipeline is gone or too "
+                        "slow; frame reported as a gap, acquisition must stop (or use "
+                        "overflow='continue')"
                     )
                 if self._open_gap is None:
                     self._open_gap = [seq, seq]
@@ -454,6 +447,78 @@ class SourceLink:
                 return seq
         # copy outside the lock: the I/O thread keeps sending meanwhile
         np.copyto(self._ring.view(slot), frame)
+        return self._queue(seq, slot, t_acq, meta)
+
+    def reserve(self, timeout: float = 0.0) -> np.ndarray | None:
+        """A free ring slot to acquire the next frame into (zero-copy acquisition).
+
+        Fill the returned array (e.g. ``camera.read_into(buf)``) and hand it to
+        :meth:`commit`; this saves the copy :meth:`send` makes.  Returns ``None`` when
+        the ring stays full for ``timeout`` seconds: acquire into your own buffer and
+        call :meth:`send`, which reports the overflow per the policy.  Calling it again
+        before :meth:`commit` returns the same slot.
+
+        Raises
+        ------
+        RingOverflowError
+            Policy ``stop`` after an overflow.
+        TransportError
+            The link is not started or already closed.
+        """
+        if self._closed or self._thread is None:
+            raise TransportError(
+                "SourceLink.reserve(): the link is not started or already closed"
+            )
+        with self._lock:
+            if self._stopped:
+                raise RingOverflowError(
+                    f"stream {self.config.stream!r}: acquisition stopped after a ring "
+                    "overflow (overflow='stop'); close the link"
+                )
+            if self._reserved is None:
+                self._wait_for_slot(timeout)
+                slot = self._ring.take()
+                if slot is None:
+                    return None
+                self._reserved = (slot, self._ring.view(slot))
+            return self._reserved[1]
+
+    def commit(
+        self,
+        buf: np.ndarray,
+        *,
+        t_acq: float | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> int:
+        """Queue the frame acquired into ``buf`` (from :meth:`reserve`); return seq."""
+        with self._lock:
+            if self._reserved is None or buf is not self._reserved[1]:
+                raise ValueError(
+                    "SourceLink.commit(): buf is not the array returned by reserve(); "
+                    "use send() for other buffers"
+                )
+            slot = self._reserved[0]
+            self._reserved = None
+            seq = self._next_seq
+            self._next_seq += 1
+            self._c["frames_acquired"] += 1
+        return self._queue(seq, slot, t_acq, meta)
+
+    def _wait_for_slot(self, timeout: float) -> None:
+        """With the lock held: wait up to ``timeout`` s while the ring is full."""
+        if timeout > 0 and self._ring.used == self._ring.capacity:
+            deadline = time.monotonic() + timeout
+            while self._ring.used == self._ring.capacity and not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._acked_event.wait(left)
+
+    def _queue(
+        self, seq: int, slot: int, t_acq: float | None, meta: dict[str, Any] | None
+    ) -> int:
+        """Append the frame in ``slot`` as ``seq`` (after any open gap) and wake I/O."""
+        cfg = self.config
         with self._lock:
             if self._open_gap is not None:
                 self._add_gap(*self._open_gap)

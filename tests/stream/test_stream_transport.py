@@ -547,3 +547,37 @@ def test_hello_never_skips_a_frame_still_being_queued(endpoint, context):
         producer.join(20)
         link.close(timeout=0)
         router.close(linger=0)
+
+
+def test_zero_copy_acquisition_with_reserve_and_commit(endpoint):
+    store = Store()
+    ingest = Ingest(IngestConfig(endpoint=endpoint, window=WINDOW), store.on_frame)
+    link = SourceLink(link_cfg(endpoint, ring_frames=16, overflow="continue")).start()
+    try:
+        buf = link.reserve()
+        assert buf is not None and link.reserve() is buf  # same slot until commit
+        with pytest.raises(ValueError, match="not the array returned by reserve"):
+            link.commit(np.zeros(SHAPE, np.uint16))
+        buf[...] = 0
+        assert link.commit(buf) == 0
+        for seq in range(1, 16):  # the ingest is not there yet: the ring fills up
+            b = link.reserve()
+            b[...] = seq
+            assert link.commit(b) == seq
+        assert (
+            link.reserve() is None
+        )  # full: nothing counted, caller falls back to send
+        assert link.send(frame_of(16)) == 16  # ... which reports the overflow
+        ingest.start()
+        for seq in range(17, 300):
+            b = link.reserve(timeout=20)
+            b[...] = seq & 0xFFFF
+            assert link.commit(b, meta={"i": seq}) == seq
+        summary = link.close(timeout=20)
+    finally:
+        link.close(timeout=0)
+        isum = ingest.close()
+    assert store.order == [s for s in range(300) if s != 16] and store.corrupted == 0
+    assert summary["gaps"] == [[16, 16]] and summary["frames_acquired"] == 300
+    assert summary["frames_acked"] == 299 and summary["end_acked"]
+    assert isum["streams"]["cam0"]["accounting_ok"] is True
