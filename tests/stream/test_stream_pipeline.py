@@ -269,3 +269,26 @@ def test_set_params_validation_is_clear(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="window"):
         pipe.set_params(window=1)
     pipe.set_params(window=12)  # accepted before start; applied at the first frame
+
+
+def test_full_ring_refuses_frames_for_processing_only(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    n, window, stride = 120, 10, 5
+    cfg = _cfg(out, window=window, stride=stride)  # budget 1e7 ms: no backlog skips
+    cfg = cfg.replace("stream", ring_mb=12 * 32 * 32 * 2 / 2**20)  # 12 frames
+
+    def hook(seq: int) -> None:
+        if 20 <= seq < 26:
+            time.sleep(0.05)
+
+    summary, _ = _run(tmp_path, cfg, n, pace=True, frame_map=cheap_map, stage_hook=hook)
+    assert summary["ring"]["capacity"] == 12
+    assert summary["frames_persisted"] == n and summary["frames_in_gaps"] == 0
+    np.testing.assert_array_equal(_raw(out)[:, 0, 0], np.arange(n))
+    assert summary["frames_not_offered"] >= 1
+    assert summary["frames_processed"] + summary["frames_not_offered"] == n
+    assert summary["windows_skipped"] >= 1
+    assert summary["windows_published"] + summary["windows_skipped"] == (n - window) // stride + 1
+    ends = [int(r["last_frame"]) for r in _windows(out)]
+    assert all((e - (window - 1)) % stride == 0 for e in ends)
+    assert ends[-1] == n - 1
