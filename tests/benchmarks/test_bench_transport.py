@@ -65,10 +65,12 @@ def run_case(
     seconds: float,
     folder: str,
     frames: int = 0,
+    zero_copy: bool = False,
 ) -> dict[str, Any]:
     """Source in this process, ingest in a child process (as in a real deployment).
 
     ``rate`` 0: unpaced (``send`` waits for ring space) for ``frames`` frames.
+    ``zero_copy``: acquire into the ring (``reserve``/``commit``) instead of ``send``.
     """
     n = int(rate * seconds) if rate > 0 else frames
     endpoint = f"ipc://{folder}/bench-{shape[0]}.ipc"
@@ -107,10 +109,15 @@ def run_case(
                     time.sleep(wait)
                 elif rate > 0 and wait < -period:
                     late += 1
-                f = frames[s & 1]
+                wait_s = 0.0 if rate > 0 else 30.0
+                buf = link.reserve(timeout=wait_s) if zero_copy else None
+                f = frames[s & 1] if buf is None else buf  # reserve: camera -> ring
                 f[0, 0] = s & 0xFFFF
                 f[-1, -1] = (s >> 16) & 0xFFFF
-                link.send(f, t_acq=time.time(), timeout=0.0 if rate > 0 else 30.0)
+                if buf is None:
+                    link.send(f, t_acq=time.time(), timeout=wait_s)
+                else:
+                    link.commit(buf, t_acq=time.time())
             t_sent = time.perf_counter()
             summary = link.close(timeout=30)
             t_done = time.perf_counter()
@@ -169,9 +176,14 @@ if __name__ == "__main__":
     secs = float(sys.argv[1]) if len(sys.argv) > 1 else 5.0
     with tempfile.TemporaryDirectory() as d:
         for name, (shape, rate, ring) in CASES.items():
+            size = name.split("@")[0]
             for label, kwargs in (
                 (name, {}),
-                (f"{name.split('@')[0]}@max", {"frames": int(rate * secs)}),
+                (f"{size}@max", {"frames": int(rate * secs)}),
+                (
+                    f"{size}@max reserve/commit",
+                    {"frames": int(rate * secs), "zero_copy": True},
+                ),
             ):
                 r = run_case(
                     shape, rate if not kwargs else 0.0, ring, secs, d, **kwargs
