@@ -50,18 +50,17 @@ cdef extern from *:
     #define LIVESR_NOTRAP
     #endif
     LIVESR_CLONES LIVESR_NOTRAP
-    static void livesr_esrrf_accum(float *restrict acc, float *restrict wsv,
+    static void livesr_esrrf_accum(float *restrict acc,
                                    const float *restrict gx, const float *restrict gy,
                                    int nq, float w, float ux, float uy) {
         for (int k = 0; k < nq; k++) {
             float nx = gx[k], ny = gy[k];
             float v = (1.0f - fabsf(ny * ux - nx * uy)) * w;
-            wsv[k] += w;
             acc[k] += (nx * ux + ny * uy < 0.0f) ? v : 0.0f;
         }
     }
     """
-    void livesr_esrrf_accum(float* acc, float* wsv, const float* gx, const float* gy,
+    void livesr_esrrf_accum(float* acc, const float* gx, const float* gy,
                             int nq, float w, float ux, float uy) noexcept nogil
 
 from livesr.kernels.esrrf_map._weights import (
@@ -132,7 +131,7 @@ cdef inline float _intensity(const double* line, const Ctx* c, int x) noexcept n
     return <float>q
 
 
-cdef void _row(const Ctx* c, int y, double* line, float* acc, float* wsv) noexcept nogil:
+cdef void _row(const Ctx* c, int y, double* line, float* acc) noexcept nogil:
     cdef int W = c.W, n = c.n, M = c.M
     cdef int a, col, px, q0, nq, k, j, i, o, par, base, gr, gc, x, qx, jlo, jhi
     cdef double p
@@ -161,7 +160,7 @@ cdef void _row(const Ctx* c, int y, double* line, float* acc, float* wsv) noexce
             continue
         for k in range(nq):
             acc[k] = 0
-            wsv[k] = 0
+        wsum = 0  # the same for every column of this phase: accumulated once
         for j in range(jlo, jhi):
             gr = c.r_g[y * n + j]
             for i in range(n):
@@ -172,12 +171,13 @@ cdef void _row(const Ctx* c, int y, double* line, float* acc, float* wsv) noexce
                 w = t[0]
                 ux = t[1]
                 uy = t[2]
+                wsum = wsum + w
                 gxr = c.planes + ((par * 2 + 0) * c.GR + gr) * c.WQ + base
                 gyr = c.planes + ((par * 2 + 1) * c.GR + gr) * c.WQ + base
-                livesr_esrrf_accum(acc, wsv, gxr, gyr, nq, w, ux, uy)
+                livesr_esrrf_accum(acc, gxr, gyr, nq, w, ux, uy)
         for k in range(nq):
             x = (q0 + k) * M + px
-            rgc = _finish(acc[k], wsv[k], c)
+            rgc = _finish(acc[k], wsum, c)
             if c.weighted:
                 rgc = rgc * _intensity(line, c, x)
             c.out[y * c.WM + x] = rgc
@@ -212,13 +212,11 @@ cdef void _rows(const Ctx* c, int y0, int y1) noexcept nogil:
     """Rows ``y0 <= y < y1`` of one thread, with its own scratch buffers."""
     cdef double* line = <double*>malloc(c.W * sizeof(double))
     cdef float* acc = <float*>malloc(c.W * sizeof(float))
-    cdef float* wsv = <float*>malloc(c.W * sizeof(float))
     cdef int y
     for y in range(y0, y1):
-        _row(c, y, line, acc, wsv)
+        _row(c, y, line, acc)
     free(line)
     free(acc)
-    free(wsv)
 
 
 cdef void _run(const Ctx* c, int schedule) noexcept nogil:

@@ -144,7 +144,6 @@ def _fused(  # noqa: PLR0913
             p += frame[r_idx[y, 3], c] * r_wt[y, 3]
             line[c] = p
         acc = np.empty(w_in, dtype=np.float32)
-        wsv = np.empty(w_in, dtype=np.float32)
         py = y % magnification
         jlo = r_lo[y]
         jhi = r_hi[y]
@@ -156,7 +155,7 @@ def _fused(  # noqa: PLR0913
                 continue
             for k in range(nq):
                 acc[k] = zero
-                wsv[k] = zero
+            wsum = zero  # same for every column of this phase: accumulate once
             for j in range(jlo, jhi):
                 gr = r_g[y, j]
                 for i in range(n):
@@ -166,17 +165,17 @@ def _fused(  # noqa: PLR0913
                     w = table[py, px, j, i, 0]
                     ux = table[py, px, j, i, 1]
                     uy = table[py, px, j, i, 2]
+                    wsum += w
                     gxr = planes[par, 0, gr]
                     gyr = planes[par, 1, gr]
                     for k in range(nq):
                         nx = gxr[base + k]
                         ny = gyr[base + k]
-                        wsv[k] += w
                         v = (one - abs(ny * ux - nx * uy)) * w
                         acc[k] += v if nx * ux + ny * uy < zero else zero
             for k in range(nq):
                 x = (q0 + k) * magnification + px
-                rgc = _finish(acc[k], wsv[k], apply_pow, sensitivity)
+                rgc = _finish(acc[k], wsum, apply_pow, sensitivity)
                 if weighted:
                     rgc = rgc * _intensity(line, c_idx, c_wt, x)
                 out[y, x] = rgc
