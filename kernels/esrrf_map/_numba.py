@@ -13,11 +13,11 @@ No array the size of the magnified image is allocated besides the output.
 Compiled on first call (``cache=True`` keeps the machine code on disk).
 
 Performance (2-vCPU shared development machine, 256×256 frame, M=5, R=1.5,
-intensity weighting; ``tests/benchmarks/test_bench_esrrf_map.py``): 0.047 s per
-frame on a quiet machine (NanoPyx threaded: 3.1 s, ESRRF.md §5.1); side by side
-in one run at load ≈ 3-5: numba 0.15 s, cython 0.10 s, NanoPyx threaded 8.6 s
-(median), i.e. ×56 and ×85.  LLVM picks 256-bit vectors here; the Cython
-backend's AVX-512 clone of the inner loop is ~1.6× faster per thread.
+intensity weighting; ``tests/benchmarks/test_bench_esrrf_map.py``, medians of
+one run in a quiet moment): numba 0.034 s, cython 0.018 s, NanoPyx threaded
+3.40 s per frame (×100 and ×194).  Under load (≈ 3-5 on the 2 cores) every
+figure grows 2-4×, the ratios stay ×25-×85.  LLVM picks 256-bit vectors here;
+the Cython backend's AVX-512 clone of the inner loop is ~2× faster per thread.
 """
 
 from __future__ import annotations
