@@ -257,6 +257,7 @@ class Pipeline:
             skip_events=0,
         )
         self._max_seq = -1
+        self._first_seq: int | None = None
         # processing-side state
         self._sliding: Any = None
         self._drift: Any = None
@@ -464,6 +465,7 @@ class Pipeline:
 
     def _first_frame(self, header: FrameHeader) -> None:
         self._stream = header.stream
+        self._first_seq = header.seq
         meta = dict(header.meta)
         interval_ms = meta.get("interval_ms")
         self._interval_s = float(interval_ms) / 1e3 if isinstance(interval_ms, (int, float)) and interval_ms > 0 else 1.0
@@ -545,7 +547,31 @@ class Pipeline:
             self._processing_error = f"{type(exc).__name__}: {exc}"
             logger.exception("processing stopped; raw frames are still persisted")
         finally:
-            self._processing_done.set()
+            try:
+                self._account_tail()
+            finally:
+                self._processing_done.set()
+
+    def _account_tail(self) -> None:
+        """Count the scheduled windows of the frames that never reached processing."""
+        last = self._max_seq
+        if last < 0:
+            return
+        if self._sliding is None:
+            e = self._esrrf
+            first = self._first_seq if self._first_seq is not None else 0
+            nxt, stride = first + e.window - 1, e.stride
+        else:
+            nxt, stride = self._next_emission(), int(self._sliding.stride)
+        if last >= nxt:
+            skipped = (last - nxt) // stride + 1
+            self._c["windows_skipped"] += skipped
+            self._c["skip_events"] += 1
+            if len(self._skips) < 10_000:
+                self._skips.append({"reason": f"frames {self._expected if self._expected is not None else nxt}-{last} never reached processing",
+                                    "restart_frame": None, "next_image_at": None,
+                                    "windows_skipped": skipped, "frames_dropped": 0})
+            logger.warning("%d scheduled window(s) up to frame %d were not processed", skipped, last)
 
     def _apply_pending(self) -> None:
         with self._lock:

@@ -3,7 +3,10 @@
 The ingest thread persists a frame, then :meth:`ProcessingRing.offer` copies it into
 a pre-allocated, pre-touched slot and returns at once; when every slot is taken the
 frame is simply not offered for processing (it is on disk already) and the refusal
-is counted.  The processing thread :meth:`~ProcessingRing.peek`\\ s the oldest item,
+is counted.  Once full, the ring refuses frames until it has drained completely, so
+that what it accepts afterwards is one contiguous run (a sliding window needs
+contiguous frames; accepting one frame per freed slot would leave only isolated
+frames that belong to no complete window).  The processing thread :meth:`~ProcessingRing.peek`\\ s the oldest item,
 works on the slot in place, then :meth:`~ProcessingRing.pop`\\ s it; to catch up it
 may :meth:`~ProcessingRing.discard_before` a sequence number.
 
@@ -100,6 +103,7 @@ class ProcessingRing:
         self._count = 0
         self._cond = threading.Condition()
         self._closed = False
+        self._draining = False
         self.offered = 0
         self.refused = 0
         self.peak = 0
@@ -121,7 +125,11 @@ class ProcessingRing:
                 f"frame {seq} has shape {frame.shape}; the processing ring holds {self.shape}"
             )
         with self._cond:
-            if self._count == self.capacity or self._closed:
+            if self._count == self.capacity:
+                self._draining = True
+            elif self._count == 0:
+                self._draining = False
+            if self._draining or self._closed:
                 self.refused += 1
                 return False
             i = (self._head + self._count) % self.capacity

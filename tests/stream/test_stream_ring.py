@@ -35,15 +35,17 @@ def test_fifo_refuse_when_full_and_discard() -> None:
     assert item is not None and item.seq == 0 and item.t_acq == 0.0 and item.t_recv == 0.5
     assert int(item.frame[0, 0]) == 0
     ring.pop()
+    assert not ring.offer(6, _frame(6), 6.0, 6.0)  # refuses until drained completely
+    assert ring.discard_before(3) == 2
     assert ring.offer(7, _frame(7), 7.0, 7.0)
     assert ring.newest_seq() == 7
-    assert ring.discard_before(7) == 2
     item = ring.peek(0.0)
     assert item is not None and item.seq == 7 and int(item.frame[3, 5]) == 7
     ring.pop()
     assert ring.peek(0.0) is None and ring.newest_seq() is None
     with pytest.raises(RuntimeError):
         ring.pop()
+    assert ring.refused == 3
 
 
 def test_wrong_shape_rejected() -> None:
