@@ -225,6 +225,7 @@ class Pipeline:
         self._thread: threading.Thread | None = None
         self._auto_ipc: list[Path] = []
         self._started = False
+        self._owns_output = False
         self._closed = False
         self._t_start = 0.0
         self._summary: dict[str, Any] | None = None
@@ -310,6 +311,7 @@ class Pipeline:
                 f"output folder {self.output} already holds results ({', '.join(taken)}); "
                 "choose another --output or remove them"
             )
+        self._owns_output = True
         if self._raw is None:
             self._raw = open_raw_store(self.config.stream.raw_format, self.output)
         self._windows = _open_table("windows", self.output)
@@ -379,6 +381,8 @@ class Pipeline:
         for p in self._auto_ipc:
             p.unlink(missing_ok=True)
         self._summary = self.summary()
+        if not self._owns_output:  # start() refused the folder: leave it untouched
+            return self._summary
         from livesr.stream._results import write_config, write_summary
 
         try:

@@ -259,8 +259,11 @@ def test_output_with_results_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "summary.json").write_text("{}")
+    pipe = Pipeline(_cfg(out, window=10, stride=5))
     with pytest.raises(FileExistsError, match="already holds results"):
-        Pipeline(_cfg(out, window=10, stride=5)).start()
+        pipe.start()
+    pipe.close()
+    assert (out / "summary.json").read_text() == "{}"  # untouched
 
 
 def test_set_params_validation_is_clear(tmp_path: Path) -> None:

@@ -139,3 +139,13 @@ def test_listen_and_connect_in_two_roles(tmp_path: Path, capsys: pytest.CaptureF
     assert s["frames_acquired"] == 30 == s["frames_persisted"] + s["frames_in_gaps"]
     assert s["windows_published"] == (30 - 10) // 10 + 1
     assert (out / "raw.ome.tif").is_file()
+
+
+def test_output_with_results_returns_2_and_is_untouched(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "summary.json").write_text('{"old": 1}')
+    assert main(["run", "--config", str(_write_config(tmp_path)), "--output", str(out), "--frames", "5", "--no-status"]) == 2
+    assert "already holds results (summary.json); choose another --output" in capsys.readouterr().err
+    assert (out / "summary.json").read_text() == '{"old": 1}'
+    assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
