@@ -5,8 +5,9 @@
     src = SimulatedSource(sim_config, "ipc:///tmp/livesr.ipc", frames=200)
     summary = src.run()            # blocking; or src.start() ... src.join()
 
-Frames come from :class:`livesr.sim.Microscope` (with its ground truth), are stamped
-with their acquisition time and sent through a
+Frames come from :class:`livesr.sim.Microscope` (with its ground truth), rendered
+straight into a free slot of the link's replay ring (``reserve``/``commit``, no copy),
+stamped with their acquisition time and sent through a
 :class:`livesr.stream._source_link.SourceLink` (credit, ACK, replay ring).  With
 ``pace=True`` frames are produced at the camera's ``interval_ms`` like a live camera
 (an overflowing replay ring is then a reported gap and stops acquisition); with
@@ -139,11 +140,18 @@ class SimulatedSource:
                     if delay > 0:
                         if self.stop_event.wait(delay):
                             break
-                truth = scope.render_into(buf)
-                meta = {**meta_base, "ImageNumber": truth.index,
-                        "displacement_px": [float(truth.displacement_px[0]), float(truth.displacement_px[1])]}
+                timeout = 0.0 if self.pace else self._send_timeout
                 try:
-                    link.send(buf, t_acq=time.time(), meta=meta, timeout=0.0 if self.pace else self._send_timeout)
+                    slot = link.reserve(timeout=timeout)  # render straight into the replay ring
+                    target = buf if slot is None else slot
+                    truth = scope.render_into(target)
+                    t_acq = time.time()
+                    meta = {**meta_base, "ImageNumber": truth.index,
+                            "displacement_px": [float(truth.displacement_px[0]), float(truth.displacement_px[1])]}
+                    if slot is None:  # ring full: send() reports the overflow per the policy
+                        link.send(buf, t_acq=t_acq, meta=meta, timeout=0.0)
+                    else:
+                        link.commit(slot, t_acq=t_acq, meta=meta)
                 except RingOverflowError as exc:
                     logger.error("simulated source: %s", exc)
                     break
