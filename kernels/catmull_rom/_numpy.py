@@ -234,3 +234,17 @@ def upsample_gradient(
     rows = gradient_coordinates(h, magnification, shift[0], geometry)
     cols = gradient_coordinates(w, magnification, shift[1], geometry)
     return catmull_rom_sample(gradient, rows, cols)
+
+
+def _register() -> None:
+    from livesr.engine import implementation
+
+    @implementation("catmull_rom", backend="numpy")
+    def catmull_rom_numpy(
+        image: np.ndarray, row_coords: np.ndarray, col_coords: np.ndarray
+    ) -> np.ndarray:
+        """Engine wrapper of :func:`catmull_rom_sample` (the reference)."""
+        return catmull_rom_sample(image, row_coords, col_coords)
+
+
+_register()

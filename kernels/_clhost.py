@@ -1,0 +1,130 @@
+"""OpenCL host helpers shared by the stage kernels' ``_opencl.py`` modules.
+
+Imports nothing at module import: ``pyopencl`` and ``mako`` are imported by the
+functions, so importing a stage's ``_opencl`` module never loads them (the engine's
+OpenCL probe decides availability).
+
+- :func:`queue` -- one command queue per process on
+  ``pyopencl.create_some_context(interactive=False)`` (honours ``PYOPENCL_CTX``).
+- :func:`build` -- render a Mako template (``strict_undefined=True``) with the given
+  parameters and build it once per (context, rendered source); with
+  ``LIVESR_DUMP_KERNELS=dir`` each rendered source is written to
+  ``dir/<name>_<sha1[:12]>.cl``.
+- :data:`LOCK` -- held while setting a cached kernel's arguments and enqueuing it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+LOCK = threading.RLock()
+_PROGRAMS: dict[tuple[int, str], Any] = {}
+_KERNELS: dict[tuple[int, str], Any] = {}
+
+
+@functools.lru_cache(maxsize=None)
+def _template(path: str) -> Any:
+    from mako.template import Template
+
+    return Template(filename=path, strict_undefined=True)
+
+
+@functools.lru_cache(maxsize=1)
+def queue() -> Any:
+    """The process-wide ``pyopencl.CommandQueue`` (created on first use)."""
+    import pyopencl as cl
+
+    ctx = cl.create_some_context(interactive=False)
+    dev = ctx.devices[0]
+    logger.info("opencl stages: device %r on %r", dev.name, dev.platform.name)
+    return cl.CommandQueue(ctx)
+
+
+def has_fp64() -> bool:
+    """Whether the queue's device supports double precision (``cl_khr_fp64``)."""
+    return "cl_khr_fp64" in queue().device.extensions
+
+
+def render(template_path: Path | str, **params: Any) -> str:
+    """Render the Mako template at ``template_path`` with ``params`` (all required)."""
+    return str(_template(str(template_path)).render(**params))
+
+
+def build(name: str, template_path: Path | str, **params: Any) -> Any:
+    """The built ``pyopencl.Program`` of the rendered template (cached).
+
+    Parameters
+    ----------
+    name : str
+        Short name for dumps and logs, e.g. ``"rgc"``.
+    template_path : path
+        The ``.cl.mako`` template beside the host module.
+    **params
+        Template parameters (Mako ``strict_undefined``: every name must be given).
+    """
+    import pyopencl as cl
+
+    source = render(template_path, **params)
+    ctx = queue().context
+    key = (id(ctx), source)
+    with LOCK:
+        program = _PROGRAMS.get(key)
+        if program is None:
+            dump = os.environ.get("LIVESR_DUMP_KERNELS")
+            if dump:
+                digest = hashlib.sha1(source.encode()).hexdigest()[:12]
+                path = Path(dump) / f"{name}_{digest}.cl"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(source)
+                logger.debug("%s opencl: wrote %s", name, path)
+            program = cl.Program(ctx, source).build()
+            _PROGRAMS[key] = program
+    return program
+
+
+def to_device(a: Any) -> Any:
+    """A read-only device buffer holding a copy of numpy array ``a``."""
+    import numpy as np
+    import pyopencl as cl
+
+    mf = cl.mem_flags
+    return cl.Buffer(
+        queue().context,
+        mf.READ_ONLY | mf.COPY_HOST_PTR,
+        hostbuf=np.ascontiguousarray(a),
+    )
+
+
+def run(program: Any, kernel: str, global_size: tuple[int, ...], args: list[Any],
+        outputs: list[tuple[Any, Any]]) -> None:
+    """Enqueue ``program.kernel`` over ``global_size``, copy ``outputs`` back, finish.
+
+    ``outputs`` is a list of ``(host numpy array, device buffer)`` pairs.
+    """
+    import pyopencl as cl
+
+    q = queue()
+    with LOCK:  # a cached program's kernel holds its arguments
+        k = _KERNELS.get((id(program), kernel))
+        if k is None:  # one cl.Kernel per (program, name): pyopencl warns on re-fetch
+            k = _KERNELS[(id(program), kernel)] = cl.Kernel(program, kernel)
+        k.set_args(*args)
+        cl.enqueue_nd_range_kernel(q, k, global_size, None)
+    for host, dev in outputs:
+        cl.enqueue_copy(q, host, dev)
+    q.finish()
+
+
+def empty(nbytes: int) -> Any:
+    """A write-only device buffer of ``nbytes``."""
+    import pyopencl as cl
+
+    return cl.Buffer(queue().context, cl.mem_flags.WRITE_ONLY, max(int(nbytes), 1))
