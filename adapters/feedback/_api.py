@@ -1,0 +1,355 @@
+"""The feedback-hook API: :class:`Result`, the :class:`Hook` protocol, :class:`HookRunner`.
+
+The pipeline publishes one :class:`Result` per reconstructed window and calls
+:meth:`HookRunner.submit` -- the only integration point. ``submit`` never
+blocks: every hook has a newest-only slot served by its own worker thread; a
+result arriving while the hook is still busy replaces the pending one (the
+replaced result is counted as a drop). Failures are logged with their
+traceback and counted; calls longer than ``slow_call_s`` are counted as slow;
+a hook stuck in a call is reported (logged once, :attr:`HookStats.stuck`) and
+never holds up the pipeline or the other hooks.
+
+>>> def log_drift(result, controller):
+...     print(result.index, result.drift_px)
+>>> runner = HookRunner([log_drift], controller)        # doctest: +SKIP
+>>> runner.submit(Result(index=0, drift_px=(0.1, -0.2)))  # doctest: +SKIP
+>>> runner.close()                                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = ["Hook", "HookRunner", "HookStats", "Result"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
+class Result:
+    """One published reconstruction window, as hooks see it.
+
+    Attributes
+    ----------
+    index : int
+        Window (result) number, >= 0, increasing.
+    image : numpy.ndarray or None
+        (H * M, W * M) float32 super-resolved image, or None when not sent.
+    drift_px : (float, float)
+        Measured (dy, dx) displacement of the sample in the image, camera px,
+        positive towards larger row / column, relative to the pipeline's drift
+        reference, for the window's newest frames. Stage moves made by hooks
+        show up in it (it is what the camera sees).
+    drift_sigma_px : float
+        Standard uncertainty of ``drift_px`` per axis, px (NaN if unknown).
+    metrics : Mapping[str, float]
+        Named scalar metrics, e.g. ``"frc_resolution_nm"``, ``"photons"``
+        (detected photons in the window), ``"quality"``.
+    timestamps : Mapping[str, float]
+        Named times, s. Keys used by the built-in hooks: ``"t_acq_first"`` /
+        ``"t_acq_last"``: acquisition time (``time.time()``) of the window's
+        first / newest frame; ``"t_publish"``.
+    pixel_size_um : float
+        Camera pixel size in the sample plane, um (the unit of ``drift_px``);
+        the SR pixel is ``pixel_size_um / magnification``.
+    magnification : int
+        eSRRF magnification M, >= 1.
+    frame_range : (int, int) or None
+        (first, last) raw frame seq of the window, inclusive.
+    halves : (numpy.ndarray, numpy.ndarray) or None
+        Two independent SR reconstructions of the window (odd / even frames),
+        (H * M, W * M) each, for FRC (:mod:`livesr.kernels.frc`).
+    """
+
+    index: int
+    image: np.ndarray | None = None
+    drift_px: tuple[float, float] = (0.0, 0.0)
+    drift_sigma_px: float = math.nan
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    timestamps: Mapping[str, float] = field(default_factory=dict)
+    pixel_size_um: float = math.nan
+    magnification: int = 1
+    frame_range: tuple[int, int] | None = None
+    halves: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.index, (int, np.integer)) or self.index < 0:
+            raise ValueError(f"Result.index={self.index!r} is invalid; expected an int >= 0")
+        if len(self.drift_px) != 2:
+            raise ValueError(
+                f"Result.drift_px={self.drift_px!r} is invalid; expected (dy, dx) px"
+            )
+        m = self.magnification
+        if not isinstance(m, (int, np.integer)) or m < 1:
+            raise ValueError(f"Result.magnification={m!r} is invalid; expected an int >= 1")
+        object.__setattr__(self, "metrics", MappingProxyType(dict(self.metrics)))
+        object.__setattr__(self, "timestamps", MappingProxyType(dict(self.timestamps)))
+
+    @property
+    def sr_pixel_size_um(self) -> float:
+        """Pixel size of ``image``, um."""
+        return self.pixel_size_um / self.magnification
+
+
+@runtime_checkable
+class Hook(Protocol):
+    """A feedback hook: a callable ``hook(result, controller) -> None``.
+
+    A class may instead define ``on_result(result, controller)``. It runs on the
+    hook's own worker thread, may take its time (newer results then replace the
+    pending one) and commands the microscope only through the
+    :class:`~livesr.adapters.feedback.MicroscopeController` it is given.
+    Exceptions are logged and counted, never propagated to the pipeline.
+    """
+
+    def __call__(self, result: Result, controller: Any) -> None: ...
+
+
+@dataclass(slots=True)
+class HookStats:
+    """Counters of one hook (a snapshot from :meth:`HookRunner.stats`).
+
+    Attributes
+    ----------
+    name : str
+    calls : int
+        Completed calls (successful or not).
+    failures : int
+        Calls that raised.
+    drops : int
+        Results replaced in the slot before the hook took them.
+    slow_calls : int
+        Calls that ran longer than ``slow_call_s`` (a stuck call counts once).
+    stuck : bool
+        A call has been running longer than ``slow_call_s`` and is not finished.
+    busy_s : float
+        How long the current call has been running, s (0 when idle).
+    last_error : str
+        ``repr`` of the last exception ("" if none).
+    """
+
+    name: str
+    calls: int = 0
+    failures: int = 0
+    drops: int = 0
+    slow_calls: int = 0
+    stuck: bool = False
+    busy_s: float = 0.0
+    last_error: str = ""
+
+
+def _hook_name(hook: Any) -> str:
+    return getattr(hook, "name", None) or getattr(
+        hook, "__qualname__", type(hook).__qualname__
+    )
+
+
+def _callable_of(hook: Any) -> Callable[[Result, Any], None]:
+    on_result = getattr(hook, "on_result", None)
+    if callable(on_result):
+        return on_result
+    if callable(hook):
+        return hook
+    raise TypeError(
+        f"hook {hook!r} is neither callable(result, controller) nor has an "
+        "on_result(result, controller) method"
+    )
+
+
+class _Slot:
+    """One hook's newest-only slot, worker thread and counters."""
+
+    def __init__(
+        self, hook: Any, controller: Any, slow_call_s: float, runner_name: str
+    ) -> None:
+        self.fn = _callable_of(hook)
+        self.stats = HookStats(name=_hook_name(hook))
+        self.controller = controller
+        self.slow_call_s = slow_call_s
+        self.cond = threading.Condition()
+        self.pending: Result | None = None
+        self.closing = False
+        self.started_at: float | None = None
+        self.stuck_reported = False
+        self.thread = threading.Thread(
+            target=self._run,
+            name=f"{runner_name}:{self.stats.name}",
+            daemon=True,  # a hook that never returns must not block interpreter exit
+        )
+        self.thread.start()
+
+    def put(self, result: Result) -> None:
+        with self.cond:
+            if self.pending is not None:
+                self.stats.drops += 1
+            self.pending = result
+            self.cond.notify()
+        self.check_stuck()
+
+    def check_stuck(self) -> None:
+        t0 = self.started_at
+        if t0 is None or self.stuck_reported:
+            return
+        busy = time.monotonic() - t0
+        if busy > self.slow_call_s:
+            self.stuck_reported = True
+            self.stats.slow_calls += 1
+            logger.warning(
+                "feedback hook %r has been running for %.2f s (> slow_call_s=%.2f s); "
+                "newer results replace its pending one meanwhile",
+                self.stats.name,
+                busy,
+                self.slow_call_s,
+            )
+
+    def snapshot(self) -> HookStats:
+        self.check_stuck()
+        with self.cond:
+            s = HookStats(**{k: getattr(self.stats, k) for k in HookStats.__slots__})
+        t0 = self.started_at
+        s.busy_s = 0.0 if t0 is None else time.monotonic() - t0
+        s.stuck = t0 is not None and s.busy_s > self.slow_call_s
+        return s
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while self.pending is None and not self.closing:
+                    self.cond.wait()
+                if self.pending is None:  # closing and drained
+                    return
+                result, self.pending = self.pending, None
+                self.started_at = time.monotonic()
+                self.stuck_reported = False
+            try:
+                self.fn(result, self.controller)
+            except Exception as exc:  # a hook's failure is reported, never raised
+                self.stats.failures += 1
+                self.stats.last_error = repr(exc)
+                logger.exception(
+                    "feedback hook %r failed on result %d", self.stats.name, result.index
+                )
+            finally:
+                busy = time.monotonic() - (self.started_at or 0.0)
+                with self.cond:
+                    self.stats.calls += 1
+                    if busy > self.slow_call_s and not self.stuck_reported:
+                        self.stats.slow_calls += 1
+                        logger.warning(
+                            "feedback hook %r took %.3f s (> slow_call_s=%.3f s)",
+                            self.stats.name,
+                            busy,
+                            self.slow_call_s,
+                        )
+                    self.started_at = None
+                    self.cond.notify_all()
+
+    def idle(self) -> bool:
+        with self.cond:
+            return self.pending is None and self.started_at is None
+
+
+class HookRunner:
+    """Run feedback hooks off the processing thread.
+
+    Parameters
+    ----------
+    hooks : sequence of Hook
+        Callables ``hook(result, controller)`` or objects with ``on_result``.
+    controller : MicroscopeController or None
+        Passed to every hook (None: hooks that only observe).
+    slow_call_s : float
+        A call longer than this is counted as slow and logged, s (> 0).
+    name : str
+        Thread-name prefix.
+    """
+
+    def __init__(
+        self,
+        hooks: Sequence[Any],
+        controller: Any = None,
+        *,
+        slow_call_s: float = 0.5,
+        name: str = "livesr-hook",
+    ) -> None:
+        if not (isinstance(slow_call_s, (int, float)) and math.isfinite(slow_call_s) and slow_call_s > 0):
+            raise ValueError(
+                f"HookRunner slow_call_s={slow_call_s!r} is out of range; expected a "
+                "finite number of seconds > 0"
+            )
+        self.controller = controller
+        self._slots = [_Slot(h, controller, float(slow_call_s), name) for h in hooks]
+        self._closed = False
+        self.submitted = 0
+
+    def submit(self, result: Result) -> None:
+        """Hand ``result`` to every hook; never blocks (newest-only slots).
+
+        Ignored (with a debug log) after :meth:`close`.
+        """
+        if self._closed:
+            logger.debug("HookRunner closed; result %d ignored", result.index)
+            return
+        self.submitted += 1
+        for slot in self._slots:
+            slot.put(result)
+
+    def stats(self) -> list[HookStats]:
+        """Per-hook counters, in hook order (also reports stuck hooks)."""
+        return [s.snapshot() for s in self._slots]
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until every hook has consumed its pending result (tests, shutdown).
+
+        Returns False if some hook is still busy after ``timeout_s``.
+        """
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if all(s.idle() for s in self._slots):
+                return True
+            time.sleep(0.002)
+        return all(s.idle() for s in self._slots)
+
+    def close(self, timeout_s: float = 2.0) -> list[HookStats]:
+        """Let every hook finish its pending result, then stop the workers.
+
+        A hook still running after ``timeout_s`` is reported (logged) and left
+        behind on its daemon thread. Returns the final :meth:`stats`.
+        """
+        self._closed = True
+        for s in self._slots:
+            with s.cond:
+                s.closing = True
+                s.cond.notify_all()
+        deadline = time.monotonic() + timeout_s
+        for s in self._slots:
+            s.thread.join(max(0.0, deadline - time.monotonic()))
+            if s.thread.is_alive():
+                logger.error(
+                    "feedback hook %r did not finish within %.1f s of close(); left "
+                    "running on a daemon thread",
+                    s.stats.name,
+                    timeout_s,
+                )
+        stats = self.stats()
+        for st in stats:
+            logger.info(
+                "hook %s: %d calls, %d failures, %d drops, %d slow",
+                st.name, st.calls, st.failures, st.drops, st.slow_calls,
+            )
+        return stats
+
+    def __enter__(self) -> HookRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
