@@ -1,0 +1,161 @@
+"""napari reader for livesr output folders (npe2 ``readers`` contribution).
+
+A livesr output folder holds ``summary.json`` (see :mod:`livesr.stream._results`).
+Opening it (the folder, or its ``summary.json``) gives, in this order:
+
+``raw``
+    ``raw.ome.zarr`` (array ``0``, ``t c z y x``; scale from its OME metadata) or
+    ``raw.ome.tif`` (``t y x``; pixel size and interval from ``summary.json``).
+``SR``
+    ``sr.ome.zarr`` (``t c z y x``), scale from its OME metadata (raw pixel / M, µm;
+    stride x frame interval, s), translated in y/x by the half-pixel mapping of
+    :func:`livesr.adapters.sinks.napari_viewer.sr_transform` (geometry from the
+    array's ``livesr.params``) and in t to the frame that completed its first window.
+``drift``
+    The displacement applied to each SR image (``windows.csv``), a Shapes path around
+    the centre of the field of view (µm), when the run had drift correction on.
+
+Zarr arrays are handed to napari lazily (nothing is read until displayed).
+No napari or Qt import here.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["get_reader", "read_livesr_folder"]
+
+logger = logging.getLogger(__name__)
+
+LayerData = tuple[Any, dict[str, Any], str]
+_UNITS5 = ("second", "", "micrometer", "micrometer", "micrometer")
+
+
+def _folder(path: Any) -> Path | None:
+    if isinstance(path, (list, tuple)):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    p = Path(path)
+    if p.is_file() and p.name == "summary.json":
+        p = p.parent
+    return p if p.is_dir() and (p / "summary.json").is_file() else None
+
+
+def get_reader(path: Any) -> Callable[[Any], list[LayerData]] | None:
+    """npe2 reader hook: :func:`read_livesr_folder` for a livesr output folder, else None."""
+    return read_livesr_folder if _folder(path) is not None else None
+
+
+def _ome_scale(group: Any) -> list[float]:
+    ms = group.attrs["ome"]["multiscales"][0]
+    for t in ms["datasets"][0]["coordinateTransformations"]:
+        if t.get("type") == "scale":
+            return [float(v) for v in t["scale"]]
+    raise ValueError(f"{group.store}: no scale transformation in the OME metadata")
+
+
+def _first_sr_frame(folder: Path, summary: dict[str, Any]) -> float:
+    """Frame (from the first raw frame) that completed the first SR window."""
+    try:
+        with open(folder / "windows.csv", newline="", encoding="utf-8") as fh:
+            row = next(csv.DictReader(fh))
+        return float(row["last_frame"])
+    except (OSError, StopIteration, KeyError, ValueError):
+        window = ((summary.get("params") or {}).get("esrrf") or {}).get("window", 1)
+        return float(window) - 1.0
+
+
+def _drift_trace(folder: Path) -> np.ndarray | None:
+    try:
+        with open(folder / "windows.csv", newline="", encoding="utf-8") as fh:
+            rows = [(float(r["dy_px"]), float(r["dx_px"])) for r in csv.DictReader(fh)
+                    if r.get("dy_px") not in (None, "") and r.get("dx_px") not in (None, "")]
+    except (OSError, KeyError, ValueError):
+        return None
+    return np.asarray(rows, dtype=float) if len(rows) >= 2 else None
+
+
+def read_livesr_folder(path: Any) -> list[LayerData]:
+    """Layers of a livesr output folder (see the module docstring).
+
+    Parameters
+    ----------
+    path : path-like (or a one-element list of it)
+        The output folder or its ``summary.json``.
+
+    Returns
+    -------
+    list of (data, kwargs, layer_type)
+
+    Raises
+    ------
+    ValueError
+        ``path`` is not a livesr output folder, or it holds no image.
+    """
+    import zarr
+
+    from livesr.adapters.sinks.napari_viewer import sr_transform
+
+    folder = _folder(path)
+    if folder is None:
+        raise ValueError(f"{path}: not a livesr output folder (it has no summary.json)")
+    summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    layers: list[LayerData] = []
+    raw_px = summary.get("pixel_size_um")
+    interval = float(summary.get("frame_interval_s") or 1.0)
+
+    raw_zarr, raw_tif = folder / "raw.ome.zarr", folder / "raw.ome.tif"
+    if raw_zarr.is_dir():
+        g = zarr.open_group(str(raw_zarr), mode="r")
+        scale = _ome_scale(g)
+        raw_px = scale[-1]
+        layers.append((g["0"], {"name": "raw", "scale": scale, "units": _UNITS5,
+                                "axis_labels": ("t", "c", "z", "y", "x"), "colormap": "gray",
+                                "metadata": {"livesr": dict(g.attrs.get("livesr", {})), "path": str(raw_zarr)}},
+                       "image"))
+    elif raw_tif.is_file():
+        import tifffile
+
+        data = tifffile.imread(raw_tif)
+        if data.ndim == 2:
+            data = data[None]
+        px = float(raw_px or 1.0)
+        layers.append((data, {"name": "raw", "scale": (interval, px, px),
+                              "units": ("second", "micrometer", "micrometer"),
+                              "axis_labels": ("t", "y", "x"), "colormap": "gray",
+                              "metadata": {"path": str(raw_tif)}}, "image"))
+
+    sr_zarr = folder / "sr.ome.zarr"
+    if sr_zarr.is_dir():
+        g = zarr.open_group(str(sr_zarr), mode="r")
+        scale = _ome_scale(g)
+        live = dict(g.attrs.get("livesr", {}))
+        params = live.get("params") or {}
+        m = int(params.get("magnification") or summary.get("params", {}).get("esrrf", {}).get("magnification", 1))
+        geometry = str(params.get("geometry", "nanopyx"))
+        p = float(raw_px) if raw_px else scale[-1] * m
+        _, offset = sr_transform(p, m, geometry)
+        t0 = _first_sr_frame(folder, summary) * interval
+        layers.append((g["0"], {"name": "SR", "scale": scale, "translate": (t0, 0.0, 0.0, offset, offset),
+                                "units": _UNITS5, "axis_labels": ("t", "c", "z", "y", "x"),
+                                "colormap": "magma", "blending": "additive",
+                                "metadata": {"livesr": live, "path": str(sr_zarr), "geometry": geometry}},
+                       "image"))
+        trace = _drift_trace(folder)
+        if trace is not None and summary.get("params", {}).get("drift", {}).get("enabled", True):
+            h, w = g["0"].shape[-2:]
+            centre = np.array([(h / m - 1) / 2 * p, (w / m - 1) / 2 * p])
+            layers.append(([trace * p + centre], {"name": "drift", "shape_type": "path",
+                                                  "edge_color": "cyan", "edge_width": p / 10},
+                           "shapes"))
+    if not layers:
+        raise ValueError(f"{folder}: no raw.ome.zarr, raw.ome.tif or sr.ome.zarr in this livesr output folder")
+    return layers

@@ -1,0 +1,317 @@
+"""The livesr dock widget for napari: connect to a results stream, or run the demo.
+
+napari creates it from the plugin manifest (``napari.yaml``, widget "Live SR stream")
+through :func:`make_live_widget`; ``livesr run --viewer`` builds the same widget
+pre-connected (:func:`livesr.adapters.sinks.napari_viewer.run_viewer`).
+
+- *Endpoint* field + *Connect*: subscribe to a running pipeline's results
+  (``Pipeline.publish_endpoint``; the endpoint ``livesr run`` logs).
+- *Start simulated demo*: runs :class:`livesr.stream._pipeline.Pipeline` with the
+  simulated microscope (:class:`livesr.adapters.sources.simulated.SimulatedSource`)
+  in background threads, as ``livesr run --source sim`` does, writing into a fresh
+  temporary folder (shown in the status), and connects to it.
+- The status text (rates, latency, implementation per stage, skips) is refreshed
+  after every drawn image.
+
+Qt is imported inside the functions only (the widget class is built on first use),
+so importing this module loads no GUI toolkit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SimulatedDemo", "make_live_widget"]
+
+logger = logging.getLogger(__name__)
+
+
+class SimulatedDemo:
+    """Pipeline + simulated source in background threads (no Qt).
+
+    Parameters
+    ----------
+    output : path-like, optional
+        Result folder (default: a new temporary folder).
+    frames : int
+        Frames to acquire (0: until :meth:`stop`).
+    shape : (int, int)
+        Simulated sensor shape.
+    esrrf : dict, optional
+        eSRRF settings (``window``, ``stride``, ``magnification``...); defaults
+        ``window=20, stride=10, magnification=4``.
+    config : LivesrConfig, optional
+        Full configuration (``esrrf`` then applies on top of it).
+    pace : bool
+        Acquire at the simulated camera's frame interval.
+    """
+
+    def __init__(
+        self,
+        *,
+        output: str | Path | None = None,
+        frames: int = 1000,
+        shape: tuple[int, int] = (64, 64),
+        esrrf: dict[str, Any] | None = None,
+        config: Any = None,
+        pace: bool = True,
+    ) -> None:
+        from livesr.stream._config import LivesrConfig
+
+        cfg = config if config is not None else LivesrConfig()
+        cfg = cfg.replace("esrrf", **{"window": 20, "stride": 10, "magnification": 4, **(esrrf or {})})
+        cfg = cfg.replace("sim", camera={**dict(cfg.sim).get("camera", {}), "shape": [int(shape[0]), int(shape[1])]})
+        self.config = cfg
+        self.frames = int(frames)
+        self.pace = bool(pace)
+        self.output = Path(output) if output is not None else Path(tempfile.mkdtemp(prefix="livesr-demo-"))
+        token = secrets.token_hex(4)
+        self._ipc = Path(tempfile.gettempdir()) / f"livesr-demo-{os.getpid()}-{token}-results.ipc"
+        #: where the results are published (known before :meth:`start`)
+        self.publish_endpoint = f"ipc://{self._ipc}"
+        self._ingest = f"inproc://livesr-demo-ingest-{token}"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        #: set once the pipeline is started and warmed up
+        self.started = threading.Event()
+        self.summary: dict[str, Any] | None = None
+        self.error: str | None = None
+
+    def start(self) -> SimulatedDemo:
+        """Start the background run; returns at once."""
+        if self._thread is not None:
+            raise RuntimeError("SimulatedDemo.start() called twice")
+        self._thread = threading.Thread(target=self._run, name="livesr-demo", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        import zmq
+
+        from livesr.adapters.sources.simulated import SimulatedSource
+        from livesr.stream._cmd_run import sim_config_from
+        from livesr.stream._pipeline import Pipeline
+
+        ctx = zmq.Context()
+        pipe = Pipeline(self.config, output=self.output, endpoint=self._ingest,
+                        publish=self.publish_endpoint, context=ctx)
+        try:
+            pipe.start()
+            pipe.ready.wait(30.0)
+            self.started.set()
+            src = SimulatedSource(sim_config_from(self.config), pipe.endpoint, frames=self.frames,
+                                  pace=self.pace, stop_event=pipe.stop_requested, context=ctx).start()
+            while src.join(0.2) is None:
+                if self._stop.is_set():
+                    src.stop()
+                    src.join(35.0)
+                    break
+            if src.error is not None:
+                self.error = f"the simulated source failed: {src.error}"
+            if pipe.source_ended.wait(5.0):
+                pipe.wait(60.0)
+        except Exception as exc:  # reported in the widget; the thread must not die silently
+            self.error = f"{type(exc).__name__}: {exc}"
+            logger.exception("the simulated demo failed")
+        finally:
+            self.started.set()
+            try:
+                self.summary = pipe.close()
+            finally:
+                ctx.term()
+                self._ipc.unlink(missing_ok=True)
+            logger.info("simulated demo finished; results in %s", self.output)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self, timeout: float = 60.0) -> dict[str, Any] | None:
+        """Stop acquisition, wait for the run to be written; returns its summary."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.summary
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the run to end (all frames acquired and processed); True if it did."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+
+_WIDGET_CLASS: Any = None
+
+
+def _widget_class() -> Any:
+    """Build the QWidget subclass on first use (Qt is imported here, not at import)."""
+    global _WIDGET_CLASS
+    if _WIDGET_CLASS is not None:
+        return _WIDGET_CLASS
+    from qtpy.QtGui import QFont
+    from qtpy.QtWidgets import QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
+
+    from livesr.adapters.sinks.napari_viewer import LiveViewerSink
+
+    class _Resources:
+        """What the widget owns; closed when the widget is destroyed (no reference to it)."""
+
+        def __init__(self) -> None:
+            self.sink: LiveViewerSink | None = None
+            self.demo: SimulatedDemo | None = None
+
+        def close(self) -> None:
+            if self.sink is not None:
+                self.sink.stop()
+                self.sink = None
+            if self.demo is not None:
+                self.demo.stop()
+                self.demo = None
+
+    class LiveStreamWidget(QWidget):
+        """Endpoint field, Connect and demo buttons, status text."""
+
+        def __init__(self, napari_viewer: Any, *, endpoint: str | None = None,
+                     raw_endpoint: str | None = None, interval_ms: int = 16,
+                     curve: Any = None, parent: Any = None) -> None:
+            super().__init__(parent)
+            self.viewer = napari_viewer
+            self.raw_endpoint = raw_endpoint
+            self.interval_ms = interval_ms
+            self.curve = curve
+            self._res = _Resources()
+            res = self._res
+            self.destroyed.connect(lambda *_: res.close())
+
+            self.endpoint_edit = QLineEdit(endpoint or "")
+            self.endpoint_edit.setPlaceholderText("results endpoint, e.g. ipc:///tmp/livesr-results.ipc")
+            self.connect_button = QPushButton("Connect")
+            self.connect_button.clicked.connect(self._toggle_connect)
+            self.demo_button = QPushButton("Start simulated demo")
+            self.demo_button.clicked.connect(self._toggle_demo)
+            self.status = QLabel("not connected")
+            self.status.setWordWrap(True)
+            font = QFont("monospace")
+            font.setStyleHint(QFont.StyleHint.Monospace)
+            self.status.setFont(font)
+            row = QHBoxLayout()
+            row.addWidget(self.endpoint_edit)
+            row.addWidget(self.connect_button)
+            lay = QVBoxLayout(self)
+            lay.addLayout(row)
+            lay.addWidget(self.demo_button)
+            lay.addWidget(self.status)
+            lay.addStretch(1)
+
+        # -- state
+        @property
+        def sink(self) -> LiveViewerSink | None:
+            return self._res.sink
+
+        @property
+        def demo(self) -> SimulatedDemo | None:
+            return self._res.demo
+
+        def _set_status(self, text: str) -> None:
+            self.status.setText(text)
+
+        # -- stream
+        def connect_stream(self, endpoint: str | None = None) -> LiveViewerSink | None:
+            """Subscribe to ``endpoint`` (default: the field); None and a status on error."""
+            self.disconnect_stream()
+            ep = (endpoint or self.endpoint_edit.text()).strip()
+            if not ep:
+                self._set_status("enter the results endpoint of a running pipeline "
+                                 "(livesr run logs it), or start the simulated demo")
+                return None
+            self.endpoint_edit.setText(ep)
+            try:
+                sink = LiveViewerSink(self.viewer, ep, raw_endpoint=self.raw_endpoint,
+                                      interval_ms=self.interval_ms, curve=self.curve,
+                                      on_status=self._on_status).start()
+            except Exception as exc:  # bad endpoint, missing keys: say so in the widget
+                self._set_status(f"cannot connect to {ep!r}: {exc}")
+                logger.warning("cannot connect to %r: %s", ep, exc)
+                return None
+            self._res.sink = sink
+            self.connect_button.setText("Disconnect")
+            self._set_status(f"connected to {ep}; waiting for the first SR image...")
+            return sink
+
+        def disconnect_stream(self) -> None:
+            if self._res.sink is not None:
+                self._res.sink.stop()
+                self._res.sink = None
+                self._set_status("disconnected")
+            self.connect_button.setText("Connect")
+
+        def _toggle_connect(self) -> None:
+            if self._res.sink is not None:
+                self.disconnect_stream()
+            else:
+                self.connect_stream()
+
+        def _on_status(self, text: str) -> None:
+            demo = self._res.demo
+            if demo is not None:
+                text += f"\ndemo results: {demo.output}"
+                if demo.error:
+                    text += f"\ndemo error: {demo.error}"
+            self._set_status(text)
+
+        # -- demo
+        def start_demo(self, **kwargs: Any) -> SimulatedDemo:
+            """Start :class:`SimulatedDemo` (``kwargs`` go to it) and connect to it."""
+            self.stop_demo()
+            demo = SimulatedDemo(**kwargs).start()
+            self._res.demo = demo
+            self.demo_button.setText("Stop demo")
+            self.connect_stream(demo.publish_endpoint)
+            return demo
+
+        def stop_demo(self) -> dict[str, Any] | None:
+            demo = self._res.demo
+            if demo is None:
+                return None
+            self._res.demo = None
+            self.demo_button.setText("Start simulated demo")
+            summary = demo.stop()
+            if summary is not None:
+                self._set_status(
+                    f"{self.status.text()}\ndemo stopped: {summary.get('windows_published', 0)} images, "
+                    f"results in {demo.output}"
+                )
+            return summary
+
+        def _toggle_demo(self) -> None:
+            if self._res.demo is not None:
+                self.stop_demo()
+            else:
+                self.start_demo()
+
+        def shutdown(self) -> None:
+            """Disconnect and stop the demo (also done when the widget is destroyed)."""
+            self._res.close()
+            self.connect_button.setText("Connect")
+            self.demo_button.setText("Start simulated demo")
+
+    _WIDGET_CLASS = LiveStreamWidget
+    return LiveStreamWidget
+
+
+def LiveStreamWidget(napari_viewer: Any, **kwargs: Any) -> Any:  # noqa: N802 - reads as the class
+    """Create the dock widget (see the module docstring); ``kwargs``: ``endpoint``,
+    ``raw_endpoint``, ``interval_ms``, ``curve``."""
+    return _widget_class()(napari_viewer, **kwargs)
+
+
+def make_live_widget(napari_viewer: Any) -> Any:
+    """npe2 widget contribution: the live-stream dock widget for ``napari_viewer``."""
+    return LiveStreamWidget(napari_viewer)
