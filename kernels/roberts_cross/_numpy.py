@@ -40,3 +40,15 @@ def roberts_cross(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     gx = ((up - left) + im) - diag
     gy = ((-up + left) + im) - diag
     return gx, gy
+
+
+def _register() -> None:
+    from livesr.engine import implementation
+
+    @implementation("roberts_cross", backend="numpy")
+    def roberts_cross_numpy(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Engine wrapper of :func:`roberts_cross` (the reference)."""
+        return roberts_cross(image)
+
+
+_register()
