@@ -201,14 +201,14 @@ class MicroscopeController:
         self, cmd: str, x0: float, y0: float, x: float, y: float
     ) -> tuple[float, float]:
         lim = self.limits
+        self._in_range(cmd, "x", x, lim.x_range_um)
+        self._in_range(cmd, "y", y, lim.y_range_um)
         step = math.hypot(x - x0, y - y0)
         if step > lim.max_step_xy_um:
             raise self._refuse(
                 f"{cmd}: step of {step:g} um exceeds FeedbackLimits.max_step_xy_um="
                 f"{lim.max_step_xy_um:g} um; the stage did not move"
             )
-        self._in_range(cmd, "x", x, lim.x_range_um)
-        self._in_range(cmd, "y", y, lim.y_range_um)
         self._rate(cmd)
         self._core.setXYPosition(x, y)
         self._last_move = self._clock()
@@ -234,12 +234,12 @@ class MicroscopeController:
 
     def _move_z(self, cmd: str, z0: float, z: float) -> float:
         lim = self.limits
+        self._in_range(cmd, "z", z, lim.z_range_um)
         if abs(z - z0) > lim.max_step_z_um:
             raise self._refuse(
                 f"{cmd}: step of {abs(z - z0):g} um exceeds FeedbackLimits."
                 f"max_step_z_um={lim.max_step_z_um:g} um; the stage did not move"
             )
-        self._in_range(cmd, "z", z, lim.z_range_um)
         self._rate(cmd)
         self._core.setPosition(z)
         self._last_move = self._clock()
