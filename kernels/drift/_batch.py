@@ -184,6 +184,7 @@ def estimate_drift(
     values = np.zeros((len(starts), 2))
     ref = block(0)
     f_ref = coarse_spectrum(ref)
+    cache: dict[tuple[int, int], np.ndarray] = {}
     for b in range(1, len(starts)):
         img = block(int(starts[b]))
         f_img = coarse_spectrum(img)
@@ -194,11 +195,13 @@ def estimate_drift(
             max_shift=float(max_drift),
             f_ref=f_ref,
             f_img=f_img,
+            ref_cache=cache,
         )
         values[b] = (r.dy, r.dx)
         if reference == "previous":
             values[b] += values[b - 1]
             ref, f_ref = img, f_img
+            cache = {}
     logger.debug(
         "estimate_drift: %d blocks of %d frames, reference=%s",
         len(starts),

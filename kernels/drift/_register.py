@@ -59,6 +59,7 @@ def register_two_pass(
     center: tuple[float, float] = (0.0, 0.0),
     f_ref: np.ndarray | None = None,
     f_img: np.ndarray | None = None,
+    ref_cache: dict[tuple[int, int], np.ndarray] | None = None,
 ) -> Registration:
     """Lag (dy, dx) of ``img`` relative to ``ref`` with overlap-crop refinement.
 
@@ -78,6 +79,10 @@ def register_two_pass(
         Expected lag (dy, dx), px.
     f_ref, f_img : numpy.ndarray, optional
         Precomputed :func:`coarse_spectrum` of ``ref`` / ``img``.
+    ref_cache : dict, optional
+        Caller-owned cache of the reference's pass-2 crop spectra by integer lag;
+        pass the same dict for every image registered against one ``ref`` (and
+        a new one for a new ``ref``).
 
     Returns
     -------
@@ -95,7 +100,9 @@ def register_two_pass(
     dy, dx = coarse.dy, coarse.dx
     for _ in range(_MAX_CROPS):
         iy, ix = int(round(dy)), int(round(dx))
-        fine = _refine(ref, img, iy, ix, (dy - iy, dx - ix), method, upsample)
+        fine = _refine(
+            ref, img, iy, ix, (dy - iy, dx - ix), method, upsample, ref_cache
+        )
         if fine is None:
             return coarse
         if max_shift > 0 and (
@@ -117,6 +124,7 @@ def _refine(
     start: tuple[float, float],
     method: Method,
     upsample: int,
+    ref_cache: dict[tuple[int, int], np.ndarray] | None = None,
 ) -> tuple[float, float] | None:
     """Sub-pixel lag on the overlap of ``ref`` and ``img`` at integer lag (iy, ix)."""
     h, w = ref.shape
@@ -125,10 +133,14 @@ def _refine(
         return None
     ya, yb = (0, iy) if iy >= 0 else (-iy, 0)
     xa, xb = (0, ix) if ix >= 0 else (-ix, 0)
-    a = ref[ya : ya + hh, xa : xa + ww]
     b = img[yb : yb + hh, xb : xb + ww]
     win = _window((hh, ww), FINE_ALPHA)
-    x = correlation_spectrum(prepare_spectrum(a, win), prepare_spectrum(b, win), "cc")
+    fa = None if ref_cache is None else ref_cache.get((iy, ix))
+    if fa is None:
+        fa = prepare_spectrum(ref[ya : ya + hh, xa : xa + ww], win)
+        if ref_cache is not None:
+            ref_cache[(iy, ix)] = fa
+    x = correlation_spectrum(fa, prepare_spectrum(b, win), "cc")
     if method == "upsampled":
         fy, fx = upsampled_peak_axes(x, start, upsample=upsample, region=1.0)
     else:

@@ -242,6 +242,7 @@ class _Key:
     offset_samples: list[np.ndarray] = field(default_factory=list)
     sample_vars: list[float] = field(default_factory=list)
     blocks: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)
+    crops: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
 
     def template(self) -> np.ndarray:
         if self.image is not None:
@@ -500,6 +501,8 @@ class RollingDrift:
             center=(float(centre[0]), float(centre[1])),
             f_ref=f_ref,
             f_img=f_img,
+            # pass-2 crop spectra of a frozen key, by integer lag (bounded)
+            ref_cache=key.crops if key.frozen and len(key.crops) < 64 else None,
         )
         return np.array([r.dy, r.dx]), r.psr
 
