@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 #: Subcommand modules, in the order ``livesr --help`` lists them.
 COMMANDS: tuple[str, ...] = (
     "livesr.stream._cmd_run",
+    "livesr.stream._cmd_replay",
     "livesr.sim._cli",
     "livesr.stream._cmd_keys",
     "livesr.stream._cmd_bench",
