@@ -42,7 +42,9 @@ def _int_range(lo: int, hi: int | None = None) -> Any:
         try:
             v = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected an integer, got {text!r}"
+            ) from None
         if v < lo or (hi is not None and v > hi):
             rng = f">= {lo}" if hi is None else f"in {lo}..{hi}"
             raise argparse.ArgumentTypeError(f"expected an integer {rng}, got {v}")
@@ -56,7 +58,9 @@ def _float_range(lo: float, hi: float, what: str) -> Any:
         try:
             v = float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected a number, got {text!r}"
+            ) from None
         if not lo <= v <= hi:
             raise argparse.ArgumentTypeError(f"expected {what} in {lo}..{hi}, got {v}")
         return v
@@ -75,24 +79,79 @@ def _positive_float(text: str) -> float:
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags shared by ``livesr run`` and ``livesr replay`` (``--log-level`` comes from the CLI)."""
-    parser.add_argument("--config", metavar="FILE", default=None, help="TOML run configuration (all parameters)")
-    parser.add_argument("--output", "-o", metavar="DIR", default=None, help="output folder (default [stream] output)")
-    parser.add_argument("--frames", "-n", type=_int_range(0), default=None, metavar="N",
-                        help="stop after N frames (0 = until the source ends)")
-    parser.add_argument("--window", type=_int_range(2), default=None, metavar="W", help="frames per image (>= 2)")
-    parser.add_argument("--stride", type=_int_range(1), default=None, metavar="S", help="a new image every S frames")
-    parser.add_argument("--magnification", type=_int_range(1, 16), default=None, metavar="M",
-                        help="output pixels per input pixel per axis (1..16)")
-    parser.add_argument("--radius", type=_float_range(0.5, 10.0, "a radius (input px)"), default=None, metavar="R",
-                        help="radial gradient convergence radius, input px (0.5..10)")
-    parser.add_argument("--sensitivity", type=_float_range(0.0, 16.0, "a sensitivity"), default=None, metavar="S",
-                        help="convergence exponent (0..16)")
-    parser.add_argument("--temporal", choices=TEMPORAL_CHOICES, default=None, help="temporal statistic")
-    parser.add_argument("--drift", choices=("on", "off"), default=None, help="rolling drift correction")
-    parser.add_argument("--latency-budget-ms", type=_positive_float, default=None, metavar="MS",
-                        help="frame acquired -> image published target; windows are skipped beyond it")
-    parser.add_argument("--raw-format", choices=RAW_FORMATS, default=None, help="raw frame file format")
+    """Flags shared by ``livesr run`` and ``livesr replay`` (not ``--log-level``)."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help="TOML run configuration (all parameters)",
+    )
+    parser.add_argument(
+        "--output",
+        "-o",
+        metavar="DIR",
+        default=None,
+        help="output folder (default [stream] output)",
+    )
+    parser.add_argument(
+        "--frames",
+        "-n",
+        type=_int_range(0),
+        default=None,
+        metavar="N",
+        help="stop after N frames (0 = until the source ends)",
+    )
+    parser.add_argument(
+        "--window",
+        type=_int_range(2),
+        default=None,
+        metavar="W",
+        help="frames per image (>= 2)",
+    )
+    parser.add_argument(
+        "--stride",
+        type=_int_range(1),
+        default=None,
+        metavar="S",
+        help="a new image every S frames",
+    )
+    parser.add_argument(
+        "--magnification",
+        type=_int_range(1, 16),
+        default=None,
+        metavar="M",
+        help="output pixels per input pixel per axis (1..16)",
+    )
+    parser.add_argument(
+        "--radius",
+        type=_float_range(0.5, 10.0, "a radius (input px)"),
+        default=None,
+        metavar="R",
+        help="radial gradient convergence radius, input px (0.5..10)",
+    )
+    parser.add_argument(
+        "--sensitivity",
+        type=_float_range(0.0, 16.0, "a sensitivity"),
+        default=None,
+        metavar="S",
+        help="convergence exponent (0..16)",
+    )
+    parser.add_argument(
+        "--temporal", choices=TEMPORAL_CHOICES, default=None, help="temporal statistic"
+    )
+    parser.add_argument(
+        "--drift", choices=("on", "off"), default=None, help="rolling drift correction"
+    )
+    parser.add_argument(
+        "--latency-budget-ms",
+        type=_positive_float,
+        default=None,
+        metavar="MS",
+        help="frame acquired -> image published target; windows are skipped beyond it",
+    )
+    parser.add_argument(
+        "--raw-format", choices=RAW_FORMATS, default=None, help="raw frame file format"
+    )
     parser.add_argument("--no-status", action="store_true", help="no live status line")
 
 
@@ -101,8 +160,18 @@ def config_from_args(args: argparse.Namespace) -> Any:
     from livesr.stream._config import LivesrConfig, load_config
 
     cfg = load_config(args.config) if args.config else LivesrConfig()
-    esrrf = {k: getattr(args, k) for k in ("window", "stride", "magnification", "radius", "sensitivity", "temporal")
-             if getattr(args, k, None) is not None}
+    esrrf = {
+        k: getattr(args, k)
+        for k in (
+            "window",
+            "stride",
+            "magnification",
+            "radius",
+            "sensitivity",
+            "temporal",
+        )
+        if getattr(args, k, None) is not None
+    }
     if esrrf:
         cfg = cfg.replace("esrrf", **esrrf)
     if args.drift is not None:
@@ -122,14 +191,16 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 def sim_config_from(cfg: Any) -> Any:
-    """The simulated microscope of a run: blinking preset at the [sim] shape, then [sim]."""
+    """The run's simulated microscope: blinking preset at the [sim] shape + [sim]."""
     from livesr.sim import SimConfig
     from livesr.sim._toml import config_from_mapping
 
     table = dict(cfg.sim)
     shape = tuple(table.get("camera", {}).get("shape", DEFAULT_SIM_SHAPE))
     if len(shape) != 2:
-        raise ValueError(f"[sim.camera] shape={list(shape)!r} is not valid; expected [rows, cols]")
+        raise ValueError(
+            f"[sim.camera] shape={list(shape)!r} is not valid; expected [rows, cols]"
+        )
     base = SimConfig.blinking(shape=(int(shape[0]), int(shape[1])))
     return config_from_mapping(table, base=base)
 
@@ -137,14 +208,27 @@ def sim_config_from(cfg: Any) -> Any:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``livesr run`` flags to ``parser``."""
     add_pipeline_arguments(parser)
-    parser.add_argument("--source", choices=SOURCES, default="sim", help="frame source (default sim)")
+    parser.add_argument(
+        "--source", choices=SOURCES, default="sim", help="frame source (default sim)"
+    )
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--listen", metavar="ENDPOINT", default=None,
-                       help="processing only: bind the ingest here and wait for a source")
-    where.add_argument("--connect", metavar="ADDRESS", default=None,
-                       help="acquisition only: push the source's frames to a pipeline listening there")
-    parser.add_argument("--no-pace", action="store_true",
-                        help="simulated source: send frames as fast as accepted, not at the camera rate")
+    where.add_argument(
+        "--listen",
+        metavar="ENDPOINT",
+        default=None,
+        help="processing only: bind the ingest here and wait for a source",
+    )
+    where.add_argument(
+        "--connect",
+        metavar="ADDRESS",
+        default=None,
+        help="acquisition only: push the source's frames to a pipeline listening there",
+    )
+    parser.add_argument(
+        "--no-pace",
+        action="store_true",
+        help="simulated source: send as fast as accepted, not at the camera rate",
+    )
 
 
 def _usage_error(message: str) -> int:
@@ -167,7 +251,9 @@ def run(args: argparse.Namespace) -> int:
 def _run_connect(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
     from livesr.adapters.sources.simulated import SimulatedSource
 
-    src = SimulatedSource(sim, args.connect, frames=cfg.stream.frames, pace=not args.no_pace)
+    src = SimulatedSource(
+        sim, args.connect, frames=cfg.stream.frames, pace=not args.no_pace
+    )
     try:
         summary = src.run()
     except KeyboardInterrupt:
@@ -176,8 +262,10 @@ def _run_connect(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
     acked = summary.get("frames_acked", 0)
     gaps = summary.get("frames_in_gaps", 0)
     sys.stderr.write(
-        f"livesr run: sent {summary.get('frames_acquired', 0)} frame(s) to {args.connect}: "
-        f"{acked} acknowledged, {gaps} in gaps, {summary.get('frames_unacked', 0)} unacknowledged\n"
+        f"livesr run: sent {summary.get('frames_acquired', 0)} frame(s) to "
+        f"{args.connect}: "
+        f"{acked} acknowledged, {gaps} in gaps, {summary.get('frames_unacked', 0)} "
+        "unacknowledged\n"
     )
     return 0 if summary.get("frames_unacked", 1) == 0 else 1
 
@@ -200,15 +288,27 @@ def _run_pipeline(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
             pipe.start()
         except (FileExistsError, ValueError) as exc:
             return _usage_error(str(exc))
-        status = StatusReporter(pipe.snapshot, enabled=False if args.no_status else None).start()
+        status = StatusReporter(
+            pipe.snapshot, enabled=False if args.no_status else None
+        ).start()
         pipe.ready.wait(30.0)  # kernels loaded before the first frame arrives
         if in_process:
             from livesr.adapters.sources.simulated import SimulatedSource
 
-            src = SimulatedSource(sim, pipe.endpoint, frames=cfg.stream.frames, pace=not args.no_pace,
-                                  stop_event=pipe.stop_requested, context=ctx).start()
+            src = SimulatedSource(
+                sim,
+                pipe.endpoint,
+                frames=cfg.stream.frames,
+                pace=not args.no_pace,
+                stop_event=pipe.stop_requested,
+                context=ctx,
+            ).start()
         else:
-            logger.warning("listening on %s; results published on %s", pipe.endpoint, pipe.publish_endpoint)
+            logger.warning(
+                "listening on %s; results published on %s",
+                pipe.endpoint,
+                pipe.publish_endpoint,
+            )
         try:
             if src is not None:
                 while src.join(0.2) is None:
@@ -235,8 +335,11 @@ def _run_pipeline(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
     p50 = "-" if lat["p50"] is None or lat["p50"] != lat["p50"] else f"{lat['p50']:.0f}"
     p99 = "-" if lat["p99"] is None or lat["p99"] != lat["p99"] else f"{lat['p99']:.0f}"
     line = (
-        f"livesr run: {summary['frames_persisted']}/{summary['frames_acquired']} frames persisted, "
-        f"{summary['frames_in_gaps']} in gaps; {summary['windows_published']} images published, "
+        f"livesr run: {summary['frames_persisted']}/{summary['frames_acquired']} "
+        "frames "
+        "persisted, "
+        f"{summary['frames_in_gaps']} in gaps; {summary['windows_published']} images "
+        "published, "
         f"{summary['windows_skipped']} skipped; latency p50 {p50} ms p99 {p99} ms; "
         f"results in {summary['output']}/ (summary.json)"
     )

@@ -75,10 +75,13 @@ class LogHistogram:
         Ratio between consecutive bucket edges (1.01: about 1 % resolution).
     """
 
-    def __init__(self, lo_s: float = 1e-6, hi_s: float = 1e4, growth: float = 1.01) -> None:
+    def __init__(
+        self, lo_s: float = 1e-6, hi_s: float = 1e4, growth: float = 1.01
+    ) -> None:
         if not (0 < lo_s < hi_s and growth > 1):
             raise ValueError(
-                f"LogHistogram needs 0 < lo_s < hi_s and growth > 1, got {lo_s}, {hi_s}, {growth}"
+                f"LogHistogram needs 0 < lo_s < hi_s and growth > 1, got {lo_s}, "
+                f"{hi_s}, {growth}"
             )
         self._lo = lo_s
         self._log_g = math.log(growth)
@@ -95,7 +98,7 @@ class LogHistogram:
         self.max_s = max(self.max_s, float(value_s))
 
     def quantile(self, q: float) -> float:
-        """Value (bucket centre, s) below which a fraction ``q`` of samples lie; NaN if empty."""
+        """Value (bucket centre, s) below which a fraction ``q`` lies; NaN if empty."""
         if self.count == 0:
             return math.nan
         rank = max(1, int(math.ceil(q * self.count)))
@@ -121,7 +124,9 @@ class LatencyTracker:
 
     def __init__(self, recent: int = 256) -> None:
         if recent < 1:
-            raise ValueError(f"LatencyTracker recent={recent!r}; expected an integer >= 1")
+            raise ValueError(
+                f"LatencyTracker recent={recent!r}; expected an integer >= 1"
+            )
         self._lock = threading.Lock()
         self._hist = {p: LogHistogram() for p in PATHS}
         self._recent: dict[str, deque[float]] = {p: deque(maxlen=recent) for p in PATHS}

@@ -5,7 +5,7 @@
     pipe = Pipeline(config, output="out").start()     # binds the ingest, starts threads
     # a source connects to pipe.endpoint and pushes frames (lossless link)
     pipe.set_params(radius=2.0)                        # while streaming, between frames
-    pipe.wait(timeout=60)                              # the source ended and all is processed
+    pipe.wait(timeout=60)                              # source ended, all processed
     summary = pipe.close()                             # result files written
 
 Threads
@@ -32,7 +32,8 @@ the latency budget it drops the oldest frames up to the window of ``e*``, the ne
 scheduled emission already in the ring, restarts the sliding state there, and counts
 the scheduled emissions before ``e*`` as ``windows_skipped``; it does not skip again
 before that restarted window is out (otherwise a window longer than the budget allows
-would never complete: after a skip the latency is at least ``window`` x cost).  A hole in the frames
+would never complete: after a skip the latency is at least ``window`` x cost).
+A hole in the frames
 (a source gap, a frame the full ring refused) restarts at the first scheduled window
 that lies wholly after it, the same way.  The phase of the schedule never moves, so
 ``windows_published + windows_skipped`` equals the number of scheduled windows
@@ -89,7 +90,7 @@ logger = logging.getLogger(__name__)
 #: Parameters :meth:`Pipeline.set_params` may change while streaming.
 LIVE_PARAMS: tuple[str, ...] = ("window", "stride", "radius", "sensitivity", "temporal")
 
-#: The processing ring never holds more frames than this (or 4 windows), whatever the budget.
+#: The processing ring never holds more frames than this (or 4 windows).
 RING_MAX_FRAMES = 4096
 
 #: Name of the quality metric published with every image.
@@ -112,7 +113,7 @@ def quality_metric(image: np.ndarray) -> float:
         return math.nan
     gy = np.diff(img, axis=0)
     gx = np.diff(img, axis=1)
-    energy = (float(np.mean(gy * gy)) + float(np.mean(gx * gx)))
+    energy = float(np.mean(gy * gy)) + float(np.mean(gx * gx))
     return energy / (mean * mean)
 
 
@@ -128,14 +129,18 @@ class MapStage:
         Implementation name to report (default: ``fn.implementation`` or its name).
     """
 
-    def __init__(self, fn: Callable[..., np.ndarray] | None = None, name: str | None = None) -> None:
+    def __init__(
+        self, fn: Callable[..., np.ndarray] | None = None, name: str | None = None
+    ) -> None:
         if fn is None:
             from livesr.kernels import esrrf_frame
 
             fn = esrrf_frame
             name = name or "numpy"
         self.fn = fn
-        self.name = name or str(getattr(fn, "implementation", None) or getattr(fn, "__name__", "custom"))
+        self.name = name or str(
+            getattr(fn, "implementation", None) or getattr(fn, "__name__", "custom")
+        )
         try:
             sig = inspect.signature(fn)
             self.accepts_deadline = "deadline_s" in sig.parameters or any(
@@ -147,10 +152,19 @@ class MapStage:
         self.deadline_s: float | None = None
         self.calls = 0
 
-    def __call__(self, frame: np.ndarray, params: Any, *, shift: Any = (0.0, 0.0), out: Any = None) -> np.ndarray:
+    def __call__(
+        self,
+        frame: np.ndarray,
+        params: Any,
+        *,
+        shift: Any = (0.0, 0.0),
+        out: Any = None,
+    ) -> np.ndarray:
         self.calls += 1
         if self.accepts_deadline:
-            return self.fn(frame, params, shift=shift, out=out, deadline_s=self.deadline_s)
+            return self.fn(
+                frame, params, shift=shift, out=out, deadline_s=self.deadline_s
+            )
         return self.fn(frame, params, shift=shift, out=out)
 
 
@@ -247,16 +261,16 @@ class Pipeline:
         self._store_error: str | None = None
         self._gaps = _Gaps()
         self._acquired_reported: int | None = None
-        self._c: dict[str, int] = dict(
-            frames_received=0,
-            frames_persisted=0,
-            frames_not_offered=0,
-            frames_processed=0,
-            frames_dropped_for_processing=0,
-            windows_published=0,
-            windows_skipped=0,
-            skip_events=0,
-        )
+        self._c: dict[str, int] = {
+            "frames_received": 0,
+            "frames_persisted": 0,
+            "frames_not_offered": 0,
+            "frames_processed": 0,
+            "frames_dropped_for_processing": 0,
+            "windows_published": 0,
+            "windows_skipped": 0,
+            "skip_events": 0,
+        }
         self._max_seq = -1
         self._first_seq: int | None = None
         # processing-side state
@@ -292,12 +306,15 @@ class Pipeline:
         return self._publish_ep
 
     def _auto_endpoint(self, what: str) -> str:
-        p = Path(tempfile.gettempdir()) / f"livesr-{os.getpid()}-{secrets.token_hex(4)}-{what}.ipc"
+        p = (
+            Path(tempfile.gettempdir())
+            / f"livesr-{os.getpid()}-{secrets.token_hex(4)}-{what}.ipc"
+        )
         self._auto_ipc.append(p)
         return f"ipc://{p}"
 
     def start(self) -> Pipeline:
-        """Create the output folder, bind the results PUB and the ingest, start processing."""
+        """Create the output folder, bind results PUB and ingest, start processing."""
         from livesr.stream._ingest import Ingest, IngestConfig
         from livesr.stream._pubsub import ResultPublisher
 
@@ -305,10 +322,15 @@ class Pipeline:
             raise RuntimeError("Pipeline.start() called twice")
         self._started = True
         self.output.mkdir(parents=True, exist_ok=True)
-        taken = [p.name for p in self.output.iterdir() if p.name in ("summary.json", "raw.ome.zarr", "raw.ome.tif", "sr.ome.zarr")]
+        taken = [
+            p.name
+            for p in self.output.iterdir()
+            if p.name in ("summary.json", "raw.ome.zarr", "raw.ome.tif", "sr.ome.zarr")
+        ]
         if taken:
             raise FileExistsError(
-                f"output folder {self.output} already holds results ({', '.join(taken)}); "
+                f"output folder {self.output} already holds results "
+                f"({', '.join(taken)}); "
                 "choose another --output or remove them"
             )
         self._owns_output = True
@@ -316,14 +338,20 @@ class Pipeline:
             self._raw = open_raw_store(self.config.stream.raw_format, self.output)
         self._windows = _open_table("windows", self.output)
         self._drift_table = _open_table("drift", self.output)
-        self._pub = ResultPublisher(self._publish_ep or self._auto_endpoint("results"), context=self._ctx).start()
+        self._pub = ResultPublisher(
+            self._publish_ep or self._auto_endpoint("results"), context=self._ctx
+        ).start()
         self._publish_ep = self._pub.endpoint
         cfg = IngestConfig(
             endpoint=self._endpoint or self._auto_endpoint("ingest"),
             window=self.config.stream.credit,
         )
         self._ingest = Ingest(
-            cfg, self._on_frame, on_gap=self._on_gap, on_end=self._on_end, context=self._ctx
+            cfg,
+            self._on_frame,
+            on_gap=self._on_gap,
+            on_end=self._on_end,
+            context=self._ctx,
         )
         try:
             self._ingest.start()
@@ -332,10 +360,15 @@ class Pipeline:
             raise
         self._endpoint = self._ingest.endpoint
         self._t_start = self._rate_t0 = time.time()
-        self._thread = threading.Thread(target=self._process_loop, name="livesr-processing", daemon=True)
+        self._thread = threading.Thread(
+            target=self._process_loop, name="livesr-processing", daemon=True
+        )
         self._thread.start()
         logger.info(
-            "pipeline started: ingest %s, results %s, output %s", self._endpoint, self._publish_ep, self.output
+            "pipeline started: ingest %s, results %s, output %s",
+            self._endpoint,
+            self._publish_ep,
+            self.output,
         )
         return self
 
@@ -354,7 +387,7 @@ class Pipeline:
         return self._processing_done.wait(left)
 
     def close(self) -> dict[str, Any]:
-        """Stop the ingest, finish processing, write the result files; returns the summary."""
+        """Stop the ingest, finish processing, write the result files; the summary."""
         if self._closed:
             assert self._summary is not None
             return self._summary
@@ -372,7 +405,9 @@ class Pipeline:
         if self._raw is not None and self._raw_opened:
             self._raw.close(gaps=self._gaps.runs, error=self._store_error)
         if self._sr is not None:
-            self._sr.close(param_changes=self._param_changes, error=self._processing_error)
+            self._sr.close(
+                param_changes=self._param_changes, error=self._processing_error
+            )
         for table in (self._windows, self._drift_table):
             if table is not None:
                 table.close()
@@ -389,16 +424,20 @@ class Pipeline:
             write_summary(self.output / "summary.json", self._summary)
             write_config(self.output / "config.toml", self.config)
         except OSError as exc:
-            logger.error("could not write the run summary into %s: %s", self.output, exc)
+            logger.error(
+                "could not write the run summary into %s: %s", self.output, exc
+            )
         logger.info(
             "pipeline closed: %d frames persisted, %d windows published, %d skipped",
-            self._summary["frames_persisted"], self._summary["windows_published"], self._summary["windows_skipped"],
+            self._summary["frames_persisted"],
+            self._summary["windows_published"],
+            self._summary["windows_skipped"],
         )
         return self._summary
 
     # ------------------------------------------------------------------ params
     def set_params(self, **changes: Any) -> None:
-        """Change eSRRF parameters while streaming (thread-safe; applied between frames).
+        """Change eSRRF parameters while streaming (thread-safe, between frames).
 
         Parameters
         ----------
@@ -419,9 +458,14 @@ class Pipeline:
                 base = replace(base, **pend)
             replace(base, **changes)  # validates (raises ValueError naming the field)
             ring = self._ring
-            if ring is not None and "window" in changes and changes["window"] > ring.capacity:
+            if (
+                ring is not None
+                and "window" in changes
+                and changes["window"] > ring.capacity
+            ):
                 raise ValueError(
-                    f"set_params: window={changes['window']} exceeds the processing ring "
+                    f"set_params: window={changes['window']} exceeds the processing "
+                    "ring "
                     f"({ring.capacity} frames); raise [stream] ring_mb"
                 )
             self._pending.append(dict(changes))
@@ -439,7 +483,8 @@ class Pipeline:
             self._first_frame(header)
         elif header.stream != self._stream:
             raise ValueError(
-                f"stream {header.stream!r}: this pipeline serves stream {self._stream!r} only"
+                f"stream {header.stream!r}: this pipeline serves stream "
+                f"{self._stream!r} only"
             )
         seq = header.seq
         self._c["frames_received"] += 1
@@ -456,8 +501,11 @@ class Pipeline:
             with self._lock:
                 self._gaps.add(seq, seq, "raw store failed")
             logger.error(
-                "raw frame persistence failed: %s; stopping acquisition (frames from seq %d "
-                "on are recorded as a gap)", exc, seq,
+                "raw frame persistence failed: %s; stopping acquisition (frames from "
+                "seq %d "
+                "on are recorded as a gap)",
+                exc,
+                seq,
             )
             self.stop_requested.set()
             return
@@ -465,29 +513,51 @@ class Pipeline:
         assert self._ring is not None
         if not self._ring.offer(seq, frame, header.t_acq, t_recv):
             self._c["frames_not_offered"] += 1
-            self._rlog.log(logging.WARNING, "ring", "processing ring full (%d frames): frame %d persisted, not processed", self._ring.capacity, seq)
+            self._rlog.log(
+                logging.WARNING,
+                "ring",
+                "processing ring full (%d frames): frame %d persisted, not processed",
+                self._ring.capacity,
+                seq,
+            )
 
     def _first_frame(self, header: FrameHeader) -> None:
         self._stream = header.stream
         self._first_seq = header.seq
         meta = dict(header.meta)
         interval_ms = meta.get("interval_ms")
-        self._interval_s = float(interval_ms) / 1e3 if isinstance(interval_ms, (int, float)) and interval_ms > 0 else 1.0
+        self._interval_s = (
+            float(interval_ms) / 1e3
+            if isinstance(interval_ms, (int, float)) and interval_ms > 0
+            else 1.0
+        )
         self._pixel_size_um = header.pixel_size_um
         assert self._raw is not None
         self._raw.open(
-            header.shape, header.dtype, pixel_size_um=header.pixel_size_um,
-            interval_s=self._interval_s, meta={"stream": header.stream, **meta},
+            header.shape,
+            header.dtype,
+            pixel_size_um=header.pixel_size_um,
+            interval_s=self._interval_s,
+            meta={"stream": header.stream, **meta},
         )
         self._raw_opened = True
         self._ring = ProcessingRing(
-            header.shape, header.dtype, int(self.config.stream.ring_mb * 2**20),
-            min_frames=self._esrrf.window, max_frames=max(4 * self._esrrf.window, RING_MAX_FRAMES),
+            header.shape,
+            header.dtype,
+            int(self.config.stream.ring_mb * 2**20),
+            min_frames=self._esrrf.window,
+            max_frames=max(4 * self._esrrf.window, RING_MAX_FRAMES),
         )
         logger.info(
-            "stream %s: %dx%d %s frames, %.4g um px; processing ring %d frames (%.1f MiB)",
-            header.stream, header.shape[0], header.shape[1], header.dtype,
-            header.pixel_size_um, self._ring.capacity, self._ring.nbytes / 2**20,
+            "stream %s: %dx%d %s frames, %.4g um px; processing ring %d frames (%.1f "
+            "MiB)",
+            header.stream,
+            header.shape[0],
+            header.shape[1],
+            header.dtype,
+            header.pixel_size_um,
+            self._ring.capacity,
+            self._ring.nbytes / 2**20,
         )
 
     def _on_gap(self, stream: str, first: int, last: int) -> None:
@@ -507,15 +577,24 @@ class Pipeline:
 
     # ------------------------------------------------------------------ processing
     def _warm_up(self) -> None:
-        """Run the stages once on tiny synthetic frames (imports, JIT caches, allocations)."""
+        """Run the stages once on tiny synthetic frames (imports, JIT caches)."""
         from livesr.kernels import RollingDrift, SlidingEsrrf
 
         e = self._esrrf
         t0 = time.perf_counter()
         rng = np.random.default_rng(0)
         frames = rng.poisson(100.0, size=(2, 16, 16)).astype(np.uint16)
-        sl = SlidingEsrrf(2, 1, magnification=e.magnification, radius=e.radius, sensitivity=e.sensitivity,
-                          temporal=e.temporal, geometry=e.geometry, frame_shape=(16, 16), frame_map=self._map)
+        sl = SlidingEsrrf(
+            2,
+            1,
+            magnification=e.magnification,
+            radius=e.radius,
+            sensitivity=e.sensitivity,
+            temporal=e.temporal,
+            geometry=e.geometry,
+            frame_shape=(16, 16),
+            frame_map=self._map,
+        )
         for f in frames:
             sl.push(f)
         if self.config.drift.enabled:
@@ -547,7 +626,9 @@ class Pipeline:
                     continue
                 self._process(item)
                 ring.pop()
-        except Exception as exc:  # a bug or a kernel failure: stop processing, keep persisting
+        except (
+            Exception
+        ) as exc:  # a bug or a kernel failure: stop processing, keep persisting
             self._processing_error = f"{type(exc).__name__}: {exc}"
             logger.exception("processing stopped; raw frames are still persisted")
         finally:
@@ -568,14 +649,25 @@ class Pipeline:
         else:
             nxt, stride = self._next_emission(), int(self._sliding.stride)
         if last >= nxt:
+            first_missing = self._expected if self._expected is not None else nxt
             skipped = (last - nxt) // stride + 1
             self._c["windows_skipped"] += skipped
             self._c["skip_events"] += 1
             if len(self._skips) < 10_000:
-                self._skips.append({"reason": f"frames {self._expected if self._expected is not None else nxt}-{last} never reached processing",
-                                    "restart_frame": None, "next_image_at": None,
-                                    "windows_skipped": skipped, "frames_dropped": 0})
-            logger.warning("%d scheduled window(s) up to frame %d were not processed", skipped, last)
+                self._skips.append(
+                    {
+                        "reason": f"frames {first_missing}-{last} not processed",
+                        "restart_frame": None,
+                        "next_image_at": None,
+                        "windows_skipped": skipped,
+                        "frames_dropped": 0,
+                    }
+                )
+            logger.warning(
+                "%d scheduled window(s) up to frame %d were not processed",
+                skipped,
+                last,
+            )
 
     def _apply_pending(self) -> None:
         with self._lock:
@@ -585,7 +677,9 @@ class Pipeline:
             self._esrrf = replace(self._esrrf, **changes)
             if self._sliding is not None:
                 self._sliding.set_params(recompute=True, **changes)
-            self._param_changes.append({"frame_index": frame_index, "changes": dict(changes)})
+            self._param_changes.append(
+                {"frame_index": frame_index, "changes": dict(changes)}
+            )
             logger.info("parameters changed from frame %d: %s", frame_index, changes)
 
     def _new_sliding(self, shape: tuple[int, int]) -> Any:
@@ -593,10 +687,17 @@ class Pipeline:
 
         e = self._esrrf
         return SlidingEsrrf(
-            e.window, e.stride, magnification=e.magnification, radius=e.radius,
-            sensitivity=e.sensitivity, intensity_weighting=e.intensity_weighting,
-            macro_pixel_correction=e.macro_pixel_correction, temporal=e.temporal,
-            geometry=e.geometry, frame_shape=shape, frame_map=self._map,
+            e.window,
+            e.stride,
+            magnification=e.magnification,
+            radius=e.radius,
+            sensitivity=e.sensitivity,
+            intensity_weighting=e.intensity_weighting,
+            macro_pixel_correction=e.macro_pixel_correction,
+            temporal=e.temporal,
+            geometry=e.geometry,
+            frame_shape=shape,
+            frame_map=self._map,
         )
 
     def _next_emission(self) -> int:
@@ -604,23 +705,37 @@ class Pipeline:
         return self._base + int(self._sliding.next_emission)
 
     def _restart_at(self, target: int, *, reason: str, dropped: int = 0) -> None:
-        """Restart the sliding window so that its first image ends at frame ``target``."""
+        """Restart the sliding window so its first image ends at frame ``target``."""
         nxt = self._next_emission()
         stride = int(self._sliding.stride)
         skipped = max(0, (target - nxt) // stride) if target >= nxt else 0
         self._sliding.reset()
-        self._filling = True  # no further skip until this window is out (or it never ends)
+        self._filling = (
+            True  # no further skip until this window is out (or it never ends)
+        )
         self._base = target - int(self._sliding.window) + 1
         self._c["windows_skipped"] += skipped
         self._c["skip_events"] += 1
-        event = {"reason": reason, "restart_frame": self._base, "next_image_at": target,
-                 "windows_skipped": skipped, "frames_dropped": dropped}
+        event = {
+            "reason": reason,
+            "restart_frame": self._base,
+            "next_image_at": target,
+            "windows_skipped": skipped,
+            "frames_dropped": dropped,
+        }
         if len(self._skips) < 10_000:
             self._skips.append(event)
-        self._rlog.log(logging.WARNING, "skip", "processing behind: %s; %d window(s) skipped, restart at frame %d", reason, skipped, self._base)
+        self._rlog.log(
+            logging.WARNING,
+            "skip",
+            "processing behind: %s; %d window(s) skipped, restart at frame %d",
+            reason,
+            skipped,
+            self._base,
+        )
 
     def _scheduled_at_or_after(self, first_start: int) -> int:
-        """Smallest scheduled emission whose window starts at or after ``first_start``."""
+        """Smallest scheduled emission whose window starts at/after ``first_start``."""
         nxt = self._next_emission()
         stride = int(self._sliding.stride)
         need = first_start + int(self._sliding.window) - 1
@@ -649,8 +764,10 @@ class Pipeline:
         dropped = ring.discard_before(start)
         self._c["frames_dropped_for_processing"] += dropped
         self._restart_at(
-            target, dropped=dropped,
-            reason=f"backlog {backlog} frames x {self._cost_s * 1e3:.1f} ms > budget {self._budget_s * 1e3:.0f} ms",
+            target,
+            dropped=dropped,
+            reason=f"backlog {backlog} frames x {self._cost_s * 1e3:.1f} ms > budget "
+            f"{self._budget_s * 1e3:.0f} ms",
         )
         self._expected = start
         return True
@@ -663,16 +780,22 @@ class Pipeline:
             if self.config.drift.enabled:
                 from livesr.kernels import RollingDrift
 
-                self._drift = RollingDrift(block=self.config.drift.block, max_drift=self.config.drift.max_drift_px)
+                self._drift = RollingDrift(
+                    block=self.config.drift.block,
+                    max_drift=self.config.drift.max_drift_px,
+                )
             self._base = seq
             self._expected = seq
         assert self._expected is not None
         if seq != self._expected:
             if seq < self._expected:  # pragma: no cover - the ingest delivers in order
-                raise RuntimeError(f"frame {seq} arrived after frame {self._expected - 1}")
+                raise RuntimeError(
+                    f"frame {seq} arrived after frame {self._expected - 1}"
+                )
             self._restart_at(
                 self._scheduled_at_or_after(seq),
-                reason=f"frames {self._expected}-{seq - 1} not available for processing",
+                reason=f"frames {self._expected}-{seq - 1} not available for "
+                "processing",
             )
         if self._stage_hook is not None:
             self._stage_hook(seq)
@@ -694,17 +817,35 @@ class Pipeline:
         self._c["frames_processed"] += 1
         cost = time.perf_counter() - t0
         if self._c["frames_processed"] > 1:  # the first frame pays one-off set-up costs
-            self._cost_s = cost if self._cost_s <= 0 else 0.8 * self._cost_s + 0.2 * cost
+            self._cost_s = (
+                cost if self._cost_s <= 0 else 0.8 * self._cost_s + 0.2 * cost
+            )
 
     def _record_drift(self, est: Any) -> None:
         seqs = self._drift_seqs
         frame = seqs[est.frame_index]
         c = est.center
         lo = int(math.floor(c))
-        center = seqs[lo] + (c - lo) * ((seqs[lo + 1] - seqs[lo]) if lo + 1 < len(seqs) else 1)
-        self._last_drift = {"dy": est.dy, "dx": est.dx, "sigma_px": est.sigma_px, "rejected": est.rejected,
-                            "frame": frame}
-        self._drift_table.add(est.block_index, frame, center, est.dy, est.dx, est.sigma_px, est.rejected, est.psr)
+        center = seqs[lo] + (c - lo) * (
+            (seqs[lo + 1] - seqs[lo]) if lo + 1 < len(seqs) else 1
+        )
+        self._last_drift = {
+            "dy": est.dy,
+            "dx": est.dx,
+            "sigma_px": est.sigma_px,
+            "rejected": est.rejected,
+            "frame": frame,
+        }
+        self._drift_table.add(
+            est.block_index,
+            frame,
+            center,
+            est.dy,
+            est.dx,
+            est.sigma_px,
+            est.rejected,
+            est.psr,
+        )
 
     def _publish(self, result: Any, item: RingItem, shift: tuple[float, float]) -> None:
         t_proc = time.time()
@@ -717,29 +858,49 @@ class Pipeline:
         sigma = self._last_drift["sigma_px"] if self._last_drift else math.nan
         drift = None
         if self._drift is not None:
-            drift = {"dy": shift[0], "dx": shift[1], "sigma_px": sigma,
-                     "rejected": bool(self._last_drift["rejected"]) if self._last_drift else False}
+            drift = {
+                "dy": shift[0],
+                "dx": shift[1],
+                "sigma_px": sigma,
+                "rejected": bool(self._last_drift["rejected"])
+                if self._last_drift
+                else False,
+            }
         head: dict[str, Any] = {
-            "v": 1, "kind": "sr", "stream": self._stream, "index": index,
-            "first_frame": first, "last_frame": last,
-            "shape": list(image.shape), "dtype": "float32",
+            "v": 1,
+            "kind": "sr",
+            "stream": self._stream,
+            "index": index,
+            "first_frame": first,
+            "last_frame": last,
+            "shape": list(image.shape),
+            "dtype": "float32",
             "pixel_size_um": self._pixel_size_um / m,
             "drift": drift,
-            "quality": {"metric": QUALITY_METRIC, "value": quality if math.isfinite(quality) else None},
+            "quality": {
+                "metric": QUALITY_METRIC,
+                "value": quality if math.isfinite(quality) else None,
+            },
             "implementation": self.implementations(),
             "params": _live_params(self._esrrf),
         }
         t_pub = time.time()
         stamps = Timestamps(item.t_acq, item.t_recv, t_proc, t_pub)
         head["timestamps"] = stamps.to_json()
-        self._pub.publish([json.dumps(head, allow_nan=False, default=_none).encode(), np.ascontiguousarray(image)])
+        self._pub.publish(
+            [
+                json.dumps(head, allow_nan=False, default=_none).encode(),
+                np.ascontiguousarray(image),
+            ]
+        )
         self._latency.record(stamps)
         self._c["windows_published"] += 1
         if self._sr is None:
             from livesr.stream._results import SrSeriesWriter
 
             self._sr = SrSeriesWriter(
-                self.output / "sr.ome.zarr", image.shape,
+                self.output / "sr.ome.zarr",
+                image.shape,
                 pixel_size_um=self._pixel_size_um / m,
                 interval_s=self._esrrf.stride * self._interval_s,
                 params=asdict(self._esrrf),
@@ -787,9 +948,15 @@ class Pipeline:
         lat = self._latency.summary_ms()
         e2e = lat["end_to_end"]
         duration = max(1e-9, time.time() - self._t_start) if self._t_start else 0.0
-        files = {"raw": str(self._raw.path) if self._raw is not None and self._raw_opened else None,
-                 "sr": str(self._sr.path) if self._sr is not None else None,
-                 "windows": "windows.csv", "drift": "drift.csv", "config": "config.toml"}
+        files = {
+            "raw": str(self._raw.path)
+            if self._raw is not None and self._raw_opened
+            else None,
+            "sr": str(self._sr.path) if self._sr is not None else None,
+            "windows": "windows.csv",
+            "drift": "drift.csv",
+            "config": "config.toml",
+        }
         ring = self._ring
         return {
             "frames_acquired": acquired,
@@ -806,10 +973,18 @@ class Pipeline:
             "windows_published": self._c["windows_published"],
             "windows_skipped": self._c["windows_skipped"],
             "skip_events": self._skips,
-            "latency_ms": {"p50": e2e["p50"], "p99": e2e["p99"], "max": e2e["max"], "n": e2e["n"],
-                           "by_path": lat},
+            "latency_ms": {
+                "p50": e2e["p50"],
+                "p99": e2e["p99"],
+                "max": e2e["max"],
+                "n": e2e["n"],
+                "by_path": lat,
+            },
             "latency_budget_ms": self._budget_s * 1e3,
-            "params": {"esrrf": asdict(self.config.esrrf), "drift": asdict(self.config.drift)},
+            "params": {
+                "esrrf": asdict(self.config.esrrf),
+                "drift": asdict(self.config.drift),
+            },
             "params_final": asdict(self._esrrf),
             "param_changes": self._param_changes,
             "implementation": self.implementations(),
@@ -821,9 +996,11 @@ class Pipeline:
             "pixel_size_um": self._pixel_size_um,
             "sr_pixel_size_um": self._pixel_size_um / self._esrrf.magnification,
             "frame_interval_s": self._interval_s,
-            "ring": {"capacity": ring.capacity if ring is not None else 0,
-                     "peak": ring.peak if ring is not None else 0,
-                     "bytes": ring.nbytes if ring is not None else 0},
+            "ring": {
+                "capacity": ring.capacity if ring is not None else 0,
+                "peak": ring.peak if ring is not None else 0,
+                "bytes": ring.nbytes if ring is not None else 0,
+            },
             "duration_s": duration,
             "frames_per_s": persisted / duration if duration else 0.0,
             "endpoints": {"ingest": self._endpoint, "results": self._publish_ep},
@@ -841,8 +1018,14 @@ def _none(obj: Any) -> Any:
 
 
 def _live_params(e: EsrrfConfig) -> dict[str, Any]:
-    return {"window": e.window, "stride": e.stride, "magnification": e.magnification,
-            "radius": e.radius, "sensitivity": e.sensitivity, "temporal": e.temporal}
+    return {
+        "window": e.window,
+        "stride": e.stride,
+        "magnification": e.magnification,
+        "radius": e.radius,
+        "sensitivity": e.sensitivity,
+        "temporal": e.temporal,
+    }
 
 
 def _open_table(kind: str, output: Path) -> Any:

@@ -75,7 +75,9 @@ class RawStore(Protocol):
         meta: Mapping[str, Any] | None = None,
     ) -> None: ...
 
-    def append(self, seq: int, frame: np.ndarray, *, t_acq: float, t_recv: float) -> None: ...
+    def append(
+        self, seq: int, frame: np.ndarray, *, t_acq: float, t_recv: float
+    ) -> None: ...
 
     def close(
         self, *, gaps: Sequence[Sequence[Any]] = (), error: str | None = None
@@ -104,7 +106,13 @@ def ome_multiscales(
                         "coordinateTransformations": [
                             {
                                 "type": "scale",
-                                "scale": [float(interval_s), 1.0, 1.0, float(pixel_size_um), float(pixel_size_um)],
+                                "scale": [
+                                    float(interval_s),
+                                    1.0,
+                                    1.0,
+                                    float(pixel_size_um),
+                                    float(pixel_size_um),
+                                ],
                             }
                         ],
                     }
@@ -116,7 +124,11 @@ def ome_multiscales(
 
 def _describe(exc: OSError) -> str:
     code = errno.errorcode.get(exc.errno or 0, "")
-    hint = " (disk full: free space or choose another --output)" if exc.errno == errno.ENOSPC else ""
+    hint = (
+        " (disk full: free space or choose another --output)"
+        if exc.errno == errno.ENOSPC
+        else ""
+    )
     return f"{exc.strerror or exc}{f' [{code}]' if code else ''}{hint}"
 
 
@@ -161,7 +173,9 @@ class OmeZarrRawStore:
         g = zarr.open_group(str(self.path), mode="w-", zarr_format=3)
         g.attrs.update(
             {
-                "ome": ome_multiscales("raw", pixel_size_um=pixel_size_um, interval_s=interval_s),
+                "ome": ome_multiscales(
+                    "raw", pixel_size_um=pixel_size_um, interval_s=interval_s
+                ),
                 "livesr": {
                     "kind": "raw",
                     "complete": False,
@@ -174,7 +188,11 @@ class OmeZarrRawStore:
         )
         self._cap = 64
         self._arr = g.create_array(
-            "0", shape=(self._cap, 1, 1, h, w), chunks=(1, 1, 1, h, w), dtype=dtype, fill_value=0
+            "0",
+            shape=(self._cap, 1, 1, h, w),
+            chunks=(1, 1, 1, h, w),
+            dtype=dtype,
+            fill_value=0,
         )
         frames = g.create_group("frames")
         for name, dt in (("seq", "int64"), ("t_acq", "float64"), ("t_recv", "float64")):
@@ -187,12 +205,16 @@ class OmeZarrRawStore:
     def _write_frame(self, index: int, frame: np.ndarray) -> None:
         self._arr[index, 0, 0] = frame
 
-    def append(self, seq: int, frame: np.ndarray, *, t_acq: float, t_recv: float) -> None:
-        """Write one frame; durable on return.  Raises :class:`RawStoreError` on failure."""
+    def append(
+        self, seq: int, frame: np.ndarray, *, t_acq: float, t_recv: float
+    ) -> None:
+        """Write one frame; durable on return; :class:`RawStoreError` on failure."""
         if self._arr is None or self._closed:
             raise RawStoreError(errno.EBADF, f"raw store {self.path} is not open")
         if self._failed is not None:
-            raise RawStoreError(errno.EIO, f"raw store {self.path} failed earlier: {self._failed}")
+            raise RawStoreError(
+                errno.EIO, f"raw store {self.path} failed earlier: {self._failed}"
+            )
         i = self.frames_written
         try:
             if i >= self._cap:
@@ -214,7 +236,7 @@ class OmeZarrRawStore:
         self.frames_written = i + 1
 
     def _flush_meta(self, n: int) -> None:
-        """Write per-frame metadata of frames ``[meta_flushed, n)`` (all in one block)."""
+        """Write per-frame metadata of frames ``[meta_flushed, n)`` (one block)."""
         lo = self._meta_flushed
         if n <= lo:
             return
@@ -226,7 +248,9 @@ class OmeZarrRawStore:
             arr[lo:n] = cols[name][k0 : k0 + (n - lo)]
         self._meta_flushed = n
 
-    def close(self, *, gaps: Sequence[Sequence[Any]] = (), error: str | None = None) -> None:
+    def close(
+        self, *, gaps: Sequence[Sequence[Any]] = (), error: str | None = None
+    ) -> None:
         """Cut the array to the frames written and write the final metadata.
 
         After a write error this is best effort (each step guarded), and
@@ -239,7 +263,10 @@ class OmeZarrRawStore:
         n = self.frames_written
         err = error or self._failed
         steps = (
-            ("cut the frame array", lambda: self._arr.resize((n, *self._arr.shape[1:]))),
+            (
+                "cut the frame array",
+                lambda: self._arr.resize((n, *self._arr.shape[1:])),
+            ),
             ("write per-frame metadata", lambda: self._flush_meta(n)),
             ("write the final attributes", lambda: self._final_attrs(n, gaps, err)),
         )
@@ -247,12 +274,23 @@ class OmeZarrRawStore:
             try:
                 step()
             except OSError as exc:
-                logger.error("raw store %s: could not %s: %s", self.path, what, _describe(exc))
-        logger.info("raw store %s closed: %d frames%s", self.path, n, f" (error: {err})" if err else "")
+                logger.error(
+                    "raw store %s: could not %s: %s", self.path, what, _describe(exc)
+                )
+        logger.info(
+            "raw store %s closed: %d frames%s",
+            self.path,
+            n,
+            f" (error: {err})" if err else "",
+        )
 
-    def _final_attrs(self, n: int, gaps: Sequence[Sequence[Any]], err: str | None) -> None:
+    def _final_attrs(
+        self, n: int, gaps: Sequence[Sequence[Any]], err: str | None
+    ) -> None:
         live = dict(self._group.attrs["livesr"])
-        live.update(complete=err is None, frames=n, gaps=[list(g) for g in gaps], error=err)
+        live.update(
+            complete=err is None, frames=n, gaps=[list(g) for g in gaps], error=err
+        )
         self._group.attrs["livesr"] = live
 
 
@@ -300,17 +338,25 @@ class OmeTiffRawStore:
         self._tw = tifffile.TiffWriter(self.path, bigtiff=True)
 
     def _write_frame(self, frame: np.ndarray, description: str) -> None:
-        self._tw.write(frame, photometric="minisblack", description=description, metadata=None)
+        self._tw.write(
+            frame, photometric="minisblack", description=description, metadata=None
+        )
         self._tw.filehandle.flush()
 
-    def append(self, seq: int, frame: np.ndarray, *, t_acq: float, t_recv: float) -> None:
+    def append(
+        self, seq: int, frame: np.ndarray, *, t_acq: float, t_recv: float
+    ) -> None:
         """Append one page; raises :class:`RawStoreError` on failure."""
         if self._tw is None or self._closed:
             raise RawStoreError(errno.EBADF, f"raw store {self.path} is not open")
         if self._failed is not None:
-            raise RawStoreError(errno.EIO, f"raw store {self.path} failed earlier: {self._failed}")
+            raise RawStoreError(
+                errno.EIO, f"raw store {self.path} failed earlier: {self._failed}"
+            )
         i = self.frames_written
-        desc = json.dumps({"seq": int(seq), "t_acq": float(t_acq), "t_recv": float(t_recv)})
+        desc = json.dumps(
+            {"seq": int(seq), "t_acq": float(t_acq), "t_recv": float(t_recv)}
+        )
         try:
             self._write_frame(np.ascontiguousarray(frame), desc)
         except OSError as exc:
@@ -323,7 +369,9 @@ class OmeTiffRawStore:
         self._t_acq.append(float(t_acq))
         self.frames_written = i + 1
 
-    def close(self, *, gaps: Sequence[Sequence[Any]] = (), error: str | None = None) -> None:
+    def close(
+        self, *, gaps: Sequence[Sequence[Any]] = (), error: str | None = None
+    ) -> None:
         """Close the file and write the OME-XML for the frames written (best effort)."""
         if self._closed or self._tw is None:
             self._closed = True
@@ -357,9 +405,13 @@ class OmeTiffRawStore:
             Plane={"DeltaT": delta, "DeltaTUnit": ["s"] * len(delta)},
         )
         try:
-            tifffile.tiffcomment(self.path, ox.tostring(declaration=True).encode("utf-8"))
+            tifffile.tiffcomment(
+                self.path, ox.tostring(declaration=True).encode("utf-8")
+            )
         except (OSError, ValueError) as exc:
-            logger.error("raw store %s: could not write the OME-XML: %s", self.path, exc)
+            logger.error(
+                "raw store %s: could not write the OME-XML: %s", self.path, exc
+            )
         if err:
             try:
                 self.path.with_suffix(".error.txt").write_text(
@@ -367,15 +419,23 @@ class OmeTiffRawStore:
                 )
             except OSError:
                 pass
-        logger.info("raw store %s closed: %d frames%s", self.path, n, f" (error: {err})" if err else "")
+        logger.info(
+            "raw store %s closed: %d frames%s",
+            self.path,
+            n,
+            f" (error: {err})" if err else "",
+        )
 
 
-def open_raw_store(fmt: str, directory: str | Path) -> OmeZarrRawStore | OmeTiffRawStore:
+def open_raw_store(
+    fmt: str, directory: str | Path
+) -> OmeZarrRawStore | OmeTiffRawStore:
     """A raw store of format ``fmt`` (:data:`RAW_FORMATS`) in ``directory``."""
     d = Path(directory)
     if fmt == "ome-zarr":
         return OmeZarrRawStore(d / "raw.ome.zarr")
     if fmt == "ome-tiff":
         return OmeTiffRawStore(d / "raw.ome.tif")
-    raise ValueError(f"raw format {fmt!r} is not valid; expected one of {', '.join(RAW_FORMATS)}")
-
+    raise ValueError(
+        f"raw format {fmt!r} is not valid; expected one of {', '.join(RAW_FORMATS)}"
+    )

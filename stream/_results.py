@@ -31,7 +31,13 @@ import numpy as np
 
 from livesr.stream._rawstore import ome_multiscales
 
-__all__ = ["DriftTable", "SrSeriesWriter", "WindowTable", "write_config", "write_summary"]
+__all__ = [
+    "DriftTable",
+    "SrSeriesWriter",
+    "WindowTable",
+    "write_config",
+    "write_summary",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +88,9 @@ class SrSeriesWriter:
         g = zarr.open_group(str(self.path), mode="w-", zarr_format=3)
         g.attrs.update(
             {
-                "ome": ome_multiscales("sr", pixel_size_um=pixel_size_um, interval_s=interval_s),
+                "ome": ome_multiscales(
+                    "sr", pixel_size_um=pixel_size_um, interval_s=interval_s
+                ),
                 "livesr": {
                     "kind": "esrrf",
                     "complete": False,
@@ -96,7 +104,11 @@ class SrSeriesWriter:
         self._cap = 16
         h, w = int(shape[0]), int(shape[1])
         self._arr = g.create_array(
-            "0", shape=(self._cap, 1, 1, h, w), chunks=(1, 1, 1, h, w), dtype="float32", fill_value=0.0
+            "0",
+            shape=(self._cap, 1, 1, h, w),
+            chunks=(1, 1, 1, h, w),
+            dtype="float32",
+            fill_value=0.0,
         )
         self._group = g
 
@@ -110,7 +122,9 @@ class SrSeriesWriter:
         self.count = i + 1
         return i
 
-    def close(self, *, param_changes: Sequence[Mapping[str, Any]], error: str | None = None) -> None:
+    def close(
+        self, *, param_changes: Sequence[Mapping[str, Any]], error: str | None = None
+    ) -> None:
         """Cut to the images written and record the parameter changes."""
         self._arr.resize((self.count, *self._arr.shape[1:]))
         live = dict(self._group.attrs["livesr"])
@@ -134,7 +148,12 @@ class _Csv:
         self.rows = 0
 
     def _row(self, values: Sequence[Any]) -> None:
-        self._w.writerow(["" if (isinstance(v, float) and not math.isfinite(v)) else v for v in values])
+        self._w.writerow(
+            [
+                "" if (isinstance(v, float) and not math.isfinite(v)) else v
+                for v in values
+            ]
+        )
         self.rows += 1
 
     def flush(self) -> None:
@@ -149,8 +168,18 @@ class WindowTable(_Csv):
     """``windows.csv``: one row per published image."""
 
     columns = (
-        "index", "first_frame", "last_frame", "t_acquired", "t_received", "t_processed",
-        "t_published", "latency_ms", "dy_px", "dx_px", "sigma_px", "quality",
+        "index",
+        "first_frame",
+        "last_frame",
+        "t_acquired",
+        "t_received",
+        "t_processed",
+        "t_published",
+        "latency_ms",
+        "dy_px",
+        "dx_px",
+        "sigma_px",
+        "quality",
     )
 
     def add(
@@ -165,26 +194,68 @@ class WindowTable(_Csv):
     ) -> None:
         lat = (stamps["published"] - stamps["acquired"]) * 1e3
         self._row(
-            (index, first, last, f"{stamps['acquired']:.6f}", f"{stamps['received']:.6f}",
-             f"{stamps['processed']:.6f}", f"{stamps['published']:.6f}", f"{lat:.3f}",
-             f"{shift[0]:.5f}", f"{shift[1]:.5f}", f"{sigma:.5f}", f"{quality:.6g}")
+            (
+                index,
+                first,
+                last,
+                f"{stamps['acquired']:.6f}",
+                f"{stamps['received']:.6f}",
+                f"{stamps['processed']:.6f}",
+                f"{stamps['published']:.6f}",
+                f"{lat:.3f}",
+                f"{shift[0]:.5f}",
+                f"{shift[1]:.5f}",
+                f"{sigma:.5f}",
+                f"{quality:.6g}",
+            )
         )
 
 
 class DriftTable(_Csv):
     """``drift.csv``: one row per rolling drift estimate."""
 
-    columns = ("block", "frame", "center", "dy_px", "dx_px", "sigma_px", "rejected", "psr")
+    columns = (
+        "block",
+        "frame",
+        "center",
+        "dy_px",
+        "dx_px",
+        "sigma_px",
+        "rejected",
+        "psr",
+    )
 
-    def add(self, block: int, frame: int, center: float, dy: float, dx: float,
-            sigma: float, rejected: bool, psr: float) -> None:
-        self._row((block, frame, f"{center:.2f}", f"{dy:.5f}", f"{dx:.5f}", f"{sigma:.5f}",
-                   int(bool(rejected)), f"{psr:.4g}"))
+    def add(
+        self,
+        block: int,
+        frame: int,
+        center: float,
+        dy: float,
+        dx: float,
+        sigma: float,
+        rejected: bool,
+        psr: float,
+    ) -> None:
+        self._row(
+            (
+                block,
+                frame,
+                f"{center:.2f}",
+                f"{dy:.5f}",
+                f"{dx:.5f}",
+                f"{sigma:.5f}",
+                int(bool(rejected)),
+                f"{psr:.4g}",
+            )
+        )
 
 
 def write_summary(path: str | Path, summary: Mapping[str, Any]) -> None:
     """Write ``summary.json`` (NaN written as null)."""
-    Path(path).write_text(json.dumps(_json_safe(summary), indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    Path(path).write_text(
+        json.dumps(_json_safe(summary), indent=2, sort_keys=False) + "\n",
+        encoding="utf-8",
+    )
 
 
 def write_config(path: str | Path, config: Any) -> None:

@@ -1,4 +1,4 @@
-"""The processing ring: a FIFO of frames waiting for processing, in a fixed memory budget.
+"""The processing ring: a FIFO of frames waiting for processing, fixed memory budget.
 
 The ingest thread persists a frame, then :meth:`ProcessingRing.offer` copies it into
 a pre-allocated, pre-touched slot and returns at once; when every slot is taken the
@@ -6,7 +6,8 @@ frame is simply not offered for processing (it is on disk already) and the refus
 is counted.  Once full, the ring refuses frames until it has drained completely, so
 that what it accepts afterwards is one contiguous run (a sliding window needs
 contiguous frames; accepting one frame per freed slot would leave only isolated
-frames that belong to no complete window).  The processing thread :meth:`~ProcessingRing.peek`\\ s the oldest item,
+frames that belong to no complete window).  The processing thread
+:meth:`~ProcessingRing.peek`\\ s the oldest item,
 works on the slot in place, then :meth:`~ProcessingRing.pop`\\ s it; to catch up it
 may :meth:`~ProcessingRing.discard_before` a sequence number.
 
@@ -84,8 +85,10 @@ class ProcessingRing:
         if capacity < max(1, min_frames):
             need_mb = max(1, min_frames) * frame_bytes / 2**20
             raise ValueError(
-                f"processing ring budget {budget_bytes / 2**20:.3f} MiB holds {capacity} frame(s) "
-                f"of {shape[0]}x{shape[1]} {dt}; at least {max(1, min_frames)} (the eSRRF window) "
+                f"processing ring budget {budget_bytes / 2**20:.3f} MiB holds "
+                f"{capacity} frame(s) "
+                f"of {shape[0]}x{shape[1]} {dt}; at least {max(1, min_frames)} (the "
+                "eSRRF window) "
                 f"are needed: raise [stream] ring_mb to >= {need_mb:.3f}"
             )
         if max_frames is not None:
@@ -119,10 +122,11 @@ class ProcessingRing:
 
     # ------------------------------------------------------------------ producer
     def offer(self, seq: int, frame: np.ndarray, t_acq: float, t_recv: float) -> bool:
-        """Copy ``frame`` into a free slot; False (counted in :attr:`refused`) when full."""
+        """Copy ``frame`` into a free slot; False (counted: :attr:`refused`) if full."""
         if frame.shape != self.shape:
             raise ValueError(
-                f"frame {seq} has shape {frame.shape}; the processing ring holds {self.shape}"
+                f"frame {seq} has shape {frame.shape}; the processing ring holds "
+                f"{self.shape}"
             )
         with self._cond:
             if self._count == self.capacity:
@@ -163,7 +167,12 @@ class ProcessingRing:
             if self._count == 0:
                 return None
             i = self._head
-            return RingItem(int(self._seq[i]), self._slots[i], float(self._t[i, 0]), float(self._t[i, 1]))
+            return RingItem(
+                int(self._seq[i]),
+                self._slots[i],
+                float(self._t[i, 0]),
+                float(self._t[i, 1]),
+            )
 
     def pop(self) -> None:
         """Remove the oldest item (after processing it)."""

@@ -2,7 +2,7 @@
 
 ::
 
-    reporter = StatusReporter(snapshot_fn, enabled=None)   # None: on when stderr is a TTY
+    reporter = StatusReporter(snapshot_fn, enabled=None)   # None: on if a TTY
     reporter.start()
     ...
     reporter.stop()
@@ -25,7 +25,11 @@ __all__ = ["StatusReporter", "format_status"]
 
 
 def _ms(x: Any) -> str:
-    return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.0f}"
+    return (
+        "-"
+        if x is None or (isinstance(x, float) and not math.isfinite(x))
+        else f"{x:.0f}"
+    )
 
 
 def format_status(s: Mapping[str, Any]) -> str:
@@ -35,8 +39,11 @@ def format_status(s: Mapping[str, Any]) -> str:
     return (
         f"frames {s.get('frames_received', 0)} ({s.get('fps', 0.0):.0f}/s) | "
         f"windows {s.get('windows_published', 0)} | "
-        f"latency p50 {_ms(s.get('latency_p50_ms'))} p99 {_ms(s.get('latency_p99_ms'))} ms | "
-        f"skipped {s.get('windows_skipped', 0)} | gaps {s.get('frames_in_gaps', 0)} | {impl_txt}"
+        f"latency p50 {_ms(s.get('latency_p50_ms'))} "
+        f"p99 {_ms(s.get('latency_p99_ms'))} "
+        "ms | "
+        f"skipped {s.get('windows_skipped', 0)} | gaps {s.get('frames_in_gaps', 0)} | "
+        f"{impl_txt}"
     )
 
 
@@ -75,7 +82,9 @@ class StatusReporter:
 
     def start(self) -> StatusReporter:
         if self.enabled and self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="livesr-status", daemon=True)
+            self._thread = threading.Thread(
+                target=self._run, name="livesr-status", daemon=True
+            )
             self._thread.start()
         return self
 

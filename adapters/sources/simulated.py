@@ -73,7 +73,10 @@ class SimulatedSource:
         send_timeout_s: float = 30.0,
     ) -> None:
         if isinstance(frames, bool) or not isinstance(frames, int) or frames < 0:
-            raise ValueError(f"SimulatedSource frames={frames!r}; expected an integer >= 0 (0 = until stopped)")
+            raise ValueError(
+                f"SimulatedSource frames={frames!r}; expected an integer >= 0 (0 = "
+                "until stopped)"
+            )
         self.sim_config = sim_config
         self.endpoint = endpoint
         self.frames = frames
@@ -94,7 +97,9 @@ class SimulatedSource:
 
     def start(self) -> SimulatedSource:
         """Run :meth:`run` on a background thread."""
-        self._thread = threading.Thread(target=self._run_thread, name="livesr-sim-source", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run_thread, name="livesr-sim-source", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -106,7 +111,7 @@ class SimulatedSource:
             logger.exception("simulated source failed")
 
     def join(self, timeout: float | None = None) -> dict[str, Any] | None:
-        """Wait for the background run; returns the link summary (None if still running)."""
+        """Wait for the background run; the link summary (None while running)."""
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
@@ -116,25 +121,38 @@ class SimulatedSource:
     def run(self) -> dict[str, Any]:
         """Acquire and send (blocking); returns the link summary."""
         from livesr.sim import Microscope
-        from livesr.stream._source_link import RingOverflowError, SourceLink, SourceLinkConfig
+        from livesr.stream._source_link import (
+            RingOverflowError,
+            SourceLink,
+            SourceLinkConfig,
+        )
 
         scope = Microscope(self.sim_config)
         cam = self.sim_config.camera
         shape = tuple(int(s) for s in scope.shape)
         link_cfg = SourceLinkConfig(
-            endpoint=self.endpoint, stream=self.stream, shape=shape, dtype="uint16",
-            pixel_size_um=float(cam.pixel_size_um), ring_frames=self.ring_frames,
+            endpoint=self.endpoint,
+            stream=self.stream,
+            shape=shape,
+            dtype="uint16",
+            pixel_size_um=float(cam.pixel_size_um),
+            ring_frames=self.ring_frames,
             overflow="stop",
         )
         interval = max(cam.interval_ms, scope.exposure_ms) / 1e3
-        meta_base = {"camera": "livesr-sim", "exposure_ms": float(scope.exposure_ms),
-                     "interval_ms": float(cam.interval_ms)}
+        meta_base = {
+            "camera": "livesr-sim",
+            "exposure_ms": float(scope.exposure_ms),
+            "interval_ms": float(cam.interval_ms),
+        }
         buf = np.empty(shape, dtype=np.uint16)
         link = SourceLink(link_cfg, context=self._ctx).start()
         t0 = time.monotonic()
         try:
             i = 0
-            while (self.frames == 0 or i < self.frames) and not self.stop_event.is_set():
+            while (
+                self.frames == 0 or i < self.frames
+            ) and not self.stop_event.is_set():
                 if self.pace:
                     delay = t0 + i * interval - time.monotonic()
                     if delay > 0:
@@ -142,13 +160,23 @@ class SimulatedSource:
                             break
                 timeout = 0.0 if self.pace else self._send_timeout
                 try:
-                    slot = link.reserve(timeout=timeout)  # render straight into the replay ring
+                    slot = link.reserve(
+                        timeout=timeout
+                    )  # render straight into the replay ring
                     target = buf if slot is None else slot
                     truth = scope.render_into(target)
                     t_acq = time.time()
-                    meta = {**meta_base, "ImageNumber": truth.index,
-                            "displacement_px": [float(truth.displacement_px[0]), float(truth.displacement_px[1])]}
-                    if slot is None:  # ring full: send() reports the overflow per the policy
+                    meta = {
+                        **meta_base,
+                        "ImageNumber": truth.index,
+                        "displacement_px": [
+                            float(truth.displacement_px[0]),
+                            float(truth.displacement_px[1]),
+                        ],
+                    }
+                    if (
+                        slot is None
+                    ):  # ring full: send() reports the overflow per the policy
                         link.send(buf, t_acq=t_acq, meta=meta, timeout=0.0)
                     else:
                         link.commit(slot, t_acq=t_acq, meta=meta)
@@ -160,6 +188,12 @@ class SimulatedSource:
         finally:
             self.summary = link.close(timeout=30.0)
         if self.stop_event.is_set():
-            logger.warning("simulated source stopped on request after %d frame(s)", self.frames_sent)
-        logger.info("simulated source done: %d frames acquired", self.summary.get("frames_acquired", 0))
+            logger.warning(
+                "simulated source stopped on request after %d frame(s)",
+                self.frames_sent,
+            )
+        logger.info(
+            "simulated source done: %d frames acquired",
+            self.summary.get("frames_acquired", 0),
+        )
         return self.summary

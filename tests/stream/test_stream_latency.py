@@ -34,7 +34,14 @@ def test_histogram_memory_is_fixed() -> None:
 def test_tracker_paths_and_recent_window() -> None:
     tr = LatencyTracker(recent=4)
     for k in range(10):
-        tr.record(Timestamps(acquired=100.0, received=100.001, processed=100.010 + k * 0.001, published=100.011 + k * 0.001))
+        tr.record(
+            Timestamps(
+                acquired=100.0,
+                received=100.001,
+                processed=100.010 + k * 0.001,
+                published=100.011 + k * 0.001,
+            )
+        )
     s = tr.summary_ms()
     assert s["end_to_end"]["n"] == 10
     assert abs(s["transport"]["p50"] - 1.0) < 0.02

@@ -21,7 +21,12 @@ import zmq
 from livesr.adapters.sources.simulated import SimulatedSource
 from livesr.kernels import esrrf
 from livesr.sim import Microscope, SimConfig
-from livesr.stream._config import DriftCorrectionConfig, EsrrfConfig, LivesrConfig, StreamConfig
+from livesr.stream._config import (
+    DriftCorrectionConfig,
+    EsrrfConfig,
+    LivesrConfig,
+    StreamConfig,
+)
 from livesr.stream._pipeline import Pipeline, quality_metric
 from livesr.stream._pubsub import LatestSubscriber
 from livesr.stream._rawstore import OmeZarrRawStore
@@ -29,11 +34,24 @@ from livesr.stream._rawstore import OmeZarrRawStore
 
 def _sim(**drift: Any) -> SimConfig:
     sim = SimConfig.blinking(shape=(32, 32), seed=3)
-    sim = dataclasses.replace(sim, camera=dataclasses.replace(sim.camera, stamp_index=True, interval_ms=4.0, exposure_ms=4.0))
+    sim = dataclasses.replace(
+        sim,
+        camera=dataclasses.replace(
+            sim.camera, stamp_index=True, interval_ms=4.0, exposure_ms=4.0
+        ),
+    )
     return sim
 
 
-def _cfg(out: Path, *, window: int, stride: int, drift: bool = False, budget_ms: float = 1e7, **esrrf_kw: Any) -> LivesrConfig:
+def _cfg(
+    out: Path,
+    *,
+    window: int,
+    stride: int,
+    drift: bool = False,
+    budget_ms: float = 1e7,
+    **esrrf_kw: Any,
+) -> LivesrConfig:
     return LivesrConfig(
         esrrf=EsrrfConfig(window=window, stride=stride, magnification=2, **esrrf_kw),
         drift=DriftCorrectionConfig(enabled=drift, block=10),
@@ -41,8 +59,14 @@ def _cfg(out: Path, *, window: int, stride: int, drift: bool = False, budget_ms:
     )
 
 
-def cheap_map(frame: np.ndarray, params: Any, *, shift: Any = (0.0, 0.0), out: np.ndarray | None = None) -> np.ndarray:
-    """A stand-in per-frame map (pixel replication): makes the eSRRF stage nearly free."""
+def cheap_map(
+    frame: np.ndarray,
+    params: Any,
+    *,
+    shift: Any = (0.0, 0.0),
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Stand-in per-frame map (pixel replication): the eSRRF stage nearly free."""
     m = params.magnification
     big = np.repeat(np.repeat(np.asarray(frame, np.float32), m, 0), m, 1)
     if out is None:
@@ -64,16 +88,32 @@ def _run(
 ) -> tuple[dict[str, Any], list[list[Any]]]:
     ctx = zmq.Context()
     name = tmp_path.name
-    pipe = Pipeline(cfg, endpoint=f"inproc://ingest-{name}", publish=f"inproc://results-{name}",
-                    context=ctx, frame_map=frame_map, stage_hook=stage_hook).start()
-    sub = LatestSubscriber(pipe.publish_endpoint, hwm=64, context=ctx).start() if subscribe else None
+    pipe = Pipeline(
+        cfg,
+        endpoint=f"inproc://ingest-{name}",
+        publish=f"inproc://results-{name}",
+        context=ctx,
+        frame_map=frame_map,
+        stage_hook=stage_hook,
+    ).start()
+    sub = (
+        LatestSubscriber(pipe.publish_endpoint, hwm=64, context=ctx).start()
+        if subscribe
+        else None
+    )
     received: list[list[Any]] = []
     try:
         assert pipe.ready.wait(60.0)  # stages warmed up before the first frame
         if on_started is not None:
             on_started(pipe)
-        src = SimulatedSource(_sim(), pipe.endpoint, frames=frames, pace=pace,
-                              stop_event=pipe.stop_requested, context=ctx).start()
+        src = SimulatedSource(
+            _sim(),
+            pipe.endpoint,
+            frames=frames,
+            pace=pace,
+            stop_event=pipe.stop_requested,
+            context=ctx,
+        ).start()
         assert src.join(60.0) is not None, "source did not finish"
         assert src.error is None
         assert pipe.wait(120.0), "pipeline did not finish"
@@ -87,10 +127,16 @@ def _run(
             sub.close()
         summary = pipe.close()
         ctx.term()
-    assert summary["frames_acquired"] == summary["frames_persisted"] + summary["frames_in_gaps"], summary
+    assert (
+        summary["frames_acquired"]
+        == summary["frames_persisted"] + summary["frames_in_gaps"]
+    ), summary
     assert summary["accounting_ok"] is True
     on_disk = json.loads((cfg_out(cfg) / "summary.json").read_text())
-    assert on_disk["frames_acquired"] == on_disk["frames_persisted"] + on_disk["frames_in_gaps"]
+    assert (
+        on_disk["frames_acquired"]
+        == on_disk["frames_persisted"] + on_disk["frames_in_gaps"]
+    )
     return summary, received
 
 
@@ -139,12 +185,22 @@ def test_windows_equal_batch_esrrf_and_raw_equals_source(tmp_path: Path) -> None
         (k * stride, k * stride + window - 1) for k in range(expected_windows)
     ]
     for img, r in zip(images, rows, strict=True):
-        ref = esrrf(raw[int(r["first_frame"]) : int(r["last_frame"]) + 1], magnification=2)
+        ref = esrrf(
+            raw[int(r["first_frame"]) : int(r["last_frame"]) + 1], magnification=2
+        )
         np.testing.assert_allclose(img, ref, rtol=1e-5, atol=1e-5)
-        assert abs(float(r["quality"]) - quality_metric(img)) <= 1e-5 * abs(quality_metric(img))
+        assert abs(float(r["quality"]) - quality_metric(img)) <= 1e-5 * abs(
+            quality_metric(img)
+        )
     ms = attrs["ome"]["multiscales"][0]
-    assert ms["datasets"][0]["coordinateTransformations"][0]["scale"][3:] == [0.05, 0.05]
-    assert attrs["livesr"]["complete"] is True and attrs["livesr"]["images"] == expected_windows
+    assert ms["datasets"][0]["coordinateTransformations"][0]["scale"][3:] == [
+        0.05,
+        0.05,
+    ]
+    assert (
+        attrs["livesr"]["complete"] is True
+        and attrs["livesr"]["images"] == expected_windows
+    )
     # the PUB side: newest message carries image + metadata
     assert msgs, "no result received on the PUB socket"
     head = json.loads(bytes(msgs[-1][0].buffer))
@@ -166,13 +222,22 @@ def test_param_change_recorded_and_applied_from_next_window(tmp_path: Path) -> N
     state: dict[str, Any] = {}
 
     def hook(seq: int) -> None:
-        if seq == 24:  # ask from the processing thread's context: applied before frame 25
+        if (
+            seq == 24
+        ):  # ask from the processing thread's context: applied before frame 25
             state["pipe"].set_params(radius=2.0, sensitivity=2.0)
 
-    summary, _ = _run(tmp_path, cfg, n, stage_hook=hook, on_started=lambda p: state.update(pipe=p))
-    assert summary["param_changes"] == [{"frame_index": 25, "changes": {"radius": 2.0, "sensitivity": 2.0}}]
+    summary, _ = _run(
+        tmp_path, cfg, n, stage_hook=hook, on_started=lambda p: state.update(pipe=p)
+    )
+    assert summary["param_changes"] == [
+        {"frame_index": 25, "changes": {"radius": 2.0, "sensitivity": 2.0}}
+    ]
     assert summary["params_final"]["radius"] == 2.0
-    assert summary["windows_published"] == (n - window) // stride + 1 and summary["windows_skipped"] == 0
+    assert (
+        summary["windows_published"] == (n - window) // stride + 1
+        and summary["windows_skipped"] == 0
+    )
     images, attrs = _sr(out)
     assert attrs["livesr"]["param_changes"] == summary["param_changes"]
     raw = _raw(out)
@@ -180,7 +245,12 @@ def test_param_change_recorded_and_applied_from_next_window(tmp_path: Path) -> N
     for img, r in zip(images, rows, strict=True):
         a, b = int(r["first_frame"]), int(r["last_frame"])
         new = b >= 25  # emitted after the change (stored maps recomputed)
-        ref = esrrf(raw[a : b + 1], magnification=2, radius=2.0 if new else 1.5, sensitivity=2.0 if new else 1.0)
+        ref = esrrf(
+            raw[a : b + 1],
+            magnification=2,
+            radius=2.0 if new else 1.5,
+            sensitivity=2.0 if new else 1.0,
+        )
         np.testing.assert_allclose(img, ref, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="magnification cannot change while streaming"):
         Pipeline(cfg).set_params(magnification=3)
@@ -204,7 +274,12 @@ def test_slow_stretch_skips_windows_never_raw_frames(tmp_path: Path) -> None:
     assert summary["windows_published"] + summary["windows_skipped"] == scheduled
     events = summary["skip_events"]
     assert sum(e["windows_skipped"] for e in events) == summary["windows_skipped"]
-    assert summary["frames_processed"] + summary["frames_dropped_for_processing"] + summary["frames_not_offered"] == n
+    assert (
+        summary["frames_processed"]
+        + summary["frames_dropped_for_processing"]
+        + summary["frames_not_offered"]
+        == n
+    )
     rows = _windows(out)
     ends = [int(r["last_frame"]) for r in rows]
     assert all((e - (window - 1)) % stride == 0 for e in ends)  # schedule phase kept
@@ -212,7 +287,9 @@ def test_slow_stretch_skips_windows_never_raw_frames(tmp_path: Path) -> None:
     assert summary["implementation"] == {"esrrf": "cheap_map"}
 
 
-def test_disk_full_stops_acquisition_and_records_the_gap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_disk_full_stops_acquisition_and_records_the_gap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "out"
     cfg = _cfg(out, window=10, stride=5)
     real = OmeZarrRawStore._write_frame
@@ -233,7 +310,10 @@ def test_disk_full_stops_acquisition_and_records_the_gap(tmp_path: Path, monkeyp
     raw = g["0"][:, 0, 0]
     assert raw.shape[0] == 25
     np.testing.assert_array_equal(raw, Microscope(_sim()).acquire(25)[0])
-    assert g.attrs["livesr"]["complete"] is False and "ENOSPC" in g.attrs["livesr"]["error"]
+    assert (
+        g.attrs["livesr"]["complete"] is False
+        and "ENOSPC" in g.attrs["livesr"]["error"]
+    )
     assert g.attrs["livesr"]["gaps"] == summary["gaps"]
     assert summary["windows_published"] == (25 - 10) // 5 + 1
 
@@ -292,7 +372,10 @@ def test_full_ring_refuses_frames_for_processing_only(tmp_path: Path) -> None:
     assert summary["frames_not_offered"] >= 1
     assert summary["frames_processed"] + summary["frames_not_offered"] == n
     assert summary["windows_skipped"] >= 1
-    assert summary["windows_published"] + summary["windows_skipped"] == (n - window) // stride + 1
+    assert (
+        summary["windows_published"] + summary["windows_skipped"]
+        == (n - window) // stride + 1
+    )
     ends = [int(r["last_frame"]) for r in _windows(out)]
     assert all((e - (window - 1)) % stride == 0 for e in ends)
     assert ends[-1] > 23 + window  # windows again after the stall

@@ -1,4 +1,4 @@
-"""Status line (TTY only, at most 2 refreshes/s, final line always) and quality metric."""
+"""Status line (TTY only, <= 2 refreshes/s, final line always); quality metric."""
 
 from __future__ import annotations
 
@@ -11,8 +11,13 @@ from livesr.stream._pipeline import MapStage, quality_metric
 from livesr.stream._status import StatusReporter, format_status
 
 SNAP = {
-    "frames_received": 1200, "fps": 99.6, "windows_published": 57, "latency_p50_ms": 41.2,
-    "latency_p99_ms": 180.0, "windows_skipped": 3, "frames_in_gaps": 0,
+    "frames_received": 1200,
+    "fps": 99.6,
+    "windows_published": 57,
+    "latency_p50_ms": 41.2,
+    "latency_p99_ms": 180.0,
+    "windows_skipped": 3,
+    "frames_in_gaps": 0,
     "implementation": {"drift": "numpy", "esrrf": "numba"},
 }
 
@@ -25,10 +30,13 @@ class _Tty(io.StringIO):
 def test_format_status_has_every_field() -> None:
     line = format_status(SNAP)
     assert line == (
-        "frames 1200 (100/s) | windows 57 | latency p50 41 p99 180 ms | skipped 3 | gaps 0 | "
+        "frames 1200 (100/s) | windows 57 | latency p50 41 p99 180 ms | skipped 3 | "
+        "gaps 0 | "
         "drift=numpy,esrrf=numba"
     )
-    assert "latency p50 - p99 - ms" in format_status({**SNAP, "latency_p50_ms": math.nan, "latency_p99_ms": None})
+    assert "latency p50 - p99 - ms" in format_status(
+        {**SNAP, "latency_p50_ms": math.nan, "latency_p99_ms": None}
+    )
 
 
 def test_reporter_draws_only_on_a_tty_and_always_writes_the_final_line() -> None:
@@ -53,7 +61,9 @@ def test_reporter_draws_only_on_a_tty_and_always_writes_the_final_line() -> None
 def test_quality_metric_values() -> None:
     flat = np.full((8, 8), 5.0, np.float32)
     assert quality_metric(flat) == 0.0
-    ramp = np.tile(np.arange(8, dtype=np.float32), (8, 1)) + 1.0  # gx = 1, gy = 0, mean 4.5
+    ramp = (
+        np.tile(np.arange(8, dtype=np.float32), (8, 1)) + 1.0
+    )  # gx = 1, gy = 0, mean 4.5
     assert abs(quality_metric(ramp) - 1.0 / 4.5**2) < 1e-12
     assert math.isnan(quality_metric(np.zeros((4, 4))))
 

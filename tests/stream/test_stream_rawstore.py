@@ -1,4 +1,4 @@
-"""Raw stores: OME-Zarr / OME-TIFF round trip with metadata; ENOSPC keeps the prefix complete."""
+"""Raw stores: OME-Zarr / OME-TIFF round trip; ENOSPC keeps the prefix complete."""
 
 from __future__ import annotations
 
@@ -11,7 +11,12 @@ import pytest
 import tifffile
 import zarr
 
-from livesr.stream._rawstore import OmeTiffRawStore, OmeZarrRawStore, RawStoreError, open_raw_store
+from livesr.stream._rawstore import (
+    OmeTiffRawStore,
+    OmeZarrRawStore,
+    RawStoreError,
+    open_raw_store,
+)
 
 
 def _frames(n: int) -> np.ndarray:
@@ -22,7 +27,13 @@ def _frames(n: int) -> np.ndarray:
 
 
 def _fill(store, frames: np.ndarray, seq0: int = 100) -> None:
-    store.open(frames.shape[1:], "uint16", pixel_size_um=0.13, interval_s=0.02, meta={"camera": "x"})
+    store.open(
+        frames.shape[1:],
+        "uint16",
+        pixel_size_um=0.13,
+        interval_s=0.02,
+        meta={"camera": "x"},
+    )
     for i, f in enumerate(frames):
         store.append(seq0 + i, f, t_acq=1000.0 + i * 0.02, t_recv=1000.001 + i * 0.02)
 
@@ -39,7 +50,13 @@ def test_zarr_round_trip_with_metadata(tmp_path: Path) -> None:
     ms = g.attrs["ome"]["multiscales"][0]
     assert g.attrs["ome"]["version"] == "0.5"
     assert [a["name"] for a in ms["axes"]] == ["t", "c", "z", "y", "x"]
-    assert ms["datasets"][0]["coordinateTransformations"][0]["scale"] == [0.02, 1.0, 1.0, 0.13, 0.13]
+    assert ms["datasets"][0]["coordinateTransformations"][0]["scale"] == [
+        0.02,
+        1.0,
+        1.0,
+        0.13,
+        0.13,
+    ]
     live = g.attrs["livesr"]
     assert live["complete"] is True and live["frames"] == 70 and live["error"] is None
     assert live["gaps"] == [[170, 172, "source ring overflow"]]
@@ -47,7 +64,9 @@ def test_zarr_round_trip_with_metadata(tmp_path: Path) -> None:
     np.testing.assert_allclose(g["frames/t_acq"][:], 1000.0 + np.arange(70) * 0.02)
 
 
-def test_zarr_enospc_keeps_prefix_complete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_zarr_enospc_keeps_prefix_complete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     frames = _frames(12)
     store = OmeZarrRawStore(tmp_path / "raw.ome.zarr")
     real = OmeZarrRawStore._write_frame
@@ -61,7 +80,10 @@ def test_zarr_enospc_keeps_prefix_complete(tmp_path: Path, monkeypatch: pytest.M
     store.open((8, 12), "uint16", pixel_size_um=0.1, interval_s=0.01)
     for i in range(9):
         store.append(i, frames[i], t_acq=float(i), t_recv=float(i))
-    with pytest.raises(RawStoreError, match=r"seq 9 .*No space left on device \[ENOSPC\].*9 frame\(s\) before it") as ei:
+    with pytest.raises(
+        RawStoreError,
+        match=r"seq 9 .*No space left on device \[ENOSPC\].*9 frame\(s\) before it",
+    ) as ei:
         store.append(9, frames[9], t_acq=9.0, t_recv=9.0)
     assert ei.value.errno == errno.ENOSPC
     with pytest.raises(RawStoreError, match="failed earlier"):
@@ -71,7 +93,9 @@ def test_zarr_enospc_keeps_prefix_complete(tmp_path: Path, monkeypatch: pytest.M
     assert g["0"].shape[0] == 9
     np.testing.assert_array_equal(g["0"][:, 0, 0], frames[:9])
     live = g.attrs["livesr"]
-    assert live["complete"] is False and live["frames"] == 9 and "ENOSPC" in live["error"]
+    assert (
+        live["complete"] is False and live["frames"] == 9 and "ENOSPC" in live["error"]
+    )
     np.testing.assert_array_equal(g["frames/seq"][:], np.arange(9))
 
 
@@ -92,7 +116,9 @@ def test_tiff_round_trip_ome_metadata(tmp_path: Path) -> None:
         assert json.loads(tf.pages[3].description)["seq"] == 103
 
 
-def test_tiff_enospc_prefix_readable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tiff_enospc_prefix_readable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     frames = _frames(10)
     real = OmeTiffRawStore._write_frame
     calls = {"n": 0}
@@ -119,7 +145,11 @@ def test_tiff_enospc_prefix_readable(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 def test_existing_store_and_bad_format_are_clear_errors(tmp_path: Path) -> None:
     (tmp_path / "raw.ome.zarr").mkdir()
-    with pytest.raises(FileExistsError, match="already exists; choose an empty --output"):
-        open_raw_store("ome-zarr", tmp_path).open((8, 8), "uint16", pixel_size_um=0.1, interval_s=0.01)
+    with pytest.raises(
+        FileExistsError, match="already exists; choose an empty --output"
+    ):
+        open_raw_store("ome-zarr", tmp_path).open(
+            (8, 8), "uint16", pixel_size_um=0.1, interval_s=0.01
+        )
     with pytest.raises(ValueError, match="expected one of ome-zarr, ome-tiff"):
         open_raw_store("hdf5", tmp_path)

@@ -29,10 +29,18 @@ def test_budget_below_window_is_a_clear_error() -> None:
 
 def test_fifo_refuse_when_full_and_discard() -> None:
     ring = ProcessingRing((4, 6), "uint16", 48 * 3)
-    assert [ring.offer(i, _frame(i), float(i), float(i) + 0.5) for i in range(5)] == [True, True, True, False, False]
+    assert [ring.offer(i, _frame(i), float(i), float(i) + 0.5) for i in range(5)] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
     assert (ring.offered, ring.refused, ring.peak, len(ring)) == (3, 2, 3, 3)
     item = ring.peek(0.0)
-    assert item is not None and item.seq == 0 and item.t_acq == 0.0 and item.t_recv == 0.5
+    assert (
+        item is not None and item.seq == 0 and item.t_acq == 0.0 and item.t_recv == 0.5
+    )
     assert int(item.frame[0, 0]) == 0
     ring.pop()
     assert not ring.offer(6, _frame(6), 6.0, 6.0)  # refuses until drained completely

@@ -1,4 +1,4 @@
-"""``livesr run`` through ``livesr.stream.cli.main``: files, exact accounting, bad flags."""
+"""``livesr run`` via ``livesr.stream.cli.main``: files, exact counts, bad flags."""
 
 from __future__ import annotations
 
@@ -46,16 +46,39 @@ def _write_config(tmp_path: Path) -> Path:
     return p
 
 
-def test_run_sim_writes_all_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_sim_writes_all_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
-    rc = main([
-        "run", "--source", "sim", "--config", str(_write_config(tmp_path)), "--frames", "60",
-        "--output", str(out), "--drift", "off", "--stride", "5", "--no-status",
-    ])
+    rc = main(
+        [
+            "run",
+            "--source",
+            "sim",
+            "--config",
+            str(_write_config(tmp_path)),
+            "--frames",
+            "60",
+            "--output",
+            str(out),
+            "--drift",
+            "off",
+            "--stride",
+            "5",
+            "--no-status",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 0, err
     assert f"results in {out}/ (summary.json)" in err
-    for name in ("raw.ome.zarr", "sr.ome.zarr", "windows.csv", "drift.csv", "summary.json", "config.toml"):
+    for name in (
+        "raw.ome.zarr",
+        "sr.ome.zarr",
+        "windows.csv",
+        "drift.csv",
+        "summary.json",
+        "config.toml",
+    ):
         assert (out / name).exists(), name
     s = json.loads((out / "summary.json").read_text())
     assert s["frames_acquired"] == 60 == s["frames_persisted"] + s["frames_in_gaps"]
@@ -63,7 +86,9 @@ def test_run_sim_writes_all_files(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert s["windows_published"] + s["windows_skipped"] == (60 - 10) // 5 + 1
     assert s["windows_skipped"] == 0  # budget 100 s: nothing skipped
     assert set(s["latency_ms"]) >= {"p50", "p99"}
-    assert s["params"]["esrrf"]["stride"] == 5 and s["params"]["drift"]["enabled"] is False
+    assert (
+        s["params"]["esrrf"]["stride"] == 5 and s["params"]["drift"]["enabled"] is False
+    )
     raw = zarr.open_group(str(out / "raw.ome.zarr"), mode="r")["0"][:, 0, 0]
     np.testing.assert_array_equal(raw[:, 0, 0], np.arange(60))
     # the effective configuration: the file with the flags applied, loadable again
@@ -77,25 +102,38 @@ def test_run_sim_writes_all_files(tmp_path: Path, capsys: pytest.CaptureFixture[
 @pytest.mark.parametrize(
     ("argv", "expect"),
     [
-        (["--temporal", "median"], "invalid choice: 'median' (choose from 'avg', 'var', 'tac2')"),
+        (
+            ["--temporal", "median"],
+            "invalid choice: 'median' (choose from 'avg', 'var', 'tac2')",
+        ),
         (["--drift", "maybe"], "invalid choice: 'maybe' (choose from 'on', 'off')"),
         (["--source", "camera"], "invalid choice: 'camera' (choose from 'sim')"),
         (["--window", "1"], "expected an integer >= 2, got 1"),
         (["--magnification", "40"], "expected an integer in 1..16, got 40"),
         (["--radius", "abc"], "expected a number, got 'abc'"),
-        (["--listen", "ipc:///tmp/a", "--connect", "ipc:///tmp/a"], "not allowed with argument"),
+        (
+            ["--listen", "ipc:///tmp/a", "--connect", "ipc:///tmp/a"],
+            "not allowed with argument",
+        ),
     ],
 )
-def test_bad_flags_return_2_with_valid_choices(argv: list[str], expect: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_flags_return_2_with_valid_choices(
+    argv: list[str], expect: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["run", *argv]) == 2
     assert expect in capsys.readouterr().err
 
 
-def test_bad_config_file_returns_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_config_file_returns_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[esrrf]\nwindo = 3\n")
     assert main(["run", "--config", str(bad), "--output", str(tmp_path / "o")]) == 2
-    assert "unknown key esrrf.windo; valid keys of [esrrf]: window" in capsys.readouterr().err
+    assert (
+        "unknown key esrrf.windo; valid keys of [esrrf]: window"
+        in capsys.readouterr().err
+    )
     assert main(["run", "--config", str(tmp_path / "missing.toml")]) == 2
     assert "cannot read config file" in capsys.readouterr().err
 
@@ -105,31 +143,80 @@ def test_shared_flags_parse_into_config() -> None:
 
     p = argparse.ArgumentParser()
     add_pipeline_arguments(p)
-    cfg = config_from_args(p.parse_args([
-        "--window", "30", "--stride", "3", "--magnification", "4", "--radius", "2",
-        "--sensitivity", "2", "--temporal", "var", "--drift", "off", "--frames", "9",
-        "--output", "x", "--latency-budget-ms", "250", "--raw-format", "ome-tiff",
-    ]))
+    cfg = config_from_args(
+        p.parse_args(
+            [
+                "--window",
+                "30",
+                "--stride",
+                "3",
+                "--magnification",
+                "4",
+                "--radius",
+                "2",
+                "--sensitivity",
+                "2",
+                "--temporal",
+                "var",
+                "--drift",
+                "off",
+                "--frames",
+                "9",
+                "--output",
+                "x",
+                "--latency-budget-ms",
+                "250",
+                "--raw-format",
+                "ome-tiff",
+            ]
+        )
+    )
     assert (cfg.esrrf.window, cfg.esrrf.stride, cfg.esrrf.magnification) == (30, 3, 4)
-    assert (cfg.esrrf.radius, cfg.esrrf.sensitivity, cfg.esrrf.temporal) == (2.0, 2.0, "var")
+    assert (cfg.esrrf.radius, cfg.esrrf.sensitivity, cfg.esrrf.temporal) == (
+        2.0,
+        2.0,
+        "var",
+    )
     assert cfg.drift.enabled is False
-    assert (cfg.stream.frames, cfg.stream.output, cfg.stream.latency_budget_ms, cfg.stream.raw_format) == (
-        9, "x", 250.0, "ome-tiff")
+    assert (
+        cfg.stream.frames,
+        cfg.stream.output,
+        cfg.stream.latency_budget_ms,
+        cfg.stream.raw_format,
+    ) == (9, "x", 250.0, "ome-tiff")
 
 
-def test_listen_and_connect_in_two_roles(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_listen_and_connect_in_two_roles(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cfg = _write_config(tmp_path)
     ep = f"ipc://{tmp_path}/ingest.ipc"
     out = tmp_path / "out"
     result: dict[str, int] = {}
 
     def listen() -> None:
-        result["listen"] = main(["run", "--config", str(cfg), "--listen", ep, "--output", str(out),
-                                 "--no-status", "--drift", "off", "--raw-format", "ome-tiff"])
+        result["listen"] = main(
+            [
+                "run",
+                "--config",
+                str(cfg),
+                "--listen",
+                ep,
+                "--output",
+                str(out),
+                "--no-status",
+                "--drift",
+                "off",
+                "--raw-format",
+                "ome-tiff",
+            ]
+        )
 
     t = threading.Thread(target=listen)
     t.start()
-    rc = main(["run", "--config", str(cfg), "--connect", ep, "--frames", "30", "--no-status"])
+    rc = main(
+        ["run", "--config", str(cfg), "--connect", ep, "--frames", "30", "--no-status"]
+    )
     t.join(60.0)
     assert not t.is_alive()
     assert rc == 0 and result["listen"] == 0
@@ -141,11 +228,30 @@ def test_listen_and_connect_in_two_roles(tmp_path: Path, capsys: pytest.CaptureF
     assert (out / "raw.ome.tif").is_file()
 
 
-def test_output_with_results_returns_2_and_is_untouched(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_output_with_results_returns_2_and_is_untouched(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "summary.json").write_text('{"old": 1}')
-    assert main(["run", "--config", str(_write_config(tmp_path)), "--output", str(out), "--frames", "5", "--no-status"]) == 2
-    assert "already holds results (summary.json); choose another --output" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "run",
+                "--config",
+                str(_write_config(tmp_path)),
+                "--output",
+                str(out),
+                "--frames",
+                "5",
+                "--no-status",
+            ]
+        )
+        == 2
+    )
+    assert (
+        "already holds results (summary.json); choose another --output"
+        in capsys.readouterr().err
+    )
     assert (out / "summary.json").read_text() == '{"old": 1}'
     assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
