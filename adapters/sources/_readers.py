@@ -491,7 +491,7 @@ def _open_tiff(path: Path) -> Recording:
         raise CorruptRecordingError(f"recording {path}: not a readable TIFF file: {exc}") from exc
     try:
         if not tif.series:
-            raise CorruptRecordingError(f"recording {path}: the TIFF holds no image series")
+            raise CorruptRecordingError(f"recording {path}: not a readable TIFF file: no image found (damaged or truncated?)")
         series = tif.series[0]
         axes, shape = str(series.axes), tuple(int(s) for s in series.shape)
         if series.dtype is None:
