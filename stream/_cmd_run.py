@@ -275,6 +275,7 @@ def _run_pipeline(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
 
     from livesr.stream._pipeline import Pipeline
     from livesr.stream._status import StatusReporter
+    from livesr.stream._transport import TransportError
 
     ctx = zmq.Context()
     token = secrets.token_hex(4)
@@ -288,6 +289,9 @@ def _run_pipeline(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
             pipe.start()
         except (FileExistsError, ValueError) as exc:
             return _usage_error(str(exc))
+        except TransportError as exc:  # e.g. the --listen endpoint is taken
+            sys.stderr.write(f"livesr run: error: {exc}\n")
+            return 1
         status = StatusReporter(
             pipe.snapshot, enabled=False if args.no_status else None
         ).start()

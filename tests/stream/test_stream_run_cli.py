@@ -255,3 +255,32 @@ def test_output_with_results_returns_2_and_is_untouched(
     )
     assert (out / "summary.json").read_text() == '{"old": 1}'
     assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
+
+
+def test_listen_on_a_taken_endpoint_fails_cleanly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import zmq
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.bind("tcp://127.0.0.1:0")
+    port = sock.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1]
+    try:
+        rc = main(
+            [
+                "run",
+                "--config",
+                str(_write_config(tmp_path)),
+                "--no-status",
+                "--listen",
+                f"tcp://127.0.0.1:{port}",
+                "--output",
+                str(tmp_path / "o"),
+            ]
+        )
+    finally:
+        sock.close(linger=0)
+        ctx.term()
+    assert rc == 1
+    assert "cannot bind the ingest to 'tcp://127.0.0.1:" in capsys.readouterr().err
