@@ -261,3 +261,20 @@ def radial_gradient_convergence(
         return result
     out[...] = result
     return out
+
+
+def _register() -> None:
+    from livesr.engine import implementation
+
+    @implementation("rgc", backend="numpy")
+    def rgc_numpy(
+        gx2: np.ndarray,
+        gy2: np.ndarray,
+        intensity: np.ndarray | None,
+        params: EsrrfParams,
+    ) -> np.ndarray:
+        """Engine wrapper of :func:`radial_gradient_convergence` (the reference)."""
+        return radial_gradient_convergence(gx2, gy2, intensity, params)
+
+
+_register()
