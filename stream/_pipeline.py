@@ -83,7 +83,7 @@ from livesr.stream._ring import ProcessingRing, RingItem
 from livesr.stream._transport import RateLimitedLog
 from livesr.stream._wire import FrameHeader
 
-__all__ = ["LIVE_PARAMS", "MapStage", "Pipeline", "quality_metric"]
+__all__ = ["LIVE_PARAMS", "MapStage", "Pipeline", "engine_map", "quality_metric"]
 
 logger = logging.getLogger(__name__)
 
@@ -124,10 +124,17 @@ class MapStage:
     ----------
     fn : callable, optional
         ``fn(frame, params, *, shift, out[, deadline_s])``; default
-        :func:`livesr.kernels.esrrf_frame` (numpy).
+        :func:`livesr.kernels.esrrf_frame` (numpy).  For a dispatched
+        ``livesr.engine`` kernel with the ``esrrf_map`` signature use
+        :func:`engine_map`.
     name : str, optional
-        Implementation name to report (default: ``fn.implementation`` or its name).
+        Implementation name to report (default: the engine's last decision when
+        ``fn`` (or ``fn.kernel``) has ``last_decision``, else ``fn.implementation``
+        or the function's name).
     """
+
+    #: smallest deadline handed to the engine (it requires > 0): "as fast as possible"
+    MIN_DEADLINE_S = 1e-6
 
     def __init__(
         self, fn: Callable[..., np.ndarray] | None = None, name: str | None = None
@@ -138,7 +145,8 @@ class MapStage:
             fn = esrrf_frame
             name = name or "numpy"
         self.fn = fn
-        self.name = name or str(
+        self._engine = getattr(fn, "kernel", fn)
+        self._name = name or str(
             getattr(fn, "implementation", None) or getattr(fn, "__name__", "custom")
         )
         try:
@@ -152,6 +160,13 @@ class MapStage:
         self.deadline_s: float | None = None
         self.calls = 0
 
+    @property
+    def name(self) -> str:
+        """Implementation that ran the last call (engine decision when dispatched)."""
+        decision = getattr(self._engine, "last_decision", None)
+        impl = getattr(decision, "impl", None)
+        return str(impl) if impl else self._name
+
     def __call__(
         self,
         frame: np.ndarray,
@@ -162,10 +177,50 @@ class MapStage:
     ) -> np.ndarray:
         self.calls += 1
         if self.accepts_deadline:
-            return self.fn(
-                frame, params, shift=shift, out=out, deadline_s=self.deadline_s
-            )
+            d = self.deadline_s
+            deadline = None if d is None else max(float(d), self.MIN_DEADLINE_S)
+            return self.fn(frame, params, shift=shift, out=out, deadline_s=deadline)
         return self.fn(frame, params, shift=shift, out=out)
+
+
+def engine_map(kernel: Callable[..., Any]) -> Callable[..., np.ndarray]:
+    """Adapt a dispatched ``esrrf_map(frame, magnification, radius, sensitivity,
+    intensity_weighting, shift=, deadline_s=)`` kernel to the ``esrrf_frame``
+    signature :class:`MapStage` and :class:`livesr.kernels.SlidingEsrrf` use.
+
+    Only the ``"nanopyx"`` geometry is mapped (the engine kernels implement it).
+    """
+
+    def esrrf_map_stage(
+        frame: np.ndarray,
+        params: Any,
+        *,
+        shift: Any = (0.0, 0.0),
+        out: np.ndarray | None = None,
+        deadline_s: float | None = None,
+    ) -> np.ndarray:
+        if params.geometry != "nanopyx":
+            raise ValueError(
+                f"engine esrrf_map implements geometry 'nanopyx' only, got "
+                f"{params.geometry!r}; use the default map (esrrf_frame) for it"
+            )
+        kw = {} if deadline_s is None else {"deadline_s": deadline_s}
+        img = kernel(
+            frame,
+            params.magnification,
+            params.radius,
+            params.sensitivity,
+            params.intensity_weighting,
+            shift=tuple(shift),
+            **kw,
+        )
+        if out is None:
+            return np.asarray(img, dtype=np.float32)
+        out[...] = img
+        return out
+
+    esrrf_map_stage.kernel = kernel  # type: ignore[attr-defined]
+    return esrrf_map_stage
 
 
 class _Gaps:

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from livesr.stream._pipeline import MapStage, quality_metric
+from livesr.stream._pipeline import MapStage, engine_map, quality_metric
 from livesr.stream._status import StatusReporter, format_status
 
 SNAP = {
@@ -86,3 +86,49 @@ def test_map_stage_passes_the_deadline_when_accepted() -> None:
     assert MapStage(engine_like).name == "numba"
     assert not MapStage(plain).accepts_deadline
     assert MapStage().name == "numpy"
+
+
+def test_engine_kernel_adapter_reports_the_decision_and_clamps_the_deadline() -> None:
+    from types import SimpleNamespace
+
+    from livesr.kernels import EsrrfParams, esrrf_frame
+
+    calls: list[dict] = []
+
+    class FakeKernel:
+        last_decision = None
+
+        def __call__(
+            self,
+            frame,
+            magnification,
+            radius,
+            sensitivity,
+            iw,
+            *,
+            shift=(0.0, 0.0),
+            deadline_s=None,
+        ):
+            calls.append({"deadline_s": deadline_s, "shift": shift})
+            self.last_decision = SimpleNamespace(impl="numba")
+            p = EsrrfParams(
+                magnification=magnification,
+                radius=radius,
+                sensitivity=sensitivity,
+                intensity_weighting=iw,
+            )
+            return esrrf_frame(frame, p, shift=shift)
+
+    stage = MapStage(engine_map(FakeKernel()))
+    assert stage.accepts_deadline and stage.name == "esrrf_map_stage"
+    params = EsrrfParams(magnification=2, radius=1.5)
+    frame = np.random.default_rng(0).random((16, 16)).astype(np.float32) * 100
+    out = np.empty((32, 32), np.float32)
+    stage.deadline_s = (
+        0.0  # budget exhausted: the engine still gets a positive deadline
+    )
+    res = stage(frame, params, shift=(0.25, -0.5), out=out)
+    assert res is out
+    np.testing.assert_array_equal(out, esrrf_frame(frame, params, shift=(0.25, -0.5)))
+    assert calls == [{"deadline_s": 1e-6, "shift": (0.25, -0.5)}]
+    assert stage.name == "numba"
