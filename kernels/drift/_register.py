@@ -45,13 +45,14 @@ def _window(shape: tuple[int, int], alpha: float) -> np.ndarray:
 
 def _spectrum(image: np.ndarray, window: np.ndarray) -> np.ndarray:
     """Same as :func:`livesr.kernels.xcorr.prepare_spectrum` (weighted mean
-    subtracted, apodised, ``fft2``) with ``scipy.fft`` (3-4x faster than
-    ``numpy.fft`` here)."""
+    subtracted, apodised, ``fft2``) with ``scipy.fft`` in single precision
+    (complex64; 3-4x faster than ``numpy.fft`` in double here)."""
     from scipy import fft
 
     a = np.asarray(image, dtype=np.float64)
     m = float((a * window).sum() / window.sum())
-    return np.asarray(fft.fft2((a - m) * window))
+    # single precision: ~2x faster, errors ~1e-7 relative (1e-5 px), far below noise
+    return np.asarray(fft.fft2(((a - m) * window).astype(np.float32)))
 
 
 def _cross(f_ref: np.ndarray, f_img: np.ndarray) -> np.ndarray:
