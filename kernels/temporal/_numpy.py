@@ -145,3 +145,28 @@ class TemporalAccumulator:
         b = self._s  # sum over t = 1 .. n-1 (y_0 = 0)
         lag = self._p - mean_y * (a + b) + (n - 1) * mean_y * mean_y
         return (lag / (n - 1)).astype(np.float32)
+
+
+def _register() -> None:
+    from livesr.engine import implementation
+
+    @implementation("temporal", backend="numpy")
+    def temporal_numpy(maps: np.ndarray, mode: str) -> np.ndarray:
+        """Engine reference: the maps fed one by one to a :class:`TemporalAccumulator`.
+
+        Parameters
+        ----------
+        maps : (n, Y, X) float32
+        mode : {"avg", "var", "tac2"}
+
+        Returns
+        -------
+        (Y, X) float32
+        """
+        acc = TemporalAccumulator(mode, maps.shape[1:])
+        for m in maps:
+            acc.add(m)
+        return acc.result()
+
+
+_register()
