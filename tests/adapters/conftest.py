@@ -4,8 +4,9 @@
 
 - ``DISPLAY`` already set (a desktop, ``xvfb-run``): used as it is;
 - otherwise, when ``Xvfb`` is installed, a private server ``Xvfb :N -screen 0
-  1280x1024x24`` is started for the session and ``DISPLAY`` points at it (stopped and
-  restored at the end), so a plain ``python -m pytest`` runs the viewer tests in CI;
+  1280x1024x24`` is started for the session and ``DISPLAY`` points at it (restored at
+  the end of the session; the server gets SIGTERM when the test process exits, after
+  Qt has let go of it), so a plain ``python -m pytest`` runs the viewer tests in CI;
 - otherwise the requesting tests are skipped, saying what to install.
 
 A Qt application is then started once in a subprocess: a missing system library of
@@ -31,10 +32,22 @@ import pytest
 logger = logging.getLogger(__name__)
 
 _XVFB_DISPLAYS = range(91, 140)
+_XVFB_SERVERS: list[subprocess.Popen[bytes]] = []
 _QT_PROBE = (
     "import sys; from qtpy.QtWidgets import QApplication; app = QApplication(sys.argv[:1]); "
     "print(app.platformName())"
 )
+
+
+def _die_with_parent() -> None:
+    """In the Xvfb child: get SIGTERM when the test process exits (Linux prctl)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - Xvfb is started on Linux only
+        pass
 
 
 def _start_xvfb() -> tuple[subprocess.Popen[bytes], str]:
@@ -47,7 +60,7 @@ def _start_xvfb() -> tuple[subprocess.Popen[bytes], str]:
             continue
         proc = subprocess.Popen(
             [xvfb, f":{n}", "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent,
         )
         sock = Path(f"/tmp/.X11-unix/X{n}")
         deadline = time.monotonic() + 10.0
@@ -85,13 +98,12 @@ def display() -> Iterator[str]:
         yield disp
     finally:
         if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            # The Qt application (pytest-qt's session ``qapp``) outlives this fixture and
+            # Qt exits the process when its X server goes away, so on Linux the server is
+            # stopped by the kernel when this process ends (PR_SET_PDEATHSIG); DISPLAY is
+            # restored now.
             if old is None:
                 os.environ.pop("DISPLAY", None)
             else:
                 os.environ["DISPLAY"] = old
+            _XVFB_SERVERS.append(proc)  # no "still running" warning from a collected Popen

@@ -1,0 +1,200 @@
+"""The napari sink with real napari, shown under Xvfb: a real tiny pipeline with the
+simulated microscope updates the SR layer, a slow GUI never backs up the publisher,
+the dock widget connects, ``run_viewer`` opens a connected viewer."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+napari = pytest.importorskip("napari", reason='napari is not installed (pip install "livesr[viewer]")')
+pytest.importorskip("pytestqt", reason="pytest-qt is not installed")
+
+from livesr.adapters.sinks._napari_widget import make_live_widget  # noqa: E402
+from livesr.adapters.sinks.napari_viewer import (  # noqa: E402
+    DRIFT_LAYER,
+    SR_LAYER,
+    LiveViewerSink,
+    run_viewer,
+    sr_transform,
+)
+from livesr.stream._config import LivesrConfig  # noqa: E402
+from livesr.stream._pubsub import ResultPublisher  # noqa: E402
+
+pytestmark = [
+    pytest.mark.usefixtures("display"),
+]
+
+
+@pytest.fixture
+def viewer(display: str, make_napari_viewer):
+    """A shown napari viewer (a hidden canvas is never drawn: black screenshots)."""
+    return make_napari_viewer(show=True)
+
+
+def sr_parts(index: int, image: np.ndarray, *, raw_px: float = 0.1, m: int = 2, stride: int = 5) -> list:
+    last = 9 + index * stride
+    now = time.time()
+    head = {"v": 1, "kind": "sr", "stream": "t", "index": index, "first_frame": last - 9, "last_frame": last,
+            "shape": list(image.shape), "dtype": "float32", "pixel_size_um": raw_px / m,
+            "drift": {"dy": 0.02 * index, "dx": 0.01 * index, "sigma_px": 0.01, "rejected": False},
+            "quality": {"metric": "q", "value": 1.0}, "implementation": {"esrrf": "numpy"},
+            "params": {"window": 10, "stride": stride, "magnification": m},
+            "timestamps": {"acquired": now - 0.01, "received": now - 0.009, "processed": now - 0.001,
+                           "published": now}}
+    return [json.dumps(head).encode(), np.ascontiguousarray(image, dtype=np.float32)]
+
+
+def _ipc(tmp_path: Path, name: str) -> str:
+    return f"ipc://{tmp_path}/{name}.ipc"
+
+
+def _background_fraction(shot: np.ndarray) -> float:
+    rgb = shot[..., :3].astype(int)
+    bg = rgb[0, 0]
+    return float(np.mean(np.any(np.abs(rgb - bg) > 8, axis=-1)))
+
+
+def test_sr_layer_follows_a_real_pipeline_run(viewer, qtbot, tmp_path: Path) -> None:
+    import zarr
+
+    cfg = (LivesrConfig()
+           .replace("drift", enabled=True, block=10)
+           .replace("stream", latency_budget_ms=100000.0, ring_mb=1.0)
+           .replace("sim", seed=4, camera={"shape": [32, 32], "interval_ms": 4.0, "exposure_ms": 4.0}))
+    widget = make_live_widget(viewer)
+    viewer.window.add_dock_widget(widget, name="livesr")
+    demo = widget.start_demo(output=tmp_path / "run", frames=120, config=cfg,
+                             esrrf={"window": 10, "stride": 5, "magnification": 2})
+    sink = widget.sink
+    assert sink is not None and sink.running
+    try:
+        # updates while the stream runs: several images drawn before the run ends
+        qtbot.waitUntil(lambda: sink.stats.shown >= 3 or not demo.running, timeout=30000)
+        shown_while_running = sink.stats.shown
+        # keep the event loop running (a blocked GUI would let ZeroMQ drop the newest)
+        qtbot.waitUntil(lambda: not demo.running, timeout=60000)
+        summary = demo.summary
+        assert summary is not None and demo.error is None, demo.error
+        n = summary["windows_published"]
+        assert n == (120 - 10) // 5 + 1
+        qtbot.waitUntil(lambda: sink.stats.last is not None and sink.stats.last.index == n - 1, timeout=10000)
+    finally:
+        widget.stop_demo()
+    assert shown_while_running >= 2
+    layer = viewer.layers[SR_LAYER]
+    # the layer shows exactly the last published image ...
+    last = zarr.open_group(str(tmp_path / "run" / "sr.ome.zarr"), mode="r")["0"][n - 1, 0, 0]
+    np.testing.assert_array_equal(np.asarray(layer.data), last)
+    # ... at the SR pixel size, raw pixel / M, translated by the half-pixel mapping
+    p = summary["pixel_size_um"]
+    assert tuple(layer.scale) == pytest.approx((p / 2, p / 2))
+    assert tuple(layer.scale) == pytest.approx((summary["sr_pixel_size_um"],) * 2)
+    assert tuple(layer.translate) == pytest.approx((sr_transform(p, 2, "nanopyx")[1],) * 2)
+    assert DRIFT_LAYER in viewer.layers and viewer.layers[DRIFT_LAYER].shape_type == ["path"]
+    text = widget.status.text()
+    assert f"SR image {n - 1}" in text and "implementation: drift=numpy, esrrf=numpy" in text
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    assert _background_fraction(shot) > 0.05, "the screenshot shows no SR image"
+
+
+def test_slow_gui_never_backs_up_the_publisher(viewer, qtbot, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    images = rng.random((4, 16, 16), dtype=np.float32)
+    pub = ResultPublisher(_ipc(tmp_path, "slow")).start()
+    slow = threading.Event()
+
+    def slow_draw(_text: str) -> None:
+        if slow.is_set():
+            time.sleep(0.03)  # a GUI that draws ~30 images/s at most
+
+    sink = LiveViewerSink(viewer, pub.endpoint, interval_ms=10_000, on_status=slow_draw).start()
+    try:
+        # slow joiner: publish until the subscription is through
+        for _ in range(500):
+            pub.publish(sr_parts(0, images[0]))
+            if sink.poll():
+                break
+            time.sleep(0.01)
+        assert sink.stats.shown >= 1
+        slow.set()
+        total = 400
+        done = threading.Event()
+
+        def publish_all() -> None:
+            for i in range(1, total + 1):
+                pub.publish(sr_parts(i, images[i % 4]))  # never blocks
+                time.sleep(0.001)
+            done.set()
+
+        t = threading.Thread(target=publish_all)
+        t.start()
+        while not done.is_set():
+            sink.poll()
+            qtbot.wait(1)
+        t.join()
+        qtbot.wait(100)
+        sink.poll()  # what was still queued from the burst
+        st = sink.stats
+        shown_in_burst = st.shown
+        # the viewer saw only a fraction; the rest was dropped (ZeroMQ HWM or the drain),
+        # and the publisher was never held back: it handed every message to ZeroMQ
+        assert pub.published >= total + 1
+        assert shown_in_burst < total / 2
+        assert st.missed + st.dropped > total / 2
+        assert st.last.index > total - 50  # no backlog: the images drawn were recent ones
+        # at a rate the GUI keeps up with, every drawn image is the newest one published
+        for i in range(total + 1, total + 6):
+            pub.publish(sr_parts(i, images[i % 4]))
+            qtbot.waitUntil(lambda i=i: (sink.poll() or True) and st.last.index == i, timeout=5000)
+            np.testing.assert_array_equal(np.asarray(viewer.layers[SR_LAYER].data), images[i % 4])
+    finally:
+        sink.stop()
+        pub.close()
+
+
+def test_widget_connects_and_reports_errors(viewer, qtbot, tmp_path: Path) -> None:
+    widget = make_live_widget(viewer)
+    viewer.window.add_dock_widget(widget, name="livesr")
+    widget.endpoint_edit.setText("tcp://10.1.2.3:5555")  # non-loopback without CURVE keys
+    widget.connect_button.click()
+    assert widget.sink is None and "cannot connect" in widget.status.text()
+    with ResultPublisher(_ipc(tmp_path, "widget")) as pub:
+        widget.endpoint_edit.setText(pub.endpoint)
+        widget.connect_button.click()
+        assert widget.sink is not None and widget.connect_button.text() == "Disconnect"
+        img = np.outer(np.arange(8), np.ones(8)).astype(np.float32)
+
+        def got() -> bool:
+            pub.publish(sr_parts(7, img, raw_px=0.2, m=2))
+            return widget.sink.stats.shown > 0
+
+        qtbot.waitUntil(got, timeout=10000)  # the QTimer draws it
+        assert "SR image 7" in widget.status.text()
+        assert tuple(viewer.layers[SR_LAYER].scale) == pytest.approx((0.1, 0.1))
+        widget.connect_button.click()
+        assert widget.sink is None and widget.connect_button.text() == "Connect"
+    widget.shutdown()
+
+
+def test_run_viewer_opens_a_connected_viewer(display: str, qtbot, tmp_path: Path) -> None:
+    with ResultPublisher(_ipc(tmp_path, "run")) as pub:
+        sink = run_viewer(pub.endpoint, title="livesr test", block=False)
+        try:
+            assert sink.running and sink.viewer.title == "livesr test"
+            img = np.ones((6, 6), np.float32)
+
+            def got() -> bool:
+                pub.publish(sr_parts(1, img))
+                return sink.stats.shown > 0
+
+            qtbot.waitUntil(got, timeout=10000)
+            assert SR_LAYER in sink.viewer.layers
+        finally:
+            sink.stop()
+            sink.viewer.close()
