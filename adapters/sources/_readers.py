@@ -220,6 +220,7 @@ class Recording:
         self._closed = False
         #: frames fetched from the file so far (a block counts all its frames)
         self.frames_fetched = 0
+        self._mm = _MappedPages.of(source, t_axis, frame_bytes)
 
     # ------------------------------------------------------------------ access
     def __len__(self) -> int:
@@ -258,6 +259,8 @@ class Recording:
     def _frame_view(self, i: int) -> np.ndarray:
         i = self._check_index(i)
         if self.block_frames <= 1:
+            if self._mm is not None:
+                self._mm.release_before(i)
             return self._fetch(i, i + 1)[0]
         if self._block is None or not self._block_lo <= i < self._block_lo + len(self._block):
             self._block = None  # release before reading the next block
@@ -321,6 +324,7 @@ class Recording:
         self._closed = True
         self._block = None
         self._source = None
+        self._mm = None
         for c in self._closers:
             try:
                 c.close()
@@ -336,6 +340,66 @@ class Recording:
     def __repr__(self) -> str:
         return (f"Recording({str(self.path)!r}, format={self.format!r}, shape={self.shape}, dtype={self.dtype.name}, "
                 f"pixel_size_um={self.pixel_size_um:g} ({self.pixel_size_origin}), interval_s={self.interval_s})")
+
+
+class _MappedPages:
+    """Drops the pages of already-read frames of a memory map from the process (RSS).
+
+    Reading a memory-mapped file frame by frame maps every page read into the process;
+    the kernel may reclaim them, but the resident size grows to the file size.  Every
+    :data:`RELEASE_BYTES` of progress the pages before the current frame are given
+    back with ``madvise(MADV_DONTNEED)`` (read-only mapping: a later read of those
+    frames maps them again from the page cache).  Only for C-ordered maps whose
+    leading axis is the frame axis; a no-op where ``madvise`` is unavailable.
+    """
+
+    RELEASE_BYTES = 8 * 2**20
+
+    def __init__(self, mm: Any, base: int, frame_bytes: int) -> None:
+        self._mm = mm
+        self._base = base
+        self._frame_bytes = frame_bytes
+        self._released = 0
+
+    @classmethod
+    def of(cls, source: Any, t_axis: int, frame_bytes: int) -> _MappedPages | None:
+        import mmap
+
+        mm = getattr(source, "_mmap", None)
+        if not isinstance(source, np.memmap) or mm is None or t_axis != 0 or not source.flags.c_contiguous:
+            return None
+        if not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+            return None
+        try:
+            base = source.ctypes.data - _mmap_address(mm)
+        except (TypeError, ValueError, BufferError):
+            return None
+        return cls(mm, base, frame_bytes) if base >= 0 else None
+
+    def release_before(self, i: int) -> None:
+        import mmap
+
+        end = self._base + i * self._frame_bytes
+        end -= end % mmap.PAGESIZE
+        if end - self._released < self.RELEASE_BYTES:
+            return
+        try:
+            self._mm.madvise(mmap.MADV_DONTNEED, self._released, end - self._released)
+        except (OSError, ValueError) as exc:
+            logger.debug("madvise failed (%s); pages of read frames stay mapped", exc)
+            self._mm = None
+            self._released = 1 << 62
+            return
+        self._released = end
+
+
+def _mmap_address(mm: Any) -> int:
+    """Start address of an ``mmap.mmap`` (through a zero-copy buffer view)."""
+    view = np.frombuffer(mm, dtype=np.uint8, count=1)
+    try:
+        return int(view.ctypes.data)
+    finally:
+        del view
 
 
 # ---------------------------------------------------------------------- helpers

@@ -154,7 +154,7 @@ def processing_throttle(
     max_lag: int = 2,
     stop_event: threading.Event | None = None,
     stall_s: float = 10.0,
-    poll_s: float = 0.001,
+    poll_s: float = 0.002,
 ) -> Callable[[int], None]:
     """A ``throttle`` for :class:`ReplaySource` that keeps the replay just ahead of processing.
 

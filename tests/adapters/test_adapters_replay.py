@@ -208,6 +208,37 @@ def test_frame_range_from_memmap_reads_only_those_frames(tmp_path: Path) -> None
         assert rec._block is None  # no frame block held for a memory map
 
 
+def _rss_file_mib() -> float | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("RssFile:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+@pytest.mark.parametrize("kind", ["npy", "tif"])
+def test_memmap_pages_of_read_frames_are_given_back(tmp_path: Path, kind: str) -> None:
+    data = np.random.default_rng(0).integers(0, 60000, size=(96, 256, 512), dtype=np.uint16)  # 24 MiB
+    p = tmp_path / f"big.{kind}"
+    if kind == "npy":
+        np.save(p, data)
+    else:
+        tifffile.imwrite(p, data)
+    with open_recording(p) as rec:
+        assert rec._mm is not None
+        before = _rss_file_mib()
+        for i in range(len(rec)):
+            np.testing.assert_array_equal(rec.read(i), data[i])
+        after = _rss_file_mib()
+        for i in (0, 5, 40):  # released pages are mapped again on demand
+            np.testing.assert_array_equal(rec.read(i), data[i])
+    if before is not None and after is not None:
+        assert after - before < 16.0  # not the 24 MiB read
+
+
 def test_frame_range_from_zarr_reads_only_covering_chunks(tmp_path: Path) -> None:
     data = _stack(100, 16, 16)
     p = _ome_zarr(tmp_path / "big.ome.zarr", data, scale=[0.01, 0.1, 0.1], chunk_t=8)
