@@ -53,3 +53,15 @@ def macro_pixel_correction(image: np.ndarray, magnification: int) -> np.ndarray:
         tiled = np.tile(cmap, (-(-rows_m // m), -(-cols_m // m)))[:rows_m, :cols_m]
         np.divide(stack[s], tiled, out=stack[s], where=tiled != 0)
     return arr
+
+
+def _register() -> None:
+    from livesr.engine import implementation
+
+    @implementation("macro_pixel", backend="numpy")
+    def macro_pixel_numpy(image: np.ndarray, magnification: int) -> np.ndarray:
+        """Engine wrapper of :func:`macro_pixel_correction` (the reference)."""
+        return macro_pixel_correction(image, magnification)
+
+
+_register()
