@@ -2,11 +2,11 @@
 
 Examples::
 
-    livesr replay run1/raw.ome.zarr --output run1-again          # at the recorded timing
+    livesr replay run1/raw.ome.zarr --output run1-again    # at the recorded timing
     livesr replay stack.ome.tif --rate asap --window 100 --stride 100 --drift off
     livesr replay movie.tif --rate 200 --range 1000:5000 --pixel-size 0.107
     livesr replay frames.npy --config run.toml --radius 2
-    livesr replay stack.ome.tif --connect ipc:///tmp/livesr.ipc   # to `livesr run --listen`
+    livesr replay stack.ome.tif --connect ipc:///tmp/x.ipc   # to `livesr run --listen`
 
 Reads OME-TIFF, plain TIFF, OME-Zarr (folder) and ``.npy`` stacks frame by frame (memory
 map or zarr chunks; never the whole file) and pushes the frames over the same lossless
@@ -46,7 +46,7 @@ from typing import Any
 from livesr.stream._cmd_run import add_pipeline_arguments, config_from_args
 
 NAME = "replay"
-HELP = "replay a recorded stack (OME-TIFF, TIFF, OME-Zarr, .npy) through the live eSRRF pipeline"
+HELP = "replay a recording (OME-TIFF, TIFF, OME-Zarr, .npy) through the live pipeline"
 
 logger = logging.getLogger(__name__)
 
@@ -74,26 +74,53 @@ def _pixel_size(text: str) -> float:
     try:
         v = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a pixel size in um (a number > 0), got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a pixel size in um (a number > 0), got {text!r}"
+        ) from None
     if not (v > 0 and v < float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a pixel size in um (a number > 0), got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a pixel size in um (a number > 0), got {text!r}"
+        )
     return v
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``livesr replay`` flags to ``parser`` (the pipeline flags are ``livesr run``'s)."""
-    parser.add_argument("file", metavar="FILE",
-                        help="recording: .ome.tif/.ome.tiff, .tif/.tiff, .ome.zarr/.zarr folder or .npy")
+    """Add the ``livesr replay`` flags (the pipeline flags are ``livesr run``'s)."""
+    parser.add_argument(
+        "file",
+        metavar="FILE",
+        help="recording: .ome.tif(f), .tif(f), .ome.zarr/.zarr folder or .npy",
+    )
     add_pipeline_arguments(parser)
-    parser.add_argument("--rate", type=_rate, default=None, metavar="recorded|asap|FPS",
-                        help="recorded timing, as fast as processed, or frames per second "
-                             "(default: recorded if the file has timing, else asap)")
-    parser.add_argument("--range", dest="frame_range", type=_frame_range, default=None, metavar="START:STOP",
-                        help="frames START..STOP-1 of the file (either side may be empty)")
-    parser.add_argument("--pixel-size", type=_pixel_size, default=None, metavar="UM",
-                        help="pixel size in the sample plane, um (overrides the file)")
-    parser.add_argument("--connect", metavar="ADDRESS", default=None,
-                        help="send the frames to a pipeline listening there (livesr run --listen) instead")
+    parser.add_argument(
+        "--rate",
+        type=_rate,
+        default=None,
+        metavar="recorded|asap|FPS",
+        help="recorded timing, as fast as processed, or frames per second "
+        "(default: recorded if the file has timing, else asap)",
+    )
+    parser.add_argument(
+        "--range",
+        dest="frame_range",
+        type=_frame_range,
+        default=None,
+        metavar="START:STOP",
+        help="frames START..STOP-1 of the file (either side may be empty)",
+    )
+    parser.add_argument(
+        "--pixel-size",
+        type=_pixel_size,
+        default=None,
+        metavar="UM",
+        help="pixel size in the sample plane, um (overrides the file)",
+    )
+    parser.add_argument(
+        "--connect",
+        metavar="ADDRESS",
+        default=None,
+        help="send the frames to a pipeline listening there (livesr run --listen)",
+    )
 
 
 def _usage_error(message: str) -> int:
@@ -107,8 +134,12 @@ def _failure(message: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the command; 0 success, 1 failure (damaged file, run error), 2 bad arguments/input."""
-    from livesr.adapters.sources._readers import CorruptRecordingError, RecordingError, open_recording
+    """Run the command; 0 success, 1 failure (damaged file, run error), 2 bad input."""
+    from livesr.adapters.sources._readers import (
+        CorruptRecordingError,
+        RecordingError,
+        open_recording,
+    )
     from livesr.adapters.sources.replay import ReplayConfig, check_replay
 
     try:
@@ -126,10 +157,16 @@ def run(args: argparse.Namespace) -> int:
         if rate is None:
             rate = "recorded" if rec.has_timing else "asap"
             if rate == "asap":
-                logger.warning("%s has no timing metadata: replaying as fast as processed (--rate asap)", rec.path)
+                logger.warning(
+                    "%s has no timing metadata: replaying as fast as processed (--rate "
+                    "asap)",
+                    rec.path,
+                )
         start, stop = args.frame_range if args.frame_range is not None else (0, None)
         try:
-            rcfg = ReplayConfig(rate=rate, start=start, stop=stop, frames=cfg.stream.frames)
+            rcfg = ReplayConfig(
+                rate=rate, start=start, stop=stop, frames=cfg.stream.frames
+            )
             check_replay(rec, rcfg)
         except RecordingError as exc:
             return _usage_error(str(exc))
@@ -153,9 +190,11 @@ def _run_connect(rec: Any, rcfg: Any, args: argparse.Namespace) -> int:
         error = str(exc)
         summary = src.summary or {}
     sys.stderr.write(
-        f"livesr replay: sent {summary.get('frames_acquired', 0)} of {src.n_frames} frame(s) of {rec.path} "
+        f"livesr replay: sent {summary.get('frames_acquired', 0)} of {src.n_frames} "
+        f"frame(s) of {rec.path} "
         f"to {args.connect}: {summary.get('frames_acked', 0)} acknowledged, "
-        f"{summary.get('frames_in_gaps', 0)} in gaps, {summary.get('frames_unacked', 0)} unacknowledged\n"
+        f"{summary.get('frames_in_gaps', 0)} in gaps, "
+        f"{summary.get('frames_unacked', 0)} unacknowledged\n"
     )
     if error:
         return _failure(error)
@@ -179,13 +218,23 @@ def _run_pipeline(cfg: Any, rec: Any, rcfg: Any, args: argparse.Namespace) -> in
             pipe.start()
         except (FileExistsError, ValueError) as exc:
             return _usage_error(str(exc))
-        status = StatusReporter(pipe.snapshot, enabled=False if args.no_status else None).start()
+        status = StatusReporter(
+            pipe.snapshot, enabled=False if args.no_status else None
+        ).start()
         pipe.ready.wait(30.0)  # kernels loaded before the first frame arrives
         throttle = None
         if rcfg.rate == "asap":
-            throttle = processing_throttle(pipe.snapshot, max_lag=2, stop_event=pipe.stop_requested)
-        src = ReplaySource(rec, pipe.endpoint, rcfg, stop_event=pipe.stop_requested, context=ctx,
-                           throttle=throttle).start()
+            throttle = processing_throttle(
+                pipe.snapshot, max_lag=2, stop_event=pipe.stop_requested
+            )
+        src = ReplaySource(
+            rec,
+            pipe.endpoint,
+            rcfg,
+            stop_event=pipe.stop_requested,
+            context=ctx,
+            throttle=throttle,
+        ).start()
         try:
             while src.join(0.2) is None:
                 pass
@@ -209,10 +258,14 @@ def _run_pipeline(cfg: Any, rec: Any, rcfg: Any, args: argparse.Namespace) -> in
     assert src is not None
     a, b = src.range
     line = (
-        f"livesr replay: frames {a}..{b - 1} of {rec.path}: {summary['frames_persisted']}/"
-        f"{summary['frames_acquired']} frames persisted, {summary['frames_in_gaps']} in gaps; "
-        f"{summary['windows_published']} images published, {summary['windows_skipped']} skipped; "
-        f"latency p50 {p50} ms p99 {p99} ms; results in {summary['output']}/ (summary.json)"
+        f"livesr replay: frames {a}..{b - 1} of {rec.path}: "
+        f"{summary['frames_persisted']}/"
+        f"{summary['frames_acquired']} frames persisted, {summary['frames_in_gaps']} "
+        "in gaps; "
+        f"{summary['windows_published']} images published, "
+        f"{summary['windows_skipped']} skipped; "
+        f"latency p50 {p50} ms p99 {p99} ms; results in {summary['output']}/ "
+        "(summary.json)"
     )
     if summary.get("error"):
         line += f"\nlivesr replay: error: {summary['error']}"
@@ -220,10 +273,14 @@ def _run_pipeline(cfg: Any, rec: Any, rcfg: Any, args: argparse.Namespace) -> in
         line += f"\nlivesr replay: error: {src_error}"
     assert status is not None
     status.final(line)
-    return 1 if summary.get("error") or summary.get("processing_error") or src_error else 0
+    return (
+        1 if summary.get("error") or summary.get("processing_error") or src_error else 0
+    )
 
 
-def _write_replay_json(out: Path, rec: Any, rcfg: Any, src: Any, error: str | None) -> None:
+def _write_replay_json(
+    out: Path, rec: Any, rcfg: Any, src: Any, error: str | None
+) -> None:
     info = {
         "recording": rec.describe(),
         "range": list(src.range) if src is not None else None,
@@ -233,6 +290,8 @@ def _write_replay_json(out: Path, rec: Any, rcfg: Any, src: Any, error: str | No
         "error": error,
     }
     try:
-        (out / "replay.json").write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
+        (out / "replay.json").write_text(
+            json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8"
+        )
     except OSError as exc:
         logger.error("could not write %s: %s", out / "replay.json", exc)

@@ -1,4 +1,4 @@
-"""Readers of recorded frame stacks for replay: OME-TIFF, plain TIFF, OME-Zarr, ``.npy``.
+"""Readers of recorded frame stacks for replay: OME-TIFF, TIFF, OME-Zarr, ``.npy``.
 
 ::
 
@@ -87,7 +87,7 @@ SUPPORTED: dict[str, str] = {
     ".npy": "npy",
 }
 
-#: Wire dtypes (see livesr.stream._wire.FRAME_DTYPES) and lossless conversions into them.
+#: Wire dtypes (livesr.stream._wire.FRAME_DTYPES) and lossless conversions into them.
 _WIRE_DTYPES = ("uint8", "uint16", "uint32", "float32", "float64")
 _CONVERT = {
     "bool": "uint8",
@@ -100,14 +100,36 @@ _CONVERT = {
 }
 
 _SPACE_UNITS_UM = {
-    "angstrom": 1e-4, "nanometer": 1e-3, "nm": 1e-3, "micrometer": 1.0, "micron": 1.0,
-    "um": 1.0, "µm": 1.0, "\u03bcm": 1.0, "millimeter": 1e3, "mm": 1e3, "centimeter": 1e4,
-    "cm": 1e4, "meter": 1e6, "m": 1e6,
+    "angstrom": 1e-4,
+    "nanometer": 1e-3,
+    "nm": 1e-3,
+    "micrometer": 1.0,
+    "micron": 1.0,
+    "um": 1.0,
+    "µm": 1.0,
+    "\u03bcm": 1.0,
+    "millimeter": 1e3,
+    "mm": 1e3,
+    "centimeter": 1e4,
+    "cm": 1e4,
+    "meter": 1e6,
+    "m": 1e6,
 }
 _TIME_UNITS_S = {
-    "nanosecond": 1e-9, "ns": 1e-9, "microsecond": 1e-6, "us": 1e-6, "µs": 1e-6,
-    "millisecond": 1e-3, "ms": 1e-3, "second": 1.0, "sec": 1.0, "s": 1.0,
-    "minute": 60.0, "min": 60.0, "hour": 3600.0, "h": 3600.0,
+    "nanosecond": 1e-9,
+    "ns": 1e-9,
+    "microsecond": 1e-6,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "millisecond": 1e-3,
+    "ms": 1e-3,
+    "second": 1.0,
+    "sec": 1.0,
+    "s": 1.0,
+    "minute": 60.0,
+    "min": 60.0,
+    "hour": 3600.0,
+    "h": 3600.0,
 }
 
 
@@ -121,7 +143,10 @@ class CorruptRecordingError(OSError):
 
 def supported_text() -> str:
     """The supported file types, for error messages."""
-    return "OME-TIFF (.ome.tif, .ome.tiff), TIFF (.tif, .tiff), OME-Zarr (.ome.zarr, .zarr folder), NumPy (.npy)"
+    return (
+        "OME-TIFF (.ome.tif, .ome.tiff), TIFF (.tif, .tiff), "
+        "OME-Zarr (.ome.zarr, .zarr folder), NumPy (.npy)"
+    )
 
 
 def detect_format(path: str | Path) -> str:
@@ -141,7 +166,11 @@ def detect_format(path: str | Path) -> str:
     for ending in sorted(SUPPORTED, key=len, reverse=True):
         if name.endswith(ending):
             return SUPPORTED[ending]
-    if p.is_dir() and ((p / "zarr.json").exists() or (p / ".zgroup").exists() or (p / ".zarray").exists()):
+    if p.is_dir() and (
+        (p / "zarr.json").exists()
+        or (p / ".zgroup").exists()
+        or (p / ".zarray").exists()
+    ):
         return "ome-zarr"
     raise RecordingError(
         f"recording {p}: file type {p.suffix or '(no extension)'!r} is not supported; "
@@ -201,20 +230,33 @@ class Recording:
         self._index_t = t_axis
         self.shape: tuple[int, int, int] = (full[t_axis], full[-2], full[-1])
         self.source_dtype = np.dtype(source.dtype)
-        self.dtype = np.dtype(_CONVERT.get(self.source_dtype.name, self.source_dtype.name))
+        self.dtype = np.dtype(
+            _CONVERT.get(self.source_dtype.name, self.source_dtype.name)
+        )
         if self.dtype.name not in _WIRE_DTYPES:
             raise RecordingError(
-                f"recording {path}: sample type {self.source_dtype} is not supported; expected an "
-                f"integer, float or bool type (streamed as one of {', '.join(_WIRE_DTYPES)})"
+                f"recording {path}: sample type {self.source_dtype} is not supported; "
+                "expected an "
+                "integer, float or bool type (streamed as one of "
+                f"{', '.join(_WIRE_DTYPES)})"
             )
         if self.dtype != self.source_dtype:
-            logger.info("recording %s: %s samples are streamed as %s", path, self.source_dtype, self.dtype)
-        self.pixel_size_um = float(pixel_size_um) if pixel_size_um is not None else DEFAULT_PIXEL_SIZE_UM
+            logger.info(
+                "recording %s: %s samples are streamed as %s",
+                path,
+                self.source_dtype,
+                self.dtype,
+            )
+        self.pixel_size_um = (
+            float(pixel_size_um) if pixel_size_um is not None else DEFAULT_PIXEL_SIZE_UM
+        )
         self.pixel_size_origin = "metadata" if pixel_size_um is not None else "default"
         self.interval_s = interval_s
         self.timestamps_s = timestamps_s
         frame_bytes = self.shape[1] * self.shape[2] * self.source_dtype.itemsize
-        self.block_frames = max(1, min(int(block_frames), MAX_BLOCK_BYTES // max(1, frame_bytes)))
+        self.block_frames = max(
+            1, min(int(block_frames), MAX_BLOCK_BYTES // max(1, frame_bytes))
+        )
         self._block_lo = -1
         self._block: np.ndarray | None = None
         self._closed = False
@@ -234,7 +276,8 @@ class Recording:
     def _key(self, t: slice) -> tuple[Any, ...]:
         ndim = len(self._source.shape)
         return tuple(
-            t if ax == self._index_t else (slice(None) if ax >= ndim - 2 else 0) for ax in range(ndim)
+            t if ax == self._index_t else (slice(None) if ax >= ndim - 2 else 0)
+            for ax in range(ndim)
         )
 
     def _fetch(self, lo: int, hi: int) -> np.ndarray:
@@ -243,15 +286,22 @@ class Recording:
             block = np.asarray(self._source[self._key(slice(lo, hi))])
         except (OSError, ValueError, KeyError, RuntimeError, EOFError) as exc:
             raise CorruptRecordingError(
-                f"recording {self.path}: cannot read frames {lo}..{hi - 1}: {type(exc).__name__}: {exc}"
+                f"recording {self.path}: cannot read frames {lo}..{hi - 1}: "
+                f"{type(exc).__name__}: {exc}"
             ) from exc
         self.frames_fetched += hi - lo
         return block.reshape(hi - lo, self.shape[1], self.shape[2])
 
     def _check_index(self, i: int) -> int:
         n = self.shape[0]
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < n:
-            raise IndexError(f"frame {i!r} is out of range for {self.path}: valid 0..{n - 1}")
+        if (
+            isinstance(i, bool)
+            or not isinstance(i, (int, np.integer))
+            or not 0 <= i < n
+        ):
+            raise IndexError(
+                f"frame {i!r} is out of range for {self.path}: valid 0..{n - 1}"
+            )
         if self._closed:
             raise ValueError(f"recording {self.path} is closed")
         return int(i)
@@ -262,7 +312,9 @@ class Recording:
             if self._mm is not None:
                 self._mm.release_before(i)
             return self._fetch(i, i + 1)[0]
-        if self._block is None or not self._block_lo <= i < self._block_lo + len(self._block):
+        if self._block is None or not self._block_lo <= i < self._block_lo + len(
+            self._block
+        ):
             self._block = None  # release before reading the next block
             lo = (i // self.block_frames) * self.block_frames
             self._block = self._fetch(lo, min(lo + self.block_frames, self.shape[0]))
@@ -274,13 +326,18 @@ class Recording:
         return np.array(self._frame_view(i), dtype=self.dtype, order="C", copy=True)
 
     def read_into(self, i: int, out: np.ndarray) -> np.ndarray:
-        """Copy frame ``i`` into ``out`` ((rows, cols), :attr:`dtype`); returns ``out``."""
+        """Copy frame ``i`` into ``out`` (rows x cols, :attr:`dtype`); returns it."""
         if out.shape != self.shape[1:] or out.dtype != self.dtype:
-            raise ValueError(f"read_into: out is {out.shape} {out.dtype}; expected {self.shape[1:]} {self.dtype}")
+            raise ValueError(
+                f"read_into: out is {out.shape} {out.dtype}; expected {self.shape[1:]} "
+                f"{self.dtype}"
+            )
         np.copyto(out, self._frame_view(i), casting="unsafe")
         return out
 
-    def iter_frames(self, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
+    def iter_frames(
+        self, start: int = 0, stop: int | None = None
+    ) -> Iterator[np.ndarray]:
         """Frames ``start..stop-1`` one by one (each a new array)."""
         stop = self.shape[0] if stop is None else stop
         for i in range(start, stop):
@@ -302,18 +359,30 @@ class Recording:
 
     def override_pixel_size(self, pixel_size_um: float) -> None:
         """Use ``pixel_size_um`` instead of the file's value."""
-        if not (isinstance(pixel_size_um, (int, float)) and math.isfinite(pixel_size_um) and pixel_size_um > 0):
-            raise RecordingError(f"pixel size {pixel_size_um!r} is not valid; expected a number > 0 (um)")
+        if not (
+            isinstance(pixel_size_um, (int, float))
+            and math.isfinite(pixel_size_um)
+            and pixel_size_um > 0
+        ):
+            raise RecordingError(
+                f"pixel size {pixel_size_um!r} is not valid; expected a number > 0 (um)"
+            )
         self.pixel_size_um = float(pixel_size_um)
         self.pixel_size_origin = "override"
 
     def describe(self) -> dict[str, Any]:
         """JSON-friendly description (format, shape, dtype, pixel size, timing)."""
         return {
-            "path": str(self.path), "format": self.format, "axes": self.axes,
-            "shape": list(self.shape), "dtype": self.dtype.name, "source_dtype": self.source_dtype.name,
-            "pixel_size_um": self.pixel_size_um, "pixel_size_origin": self.pixel_size_origin,
-            "interval_s": self.interval_s, "timestamps": self.timestamps_s is not None,
+            "path": str(self.path),
+            "format": self.format,
+            "axes": self.axes,
+            "shape": list(self.shape),
+            "dtype": self.dtype.name,
+            "source_dtype": self.source_dtype.name,
+            "pixel_size_um": self.pixel_size_um,
+            "pixel_size_origin": self.pixel_size_origin,
+            "interval_s": self.interval_s,
+            "timestamps": self.timestamps_s is not None,
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -334,12 +403,21 @@ class Recording:
     def __enter__(self) -> Recording:
         return self
 
-    def __exit__(self, tp: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        tp: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     def __repr__(self) -> str:
-        return (f"Recording({str(self.path)!r}, format={self.format!r}, shape={self.shape}, dtype={self.dtype.name}, "
-                f"pixel_size_um={self.pixel_size_um:g} ({self.pixel_size_origin}), interval_s={self.interval_s})")
+        return (
+            f"Recording({str(self.path)!r}, format={self.format!r}, "
+            f"shape={self.shape}, dtype={self.dtype.name}, "
+            f"pixel_size_um={self.pixel_size_um:g} ({self.pixel_size_origin}), "
+            f"interval_s={self.interval_s})"
+        )
 
 
 class _MappedPages:
@@ -366,7 +444,12 @@ class _MappedPages:
         import mmap
 
         mm = getattr(source, "_mmap", None)
-        if not isinstance(source, np.memmap) or mm is None or t_axis != 0 or not source.flags.c_contiguous:
+        if (
+            not isinstance(source, np.memmap)
+            or mm is None
+            or t_axis != 0
+            or not source.flags.c_contiguous
+        ):
             return None
         if not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
             return None
@@ -407,16 +490,21 @@ def _time_axis(path: Path, axes: str, shape: Sequence[int]) -> int:
     """Index of the one stacked axis (see the module docstring); checks the others."""
     if len(shape) < 3:
         raise RecordingError(
-            f"recording {path}: data are {len(shape)}-D {tuple(shape)} (axes {axes or '?'}); "
+            f"recording {path}: data are {len(shape)}-D {tuple(shape)} (axes "
+            f"{axes or '?'}); "
             "replay needs a stack of frames (t, rows, cols)"
         )
     others = list(range(len(shape) - 2))
     long = [ax for ax in others if shape[ax] > 1]
     if len(long) > 1:
-        desc = ", ".join(f"{axes[ax] if ax < len(axes) else ax}={shape[ax]}" for ax in long)
+        desc = ", ".join(
+            f"{axes[ax] if ax < len(axes) else ax}={shape[ax]}" for ax in long
+        )
         raise RecordingError(
-            f"recording {path}: more than one non-spatial axis is longer than 1 ({desc}; axes "
-            f"{axes}, shape {tuple(shape)}); expected one stacked axis (t) with every other axis "
+            f"recording {path}: more than one non-spatial axis is longer than 1 "
+            f"({desc}; axes "
+            f"{axes}, shape {tuple(shape)}); expected one stacked axis (t) with every "
+            "other axis "
             "of length 1 (select one channel/position/plane first)"
         )
     if long:
@@ -436,19 +524,30 @@ def _finite_positive(v: Any) -> float | None:
 def _unit_factor(unit: Any, table: Mapping[str, float], default: float) -> float | None:
     if unit is None or unit == "":
         return default
-    return table.get(str(unit).strip().lower().replace("\u00b5", "µ"), table.get(str(unit).strip()))
+    return table.get(
+        str(unit).strip().lower().replace("\u00b5", "µ"), table.get(str(unit).strip())
+    )
 
 
 def _relative_times(path: Path, t: np.ndarray, n: int) -> np.ndarray | None:
-    """Timestamps relative to the first frame; None if unusable (wrong length, not finite)."""
+    """Timestamps relative to frame 0; None if unusable (wrong length, not finite)."""
     t = np.asarray(t, dtype=np.float64).reshape(-1)
     if len(t) != n or n == 0 or not np.all(np.isfinite(t)):
         if len(t):
-            logger.warning("recording %s: %d per-frame timestamps for %d frames; ignored", path, len(t), n)
+            logger.warning(
+                "recording %s: %d per-frame timestamps for %d frames; ignored",
+                path,
+                len(t),
+                n,
+            )
         return None
     rel = t - t[0]
     if np.any(np.diff(rel) < 0):
-        logger.warning("recording %s: per-frame timestamps go backwards; replaying them as monotonic", path)
+        logger.warning(
+            "recording %s: per-frame timestamps go backwards; replaying them as "
+            "monotonic",
+            path,
+        )
         rel = np.maximum.accumulate(rel)
     return rel
 
@@ -464,12 +563,25 @@ def _open_npy(path: Path) -> Recording:
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise CorruptRecordingError(f"recording {path}: not a readable .npy file: {exc}") from exc
-    if not isinstance(arr, np.ndarray):  # pragma: no cover - np.load of .npy is an array
+        raise CorruptRecordingError(
+            f"recording {path}: not a readable .npy file: {exc}"
+        ) from exc
+    if not isinstance(
+        arr, np.ndarray
+    ):  # pragma: no cover - np.load of .npy is an array
         raise CorruptRecordingError(f"recording {path}: not a .npy array")
     axes = "TYX" if arr.ndim == 3 else ""
     t_axis = _time_axis(path, axes, arr.shape)
-    return Recording(path, "npy", arr, axes, t_axis, pixel_size_um=None, interval_s=None, timestamps_s=None)
+    return Recording(
+        path,
+        "npy",
+        arr,
+        axes,
+        t_axis,
+        pixel_size_um=None,
+        interval_s=None,
+        timestamps_s=None,
+    )
 
 
 # ---------------------------------------------------------------------- TIFF
@@ -477,12 +589,16 @@ def _xml_local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
-def _ome_pixels(path: Path, xml: str) -> tuple[float | None, float | None, np.ndarray | None, int]:
-    """Pixel size (um), interval (s), DeltaT per t and SizeT from the first OME Pixels."""
+def _ome_pixels(
+    path: Path, xml: str
+) -> tuple[float | None, float | None, np.ndarray | None, int]:
+    """Pixel size (um), interval (s), DeltaT per t, SizeT of the first OME Pixels."""
     try:
         root = ET.fromstring(xml)
     except ET.ParseError as exc:
-        logger.warning("recording %s: OME-XML does not parse (%s); no metadata used", path, exc)
+        logger.warning(
+            "recording %s: OME-XML does not parse (%s); no metadata used", path, exc
+        )
         return None, None, None, 0
     pixels = next((el for el in root.iter() if _xml_local(el.tag) == "Pixels"), None)
     if pixels is None:
@@ -493,13 +609,27 @@ def _ome_pixels(path: Path, xml: str) -> tuple[float | None, float | None, np.nd
     if sx is not None:
         f = _unit_factor(a.get("PhysicalSizeXUnit"), _SPACE_UNITS_UM, 1.0)
         if f is None:
-            logger.warning("recording %s: PhysicalSizeXUnit %r unknown; pixel size ignored", path, a.get("PhysicalSizeXUnit"))
+            logger.warning(
+                "recording %s: PhysicalSizeXUnit %r unknown; pixel size ignored",
+                path,
+                a.get("PhysicalSizeXUnit"),
+            )
         else:
             px = sx * f
             sy = _finite_positive(a.get("PhysicalSizeY"))
             fy = _unit_factor(a.get("PhysicalSizeYUnit"), _SPACE_UNITS_UM, 1.0)
-            if sy is not None and fy is not None and not math.isclose(sy * fy, px, rel_tol=1e-6):
-                logger.warning("recording %s: pixels are not square (x %.4g um, y %.4g um); using x", path, px, sy * fy)
+            if (
+                sy is not None
+                and fy is not None
+                and not math.isclose(sy * fy, px, rel_tol=1e-6)
+            ):
+                logger.warning(
+                    "recording %s: pixels are not square (x %.4g um, y %.4g um); using "
+                    "x",
+                    path,
+                    px,
+                    sy * fy,
+                )
     interval = None
     ti = _finite_positive(a.get("TimeIncrement"))
     if ti is not None:
@@ -511,7 +641,11 @@ def _ome_pixels(path: Path, xml: str) -> tuple[float | None, float | None, np.nd
         if _xml_local(plane.tag) != "Plane":
             continue
         p = plane.attrib
-        if int(p.get("TheC", "0") or 0) or int(p.get("TheZ", "0") or 0) or "DeltaT" not in p:
+        if (
+            int(p.get("TheC", "0") or 0)
+            or int(p.get("TheZ", "0") or 0)
+            or "DeltaT" not in p
+        ):
             continue
         try:
             dt = float(p["DeltaT"])
@@ -523,7 +657,11 @@ def _ome_pixels(path: Path, xml: str) -> tuple[float | None, float | None, np.nd
             delta.setdefault(tt, dt * f)
     ts = None
     if size_t > 1 and len(delta) == size_t:
-        ts = np.array([delta[k] for k in range(size_t)], dtype=np.float64) if set(delta) == set(range(size_t)) else None
+        ts = (
+            np.array([delta[k] for k in range(size_t)], dtype=np.float64)
+            if set(delta) == set(range(size_t))
+            else None
+        )
     return px, interval, ts, size_t
 
 
@@ -552,21 +690,31 @@ def _open_tiff(path: Path) -> Recording:
     try:
         tif = tifffile.TiffFile(path)
     except (tifffile.TiffFileError, OSError, ValueError, struct_error()) as exc:
-        raise CorruptRecordingError(f"recording {path}: not a readable TIFF file: {exc}") from exc
+        raise CorruptRecordingError(
+            f"recording {path}: not a readable TIFF file: {exc}"
+        ) from exc
     try:
         if not tif.series:
-            raise CorruptRecordingError(f"recording {path}: not a readable TIFF file: no image found (damaged or truncated?)")
+            raise CorruptRecordingError(
+                f"recording {path}: not a readable TIFF file: no image found (damaged "
+                "or truncated?)"
+            )
         series = tif.series[0]
         axes, shape = str(series.axes), tuple(int(s) for s in series.shape)
         if series.dtype is None:
-            raise CorruptRecordingError(f"recording {path}: TIFF series 0 has no sample type")
+            raise CorruptRecordingError(
+                f"recording {path}: TIFF series 0 has no sample type"
+            )
         if axes.endswith("S") or (len(axes) >= 3 and axes[-3:] in ("YXS", "SYX")):
             raise RecordingError(
-                f"recording {path}: TIFF series 0 has samples per pixel (axes {axes}, shape {shape}, RGB?); "
+                f"recording {path}: TIFF series 0 has samples per pixel (axes {axes}, "
+                f"shape {shape}, RGB?); "
                 "expected grey-level frames"
             )
         if not axes.endswith("YX"):
-            raise RecordingError(f"recording {path}: TIFF series 0 axes {axes} do not end in YX")
+            raise RecordingError(
+                f"recording {path}: TIFF series 0 axes {axes} do not end in YX"
+            )
         t_axis = _time_axis(path, axes, shape)
         px = interval = ts = None
         fmt = "tiff"
@@ -580,7 +728,9 @@ def _open_tiff(path: Path) -> Recording:
         try:
             source: Any = tifffile.memmap(path, series=0, mode="r")
             source = source.reshape(shape)
-            closers: list[Any] = [tif]  # the memory map closes when the last view is dropped
+            closers: list[Any] = [
+                tif
+            ]  # the memory map closes when the last view is dropped
             block = 1
         except (ValueError, OSError):
             source = zarr.open(series.aszarr(), mode="r")
@@ -589,14 +739,25 @@ def _open_tiff(path: Path) -> Recording:
             block = int(chunks[t_axis]) if len(chunks) == len(shape) else 1
         if tuple(source.shape) != shape:
             raise CorruptRecordingError(
-                f"recording {path}: TIFF series 0 reads as {tuple(source.shape)}, expected {shape}"
+                f"recording {path}: TIFF series 0 reads as {tuple(source.shape)}, "
+                f"expected {shape}"
             )
     except BaseException:
         tif.close()
         raise
     interval = interval if interval is not None else _interval_from(ts)
-    return Recording(path, fmt, source, axes, t_axis, pixel_size_um=px, interval_s=interval,
-                     timestamps_s=ts, block_frames=block, closers=closers)
+    return Recording(
+        path,
+        fmt,
+        source,
+        axes,
+        t_axis,
+        pixel_size_um=px,
+        interval_s=interval,
+        timestamps_s=ts,
+        block_frames=block,
+        closers=closers,
+    )
 
 
 def struct_error() -> type[Exception]:
@@ -618,41 +779,61 @@ def _open_zarr(path: Path) -> Recording:
     if isinstance(node, zarr.Array):
         axes = "tyx" if node.ndim == 3 else ""
         t_axis = _time_axis(path, axes, node.shape)
-        return Recording(path, "ome-zarr", node, axes, t_axis, pixel_size_um=None, interval_s=None,
-                         timestamps_s=None, block_frames=int(node.chunks[t_axis]))
-    group = node
-    attrs = dict(group.attrs)
-    ome = attrs.get("ome", attrs)
+        return Recording(
+            path,
+            "ome-zarr",
+            node,
+            axes,
+            t_axis,
+            pixel_size_um=None,
+            interval_s=None,
+            timestamps_s=None,
+            block_frames=int(node.chunks[t_axis]),
+        )
+    group: Any = node
+    attrs: dict[str, Any] = dict(group.attrs)
+    ome: Any = attrs.get("ome", attrs)
     if "bioformats2raw.layout" in ome and "multiscales" not in ome:
         try:
             group = group["0"]
         except KeyError:
-            raise RecordingError(f"recording {path}: bioformats2raw layout without image '0'") from None
+            raise RecordingError(
+                f"recording {path}: bioformats2raw layout without image '0'"
+            ) from None
         attrs = dict(group.attrs)
         ome = attrs.get("ome", attrs)
-    ms_list = ome.get("multiscales")
+    ms_list: Any = ome.get("multiscales")
     if not ms_list:
         arrays = sorted(name for name, _ in group.arrays())
         raise RecordingError(
-            f"recording {path}: zarr group without OME-NGFF 'multiscales' metadata (arrays: "
-            f"{', '.join(arrays) or 'none'}); expected an OME-Zarr image or a bare 3-D zarr array"
+            f"recording {path}: zarr group without OME-NGFF 'multiscales' metadata "
+            "(arrays: "
+            f"{', '.join(arrays) or 'none'}); expected an OME-Zarr image or a bare 3-D "
+            "zarr array"
         )
-    ms = ms_list[0]
+    ms: dict[str, Any] = ms_list[0]
     datasets = ms.get("datasets") or []
     if not datasets or "path" not in datasets[0]:
-        raise CorruptRecordingError(f"recording {path}: multiscales[0] lists no datasets")
-    ds = datasets[0]
+        raise CorruptRecordingError(
+            f"recording {path}: multiscales[0] lists no datasets"
+        )
+    ds: dict[str, Any] = datasets[0]
     try:
         arr = group[ds["path"]]
     except KeyError:
-        raise CorruptRecordingError(f"recording {path}: dataset {ds['path']!r} is missing") from None
+        raise CorruptRecordingError(
+            f"recording {path}: dataset {ds['path']!r} is missing"
+        ) from None
     if not isinstance(arr, zarr.Array):
-        raise CorruptRecordingError(f"recording {path}: dataset {ds['path']!r} is not an array")
-    ax_meta = ms.get("axes") or []
+        raise CorruptRecordingError(
+            f"recording {path}: dataset {ds['path']!r} is not an array"
+        )
+    ax_meta: list[Any] = ms.get("axes") or []
     names = [(a.get("name", "?") if isinstance(a, dict) else str(a)) for a in ax_meta]
     if names and len(names) != arr.ndim:
         raise CorruptRecordingError(
-            f"recording {path}: {len(names)} axes in the metadata ({names}) for a {arr.ndim}-D array"
+            f"recording {path}: {len(names)} axes in the metadata ({names}) for a "
+            f"{arr.ndim}-D array"
         )
     if not names:
         names = ["t", "y", "x"] if arr.ndim == 3 else [f"d{i}" for i in range(arr.ndim)]
@@ -663,30 +844,58 @@ def _open_zarr(path: Path) -> Recording:
     scale = _ngff_scale(ms, ds, arr.ndim)
     px = interval = None
     if scale is not None:
-        unit = ax_meta[-1].get("unit") if ax_meta and isinstance(ax_meta[-1], dict) else None
+        unit = (
+            ax_meta[-1].get("unit")
+            if ax_meta and isinstance(ax_meta[-1], dict)
+            else None
+        )
         f = _unit_factor(unit, _SPACE_UNITS_UM, 1.0)
         if f is not None and _finite_positive(scale[-1]):
             px = float(scale[-1]) * f
-        t_meta = ax_meta[t_axis] if ax_meta and isinstance(ax_meta[t_axis], dict) else {}
+        t_meta = (
+            ax_meta[t_axis] if ax_meta and isinstance(ax_meta[t_axis], dict) else {}
+        )
         if t_meta.get("type") == "time" or names[t_axis].lower() == "t":
             tf = _unit_factor(t_meta.get("unit"), _TIME_UNITS_S, 1.0)
             if tf is not None and _finite_positive(scale[t_axis]):
                 interval = float(scale[t_axis]) * tf
     ts = _livesr_timestamps(path, group, arr.shape[t_axis])
-    return Recording(path, "ome-zarr", arr, axes, t_axis, pixel_size_um=px, interval_s=interval,
-                     timestamps_s=ts, block_frames=int(arr.chunks[t_axis]))
+    return Recording(
+        path,
+        "ome-zarr",
+        arr,
+        axes,
+        t_axis,
+        pixel_size_um=px,
+        interval_s=interval,
+        timestamps_s=ts,
+        block_frames=int(arr.chunks[t_axis]),
+    )
 
 
-def _ngff_scale(ms: Mapping[str, Any], ds: Mapping[str, Any], ndim: int) -> list[float] | None:
+def _ngff_scale(
+    ms: Mapping[str, Any], ds: Mapping[str, Any], ndim: int
+) -> list[float] | None:
     """Dataset ``scale`` times the multiscale-level ``scale`` (if any)."""
     out: list[float] | None = None
-    for ct_list in (ds.get("coordinateTransformations") or [], ms.get("coordinateTransformations") or []):
+    for ct_list in (
+        ds.get("coordinateTransformations") or [],
+        ms.get("coordinateTransformations") or [],
+    ):
         for ct in ct_list:
-            if isinstance(ct, dict) and ct.get("type") == "scale" and isinstance(ct.get("scale"), list):
+            if (
+                isinstance(ct, dict)
+                and ct.get("type") == "scale"
+                and isinstance(ct.get("scale"), list)
+            ):
                 s = ct["scale"]
                 if len(s) != ndim:
                     continue
-                out = [float(v) for v in s] if out is None else [a * float(b) for a, b in zip(out, s, strict=True)]
+                out = (
+                    [float(v) for v in s]
+                    if out is None
+                    else [a * float(b) for a, b in zip(out, s, strict=True)]
+                )
     return out
 
 
@@ -699,16 +908,25 @@ def _livesr_timestamps(path: Path, group: Any, n: int) -> np.ndarray | None:
     try:
         return _relative_times(path, np.asarray(t[:]), n)
     except Exception as exc:  # the table is optional: never fail the replay over it
-        logger.warning("recording %s: frames/t_acq unreadable (%s); timestamps ignored", path, exc)
+        logger.warning(
+            "recording %s: frames/t_acq unreadable (%s); timestamps ignored", path, exc
+        )
         return None
 
 
 # ---------------------------------------------------------------------- entry point
-_OPENERS = {"npy": _open_npy, "tiff": _open_tiff, "ome-tiff": _open_tiff, "ome-zarr": _open_zarr}
+_OPENERS = {
+    "npy": _open_npy,
+    "tiff": _open_tiff,
+    "ome-tiff": _open_tiff,
+    "ome-zarr": _open_zarr,
+}
 _RANGE_RE = re.compile(r"^\s*(\d*)\s*:\s*(\d*)\s*$")
 
 
-def open_recording(path: str | Path, *, pixel_size_um: float | None = None) -> Recording:
+def open_recording(
+    path: str | Path, *, pixel_size_um: float | None = None
+) -> Recording:
     """Open a recorded frame stack for replay (see the module docstring).
 
     Parameters
@@ -731,28 +949,39 @@ def open_recording(path: str | Path, *, pixel_size_um: float | None = None) -> R
     p = Path(path)
     fmt = detect_format(p)
     if fmt == "npy" and p.is_dir():
-        raise RecordingError(f"recording {p} is a folder; a .npy recording must be a file")
+        raise RecordingError(
+            f"recording {p} is a folder; a .npy recording must be a file"
+        )
     if fmt in ("tiff", "ome-tiff") and p.is_dir():
-        raise RecordingError(f"recording {p} is a folder; a TIFF recording must be a file")
+        raise RecordingError(
+            f"recording {p} is a folder; a TIFF recording must be a file"
+        )
     if fmt == "ome-zarr" and not p.is_dir():
-        raise RecordingError(f"recording {p} is a file; an OME-Zarr recording is a folder (zipped stores are not supported)")
+        raise RecordingError(
+            f"recording {p} is a file; an OME-Zarr recording is a folder (zipped "
+            "stores are not supported)"
+        )
     rec = _OPENERS[fmt](p)
     if pixel_size_um is not None:
         rec.override_pixel_size(pixel_size_um)
     elif rec.pixel_size_origin == "default":
         logger.warning(
-            "recording %s gives no pixel size; using %g um (pass --pixel-size to set it)", p, DEFAULT_PIXEL_SIZE_UM
+            "recording %s gives no pixel size; using %g um (pass --pixel-size to set "
+            "it)",
+            p,
+            DEFAULT_PIXEL_SIZE_UM,
         )
     logger.info("opened %r", rec)
     return rec
 
 
 def parse_range(text: str) -> tuple[int, int | None]:
-    """``"START:STOP"`` (either side may be empty) -> ``(start, stop or None)``; stop exclusive."""
+    """``"START:STOP"`` (either may be empty, STOP exclusive) -> ``(start, stop)``."""
     m = _RANGE_RE.match(text or "")
     if not m:
         raise RecordingError(
-            f"frame range {text!r} is not valid; expected START:STOP with integers >= 0 "
+            f"frame range {text!r} is not valid; expected START:STOP with integers >= "
+            "0 "
             "(STOP exclusive, either may be empty, e.g. 100:600, 100:, :500)"
         )
     start = int(m.group(1)) if m.group(1) else 0
@@ -762,12 +991,15 @@ def parse_range(text: str) -> tuple[int, int | None]:
     return start, stop
 
 
-def resolve_range(start: int, stop: int | None, n: int, *, what: str = "the recording") -> tuple[int, int]:
-    """Check ``start:stop`` against ``n`` frames; returns ``(start, stop)`` with stop filled in."""
+def resolve_range(
+    start: int, stop: int | None, n: int, *, what: str = "the recording"
+) -> tuple[int, int]:
+    """Check ``start:stop`` against ``n`` frames; returns ``(start, stop)``."""
     stop_v = n if stop is None else stop
     if not 0 <= start < stop_v <= n:
         raise RecordingError(
-            f"frame range {start}:{'' if stop is None else stop} is out of bounds for {what} "
+            f"frame range {start}:{'' if stop is None else stop} is out of bounds for "
+            f"{what} "
             f"({n} frames); valid: 0 <= START < STOP <= {n}"
         )
     return start, stop_v

@@ -1,12 +1,14 @@
-"""A recorded stack as a source: read frames from a file and push them over the lossless link.
+"""A recorded stack as a source: frames read from a file, pushed over the lossless link.
 
 ::
 
-    rec = open_recording("run/raw.ome.zarr")                 # OME-TIFF, TIFF, OME-Zarr, .npy
-    src = ReplaySource(rec, "ipc:///tmp/livesr.ipc", ReplayConfig(rate="recorded", start=100, stop=600))
+    rec = open_recording("run/raw.ome.zarr")      # OME-TIFF, TIFF, OME-Zarr, .npy
+    cfg = ReplayConfig(rate="recorded", start=100, stop=600)
+    src = ReplaySource(rec, "ipc:///tmp/livesr.ipc", cfg)
     summary = src.run()            # blocking; or src.start() ... src.join()
 
-The replay source behaves like :class:`~livesr.adapters.sources.simulated.SimulatedSource`:
+The replay source behaves like the simulated camera
+(:class:`~livesr.adapters.sources.simulated.SimulatedSource`):
 frames go through a :class:`livesr.stream._source_link.SourceLink` (credit, ACK,
 replay ring), and the link is closed cleanly (END, END_ACK) so the pipeline accounts
 for every frame.  Each frame is read straight into a ring slot
@@ -54,7 +56,14 @@ import zmq
 
 from livesr.adapters.sources._readers import Recording, RecordingError, resolve_range
 
-__all__ = ["RATE_MODES", "ReplayConfig", "ReplaySource", "check_replay", "parse_rate", "processing_throttle"]
+__all__ = [
+    "RATE_MODES",
+    "ReplayConfig",
+    "ReplaySource",
+    "check_replay",
+    "parse_rate",
+    "processing_throttle",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -69,17 +78,21 @@ AUTO_RING_BYTES = 64 * 2**20
 
 
 def parse_rate(text: str | float) -> str | float:
-    """``"recorded"``, ``"asap"`` or a frame rate > 0 (fps) -> the :attr:`ReplayConfig.rate`."""
+    """``"recorded"``, ``"asap"`` or frames per second -> :attr:`ReplayConfig.rate`."""
     if isinstance(text, str) and text.strip().lower() in RATE_MODES:
         return text.strip().lower()
     try:
         fps = float(text)
     except (TypeError, ValueError):
         raise RecordingError(
-            f"rate {text!r} is not valid; expected 'recorded', 'asap' or frames per second (a number > 0)"
+            f"rate {text!r} is not valid; expected 'recorded', 'asap' or frames per "
+            "second (a number > 0)"
         ) from None
     if not (math.isfinite(fps) and 0 < fps <= MAX_FPS):
-        raise RecordingError(f"rate {text!r} is not valid; expected frames per second in (0, {MAX_FPS:g}]")
+        raise RecordingError(
+            f"rate {text!r} is not valid; expected frames per second in (0, "
+            f"{MAX_FPS:g}]"
+        )
     return fps
 
 
@@ -115,21 +128,45 @@ class ReplayConfig:
         r = self.rate
         if isinstance(r, str):
             if r not in RATE_MODES:
-                raise RecordingError(f"ReplayConfig rate={r!r}; expected one of {', '.join(RATE_MODES)} or fps > 0")
-        elif isinstance(r, bool) or not isinstance(r, (int, float)) or not (math.isfinite(r) and 0 < r <= MAX_FPS):
-            raise RecordingError(f"ReplayConfig rate={r!r}; expected frames per second in (0, {MAX_FPS:g}]")
+                raise RecordingError(
+                    f"ReplayConfig rate={r!r}; expected one of {', '.join(RATE_MODES)} "
+                    "or fps > 0"
+                )
+        elif (
+            isinstance(r, bool)
+            or not isinstance(r, (int, float))
+            or not (math.isfinite(r) and 0 < r <= MAX_FPS)
+        ):
+            raise RecordingError(
+                f"ReplayConfig rate={r!r}; expected frames per second in (0, "
+                f"{MAX_FPS:g}]"
+            )
         for name, lo in (("start", 0), ("frames", 0), ("ring_frames", 0)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise RecordingError(f"ReplayConfig {name}={v!r}; expected an integer >= {lo}")
-        if self.stop is not None and (isinstance(self.stop, bool) or not isinstance(self.stop, int) or self.stop <= self.start):
-            raise RecordingError(f"ReplayConfig stop={self.stop!r}; expected an integer > start ({self.start}) or None")
-        if not (isinstance(self.send_timeout_s, (int, float)) and self.send_timeout_s > 0):
-            raise RecordingError(f"ReplayConfig send_timeout_s={self.send_timeout_s!r}; expected a number > 0")
+                raise RecordingError(
+                    f"ReplayConfig {name}={v!r}; expected an integer >= {lo}"
+                )
+        if self.stop is not None and (
+            isinstance(self.stop, bool)
+            or not isinstance(self.stop, int)
+            or self.stop <= self.start
+        ):
+            raise RecordingError(
+                f"ReplayConfig stop={self.stop!r}; expected an integer > start "
+                f"({self.start}) or None"
+            )
+        if not (
+            isinstance(self.send_timeout_s, (int, float)) and self.send_timeout_s > 0
+        ):
+            raise RecordingError(
+                f"ReplayConfig send_timeout_s={self.send_timeout_s!r}; expected a "
+                "number > 0"
+            )
 
 
 def check_replay(recording: Recording, config: ReplayConfig) -> tuple[int, int]:
-    """Check that ``config`` can replay ``recording``; returns the frames ``(start, stop)``.
+    """Check that ``config`` can replay ``recording``; returns frames ``(start, stop)``.
 
     Raises
     ------
@@ -137,12 +174,15 @@ def check_replay(recording: Recording, config: ReplayConfig) -> tuple[int, int]:
         The range is out of bounds (the message gives the valid range), or
         ``rate="recorded"`` for a file without timing metadata.
     """
-    start, stop = resolve_range(config.start, config.stop, len(recording), what=str(recording.path))
+    start, stop = resolve_range(
+        config.start, config.stop, len(recording), what=str(recording.path)
+    )
     if config.frames:
         stop = min(stop, start + config.frames)
     if config.rate == "recorded" and not recording.has_timing:
         raise RecordingError(
-            f"recording {recording.path} has no timing metadata (frame interval or timestamps); "
+            f"recording {recording.path} has no timing metadata (frame interval or "
+            "timestamps); "
             "replay it with rate 'asap' or a frame rate (--rate asap | --rate FPS)"
         )
     return start, stop
@@ -156,7 +196,7 @@ def processing_throttle(
     stall_s: float = 10.0,
     poll_s: float = 0.002,
 ) -> Callable[[int], None]:
-    """A ``throttle`` for :class:`ReplaySource` that keeps the replay just ahead of processing.
+    """A :class:`ReplaySource` ``throttle`` keeping the replay just ahead of processing.
 
     ``throttle(sent)`` returns once the pipeline has dealt with (processed, dropped or
     not offered for processing) at least ``sent - max_lag`` frames, so the processing
@@ -167,7 +207,7 @@ def processing_throttle(
     Parameters
     ----------
     snapshot : callable
-        Returns the pipeline's counters (:meth:`livesr.stream._pipeline.Pipeline.snapshot`):
+        The pipeline's counters (:meth:`livesr.stream._pipeline.Pipeline.snapshot`):
         ``frames_processed``, ``frames_dropped_for_processing``, ``frames_not_offered``.
     max_lag : int
         Frames sent but not yet dealt with, >= 1.
@@ -179,8 +219,10 @@ def processing_throttle(
 
     def done() -> int:
         s = snapshot()
-        return int(s.get("frames_processed", 0)) + int(s.get("frames_dropped_for_processing", 0)) + int(
-            s.get("frames_not_offered", 0)
+        return (
+            int(s.get("frames_processed", 0))
+            + int(s.get("frames_dropped_for_processing", 0))
+            + int(s.get("frames_not_offered", 0))
         )
 
     def throttle(sent: int) -> None:
@@ -195,7 +237,11 @@ def processing_throttle(
             if d != last:
                 last, t_last = d, now
             elif now - t_last > stall_s:
-                logger.warning("replay: processing made no progress for %.0f s; no longer waiting for it", stall_s)
+                logger.warning(
+                    "replay: processing made no progress for %.0f s; no longer waiting "
+                    "for it",
+                    stall_s,
+                )
                 state["off"] = True
                 return
             stop.wait(poll_s)
@@ -258,7 +304,7 @@ class ReplaySource:
         return self.range[1] - self.range[0]
 
     def interval_ms(self) -> float | None:
-        """Frame interval announced to the pipeline, ms (recorded, else from the rate)."""
+        """Frame interval announced to the pipeline, ms (recorded, else from rate)."""
         rec = self.recording
         if rec.interval_s is not None:
             return rec.interval_s * 1e3
@@ -267,7 +313,7 @@ class ReplaySource:
         return None
 
     def offset_s(self, k: int) -> float | None:
-        """Scheduled time of replayed frame ``k`` after the first one, s (None: asap)."""
+        """Scheduled time of replayed frame ``k`` after the first, s (None: asap)."""
         rate = self.config.rate
         if rate == "asap":
             return None
@@ -286,7 +332,9 @@ class ReplaySource:
 
     def start(self) -> ReplaySource:
         """Run :meth:`run` on a background thread."""
-        self._thread = threading.Thread(target=self._run_thread, name="livesr-replay-source", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run_thread, name="livesr-replay-source", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -298,7 +346,7 @@ class ReplaySource:
             logger.error("replay source failed: %s", exc)
 
     def join(self, timeout: float | None = None) -> dict[str, Any] | None:
-        """Wait for the background run; returns the link summary (None if still running)."""
+        """Wait for the background run; the link summary (None while still running)."""
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
@@ -309,10 +357,17 @@ class ReplaySource:
         from livesr.stream._source_link import SourceLinkConfig
 
         rec = self.recording
-        ring = self.config.ring_frames or max(2, min(256, AUTO_RING_BYTES // max(1, rec.frame_nbytes)))
+        ring = self.config.ring_frames or max(
+            2, min(256, AUTO_RING_BYTES // max(1, rec.frame_nbytes))
+        )
         return SourceLinkConfig(
-            endpoint=self.endpoint, stream=self.config.stream, shape=(rec.shape[1], rec.shape[2]),
-            dtype=rec.dtype.name, pixel_size_um=rec.pixel_size_um, ring_frames=ring, overflow="stop",
+            endpoint=self.endpoint,
+            stream=self.config.stream,
+            shape=(rec.shape[1], rec.shape[2]),
+            dtype=rec.dtype.name,
+            pixel_size_um=rec.pixel_size_um,
+            ring_frames=ring,
+            overflow="stop",
         )
 
     def run(self) -> dict[str, Any]:
@@ -329,14 +384,24 @@ class ReplaySource:
         rec = self.recording
         start, stop = self.range
         name = rec.path.name[-128:]
-        base: dict[str, Any] = {"camera": "livesr-replay", "source": name, "format": rec.format}
+        base: dict[str, Any] = {
+            "camera": "livesr-replay",
+            "source": name,
+            "format": rec.format,
+        }
         interval_ms = self.interval_ms()
         if interval_ms is not None:
             base["interval_ms"] = float(interval_ms)
         timeout = float(self.config.send_timeout_s)
         link = SourceLink(self._link_config(), context=self._ctx).start()
-        logger.info("replaying frames %d..%d of %s (rate %s) to %s", start, stop - 1, rec.path,
-                    self.config.rate, self.endpoint)
+        logger.info(
+            "replaying frames %d..%d of %s (rate %s) to %s",
+            start,
+            stop - 1,
+            rec.path,
+            self.config.rate,
+            self.endpoint,
+        )
         t0_mono = time.monotonic()
         t0_wall = time.time()
         try:
@@ -353,9 +418,13 @@ class ReplaySource:
                 if rt is not None:
                     meta["recorded_t_s"] = rt
                 buf = link.reserve(timeout)
-                if buf is None:  # nothing freed a slot in time: send() reports the overflow
+                if (
+                    buf is None
+                ):  # nothing freed a slot in time: send() reports the overflow
                     try:
-                        link.send(rec.read(i), t_acq=time.time(), meta=meta, timeout=0.0)
+                        link.send(
+                            rec.read(i), t_acq=time.time(), meta=meta, timeout=0.0
+                        )
                     except RingOverflowError as exc:
                         logger.error("replay source: %s", exc)
                         break
@@ -375,7 +444,14 @@ class ReplaySource:
         finally:
             self.summary = link.close(timeout=30.0)
         if self.stop_event.is_set() and self.frames_sent < stop - start:
-            logger.warning("replay stopped on request after %d of %d frame(s)", self.frames_sent, stop - start)
-        logger.info("replay done: %d frame(s) sent, %d acknowledged", self.summary.get("frames_acquired", 0),
-                    self.summary.get("frames_acked", 0))
+            logger.warning(
+                "replay stopped on request after %d of %d frame(s)",
+                self.frames_sent,
+                stop - start,
+            )
+        logger.info(
+            "replay done: %d frame(s) sent, %d acknowledged",
+            self.summary.get("frames_acquired", 0),
+            self.summary.get("frames_acked", 0),
+        )
         return self.summary

@@ -1,4 +1,4 @@
-"""``livesr replay FILE`` through ``livesr.stream.cli.main``: same images as live, equal to
+"""``livesr replay FILE`` via the CLI: same images as live, equal to
 batch eSRRF, frame ranges, accounting, and bad inputs with exit codes."""
 
 from __future__ import annotations
@@ -58,26 +58,65 @@ def live_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A live run of the simulated microscope (drift on) writing its raw store."""
     tmp = tmp_path_factory.mktemp("live")
     out = tmp / "live"
-    assert main(["run", "--source", "sim", "--config", str(_config(tmp)), "--frames", "40",
-                 "--output", str(out), "--no-status"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--source",
+                "sim",
+                "--config",
+                str(_config(tmp)),
+                "--frames",
+                "40",
+                "--output",
+                str(out),
+                "--no-status",
+            ]
+        )
+        == 0
+    )
     return tmp, out
 
 
 @pytest.mark.parametrize("rate", ["recorded", "asap", "1000"])
-def test_replay_of_raw_store_gives_the_live_images(live_run: tuple[Path, Path], tmp_path: Path, rate: str,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_replay_of_raw_store_gives_the_live_images(
+    live_run: tuple[Path, Path],
+    tmp_path: Path,
+    rate: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     tmp, live = live_run
     out = tmp_path / "rep"
-    rc = main(["replay", str(live / "raw.ome.zarr"), "--config", str(_config(tmp)), "--output", str(out),
-               "--rate", rate, "--no-status"])
+    rc = main(
+        [
+            "replay",
+            str(live / "raw.ome.zarr"),
+            "--config",
+            str(_config(tmp)),
+            "--output",
+            str(out),
+            "--rate",
+            rate,
+            "--no-status",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 0, err
     assert f"results in {out}/ (summary.json)" in err
-    for name in ("raw.ome.zarr", "sr.ome.zarr", "windows.csv", "drift.csv", "summary.json", "config.toml",
-                 "replay.json"):
+    for name in (
+        "raw.ome.zarr",
+        "sr.ome.zarr",
+        "windows.csv",
+        "drift.csv",
+        "summary.json",
+        "config.toml",
+        "replay.json",
+    ):
         assert (out / name).exists(), name
     s, s_live = _summary(out), _summary(live)
-    assert s["frames_acquired"] == 40 == s["frames_persisted"] and s["frames_in_gaps"] == 0
+    assert (
+        s["frames_acquired"] == 40 == s["frames_persisted"] and s["frames_in_gaps"] == 0
+    )
     assert s["windows_published"] == s_live["windows_published"] == (40 - 10) // 5 + 1
     assert s["windows_skipped"] == 0 and s["pixel_size_um"] == s_live["pixel_size_um"]
     assert s["frame_interval_s"] == pytest.approx(s_live["frame_interval_s"])
@@ -87,45 +126,113 @@ def test_replay_of_raw_store_gives_the_live_images(live_run: tuple[Path, Path], 
     assert info["recording"]["pixel_size_origin"] == "metadata"
 
 
-def test_replay_one_window_equals_batch_esrrf(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_replay_one_window_equals_batch_esrrf(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from livesr.kernels import esrrf
 
     rng = np.random.default_rng(3)
     n = 12
     yy, xx = np.mgrid[0:24, 0:24]
-    spots = sum(np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 3.0) for cy, cx in ((7, 8), (15, 16), (10, 18)))
-    stack = rng.poisson(50 + 400 * spots[None] * rng.random((n, 1, 1))).astype(np.uint16)
+    spots = sum(
+        np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 3.0)
+        for cy, cx in ((7, 8), (15, 16), (10, 18))
+    )
+    stack = rng.poisson(50 + 400 * spots[None] * rng.random((n, 1, 1))).astype(
+        np.uint16
+    )
     np.save(tmp_path / "s.npy", stack)
     out = tmp_path / "out"
-    rc = main(["replay", str(tmp_path / "s.npy"), "--output", str(out), "--window", str(n), "--stride", str(n),
-               "--drift", "off", "--magnification", "3", "--radius", "1.5", "--no-status",
-               "--latency-budget-ms", "100000"])
+    rc = main(
+        [
+            "replay",
+            str(tmp_path / "s.npy"),
+            "--output",
+            str(out),
+            "--window",
+            str(n),
+            "--stride",
+            str(n),
+            "--drift",
+            "off",
+            "--magnification",
+            "3",
+            "--radius",
+            "1.5",
+            "--no-status",
+            "--latency-budget-ms",
+            "100000",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     s = _summary(out)
     assert s["windows_published"] == 1 and s["frames_acquired"] == n
     e = s["params"]["esrrf"]
-    ref = esrrf(stack, magnification=e["magnification"], radius=e["radius"], sensitivity=e["sensitivity"],
-                intensity_weighting=e["intensity_weighting"], macro_pixel_correction=e["macro_pixel_correction"],
-                temporal=e["temporal"], geometry=e["geometry"])
+    ref = esrrf(
+        stack,
+        magnification=e["magnification"],
+        radius=e["radius"],
+        sensitivity=e["sensitivity"],
+        intensity_weighting=e["intensity_weighting"],
+        macro_pixel_correction=e["macro_pixel_correction"],
+        temporal=e["temporal"],
+        geometry=e["geometry"],
+    )
     got = _sr(out)
     assert got.shape[0] == 1
     np.testing.assert_allclose(got.reshape(ref.shape), ref, rtol=0, atol=1e-5)
 
 
-def test_replay_range_ome_tiff_pixel_size_override(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    stack = np.random.default_rng(1).integers(0, 3000, size=(40, 16, 16)).astype(np.uint16)
+def test_replay_range_ome_tiff_pixel_size_override(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack = (
+        np.random.default_rng(1).integers(0, 3000, size=(40, 16, 16)).astype(np.uint16)
+    )
     p = tmp_path / "s.ome.tif"
-    tifffile.imwrite(p, stack, ome=True, metadata={"axes": "TYX", "PhysicalSizeX": 0.16, "PhysicalSizeY": 0.16,
-                                                    "TimeIncrement": 0.001, "TimeIncrementUnit": "s"})
+    tifffile.imwrite(
+        p,
+        stack,
+        ome=True,
+        metadata={
+            "axes": "TYX",
+            "PhysicalSizeX": 0.16,
+            "PhysicalSizeY": 0.16,
+            "TimeIncrement": 0.001,
+            "TimeIncrementUnit": "s",
+        },
+    )
     out = tmp_path / "out"
-    rc = main(["replay", str(p), "--output", str(out), "--range", "5:25", "--window", "4", "--stride", "4",
-               "--drift", "off", "--magnification", "2", "--pixel-size", "0.2", "--no-status",
-               "--raw-format", "ome-tiff"])
+    rc = main(
+        [
+            "replay",
+            str(p),
+            "--output",
+            str(out),
+            "--range",
+            "5:25",
+            "--window",
+            "4",
+            "--stride",
+            "4",
+            "--drift",
+            "off",
+            "--magnification",
+            "2",
+            "--pixel-size",
+            "0.2",
+            "--no-status",
+            "--raw-format",
+            "ome-tiff",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 0, err
     assert f"frames 5..24 of {p}" in err
     s = _summary(out)
-    assert s["frames_acquired"] == 20 == s["frames_persisted"] and s["frames_in_gaps"] == 0
+    assert (
+        s["frames_acquired"] == 20 == s["frames_persisted"] and s["frames_in_gaps"] == 0
+    )
     assert s["pixel_size_um"] == 0.2 and s["sr_pixel_size_um"] == pytest.approx(0.1)
     assert s["frame_interval_s"] == pytest.approx(0.001)
     assert s["windows_published"] + s["windows_skipped"] == 5
@@ -135,30 +242,78 @@ def test_replay_range_ome_tiff_pixel_size_override(tmp_path: Path, capsys: pytes
 def test_replay_frames_cap(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     np.save(tmp_path / "s.npy", np.ones((30, 16, 16), np.uint16))
     out = tmp_path / "out"
-    rc = main(["replay", str(tmp_path / "s.npy"), "--output", str(out), "--range", "10:", "--frames", "6",
-               "--window", "3", "--stride", "3", "--drift", "off", "--magnification", "1", "--no-status"])
+    rc = main(
+        [
+            "replay",
+            str(tmp_path / "s.npy"),
+            "--output",
+            str(out),
+            "--range",
+            "10:",
+            "--frames",
+            "6",
+            "--window",
+            "3",
+            "--stride",
+            "3",
+            "--drift",
+            "off",
+            "--magnification",
+            "1",
+            "--no-status",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     s = _summary(out)
-    assert s["frames_acquired"] == 6 and json.loads((out / "replay.json").read_text())["range"] == [10, 16]
+    assert s["frames_acquired"] == 6 and json.loads((out / "replay.json").read_text())[
+        "range"
+    ] == [10, 16]
 
 
 @pytest.mark.parametrize(
     ("make", "argv", "code", "expect"),
     [
         (None, ["missing.ome.tif"], 2, "missing.ome.tif does not exist"),
-        ("png", ["img.png"], 2, "file type '.png' is not supported; supported: OME-TIFF"),
+        (
+            "png",
+            ["img.png"],
+            2,
+            "file type '.png' is not supported; supported: OME-TIFF",
+        ),
         ("2d", ["img.npy"], 2, "replay needs a stack of frames"),
         ("npy", ["s.npy", "--range", "10:50"], 2, "out of bounds for"),
-        ("npy", ["s.npy", "--range", "10:50"], 2, "(20 frames); valid: 0 <= START < STOP <= 20"),
-        ("npy", ["s.npy", "--range", "x:5"], 2, "argument --range: frame range 'x:5' is not valid"),
-        ("npy", ["s.npy", "--rate", "fast"], 2, "argument --rate: rate 'fast' is not valid"),
+        (
+            "npy",
+            ["s.npy", "--range", "10:50"],
+            2,
+            "(20 frames); valid: 0 <= START < STOP <= 20",
+        ),
+        (
+            "npy",
+            ["s.npy", "--range", "x:5"],
+            2,
+            "argument --range: frame range 'x:5' is not valid",
+        ),
+        (
+            "npy",
+            ["s.npy", "--rate", "fast"],
+            2,
+            "argument --rate: rate 'fast' is not valid",
+        ),
         ("npy", ["s.npy", "--rate", "recorded"], 2, "has no timing metadata"),
         ("npy", ["s.npy", "--pixel-size", "-1"], 2, "expected a pixel size in um"),
         ("bad", ["bad.npy"], 1, "not a readable .npy file"),
     ],
 )
-def test_bad_inputs_exit_codes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-                               make: str | None, argv: list[str], code: int, expect: str) -> None:
+def test_bad_inputs_exit_codes(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    make: str | None,
+    argv: list[str],
+    code: int,
+    expect: str,
+) -> None:
     monkeypatch.chdir(tmp_path)
     if make == "png":
         Path("img.png").write_bytes(b"\x89PNG")
@@ -173,7 +328,14 @@ def test_bad_inputs_exit_codes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
     assert not Path("out").exists()  # nothing started
 
 
-def test_replay_into_used_output_refused(live_run: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_replay_into_used_output_refused(
+    live_run: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     _, live = live_run
-    assert main(["replay", str(live / "raw.ome.zarr"), "--output", str(live), "--no-status"]) == 2
+    assert (
+        main(
+            ["replay", str(live / "raw.ome.zarr"), "--output", str(live), "--no-status"]
+        )
+        == 2
+    )
     assert "already holds results" in capsys.readouterr().err
