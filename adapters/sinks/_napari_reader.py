@@ -154,7 +154,8 @@ def read_livesr_folder(path: Any) -> list[LayerData]:
             h, w = g["0"].shape[-2:]
             centre = np.array([(h / m - 1) / 2 * p, (w / m - 1) / 2 * p])
             layers.append(([trace * p + centre], {"name": "drift", "shape_type": "path",
-                                                  "edge_color": "cyan", "edge_width": p / 10},
+                                                  "edge_color": "cyan", "edge_width": p / 10,
+                                                  "units": ("micrometer", "micrometer")},
                            "shapes"))
     if not layers:
         raise ValueError(f"{folder}: no raw.ome.zarr, raw.ome.tif or sr.ome.zarr in this livesr output folder")

@@ -408,7 +408,7 @@ class LiveLayers:
         if self.sr is None or self.sr not in self.viewer.layers:
             self.sr = self.viewer.add_image(
                 img, name=SR_LAYER, scale=(scale, scale), translate=(translate, translate),
-                units=("um", "um"), axis_labels=("y", "x"), colormap="magma",
+                units=("micrometer", "micrometer"), axis_labels=("y", "x"), colormap="magma",
                 contrast_limits=limits, blending="additive",
             )
         else:
@@ -438,7 +438,7 @@ class LiveLayers:
         if self.drift is None or self.drift not in self.viewer.layers:
             self.drift = self.viewer.add_shapes(
                 [path], shape_type="path", name=DRIFT_LAYER, edge_color="cyan",
-                edge_width=max(p / 10, 1e-6), units=("um", "um"),
+                edge_width=max(p / 10, 1e-6), units=("micrometer", "micrometer"),
             )
         else:
             self.drift.data = [path]
@@ -454,7 +454,7 @@ class LiveLayers:
         limits = self._limits(img)
         if self.raw is None or self.raw not in self.viewer.layers:
             self.raw = self.viewer.add_image(
-                img, name=RAW_LAYER, scale=(p, p), units=("um", "um"), axis_labels=("y", "x"),
+                img, name=RAW_LAYER, scale=(p, p), units=("micrometer", "micrometer"), axis_labels=("y", "x"),
                 colormap="gray", contrast_limits=limits, opacity=0.6,
             )
             # raw below SR in the layer list

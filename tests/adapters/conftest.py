@@ -18,12 +18,14 @@ Only tests that request ``display`` (directly or through a fixture) are affected
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import shutil
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,7 +34,6 @@ import pytest
 logger = logging.getLogger(__name__)
 
 _XVFB_DISPLAYS = range(91, 140)
-_XVFB_SERVERS: list[subprocess.Popen[bytes]] = []
 _QT_PROBE = (
     "import sys; from qtpy.QtWidgets import QApplication; app = QApplication(sys.argv[:1]); "
     "print(app.platformName())"
@@ -48,6 +49,12 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # pragma: no cover - Xvfb is started on Linux only
         pass
+
+
+def _quiet_running_server(proc: subprocess.Popen[bytes]) -> None:
+    """At exit the server is still running by design (see ``display``): Popen's
+    finaliser (once ``proc`` is let go after this) must not warn about it."""
+    warnings.filterwarnings("ignore", message=r"subprocess \d+ is still running", category=ResourceWarning)
 
 
 def _start_xvfb() -> tuple[subprocess.Popen[bytes], str]:
@@ -106,4 +113,4 @@ def display() -> Iterator[str]:
                 os.environ.pop("DISPLAY", None)
             else:
                 os.environ["DISPLAY"] = old
-            _XVFB_SERVERS.append(proc)  # no "still running" warning from a collected Popen
+            atexit.register(_quiet_running_server, proc)  # holds proc until exit

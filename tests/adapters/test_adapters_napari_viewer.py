@@ -198,3 +198,44 @@ def test_run_viewer_opens_a_connected_viewer(display: str, qtbot, tmp_path: Path
         finally:
             sink.stop()
             sink.viewer.close()
+
+
+READER_CONFIG = """
+[esrrf]
+window = 10
+stride = 10
+magnification = 2
+
+[drift]
+enabled = true
+block = 10
+
+[stream]
+latency_budget_ms = 100000.0
+
+[sim.camera]
+shape = [24, 20]
+interval_ms = 2.0
+exposure_ms = 2.0
+"""
+
+
+def test_viewer_opens_a_run_folder_through_the_plugin(viewer, npe2pm, tmp_path: Path) -> None:
+    import npe2
+
+    from livesr.stream.cli import main
+
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(READER_CONFIG)
+    out = tmp_path / "out"
+    assert main(["run", "--config", str(cfg), "--frames", "30", "--output", str(out), "--no-status"]) == 0
+    manifest = Path(__file__).parents[2] / "adapters" / "sinks" / "napari.yaml"
+    npe2pm.register(npe2.PluginManifest.from_file(manifest))
+    layers = viewer.open(str(out), plugin="livesr")
+    assert [layer.name for layer in layers] == ["raw", "SR", "drift"]
+    s = json.loads((out / "summary.json").read_text())
+    p = s["pixel_size_um"]
+    assert tuple(viewer.layers["SR"].scale[-2:]) == pytest.approx((p / 2, p / 2))
+    assert tuple(viewer.layers["SR"].translate[-2:]) == pytest.approx((sr_transform(p, 2, "nanopyx")[1],) * 2)
+    assert tuple(viewer.layers["raw"].scale[-2:]) == pytest.approx((p, p))
+    assert viewer.layers["SR"].data.shape == (s["windows_published"], 1, 1, 48, 40)
