@@ -700,6 +700,14 @@ def _open_tiff(path: Path) -> Recording:
                 "or truncated?)"
             )
         series = tif.series[0]
+        if len(tif.series) > 1:
+            logger.warning(
+                "recording %s holds %d image series; replaying series 0 (%s %s)",
+                path,
+                len(tif.series),
+                series.axes,
+                tuple(series.shape),
+            )
         axes, shape = str(series.axes), tuple(int(s) for s in series.shape)
         if series.dtype is None:
             raise CorruptRecordingError(
@@ -860,6 +868,7 @@ def _open_zarr(path: Path) -> Recording:
             if tf is not None and _finite_positive(scale[t_axis]):
                 interval = float(scale[t_axis]) * tf
     ts = _livesr_timestamps(path, group, arr.shape[t_axis])
+    _check_livesr_raw(path, attrs.get("livesr"))
     return Recording(
         path,
         "ome-zarr",
@@ -897,6 +906,30 @@ def _ngff_scale(
                     else [a * float(b) for a, b in zip(out, s, strict=True)]
                 )
     return out
+
+
+def _check_livesr_raw(path: Path, live: Any) -> None:
+    """Warn about a livesr raw store that was not closed cleanly or has gaps."""
+    if not isinstance(live, dict) or live.get("kind") != "raw":
+        return
+    if not live.get("complete", True):
+        logger.warning(
+            "recording %s was not closed cleanly (%s); replaying the frames it holds",
+            path,
+            live.get("error") or "incomplete",
+        )
+    gaps = live.get("gaps") or []
+    lost = sum(
+        int(g[1]) - int(g[0]) + 1 for g in gaps if isinstance(g, list) and len(g) >= 2
+    )
+    if lost:
+        logger.warning(
+            "recording %s misses %d frame(s) in %d gap(s); frames are replayed back "
+            "to back, so windows across a gap differ from the live run",
+            path,
+            lost,
+            len(gaps),
+        )
 
 
 def _livesr_timestamps(path: Path, group: Any, n: int) -> np.ndarray | None:

@@ -617,3 +617,18 @@ def test_processing_throttle_waits_for_processing() -> None:
     stalled = processing_throttle(lambda: state, max_lag=1, stall_s=0.02, poll_s=0.001)
     stalled(100)  # no progress: gives up instead of hanging
     stalled(200)
+
+
+def test_raw_store_with_gaps_or_unclean_close_warns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = _stack(5)
+    store = OmeZarrRawStore(tmp_path / "raw.ome.zarr")
+    store.open(data.shape[1:], "uint16", pixel_size_um=0.1, interval_s=0.01)
+    for i, f in enumerate(data):
+        store.append(i, f, t_acq=float(i), t_recv=0.0)
+    store.close(gaps=[[5, 7, "source ring overflow"]], error="disk full")
+    with caplog.at_level("WARNING"), open_recording(tmp_path / "raw.ome.zarr") as rec:
+        assert rec.shape == data.shape
+    assert "was not closed cleanly (disk full)" in caplog.text
+    assert "misses 3 frame(s) in 1 gap(s)" in caplog.text

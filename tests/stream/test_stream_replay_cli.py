@@ -339,3 +339,28 @@ def test_replay_into_used_output_refused(
         == 2
     )
     assert "already holds results" in capsys.readouterr().err
+
+
+def test_replay_connect_to_a_listening_pipeline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import threading
+
+    stack = np.random.default_rng(2).integers(0, 3000, (24, 16, 16)).astype(np.uint16)
+    np.save(tmp_path / "s.npy", stack)
+    ep = f"ipc://{tmp_path}/ingest.ipc"
+    out = tmp_path / "out"
+    result: dict[str, int] = {}
+    listen_argv = ["run", "--listen", ep, "--output", str(out), "--no-status"]
+    listen_argv += ["--window", "4", "--stride", "4", "--drift", "off"]
+    t = threading.Thread(target=lambda: result.update(rc=main(listen_argv)))
+    t.start()
+    rc = main(["replay", str(tmp_path / "s.npy"), "--connect", ep, "--range", "4:"])
+    t.join(60.0)
+    assert not t.is_alive()
+    assert rc == 0 and result["rc"] == 0
+    assert "20 acknowledged, 0 in gaps, 0 unacknowledged" in capsys.readouterr().err
+    s = _summary(out)
+    assert s["frames_acquired"] == 20 == s["frames_persisted"]
+    raw = zarr.open_group(str(out / "raw.ome.zarr"), mode="r")["0"][:, 0, 0]
+    np.testing.assert_array_equal(raw, stack[4:])
