@@ -14,6 +14,18 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+#: The engine kernels livesr ships (read by ``livesr.engine.kernel_packages``): each is
+#: a folder whose ``__init__`` declares ``kernel = Kernel(...)``.  Plain strings, so
+#: reading this imports nothing.
+KERNEL_PACKAGES: tuple[str, ...] = (
+    "livesr.kernels.catmull_rom",
+    "livesr.kernels.roberts_cross",
+    "livesr.kernels.rgc",
+    "livesr.kernels.temporal",
+    "livesr.kernels.macro_pixel",
+    "livesr.kernels.esrrf_map",
+)
+
 _EXPORTS: dict[str, str] = {
     "esrrf": "livesr.kernels.esrrf",
     "esrrf_frame": "livesr.kernels.esrrf",
