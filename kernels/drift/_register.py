@@ -34,6 +34,7 @@ __all__ = ["COARSE_ALPHA", "FINE_ALPHA", "coarse_spectrum", "register_two_pass"]
 COARSE_ALPHA = 0.25
 FINE_ALPHA = 0.1
 _MAX_CROPS = 3  # re-crop when the refined lag rounds to another integer
+_CACHE_BYTES = 64 * 2**20  # bound of one reference's crop-spectrum cache
 
 
 @lru_cache(maxsize=16)
@@ -117,9 +118,9 @@ def register_two_pass(
     f_ref, f_img : numpy.ndarray, optional
         Precomputed :func:`coarse_spectrum` of ``ref`` / ``img``.
     ref_cache : dict, optional
-        Caller-owned cache of the reference's pass-2 crop spectra by integer lag;
-        pass the same dict for every image registered against one ``ref`` (and
-        a new one for a new ``ref``).
+        Caller-owned cache of the reference's pass-2 crop spectra by integer lag
+        (filled up to 64 MiB); pass the same dict for every image registered
+        against one ``ref`` (and a new one for a new ``ref``).
 
     Returns
     -------
@@ -173,7 +174,7 @@ def _refine(
     fa = None if ref_cache is None else ref_cache.get((iy, ix))
     if fa is None:
         fa = _spectrum(ref[ya : ya + hh, xa : xa + ww], win)
-        if ref_cache is not None:
+        if ref_cache is not None and len(ref_cache) * fa.nbytes < _CACHE_BYTES:
             ref_cache[(iy, ix)] = fa
     x = _cross(fa, _spectrum(b, win))
     if method == "upsampled":

@@ -257,6 +257,7 @@ class _Key:
         self.image = self.template()
         self.spectrum = coarse_spectrum(self.image)
         self.frozen = True
+        self.acc = self.wsum = np.empty((0, 0))  # accumulators no longer needed
 
 
 def _shift_into(img: np.ndarray, lag: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -501,8 +502,8 @@ class RollingDrift:
             center=(float(centre[0]), float(centre[1])),
             f_ref=f_ref,
             f_img=f_img,
-            # pass-2 crop spectra of a frozen key, by integer lag (bounded)
-            ref_cache=key.crops if key.frozen and len(key.crops) < 64 else None,
+            # pass-2 crop spectra of a frozen key, by integer lag (<= 64 MiB)
+            ref_cache=key.crops if key.frozen else None,
         )
         return np.array([r.dy, r.dx]), r.psr
 
