@@ -364,3 +364,26 @@ def test_replay_connect_to_a_listening_pipeline(
     assert s["frames_acquired"] == 20 == s["frames_persisted"]
     raw = zarr.open_group(str(out / "raw.ome.zarr"), mode="r")["0"][:, 0, 0]
     np.testing.assert_array_equal(raw, stack[4:])
+
+
+def test_replay_of_ome_tiff_raw_store_gives_the_live_images(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = str(_config(tmp_path))
+    live, out = tmp_path / "live", tmp_path / "rep"
+    argv = ["--config", cfg, "--no-status", "--stride", "10"]
+    run_argv = [
+        "run",
+        "--frames",
+        "30",
+        "--output",
+        str(live),
+        "--raw-format",
+        "ome-tiff",
+    ]
+    assert main([*run_argv, *argv]) == 0
+    assert main(["replay", str(live / "raw.ome.tif"), "--output", str(out), *argv]) == 0
+    s = _summary(out)
+    assert s["frames_acquired"] == 30 and s["windows_published"] == 3
+    assert json.loads((out / "replay.json").read_text())["rate"] == "recorded"
+    np.testing.assert_allclose(_sr(out), _sr(live), rtol=0, atol=1e-6)
