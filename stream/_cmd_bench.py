@@ -5,12 +5,20 @@ Examples::
     livesr bench                               # all kernels, small inputs, 5 repeats
     livesr bench --kernel esrrf_map --size large --repeats 20
     livesr bench --write-defaults engine/factory_defaults.json   # developers
+    livesr bench --report bench-report         # Markdown report with PNG plots
+    livesr bench --report bench-report --quick --no-nanopyx     # seconds
 
 Inputs come from each kernel's ``bench_cases(size)`` hook (default: its ``cases``).
 The first call of an implementation per input is a warm-up (JIT, OpenCL build, CuPy
 compile) and is not recorded; the timed runs are synchronised with the device and
 written to the benchmark store (``$LIVESR_CACHE_DIR`` or the user cache directory),
 where the dispatcher uses them from then on.
+
+``--report DIR`` runs the report instead (:mod:`livesr.stream._report`): eSRRF
+throughput vs frame size beside NanoPyx, transport and end-to-end latency
+histograms, the delay agent under an induced delay, and (``--gpu-json``) the GPU
+streaming figures of ``bench/gpu_esrrf.py``; ``--quick`` makes it small,
+``--full`` adds 512² frames.
 """
 
 from __future__ import annotations
@@ -83,9 +91,79 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="also write the measured times as a factory-defaults JSON file",
     )
+    rep = parser.add_argument_group("report (--report DIR)")
+    rep.add_argument(
+        "--report",
+        metavar="DIR",
+        help="write a Markdown benchmark report with PNG plots into DIR (instead of "
+        "filling the benchmark store)",
+    )
+    mode = rep.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--quick",
+        action="store_true",
+        help="with --report: small sizes and short runs (about a minute)",
+    )
+    mode.add_argument(
+        "--full",
+        action="store_true",
+        help="with --report: also 512x512 eSRRF frames and longer runs",
+    )
+    rep.add_argument(
+        "--no-nanopyx",
+        action="store_true",
+        help="with --report: do not run NanoPyx beside livesr",
+    )
+    rep.add_argument(
+        "--gpu-json",
+        metavar="FILE",
+        help="with --report: add the streaming figures of "
+        "'bench/gpu_esrrf.py --json FILE'",
+    )
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from livesr.stream._report import Options, write_report
+
+    if args.gpu_json is not None and not Path(args.gpu_json).is_file():
+        raise ValueError(
+            f"--gpu-json {args.gpu_json}: no such file; pass the JSON written by "
+            "'python bench/gpu_esrrf.py --json FILE'"
+        )
+    opts = Options(
+        out_dir=Path(args.report),
+        mode="quick" if args.quick else "full" if args.full else "default",
+        nanopyx=not args.no_nanopyx,
+        gpu_json=Path(args.gpu_json) if args.gpu_json is not None else None,
+    )
+    path, ok = write_report(opts)
+    sys.stdout.write(f"report written to {path}\n")
+    return 0 if ok else 1
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "report", None):
+        return _run_report(args)
+    given = [
+        flag
+        for flag, on in (
+            ("--quick", args.quick),
+            ("--full", args.full),
+            ("--no-nanopyx", args.no_nanopyx),
+            ("--gpu-json", args.gpu_json is not None),
+        )
+        if on
+    ]
+    if given:
+        raise ValueError(
+            f"{', '.join(given)} only apply to --report DIR; add --report DIR"
+        )
+    return _run_store(args)
+
+
+def _run_store(args: argparse.Namespace) -> int:
     from livesr.engine import default_store
     from livesr.engine._fingerprint import machine_description
 
