@@ -19,9 +19,11 @@ and where it came from, link counters).
 ``--rate``: ``recorded`` (default when the file has timing metadata), ``asap``
 (default otherwise, with a warning) or frames per second.  ``asap`` runs in step with
 processing (the source waits until the pipeline has processed all but 2 of the frames
-sent), so no window is skipped: the images equal an offline reconstruction.  With a
-rate, frames are timed as a live camera's, and a pipeline that falls behind the
-latency budget skips windows exactly as it would live.
+sent), so no window is skipped: the images equal an offline reconstruction (with
+``--connect`` the remote pipeline's progress is not visible: ``asap`` is then as fast
+as it acknowledges, and it may skip windows for latency).  With a rate, frames are
+timed as a live camera's, and a pipeline that falls behind the latency budget skips
+windows exactly as it would live.
 
 ``--range START:STOP`` selects frames (stop exclusive, either side may be empty);
 ``--frames N`` caps the count.  ``--pixel-size UM`` overrides the file's pixel size;

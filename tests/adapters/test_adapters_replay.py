@@ -632,3 +632,17 @@ def test_raw_store_with_gaps_or_unclean_close_warns(
         assert rec.shape == data.shape
     assert "was not closed cleanly (disk full)" in caplog.text
     assert "misses 3 frame(s) in 1 gap(s)" in caplog.text
+
+
+def test_big_endian_and_singleton_leading_axes(tmp_path: Path) -> None:
+    data = _stack(6)
+    np.save(tmp_path / "be.npy", data.astype(">u2"))
+    np.save(tmp_path / "4d.npy", data[None])  # (1, t, y, x): the long axis is the stack
+    with open_recording(tmp_path / "be.npy") as rec:
+        assert rec.dtype == np.dtype("uint16") and rec.dtype.isnative
+        buf = np.empty(data.shape[1:], np.uint16)
+        np.testing.assert_array_equal(rec.read_into(2, buf), data[2])
+        np.testing.assert_array_equal(rec.read(5), data[5])
+    with open_recording(tmp_path / "4d.npy") as rec:
+        assert rec.shape == data.shape
+        np.testing.assert_array_equal(np.stack(list(rec.iter_frames())), data)
