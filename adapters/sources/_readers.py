@@ -11,9 +11,12 @@ Nothing is loaded whole: frames are read on demand from a memory map (``.npy`` v
 ``np.load(mmap_mode="r")``; contiguous uncompressed TIFF via ``tifffile.memmap``) or
 from zarr chunks (OME-Zarr arrays; other TIFFs through ``tifffile``'s ``aszarr``
 store, one page per chunk).  A reader keeps at most one block of frames in memory:
-one zarr chunk along ``t`` (capped at :data:`MAX_BLOCK_BYTES`, frame by frame beyond)
-or a single frame.  Only the small per-frame timestamp table (8 bytes per frame) is
-held for the whole file.
+one zarr chunk along ``t`` (capped at :data:`MAX_BLOCK_BYTES`; a larger chunk is read
+frame by frame, which decodes the chunk again for every frame: slow, but bounded) or
+a single frame.  Pages of a memory map that were read are given back every 8 MiB
+(``madvise(MADV_DONTNEED)``), so the resident size stays flat through a file larger
+than memory.  Only the per-frame timestamp table (8 bytes per frame) is held for the
+whole file.
 
 Formats (:data:`SUPPORTED`)
 ---------------------------
