@@ -79,7 +79,11 @@ def _hist_ms(
         hi = lo * 1.01 + 1e-6
     bins = np.geomspace(lo, hi, 40)
     ax.hist(data, bins=bins, color=color, alpha=0.75, label=label)
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     for q, style in ((50, "--"), (99, ":")):
         v = float(np.percentile(data, q))
         ax.axvline(
