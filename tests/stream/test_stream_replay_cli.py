@@ -387,3 +387,29 @@ def test_replay_of_ome_tiff_raw_store_gives_the_live_images(
     assert s["frames_acquired"] == 30 and s["windows_published"] == 3
     assert json.loads((out / "replay.json").read_text())["rate"] == "recorded"
     np.testing.assert_allclose(_sr(out), _sr(live), rtol=0, atol=1e-6)
+
+
+def test_damaged_chunk_mid_replay_exits_1_with_frames_accounted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack = np.random.default_rng(4).integers(0, 3000, (12, 16, 16)).astype(np.uint16)
+    path = tmp_path / "d.zarr"  # a bare zarr array, 4 frames per chunk
+    arr = zarr.create_array(
+        str(path), shape=stack.shape, chunks=(4, 16, 16), dtype="uint16"
+    )
+    arr[:] = stack
+    (path / "c" / "2" / "0" / "0").write_bytes(b"damaged")
+    out = tmp_path / "out"
+    argv = ["replay", str(path), "--output", str(out), "--no-status"]
+    rc = main([*argv, "--window", "4", "--stride", "4", "--drift", "off"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "d.zarr: cannot read frames 8..11" in err
+    s = _summary(out)
+    assert (
+        s["frames_acquired"] == 8 == s["frames_persisted"]
+        and s["windows_published"] == 2
+    )
+    assert (
+        "cannot read frames" in json.loads((out / "replay.json").read_text())["error"]
+    )
