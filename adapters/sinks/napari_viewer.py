@@ -381,25 +381,50 @@ class StreamStats:
 
 # --------------------------------------------------------------------------- layers
 class LiveLayers:
-    """Create and update the ``raw``, ``SR`` and ``drift`` layers of a viewer (GUI thread)."""
+    """Create and update the ``raw``, ``SR`` and ``drift`` layers of a viewer (GUI thread).
 
-    def __init__(self, viewer: Any) -> None:
+    Every napari property assignment fires events and refreshes, so a property is set
+    only when its value changes, and the drift trace (a Shapes rebuild) is redrawn at
+    most every ``drift_refresh_s`` (:meth:`flush` draws a pending trace).
+    """
+
+    def __init__(self, viewer: Any, *, drift_refresh_s: float = 0.5) -> None:
         self.viewer = viewer
         self.sr: Any = None
         self.raw: Any = None
         self.drift: Any = None
+        self.drift_refresh_s = float(drift_refresh_s)
         self._trace: deque[tuple[float, float]] = deque(maxlen=DRIFT_TRACE_MAX)
+        self._trace_pending = False
+        self._trace_drawn_t = -math.inf
         self._centre: tuple[float, float] = (0.0, 0.0)
         self._raw_px: float | None = None
+        self._sr_geom: tuple[float, float] | None = None
         self._fitted = False
 
     @staticmethod
     def _limits(img: np.ndarray) -> tuple[float, float]:
-        finite = img[np.isfinite(img)] if img.dtype.kind == "f" else img
-        if finite.size == 0:
+        if img.size == 0:
             return 0.0, 1.0
-        lo, hi = float(finite.min()), float(finite.max())
+        if img.dtype.kind == "f":
+            with np.errstate(all="ignore"):
+                lo, hi = float(np.nanmin(img)), float(np.nanmax(img))
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                finite = img[np.isfinite(img)]
+                if finite.size == 0:
+                    return 0.0, 1.0
+                lo, hi = float(finite.min()), float(finite.max())
+        else:
+            lo, hi = float(img.min()), float(img.max())
         return (lo, hi) if hi > lo else (lo, lo + 1.0)
+
+    @staticmethod
+    def _set_limits(layer: Any, limits: tuple[float, float]) -> None:
+        lo, hi = layer.contrast_limits_range
+        if limits[0] < lo or limits[1] > hi or (hi - lo) > 4 * (limits[1] - limits[0]):
+            layer.contrast_limits_range = limits
+        if tuple(layer.contrast_limits) != limits:
+            layer.contrast_limits = limits
 
     def show_sr(self, msg: ResultMessage) -> None:
         scale, translate = sr_transform(msg.raw_pixel_size_um, msg.magnification, msg.geometry)
@@ -411,40 +436,49 @@ class LiveLayers:
                 units=("micrometer", "micrometer"), axis_labels=("y", "x"), colormap="magma",
                 contrast_limits=limits, blending="additive",
             )
+            self._sr_geom = (scale, translate)
         else:
             if self.sr.data.shape != img.shape:
                 logger.info("SR image shape changed to %s", img.shape)
             self.sr.data = img
-            self.sr.scale = (scale, scale)
-            self.sr.translate = (translate, translate)
-            self.sr.contrast_limits_range = limits
-            self.sr.contrast_limits = limits
+            if self._sr_geom != (scale, translate):  # magnification / pixel size changed
+                self.sr.scale = (scale, scale)
+                self.sr.translate = (translate, translate)
+                self._sr_geom = (scale, translate)
+            self._set_limits(self.sr, limits)
         self._raw_px = msg.raw_pixel_size_um
         h, w = img.shape
         self._centre = ((h / msg.magnification - 1) / 2 * self._raw_px, (w / msg.magnification - 1) / 2 * self._raw_px)
         d = msg.drift
         if d is not None:
             self._trace.append((d[0], d[1]))
-            self._show_drift()
+            self._trace_pending = True
+            self.flush()
         if not self._fitted:
             self.viewer.reset_view()
             self._fitted = True
 
-    def _show_drift(self) -> None:
+    def flush(self, now: float | None = None) -> bool:
+        """Draw the drift trace if it changed and the last draw is old enough."""
+        now = time.monotonic() if now is None else now
+        if not self._trace_pending or now - self._trace_drawn_t < self.drift_refresh_s:
+            return False
         if len(self._trace) < 2 or self._raw_px is None:
-            return
-        p = self._raw_px
-        path = np.asarray(self._trace, dtype=float) * p + np.asarray(self._centre)
+            return False
+        path = self.drift_path_um()
         if self.drift is None or self.drift not in self.viewer.layers:
             self.drift = self.viewer.add_shapes(
                 [path], shape_type="path", name=DRIFT_LAYER, edge_color="cyan",
-                edge_width=max(p / 10, 1e-6), units=("micrometer", "micrometer"),
+                edge_width=max(self._raw_px / 10, 1e-6), units=("micrometer", "micrometer"),
             )
         else:
             self.drift.data = [path]
+        self._trace_pending = False
+        self._trace_drawn_t = now
+        return True
 
     def drift_path_um(self) -> np.ndarray:
-        """The drawn drift trace (world µm), ``(n, 2)``."""
+        """The drift trace in world µm, ``(n, 2)`` (what the drift layer shows once flushed)."""
         p = self._raw_px or 1.0
         return np.asarray(self._trace, dtype=float).reshape(-1, 2) * p + np.asarray(self._centre)
 
@@ -461,9 +495,9 @@ class LiveLayers:
             self.viewer.layers.move(self.viewer.layers.index(self.raw), 0)
         else:
             self.raw.data = img
-            self.raw.scale = (p, p)
-            self.raw.contrast_limits_range = limits
-            self.raw.contrast_limits = limits
+            if tuple(self.raw.scale) != (p, p):
+                self.raw.scale = (p, p)
+            self._set_limits(self.raw, limits)
 
 
 # --------------------------------------------------------------------------- the sink
@@ -561,7 +595,9 @@ class LiveViewerSink:
                     self.stats.record_sr(msg)
                     self.layers.show_sr(msg)
                 drew = True
-        if drew and self.on_status is not None:
+        if not drew:
+            self.layers.flush()  # a drift trace held back by the refresh limit
+        elif self.on_status is not None:
             self.on_status(self.stats.status_text())
         return drew
 
