@@ -76,8 +76,11 @@ def _first_sr_frame(folder: Path, summary: dict[str, Any]) -> float:
 def _drift_trace(folder: Path) -> np.ndarray | None:
     try:
         with open(folder / "windows.csv", newline="", encoding="utf-8") as fh:
-            rows = [(float(r["dy_px"]), float(r["dx_px"])) for r in csv.DictReader(fh)
-                    if r.get("dy_px") not in (None, "") and r.get("dx_px") not in (None, "")]
+            rows = [
+                (float(r["dy_px"]), float(r["dx_px"]))
+                for r in csv.DictReader(fh)
+                if r.get("dy_px") not in (None, "") and r.get("dx_px") not in (None, "")
+            ]
     except (OSError, KeyError, ValueError):
         return None
     return np.asarray(rows, dtype=float) if len(rows) >= 2 else None
@@ -117,10 +120,23 @@ def read_livesr_folder(path: Any) -> list[LayerData]:
         g = zarr.open_group(str(raw_zarr), mode="r")
         scale = _ome_scale(g)
         raw_px = scale[-1]
-        layers.append((g["0"], {"name": "raw", "scale": scale, "units": _UNITS5,
-                                "axis_labels": ("t", "c", "z", "y", "x"), "colormap": "gray",
-                                "metadata": {"livesr": dict(g.attrs.get("livesr", {})), "path": str(raw_zarr)}},
-                       "image"))
+        layers.append(
+            (
+                g["0"],
+                {
+                    "name": "raw",
+                    "scale": scale,
+                    "units": _UNITS5,
+                    "axis_labels": ("t", "c", "z", "y", "x"),
+                    "colormap": "gray",
+                    "metadata": {
+                        "livesr": dict(g.attrs.get("livesr", {})),
+                        "path": str(raw_zarr),
+                    },
+                },
+                "image",
+            )
+        )
     elif raw_tif.is_file():
         import tifffile
 
@@ -128,10 +144,20 @@ def read_livesr_folder(path: Any) -> list[LayerData]:
         if data.ndim == 2:
             data = data[None]
         px = float(raw_px or 1.0)
-        layers.append((data, {"name": "raw", "scale": (interval, px, px),
-                              "units": ("second", "micrometer", "micrometer"),
-                              "axis_labels": ("t", "y", "x"), "colormap": "gray",
-                              "metadata": {"path": str(raw_tif)}}, "image"))
+        layers.append(
+            (
+                data,
+                {
+                    "name": "raw",
+                    "scale": (interval, px, px),
+                    "units": ("second", "micrometer", "micrometer"),
+                    "axis_labels": ("t", "y", "x"),
+                    "colormap": "gray",
+                    "metadata": {"path": str(raw_tif)},
+                },
+                "image",
+            )
+        )
 
     sr_zarr = folder / "sr.ome.zarr"
     if sr_zarr.is_dir():
@@ -139,24 +165,55 @@ def read_livesr_folder(path: Any) -> list[LayerData]:
         scale = _ome_scale(g)
         live = dict(g.attrs.get("livesr", {}))
         params = live.get("params") or {}
-        m = int(params.get("magnification") or summary.get("params", {}).get("esrrf", {}).get("magnification", 1))
+        m = int(
+            params.get("magnification")
+            or summary.get("params", {}).get("esrrf", {}).get("magnification", 1)
+        )
         geometry = str(params.get("geometry", "nanopyx"))
         p = float(raw_px) if raw_px else scale[-1] * m
         _, offset = sr_transform(p, m, geometry)
         t0 = _first_sr_frame(folder, summary) * interval
-        layers.append((g["0"], {"name": "SR", "scale": scale, "translate": (t0, 0.0, 0.0, offset, offset),
-                                "units": _UNITS5, "axis_labels": ("t", "c", "z", "y", "x"),
-                                "colormap": "magma", "blending": "additive",
-                                "metadata": {"livesr": live, "path": str(sr_zarr), "geometry": geometry}},
-                       "image"))
+        layers.append(
+            (
+                g["0"],
+                {
+                    "name": "SR",
+                    "scale": scale,
+                    "translate": (t0, 0.0, 0.0, offset, offset),
+                    "units": _UNITS5,
+                    "axis_labels": ("t", "c", "z", "y", "x"),
+                    "colormap": "magma",
+                    "blending": "additive",
+                    "metadata": {
+                        "livesr": live,
+                        "path": str(sr_zarr),
+                        "geometry": geometry,
+                    },
+                },
+                "image",
+            )
+        )
         trace = _drift_trace(folder)
-        if trace is not None and summary.get("params", {}).get("drift", {}).get("enabled", True):
+        if trace is not None and summary.get("params", {}).get("drift", {}).get(
+            "enabled", True
+        ):
             h, w = g["0"].shape[-2:]
             centre = np.array([(h / m - 1) / 2 * p, (w / m - 1) / 2 * p])
-            layers.append(([trace * p + centre], {"name": "drift", "shape_type": "path",
-                                                  "edge_color": "cyan", "edge_width": p / 10,
-                                                  "units": ("micrometer", "micrometer")},
-                           "shapes"))
+            layers.append(
+                (
+                    [trace * p + centre],
+                    {
+                        "name": "drift",
+                        "shape_type": "path",
+                        "edge_color": "cyan",
+                        "edge_width": p / 10,
+                        "units": ("micrometer", "micrometer"),
+                    },
+                    "shapes",
+                )
+            )
     if not layers:
-        raise ValueError(f"{folder}: no raw.ome.zarr, raw.ome.tif or sr.ome.zarr in this livesr output folder")
+        raise ValueError(
+            f"{folder}: no raw.ome.zarr, raw.ome.tif or sr.ome.zarr in this livesr output folder"
+        )
     return layers

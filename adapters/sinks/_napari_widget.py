@@ -65,14 +65,29 @@ class SimulatedDemo:
         from livesr.stream._config import LivesrConfig
 
         cfg = config if config is not None else LivesrConfig()
-        cfg = cfg.replace("esrrf", **{"window": 20, "stride": 10, "magnification": 4, **(esrrf or {})})
-        cfg = cfg.replace("sim", camera={**dict(cfg.sim).get("camera", {}), "shape": [int(shape[0]), int(shape[1])]})
+        cfg = cfg.replace(
+            "esrrf", **{"window": 20, "stride": 10, "magnification": 4, **(esrrf or {})}
+        )
+        cfg = cfg.replace(
+            "sim",
+            camera={
+                **dict(cfg.sim).get("camera", {}),
+                "shape": [int(shape[0]), int(shape[1])],
+            },
+        )
         self.config = cfg
         self.frames = int(frames)
         self.pace = bool(pace)
-        self.output = Path(output) if output is not None else Path(tempfile.mkdtemp(prefix="livesr-demo-"))
+        self.output = (
+            Path(output)
+            if output is not None
+            else Path(tempfile.mkdtemp(prefix="livesr-demo-"))
+        )
         token = secrets.token_hex(4)
-        self._ipc = Path(tempfile.gettempdir()) / f"livesr-demo-{os.getpid()}-{token}-results.ipc"
+        self._ipc = (
+            Path(tempfile.gettempdir())
+            / f"livesr-demo-{os.getpid()}-{token}-results.ipc"
+        )
         #: where the results are published (known before :meth:`start`)
         self.publish_endpoint = f"ipc://{self._ipc}"
         self._ingest = f"inproc://livesr-demo-ingest-{token}"
@@ -87,7 +102,9 @@ class SimulatedDemo:
         """Start the background run; returns at once."""
         if self._thread is not None:
             raise RuntimeError("SimulatedDemo.start() called twice")
-        self._thread = threading.Thread(target=self._run, name="livesr-demo", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="livesr-demo", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -99,14 +116,25 @@ class SimulatedDemo:
         from livesr.stream._pipeline import Pipeline
 
         ctx = zmq.Context()
-        pipe = Pipeline(self.config, output=self.output, endpoint=self._ingest,
-                        publish=self.publish_endpoint, context=ctx)
+        pipe = Pipeline(
+            self.config,
+            output=self.output,
+            endpoint=self._ingest,
+            publish=self.publish_endpoint,
+            context=ctx,
+        )
         try:
             pipe.start()
             pipe.ready.wait(30.0)
             self.started.set()
-            src = SimulatedSource(sim_config_from(self.config), pipe.endpoint, frames=self.frames,
-                                  pace=self.pace, stop_event=pipe.stop_requested, context=ctx).start()
+            src = SimulatedSource(
+                sim_config_from(self.config),
+                pipe.endpoint,
+                frames=self.frames,
+                pace=self.pace,
+                stop_event=pipe.stop_requested,
+                context=ctx,
+            ).start()
             while src.join(0.2) is None:
                 if self._stop.is_set():
                     src.stop()
@@ -116,7 +144,9 @@ class SimulatedDemo:
                 self.error = f"the simulated source failed: {src.error}"
             if pipe.source_ended.wait(5.0):
                 pipe.wait(60.0)
-        except Exception as exc:  # reported in the widget; the thread must not die silently
+        except (
+            Exception
+        ) as exc:  # reported in the widget; the thread must not die silently
             self.error = f"{type(exc).__name__}: {exc}"
             logger.exception("the simulated demo failed")
         finally:
@@ -156,7 +186,14 @@ def _widget_class() -> Any:
     if _WIDGET_CLASS is not None:
         return _WIDGET_CLASS
     from qtpy.QtGui import QFont
-    from qtpy.QtWidgets import QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
+    from qtpy.QtWidgets import (
+        QHBoxLayout,
+        QLabel,
+        QLineEdit,
+        QPushButton,
+        QVBoxLayout,
+        QWidget,
+    )
 
     from livesr.adapters.sinks.napari_viewer import LiveViewerSink
 
@@ -178,9 +215,16 @@ def _widget_class() -> Any:
     class LiveStreamWidget(QWidget):
         """Endpoint field, Connect and demo buttons, status text."""
 
-        def __init__(self, napari_viewer: Any, *, endpoint: str | None = None,
-                     raw_endpoint: str | None = None, interval_ms: int = 16,
-                     curve: Any = None, parent: Any = None) -> None:
+        def __init__(
+            self,
+            napari_viewer: Any,
+            *,
+            endpoint: str | None = None,
+            raw_endpoint: str | None = None,
+            interval_ms: int = 16,
+            curve: Any = None,
+            parent: Any = None,
+        ) -> None:
             super().__init__(parent)
             self.viewer = napari_viewer
             self.raw_endpoint = raw_endpoint
@@ -191,7 +235,9 @@ def _widget_class() -> Any:
             self.destroyed.connect(lambda *_: res.close())
 
             self.endpoint_edit = QLineEdit(endpoint or "")
-            self.endpoint_edit.setPlaceholderText("results endpoint, e.g. ipc:///tmp/livesr-results.ipc")
+            self.endpoint_edit.setPlaceholderText(
+                "results endpoint, e.g. ipc:///tmp/livesr-results.ipc"
+            )
             self.connect_button = QPushButton("Connect")
             self.connect_button.clicked.connect(self._toggle_connect)
             self.demo_button = QPushButton("Start simulated demo")
@@ -228,14 +274,21 @@ def _widget_class() -> Any:
             self.disconnect_stream()
             ep = (endpoint or self.endpoint_edit.text()).strip()
             if not ep:
-                self._set_status("enter the results endpoint of a running pipeline "
-                                 "(livesr run logs it), or start the simulated demo")
+                self._set_status(
+                    "enter the results endpoint of a running pipeline "
+                    "(livesr run logs it), or start the simulated demo"
+                )
                 return None
             self.endpoint_edit.setText(ep)
             try:
-                sink = LiveViewerSink(self.viewer, ep, raw_endpoint=self.raw_endpoint,
-                                      interval_ms=self.interval_ms, curve=self.curve,
-                                      on_status=self._on_status).start()
+                sink = LiveViewerSink(
+                    self.viewer,
+                    ep,
+                    raw_endpoint=self.raw_endpoint,
+                    interval_ms=self.interval_ms,
+                    curve=self.curve,
+                    on_status=self._on_status,
+                ).start()
             except Exception as exc:  # bad endpoint, missing keys: say so in the widget
                 self._set_status(f"cannot connect to {ep!r}: {exc}")
                 logger.warning("cannot connect to %r: %s", ep, exc)

@@ -161,7 +161,12 @@ class ResultMessage:
 
 def _num(h: Mapping[str, Any], key: str, what: str) -> float:
     v = h.get(key)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+    if (
+        isinstance(v, bool)
+        or not isinstance(v, (int, float))
+        or not math.isfinite(v)
+        or v <= 0
+    ):
         raise ValueError(f"results message: {key}={v!r} is not valid; expected {what}")
     return float(v)
 
@@ -180,7 +185,9 @@ def decode_result(parts: Sequence[Any]) -> ResultMessage:
         When the message does not follow the format (the text says which field).
     """
     if len(parts) != 2:
-        raise ValueError(f"results message has {len(parts)} part(s); expected 2 (header, image)")
+        raise ValueError(
+            f"results message has {len(parts)} part(s); expected 2 (header, image)"
+        )
     try:
         h = json.loads(bytes(memoryview(parts[0])).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -193,12 +200,19 @@ def decode_result(parts: Sequence[Any]) -> ResultMessage:
     if kind not in ("sr", "raw"):
         raise ValueError(f"results message kind={kind!r}; expected 'sr' or 'raw'")
     shape = h.get("shape")
-    if (not isinstance(shape, list) or len(shape) != 2
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)):
+    if (
+        not isinstance(shape, list)
+        or len(shape) != 2
+        or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape
+        )
+    ):
         raise ValueError(f"results message shape={shape!r}; expected [rows, cols] > 0")
     dtype = h.get("dtype", "float32")
     if dtype not in _DTYPES:
-        raise ValueError(f"results message dtype={dtype!r}; expected one of {', '.join(_DTYPES)}")
+        raise ValueError(
+            f"results message dtype={dtype!r}; expected one of {', '.join(_DTYPES)}"
+        )
     buf = memoryview(parts[1])
     need = shape[0] * shape[1] * np.dtype(dtype).itemsize
     if buf.nbytes != need:
@@ -211,8 +225,14 @@ def decode_result(parts: Sequence[Any]) -> ResultMessage:
     if kind == "sr":
         m = params.get("magnification", 1)
         if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-            raise ValueError(f"results message params.magnification={m!r}; expected an int >= 1")
-        raw_px = _num(h, "raw_pixel_size_um", "a pixel size in um > 0") if "raw_pixel_size_um" in h else px * m
+            raise ValueError(
+                f"results message params.magnification={m!r}; expected an int >= 1"
+            )
+        raw_px = (
+            _num(h, "raw_pixel_size_um", "a pixel size in um > 0")
+            if "raw_pixel_size_um" in h
+            else px * m
+        )
         index = h.get("index")
     else:
         m, raw_px, index = 1, px, h.get("seq")
@@ -221,11 +241,15 @@ def decode_result(parts: Sequence[Any]) -> ResultMessage:
     geometry = str(params.get("geometry", h.get("geometry", "nanopyx")))
     stamps = h.get("timestamps")
     if not isinstance(stamps, Mapping):
-        stamps = {"acquired": h["t_acq"]} if isinstance(h.get("t_acq"), (int, float)) else {}
+        stamps = (
+            {"acquired": h["t_acq"]} if isinstance(h.get("t_acq"), (int, float)) else {}
+        )
     return ResultMessage(kind, image, h, index, px, raw_px, m, geometry, dict(stamps))
 
 
-def sr_transform(raw_pixel_size_um: float, magnification: int, geometry: str = "nanopyx") -> tuple[float, float]:
+def sr_transform(
+    raw_pixel_size_um: float, magnification: int, geometry: str = "nanopyx"
+) -> tuple[float, float]:
     """``(scale, translate)`` per spatial axis of the SR layer, micrometres.
 
     Places the SR image over a raw layer of scale ``raw_pixel_size_um`` and translate
@@ -242,12 +266,16 @@ def sr_transform(raw_pixel_size_um: float, magnification: int, geometry: str = "
     """
     p, m = float(raw_pixel_size_um), int(magnification)
     if not p > 0 or m < 1:
-        raise ValueError(f"sr_transform: pixel size {p!r} um and magnification {m!r} must be > 0 and >= 1")
+        raise ValueError(
+            f"sr_transform: pixel size {p!r} um and magnification {m!r} must be > 0 and >= 1"
+        )
     offset_px = (1.0 / m - 1.0) / 2.0
     if geometry == "nanopyx":
         offset_px -= NANOPYX_DISPLACEMENT_PX
     elif geometry != "corrected":
-        raise ValueError(f"sr_transform: geometry={geometry!r}; expected 'nanopyx' or 'corrected'")
+        raise ValueError(
+            f"sr_transform: geometry={geometry!r}; expected 'nanopyx' or 'corrected'"
+        )
     return p / m, offset_px * p
 
 
@@ -297,7 +325,12 @@ class StreamStats:
         if prev is not None and msg.index > prev.index:
             self.missed += msg.index - prev.index - 1
             stride = (msg.header.get("params") or {}).get("stride")
-            if isinstance(stride, int) and stride > 0 and msg.last_frame is not None and prev.last_frame is not None:
+            if (
+                isinstance(stride, int)
+                and stride > 0
+                and msg.last_frame is not None
+                and prev.last_frame is not None
+            ):
                 windows = (msg.last_frame - prev.last_frame) // stride
                 self.not_produced += max(0, windows - (msg.index - prev.index))
         self.last = msg
@@ -339,7 +372,10 @@ class StreamStats:
 
     def latency_ms(self) -> dict[str, float]:
         """Median latency over the recent window: ``published`` and ``shown`` (from acquired)."""
-        return {"published": self._p50(self._lat_pub), "shown": self._p50(self._lat_show)}
+        return {
+            "published": self._p50(self._lat_pub),
+            "shown": self._p50(self._lat_show),
+        }
 
     def status_text(self, now: float | None = None) -> str:
         """Multi-line status for the dock widget."""
@@ -353,7 +389,11 @@ class StreamStats:
         h = msg.header
         lat = self.latency_ms()
         impl = h.get("implementation") or {}
-        impl_txt = ", ".join(f"{k}={v}" for k, v in impl.items()) if isinstance(impl, Mapping) else str(impl)
+        impl_txt = (
+            ", ".join(f"{k}={v}" for k, v in impl.items())
+            if isinstance(impl, Mapping)
+            else str(impl)
+        )
         lines = [
             f"SR image {msg.index} (frames {h.get('first_frame', '?')}-{h.get('last_frame', '?')}), "
             f"{msg.image.shape[1]}x{msg.image.shape[0]} px of {msg.pixel_size_um:.4g} um (M={msg.magnification})",
@@ -367,9 +407,17 @@ class StreamStats:
         if isinstance(counters, Mapping):
             lines.append(" | ".join(f"{k} {v}" for k, v in counters.items()))
         d = msg.drift
-        q = (h.get("quality") or {}).get("value") if isinstance(h.get("quality"), Mapping) else None
+        q = (
+            (h.get("quality") or {}).get("value")
+            if isinstance(h.get("quality"), Mapping)
+            else None
+        )
         lines.append(
-            ("drift: off" if d is None else f"drift dy {d[0]:+.2f} dx {d[1]:+.2f} raw px")
+            (
+                "drift: off"
+                if d is None
+                else f"drift dy {d[0]:+.2f} dx {d[1]:+.2f} raw px"
+            )
             + (f" | quality {q:.4g}" if isinstance(q, (int, float)) else "")
         )
         if self.last_raw is None:
@@ -427,28 +475,42 @@ class LiveLayers:
             layer.contrast_limits = limits
 
     def show_sr(self, msg: ResultMessage) -> None:
-        scale, translate = sr_transform(msg.raw_pixel_size_um, msg.magnification, msg.geometry)
+        scale, translate = sr_transform(
+            msg.raw_pixel_size_um, msg.magnification, msg.geometry
+        )
         img = msg.image
         limits = self._limits(img)
         if self.sr is None or self.sr not in self.viewer.layers:
             self.sr = self.viewer.add_image(
-                img, name=SR_LAYER, scale=(scale, scale), translate=(translate, translate),
-                units=("micrometer", "micrometer"), axis_labels=("y", "x"), colormap="magma",
-                contrast_limits=limits, blending="additive",
+                img,
+                name=SR_LAYER,
+                scale=(scale, scale),
+                translate=(translate, translate),
+                units=("micrometer", "micrometer"),
+                axis_labels=("y", "x"),
+                colormap="magma",
+                contrast_limits=limits,
+                blending="additive",
             )
             self._sr_geom = (scale, translate)
         else:
             if self.sr.data.shape != img.shape:
                 logger.info("SR image shape changed to %s", img.shape)
             self.sr.data = img
-            if self._sr_geom != (scale, translate):  # magnification / pixel size changed
+            if self._sr_geom != (
+                scale,
+                translate,
+            ):  # magnification / pixel size changed
                 self.sr.scale = (scale, scale)
                 self.sr.translate = (translate, translate)
                 self._sr_geom = (scale, translate)
             self._set_limits(self.sr, limits)
         self._raw_px = msg.raw_pixel_size_um
         h, w = img.shape
-        self._centre = ((h / msg.magnification - 1) / 2 * self._raw_px, (w / msg.magnification - 1) / 2 * self._raw_px)
+        self._centre = (
+            (h / msg.magnification - 1) / 2 * self._raw_px,
+            (w / msg.magnification - 1) / 2 * self._raw_px,
+        )
         d = msg.drift
         if d is not None:
             self._trace.append((d[0], d[1]))
@@ -468,8 +530,12 @@ class LiveLayers:
         path = self.drift_path_um()
         if self.drift is None or self.drift not in self.viewer.layers:
             self.drift = self.viewer.add_shapes(
-                [path], shape_type="path", name=DRIFT_LAYER, edge_color="cyan",
-                edge_width=max(self._raw_px / 10, 1e-6), units=("micrometer", "micrometer"),
+                [path],
+                shape_type="path",
+                name=DRIFT_LAYER,
+                edge_color="cyan",
+                edge_width=max(self._raw_px / 10, 1e-6),
+                units=("micrometer", "micrometer"),
             )
         else:
             self.drift.data = [path]
@@ -480,7 +546,9 @@ class LiveLayers:
     def drift_path_um(self) -> np.ndarray:
         """The drift trace in world µm, ``(n, 2)`` (what the drift layer shows once flushed)."""
         p = self._raw_px or 1.0
-        return np.asarray(self._trace, dtype=float).reshape(-1, 2) * p + np.asarray(self._centre)
+        return np.asarray(self._trace, dtype=float).reshape(-1, 2) * p + np.asarray(
+            self._centre
+        )
 
     def show_raw(self, msg: ResultMessage) -> None:
         p = msg.pixel_size_um
@@ -488,8 +556,14 @@ class LiveLayers:
         limits = self._limits(img)
         if self.raw is None or self.raw not in self.viewer.layers:
             self.raw = self.viewer.add_image(
-                img, name=RAW_LAYER, scale=(p, p), units=("micrometer", "micrometer"), axis_labels=("y", "x"),
-                colormap="gray", contrast_limits=limits, opacity=0.6,
+                img,
+                name=RAW_LAYER,
+                scale=(p, p),
+                units=("micrometer", "micrometer"),
+                axis_labels=("y", "x"),
+                colormap="gray",
+                contrast_limits=limits,
+                opacity=0.6,
             )
             # raw below SR in the layer list
             self.viewer.layers.move(self.viewer.layers.index(self.raw), 0)
@@ -532,8 +606,14 @@ class LiveViewerSink:
     ) -> None:
         from livesr.stream._pubsub import LatestSubscriber
 
-        if isinstance(interval_ms, bool) or not isinstance(interval_ms, int) or not 0 <= interval_ms <= 10_000:
-            raise ValueError(f"interval_ms={interval_ms!r}; expected an int in 0..10000")
+        if (
+            isinstance(interval_ms, bool)
+            or not isinstance(interval_ms, int)
+            or not 0 <= interval_ms <= 10_000
+        ):
+            raise ValueError(
+                f"interval_ms={interval_ms!r}; expected an int in 0..10000"
+            )
         self.viewer = viewer
         self.endpoint = endpoint
         self.raw_endpoint = raw_endpoint
@@ -543,7 +623,9 @@ class LiveViewerSink:
         self.on_status = on_status
         # validated here (bad endpoint / missing CURVE keys raise now, not in the timer)
         self._sub = LatestSubscriber(endpoint, curve=curve)
-        self._raw_sub = LatestSubscriber(raw_endpoint, curve=curve) if raw_endpoint else None
+        self._raw_sub = (
+            LatestSubscriber(raw_endpoint, curve=curve) if raw_endpoint else None
+        )
         self._timer: Any = None
         self._started = False
 
@@ -561,8 +643,11 @@ class LiveViewerSink:
         self._timer.timeout.connect(self.poll)
         self._timer.start()
         self._started = True
-        logger.info("viewer subscribed to %s%s", self.endpoint,
-                    f" (raw frames from {self.raw_endpoint})" if self.raw_endpoint else "")
+        logger.info(
+            "viewer subscribed to %s%s",
+            self.endpoint,
+            f" (raw frames from {self.raw_endpoint})" if self.raw_endpoint else "",
+        )
         return self
 
     @property
@@ -636,11 +721,17 @@ def viewer_unavailable_reason() -> str | None:
 
     if importlib.util.find_spec("napari") is None:
         return f"napari is not installed; {_INSTALL_HINT}"
-    if not any(importlib.util.find_spec(b) for b in ("PyQt6", "PySide6", "PyQt5", "PySide2")):
+    if not any(
+        importlib.util.find_spec(b) for b in ("PyQt6", "PySide6", "PyQt5", "PySide2")
+    ):
         return f"no Qt binding is installed; {_INSTALL_HINT}"
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        return ("no display: DISPLAY is not set (run on a desktop, over ssh -X, or headless "
-                "with xvfb-run -a livesr ...)")
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
+        return (
+            "no display: DISPLAY is not set (run on a desktop, over ssh -X, or headless "
+            "with xvfb-run -a livesr ...)"
+        )
     return None
 
 
@@ -688,8 +779,13 @@ def run_viewer(
     from livesr.adapters.sinks._napari_widget import LiveStreamWidget
 
     viewer = napari.Viewer(title=title)
-    widget = LiveStreamWidget(viewer, endpoint=publish_endpoint, raw_endpoint=raw_endpoint,
-                              interval_ms=interval_ms, curve=curve)
+    widget = LiveStreamWidget(
+        viewer,
+        endpoint=publish_endpoint,
+        raw_endpoint=raw_endpoint,
+        interval_ms=interval_ms,
+        curve=curve,
+    )
     viewer.window.add_dock_widget(widget, name="livesr", area="right")
     sink = widget.connect_stream()
     assert sink is not None

@@ -47,27 +47,36 @@ def _die_with_parent() -> None:
 
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # pragma: no cover - Xvfb is started on Linux only
+    except (
+        OSError,
+        AttributeError,
+    ):  # pragma: no cover - Xvfb is started on Linux only
         pass
 
 
 def _quiet_running_server(proc: subprocess.Popen[bytes]) -> None:
     """At exit the server is still running by design (see ``display``): Popen's
     finaliser (once ``proc`` is let go after this) must not warn about it."""
-    warnings.filterwarnings("ignore", message=r"subprocess \d+ is still running", category=ResourceWarning)
+    warnings.filterwarnings(
+        "ignore", message=r"subprocess \d+ is still running", category=ResourceWarning
+    )
 
 
 def _start_xvfb() -> tuple[subprocess.Popen[bytes], str]:
     xvfb = shutil.which("Xvfb")
     if xvfb is None:
-        pytest.skip("no display: DISPLAY is not set and Xvfb is not installed "
-                    "(apt-get install xvfb, or run under xvfb-run -a)")
+        pytest.skip(
+            "no display: DISPLAY is not set and Xvfb is not installed "
+            "(apt-get install xvfb, or run under xvfb-run -a)"
+        )
     for n in _XVFB_DISPLAYS:
         if Path(f"/tmp/.X{n}-lock").exists() or Path(f"/tmp/.X11-unix/X{n}").exists():
             continue
         proc = subprocess.Popen(
             [xvfb, f":{n}", "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
         sock = Path(f"/tmp/.X11-unix/X{n}")
         deadline = time.monotonic() + 10.0
@@ -77,8 +86,10 @@ def _start_xvfb() -> tuple[subprocess.Popen[bytes], str]:
             return proc, f":{n}"
         proc.kill()
         proc.wait(5)
-    pytest.skip("no display: could not start Xvfb on displays "
-                f":{_XVFB_DISPLAYS.start}..:{_XVFB_DISPLAYS.stop - 1}")
+    pytest.skip(
+        "no display: could not start Xvfb on displays "
+        f":{_XVFB_DISPLAYS.start}..:{_XVFB_DISPLAYS.stop - 1}"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -94,14 +105,23 @@ def display() -> Iterator[str]:
         proc, disp = _start_xvfb()
         os.environ["DISPLAY"] = disp
     if os.environ.get("QT_QPA_PLATFORM") == "offscreen":
-        pytest.skip("QT_QPA_PLATFORM=offscreen gives napari no OpenGL context; unset it")
+        pytest.skip(
+            "QT_QPA_PLATFORM=offscreen gives napari no OpenGL context; unset it"
+        )
     try:
-        probe = subprocess.run([sys.executable, "-c", _QT_PROBE], capture_output=True, text=True,
-                               timeout=60, env={**os.environ, "DISPLAY": disp})
+        probe = subprocess.run(
+            [sys.executable, "-c", _QT_PROBE],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "DISPLAY": disp},
+        )
         if probe.returncode != 0:
             tail = " ".join((probe.stderr or "").strip().splitlines()[-3:])
-            pytest.skip(f"Qt cannot open a window on DISPLAY={disp}: {tail} "
-                        "(Debian/Ubuntu: apt-get install libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1)")
+            pytest.skip(
+                f"Qt cannot open a window on DISPLAY={disp}: {tail} "
+                "(Debian/Ubuntu: apt-get install libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1)"
+            )
         yield disp
     finally:
         if proc is not None:

@@ -23,23 +23,59 @@ from livesr.adapters.sinks.napari_viewer import (
 MANIFEST = Path(__file__).parents[2] / "adapters" / "sinks" / "napari.yaml"
 
 
-def sr_parts(index: int, image: np.ndarray, *, raw_px: float = 0.1, m: int = 2, stride: int = 5,
-             window: int = 10, t_acq: float = 1000.0, geometry: str | None = None) -> list[bytes]:
+def sr_parts(
+    index: int,
+    image: np.ndarray,
+    *,
+    raw_px: float = 0.1,
+    m: int = 2,
+    stride: int = 5,
+    window: int = 10,
+    t_acq: float = 1000.0,
+    geometry: str | None = None,
+) -> list[bytes]:
     """A results message as :meth:`Pipeline._publish` sends it."""
     last = window - 1 + index * stride
-    params = {"window": window, "stride": stride, "magnification": m, "radius": 1.5,
-              "sensitivity": 1.0, "temporal": "avg"}
+    params = {
+        "window": window,
+        "stride": stride,
+        "magnification": m,
+        "radius": 1.5,
+        "sensitivity": 1.0,
+        "temporal": "avg",
+    }
     if geometry is not None:
         params["geometry"] = geometry
-    head = {"v": 1, "kind": "sr", "stream": "sim", "index": index, "first_frame": last - window + 1,
-            "last_frame": last, "shape": list(image.shape), "dtype": "float32",
-            "pixel_size_um": raw_px / m, "drift": {"dy": 0.1 * index, "dx": -0.05 * index,
-                                                     "sigma_px": 0.01, "rejected": False},
-            "quality": {"metric": "normalized_gradient_energy", "value": 1.5},
-            "implementation": {"drift": "numpy", "esrrf": "numpy"}, "params": params,
-            "timestamps": {"acquired": t_acq, "received": t_acq + 0.001, "processed": t_acq + 0.01,
-                           "published": t_acq + 0.02}}
-    return [json.dumps(head).encode(), np.ascontiguousarray(image, dtype=np.float32).tobytes()]
+    head = {
+        "v": 1,
+        "kind": "sr",
+        "stream": "sim",
+        "index": index,
+        "first_frame": last - window + 1,
+        "last_frame": last,
+        "shape": list(image.shape),
+        "dtype": "float32",
+        "pixel_size_um": raw_px / m,
+        "drift": {
+            "dy": 0.1 * index,
+            "dx": -0.05 * index,
+            "sigma_px": 0.01,
+            "rejected": False,
+        },
+        "quality": {"metric": "normalized_gradient_energy", "value": 1.5},
+        "implementation": {"drift": "numpy", "esrrf": "numpy"},
+        "params": params,
+        "timestamps": {
+            "acquired": t_acq,
+            "received": t_acq + 0.001,
+            "processed": t_acq + 0.01,
+            "published": t_acq + 0.02,
+        },
+    }
+    return [
+        json.dumps(head).encode(),
+        np.ascontiguousarray(image, dtype=np.float32).tobytes(),
+    ]
 
 
 def test_decode_result_reads_the_pipeline_header() -> None:
@@ -47,7 +83,9 @@ def test_decode_result_reads_the_pipeline_header() -> None:
     msg = decode_result(sr_parts(3, img, raw_px=0.16, m=4))
     assert msg.kind == "sr" and msg.index == 3 and msg.magnification == 4
     np.testing.assert_array_equal(msg.image, img)
-    assert msg.pixel_size_um == pytest.approx(0.04) and msg.raw_pixel_size_um == pytest.approx(0.16)
+    assert msg.pixel_size_um == pytest.approx(
+        0.04
+    ) and msg.raw_pixel_size_um == pytest.approx(0.16)
     assert msg.geometry == "nanopyx" and msg.drift == pytest.approx((0.3, -0.15))
     assert msg.last_frame == 9 + 3 * 5
 
@@ -60,8 +98,17 @@ def test_decode_result_reads_the_pipeline_header() -> None:
         (lambda p: [b"[1]", p[1]], "not a JSON object"),
         (lambda p: [p[0].replace(b'"sr"', b'"x"'), p[1]], "kind='x'"),
         (lambda p: [p[0], p[1][:-4]], "needs 48"),
-        (lambda p: [p[0].replace(b'"shape": [3, 4]', b'"shape": [3]'), p[1]], "shape=[3]"),
-        (lambda p: [p[0].replace(b'"magnification": 2', b'"magnification": 0'), p[1]], "magnification=0"),
+        (
+            lambda p: [p[0].replace(b'"shape": [3, 4]', b'"shape": [3]'), p[1]],
+            "shape=[3]",
+        ),
+        (
+            lambda p: [
+                p[0].replace(b'"magnification": 2', b'"magnification": 0'),
+                p[1],
+            ],
+            "magnification=0",
+        ),
     ],
 )
 def test_decode_result_rejects_malformed(mutate, expect: str) -> None:
@@ -94,7 +141,9 @@ def test_stream_stats_counts_drops_and_skips() -> None:
     img = np.ones((4, 4), np.float32)
     st.record_sr(decode_result(sr_parts(0, img, t_acq=10.0)), now=10.05)
     st.record_sr(decode_result(sr_parts(1, img, t_acq=10.5)), now=10.55)
-    st.record_sr(decode_result(sr_parts(4, img, t_acq=12.0)), now=12.05)  # 2 images missed
+    st.record_sr(
+        decode_result(sr_parts(4, img, t_acq=12.0)), now=12.05
+    )  # 2 images missed
     assert st.shown == 3 and st.missed == 2 and st.not_produced == 0
     # a frame jump of 3 strides with consecutive indices: 2 windows skipped by the pipeline
     head = dict(decode_result(sr_parts(5, img, t_acq=12.5)).header)
@@ -103,9 +152,15 @@ def test_stream_stats_counts_drops_and_skips() -> None:
     assert st.not_produced == 2
     lat = st.latency_ms()
     assert lat["published"] == pytest.approx(20.0)
-    assert st.acquisition_rate() == pytest.approx((44 - 9) / 2.5)  # frames 9 -> 44 in 2.5 s
+    assert st.acquisition_rate() == pytest.approx(
+        (44 - 9) / 2.5
+    )  # frames 9 -> 44 in 2.5 s
     text = st.status_text(now=12.5)
-    assert "SR image 5" in text and "esrrf=numpy" in text and "2 dropped for the viewer" in text
+    assert (
+        "SR image 5" in text
+        and "esrrf=numpy" in text
+        and "2 dropped for the viewer" in text
+    )
     assert "2 skipped by the pipeline" in text and "raw: not published" in text
     assert StreamStats().status_text().startswith("waiting")
     assert math.isnan(StreamStats().acquisition_rate())
@@ -166,7 +221,18 @@ def run_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = tmp / "run.toml"
     cfg.write_text(CONFIG)
     out = tmp / "out"
-    rc = main(["run", "--config", str(cfg), "--frames", "40", "--output", str(out), "--no-status"])
+    rc = main(
+        [
+            "run",
+            "--config",
+            str(cfg),
+            "--frames",
+            "40",
+            "--output",
+            str(out),
+            "--no-status",
+        ]
+    )
     assert rc == 0
     return out
 
@@ -175,7 +241,9 @@ def test_reader_on_a_real_output_folder(run_folder: Path) -> None:
     import zarr
 
     assert reader.get_reader(str(run_folder)) is reader.read_livesr_folder
-    assert reader.get_reader(str(run_folder / "summary.json")) is reader.read_livesr_folder
+    assert (
+        reader.get_reader(str(run_folder / "summary.json")) is reader.read_livesr_folder
+    )
     assert reader.get_reader([str(run_folder)]) is reader.read_livesr_folder
     assert reader.get_reader(str(run_folder.parent)) is None
     layers = reader.read_livesr_folder(str(run_folder))
@@ -191,12 +259,20 @@ def test_reader_on_a_real_output_folder(run_folder: Path) -> None:
     assert sr.shape == (s["windows_published"], 1, 1, 48, 40)
     assert sr_kw["scale"][-2:] == pytest.approx([p / 2, p / 2])
     assert sr_kw["scale"][-1] == pytest.approx(s["sr_pixel_size_um"])
-    assert sr_kw["translate"][-2:] == pytest.approx([sr_transform(p, 2, "corrected")[1]] * 2)
-    assert sr_kw["translate"][0] == pytest.approx(9 * s["frame_interval_s"])  # first window ends at frame 9
+    assert sr_kw["translate"][-2:] == pytest.approx(
+        [sr_transform(p, 2, "corrected")[1]] * 2
+    )
+    assert sr_kw["translate"][0] == pytest.approx(
+        9 * s["frame_interval_s"]
+    )  # first window ends at frame 9
     expected = zarr.open_group(str(run_folder / "sr.ome.zarr"), mode="r")["0"][:]
     np.testing.assert_array_equal(np.asarray(sr[:]), expected)
     drift, drift_kw, kind = by_name["drift"]
-    assert kind == "shapes" and drift_kw["shape_type"] == "path" and drift[0].shape == (4, 2)
+    assert (
+        kind == "shapes"
+        and drift_kw["shape_type"] == "path"
+        and drift[0].shape == (4, 2)
+    )
 
 
 def test_reader_rejects_a_folder_without_summary(tmp_path: Path) -> None:

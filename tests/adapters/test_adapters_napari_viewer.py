@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-napari = pytest.importorskip("napari", reason='napari is not installed (pip install "livesr[viewer]")')
+napari = pytest.importorskip(
+    "napari", reason='napari is not installed (pip install "livesr[viewer]")'
+)
 pytest.importorskip("pytestqt", reason="pytest-qt is not installed")
 
 from livesr.adapters.sinks._napari_widget import make_live_widget  # noqa: E402
@@ -37,16 +39,37 @@ def viewer(display: str, make_napari_viewer):
     return make_napari_viewer(show=True)
 
 
-def sr_parts(index: int, image: np.ndarray, *, raw_px: float = 0.1, m: int = 2, stride: int = 5) -> list:
+def sr_parts(
+    index: int, image: np.ndarray, *, raw_px: float = 0.1, m: int = 2, stride: int = 5
+) -> list:
     last = 9 + index * stride
     now = time.time()
-    head = {"v": 1, "kind": "sr", "stream": "t", "index": index, "first_frame": last - 9, "last_frame": last,
-            "shape": list(image.shape), "dtype": "float32", "pixel_size_um": raw_px / m,
-            "drift": {"dy": 0.02 * index, "dx": 0.01 * index, "sigma_px": 0.01, "rejected": False},
-            "quality": {"metric": "q", "value": 1.0}, "implementation": {"esrrf": "numpy"},
-            "params": {"window": 10, "stride": stride, "magnification": m},
-            "timestamps": {"acquired": now - 0.01, "received": now - 0.009, "processed": now - 0.001,
-                           "published": now}}
+    head = {
+        "v": 1,
+        "kind": "sr",
+        "stream": "t",
+        "index": index,
+        "first_frame": last - 9,
+        "last_frame": last,
+        "shape": list(image.shape),
+        "dtype": "float32",
+        "pixel_size_um": raw_px / m,
+        "drift": {
+            "dy": 0.02 * index,
+            "dx": 0.01 * index,
+            "sigma_px": 0.01,
+            "rejected": False,
+        },
+        "quality": {"metric": "q", "value": 1.0},
+        "implementation": {"esrrf": "numpy"},
+        "params": {"window": 10, "stride": stride, "magnification": m},
+        "timestamps": {
+            "acquired": now - 0.01,
+            "received": now - 0.009,
+            "processed": now - 0.001,
+            "published": now,
+        },
+    }
     return [json.dumps(head).encode(), np.ascontiguousarray(image, dtype=np.float32)]
 
 
@@ -63,19 +86,31 @@ def _background_fraction(shot: np.ndarray) -> float:
 def test_sr_layer_follows_a_real_pipeline_run(viewer, qtbot, tmp_path: Path) -> None:
     import zarr
 
-    cfg = (LivesrConfig()
-           .replace("drift", enabled=True, block=10)
-           .replace("stream", latency_budget_ms=100000.0, ring_mb=1.0)
-           .replace("sim", seed=4, camera={"shape": [32, 32], "interval_ms": 4.0, "exposure_ms": 4.0}))
+    cfg = (
+        LivesrConfig()
+        .replace("drift", enabled=True, block=10)
+        .replace("stream", latency_budget_ms=100000.0, ring_mb=1.0)
+        .replace(
+            "sim",
+            seed=4,
+            camera={"shape": [32, 32], "interval_ms": 4.0, "exposure_ms": 4.0},
+        )
+    )
     widget = make_live_widget(viewer)
     viewer.window.add_dock_widget(widget, name="livesr")
-    demo = widget.start_demo(output=tmp_path / "run", frames=120, config=cfg,
-                             esrrf={"window": 10, "stride": 5, "magnification": 2})
+    demo = widget.start_demo(
+        output=tmp_path / "run",
+        frames=120,
+        config=cfg,
+        esrrf={"window": 10, "stride": 5, "magnification": 2},
+    )
     sink = widget.sink
     assert sink is not None and sink.running
     try:
         # updates while the stream runs: several images drawn before the run ends
-        qtbot.waitUntil(lambda: sink.stats.shown >= 3 or not demo.running, timeout=30000)
+        qtbot.waitUntil(
+            lambda: sink.stats.shown >= 3 or not demo.running, timeout=30000
+        )
         shown_while_running = sink.stats.shown
         # keep the event loop running (a blocked GUI would let ZeroMQ drop the newest)
         qtbot.waitUntil(lambda: not demo.running, timeout=60000)
@@ -83,19 +118,26 @@ def test_sr_layer_follows_a_real_pipeline_run(viewer, qtbot, tmp_path: Path) -> 
         assert summary is not None and demo.error is None, demo.error
         n = summary["windows_published"]
         assert n == (120 - 10) // 5 + 1
-        qtbot.waitUntil(lambda: sink.stats.last is not None and sink.stats.last.index == n - 1, timeout=10000)
+        qtbot.waitUntil(
+            lambda: sink.stats.last is not None and sink.stats.last.index == n - 1,
+            timeout=10000,
+        )
     finally:
         widget.stop_demo()
     assert shown_while_running >= 2
     layer = viewer.layers[SR_LAYER]
     # the layer shows exactly the last published image ...
-    last = zarr.open_group(str(tmp_path / "run" / "sr.ome.zarr"), mode="r")["0"][n - 1, 0, 0]
+    last = zarr.open_group(str(tmp_path / "run" / "sr.ome.zarr"), mode="r")["0"][
+        n - 1, 0, 0
+    ]
     np.testing.assert_array_equal(np.asarray(layer.data), last)
     # ... at the SR pixel size, raw pixel / M, translated by the half-pixel mapping
     p = summary["pixel_size_um"]
     assert tuple(layer.scale) == pytest.approx((p / 2, p / 2))
     assert tuple(layer.scale) == pytest.approx((summary["sr_pixel_size_um"],) * 2)
-    assert tuple(layer.translate) == pytest.approx((sr_transform(p, 2, "nanopyx")[1],) * 2)
+    assert tuple(layer.translate) == pytest.approx(
+        (sr_transform(p, 2, "nanopyx")[1],) * 2
+    )
     # the drift trace: one vertex per image drawn, flushed by the timer within 0.5 s
     qtbot.waitUntil(lambda: not sink.layers._trace_pending, timeout=5000)
     drift = viewer.layers[DRIFT_LAYER]
@@ -103,7 +145,10 @@ def test_sr_layer_follows_a_real_pipeline_run(viewer, qtbot, tmp_path: Path) -> 
     np.testing.assert_allclose(drift.data[0], sink.layers.drift_path_um())
     assert len(drift.data[0]) == sink.stats.shown
     text = widget.status.text()
-    assert f"SR image {n - 1}" in text and "implementation: drift=numpy, esrrf=numpy" in text
+    assert (
+        f"SR image {n - 1}" in text
+        and "implementation: drift=numpy, esrrf=numpy" in text
+    )
     shot = viewer.screenshot(canvas_only=True, flash=False)
     assert _background_fraction(shot) > 0.05, "the screenshot shows no SR image"
 
@@ -118,7 +163,9 @@ def test_slow_gui_never_backs_up_the_publisher(viewer, qtbot, tmp_path: Path) ->
         if slow.is_set():
             time.sleep(0.03)  # a GUI that draws ~30 images/s at most
 
-    sink = LiveViewerSink(viewer, pub.endpoint, interval_ms=10_000, on_status=slow_draw).start()
+    sink = LiveViewerSink(
+        viewer, pub.endpoint, interval_ms=10_000, on_status=slow_draw
+    ).start()
     try:
         # slow joiner: publish until the subscription is through
         for _ in range(500):
@@ -159,8 +206,12 @@ def test_slow_gui_never_backs_up_the_publisher(viewer, qtbot, tmp_path: Path) ->
         # at a rate the GUI keeps up with, every drawn image is the newest one published
         for i in range(total + 1, total + 6):
             pub.publish(sr_parts(i, images[i % 4]))
-            qtbot.waitUntil(lambda i=i: (sink.poll() or True) and st.last.index == i, timeout=5000)
-            np.testing.assert_array_equal(np.asarray(viewer.layers[SR_LAYER].data), images[i % 4])
+            qtbot.waitUntil(
+                lambda i=i: (sink.poll() or True) and st.last.index == i, timeout=5000
+            )
+            np.testing.assert_array_equal(
+                np.asarray(viewer.layers[SR_LAYER].data), images[i % 4]
+            )
     finally:
         sink.stop()
         pub.close()
@@ -169,7 +220,9 @@ def test_slow_gui_never_backs_up_the_publisher(viewer, qtbot, tmp_path: Path) ->
 def test_widget_connects_and_reports_errors(viewer, qtbot, tmp_path: Path) -> None:
     widget = make_live_widget(viewer)
     viewer.window.add_dock_widget(widget, name="livesr")
-    widget.endpoint_edit.setText("tcp://10.1.2.3:5555")  # non-loopback without CURVE keys
+    widget.endpoint_edit.setText(
+        "tcp://10.1.2.3:5555"
+    )  # non-loopback without CURVE keys
     widget.connect_button.click()
     assert widget.sink is None and "cannot connect" in widget.status.text()
     with ResultPublisher(_ipc(tmp_path, "widget")) as pub:
@@ -190,7 +243,9 @@ def test_widget_connects_and_reports_errors(viewer, qtbot, tmp_path: Path) -> No
     widget.shutdown()
 
 
-def test_run_viewer_opens_a_connected_viewer(display: str, qtbot, tmp_path: Path) -> None:
+def test_run_viewer_opens_a_connected_viewer(
+    display: str, qtbot, tmp_path: Path
+) -> None:
     with ResultPublisher(_ipc(tmp_path, "run")) as pub:
         sink = run_viewer(pub.endpoint, title="livesr test", block=False)
         try:
@@ -228,7 +283,9 @@ exposure_ms = 2.0
 """
 
 
-def test_viewer_opens_a_run_folder_through_the_plugin(viewer, npe2pm, tmp_path: Path) -> None:
+def test_viewer_opens_a_run_folder_through_the_plugin(
+    viewer, npe2pm, tmp_path: Path
+) -> None:
     import npe2
 
     from livesr.stream.cli import main
@@ -236,7 +293,21 @@ def test_viewer_opens_a_run_folder_through_the_plugin(viewer, npe2pm, tmp_path: 
     cfg = tmp_path / "run.toml"
     cfg.write_text(READER_CONFIG)
     out = tmp_path / "out"
-    assert main(["run", "--config", str(cfg), "--frames", "30", "--output", str(out), "--no-status"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--config",
+                str(cfg),
+                "--frames",
+                "30",
+                "--output",
+                str(out),
+                "--no-status",
+            ]
+        )
+        == 0
+    )
     manifest = Path(__file__).parents[2] / "adapters" / "sinks" / "napari.yaml"
     npe2pm.register(npe2.PluginManifest.from_file(manifest))
     layers = viewer.open(str(out), plugin="livesr")
@@ -244,6 +315,8 @@ def test_viewer_opens_a_run_folder_through_the_plugin(viewer, npe2pm, tmp_path: 
     s = json.loads((out / "summary.json").read_text())
     p = s["pixel_size_um"]
     assert tuple(viewer.layers["SR"].scale[-2:]) == pytest.approx((p / 2, p / 2))
-    assert tuple(viewer.layers["SR"].translate[-2:]) == pytest.approx((sr_transform(p, 2, "nanopyx")[1],) * 2)
+    assert tuple(viewer.layers["SR"].translate[-2:]) == pytest.approx(
+        (sr_transform(p, 2, "nanopyx")[1],) * 2
+    )
     assert tuple(viewer.layers["raw"].scale[-2:]) == pytest.approx((p, p))
     assert viewer.layers["SR"].data.shape == (s["windows_published"], 1, 1, 48, 40)
