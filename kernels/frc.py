@@ -71,7 +71,8 @@ def frc_curve(
         raise ValueError("frc_curve: images must be finite (found NaN or inf)")
     if not 0 <= edge_fraction <= 0.5:
         raise ValueError(
-            f"frc_curve edge_fraction={edge_fraction!r} is out of range; expected [0, 0.5]"
+            f"frc_curve edge_fraction={edge_fraction!r} is out of range; "
+            "expected [0, 0.5]"
         )
     h, w = a.shape
     win = np.outer(_tukey(h, edge_fraction), _tukey(w, edge_fraction))

@@ -1,4 +1,4 @@
-"""livesr.adapters.feedback: hooks that see each reconstruction and drive the microscope.
+"""livesr.adapters.feedback: hooks that see each result and drive the microscope.
 
 - :class:`Result` -- what a hook receives (SR image, drift, metrics, timestamps).
 - :class:`Hook` -- ``hook(result, controller)`` or an object with ``on_result``.

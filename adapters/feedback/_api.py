@@ -1,4 +1,4 @@
-"""The feedback-hook API: :class:`Result`, the :class:`Hook` protocol, :class:`HookRunner`.
+"""Feedback-hook API: :class:`Result`, the :class:`Hook` protocol, :class:`HookRunner`.
 
 The pipeline publishes one :class:`Result` per reconstructed window and calls
 :meth:`HookRunner.submit` -- the only integration point. ``submit`` never
@@ -83,14 +83,18 @@ class Result:
 
     def __post_init__(self) -> None:
         if not isinstance(self.index, (int, np.integer)) or self.index < 0:
-            raise ValueError(f"Result.index={self.index!r} is invalid; expected an int >= 0")
+            raise ValueError(
+                f"Result.index={self.index!r} is invalid; expected an int >= 0"
+            )
         if len(self.drift_px) != 2:
             raise ValueError(
                 f"Result.drift_px={self.drift_px!r} is invalid; expected (dy, dx) px"
             )
         m = self.magnification
         if not isinstance(m, (int, np.integer)) or m < 1:
-            raise ValueError(f"Result.magnification={m!r} is invalid; expected an int >= 1")
+            raise ValueError(
+                f"Result.magnification={m!r} is invalid; expected an int >= 1"
+            )
         object.__setattr__(self, "metrics", MappingProxyType(dict(self.metrics)))
         object.__setattr__(self, "timestamps", MappingProxyType(dict(self.timestamps)))
 
@@ -148,9 +152,10 @@ class HookStats:
 
 
 def _hook_name(hook: Any) -> str:
-    return getattr(hook, "name", None) or getattr(
+    name = getattr(hook, "name", None) or getattr(
         hook, "__qualname__", type(hook).__qualname__
     )
+    return str(name)
 
 
 def _callable_of(hook: Any) -> Callable[[Result, Any], None]:
@@ -236,7 +241,9 @@ class _Slot:
                 self.stats.failures += 1
                 self.stats.last_error = repr(exc)
                 logger.exception(
-                    "feedback hook %r failed on result %d", self.stats.name, result.index
+                    "feedback hook %r failed on result %d",
+                    self.stats.name,
+                    result.index,
                 )
             finally:
                 busy = time.monotonic() - (self.started_at or 0.0)
@@ -281,7 +288,11 @@ class HookRunner:
         slow_call_s: float = 0.5,
         name: str = "livesr-hook",
     ) -> None:
-        if not (isinstance(slow_call_s, (int, float)) and math.isfinite(slow_call_s) and slow_call_s > 0):
+        if not (
+            isinstance(slow_call_s, (int, float))
+            and math.isfinite(slow_call_s)
+            and slow_call_s > 0
+        ):
             raise ValueError(
                 f"HookRunner slow_call_s={slow_call_s!r} is out of range; expected a "
                 "finite number of seconds > 0"
@@ -344,7 +355,11 @@ class HookRunner:
         for st in stats:
             logger.info(
                 "hook %s: %d calls, %d failures, %d drops, %d slow",
-                st.name, st.calls, st.failures, st.drops, st.slow_calls,
+                st.name,
+                st.calls,
+                st.failures,
+                st.drops,
+                st.slow_calls,
             )
         return stats
 

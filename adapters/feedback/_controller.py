@@ -13,8 +13,8 @@ MDA events (event-triggered acquisition) go into a queue consumed by
 first :meth:`MicroscopeController.queue_events` and ended by
 :meth:`MicroscopeController.finish_events` / :meth:`MicroscopeController.close`.
 
->>> ctl = MicroscopeController(core, FeedbackLimits(max_step_xy_um=2.0))  # doctest: +SKIP
->>> ctl.move_xy_by(0.1, -0.05)                                            # doctest: +SKIP
+>>> ctl = MicroscopeController(core, FeedbackLimits(max_step_xy_um=2))  # doctest: +SKIP
+>>> ctl.move_xy_by(0.1, -0.05)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -147,7 +147,9 @@ class MicroscopeController:
             out[name] = f
         return out
 
-    def _in_range(self, cmd: str, axis: str, v: float, lo_hi: tuple[float, float]) -> None:
+    def _in_range(
+        self, cmd: str, axis: str, v: float, lo_hi: tuple[float, float]
+    ) -> None:
         lo, hi = lo_hi
         if not lo <= v <= hi:
             raise self._refuse(
@@ -342,9 +344,11 @@ class MicroscopeController:
         return done
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Finish the event MDA (cancel it after ``timeout_s``); refuse commands after."""
+        """Finish the event MDA (cancel after ``timeout_s``); refuse commands after."""
         if not self.finish_events(timeout_s):
-            logger.warning("event MDA still running %.1f s after STOP; cancelling", timeout_s)
+            logger.warning(
+                "event MDA still running %.1f s after STOP; cancelling", timeout_s
+            )
             self._core.mda.cancel()
             self.finish_events(timeout_s)
         self._closed = True

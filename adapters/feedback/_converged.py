@@ -60,7 +60,8 @@ class ConvergedConfig:
         k = self.windows
         if not (isinstance(k, int) and not isinstance(k, bool) and k >= 2):
             raise ValueError(
-                f"ConvergedConfig.windows={k!r} is out of range; expected an integer >= 2"
+                f"ConvergedConfig.windows={k!r} is out of range; "
+                "expected an integer >= 2"
             )
         m = self.min_results
         if not (isinstance(m, int) and not isinstance(m, bool) and m >= k):
@@ -155,7 +156,11 @@ class StopWhenConverged:
         logger.info(
             "converged at result %d (%d frames): FRC %.1f nm, last %d within %.1f %%; "
             "stopping acquisition",
-            result.index, frames, res, cfg.windows, 100 * spread / res,
+            result.index,
+            frames,
+            res,
+            cfg.windows,
+            100 * spread / res,
         )
         controller.stop_acquisition(f"FRC resolution converged at {res:.1f} nm")
 

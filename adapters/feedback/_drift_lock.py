@@ -32,7 +32,9 @@ logger = logging.getLogger(__name__)
 
 def _check(ok: bool, name: str, v: Any, expected: str) -> None:
     if not ok:
-        raise ValueError(f"DriftLockConfig.{name}={v!r} is out of range; expected {expected}")
+        raise ValueError(
+            f"DriftLockConfig.{name}={v!r} is out of range; expected {expected}"
+        )
 
 
 def _fin(v: Any) -> bool:
@@ -69,9 +71,19 @@ class DriftLockConfig:
         _check(_fin(t) and t > 0, "threshold_px", t, "a finite number of px > 0")
         _check(_fin(g) and 0 < g <= 1, "gain", g, "a number in (0, 1]")
         _check(_fin(s) and s > 0, "max_sigma_px", s, "a finite number of px > 0")
-        _check(_fin(self.settle_s) and self.settle_s >= 0, "settle_s", self.settle_s, "a number of s >= 0")
+        _check(
+            _fin(self.settle_s) and self.settle_s >= 0,
+            "settle_s",
+            self.settle_s,
+            "a number of s >= 0",
+        )
         n = self.settle_results
-        _check(isinstance(n, int) and not isinstance(n, bool) and n >= 0, "settle_results", n, "an integer >= 0")
+        _check(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 0,
+            "settle_results",
+            n,
+            "an integer >= 0",
+        )
 
 
 class DriftLock:
@@ -125,7 +137,9 @@ class DriftLock:
                 logger.debug("result %d: non-finite drift, ignored", result.index)
                 return
             if math.isfinite(sig) and sig > cfg.max_sigma_px:
-                logger.debug("result %d: drift sigma %.3g px too large", result.index, sig)
+                logger.debug(
+                    "result %d: drift sigma %.3g px too large", result.index, sig
+                )
                 return
             if not (math.isfinite(ps) and ps > 0):
                 raise ValueError(
@@ -141,7 +155,9 @@ class DriftLock:
                 self.refused += 1  # the controller logged why
                 return
             self._last_move_wall = (
-                controller.last_move_wall if hasattr(controller, "last_move_wall") else None
+                controller.last_move_wall
+                if hasattr(controller, "last_move_wall")
+                else None
             )
             if self._last_move_wall is None:
                 import time
@@ -153,7 +169,11 @@ class DriftLock:
             self.corrected_um = (cx + step_x, cy + step_y)
             logger.debug(
                 "result %d: drift (%.3f, %.3f) px -> stage by (%.4f, %.4f) um",
-                result.index, dy, dx, step_x, step_y,
+                result.index,
+                dy,
+                dx,
+                step_x,
+                step_y,
             )
 
     __call__ = on_result

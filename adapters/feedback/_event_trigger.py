@@ -62,7 +62,11 @@ class EventTrigger:
         max_fires: int = 1,
         stop_stream: bool = False,
     ) -> None:
-        if not isinstance(max_fires, int) or isinstance(max_fires, bool) or max_fires < 1:
+        if (
+            not isinstance(max_fires, int)
+            or isinstance(max_fires, bool)
+            or max_fires < 1
+        ):
             raise ValueError(
                 f"EventTrigger max_fires={max_fires!r} is out of range; expected an "
                 "integer >= 1"
@@ -89,6 +93,8 @@ class EventTrigger:
             return
         self.fired += 1
         self.fired_on.append(result.index)
-        logger.info("result %d: predicate true, %d MDA event(s) queued", result.index, n)
+        logger.info(
+            "result %d: predicate true, %d MDA event(s) queued", result.index, n
+        )
 
     __call__ = on_result

@@ -1,8 +1,9 @@
 """Hard safety limits on every hardware command a feedback hook can issue.
 
-:class:`FeedbackLimits` is checked by :class:`~livesr.adapters.feedback.MicroscopeController`
-before anything reaches the core; a command beyond a limit raises
-:class:`LimitError` (the hardware is not touched) and is logged.
+:class:`FeedbackLimits` is checked by
+:class:`~livesr.adapters.feedback.MicroscopeController` before anything reaches
+the core; a command beyond a limit raises :class:`LimitError` (the hardware is
+not touched) and is logged.
 """
 
 from __future__ import annotations

@@ -128,7 +128,9 @@ class MMCoreSource:
         timeout_s: float = 10.0,
     ) -> None:
         if frames is not None and (
-            not isinstance(frames, (int, np.integer)) or isinstance(frames, bool) or frames < 1
+            not isinstance(frames, (int, np.integer))
+            or isinstance(frames, bool)
+            or frames < 1
         ):
             raise ValueError(
                 f"MMCoreSource frames={frames!r} is out of range; expected an integer "
@@ -136,7 +138,8 @@ class MMCoreSource:
             )
         if mda is not None and frames is not None:
             raise ValueError(
-                "MMCoreSource: give either frames (sequence acquisition) or mda, not both"
+                "MMCoreSource: give either frames (sequence acquisition) or mda, "
+                "not both"
             )
         for name, v in (("poll_s", poll_s), ("timeout_s", timeout_s)):
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
@@ -145,7 +148,8 @@ class MMCoreSource:
                 )
         if not isinstance(max_pending, int) or max_pending < 1:
             raise ValueError(
-                f"MMCoreSource max_pending={max_pending!r} is out of range; expected >= 1"
+                f"MMCoreSource max_pending={max_pending!r} is out of range; "
+                "expected >= 1"
             )
         self._core = core
         self._frames = None if frames is None else int(frames)
@@ -249,7 +253,8 @@ class MMCoreSource:
             if time.monotonic() - last_arrival > self._timeout_s:
                 logger.error(
                     "no frame for %.1f s although the sequence acquisition runs; "
-                    "giving up", self._timeout_s,
+                    "giving up",
+                    self._timeout_s,
                 )
                 break
             time.sleep(self._poll_s)
@@ -267,7 +272,9 @@ class MMCoreSource:
         elif n < self._next_seq:  # a camera restarting its numbering: keep counting
             logger.warning(
                 "ImageNumber went back from %d to %d; continuing from %d",
-                self._next_seq - 1, n, self._next_seq,
+                self._next_seq - 1,
+                n,
+                self._next_seq,
             )
             n = self._next_seq
         self._next_seq = n + 1
@@ -302,7 +309,10 @@ class MMCoreSource:
         self.overflowed = True
         logger.warning(
             "frames %d..%d (%d) lost: the circular buffer overflowed (consumer too "
-            "slow); reported as a gap", first, last, last - first + 1,
+            "slow); reported as a gap",
+            first,
+            last,
+            last - first + 1,
         )
 
     # -- MDA
@@ -368,7 +378,10 @@ class MMCoreSource:
 
     def _disconnect(self) -> None:
         ev = self._core.mda.events
-        for sig, slot in ((ev.frameReady, self._on_frame), (ev.sequenceFinished, self._on_finished)):
+        for sig, slot in (
+            (ev.frameReady, self._on_frame),
+            (ev.sequenceFinished, self._on_finished),
+        ):
             try:
                 sig.disconnect(slot)
             except Exception:  # already disconnected
@@ -377,8 +390,11 @@ class MMCoreSource:
     def _log_end(self) -> None:
         logger.info(
             "%s source done: %d acquired, %d delivered, %d in %d gap(s)",
-            self.mode, self.frames_acquired, self.frames_delivered,
-            self.frames_in_gaps, len(self.gaps),
+            self.mode,
+            self.frames_acquired,
+            self.frames_delivered,
+            self.frames_in_gaps,
+            len(self.gaps),
         )
 
     # ------------------------------------------------------------------ consumers

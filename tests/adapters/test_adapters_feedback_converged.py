@@ -45,7 +45,9 @@ def _config() -> SimConfig:
         off_rate_hz=s.off_rate_hz / k,
         bleach_rate_hz=s.bleach_rate_hz / k,
     )
-    cam = dataclasses.replace(cfg.camera, interval_ms=INTERVAL_MS, exposure_ms=INTERVAL_MS)
+    cam = dataclasses.replace(
+        cfg.camera, interval_ms=INTERVAL_MS, exposure_ms=INTERVAL_MS
+    )
     return dataclasses.replace(cfg, sample=sample, camera=cam)
 
 
@@ -57,7 +59,12 @@ class HalfVariance:
         self.s1, self.s2, self.n, self.k = z.copy(), z.copy(), [0, 0], 0
 
     def add(self, frames: np.ndarray) -> None:
-        maps = esrrf(frames, magnification=M, frames_per_timepoint=1, macro_pixel_correction=False)
+        maps = esrrf(
+            frames,
+            magnification=M,
+            frames_per_timepoint=1,
+            macro_pixel_correction=False,
+        )
         for m in maps:
             h = self.k % 2
             self.s1[h] += m
@@ -87,7 +94,10 @@ def test_adapters_feedback_stop_when_converged():
         ctl = MicroscopeController(core)
         acc = HalfVariance(cfg.camera.shape)
         batch: list[np.ndarray] = []
-        with HookRunner([hook], ctl) as runner, MMCoreSource(core, frames=PLANNED) as src:
+        with (
+            HookRunner([hook], ctl) as runner,
+            MMCoreSource(core, frames=PLANNED) as src,
+        ):
             for seq, frame, meta in src:
                 batch.append(frame)
                 if len(batch) < WINDOW:
@@ -123,7 +133,7 @@ def test_adapters_feedback_stop_when_converged():
     px_nm = 1000 * ps / M
     res_full = frc_resolution(*ref.halves(), pixel_size=px_nm)
     ref_first = HalfVariance(cfg.camera.shape)
-    ref_first.add(full[: WINDOW])
+    ref_first.add(full[:WINDOW])
     res_first = frc_resolution(*ref_first.halves(), pixel_size=px_nm)
 
     photons_per_frame = _photons(full, cfg) / PLANNED
@@ -134,17 +144,29 @@ def test_adapters_feedback_stop_when_converged():
         "converged: stop at result %d after %d frames (%d acquired) at %.1f nm; "
         "first window %.1f nm; fixed %d frames %.1f nm; saved %d frames (%.0f %%), "
         "%.2f s, %.3g photons (hook estimate %.0f frames)",
-        stop.result_index, stop.frames, acquired, stop.resolution_nm, res_first,
-        PLANNED, res_full, actual_saved, 100 * actual_saved / PLANNED,
-        actual_saved * cfg.frame_interval_s, actual_saved * photons_per_frame,
+        stop.result_index,
+        stop.frames,
+        acquired,
+        stop.resolution_nm,
+        res_first,
+        PLANNED,
+        res_full,
+        actual_saved,
+        100 * actual_saved / PLANNED,
+        actual_saved * cfg.frame_interval_s,
+        actual_saved * photons_per_frame,
         saved["frames_saved"],
     )
     # it improved, then stopped where the fixed acquisition is (nearly) no better
     assert stop.resolution_nm < 0.8 * res_first
     assert stop.resolution_nm == pytest.approx(res_full, rel=0.08)
     assert saved["frames_saved"] == PLANNED - stop.frames > 0
-    assert saved["photons_saved"] == pytest.approx(saved["frames_saved"] * photons_per_frame)
-    assert saved["time_saved_s"] == pytest.approx(saved["frames_saved"] * INTERVAL_MS / 1000)
+    assert saved["photons_saved"] == pytest.approx(
+        saved["frames_saved"] * photons_per_frame
+    )
+    assert saved["time_saved_s"] == pytest.approx(
+        saved["frames_saved"] * INTERVAL_MS / 1000
+    )
     assert stop.photons == pytest.approx(_photons(full[: stop.frames], cfg), rel=1e-9)
 
 
@@ -165,7 +187,12 @@ def test_adapters_feedback_converged_config_and_metric_path():
     hook = StopWhenConverged(ConvergedConfig(rel_change=0.02, windows=3, min_results=4))
     ctl = Ctl()
     for i, r in enumerate([300.0, 200.0, 150.0, 149.0, 148.0, 147.5, 147.0]):
-        hook.on_result(Result(index=i, metrics={"frc_resolution_nm": r}, frame_range=(0, 10 * i + 9)), ctl)
+        hook.on_result(
+            Result(
+                index=i, metrics={"frc_resolution_nm": r}, frame_range=(0, 10 * i + 9)
+            ),
+            ctl,
+        )
     assert hook.stopped is not None and hook.stopped.result_index == 4
     assert hook.stopped.frames == 50 and len(ctl.stops) == 1
     with pytest.raises(ValueError, match="halves"):

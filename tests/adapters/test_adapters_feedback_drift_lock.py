@@ -27,7 +27,13 @@ from livesr.adapters.feedback import (
 )
 from livesr.adapters.sources.mmcore import MMCoreSource
 from livesr.kernels import RollingDrift
-from livesr.sim import DriftConfig, SampleConfig, SimConfig, make_core, truth_from_metadata
+from livesr.sim import (
+    DriftConfig,
+    SampleConfig,
+    SimConfig,
+    make_core,
+    truth_from_metadata,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +93,13 @@ def test_adapters_feedback_drift_lock_closed_loop():
     logger.info(
         "drift lock: uncorrected %.2f px, residual max %.3f px, rms %.3f px, %d moves, "
         "%d refused, %d skipped, hook drops %d",
-        uncorrected, residual.max(), math.sqrt(np.mean(residual**2)), lock.moves,
-        lock.refused, lock.skipped, stats[0].drops,
+        uncorrected,
+        residual.max(),
+        math.sqrt(np.mean(residual**2)),
+        lock.moves,
+        lock.refused,
+        lock.skipped,
+        stats[0].drops,
     )
     assert [t.index for t in truths] == list(range(N_FRAMES))
     assert uncorrected > 10.0

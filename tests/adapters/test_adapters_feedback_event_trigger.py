@@ -24,7 +24,10 @@ def _zstack_then_burst(result: Result, ctl) -> list:
     import useq
 
     z0 = ctl.position_z()
-    zs = [useq.MDAEvent(index={"z": i}, z_pos=z0 + dz) for i, dz in enumerate((-1.0, 0.0, 1.0, 2.0))]
+    zs = [
+        useq.MDAEvent(index={"z": i}, z_pos=z0 + dz)
+        for i, dz in enumerate((-1.0, 0.0, 1.0, 2.0))
+    ]
     burst = [useq.MDAEvent(index={"t": i}, x_pos=3.0, y_pos=-4.0) for i in range(5)]
     return zs + burst
 
@@ -59,7 +62,7 @@ def test_adapters_feedback_event_trigger_runs_mda():
     zs = [truth.stage_z_um for _, _, truth in frames[:4]]
     assert zs == pytest.approx([9.0, 10.0, 11.0, 12.0])
     assert [p["z"] for _, p, _ in frames[:4]] == pytest.approx([9.0, 10.0, 11.0, 12.0])
-    for ev, pos, truth in frames[4:]:
+    for _ev, pos, truth in frames[4:]:
         assert truth.stage_xy_um == pytest.approx((3.0, -4.0))
         assert (pos["x"], pos["y"]) == pytest.approx((3.0, -4.0))
     assert [ev.index.get("t") for ev, _, _ in frames[4:]] == [0, 1, 2, 3, 4]

@@ -1,4 +1,4 @@
-"""Feedback safety: limits no hook can exceed, and a runner that never blocks the pipeline."""
+"""Feedback safety: limits no hook can exceed; submit never blocks the pipeline."""
 
 from __future__ import annotations
 
@@ -92,9 +92,13 @@ def test_adapters_feedback_limits_validated(field, value):
         ("move_xy_by", (0.0, -1e300), "travel range"),
     ],
 )
-def test_adapters_feedback_refused_command_does_not_move(ctl, core, caplog, method, args, match):
+def test_adapters_feedback_refused_command_does_not_move(
+    ctl, core, caplog, method, args, match
+):
     before = _where(core)
-    with caplog.at_level(logging.WARNING, logger="livesr.adapters.feedback._controller"):
+    with caplog.at_level(
+        logging.WARNING, logger="livesr.adapters.feedback._controller"
+    ):
         with pytest.raises(LimitError, match=match):
             getattr(ctl, method)(*args)
     assert _where(core) == before
@@ -230,7 +234,9 @@ def test_adapters_feedback_misbehaving_hooks(ctl, core, clock, caplog):
                     break
                 threading.Event().wait(0.01)
         st = runner.stats()
-        assert st[0].calls == 0 and st[0].drops == 98  # 1 running, 1 pending, 98 replaced
+        assert (
+            st[0].calls == 0 and st[0].drops == 98
+        )  # 1 running, 1 pending, 98 replaced
         for s in st[1:]:
             assert s.calls + s.drops == 100
         assert st[1].failures == st[1].calls and "boom" in st[1].last_error
@@ -240,7 +246,9 @@ def test_adapters_feedback_misbehaving_hooks(ctl, core, clock, caplog):
         assert seen_by_good[-1] == 99
         # exactly one of the burst moves passed the rate limit; nothing else moved
         assert [c.kind for c in ctl.history] == ["xy"]
-        assert core.getXYPosition() == pytest.approx((before[0][0] + 0.001, before[0][1]))
+        assert core.getXYPosition() == pytest.approx(
+            (before[0][0] + 0.001, before[0][1])
+        )
         assert core.getPosition() == before[1]
         msgs = [r.getMessage() for r in caplog.records]
         assert any("has been running for" in m for m in msgs)

@@ -17,14 +17,19 @@ from livesr.stream._ingest import Ingest, IngestConfig
 from livesr.stream._source_link import SourceLink, SourceLinkConfig
 
 
-def test_adapters_mmcore_push_to_link(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_adapters_mmcore_push_to_link(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     # stream/_ingest.py logs "ingest closed: %s" with a dict argument, which logging
     # takes for a %(name)s mapping and fails to format: keep that INFO record out
     caplog.set_level(logging.WARNING, logger="livesr.stream._ingest")
     n = 60
     sim = SimConfig.blinking(shape=(16, 16), seed=7)
     sim = dataclasses.replace(
-        sim, camera=dataclasses.replace(sim.camera, stamp_index=True, interval_ms=1.0, exposure_ms=1.0)
+        sim,
+        camera=dataclasses.replace(
+            sim.camera, stamp_index=True, interval_ms=1.0, exposure_ms=1.0
+        ),
     )
     got: list[tuple[int, np.ndarray, dict[str, Any]]] = []
     ended = threading.Event()
@@ -37,7 +42,10 @@ def test_adapters_mmcore_push_to_link(tmp_path: Path, caplog: pytest.LogCaptureF
         with make_core(sim) as core:
             link = SourceLink(
                 SourceLinkConfig(
-                    endpoint=ep, stream="mm", shape=(16, 16), pixel_size_um=core.getPixelSizeUm(),
+                    endpoint=ep,
+                    stream="mm",
+                    shape=(16, 16),
+                    pixel_size_um=core.getPixelSizeUm(),
                     ring_frames=128,
                 )
             ).start()

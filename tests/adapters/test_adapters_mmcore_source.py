@@ -1,4 +1,4 @@
-"""MMCoreSource: sequence acquisition and MDA from a simulated UniMMCore, gaps on overflow."""
+"""MMCoreSource: sequence acquisition and MDA from a simulated core; overflow gaps."""
 
 from __future__ import annotations
 
@@ -75,7 +75,9 @@ def test_adapters_mmcore_mda_from_yaml(tmp_path):
     assert [s for s, _, _ in got] == list(range(9))
     assert src.frames_acquired == src.frames_delivered == 9 and src.gaps == []
     zs = [m["z_um"] for _, _, m in got]
-    assert zs == pytest.approx([-1.0, 0.0, 1.0] * 3)  # no stage position: z_pos absolute
+    assert zs == pytest.approx(
+        [-1.0, 0.0, 1.0] * 3
+    )  # no stage position: z_pos absolute
     idx = [m["mda_index"] for _, _, m in got]
     assert idx[4] == {"t": 1, "z": 1}
     assert len(truths) == 9

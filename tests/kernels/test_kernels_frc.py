@@ -18,7 +18,9 @@ def _pair(sigma: float, noise: float, seed: int = 0, n: int = 128):
     obj[idx[:, 0], idx[:, 1]] = 1.0
     img = gaussian_filter(obj, sigma)
     img /= img.max()
-    return img + noise * rng.standard_normal(img.shape), img + noise * rng.standard_normal(img.shape)
+    return img + noise * rng.standard_normal(
+        img.shape
+    ), img + noise * rng.standard_normal(img.shape)
 
 
 def test_kernels_frc_identical_images_reach_nyquist():
@@ -39,7 +41,10 @@ def test_kernels_frc_independent_noise_has_no_resolution():
 
 
 def test_kernels_frc_resolution_follows_blur():
-    res = [frc_resolution(*_pair(s, 0.05, seed=2), pixel_size=10.0) for s in (1.0, 2.0, 4.0)]
+    res = [
+        frc_resolution(*_pair(s, 0.05, seed=2), pixel_size=10.0)
+        for s in (1.0, 2.0, 4.0)
+    ]
     assert res[0] < res[1] < res[2]
     # the crossing of a Gaussian-blurred object scales with the blur
     assert res[2] / res[1] == pytest.approx(2.0, rel=0.35)
