@@ -201,20 +201,22 @@ class _Slot:
         self.check_stuck()
 
     def check_stuck(self) -> None:
-        t0 = self.started_at
-        if t0 is None or self.stuck_reported:
-            return
-        busy = time.monotonic() - t0
-        if busy > self.slow_call_s:
+        with self.cond:  # held only briefly by the worker, never during a call
+            t0 = self.started_at
+            if t0 is None or self.stuck_reported:
+                return
+            busy = time.monotonic() - t0
+            if busy <= self.slow_call_s:
+                return
             self.stuck_reported = True
             self.stats.slow_calls += 1
-            logger.warning(
-                "feedback hook %r has been running for %.2f s (> slow_call_s=%.2f s); "
-                "newer results replace its pending one meanwhile",
-                self.stats.name,
-                busy,
-                self.slow_call_s,
-            )
+        logger.warning(
+            "feedback hook %r has been running for %.2f s (> slow_call_s=%.2f s); "
+            "newer results replace its pending one meanwhile",
+            self.stats.name,
+            busy,
+            self.slow_call_s,
+        )
 
     def snapshot(self) -> HookStats:
         self.check_stuck()
@@ -238,8 +240,9 @@ class _Slot:
             try:
                 self.fn(result, self.controller)
             except Exception as exc:  # a hook's failure is reported, never raised
-                self.stats.failures += 1
-                self.stats.last_error = repr(exc)
+                with self.cond:
+                    self.stats.failures += 1
+                    self.stats.last_error = repr(exc)
                 logger.exception(
                     "feedback hook %r failed on result %d",
                     self.stats.name,
