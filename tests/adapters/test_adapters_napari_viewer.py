@@ -191,8 +191,12 @@ def test_slow_gui_never_backs_up_the_publisher(viewer, qtbot, tmp_path: Path) ->
             qtbot.wait(1)
         t.join()
         qtbot.wait(100)
-        sink.poll()  # what was still queued from the burst, in one drain ...
-        assert not sink.poll()  # ... and then nothing: no backlog builds up
+        # what was still queued from the burst goes in a few drains (ZeroMQ and socket
+        # buffers hold a handful of messages), not in one draw per message published
+        drains = 0
+        while sink.poll():
+            drains += 1
+            assert drains <= 10, "a backlog builds up in front of the viewer"
         st = sink.stats
         shown_in_burst = st.shown
         # the viewer saw only a fraction; the rest was dropped (ZeroMQ HWM or the drain),
