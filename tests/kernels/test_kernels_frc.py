@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from livesr.kernels.frc import FRC_THRESHOLD, frc_curve, frc_resolution
+from livesr.kernels.frc import (
+    FRC_THRESHOLD,
+    decorrelation_resolution,
+    frc_curve,
+    frc_resolution,
+)
 
 
 def _pair(sigma: float, noise: float, seed: int = 0, n: int = 128):
@@ -69,3 +74,18 @@ def test_kernels_frc_validation():
     with pytest.raises(ValueError, match="smooth"):
         frc_resolution(a, a, smooth=2)
     assert 0 < FRC_THRESHOLD < 0.15
+
+
+def test_kernels_frc_decorrelation_single_image():
+    res = []
+    for s in (1.0, 2.0, 4.0):
+        a, b = _pair(s, 0.02, seed=2)
+        r = decorrelation_resolution(a, pixel_size=10.0)
+        # same scale as the two-image FRC (a different criterion: within 1.5x)
+        assert r == pytest.approx(frc_resolution(a, b, pixel_size=10.0), rel=0.5)
+        res.append(r)
+    assert res[0] < res[1] < res[2]
+    rng = np.random.default_rng(0)
+    assert math.isnan(decorrelation_resolution(rng.standard_normal((64, 64))))
+    with pytest.raises(ValueError, match="side >= 16"):
+        decorrelation_resolution(np.zeros((8, 8)))
