@@ -1,4 +1,4 @@
-"""``macro_pixel`` with numba: per-phase float64 sums (phases in parallel), then a
+"""``macro_pixel`` with numba: per-phase float64 sums in one sequential pass, then a
 parallel division over rows.  Compiled on first call (``cache=True``)."""
 
 from __future__ import annotations
@@ -18,15 +18,14 @@ def _correct(stack, m, out):  # pragma: no cover (compiled)
     cols = nx // m
     inv = np.float32(rows * cols)
     for s in range(n):
-        cmap = np.zeros((m, m), dtype=np.float32)
-        for ab in numba.prange(m * m):
-            a = ab // m
-            b = ab % m
-            acc = 0.0
-            for p in range(rows):
-                for q in range(cols):
-                    acc += np.float64(stack[s, p * m + a, q * m + b] / inv)
-            cmap[a, b] = np.float32(acc)
+        # one sequential pass (cache friendly); per phase the terms are still added
+        # macro-pixel row by row, column by column
+        acc = np.zeros((m, m), dtype=np.float64)
+        for y in range(rows * m):
+            a = y % m
+            for x in range(cols * m):
+                acc[a, x % m] += np.float64(stack[s, y, x] / inv)
+        cmap = acc.astype(np.float32)
         for y in numba.prange(ny):
             for x in range(nx):
                 c = cmap[y % m, x % m]

@@ -1,0 +1,87 @@
+"""Every eSRRF stage kernel, each implementation side by side: 256×256 input, M=5.
+
+One pytest-benchmark group per stage (``stage-<kernel>-256-M5``), one timed run
+after one warm-up (JIT compile, OpenCL build), run through
+``kernel.using(impl)`` so the timing includes what a dispatched call costs
+(validation, host tables, transfers).  Compare the ratios within one run; absolute
+times on the shared 2-core development machine are noisy.  Each implementation's
+result is checked against the numpy reference with the kernel's tolerance.
+
+Run: ``python -m pytest tests/benchmarks/test_bench_stages.py --benchmark-only``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+
+from livesr.engine.testing import assert_matches
+
+N, M = 256, 5
+STAGES = ("catmull_rom", "roberts_cross", "rgc", "temporal", "macro_pixel")
+IMPLS = ("numpy", "numba", "cython", "opencl", "cupy")
+
+
+@functools.lru_cache(maxsize=1)
+def _frame() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:N, 0:N]
+    im = np.full((N, N), 100.0)
+    for py, px in rng.uniform(2, N - 2, size=(150, 2)):
+        im += 800 * np.exp(-((yy - py) ** 2 + (xx - px) ** 2) / (2 * 1.3**2))
+    return (rng.poisson(im) / 1000.0).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def _inputs(stage: str) -> tuple:
+    from livesr.kernels import EsrrfParams
+    from livesr.kernels.catmull_rom import (
+        magnification_coordinates,
+        magnify,
+        upsample_gradient,
+    )
+    from livesr.kernels.esrrf import _esrrf_frame_numpy
+    from livesr.kernels.roberts_cross import roberts_cross
+
+    img = _frame()
+    params = EsrrfParams(magnification=M)
+    if stage == "catmull_rom":
+        c = magnification_coordinates(N, M)
+        return (img, c, c)
+    if stage == "roberts_cross":
+        return (img,)
+    if stage == "rgc":
+        gx, gy = roberts_cross(img)
+        return (upsample_gradient(gx, M), upsample_gradient(gy, M), magnify(img, M),
+                params)
+    one = _esrrf_frame_numpy(img, params)
+    if stage == "temporal":
+        rng = np.random.default_rng(1)
+        maps = one[None] * (1 + 0.1 * rng.random((5, 1, 1), dtype=np.float32))
+        return (maps.astype(np.float32), "var")
+    return (one, M)
+
+
+@functools.lru_cache(maxsize=None)
+def _reference(stage: str):
+    from livesr.engine import load_kernel
+
+    return load_kernel(f"livesr.kernels.{stage}").using("numpy")(*_inputs(stage))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("stage", STAGES)
+def test_bench_stage(benchmark, stage, impl):
+    from livesr.engine import load_kernel
+
+    kernel = load_kernel(f"livesr.kernels.{stage}")
+    info = {i.id: i for i in kernel.implementations()}.get(impl)
+    if info is None or not info.available:
+        pytest.skip(f"{stage}-{impl}: {info.reason if info else 'not registered'}")
+    run = kernel.using(impl)
+    args = _inputs(stage)
+    benchmark.group = f"stage-{stage}-{N}-M{M}"
+    out = benchmark.pedantic(run, args=args, rounds=1, warmup_rounds=1)
+    assert_matches(out, _reference(stage), kernel.tolerance, f"{stage}-{impl}")
