@@ -3,7 +3,8 @@
 :class:`StopWhenConverged` tracks the FRC resolution of successive results --
 ``result.metrics["frc_resolution_nm"]`` when the pipeline provides it,
 otherwise computed here from ``result.halves`` (two reconstructions from the
-odd / even frames) with :func:`livesr.kernels.frc.frc_resolution`. When the
+odd / even frames) with :func:`livesr.kernels.frc.frc_resolution`, or, with
+neither, by decorrelation analysis of ``result.image``. When the
 resolution of the last ``windows`` results spans less than ``rel_change`` of
 the newest value (and at least ``min_results`` have been seen), it calls
 ``controller.stop_acquisition`` once and records where it stopped
@@ -118,20 +119,29 @@ class StopWhenConverged:
 
     @staticmethod
     def resolution_nm(result: Result) -> float:
-        """``metrics["frc_resolution_nm"]``, or the FRC of ``result.halves`` (nm)."""
+        """Resolution of a result, nm.
+
+        ``metrics["frc_resolution_nm"]`` if present, else the FRC of
+        ``result.halves``, else decorrelation analysis of ``result.image``
+        (NaN when it finds no peak).
+        """
         v = result.metrics.get(KEY_FRC_NM)
         if v is not None:
             return float(v)
-        if result.halves is None:
-            raise ValueError(
-                f"result {result.index} has neither metrics['{KEY_FRC_NM}'] nor "
-                "halves; StopWhenConverged needs one of them"
-            )
-        from livesr.kernels.frc import frc_resolution
-
-        a, b = result.halves
         px_nm = 1000.0 * result.sr_pixel_size_um
-        return frc_resolution(a, b, pixel_size=px_nm)
+        if result.halves is not None:
+            from livesr.kernels.frc import frc_resolution
+
+            a, b = result.halves
+            return frc_resolution(a, b, pixel_size=px_nm)
+        if result.image is not None:
+            from livesr.kernels.frc import decorrelation_resolution
+
+            return decorrelation_resolution(result.image, pixel_size=px_nm)
+        raise ValueError(
+            f"result {result.index} has no metrics['{KEY_FRC_NM}'], halves or "
+            "image; StopWhenConverged needs one of them"
+        )
 
     def on_result(self, result: Result, controller: Any) -> None:
         """Record the resolution; stop the acquisition once converged."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,9 +122,13 @@ class DriftLock:
         cfg = self.config
         with self._lock:
             t_first = result.timestamps.get("t_acq_first")
-            if self._last_move_wall is not None:
+            # any accepted move (by this or another hook) invalidates older frames
+            last_move = getattr(controller, "last_move_wall", None)
+            if last_move is None:
+                last_move = self._last_move_wall
+            if last_move is not None:
                 if t_first is not None:
-                    if t_first < self._last_move_wall + cfg.settle_s:
+                    if t_first < last_move + cfg.settle_s:
                         self.skipped += 1
                         return
                 elif self._skip_left > 0:
@@ -154,15 +159,7 @@ class DriftLock:
             except LimitError:
                 self.refused += 1  # the controller logged why
                 return
-            self._last_move_wall = (
-                controller.last_move_wall
-                if hasattr(controller, "last_move_wall")
-                else None
-            )
-            if self._last_move_wall is None:
-                import time
-
-                self._last_move_wall = time.time()
+            self._last_move_wall = time.time()
             self._skip_left = cfg.settle_results
             self.moves += 1
             cx, cy = self.corrected_um

@@ -197,3 +197,15 @@ def test_adapters_feedback_converged_config_and_metric_path():
     assert hook.stopped.frames == 50 and len(ctl.stops) == 1
     with pytest.raises(ValueError, match="halves"):
         StopWhenConverged().on_result(Result(index=0), ctl)
+
+
+def test_adapters_feedback_converged_resolution_from_image():
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(0)
+    obj = np.zeros((96, 96))
+    obj[tuple(rng.integers(0, 96, size=(2, 300)))] = 1.0
+    img = gaussian_filter(obj, 2.0).astype(np.float32)
+    r = Result(index=0, image=img, pixel_size_um=0.1, magnification=2)
+    res = StopWhenConverged.resolution_nm(r)
+    assert 50.0 * 2 < res < 50.0 * 12  # a few blur widths of 50 nm pixels
