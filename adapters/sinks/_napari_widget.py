@@ -352,19 +352,32 @@ def _widget_class() -> Any:
         def shutdown(self) -> None:
             """Disconnect and stop the demo (also done when the widget is destroyed)."""
             self._res.close()
-            self.connect_button.setText("Connect")
-            self.demo_button.setText("Start simulated demo")
+            try:
+                self.connect_button.setText("Connect")
+                self.demo_button.setText("Start simulated demo")
+            except RuntimeError:  # the window was closed: Qt already deleted the buttons
+                pass
 
     _WIDGET_CLASS = LiveStreamWidget
     return LiveStreamWidget
 
 
-def LiveStreamWidget(napari_viewer: Any, **kwargs: Any) -> Any:  # noqa: N802 - reads as the class
-    """Create the dock widget (see the module docstring); ``kwargs``: ``endpoint``,
-    ``raw_endpoint``, ``interval_ms``, ``curve``."""
-    return _widget_class()(napari_viewer, **kwargs)
+class LiveStreamWidget:
+    """The dock widget (see the module docstring): ``LiveStreamWidget(napari_viewer,
+    endpoint=None, raw_endpoint=None, interval_ms=16, curve=None)``.
+
+    Constructing it returns an instance of a ``QWidget`` subclass built on first use
+    (Qt is not imported before); ``__init__`` carries the signature napari inspects to
+    pass the viewer (npe2 widget contribution).
+    """
+
+    def __new__(cls, napari_viewer: Any, **kwargs: Any) -> Any:
+        return _widget_class()(napari_viewer, **kwargs)
+
+    def __init__(self, napari_viewer: Any, **kwargs: Any) -> None:  # pragma: no cover
+        pass  # never called: __new__ returns the QWidget
 
 
 def make_live_widget(napari_viewer: Any) -> Any:
-    """npe2 widget contribution: the live-stream dock widget for ``napari_viewer``."""
+    """The live-stream dock widget for ``napari_viewer``."""
     return LiveStreamWidget(napari_viewer)

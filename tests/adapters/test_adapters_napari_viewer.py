@@ -247,9 +247,14 @@ def test_widget_connects_and_reports_errors(viewer, qtbot, tmp_path: Path) -> No
     widget.shutdown()
 
 
-def test_run_viewer_opens_a_connected_viewer(
-    display: str, qtbot, tmp_path: Path
-) -> None:
+@pytest.fixture
+def fixture_viewers(display: str, make_napari_viewer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``napari.Viewer(...)`` inside ``run_viewer`` made by ``make_napari_viewer``
+    (napari's test set-up of plugins and app model; closed and leak-checked after)."""
+    monkeypatch.setattr(napari, "Viewer", lambda **kw: make_napari_viewer(show=True, **kw))
+
+
+def test_run_viewer_opens_a_connected_viewer(fixture_viewers, qtbot, tmp_path: Path) -> None:
     with ResultPublisher(_ipc(tmp_path, "run")) as pub:
         sink = run_viewer(pub.endpoint, title="livesr test", block=False)
         try:
@@ -324,3 +329,31 @@ def test_viewer_opens_a_run_folder_through_the_plugin(
     )
     assert tuple(viewer.layers["raw"].scale[-2:]) == pytest.approx((p, p))
     assert viewer.layers["SR"].data.shape == (s["windows_published"], 1, 1, 48, 40)
+    # the widget contribution: napari builds the live-stream dock widget
+    _, widget = viewer.window.add_plugin_dock_widget("livesr", "Live SR stream")
+    assert widget.connect_button.text() == "Connect" and widget.sink is None
+    widget.shutdown()
+
+
+def test_run_viewer_blocks_until_the_window_is_closed(
+    fixture_viewers, qtbot, tmp_path: Path
+) -> None:
+    from qtpy.QtCore import QTimer
+
+    closed: list[bool] = []
+    with ResultPublisher(_ipc(tmp_path, "block")) as pub:
+        timer = QTimer()
+
+        def tick() -> None:
+            pub.publish(sr_parts(2, np.ones((6, 6), np.float32)))
+            v = napari.current_viewer()
+            if v is not None and SR_LAYER in v.layers:  # drawn: close the window
+                timer.stop()
+                closed.append(True)
+                v.close()
+
+        timer.timeout.connect(tick)
+        timer.start(50)
+        sink = run_viewer(pub.endpoint, title="livesr block", block=True)
+        timer.stop()
+    assert closed and not sink.running and sink.stats.shown >= 1
