@@ -232,3 +232,66 @@ def test_cupy_implementations_registered_or_skipped_with_reason():
         (info,) = [i for i in kernel.implementations() if i.id == "cupy"]
         if not info.available:
             assert "cupy" in info.reason
+
+
+# ---------------------------------------------------------------- xcorr ----------
+XCORR_BACKENDS = {
+    "numba": ("_numba", "upsampled_peak_axes_numba"),
+    "cython": ("_cython", "upsampled_peak_axes_cython"),
+    "opencl": ("_opencl", "upsampled_peak_axes_opencl"),
+    "cupy": ("_cupy", "upsampled_peak_axes_cupy"),
+}
+
+
+def _xcorr_fn(backend):
+    import importlib
+
+    from livesr.engine import probe
+
+    mod_name, fn_name = XCORR_BACKENDS[backend]
+    avail = probe(backend)
+    if not avail.ok:
+        pytest.skip(avail.reason)
+    try:
+        mod = importlib.import_module(f"livesr.kernels.xcorr.{mod_name}")
+    except ImportError as exc:
+        pytest.skip(f"{backend}: {exc}")
+    return getattr(mod, fn_name)
+
+
+def _shifted_pair(h, w, d, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.random((h, w))
+    fa = np.fft.fft2(a)
+    ky, kx = np.fft.fftfreq(h)[:, None], np.fft.fftfreq(w)[None, :]
+    fa *= np.exp(-(ky**2 + kx**2) * 60)  # smooth: a few-pixel blobs
+    a = np.fft.ifft2(fa).real
+    b = np.fft.ifft2(fa * np.exp(-2j * np.pi * (ky * d[0] + kx * d[1]))).real
+    return a, b
+
+
+@pytest.mark.parametrize("backend", list(XCORR_BACKENDS))
+@pytest.mark.parametrize(
+    ("shape", "lag", "kw"),
+    [
+        ((33, 40), (1.3, -2.6), {}),
+        ((48, 31), (-0.4, 0.45), {"upsample": 10, "region": 1.5, "sweeps": 2}),
+    ],
+)
+def test_xcorr_backends_match_numpy_upsampled_peak_axes(backend, shape, lag, kw):
+    from livesr.kernels.xcorr._numpy import (
+        correlation_spectrum,
+        prepare_spectrum,
+        tukey_window,
+        upsampled_peak_axes,
+    )
+
+    fn = _xcorr_fn(backend)
+    a, b = _shifted_pair(*shape, lag, seed=len(kw))
+    win = tukey_window(shape, 0.25)
+    x = correlation_spectrum(prepare_spectrum(a, win), prepare_spectrum(b, win))
+    start = (round(lag[0]), round(lag[1]))
+    want = upsampled_peak_axes(x, start, **kw)
+    got = fn(x, start, **kw)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(want, lag, atol=0.3)  # near the shift (window bias)
