@@ -253,9 +253,9 @@ class MicroscopeController:
     def stop_acquisition(self, reason: str = "") -> None:
         """Stop acquiring: set :attr:`stop_requested`, stop sequence acquisition.
 
-        Always allowed (it is the safe direction). A running MDA started by
-        this controller is ended after its queued events (``finish_events``);
-        another running MDA is cancelled.
+        Always allowed (it is the safe direction). A running MDA (the event
+        MDA of this controller included) is cancelled; queued events are not
+        executed and later :meth:`queue_events` calls are refused.
         """
         with self._lock:
             if self.stop_requested.is_set():
@@ -266,10 +266,10 @@ class MicroscopeController:
             core = self._core
             if core.isSequenceRunning():
                 core.stopSequenceAcquisition()
-            if self._mda_thread is not None:
-                self._events.put(_STOP)
-            elif core.mda.is_running():
+            if core.mda.is_running():
                 core.mda.cancel()
+            if self._mda_thread is not None:
+                self._events.put(_STOP)  # unblock the runner waiting on the queue
 
     # ------------------------------------------------------------------ MDA events
     def queue_events(self, events: Iterable[Any], *, start: bool = True) -> int:

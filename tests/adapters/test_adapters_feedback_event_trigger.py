@@ -3,6 +3,8 @@ pymmcore-plus MDA runner executes on the simulated core."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -87,3 +89,22 @@ def test_adapters_feedback_event_trigger_refused_outside_limits():
         ctl.close()
     with pytest.raises(ValueError, match="max_fires"):
         EventTrigger(lambda r: True, lambda r, c: [], max_fires=0)
+
+
+def test_adapters_feedback_stop_cancels_event_mda():
+    import useq
+
+    with make_core(SimConfig.blinking(shape=(16, 16), seed=2)) as core:
+        ctl = MicroscopeController(core)
+        seen = []
+        core.mda.events.frameReady.connect(lambda img, ev, md: seen.append(ev))
+        ctl.queue_events([useq.MDAEvent(index={"t": i}) for i in range(2)])
+        for _ in range(3000):  # wait for the two frames (polled, no timing asserted)
+            if len(seen) == 2:
+                break
+            time.sleep(0.01)
+        assert len(seen) == 2 and core.mda.is_running()  # waiting for more events
+        ctl.stop_acquisition("done")
+        assert ctl.finish_events(timeout_s=30)
+        assert not core.mda.is_running()
+        ctl.close()
