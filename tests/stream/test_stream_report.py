@@ -210,3 +210,70 @@ def test_esrrf_beside_nanopyx_on_a_tiny_frame() -> None:
     assert measure.NANOPYX_ID in by_impl, res["notes"]
     assert by_impl[measure.NANOPYX_ID]["fps"] > 0
     assert res["nanopyx"]
+
+
+def _fake_esrrf(sizes, rounds, **_):
+    rows = [
+        {
+            "impl": impl,
+            "backend": impl,
+            "via": "kernel.using",
+            "size": s,
+            "n": rounds,
+            "median_s": t * s * s,
+            "min_s": t * s * s,
+            "fps": 1 / (t * s * s),
+        }
+        for s in sizes
+        for impl, t in (("cython", 1e-6), ("numba", 2e-6))
+    ]
+    return {"rows": rows, "notes": ["NanoPyx skipped: test."], "nanopyx": None}
+
+
+def _fake_agent(impls, *, size, calls, delayed, **_):
+    slow = [0.05 if i in delayed else 0.01 for i in range(calls)]
+    return {
+        "size": size,
+        "calls": calls,
+        "delayed": [delayed.start, delayed.stop],
+        "favourite": "cython",
+        "other": "numba",
+        "medians_s": {"cython": 0.01, "numba": 0.02},
+        "extra_s": 0.04,
+        "delay_factor": 3.0,
+        "always_s": slow,
+        "agent_s": [0.02 if i in delayed else 0.01 for i in range(calls)],
+        "agent_impl": ["numba" if i in delayed else "cython" for i in range(calls)],
+        "mean_always_s": sum(slow) / calls,
+        "mean_agent_s": 0.0125,
+        "ratio": sum(slow) / calls / 0.0125,
+        "stretch_mean_always_s": 0.05,
+        "stretch_mean_agent_s": 0.02,
+        "agent_other_in_stretch": len(delayed),
+        "agent_other_outside": 0,
+    }
+
+
+def test_a_failing_section_is_reported_and_the_others_still_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args, **kwargs):
+        raise RuntimeError("ingest child process did not start")
+
+    monkeypatch.setattr(measure, "measure_esrrf", _fake_esrrf)
+    monkeypatch.setattr(measure, "measure_transport", broken)
+    monkeypatch.setattr(measure, "measure_pipeline", broken)
+    monkeypatch.setattr(measure, "measure_agent", _fake_agent)
+    path, ok = _report.write_report(_report.Options(out_dir=tmp_path, mode="quick"))
+    assert not ok
+    sections = _sections(path.read_text())
+    assert list(sections) == list(_report.HEADINGS)
+    for heading in _report.HEADINGS[1:3]:
+        assert "**Failed**: RuntimeError: ingest child process" in sections[heading]
+    assert "**Failed**" not in sections[_report.HEADINGS[0]]
+    # quick: 60 calls, 15 delayed: always (15 * 50 + 45 * 10) / 60 = 20 ms, agent 12.5
+    assert "always-favourite / agent: ×1.6**" in sections[_report.HEADINGS[3]]
+    for name in ("esrrf_throughput.png", "agent_delay.png"):
+        assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["sections"][_report.HEADINGS[1]]["failed"].startswith("RuntimeError")
