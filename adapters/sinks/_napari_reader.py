@@ -50,7 +50,7 @@ def _folder(path: Any) -> Path | None:
 
 
 def get_reader(path: Any) -> Callable[[Any], list[LayerData]] | None:
-    """npe2 reader hook: :func:`read_livesr_folder` for a livesr output folder, else None."""
+    """Reader hook: :func:`read_livesr_folder` for a livesr output folder, or None."""
     return read_livesr_folder if _folder(path) is not None else None
 
 
@@ -214,6 +214,7 @@ def read_livesr_folder(path: Any) -> list[LayerData]:
             )
     if not layers:
         raise ValueError(
-            f"{folder}: no raw.ome.zarr, raw.ome.tif or sr.ome.zarr in this livesr output folder"
+            f"{folder}: no raw.ome.zarr, raw.ome.tif or sr.ome.zarr in this livesr "
+            "output folder"
         )
     return layers

@@ -170,7 +170,7 @@ class SimulatedDemo:
         return self.summary
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait for the run to end (all frames acquired and processed); True if it did."""
+        """Wait for the run to end (frames acquired and processed); True if it did."""
         if self._thread is None:
             return True
         self._thread.join(timeout)
@@ -198,7 +198,7 @@ def _widget_class() -> Any:
     from livesr.adapters.sinks.napari_viewer import LiveViewerSink
 
     class _Resources:
-        """What the widget owns; closed when the widget is destroyed (no reference to it)."""
+        """What the widget owns; closed when the widget is destroyed."""
 
         def __init__(self) -> None:
             self.sink: LiveViewerSink | None = None
@@ -270,7 +270,7 @@ def _widget_class() -> Any:
 
         # -- stream
         def connect_stream(self, endpoint: str | None = None) -> LiveViewerSink | None:
-            """Subscribe to ``endpoint`` (default: the field); None and a status on error."""
+            """Subscribe to ``endpoint`` (default: the field); None on error."""
             self.disconnect_stream()
             ep = (endpoint or self.endpoint_edit.text()).strip()
             if not ep:
@@ -338,7 +338,8 @@ def _widget_class() -> Any:
             summary = demo.stop()
             if summary is not None:
                 self._set_status(
-                    f"{self.status.text()}\ndemo stopped: {summary.get('windows_published', 0)} images, "
+                    f"{self.status.text()}\ndemo stopped: "
+                    f"{summary.get('windows_published', 0)} images, "
                     f"results in {demo.output}"
                 )
             return summary
@@ -355,7 +356,9 @@ def _widget_class() -> Any:
             try:
                 self.connect_button.setText("Connect")
                 self.demo_button.setText("Start simulated demo")
-            except RuntimeError:  # the window was closed: Qt already deleted the buttons
+            except (
+                RuntimeError
+            ):  # the window was closed: Qt already deleted the buttons
                 pass
 
     _WIDGET_CLASS = LiveStreamWidget

@@ -3,10 +3,10 @@
 ::
 
     sink = LiveViewerSink(viewer, "ipc:///tmp/livesr-results.ipc").start()  # GUI thread
-    ...                          # a QTimer polls the results stream, draws the newest only
+    ...      # a QTimer polls the results stream, draws the newest only
     sink.stop()
 
-    run_viewer(pipe.publish_endpoint, title="livesr", block=True)  # `livesr run --viewer`
+    run_viewer(pipe.publish_endpoint, title="livesr")  # `livesr run --viewer`
 
 How updates flow
 ----------------
@@ -92,7 +92,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Displacement of NanoPyx-geometry eSRRF images towards +y/+x, raw pixels (ESRRF.md 2.3).
+#: Displacement of NanoPyx-geometry eSRRF images towards +y/+x, raw px (ESRRF.md 2.3).
 NANOPYX_DISPLACEMENT_PX = 0.45
 #: Layer names.
 RAW_LAYER, SR_LAYER, DRIFT_LAYER = "raw", "SR", "drift"
@@ -217,7 +217,8 @@ def decode_result(parts: Sequence[Any]) -> ResultMessage:
     need = shape[0] * shape[1] * np.dtype(dtype).itemsize
     if buf.nbytes != need:
         raise ValueError(
-            f"results message image has {buf.nbytes} bytes; shape {shape} {dtype} needs {need}"
+            f"results message image has {buf.nbytes} bytes; "
+            f"shape {shape} {dtype} needs {need}"
         )
     image = np.frombuffer(buf, dtype=dtype).reshape(shape)
     px = _num(h, "pixel_size_um", "a pixel size in um > 0")
@@ -267,7 +268,8 @@ def sr_transform(
     p, m = float(raw_pixel_size_um), int(magnification)
     if not p > 0 or m < 1:
         raise ValueError(
-            f"sr_transform: pixel size {p!r} um and magnification {m!r} must be > 0 and >= 1"
+            f"sr_transform: pixel size {p!r} um and magnification {m!r} "
+            "must be > 0 and >= 1"
         )
     offset_px = (1.0 / m - 1.0) / 2.0
     if geometry == "nanopyx":
@@ -298,7 +300,7 @@ class StreamStats:
         self.dropped = 0
         #: SR images never seen: index gaps (dropped by ZeroMQ for this slow viewer)
         self.missed = 0
-        #: scheduled windows the pipeline did not produce (skips, gaps), from frame numbers
+        #: scheduled windows the pipeline did not produce (skips, gaps; frame numbers)
         self.not_produced = 0
         self.bad_messages = 0
         self.last: ResultMessage | None = None
@@ -371,7 +373,7 @@ class StreamStats:
         return float(np.median([v for _, v in dq])) if dq else math.nan
 
     def latency_ms(self) -> dict[str, float]:
-        """Median latency over the recent window: ``published`` and ``shown`` (from acquired)."""
+        """Median latency from acquisition to ``published`` / ``shown``."""
         return {
             "published": self._p50(self._lat_pub),
             "shown": self._p50(self._lat_show),
@@ -395,10 +397,14 @@ class StreamStats:
             else str(impl)
         )
         lines = [
-            f"SR image {msg.index} (frames {h.get('first_frame', '?')}-{h.get('last_frame', '?')}), "
-            f"{msg.image.shape[1]}x{msg.image.shape[0]} px of {msg.pixel_size_um:.4g} um (M={msg.magnification})",
-            f"display {f(self.display_rate(now), '.1f')} images/s | camera {f(self.acquisition_rate(), '.1f')} frames/s",
-            f"latency p50: published {f(lat['published'])} ms, shown {f(lat['shown'])} ms (from acquisition)",
+            f"SR image {msg.index} "
+            f"(frames {h.get('first_frame', '?')}-{h.get('last_frame', '?')}), "
+            f"{msg.image.shape[1]}x{msg.image.shape[0]} px of "
+            f"{msg.pixel_size_um:.4g} um (M={msg.magnification})",
+            f"display {f(self.display_rate(now), '.1f')} images/s | "
+            f"camera {f(self.acquisition_rate(), '.1f')} frames/s",
+            f"latency p50: published {f(lat['published'])} ms, "
+            f"shown {f(lat['shown'])} ms (from acquisition)",
             f"implementation: {impl_txt or '-'}",
             f"not shown: {self.missed + self.dropped} dropped for the viewer, "
             f"{self.not_produced} skipped by the pipeline",
@@ -429,7 +435,7 @@ class StreamStats:
 
 # --------------------------------------------------------------------------- layers
 class LiveLayers:
-    """Create and update the ``raw``, ``SR`` and ``drift`` layers of a viewer (GUI thread).
+    """Create and update the ``raw``, ``SR`` and ``drift`` layers (GUI thread).
 
     Every napari property assignment fires events and refreshes, so a property is set
     only when its value changes, and the drift trace (a Shapes rebuild) is redrawn at
@@ -544,7 +550,7 @@ class LiveLayers:
         return True
 
     def drift_path_um(self) -> np.ndarray:
-        """The drift trace in world µm, ``(n, 2)`` (what the drift layer shows once flushed)."""
+        """The drift trace in world µm, ``(n, 2)`` (the drift layer once flushed)."""
         p = self._raw_px or 1.0
         return np.asarray(self._trace, dtype=float).reshape(-1, 2) * p + np.asarray(
             self._centre
@@ -576,7 +582,7 @@ class LiveLayers:
 
 # --------------------------------------------------------------------------- the sink
 class LiveViewerSink:
-    """Show a livesr results stream in a napari viewer, newest only (see module docstring).
+    """Show a livesr results stream in a napari viewer, newest only (module docstring).
 
     Parameters
     ----------
@@ -710,7 +716,7 @@ class LiveViewerSink:
         self._started = False
 
 
-# --------------------------------------------------------------------------- entry point
+# ------------------------------------------------------------------------ entry point
 def viewer_unavailable_reason() -> str | None:
     """Why a napari window cannot be opened here (None: it can).
 
@@ -729,7 +735,8 @@ def viewer_unavailable_reason() -> str | None:
         os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
     ):
         return (
-            "no display: DISPLAY is not set (run on a desktop, over ssh -X, or headless "
+            "no display: DISPLAY is not set (run on a desktop, over ssh -X, or "
+            "headless "
             "with xvfb-run -a livesr ...)"
         )
     return None

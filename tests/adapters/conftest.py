@@ -35,7 +35,8 @@ logger = logging.getLogger(__name__)
 
 _XVFB_DISPLAYS = range(91, 140)
 _QT_PROBE = (
-    "import sys; from qtpy.QtWidgets import QApplication; app = QApplication(sys.argv[:1]); "
+    "import sys; from qtpy.QtWidgets import QApplication; "
+    "app = QApplication(sys.argv[:1]); "
     "print(app.platformName())"
 )
 
@@ -120,14 +121,16 @@ def display() -> Iterator[str]:
             tail = " ".join((probe.stderr or "").strip().splitlines()[-3:])
             pytest.skip(
                 f"Qt cannot open a window on DISPLAY={disp}: {tail} "
-                "(Debian/Ubuntu: apt-get install libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1)"
+                "(Debian/Ubuntu: apt-get install libxcb-cursor0 libxcb-icccm4 "
+                "libxcb-keysyms1)"
             )
         yield disp
     finally:
         if proc is not None:
-            # The Qt application (pytest-qt's session ``qapp``) outlives this fixture and
-            # Qt exits the process when its X server goes away, so on Linux the server is
-            # stopped by the kernel when this process ends (PR_SET_PDEATHSIG); DISPLAY is
+            # The Qt application (pytest-qt's session ``qapp``) outlives this fixture
+            # and Qt exits the process when its X server goes away, so on Linux the
+            # server is stopped by the kernel when this process ends
+            # (PR_SET_PDEATHSIG); DISPLAY is
             # restored now.
             if old is None:
                 os.environ.pop("DISPLAY", None)

@@ -145,7 +145,7 @@ def test_stream_stats_counts_drops_and_skips() -> None:
         decode_result(sr_parts(4, img, t_acq=12.0)), now=12.05
     )  # 2 images missed
     assert st.shown == 3 and st.missed == 2 and st.not_produced == 0
-    # a frame jump of 3 strides with consecutive indices: 2 windows skipped by the pipeline
+    # a frame jump of 3 strides, consecutive indices: 2 windows skipped by the pipeline
     head = dict(decode_result(sr_parts(5, img, t_acq=12.5)).header)
     head["last_frame"] += 2 * 5
     st.record_sr(decode_result([json.dumps(head).encode(), img.tobytes()]), now=12.5)

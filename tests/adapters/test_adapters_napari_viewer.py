@@ -199,7 +199,7 @@ def test_slow_gui_never_backs_up_the_publisher(viewer, qtbot, tmp_path: Path) ->
             assert drains <= 10, "a backlog builds up in front of the viewer"
         st = sink.stats
         shown_in_burst = st.shown
-        # the viewer saw only a fraction; the rest was dropped (ZeroMQ HWM or the drain),
+        # the viewer saw only a fraction; the rest was dropped (ZeroMQ HWM, drain),
         # and the publisher was never held back: it handed every message to ZeroMQ
         assert pub.published >= total + 1
         assert shown_in_burst < total / 2
@@ -248,13 +248,19 @@ def test_widget_connects_and_reports_errors(viewer, qtbot, tmp_path: Path) -> No
 
 
 @pytest.fixture
-def fixture_viewers(display: str, make_napari_viewer, monkeypatch: pytest.MonkeyPatch) -> None:
+def fixture_viewers(
+    display: str, make_napari_viewer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``napari.Viewer(...)`` inside ``run_viewer`` made by ``make_napari_viewer``
     (napari's test set-up of plugins and app model; closed and leak-checked after)."""
-    monkeypatch.setattr(napari, "Viewer", lambda **kw: make_napari_viewer(show=True, **kw))
+    monkeypatch.setattr(
+        napari, "Viewer", lambda **kw: make_napari_viewer(show=True, **kw)
+    )
 
 
-def test_run_viewer_opens_a_connected_viewer(fixture_viewers, qtbot, tmp_path: Path) -> None:
+def test_run_viewer_opens_a_connected_viewer(
+    fixture_viewers, qtbot, tmp_path: Path
+) -> None:
     with ResultPublisher(_ipc(tmp_path, "run")) as pub:
         sink = run_viewer(pub.endpoint, title="livesr test", block=False)
         try:
