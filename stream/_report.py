@@ -547,6 +547,13 @@ def write_report(opts: Options) -> tuple[Path, bool]:
     ok : bool
         False when a section failed (its error is in the report).
     """
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ValueError(
+            "livesr bench --report draws its plots with matplotlib, which is not "
+            "installed: pip install 'livesr[report]' (or pip install matplotlib)"
+        )
     out = Path(opts.out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(
