@@ -85,3 +85,50 @@ def test_bench_stage(benchmark, stage, impl):
     benchmark.group = f"stage-{stage}-{N}-M{M}"
     out = benchmark.pedantic(run, args=args, rounds=1, warmup_rounds=1)
     assert_matches(out, _reference(stage), kernel.tolerance, f"{stage}-{impl}")
+
+
+XCORR = {
+    "numpy": ("_numpy", "upsampled_peak_axes"),
+    "numba": ("_numba", "upsampled_peak_axes_numba"),
+    "cython": ("_cython", "upsampled_peak_axes_cython"),
+    "opencl": ("_opencl", "upsampled_peak_axes_opencl"),
+    "cupy": ("_cupy", "upsampled_peak_axes_cupy"),
+}
+
+
+@functools.lru_cache(maxsize=1)
+def _spectrum() -> np.ndarray:
+    from livesr.kernels.xcorr._numpy import (
+        correlation_spectrum,
+        prepare_spectrum,
+        tukey_window,
+    )
+
+    a = _frame().astype(np.float64)
+    b = np.roll(a, (3, -2), axis=(0, 1))
+    win = tukey_window(a.shape, 0.25)
+    return correlation_spectrum(prepare_spectrum(a, win), prepare_spectrum(b, win))
+
+
+@pytest.mark.parametrize("impl", list(XCORR))
+def test_bench_xcorr_upsampled_peak_axes(benchmark, impl):
+    """xcorr backends (kernel not declared yet: the functions are called directly)."""
+    import importlib
+
+    from livesr.engine import probe
+
+    avail = probe(impl)
+    if not avail.ok:
+        pytest.skip(avail.reason)
+    mod_name, fn_name = XCORR[impl]
+    try:
+        fn = getattr(importlib.import_module(f"livesr.kernels.xcorr.{mod_name}"), fn_name)
+    except ImportError as exc:
+        pytest.skip(f"{impl}: {exc}")
+    benchmark.group = f"stage-xcorr-{N}-upsample20"
+    x = _spectrum()
+    got = benchmark.pedantic(fn, args=(x, (3, -2)), rounds=1, warmup_rounds=1)
+    from livesr.kernels.xcorr._numpy import upsampled_peak_axes
+
+    np.testing.assert_allclose(got, upsampled_peak_axes(x, (3, -2)), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(got, (3.0, -2.0), atol=0.1)
