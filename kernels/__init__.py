@@ -43,7 +43,9 @@ def __getattr__(name: str) -> Any:
     try:
         module = _EXPORTS[name]
     except KeyError:
-        raise AttributeError(f"module 'livesr.kernels' has no attribute {name!r}") from None
+        raise AttributeError(
+            f"module 'livesr.kernels' has no attribute {name!r}"
+        ) from None
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

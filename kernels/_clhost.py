@@ -30,7 +30,7 @@ _PROGRAMS: dict[tuple[int, str], Any] = {}
 _KERNELS: dict[tuple[int, str], Any] = {}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _template(path: str) -> Any:
     from mako.template import Template
 
@@ -103,8 +103,13 @@ def to_device(a: Any) -> Any:
     )
 
 
-def run(program: Any, kernel: str, global_size: tuple[int, ...], args: list[Any],
-        outputs: list[tuple[Any, Any]]) -> None:
+def run(
+    program: Any,
+    kernel: str,
+    global_size: tuple[int, ...],
+    args: list[Any],
+    outputs: list[tuple[Any, Any]],
+) -> None:
     """Enqueue ``program.kernel`` over ``global_size``, copy ``outputs`` back, finish.
 
     ``outputs`` is a list of ``(host numpy array, device buffer)`` pairs.

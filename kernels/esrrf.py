@@ -106,7 +106,9 @@ def esrrf_frame(
             f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}"
         )
     if impl is not None and not isinstance(impl, str):
-        raise ValueError(f"impl must be None, 'auto' or an implementation id, got {impl!r}")
+        raise ValueError(
+            f"impl must be None, 'auto' or an implementation id, got {impl!r}"
+        )
     if params.geometry == "nanopyx":
         from livesr.kernels.esrrf_map import kernel as esrrf_map
 
@@ -180,7 +182,9 @@ _PINNED: dict[tuple[str, str], str] = {}
 _PIN_LOCK = threading.Lock()
 
 
-def _run(kernel: Any, impl: str | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _run(
+    kernel: Any, impl: str | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     """Run ``kernel`` on ``args``: pinned fastest (``None``), dispatched (``"auto"``)
     or exactly implementation ``impl``."""
     if impl == "auto":
@@ -196,11 +200,16 @@ def _run(kernel: Any, impl: str | None, args: tuple[Any, ...], kwargs: dict[str,
                 times: dict[str, float] = {}
                 for info in kernel.implementations(include_unavailable=False):
                     try:
-                        run = kernel.benchmark(*args, repeats=1, impls=[info.id], **kwargs)
+                        run = kernel.benchmark(
+                            *args, repeats=1, impls=[info.id], **kwargs
+                        )
                     except Exception as exc:  # a broken backend must not stop eSRRF
                         logger.warning(
                             "%s: %s failed (%s: %s); not used",
-                            kernel.name, info.id, type(exc).__name__, exc,
+                            kernel.name,
+                            info.id,
+                            type(exc).__name__,
+                            exc,
                         )
                         continue
                     times.update({i: min(t) for i, t in run.items()})
@@ -216,7 +225,9 @@ def _run(kernel: Any, impl: str | None, args: tuple[Any, ...], kwargs: dict[str,
                     kernel.name,
                     chosen,
                     key[1],
-                    ", ".join(f"{i} {t * 1e3:.3g} ms" for i, t in sorted(times.items())),
+                    ", ".join(
+                        f"{i} {t * 1e3:.3g} ms" for i, t in sorted(times.items())
+                    ),
                 )
     return kernel.using(chosen, record=True)(*args, **kwargs)
 

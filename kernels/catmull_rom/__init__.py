@@ -70,15 +70,22 @@ def _cases() -> list[Case]:
     a = rng.random((13, 9), dtype=np.float32) * 100
     b = rng.random((6, 17), dtype=np.float32) - 0.5
     return [
-        Case("magnify_odd_m3", (a, magnification_coordinates(13, 3),
-                                magnification_coordinates(9, 3))),
-        Case("magnify_shift_corrected_m4", (
-            b,
-            magnification_coordinates(6, 4, 0.37, "corrected"),
-            magnification_coordinates(17, 4, -1.6, "corrected"),
-        )),
-        Case("gradient_grid_m5", (b, gradient_coordinates(6, 5, -0.25),
-                                  gradient_coordinates(17, 5, 2.2))),
+        Case(
+            "magnify_odd_m3",
+            (a, magnification_coordinates(13, 3), magnification_coordinates(9, 3)),
+        ),
+        Case(
+            "magnify_shift_corrected_m4",
+            (
+                b,
+                magnification_coordinates(6, 4, 0.37, "corrected"),
+                magnification_coordinates(17, 4, -1.6, "corrected"),
+            ),
+        ),
+        Case(
+            "gradient_grid_m5",
+            (b, gradient_coordinates(6, 5, -0.25), gradient_coordinates(17, 5, 2.2)),
+        ),
     ]
 
 

@@ -31,7 +31,8 @@ extern "C" __global__ void catmull_rom(
         int c = ci[4 * u + b];
         double p = 0.0;
         for (int a = 0; a < 4; ++a)
-            p = __dadd_rn(p, __dmul_rn(rw[4 * s + a], (double)img[ri[4 * s + a] * W + c]));
+            p = __dadd_rn(
+                p, __dmul_rn(rw[4 * s + a], (double)img[ri[4 * s + a] * W + c]));
         q = __dadd_rn(q, __dmul_rn(p, cw[4 * u + b]));
     }
     out[s * L + u] = (float)q;
@@ -65,8 +66,18 @@ def catmull_rom_cupy(image: Any, row_coords: Any, col_coords: Any) -> Any:
     block = (32, 8, 1)
     grid = ((l_ + 31) // 32, (k + 7) // 8, 1)
     _kernel(cp.cuda.Device().id)(
-        grid, block,
-        (img, cp.asarray(ri), cp.asarray(rw), cp.asarray(ci), cp.asarray(cw), out,
-         np.int32(k), np.int32(l_), np.int32(img.shape[1])),
+        grid,
+        block,
+        (
+            img,
+            cp.asarray(ri),
+            cp.asarray(rw),
+            cp.asarray(ci),
+            cp.asarray(cw),
+            out,
+            np.int32(k),
+            np.int32(l_),
+            np.int32(img.shape[1]),
+        ),
     )
     return cp.asnumpy(out) if on_host else out

@@ -72,7 +72,9 @@ def _cases() -> list[Case]:
     return [
         Case("odd_13x11_m3", (_frame(13, 11, 1), 3, 1.5, 1.0, True)),
         Case("m2_r1_s2_unweighted", (_frame(9, 12, 2), 2, 1.0, 2.0, False)),
-        Case("m4_shifted", (_frame(10, 9, 3), 4, 1.5, 1.0, True), {"shift": (0.3, -0.45)}),
+        Case(
+            "m4_shifted", (_frame(10, 9, 3), 4, 1.5, 1.0, True), {"shift": (0.3, -0.45)}
+        ),
     ]
 
 

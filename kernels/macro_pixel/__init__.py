@@ -64,8 +64,12 @@ def _bench_cases(size: str) -> list[Case]:
     import numpy as np
 
     n = {"small": 320, "medium": 1280, "large": 2560}[size]
-    return [Case(f"{n}x{n}_m5", (np.random.default_rng(0).random((n, n),
-                                                            dtype=np.float32), 5))]
+    return [
+        Case(
+            f"{n}x{n}_m5",
+            (np.random.default_rng(0).random((n, n), dtype=np.float32), 5),
+        )
+    ]
 
 
 #: ``macro_pixel(image, magnification) -> float32`` of ``image``'s shape.

@@ -65,11 +65,13 @@ def macro_pixel_cupy(image: Any, magnification: int) -> Any:
         mod = _module(cp.cuda.Device().id)
         cmap = cp.empty((n, m, m), dtype=cp.float32)
         args = (np.int32(n), np.int32(ny), np.int32(nx), np.int32(m))
-        mod.get_function("phase_means")(((n * m * m + 63) // 64,), (64,),
-                                        (stack, cmap, *args))
+        mod.get_function("phase_means")(
+            ((n * m * m + 63) // 64,), (64,), (stack, cmap, *args)
+        )
         out = cp.empty_like(stack)
         total = n * ny * nx
-        mod.get_function("divide")(((total + 255) // 256,), (256,),
-                                   (stack, cmap, out, *args))
+        mod.get_function("divide")(
+            ((total + 255) // 256,), (256,), (stack, cmap, out, *args)
+        )
     out = out.reshape(d.shape)
     return cp.asnumpy(out) if on_host else out

@@ -25,8 +25,9 @@ def macro_pixel_opencl(image: np.ndarray, magnification: int) -> np.ndarray:
     n, ny, nx = stack.shape
     if ny // m == 0 or nx // m == 0:
         return image.copy()
-    prg = _clhost.build("macro_pixel", TEMPLATE, M=m, NY=ny, NX=nx,
-                        FP64=int(_clhost.has_fp64()))
+    prg = _clhost.build(
+        "macro_pixel", TEMPLATE, M=m, NY=ny, NX=nx, FP64=int(_clhost.has_fp64())
+    )
     img_d = _clhost.to_device(stack)
     cmap_d = _clhost.empty(n * m * m * 4)
     for s in range(n):

@@ -68,7 +68,9 @@ def _inputs(h: int, w: int, params: EsrrfParams, seed: int) -> tuple[Any, ...]:
     return (
         upsample_gradient(gx, m, shift=shift, geometry=g),
         upsample_gradient(gy, m, shift=shift, geometry=g),
-        magnify(img, m, shift=shift, geometry=g) if params.intensity_weighting else None,
+        magnify(img, m, shift=shift, geometry=g)
+        if params.intensity_weighting
+        else None,
         params,
     )
 
@@ -76,10 +78,26 @@ def _inputs(h: int, w: int, params: EsrrfParams, seed: int) -> tuple[Any, ...]:
 def _cases() -> list[Case]:
     return [
         Case("odd_11x9_m3", _inputs(11, 9, EsrrfParams(magnification=3), 1)),
-        Case("m2_r1_s2_unweighted", _inputs(7, 12, EsrrfParams(
-            magnification=2, radius=1.0, sensitivity=2.0, intensity_weighting=False), 2)),
-        Case("m4_r2_corrected_shift", _inputs(8, 7, EsrrfParams(
-            magnification=4, radius=2.0, geometry="corrected"), 3)),
+        Case(
+            "m2_r1_s2_unweighted",
+            _inputs(
+                7,
+                12,
+                EsrrfParams(
+                    magnification=2,
+                    radius=1.0,
+                    sensitivity=2.0,
+                    intensity_weighting=False,
+                ),
+                2,
+            ),
+        ),
+        Case(
+            "m4_r2_corrected_shift",
+            _inputs(
+                8, 7, EsrrfParams(magnification=4, radius=2.0, geometry="corrected"), 3
+            ),
+        ),
     ]
 
 

@@ -89,6 +89,16 @@ def prepare(
     np.divide(gy, norm, out=gyn, where=norm > 0)
     offs, table = window(params)
     return RgcInputs(
-        gxn, gyn, offs, table, inten, h, w, m, params.margin, weighted,
-        params.sensitivity > 1, float(np.float32(params.sensitivity)),
+        gxn,
+        gyn,
+        offs,
+        table,
+        inten,
+        h,
+        w,
+        m,
+        params.margin,
+        weighted,
+        params.sensitivity > 1,
+        float(np.float32(params.sensitivity)),
     )

@@ -69,18 +69,30 @@ def rgc_cupy(
     """RGC map ``(H*M, W*M)`` float32 (see :func:`livesr.kernels.rgc.kernel`)."""
     import cupy as cp
 
-    p = prepare(np.asarray(gx2), np.asarray(gy2),
-                None if intensity is None else np.asarray(intensity), params)
+    p = prepare(
+        np.asarray(gx2),
+        np.asarray(gy2),
+        None if intensity is None else np.asarray(intensity),
+        params,
+    )
     options = (
-        "--fmad=false", f"-DH={p.h}", f"-DW={p.w}", f"-DM={p.m}",
-        f"-DNOFF={p.offs.shape[0]}", f"-DMARGIN={p.margin}",
-        f"-DWEIGHTED={int(p.weighted)}", f"-DAPPLY_POW={int(p.apply_pow)}",
+        "--fmad=false",
+        f"-DH={p.h}",
+        f"-DW={p.w}",
+        f"-DM={p.m}",
+        f"-DNOFF={p.offs.shape[0]}",
+        f"-DMARGIN={p.margin}",
+        f"-DWEIGHTED={int(p.weighted)}",
+        f"-DAPPLY_POW={int(p.apply_pow)}",
         f"-DSENS={p.sensitivity!r}f",
     )
     kern = _kernel(options, cp.cuda.Device().id)
     hm, wm = p.h * p.m, p.w * p.m
     out = cp.empty((hm, wm), dtype=cp.float32)
     a = cp.asarray
-    kern(((wm + 31) // 32, (hm + 7) // 8, 1), (32, 8, 1),
-         (a(p.gxn), a(p.gyn), a(p.offs), a(p.table), a(p.intensity), out))
+    kern(
+        ((wm + 31) // 32, (hm + 7) // 8, 1),
+        (32, 8, 1),
+        (a(p.gxn), a(p.gyn), a(p.offs), a(p.table), a(p.intensity), out),
+    )
     return cp.asnumpy(out)

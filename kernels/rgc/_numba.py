@@ -20,8 +20,9 @@ __all__ = ["rgc_numba"]
 
 
 @numba.njit(parallel=True, cache=True, fastmath=False, boundscheck=False)
-def _rgc(gxn, gyn, offs, table, inten, h, w, m, margin, weighted, apply_pow,
-         sens, out):  # pragma: no cover (compiled)
+def _rgc(
+    gxn, gyn, offs, table, inten, h, w, m, margin, weighted, apply_pow, sens, out
+):  # pragma: no cover (compiled)
     hm, wm = h * m, w * m
     zero = np.float32(0.0)
     one = np.float32(1.0)
@@ -76,6 +77,19 @@ def rgc_numba(
     float32 and the magnified intensity (see :func:`livesr.kernels.rgc.kernel`)."""
     p = prepare(gx2, gy2, intensity, params)
     out = np.empty((p.h * p.m, p.w * p.m), dtype=np.float32)
-    _rgc(p.gxn, p.gyn, p.offs, p.table, p.intensity, p.h, p.w, p.m, p.margin,
-         p.weighted, p.apply_pow, p.sensitivity, out)
+    _rgc(
+        p.gxn,
+        p.gyn,
+        p.offs,
+        p.table,
+        p.intensity,
+        p.h,
+        p.w,
+        p.m,
+        p.margin,
+        p.weighted,
+        p.apply_pow,
+        p.sensitivity,
+        out,
+    )
     return out

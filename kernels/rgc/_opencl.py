@@ -30,8 +30,15 @@ def rgc_opencl(
     """RGC map ``(H*M, W*M)`` float32 (see :func:`livesr.kernels.rgc.kernel`)."""
     p = prepare(gx2, gy2, intensity, params)
     prg = _clhost.build(
-        "rgc", TEMPLATE, H=p.h, W=p.w, M=p.m, NOFF=p.offs.shape[0], MARGIN=p.margin,
-        WEIGHTED=int(p.weighted), APPLY_POW=int(p.apply_pow),
+        "rgc",
+        TEMPLATE,
+        H=p.h,
+        W=p.w,
+        M=p.m,
+        NOFF=p.offs.shape[0],
+        MARGIN=p.margin,
+        WEIGHTED=int(p.weighted),
+        APPLY_POW=int(p.apply_pow),
         SENSITIVITY=repr(p.sensitivity),
     )
     hm, wm = p.h * p.m, p.w * p.m

@@ -28,7 +28,9 @@ def _validate(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 
     image = np.ascontiguousarray(bind(*args, **kwargs), dtype=np.float32)
     if image.ndim != 2 or min(image.shape) < 1:
-        raise ValueError(f"image must be a non-empty 2-D (H, W) array, got {image.shape}")
+        raise ValueError(
+            f"image must be a non-empty 2-D (H, W) array, got {image.shape}"
+        )
     return (image,), {}
 
 
@@ -47,7 +49,9 @@ def _bench_cases(size: str) -> list[Case]:
     import numpy as np
 
     n = {"small": 64, "medium": 256, "large": 1024}[size]
-    return [Case(f"{n}x{n}", (np.random.default_rng(0).random((n, n), dtype=np.float32),))]
+    return [
+        Case(f"{n}x{n}", (np.random.default_rng(0).random((n, n), dtype=np.float32),))
+    ]
 
 
 #: ``roberts_cross(image) -> (gx, gy)``: the same float32 operations in the same order.

@@ -31,7 +31,10 @@ def _kernel() -> Any:
     import cupy as cp
 
     return cp.ElementwiseKernel(
-        "raw float32 im, int32 W", "float32 gx, float32 gy", _BODY, "livesr_roberts_cross"
+        "raw float32 im, int32 W",
+        "float32 gx, float32 gy",
+        _BODY,
+        "livesr_roberts_cross",
     )
 
 

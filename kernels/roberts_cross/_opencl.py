@@ -24,6 +24,11 @@ def roberts_cross_opencl(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     gx = np.empty_like(image)
     gy = np.empty_like(image)
     gx_d, gy_d = _clhost.empty(gx.nbytes), _clhost.empty(gy.nbytes)
-    _clhost.run(prg, "roberts_cross", (w, h), [_clhost.to_device(image), gx_d, gy_d],
-                [(gx, gx_d), (gy, gy_d)])
+    _clhost.run(
+        prg,
+        "roberts_cross",
+        (w, h),
+        [_clhost.to_device(image), gx_d, gy_d],
+        [(gx, gx_d), (gy, gy_d)],
+    )
     return gx, gy

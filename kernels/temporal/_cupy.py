@@ -36,7 +36,8 @@ extern "C" __global__ void temporal(const float *maps, float *out, int n, int pl
     double mean = s / n;
     if (mode == 1) { double v = q / n - mean * mean; out[i] = (float)(v > 0 ? v : 0); }
     else if (n < 2) out[i] = __int_as_float(0x7fc00000);
-    else out[i] = (float)((q - mean * ((s - last) + s) + (n - 1) * mean * mean) / (n - 1));
+    else out[i] = (float)((q - mean * ((s - last) + s) + (n - 1) * mean * mean)
+                          / (n - 1));
 }
 """
 
@@ -61,7 +62,8 @@ def temporal_cupy(maps: Any, mode: str) -> Any:
     out = cp.empty((ny, nx), dtype=cp.float32)
     plane = ny * nx
     _kernel(cp.cuda.Device().id)(
-        ((plane + 255) // 256,), (256,),
+        ((plane + 255) // 256,),
+        (256,),
         (d, out, np.int32(n), np.int32(plane), np.int32(MODES.index(mode))),
     )
     return cp.asnumpy(out) if on_host else out

@@ -24,14 +24,21 @@ def upsampled_peak_axes_cupy(
     region: float = 1.0,
     sweeps: int = 3,
 ) -> tuple[float, float]:
-    """Refined lag ``(dy, dx)`` px of a (h, w) complex cross spectrum (numpy or cupy)."""
+    """Refined lag ``(dy, dx)`` px of a (h, w) complex cross spectrum.
+
+    ``cross_spectrum`` may be a numpy or a cupy array.
+    """
     import cupy as cp
 
     xs = cp.asarray(cross_spectrum, dtype=cp.complex128)
 
     def collapse(axis: int, phase: np.ndarray) -> np.ndarray:
         ph = cp.asarray(phase)
-        v = (xs * ph[None, :]).sum(axis=1) if axis == 1 else (xs * ph[:, None]).sum(axis=0)
+        v = (
+            (xs * ph[None, :]).sum(axis=1)
+            if axis == 1
+            else (xs * ph[:, None]).sum(axis=0)
+        )
         return cp.asnumpy(v)
 
     def profile(v: np.ndarray, pos: np.ndarray, freqs: np.ndarray) -> np.ndarray:

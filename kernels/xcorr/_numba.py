@@ -61,7 +61,7 @@ def upsampled_peak_axes_numba(
     region: float = 1.0,
     sweeps: int = 3,
 ) -> tuple[float, float]:
-    """Refined lag ``(dy, dx)`` px; see :func:`livesr.kernels.xcorr.upsampled_peak_axes`.
+    """Refined lag ``(dy, dx)`` px, as ``xcorr._numpy.upsampled_peak_axes``.
 
     Parameters
     ----------

@@ -44,18 +44,32 @@ def upsampled_peak_axes_opencl(
     def collapse(axis: int, phase: np.ndarray) -> np.ndarray:
         out = np.empty(h if axis == 1 else w, dtype=np.complex128)
         out_d = _clhost.empty(out.nbytes)
-        _clhost.run(prg, "collapse", (out.size,),
-                    [x_d, dev(phase.astype(np.complex128)), np.int32(axis), out_d],
-                    [(out, out_d)])
+        _clhost.run(
+            prg,
+            "collapse",
+            (out.size,),
+            [x_d, dev(phase.astype(np.complex128)), np.int32(axis), out_d],
+            [(out, out_d)],
+        )
         return out
 
     def profile(v: np.ndarray, pos: np.ndarray, freqs: np.ndarray) -> np.ndarray:
         out = np.empty(pos.size, dtype=np.float64)
         out_d = _clhost.empty(out.nbytes)
-        _clhost.run(prg, "profile", (pos.size,),
-                    [dev(v.astype(np.complex128)), dev(pos.astype(np.float64)),
-                     dev(freqs.astype(np.float64)), np.int32(freqs.size),
-                     np.int32(pos.size), out_d], [(out, out_d)])
+        _clhost.run(
+            prg,
+            "profile",
+            (pos.size,),
+            [
+                dev(v.astype(np.complex128)),
+                dev(pos.astype(np.float64)),
+                dev(freqs.astype(np.float64)),
+                np.int32(freqs.size),
+                np.int32(pos.size),
+                out_d,
+            ],
+            [(out, out_d)],
+        )
         return out
 
     return sweep((h, w), lag, upsample, region, sweeps, collapse, profile)

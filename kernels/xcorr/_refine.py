@@ -45,7 +45,9 @@ def sweep(
         i = int(np.argmax(prof))
         d = 0.0
         if 0 < i < n - 1:
-            d = _three_point(float(prof[i - 1]), float(prof[i]), float(prof[i + 1]), False)
+            d = _three_point(
+                float(prof[i - 1]), float(prof[i]), float(prof[i + 1]), False
+            )
         return float(pos[i] + d / upsample)
 
     for _ in range(max(1, sweeps)):

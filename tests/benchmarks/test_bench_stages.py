@@ -34,7 +34,7 @@ def _frame() -> np.ndarray:
     return (rng.poisson(im) / 1000.0).astype(np.float32)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _inputs(stage: str) -> tuple:
     from livesr.kernels import EsrrfParams
     from livesr.kernels.catmull_rom import (
@@ -54,8 +54,12 @@ def _inputs(stage: str) -> tuple:
         return (img,)
     if stage == "rgc":
         gx, gy = roberts_cross(img)
-        return (upsample_gradient(gx, M), upsample_gradient(gy, M), magnify(img, M),
-                params)
+        return (
+            upsample_gradient(gx, M),
+            upsample_gradient(gy, M),
+            magnify(img, M),
+            params,
+        )
     one = _esrrf_frame_numpy(img, params)
     if stage == "temporal":
         rng = np.random.default_rng(1)
@@ -64,7 +68,7 @@ def _inputs(stage: str) -> tuple:
     return (one, M)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _reference(stage: str):
     from livesr.engine import load_kernel
 
@@ -122,7 +126,9 @@ def test_bench_xcorr_upsampled_peak_axes(benchmark, impl):
         pytest.skip(avail.reason)
     mod_name, fn_name = XCORR[impl]
     try:
-        fn = getattr(importlib.import_module(f"livesr.kernels.xcorr.{mod_name}"), fn_name)
+        fn = getattr(
+            importlib.import_module(f"livesr.kernels.xcorr.{mod_name}"), fn_name
+        )
     except ImportError as exc:
         pytest.skip(f"{impl}: {exc}")
     benchmark.group = f"stage-xcorr-{N}-upsample20"

@@ -88,8 +88,12 @@ def test_gradient_grid_and_one_pixel_images():
     one = np.array([[3.5]], np.float32)
     rows = gradient_coordinates(1, 4)
     for impl, got in _each(catmull_rom, one, rows, rows).items():
-        assert_matches(got, catmull_rom.using("numpy")(one, rows, rows),
-                       catmull_rom.tolerance, impl)
+        assert_matches(
+            got,
+            catmull_rom.using("numpy")(one, rows, rows),
+            catmull_rom.tolerance,
+            impl,
+        )
     for impl, (gx, gy) in _each(roberts, one).items():
         assert gx.shape == gy.shape == (1, 1) and gx[0, 0] == 0 and gy[0, 0] == 0, impl
 
@@ -118,10 +122,13 @@ def test_temporal_kernel_equals_accumulator_and_two_pass(mode):
     for mp in maps:
         acc.add(mp)
     for impl, got in _each(temporal, maps, mode).items():
-        np.testing.assert_allclose(got, acc.result(), rtol=1e-6, atol=1e-7, err_msg=impl)
+        np.testing.assert_allclose(
+            got, acc.result(), rtol=1e-6, atol=1e-7, err_msg=impl
+        )
         # NanoPyx's float32 two-pass differs by float32 rounding only
-        np.testing.assert_allclose(got, temporal_two_pass(maps, mode), rtol=1e-4,
-                                   atol=1e-6, err_msg=impl)
+        np.testing.assert_allclose(
+            got, temporal_two_pass(maps, mode), rtol=1e-4, atol=1e-6, err_msg=impl
+        )
     single = maps[:1]
     for impl, got in _each(temporal, single, mode).items():
         if mode == "tac2":
@@ -138,8 +145,12 @@ def test_macro_pixel_kernel_equals_function_2d_and_3d():
     for impl, got in _each(macro_pixel, img, 3).items():
         assert got.shape == img.shape and got.dtype == np.float32, impl
         assert_matches(got, macro_pixel_correction(img, 3), macro_pixel.tolerance, impl)
-        assert_matches(macro_pixel.using(impl)(img[1], 3),
-                       macro_pixel_correction(img[1], 3), macro_pixel.tolerance, impl)
+        assert_matches(
+            macro_pixel.using(impl)(img[1], 3),
+            macro_pixel_correction(img[1], 3),
+            macro_pixel.tolerance,
+            impl,
+        )
     assert macro_pixel.using("numpy")(img, 3) is not img
 
 
@@ -163,9 +174,13 @@ def test_esrrf_corrected_geometry_through_stage_kernels(impl):
     if impl not in _available(rgc):
         pytest.skip(f"{impl} unavailable here")
     rng = np.random.default_rng(7)
-    stack = np.stack([_frame(10, 9, 8) + 0.05 * rng.random((10, 9), dtype=np.float32)
-                      for _ in range(3)])
-    kw = dict(magnification=2, temporal="var", geometry="corrected")
+    stack = np.stack(
+        [
+            _frame(10, 9, 8) + 0.05 * rng.random((10, 9), dtype=np.float32)
+            for _ in range(3)
+        ]
+    )
+    kw = {"magnification": 2, "temporal": "var", "geometry": "corrected"}
     want = esrrf(stack, impl="numpy", **kw)
     got = esrrf(stack, impl=impl, **kw)
     scale = float(np.abs(want).max())
@@ -190,8 +205,15 @@ def test_opencl_templates_are_strict_and_dumped(tmp_path, monkeypatch):
     with pytest.raises((NameError, RuntimeException)):
         _clhost.render(rgc_cl.TEMPLATE, H=4, W=4)  # M, NOFF, ... missing
     src = _clhost.render(
-        Path(rgc_cl.TEMPLATE), H=4, W=5, M=2, NOFF=9, MARGIN=3, WEIGHTED=1,
-        APPLY_POW=0, SENSITIVITY="1.0",
+        Path(rgc_cl.TEMPLATE),
+        H=4,
+        W=5,
+        M=2,
+        NOFF=9,
+        MARGIN=3,
+        WEIGHTED=1,
+        APPLY_POW=0,
+        SENSITIVITY="1.0",
     )
     assert "__kernel void rgc" in src and "FP_CONTRACT OFF" in src
     if "opencl" not in _available(roberts):
@@ -220,8 +242,13 @@ print(json.dumps({"loaded": loaded, "failed": failed}))
 
 
 def test_stage_backend_modules_import_no_gpu_library():
-    out = subprocess.run([sys.executable, "-c", IMPORT_SCRIPT], capture_output=True,
-                         text=True, timeout=120, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", IMPORT_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["loaded"] == []
     assert report["failed"] == {}, report["failed"]
