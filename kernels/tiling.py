@@ -62,12 +62,13 @@ halo is allowed: tiles then simply overlap more.
 
 Exactness
 ---------
-With the default ``map_fn=None`` each tile is computed by :func:`tile_map`, the
-same numpy reference steps as :func:`livesr.kernels.esrrf.esrrf_frame`
-(Catmull-Rom sampling, Roberts cross, radial gradient convergence) but with the
+With the default ``map_fn=None`` each tile is computed by :func:`tile_map`: the
+numpy reference stages of eSRRF (``catmull_rom.magnify`` / ``upsample_gradient``,
+``roberts_cross``, ``rgc.radial_gradient_convergence``, the oracle every backend
+of :func:`livesr.kernels.esrrf.esrrf_frame` is checked against) but with the
 Catmull-Rom taps computed on *global* coordinates and then re-based into the
-tile: the stitched map is **bitwise equal** to ``esrrf_frame`` for both
-geometries and any shift (tested).  Merely translating (calling a per-frame map
+tile: the stitched map is **bitwise equal** to those stages run on the whole
+frame, for both geometries and any shift (tested).  Merely translating (calling a per-frame map
 on the cut-out tile) is *not* bitwise: NanoPyx samples output pixel ``k`` at
 ``float32(k)/float32(M)``, and ``float32(k/M)`` is not ``float32(k'/M) + a0``
 (e.g. ``101.4f != 1.4f + 100``), the clamped border read ``float32((2HM-1)/(2M))``
@@ -453,7 +454,8 @@ def tile_map(
     Returns
     -------
     (h_core*M, w_core*M) float32
-        Bitwise equal to ``esrrf_frame(frame, params, shift=shift)[tile.output]``.
+        Bitwise equal to the numpy reference stages run on the whole frame,
+        cropped to ``tile.output``.
     """
     h, w = frame.shape
     dy, dx = shift
@@ -679,7 +681,8 @@ def esrrf_frame_tiled(
         ``map_fn(tile_frame, params, shift=...) -> (h_in*M, w_in*M)`` applied to
         the cut-out haloed tile (translation; equal to the untiled ``map_fn`` up
         to float32 coordinate rounding, see the module docstring).  Default: the
-        exact reference :func:`tile_map` (bitwise equal to ``esrrf_frame``).
+        exact reference :func:`tile_map` (bitwise equal to the untiled numpy
+        reference stages).
     out : (H*M, W*M) float32 array, optional
         Written in place and returned.
 
@@ -778,7 +781,8 @@ def esrrf_tiled(
     -------
     float32
         ``(H*M, W*M)`` or ``(n_blocks, H*M, W*M)`` exactly as :func:`esrrf`;
-        bitwise equal to it with the default ``map_fn``.
+        bitwise equal to it when both use the numpy reference maps (default
+        ``map_fn``), else equal up to the per-frame map differences.
     """
     from livesr.kernels.macro_pixel import macro_pixel_correction as mp_correct
     from livesr.kernels.temporal import TemporalAccumulator
