@@ -1,4 +1,4 @@
-"""eSRRF in numpy, numerically equal to NanoPyx 2.1.5 (the reference implementation).
+"""eSRRF, numerically equal to NanoPyx 2.1.5, run through the engine.
 
 Per frame (:func:`esrrf_frame`): Catmull-Rom magnification of the frame, Roberts-
 cross gradients, their half-pixel Catmull-Rom samples (the "2x gradient trick"),
@@ -6,6 +6,15 @@ radial gradient convergence times the magnified intensity.  Per block of frames
 (:func:`esrrf`): a temporal statistic (AVG, VAR, TAC2) accumulated frame by frame,
 then optional macro-pixel correction.  See the project notes ESRRF.md, section 2, for
 the step-by-step description this follows.
+
+Every per-frame map runs through ``livesr.engine``: the fused kernel ``esrrf_map``
+(``geometry="nanopyx"``) or the stage kernels ``catmull_rom``, ``roberts_cross``
+and ``rgc`` (``"corrected"``); the macro-pixel correction through ``macro_pixel``.
+The numpy stages (:func:`_esrrf_frame_numpy`) are the reference every
+implementation is tested against.  By default the fastest implementation is
+measured once per process and input signature and then kept (``impl=None``), so
+repeated calls give identical results; ``impl="auto"`` dispatches every call
+through the delay agent; ``impl="<id>"`` pins one implementation.
 """
 
 from __future__ import annotations
