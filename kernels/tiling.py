@@ -78,6 +78,13 @@ magnitude-dependent precision.  A user ``map_fn`` (any per-frame map with
 tile, i.e. translated: equal to the untiled map up to those float32 coordinate
 roundings (measured ~1e-6 of the image maximum; see the tests).
 
+``backend="numba"`` does the same for the fused numba kernels
+(:func:`numba_tile_map`): their intensity and gradient-grid tap tables are built
+for the whole frame and re-based into the tile (:func:`fused_tile_taps`); the
+rest of those kernels (RGC window, validity, phase runs, margin) only depends on
+local indices in a translation-invariant way, so the stitched map is bitwise
+equal to ``esrrf_map_numba`` on the whole frame (tested).
+
 On GPUs (``devices=[0, 1, ...]``) each tile runs on ``cupy.cuda.Device(i)`` with
 :class:`livesr.kernels.esrrf_map._cupy.CupyEsrrfMap` built for the tile shape,
 whose Catmull-Rom tap tables are replaced by the global, re-based ones (the
@@ -127,7 +134,10 @@ __all__ = [
     "TiledFrameMap",
     "esrrf_frame_tiled",
     "esrrf_tiled",
+    "BACKENDS",
+    "fused_tile_taps",
     "halo",
+    "numba_tile_map",
     "plan_tiles",
     "tile_map",
     "verify_tile",
@@ -136,6 +146,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MapFn = Callable[..., np.ndarray]
+
+#: Exact CPU tile maps: numpy reference stages, fused numba kernels.
+BACKENDS: tuple[str, ...] = ("numpy", "numba")
 
 
 # ----------------------------------------------------------------------------- halo
@@ -489,7 +502,112 @@ def tile_map(
     return full[tile.crop]
 
 
-# ------------------------------------------------------------------------ cupy map
+# ------------------------------------------------------- fused backends (numba, cupy)
+def fused_tile_taps(
+    frame_shape: tuple[int, int],
+    tile: Tile,
+    magnification: int,
+    shift: tuple[float, float],
+) -> tuple[np.ndarray, ...]:
+    """Catmull-Rom tap tables of the fused ``esrrf_map`` kernels for one tile.
+
+    The tables ``axis_plan`` / ``gradient_coords`` build for the *whole* frame
+    (NanoPyx's ``float32(k)/float32(M)`` intensity coordinates, the half-pixel
+    gradient grid with the clamped border read, ``+ shift``), sliced to the tile
+    and re-based into it (``index - a0``, clipped; taps outside the tile only
+    occur for halo outputs, which are cropped away).
+
+    Returns
+    -------
+    r_idx, r_wt, c_idx, c_wt : (h_in*M, 4), (w_in*M, 4)
+        int32 / float64 intensity taps (rows, columns).
+    gr_idx, gr_wt, gc_idx, gc_wt : (2 h_in + 1, 4), (2 w_in + 1, 4)
+        int32 / float64 gradient-grid taps.
+    """
+    from livesr.kernels.esrrf_map._weights import catmull_rom_taps, gradient_coords
+
+    h, w = frame_shape
+    m = int(magnification)
+    f32 = np.float32
+    out: list[np.ndarray] = []
+    pairs = []
+    for n, sl, s in ((h, tile.input[0], shift[0]), (w, tile.input[1], shift[1])):
+        k = np.arange(sl.start * m, sl.stop * m, dtype=np.int64)
+        icoords = (k.astype(f32) / f32(m)).astype(np.float64) + float(s)
+        gcoords = gradient_coords(n, m, float(s))[2 * sl.start : 2 * sl.stop + 1]
+        pairs.append((n, sl, icoords, gcoords))
+    for kind in (0, 1):  # intensity (rows, cols), then gradient grid (rows, cols)
+        for n, sl, icoords, gcoords in pairs:
+            idx, wt = catmull_rom_taps(gcoords if kind else icoords, n)
+            nt = sl.stop - sl.start
+            out.append(np.clip(idx.astype(np.int64) - sl.start, 0, nt - 1).astype(np.int32))
+            out.append(np.ascontiguousarray(wt))
+    return tuple(out)
+
+
+_NUMBA_LOCK = threading.Lock()
+
+
+def _numba_needs_lock() -> bool:
+    try:
+        import numba
+
+        return numba.threading_layer() not in ("omp", "tbb")
+    except (ImportError, ValueError):  # ValueError: no parallel kernel run yet
+        return True
+
+
+def numba_tile_map(
+    frame: np.ndarray,
+    tile: Tile,
+    params: EsrrfParams,
+    *,
+    shift: tuple[float, float] = (0.0, 0.0),
+) -> np.ndarray:
+    """Tile map with the fused numba backend, in frame coordinates.
+
+    Runs :mod:`livesr.kernels.esrrf_map._numba`'s kernels on the haloed tile with
+    :func:`fused_tile_taps` (the RGC window, validity and phase-run logic of
+    those kernels is translation invariant), so the stitched result is bitwise
+    equal to ``esrrf_map_numba`` on the whole frame (tested).  Geometry
+    ``"nanopyx"`` only.  Concurrent calls are serialised when numba's threading
+    layer is not thread-safe (``workqueue``).
+
+    Returns
+    -------
+    (h_core*M, w_core*M) float32
+    """
+    from livesr.kernels.esrrf_map import _numba as nbk
+    from livesr.kernels.esrrf_map._weights import frame_plan, parity_planes
+
+    m = params.magnification
+    img = np.ascontiguousarray(frame[tile.input], dtype=np.float32)
+    nh, nw = img.shape
+    plan = frame_plan((nh, nw), m, params.radius, (0.0, 0.0))
+    ri, rw, ci, cw, gri, grw, gci, gcw = fused_tile_taps(frame.shape, tile, m, shift)
+    grad = np.empty((2 * nh + 1, 2 * nw + 1, 2), dtype=np.float32)
+    out = np.zeros((nh * m, nw * m), dtype=np.float32)
+    rp, cp_, runs = plan.rows, plan.cols, plan.runs
+
+    def run() -> None:
+        nbk._unit_gradients(img, gri, grw, gci, gcw, grad)
+        nbk._fused(
+            img, grad, parity_planes(grad), plan.table,
+            ri, rw, rp.g_idx, rp.lo, rp.hi,
+            ci, cw, cp_.g_idx, cp_.lo, cp_.hi,
+            runs.offset, runs.qa, runs.qb,
+            m, plan.consts.margin, float(params.sensitivity),
+            bool(params.intensity_weighting), out,
+        )
+
+    if _numba_needs_lock():
+        with _NUMBA_LOCK:
+            run()
+    else:
+        run()
+    return out[tile.crop]
+
+
 _CUPY_LOCK = threading.Lock()
 
 
@@ -506,40 +624,16 @@ def _cupy_tile_runner(
     import cupy as cp
 
     from livesr.kernels.esrrf_map._cupy import CupyEsrrfMap
-    from livesr.kernels.esrrf_map._weights import catmull_rom_taps, gradient_coords
 
-    h, w = frame_shape
-    m = params.magnification
-    (ys, xs) = tile.input
-    nh, nw = tile.input_shape
     runner = CupyEsrrfMap(
-        (nh, nw), m, params.radius, params.sensitivity, params.intensity_weighting,
-        (0.0, 0.0), batch=1,
+        tile.input_shape, params.magnification, params.radius, params.sensitivity,
+        params.intensity_weighting, (0.0, 0.0), batch=1,
     )
-
-    def taps(coords: np.ndarray, n: int, a0: int, nt: int) -> tuple[Any, Any]:
-        idx, wt = catmull_rom_taps(coords, n)
-        local = np.clip(idx.astype(np.int64) - a0, 0, nt - 1).astype(np.int32)
-        return cp.asarray(local), cp.asarray(np.ascontiguousarray(wt))
-
-    f32 = np.float32
-
-    def icoords(n: int, s: float, a0: int, a1: int) -> np.ndarray:
-        k = np.arange(a0 * m, a1 * m, dtype=np.int64)
-        return (k.astype(f32) / f32(m)).astype(np.float64) + float(s)
-
-    runner._r_idx, runner._r_wt = taps(icoords(h, shift[0], ys.start, ys.stop), h,
-                                       ys.start, nh)
-    runner._c_idx, runner._c_wt = taps(icoords(w, shift[1], xs.start, xs.stop), w,
-                                       xs.start, nw)
-    runner._gr_idx, runner._gr_wt = taps(
-        gradient_coords(h, m, float(shift[0]))[2 * ys.start : 2 * ys.stop + 1],
-        h, ys.start, nh,
-    )
-    runner._gc_idx, runner._gc_wt = taps(
-        gradient_coords(w, m, float(shift[1]))[2 * xs.start : 2 * xs.stop + 1],
-        w, xs.start, nw,
-    )
+    taps = [cp.asarray(a) for a in fused_tile_taps(
+        frame_shape, tile, params.magnification, shift
+    )]
+    (runner._r_idx, runner._r_wt, runner._c_idx, runner._c_wt,
+     runner._gr_idx, runner._gr_wt, runner._gc_idx, runner._gc_wt) = taps
     return runner
 
 
@@ -575,7 +669,16 @@ class _TileComputer:
         shift: tuple[float, float],
         map_fn: MapFn | None,
         devices: list[int] | None,
+        backend: str = "numpy",
     ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if backend == "numba" and params.geometry != "nanopyx":
+            raise ValueError(
+                "the numba backend implements only geometry='nanopyx', "
+                f"got {params.geometry!r}"
+            )
+        self.backend = backend
         self.frame_shape = frame_shape
         self.params = params
         self.tiles = tiles
@@ -618,7 +721,8 @@ class _TileComputer:
                 res = runner.maps(sub[None])[0][tile.crop]
                 return cp.asnumpy(res)
         if self.map_fn is None:
-            return tile_map(frame, tile, self.params, shift=self.shift)
+            fn = numba_tile_map if self.backend == "numba" else tile_map
+            return fn(frame, tile, self.params, shift=self.shift)
         sub = np.ascontiguousarray(frame[tile.input])
         res = self.map_fn(sub, self.params, shift=self.shift)
         return np.asarray(res)[tile.crop]
@@ -658,6 +762,7 @@ def esrrf_frame_tiled(
     devices: Sequence[int] | None = None,
     shift: tuple[float, float] = (0.0, 0.0),
     map_fn: MapFn | None = None,
+    backend: str = "numpy",
     out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per-frame eSRRF map computed tile by tile, on workers or GPUs.
@@ -683,6 +788,11 @@ def esrrf_frame_tiled(
         to float32 coordinate rounding, see the module docstring).  Default: the
         exact reference :func:`tile_map` (bitwise equal to the untiled numpy
         reference stages).
+    backend : {"numpy", "numba"}
+        Exact CPU tile map when ``map_fn`` and ``devices`` are not given:
+        :func:`tile_map` (numpy reference, both geometries) or
+        :func:`numba_tile_map` (fused numba kernels, ``"nanopyx"`` only; bitwise
+        equal to ``esrrf_map_numba`` on the whole frame).
     out : (H*M, W*M) float32 array, optional
         Written in place and returned.
 
@@ -697,7 +807,7 @@ def esrrf_frame_tiled(
     nw = _validate_workers(workers)
     devs = _validate_devices(devices)
     tiles = plan_tiles(img.shape, params, tile=tile, n_tiles=n_tiles, shift=sh)
-    comp = _TileComputer(img.shape, params, tiles, sh, map_fn, devs)
+    comp = _TileComputer(img.shape, params, tiles, sh, map_fn, devs, backend)
     m = params.magnification
     shape_out = (img.shape[0] * m, img.shape[1] * m)
     if out is None:
@@ -728,8 +838,11 @@ class TiledFrameMap:
     workers: int = 1
     devices: tuple[int, ...] | None = None
     map_fn: MapFn | None = None
+    backend: str = "numpy"
 
     def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if (self.tile is None) == (self.n_tiles is None):
             raise ValueError("pass exactly one of tile and n_tiles")
         _validate_workers(self.workers)
@@ -746,7 +859,8 @@ class TiledFrameMap:
     ) -> np.ndarray:
         return esrrf_frame_tiled(
             frame, params, tile=self.tile, n_tiles=self.n_tiles, workers=self.workers,
-            devices=self.devices, shift=shift, map_fn=self.map_fn, out=out,
+            devices=self.devices, shift=shift, map_fn=self.map_fn,
+            backend=self.backend, out=out,
         )
 
 
@@ -759,6 +873,7 @@ def esrrf_tiled(
     workers: int = 1,
     devices: Sequence[int] | None = None,
     map_fn: MapFn | None = None,
+    backend: str = "numpy",
     magnification: int = 5,
     radius: float = 1.5,
     sensitivity: float = 1.0,
@@ -809,7 +924,7 @@ def esrrf_tiled(
     n_blocks = -(-t // block)
     m = params.magnification
     tiles = plan_tiles((h, w), params, tile=tile, n_tiles=n_tiles)
-    comp = _TileComputer((h, w), params, tiles, (0.0, 0.0), map_fn, devs)
+    comp = _TileComputer((h, w), params, tiles, (0.0, 0.0), map_fn, devs, backend)
     out = np.empty((n_blocks, h * m, w * m), dtype=np.float32)
     for b in range(n_blocks):
         frames = []

@@ -73,10 +73,44 @@ def test_tiled_bitwise_equal_untiled(m, r, geometry, shift):
     frame = _frame((17, 13), seed=m)
     ref = _reference_map(frame, params, shift=shift)
     # odd frame, tiles that do not divide it, and tiles smaller than the halo
-    for tile in ((5, 4), (2, 13), (1, 1)):
+    for tile in ((5, 4), (2, 13)):
         got = esrrf_frame_tiled(frame, params, tile=tile, shift=shift)
         assert got.dtype == np.float32 and got.shape == ref.shape
         assert np.array_equal(got, ref), (tile, np.abs(got - ref).max())
+
+
+@pytest.mark.parametrize(("m", "r"), [(1, 1.0), (2, 3.0), (5, 1.5)])
+def test_one_pixel_tiles_smaller_than_halo(m, r):
+    params = EsrrfParams(magnification=m, radius=r)
+    frame = _frame((9, 7), seed=2)
+    ref = _reference_map(frame, params, shift=(0.2, -0.9))
+    got = esrrf_frame_tiled(frame, params, tile=(1, 1), shift=(0.2, -0.9), workers=2)
+    assert np.array_equal(got, ref)
+
+
+@pytest.mark.parametrize(
+    ("m", "r", "shift"),
+    [(1, 1.0, (0.0, 0.0)), (2, 2.0, (0.37, -1.6)), (5, 1.5, (0.0, 0.0)),
+     (5, 3.0, (-2.2, 0.8))],
+)
+def test_numba_backend_bitwise_equal_untiled_numba(m, r, shift):
+    """Fused numba kernels on re-based global taps == the whole-frame kernel."""
+    from livesr.kernels.esrrf_map._numba import esrrf_map_numba
+
+    params = EsrrfParams(magnification=m, radius=r, sensitivity=1.5)
+    frame = _frame((29, 23), seed=7)
+    ref = esrrf_map_numba(frame, m, r, 1.5, True, shift)
+    for tile, workers in (((9, 7), 2), ((2, 23), 1), ((1, 3), 4)):
+        got = esrrf_frame_tiled(
+            frame, params, tile=tile, shift=shift, backend="numba", workers=workers
+        )
+        assert np.array_equal(got, ref), tile
+    with pytest.raises(ValueError, match="nanopyx"):
+        esrrf_frame_tiled(
+            frame, EsrrfParams(geometry="corrected"), tile=4, backend="numba"
+        )
+    with pytest.raises(ValueError, match="backend"):
+        esrrf_frame_tiled(frame, params, tile=4, backend="opencl")
 
 
 @pytest.mark.parametrize("workers", [1, 2, 4])
