@@ -64,19 +64,19 @@ Exactness
 ---------
 With the default ``map_fn=None`` each tile is computed by :func:`tile_map`: the
 numpy reference stages of eSRRF (``catmull_rom.magnify`` / ``upsample_gradient``,
-``roberts_cross``, ``rgc.radial_gradient_convergence``, the oracle every backend
-of :func:`livesr.kernels.esrrf.esrrf_frame` is checked against) but with the
-Catmull-Rom taps computed on *global* coordinates and then re-based into the
-tile: the stitched map is **bitwise equal** to those stages run on the whole
-frame, for both geometries and any shift (tested).  Merely translating (calling a per-frame map
+``roberts_cross``, ``rgc.radial_gradient_convergence``, the oracle every backend of
+:func:`livesr.kernels.esrrf.esrrf_frame` is checked against) but with the
+Catmull-Rom taps computed on *global* coordinates and then re-based into the tile:
+the stitched map is **bitwise equal** to those stages run on the whole frame, for
+both geometries and any shift (tested). Merely translating (calling a per-frame map
 on the cut-out tile) is *not* bitwise: NanoPyx samples output pixel ``k`` at
-``float32(k)/float32(M)``, and ``float32(k/M)`` is not ``float32(k'/M) + a0``
-(e.g. ``101.4f != 1.4f + 100``), the clamped border read ``float32((2HM-1)/(2M))``
+``float32(k)/float32(M)``, and ``float32(k/M)`` is not ``float32(k'/M) + a0`` (e.g.
+``101.4f != 1.4f + 100``), the clamped border read ``float32((2HM-1)/(2M))``
 likewise, and with a shift the tap base ``floor(float32(r - 0.5))`` rounds at a
-magnitude-dependent precision.  A user ``map_fn`` (any per-frame map with
-:func:`esrrf_frame`'s signature, e.g. a fast backend) is called on the cut-out
-tile, i.e. translated: equal to the untiled map up to those float32 coordinate
-roundings (measured ~1e-6 of the image maximum; see the tests).
+magnitude-dependent precision. A user ``map_fn`` (any per-frame map with
+:func:`esrrf_frame`'s signature, e.g. a fast backend) is called on the cut-out tile,
+i.e. translated: equal to the untiled map up to those float32 coordinate roundings
+(measured ~1e-6 of the image maximum; see the tests).
 
 ``backend="numba"`` does the same for the fused numba kernels
 (:func:`numba_tile_map`): their intensity and gradient-grid tap tables are built
@@ -263,7 +263,9 @@ def _pair(value: Any, name: str) -> tuple[int, int]:
     try:
         a, b = value
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}") from None
+        raise ValueError(
+            f"{name} must be an int or a pair of ints, got {value!r}"
+        ) from None
     for v in (a, b):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{name} must hold integers >= 1, got {value!r}")
@@ -340,9 +342,7 @@ def plan_tiles(
             if check:
                 verify_tile(t, (h, w), params, shift)
             tiles.append(t)
-    logger.debug(
-        "plan_tiles: %dx%d frame, %d tiles, halo %s", h, w, len(tiles), hl
-    )
+    logger.debug("plan_tiles: %dx%d frame, %d tiles, halo %s", h, w, len(tiles), hl)
     return tiles
 
 
@@ -397,7 +397,9 @@ def _verify_axis(
         if np.any(has & (ghi >= a1)):
             raise AssertionError(f"{axis}: gradient taps leave the tile")
         if a0 > 0 and np.any(has & (glo - 1 < a0)):
-            raise AssertionError(f"{axis}: gradient / Roberts-cross rows leave the tile")
+            raise AssertionError(
+                f"{axis}: gradient / Roberts-cross rows leave the tile"
+            )
 
 
 def verify_tile(
@@ -480,20 +482,28 @@ def tile_map(
     if params.intensity_weighting:
         rows = _local_taps(
             magnification_coordinates(h, m, dy, geo)[ys.start * m : ys.stop * m],
-            h, ys.start, nh,
+            h,
+            ys.start,
+            nh,
         )
         cols = _local_taps(
             magnification_coordinates(w, m, dx, geo)[xs.start * m : xs.stop * m],
-            w, xs.start, nw,
+            w,
+            xs.start,
+            nw,
         )
         intensity = _sample(img, rows, cols)
     grows = _local_taps(
         gradient_coordinates(h, m, dy, geo)[2 * ys.start : 2 * ys.stop + 1],
-        h, ys.start, nh,
+        h,
+        ys.start,
+        nh,
     )
     gcols = _local_taps(
         gradient_coordinates(w, m, dx, geo)[2 * xs.start : 2 * xs.stop + 1],
-        w, xs.start, nw,
+        w,
+        xs.start,
+        nw,
     )
     gx, gy = roberts_cross(img)
     gx2 = _sample(gx, grows, gcols)
@@ -540,7 +550,9 @@ def fused_tile_taps(
         for n, sl, icoords, gcoords in pairs:
             idx, wt = catmull_rom_taps(gcoords if kind else icoords, n)
             nt = sl.stop - sl.start
-            out.append(np.clip(idx.astype(np.int64) - sl.start, 0, nt - 1).astype(np.int32))
+            out.append(
+                np.clip(idx.astype(np.int64) - sl.start, 0, nt - 1).astype(np.int32)
+            )
             out.append(np.ascontiguousarray(wt))
     return tuple(out)
 
@@ -592,12 +604,28 @@ def numba_tile_map(
     def run() -> None:
         nbk._unit_gradients(img, gri, grw, gci, gcw, grad)
         nbk._fused(
-            img, grad, parity_planes(grad), plan.table,
-            ri, rw, rp.g_idx, rp.lo, rp.hi,
-            ci, cw, cp_.g_idx, cp_.lo, cp_.hi,
-            runs.offset, runs.qa, runs.qb,
-            m, plan.consts.margin, float(params.sensitivity),
-            bool(params.intensity_weighting), out,
+            img,
+            grad,
+            parity_planes(grad),
+            plan.table,
+            ri,
+            rw,
+            rp.g_idx,
+            rp.lo,
+            rp.hi,
+            ci,
+            cw,
+            cp_.g_idx,
+            cp_.lo,
+            cp_.hi,
+            runs.offset,
+            runs.qa,
+            runs.qb,
+            m,
+            plan.consts.margin,
+            float(params.sensitivity),
+            bool(params.intensity_weighting),
+            out,
         )
 
     if _numba_needs_lock():
@@ -626,21 +654,37 @@ def _cupy_tile_runner(
     from livesr.kernels.esrrf_map._cupy import CupyEsrrfMap
 
     runner = CupyEsrrfMap(
-        tile.input_shape, params.magnification, params.radius, params.sensitivity,
-        params.intensity_weighting, (0.0, 0.0), batch=1,
+        tile.input_shape,
+        params.magnification,
+        params.radius,
+        params.sensitivity,
+        params.intensity_weighting,
+        (0.0, 0.0),
+        batch=1,
     )
-    taps = [cp.asarray(a) for a in fused_tile_taps(
-        frame_shape, tile, params.magnification, shift
-    )]
-    (runner._r_idx, runner._r_wt, runner._c_idx, runner._c_wt,
-     runner._gr_idx, runner._gr_wt, runner._gc_idx, runner._gc_wt) = taps
+    taps = [
+        cp.asarray(a)
+        for a in fused_tile_taps(frame_shape, tile, params.magnification, shift)
+    ]
+    (
+        runner._r_idx,
+        runner._r_wt,
+        runner._c_idx,
+        runner._c_wt,
+        runner._gr_idx,
+        runner._gr_wt,
+        runner._gc_idx,
+        runner._gc_wt,
+    ) = taps
     return runner
 
 
 # ----------------------------------------------------------------------- driver
 def _validate_workers(workers: Any) -> int:
-    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or (
-        workers < 1
+    if (
+        isinstance(workers, bool)
+        or not isinstance(workers, (int, np.integer))
+        or (workers < 1)
     ):
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
     return int(workers)
@@ -652,7 +696,9 @@ def _validate_devices(devices: Any) -> list[int] | None:
     try:
         devs = [int(d) for d in devices]
     except (TypeError, ValueError):
-        raise ValueError(f"devices must be a list of GPU ids, got {devices!r}") from None
+        raise ValueError(
+            f"devices must be a list of GPU ids, got {devices!r}"
+        ) from None
     if not devs or any(d < 0 for d in devs) or len(set(devs)) != len(devs):
         raise ValueError(f"devices must be distinct GPU ids >= 0, got {devices!r}")
     return devs
@@ -688,7 +734,9 @@ class _TileComputer:
         self._runners: dict[int, Any] = {}
         if devices is not None:
             if map_fn is not None:
-                raise ValueError("pass either devices (CuPy backend) or map_fn, not both")
+                raise ValueError(
+                    "pass either devices (CuPy backend) or map_fn, not both"
+                )
             if params.geometry != "nanopyx":
                 raise ValueError(
                     "the CuPy backend implements only geometry='nanopyx', "
@@ -733,7 +781,9 @@ def _run_tiles(
 ) -> None:
     """Run ``job(tile_number)`` for all tiles: one thread per device, or a pool."""
     if devices is not None:
-        groups = [[t for t in range(n) if t % len(devices) == d] for d in range(len(devices))]
+        groups = [
+            [t for t in range(n) if t % len(devices) == d] for d in range(len(devices))
+        ]
 
         def run_group(g: list[int]) -> None:
             for t in g:
@@ -812,7 +862,11 @@ def esrrf_frame_tiled(
     shape_out = (img.shape[0] * m, img.shape[1] * m)
     if out is None:
         out = np.empty(shape_out, dtype=np.float32)
-    elif not isinstance(out, np.ndarray) or out.shape != shape_out or out.dtype != np.float32:
+    elif (
+        not isinstance(out, np.ndarray)
+        or out.shape != shape_out
+        or out.dtype != np.float32
+    ):
         raise ValueError(
             f"out must be a float32 array of shape {shape_out}, got "
             f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}"
@@ -858,9 +912,16 @@ class TiledFrameMap:
         out: np.ndarray | None = None,
     ) -> np.ndarray:
         return esrrf_frame_tiled(
-            frame, params, tile=self.tile, n_tiles=self.n_tiles, workers=self.workers,
-            devices=self.devices, shift=shift, map_fn=self.map_fn,
-            backend=self.backend, out=out,
+            frame,
+            params,
+            tile=self.tile,
+            n_tiles=self.n_tiles,
+            workers=self.workers,
+            devices=self.devices,
+            shift=shift,
+            map_fn=self.map_fn,
+            backend=self.backend,
+            out=out,
         )
 
 
@@ -913,7 +974,8 @@ def esrrf_tiled(
     f_per = validate_frames_per_timepoint(frames_per_timepoint)
     if not isinstance(macro_pixel_correction, (bool, np.bool_)):
         raise ValueError(
-            f"macro_pixel_correction must be True or False, got {macro_pixel_correction!r}"
+            "macro_pixel_correction must be True or False, "
+            f"got {macro_pixel_correction!r}"
         )
     nw = _validate_workers(workers)
     devs = _validate_devices(devices)
@@ -947,7 +1009,9 @@ def esrrf_tiled(
         if mode == "tac2" and len(frames) < 2:
             logger.warning(
                 "temporal='tac2' needs at least 2 frames per block; block %d has "
-                "%d frame, its image is NaN (as NanoPyx)", b, len(frames),
+                "%d frame, its image is NaN (as NanoPyx)",
+                b,
+                len(frames),
             )
         if macro_pixel_correction:
             out[b] = mp_correct(image, m)

@@ -39,7 +39,9 @@ def _reference_map(frame, params, *, shift=(0.0, 0.0), out=None):
     f = np.ascontiguousarray(frame, dtype=np.float32)
     m, geo = params.magnification, params.geometry
     sh = (float(shift[0]), float(shift[1]))
-    inten = magnify(f, m, shift=sh, geometry=geo) if params.intensity_weighting else None
+    inten = (
+        magnify(f, m, shift=sh, geometry=geo) if params.intensity_weighting else None
+    )
     gx, gy = roberts_cross(f)
     gx2 = upsample_gradient(gx, m, shift=sh, geometry=geo)
     gy2 = upsample_gradient(gy, m, shift=sh, geometry=geo)
@@ -90,8 +92,12 @@ def test_one_pixel_tiles_smaller_than_halo(m, r):
 
 @pytest.mark.parametrize(
     ("m", "r", "shift"),
-    [(1, 1.0, (0.0, 0.0)), (2, 2.0, (0.37, -1.6)), (5, 1.5, (0.0, 0.0)),
-     (5, 3.0, (-2.2, 0.8))],
+    [
+        (1, 1.0, (0.0, 0.0)),
+        (2, 2.0, (0.37, -1.6)),
+        (5, 1.5, (0.0, 0.0)),
+        (5, 3.0, (-2.2, 0.8)),
+    ],
 )
 def test_numba_backend_bitwise_equal_untiled_numba(m, r, shift):
     """Fused numba kernels on re-based global taps == the whole-frame kernel."""
@@ -190,7 +196,10 @@ def test_plan_partitions_frame_and_slices_agree():
         (a, b), (c, d) = t.input, t.core
         assert a.start <= c.start and c.stop <= a.stop
         assert b.start <= d.start and d.stop <= b.stop
-        out_h = (t.output[0].stop - t.output[0].start, t.output[1].stop - t.output[1].start)
+        out_h = (
+            t.output[0].stop - t.output[0].start,
+            t.output[1].stop - t.output[1].start,
+        )
         crop_h = (t.crop[0].stop - t.crop[0].start, t.crop[1].stop - t.crop[1].start)
         assert out_h == crop_h == ((c.stop - c.start) * 5, (d.stop - d.start) * 5)
         assert t.crop[0].stop <= t.input_shape[0] * 5
@@ -333,7 +342,9 @@ def _reference_esrrf(stack, *, temporal, frames_per_timepoint, mp, **kw):
 def test_stack_tiled_equals_untiled(temporal, fpt, mp):
     stack = np.stack([_frame((14, 11), seed=s) for s in range(5)])
     kw = {"magnification": 3, "radius": 1.5}
-    ref = _reference_esrrf(stack, temporal=temporal, frames_per_timepoint=fpt, mp=mp, **kw)
+    ref = _reference_esrrf(
+        stack, temporal=temporal, frames_per_timepoint=fpt, mp=mp, **kw
+    )
     got = esrrf_tiled(
         stack,
         tile=(4, 5),
