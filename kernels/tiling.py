@@ -120,13 +120,16 @@ from livesr.kernels._params import (
     validate_shift,
     validate_temporal,
 )
-from livesr.kernels.catmull_rom import (
+
+# the numpy modules directly (not the engine-kernel packages): importable from a
+# bare source tree, as bench/multi_gpu_tiling.py does on a GPU machine
+from livesr.kernels.catmull_rom._numpy import (
     gradient_coordinates,
     magnification_coordinates,
     sample_taps,
 )
-from livesr.kernels.rgc import radial_gradient_convergence
-from livesr.kernels.roberts_cross import roberts_cross
+from livesr.kernels.rgc._numpy import radial_gradient_convergence
+from livesr.kernels.roberts_cross._numpy import roberts_cross
 
 __all__ = [
     "Halo",
