@@ -594,6 +594,12 @@ class LiveViewerSink:
         A PUB endpoint publishing raw frames (none by default: SR only).
     interval_ms : int
         Poll period of the GUI-thread timer.
+    hwm : int
+        Receive high-water mark, messages (1..64).  ZeroMQ drops the *newest*
+        message when a subscriber's queue is full, so the queue must hold what is
+        published during one GUI draw, or the image drawn last can be older than the
+        newest (at the end of a run it then stays stale).  Every tick drains the whole
+        queue, so this never becomes a backlog; it bounds memory to ``hwm`` images.
     curve : CurveClientKeys, optional
         Client keys for a non-loopback TCP endpoint.
     on_status : callable, optional
@@ -607,6 +613,7 @@ class LiveViewerSink:
         *,
         raw_endpoint: str | None = None,
         interval_ms: int = 16,
+        hwm: int = 8,
         curve: Any = None,
         on_status: Any = None,
     ) -> None:
@@ -628,9 +635,11 @@ class LiveViewerSink:
         self.layers = LiveLayers(viewer)
         self.on_status = on_status
         # validated here (bad endpoint / missing CURVE keys raise now, not in the timer)
-        self._sub = LatestSubscriber(endpoint, curve=curve)
+        self._sub = LatestSubscriber(endpoint, hwm=hwm, curve=curve)
         self._raw_sub = (
-            LatestSubscriber(raw_endpoint, curve=curve) if raw_endpoint else None
+            LatestSubscriber(raw_endpoint, hwm=hwm, curve=curve)
+            if raw_endpoint
+            else None
         )
         self._timer: Any = None
         self._started = False
