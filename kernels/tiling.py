@@ -76,7 +76,8 @@ likewise, and with a shift the tap base ``floor(float32(r - 0.5))`` rounds at a
 magnitude-dependent precision. A user ``map_fn`` (any per-frame map with
 :func:`esrrf_frame`'s signature, e.g. a fast backend) is called on the cut-out tile,
 i.e. translated: equal to the untiled map up to those float32 coordinate roundings
-(measured ~1e-6 of the image maximum; see the tests).
+(measured <= 4.7e-6 of the map maximum with the numba backend, 96x80, M = 5,
+R = 1.5, with and without shift; the tests allow 1e-5).
 
 ``backend="numba"`` does the same for the fused numba kernels
 (:func:`numba_tile_map`): their intensity and gradient-grid tap tables are built
@@ -107,7 +108,7 @@ import math
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -728,6 +729,7 @@ class _TileComputer:
                 f"got {params.geometry!r}"
             )
         self.backend = backend
+        self.key = (tuple(frame_shape), params, tuple(shift))
         self.frame_shape = frame_shape
         self.params = params
         self.tiles = tiles
@@ -817,6 +819,8 @@ def esrrf_frame_tiled(
     map_fn: MapFn | None = None,
     backend: str = "numpy",
     out: np.ndarray | None = None,
+    _computer: _TileComputer | None = None,
+    _keep: Callable[[_TileComputer], None] | None = None,
 ) -> np.ndarray:
     """Per-frame eSRRF map computed tile by tile, on workers or GPUs.
 
@@ -859,8 +863,12 @@ def esrrf_frame_tiled(
     sh = validate_shift(shift)
     nw = _validate_workers(workers)
     devs = _validate_devices(devices)
-    tiles = plan_tiles(img.shape, params, tile=tile, n_tiles=n_tiles, shift=sh)
-    comp = _TileComputer(img.shape, params, tiles, sh, map_fn, devs, backend)
+    if _computer is not None and _computer.key == (img.shape, params, sh):
+        comp = _computer
+    else:
+        tiles = plan_tiles(img.shape, params, tile=tile, n_tiles=n_tiles, shift=sh)
+        comp = _TileComputer(img.shape, params, tiles, sh, map_fn, devs, backend)
+    tiles = comp.tiles
     m = params.magnification
     shape_out = (img.shape[0] * m, img.shape[1] * m)
     if out is None:
@@ -879,6 +887,8 @@ def esrrf_frame_tiled(
         out[tiles[n].output] = comp(n, img)
 
     _run_tiles(job, len(tiles), nw, devs)
+    if _keep is not None:
+        _keep(comp)
     return out
 
 
@@ -887,7 +897,10 @@ class TiledFrameMap:
     """A per-frame map with :func:`esrrf_frame`'s signature that tiles.
 
     Plug into ``SlidingEsrrf(frame_map=TiledFrameMap(n_tiles=2, devices=[0, 1]))``
-    or call like ``esrrf_frame``.  Fields are :func:`esrrf_frame_tiled`'s.
+    or call like ``esrrf_frame``.  Fields are :func:`esrrf_frame_tiled`'s.  The
+    tile plan and, on GPUs, the per-tile kernels and device tables of the last
+    (frame shape, params, shift) are kept between calls (a new shift rebuilds
+    them: the tap tables depend on it).
     """
 
     tile: int | tuple[int, int] | None = None
@@ -896,6 +909,7 @@ class TiledFrameMap:
     devices: tuple[int, ...] | None = None
     map_fn: MapFn | None = None
     backend: str = "numpy"
+    _cache: list = field(default_factory=list, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -925,7 +939,12 @@ class TiledFrameMap:
             map_fn=self.map_fn,
             backend=self.backend,
             out=out,
+            _computer=self._cache[0] if self._cache else None,
+            _keep=self._remember,
         )
+
+    def _remember(self, comp: _TileComputer) -> None:
+        self._cache[:] = [comp]
 
 
 # ------------------------------------------------------------------------- stacks

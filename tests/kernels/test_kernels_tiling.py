@@ -308,6 +308,20 @@ def test_tiled_frame_map_plugs_into_sliding():
         assert np.array_equal(x.image, y.image)
 
 
+def test_tiled_frame_map_reuses_its_plan():
+    params = EsrrfParams(magnification=2, radius=1.5)
+    fm = TiledFrameMap(n_tiles=(2, 2), backend="numba")
+    frame = _frame((13, 12), seed=8)
+    a = fm(frame, params, shift=(0.25, 0.0))
+    first = fm._cache[0]
+    out = np.empty_like(a)
+    b = fm(frame + 1, params, shift=(0.25, 0.0), out=out)
+    assert b is out and fm._cache[0] is first
+    fm(frame, params)  # another shift: new plan
+    assert fm._cache[0] is not first
+    assert np.array_equal(a, fm(frame, params, shift=(0.25, 0.0)))
+
+
 def test_tiled_frame_map_validates():
     with pytest.raises(ValueError, match="exactly one"):
         TiledFrameMap()
