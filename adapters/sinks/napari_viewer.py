@@ -320,12 +320,19 @@ class StreamStats:
         while len(self._acq) > 2 and self._acq[0][0] < self._acq[-1][0] - self.window_s:
             self._acq.popleft()
 
-    def record_sr(self, msg: ResultMessage, now: float | None = None) -> None:
-        """Account for an SR image about to be drawn."""
+    def record_sr(
+        self, msg: ResultMessage, now: float | None = None, *, drained: int = 0
+    ) -> None:
+        """Account for an SR image about to be drawn.
+
+        ``drained``: messages the subscriber skipped to reach this one (they are part
+        of the index gap; the rest of the gap never arrived).
+        """
         now = time.time() if now is None else now
         prev = self.last
+        self.dropped += drained
         if prev is not None and msg.index > prev.index:
-            self.missed += msg.index - prev.index - 1
+            self.missed += max(0, msg.index - prev.index - 1 - drained)
             stride = (msg.header.get("params") or {}).get("stride")
             if (
                 isinstance(stride, int)
@@ -685,14 +692,14 @@ class LiveViewerSink:
         dropped_before = self._sub.dropped
         parts = self._sub.latest(0)
         if parts is not None:
-            self.stats.dropped += self._sub.dropped - dropped_before
+            drained = self._sub.dropped - dropped_before
             msg = self._decode(parts)
             if msg is not None:
                 if msg.kind == "raw":
                     self.layers.show_raw(msg)
                     self.stats.record_raw(msg)
                 else:
-                    self.stats.record_sr(msg)
+                    self.stats.record_sr(msg, drained=drained)
                     self.layers.show_sr(msg)
                 drew = True
         if not drew:

@@ -162,6 +162,9 @@ def test_stream_stats_counts_drops_and_skips() -> None:
         and "2 dropped for the viewer" in text
     )
     assert "2 skipped by the pipeline" in text and "raw: not published" in text
+    # the subscriber drained 1 of the 2 images between 5 and 8: 1 never arrived
+    st.record_sr(decode_result(sr_parts(8, img, t_acq=14.0)), now=14.0, drained=1)
+    assert (st.missed, st.dropped) == (3, 1)
     assert StreamStats().status_text().startswith("waiting")
     assert math.isnan(StreamStats().acquisition_rate())
 
