@@ -45,10 +45,15 @@ Hence (each term also >= 0)::
                 ceil((K' - 2)/2) + [M == 1],            # entry e_hi inside the tile
                 ceil(m / M) )                           #   (and kept when M == 1)
 
-Examples, ``s = 0``, nanopyx geometry: R = 1.5, M = 5 -> (h_lo, h_hi) = (4, 3);
-R = 1 -> (3, 2) ... halo grows with ``R`` (about ``R + 2.5`` before, ``R + 1.5``
-after), with ``|s|`` on one side, and does not depend on ``M`` beyond the
-``[M == 1]`` terms and the margin.
+Examples (``s = 0``, nanopyx geometry, ``M >= 2``; ``(h_lo, h_hi)``): R = 1 or
+1.5 -> (4, 3), R = 2 -> (5, 4), R = 3 -> (6, 5); corrected geometry R = 1.5 ->
+(4, 4).  The halo grows with ``R`` and with ``|s|`` on one side; ``M`` enters only
+through the ``[M == 1]`` terms and the margin.  The formula uses the full 4-tap
+Catmull-Rom support.  A sample exactly on a pixel centre has zero-weight outer
+taps, so the exact need can be one pixel less: checked exhaustively against the
+exact stencil test of :func:`verify_tile` over M in {1, 2, 3, 5}, R in {0.3 .. 3},
+both geometries and several shifts, ``h_lo`` is always tight and ``h_hi`` is
+tight or one pixel larger than needed.
 
 Image edges are special and need no halo: a tile edge that is an image edge
 (``a0 == 0`` or ``a1 == H``) sees exactly NanoPyx's border behaviour (zero
