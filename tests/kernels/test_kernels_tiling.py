@@ -382,3 +382,23 @@ def test_stack_tiled_matches_esrrf_api():
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
     two_d = esrrf_tiled(stack[0], tile=5, magnification=2, macro_pixel_correction=False)
     assert two_d.shape == (24, 24)
+
+
+def test_cupy_runner_attributes_still_exist():
+    """The GPU path replaces these tap tables of CupyEsrrfMap (no cupy needed)."""
+    from pathlib import Path
+
+    import livesr.kernels.esrrf_map as pkg
+
+    src = (Path(pkg.__path__[0]) / "_cupy.py").read_text()
+    for name in (
+        "r_idx",
+        "r_wt",
+        "c_idx",
+        "c_wt",
+        "gr_idx",
+        "gr_wt",
+        "gc_idx",
+        "gc_wt",
+    ):
+        assert f"self._{name}" in src, name
