@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
 import types
 from typing import Any
 
@@ -88,7 +89,8 @@ def esrrf_frame(
         Which implementation runs.  ``None`` (default): the fastest available for
         this input signature, measured once per process (every available
         implementation is run twice on the first frame of a new signature) and then
-        kept, so results are reproducible within a process.  ``"auto"``: the
+        kept, so results are reproducible within a process; nothing is recorded
+        in the engine's benchmark store.  ``"auto"``: the
         engine's adaptive dispatch on every call (the delay agent may switch).
         An implementation id (``"numpy"``, ``"numba"``, ``"cython-guided"``,
         ``"opencl"``, ``"cupy"``, see ``livesr backends``): exactly that one; for
@@ -195,50 +197,64 @@ def _run(
     kernel: Any, impl: str | None, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     """Run ``kernel`` on ``args``: pinned fastest (``None``), dispatched (``"auto"``)
-    or exactly implementation ``impl``."""
+    or exactly implementation ``impl``.
+
+    Only ``"auto"`` records run times in the engine's benchmark store; the pinned
+    and explicit paths run ``kernel.using(...)`` (validated, synchronised, not
+    recorded), so a plain :func:`esrrf` call writes nothing and starts no thread.
+    """
     if impl == "auto":
         return kernel(*args, **kwargs)
     if impl is not None:
-        return kernel.using(impl, record=True)(*args, **kwargs)
+        return kernel.using(impl)(*args, **kwargs)
     key = (kernel.name, kernel.signature(*args, **kwargs).key)
     chosen = _PINNED.get(key)
     if chosen is None:
         with _PIN_LOCK:
             chosen = _PINNED.get(key)
             if chosen is None:
-                times: dict[str, float] = {}
-                for info in kernel.implementations(include_unavailable=False):
-                    try:
-                        run = kernel.benchmark(
-                            *args, repeats=1, impls=[info.id], **kwargs
-                        )
-                    except Exception as exc:  # a broken backend must not stop eSRRF
-                        logger.warning(
-                            "%s: %s failed (%s: %s); not used",
-                            kernel.name,
-                            info.id,
-                            type(exc).__name__,
-                            exc,
-                        )
-                        continue
-                    times.update({i: min(t) for i, t in run.items()})
-                if not times:
-                    raise RuntimeError(
-                        f"{kernel.name}: no implementation ran on {key[1]}; "
-                        "see 'livesr backends'"
-                    )
-                chosen = min(times, key=times.__getitem__)
-                _PINNED[key] = chosen
-                logger.info(
-                    "%s: %s chosen for %s (%s)",
-                    kernel.name,
-                    chosen,
-                    key[1],
-                    ", ".join(
-                        f"{i} {t * 1e3:.3g} ms" for i, t in sorted(times.items())
-                    ),
-                )
-    return kernel.using(chosen, record=True)(*args, **kwargs)
+                chosen = _PINNED[key] = _fastest(kernel, key[1], args, kwargs)
+    return kernel.using(chosen)(*args, **kwargs)
+
+
+def _fastest(
+    kernel: Any, signature: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> str:
+    """Id of the fastest available implementation of ``kernel`` on these inputs.
+
+    Each runs twice (the first run compiles or builds and is not counted); one that
+    raises is skipped with a warning.
+    """
+    times: dict[str, float] = {}
+    for info in kernel.implementations(include_unavailable=False):
+        run = kernel.using(info.id)
+        try:
+            run(*args, **kwargs)
+            start = time.perf_counter()
+            run(*args, **kwargs)
+            times[info.id] = time.perf_counter() - start
+        except Exception as exc:  # a broken backend must not stop eSRRF
+            logger.warning(
+                "%s: %s failed (%s: %s); not used",
+                kernel.name,
+                info.id,
+                type(exc).__name__,
+                exc,
+            )
+    if not times:
+        raise RuntimeError(
+            f"{kernel.name}: no implementation ran on {signature}; "
+            "see 'livesr backends'"
+        )
+    chosen = min(times, key=times.__getitem__)
+    logger.info(
+        "%s: %s chosen for %s (%s)",
+        kernel.name,
+        chosen,
+        signature,
+        ", ".join(f"{i} {t * 1e3:.3g} ms" for i, t in sorted(times.items())),
+    )
+    return chosen
 
 
 def forget_choices() -> None:

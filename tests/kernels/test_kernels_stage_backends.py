@@ -166,7 +166,8 @@ def test_esrrf_frame_same_result_whichever_implementation():
     out = np.empty_like(want)
     assert esrrf_frame(frame, params, out=out) is out
     np.testing.assert_array_equal(out, esrrf_frame(frame, params))  # pinned choice
-    assert_matches(esrrf_frame(frame, params, impl="auto"), want, esrrf_map.tolerance)
+    # (impl="auto" is the engine's dispatch, tested in tests/engine; it records run
+    # times, which would start the benchmark store's flush thread in this session)
 
 
 @pytest.mark.parametrize("impl", ["numba", "cython", "opencl"])
