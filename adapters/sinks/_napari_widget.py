@@ -41,13 +41,14 @@ class SimulatedDemo:
         Result folder (default: a new temporary folder).
     frames : int
         Frames to acquire (0: until :meth:`stop`).
-    shape : (int, int)
-        Simulated sensor shape.
+    shape : (int, int), optional
+        Simulated sensor shape (default: the configuration's, else 64 x 64).
     esrrf : dict, optional
-        eSRRF settings (``window``, ``stride``, ``magnification``...); defaults
-        ``window=20, stride=10, magnification=4``.
+        eSRRF settings (``window``, ``stride``, ``magnification``...) applied on top
+        of the configuration.
     config : LivesrConfig, optional
-        Full configuration (``esrrf`` then applies on top of it).
+        Full configuration (default: livesr's defaults with ``window=20, stride=10,
+        magnification=4``).
     pace : bool
         Acquire at the simulated camera's frame interval.
     """
@@ -57,24 +58,23 @@ class SimulatedDemo:
         *,
         output: str | Path | None = None,
         frames: int = 1000,
-        shape: tuple[int, int] = (64, 64),
+        shape: tuple[int, int] | None = None,
         esrrf: dict[str, Any] | None = None,
         config: Any = None,
         pace: bool = True,
     ) -> None:
         from livesr.stream._config import LivesrConfig
 
-        cfg = config if config is not None else LivesrConfig()
-        cfg = cfg.replace(
-            "esrrf", **{"window": 20, "stride": 10, "magnification": 4, **(esrrf or {})}
-        )
-        cfg = cfg.replace(
-            "sim",
-            camera={
-                **dict(cfg.sim).get("camera", {}),
-                "shape": [int(shape[0]), int(shape[1])],
-            },
-        )
+        if config is None:  # the demo's defaults; a given config keeps its own
+            cfg = LivesrConfig().replace("esrrf", window=20, stride=10, magnification=4)
+            shape = shape or (64, 64)
+        else:
+            cfg = config
+        if esrrf:
+            cfg = cfg.replace("esrrf", **esrrf)
+        if shape is not None:
+            camera = {**dict(cfg.sim).get("camera", {}), "shape": [*map(int, shape)]}
+            cfg = cfg.replace("sim", camera=camera)
         self.config = cfg
         self.frames = int(frames)
         self.pace = bool(pace)
