@@ -24,6 +24,7 @@ KERNEL_PACKAGES: tuple[str, ...] = (
     "livesr.kernels.temporal",
     "livesr.kernels.macro_pixel",
     "livesr.kernels.esrrf_map",
+    "livesr.kernels.xcorr",
 )
 
 _EXPORTS: dict[str, str] = {
@@ -32,6 +33,7 @@ _EXPORTS: dict[str, str] = {
     "EsrrfParams": "livesr.kernels.esrrf",
     "macro_pixel_correction": "livesr.kernels.esrrf",
     "SlidingEsrrf": "livesr.kernels.sliding",
+    "esrrf_movie": "livesr.kernels.sliding",
     "estimate_drift": "livesr.kernels.drift",
     "RollingDrift": "livesr.kernels.drift",
 }

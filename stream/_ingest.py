@@ -384,7 +384,7 @@ class Ingest:
             self._sock = None
         self._teardown()
         summary = self.summary()
-        logger.info("ingest closed: %s", summary)
+        logger.info("ingest closed: %s", str(summary))
         return summary
 
     def _close_monitor(self, sock: zmq.Socket[Any]) -> None:

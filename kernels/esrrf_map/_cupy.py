@@ -42,10 +42,10 @@ import functools
 import logging
 import threading
 
-import cupy as cp
 import numpy as np
 
 from livesr.engine import implementation
+from livesr.kernels._lazy import LazyModule
 from livesr.kernels.esrrf_map._weights import (
     axis_plan,
     catmull_rom_taps,
@@ -56,6 +56,8 @@ from livesr.kernels.esrrf_map._weights import (
 )
 
 __all__ = ["CUDA_SOURCE", "CupyEsrrfMap", "esrrf_map_cupy", "flops_per_output_pixel"]
+
+cp = LazyModule("cupy")  # imported on first use, never at import
 
 logger = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ import threading
 from pathlib import Path
 
 import numpy as np
-import pyopencl as cl
 from mako.template import Template
 
 from livesr.engine import implementation
+from livesr.kernels._lazy import LazyModule
 from livesr.kernels.esrrf_map._weights import (
     check_inputs,
     frame_plan,
@@ -33,6 +33,8 @@ from livesr.kernels.esrrf_map._weights import (
 )
 
 __all__ = ["esrrf_map_opencl", "render_source"]
+
+cl = LazyModule("pyopencl")  # imported on first use, never at import
 
 logger = logging.getLogger(__name__)
 

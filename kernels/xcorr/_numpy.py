@@ -516,3 +516,12 @@ def register(
         max_shift=max_shift,
         center=center,
     )
+
+
+def _register() -> None:
+    from livesr.engine import implementation
+
+    implementation("xcorr", backend="numpy")(upsampled_peak_axes)
+
+
+_register()
