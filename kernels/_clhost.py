@@ -70,7 +70,6 @@ def build(name: str, template_path: Path | str, **params: Any) -> Any:
     **params
         Template parameters (Mako ``strict_undefined``: every name must be given).
     """
-    import pyopencl as cl
 
     source = render(template_path, **params)
     ctx = queue().context
@@ -78,15 +77,36 @@ def build(name: str, template_path: Path | str, **params: Any) -> Any:
     with LOCK:
         program = _PROGRAMS.get(key)
         if program is None:
-            dump = os.environ.get("LIVESR_DUMP_KERNELS")
-            if dump:
-                digest = hashlib.sha1(source.encode()).hexdigest()[:12]
-                path = Path(dump) / f"{name}_{digest}.cl"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(source)
-                logger.debug("%s opencl: wrote %s", name, path)
-            program = cl.Program(ctx, source).build()
+            program = build_source(ctx, name, source)
             _PROGRAMS[key] = program
+    return program
+
+
+def build_source(ctx: Any, name: str, source: str) -> Any:
+    """Build OpenCL ``source`` on ``ctx`` (dumped first if ``LIVESR_DUMP_KERNELS`` set).
+
+    Compiler diagnostics (NVIDIA's compiler prints informational output that pyopencl
+    turns into a ``CompilerWarning``) are logged at DEBUG instead of raised as warnings.
+    """
+    import warnings
+
+    import pyopencl as cl
+
+    dump = os.environ.get("LIVESR_DUMP_KERNELS")
+    if dump:
+        digest = hashlib.sha1(source.encode()).hexdigest()[:12]
+        path = Path(dump) / f"{name}_{digest}.cl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(source)
+        logger.debug("%s opencl: wrote %s", name, path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", cl.CompilerWarning)
+        program = cl.Program(ctx, source).build()
+    for w in caught:
+        if issubclass(w.category, cl.CompilerWarning):
+            logger.debug("%s opencl compiler: %s", name, w.message)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return program
 
 

@@ -15,9 +15,7 @@ The context is ``pyopencl.create_some_context(interactive=False)`` (honours
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
-import os
 import threading
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import numpy as np
 from mako.template import Template
 
 from livesr.engine import implementation
+from livesr.kernels._clhost import build_source
 from livesr.kernels._lazy import LazyModule
 from livesr.kernels.esrrf_map._weights import (
     check_inputs,
@@ -106,14 +105,7 @@ def _kernel(ctx: cl.Context, source: str) -> cl.Kernel:
     with _LOCK:
         kern = _KERNELS.get(key)
         if kern is None:
-            dump = os.environ.get("LIVESR_DUMP_KERNELS")
-            if dump:
-                digest = hashlib.sha1(source.encode()).hexdigest()[:12]
-                path = Path(dump) / f"esrrf_map_{digest}.cl"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(source)
-                logger.debug("esrrf_map opencl: wrote %s", path)
-            kern = cl.Kernel(cl.Program(ctx, source).build(), "esrrf_map")
+            kern = cl.Kernel(build_source(ctx, "esrrf_map", source), "esrrf_map")
             _KERNELS[key] = kern
     return kern
 
