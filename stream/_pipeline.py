@@ -467,7 +467,8 @@ class Pipeline:
             if table is not None:
                 table.close()
         if self._pub is not None:
-            self._pub.close()
+            # the final image must reach viewers whose queue was full at that moment
+            self._pub.close(resend_latest=True)
         for p in self._auto_ipc:
             p.unlink(missing_ok=True)
         self._summary = self.summary()

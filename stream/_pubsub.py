@@ -79,6 +79,7 @@ class ResultPublisher:
         self._sock: zmq.Socket[Any] | None = None
         #: messages handed to ZeroMQ (it may still drop them for slow subscribers)
         self.published = 0
+        self._latest: list[Any] | None = None
 
     def start(self) -> ResultPublisher:
         """Bind the PUB socket; returns self (``endpoint`` is the bound address)."""
@@ -129,14 +130,40 @@ class ResultPublisher:
             flags = zmq.NOBLOCK | (zmq.SNDMORE if i < last else 0)
             sock.send(part, flags, copy=nbytes < self._zc)
         self.published += 1
+        self._latest = parts
 
     def _stop_auth(self) -> None:
         if self._auth is not None:
             self._auth.stop()
             self._auth = None
 
-    def close(self) -> None:
+    def resend_latest(self, *, repeats: int = 5, interval_s: float = 0.1) -> int:
+        """Re-send the newest message a few times, ``interval_s`` apart.
+
+        PUB drops the *newest* message for a subscriber whose queue is full, so a
+        viewer that was busy drawing when the last image of a run was published would
+        keep showing an older one; a few spaced repeats let it catch the final image
+        once its queue has drained.  Subscribers see the same message again (same
+        header), which they treat as a redraw.  Returns the number of repeats sent.
+        """
+        if self._sock is None or self._latest is None:
+            return 0
+        import time
+
+        sent = 0
+        for _ in range(repeats):
+            time.sleep(interval_s)
+            self.publish(self._latest)
+            self.published -= 1  # a repeat is not a new message
+            sent += 1
+        return sent
+
+    def close(self, *, resend_latest: bool = False) -> None:
+        """Close the socket; with ``resend_latest`` the newest message is repeated
+        first (see :meth:`resend_latest`) and given 500 ms to leave the socket."""
         if self._sock is not None:
+            if resend_latest and self.resend_latest():
+                self._sock.setsockopt(zmq.LINGER, max(self._linger, 500))
             self._sock.close()
             self._sock = None
         self._stop_auth()

@@ -45,10 +45,12 @@ def _config() -> SimConfig:
     base = SimConfig.static_bright(
         shape=(64, 64),
         seed=11,
-        drift=DriftConfig(velocity_um_per_s=(0.2, 0.25)),  # (8, 10) px over 4 s
+        drift=DriftConfig(velocity_um_per_s=(0.1, 0.125)),  # (8, 10) px over 8 s
     )
     sample = SampleConfig.static_bright(n_filaments=5, n_rings=3, n_clusters=3)
-    cam = dataclasses.replace(base.camera, interval_ms=2.0, exposure_ms=2.0)
+    # 4 ms frames: the same drift per frame as a faster camera, with more slack for the
+    # consumer on a loaded 2-core CI machine (the residual grows with the lag in frames)
+    cam = dataclasses.replace(base.camera, interval_ms=4.0, exposure_ms=4.0)
     return dataclasses.replace(base, sample=sample, camera=cam)
 
 
