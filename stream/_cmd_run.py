@@ -229,6 +229,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="simulated source: send as fast as accepted, not at the camera rate",
     )
+    parser.add_argument(
+        "--viewer",
+        action="store_true",
+        help="show the live results in napari (livesr[viewer]); closing the window "
+        "stops acquisition and finishes the run",
+    )
 
 
 def _usage_error(message: str) -> int:
@@ -243,6 +249,13 @@ def run(args: argparse.Namespace) -> int:
         sim = sim_config_from(cfg) if args.listen is None else None
     except ValueError as exc:
         return _usage_error(str(exc))
+    if args.viewer:
+        if args.connect is not None:
+            return _usage_error("--viewer needs the pipeline in this process (not --connect)")
+        from livesr.adapters.sinks.napari_viewer import viewer_unavailable_reason
+
+        if (reason := viewer_unavailable_reason()) is not None:
+            return _usage_error(f"--viewer: {reason}")
     if args.connect is not None:
         return _run_connect(cfg, sim, args)
     return _run_pipeline(cfg, sim, args)
@@ -314,6 +327,14 @@ def _run_pipeline(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
                 pipe.publish_endpoint,
             )
         try:
+            if getattr(args, "viewer", False):
+                from livesr.adapters.sinks.napari_viewer import run_viewer
+
+                # Qt needs the main thread; pipeline and source keep running in theirs
+                run_viewer(pipe.publish_endpoint, title=f"livesr run: {pipe.output}")
+                if src is not None and src.join(0) is None:
+                    logger.warning("viewer closed: stopping acquisition, finishing the run")
+                    src.stop()
             if src is not None:
                 while src.join(0.2) is None:
                     pass

@@ -140,10 +140,8 @@ class MapStage:
         self, fn: Callable[..., np.ndarray] | None = None, name: str | None = None
     ) -> None:
         if fn is None:
-            from livesr.kernels import esrrf_frame
-
-            fn = esrrf_frame
-            name = name or "numpy"
+            fn = default_map()
+            name = name or "esrrf_map"  # until the engine's first decision
         self.fn = fn
         self._engine = getattr(fn, "kernel", fn)
         self._name = name or str(
@@ -221,6 +219,31 @@ def engine_map(kernel: Callable[..., Any]) -> Callable[..., np.ndarray]:
 
     esrrf_map_stage.kernel = kernel  # type: ignore[attr-defined]
     return esrrf_map_stage
+
+
+def default_map() -> Callable[..., np.ndarray]:
+    """The pipeline's per-frame map: the engine-dispatched ``esrrf_map`` kernel (with
+    the remaining latency budget as its deadline) for the ``"nanopyx"`` geometry, and
+    :func:`livesr.kernels.esrrf_frame` (fastest stage implementations) otherwise."""
+    from livesr.kernels import esrrf_frame
+    from livesr.kernels.esrrf_map import kernel as esrrf_map_kernel
+
+    dispatched = engine_map(esrrf_map_kernel)
+
+    def esrrf_map_or_frame(
+        frame: np.ndarray,
+        params: Any,
+        *,
+        shift: Any = (0.0, 0.0),
+        out: np.ndarray | None = None,
+        deadline_s: float | None = None,
+    ) -> np.ndarray:
+        if params.geometry == "nanopyx":
+            return dispatched(frame, params, shift=shift, out=out, deadline_s=deadline_s)
+        return esrrf_frame(frame, params, shift=shift, out=out)
+
+    esrrf_map_or_frame.kernel = esrrf_map_kernel  # type: ignore[attr-defined]
+    return esrrf_map_or_frame
 
 
 class _Gaps:

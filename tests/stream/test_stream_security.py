@@ -83,15 +83,21 @@ def test_unauthorised_clients_deliver_nothing(keydir, curve_ingest, client):
     failures = {k: v for k, v in isum.items() if k.startswith("handshake_failed")}
     kind = {
         "unknown key": "auth",
-        "no key (NULL)": "other",
+        # libzmq reports a NULL-vs-CURVE mismatch as either a protocol or an
+        # "other" handshake failure, depending on which side notices first
+        "no key (NULL)": ("other", "protocol"),
         "wrong server key": "protocol",
     }[client]
     deadline = time.monotonic() + 20  # the monitor event may still be on its way
-    while (
-        ingest.summary()[f"handshake_failed_{kind}"] < 1 and time.monotonic() < deadline
-    ):
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+
+    def refused() -> int:
+        summary = ingest.summary()
+        return sum(summary[f"handshake_failed_{k}"] for k in kinds)
+
+    while refused() < 1 and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert ingest.summary()[f"handshake_failed_{kind}"] >= 1, failures
+    assert refused() >= 1, failures
     # and the authorised client still gets through afterwards
     ok = _deliver(ingest.endpoint, cam, wait_s=30)
     assert ok["frames_acked"] == N and got == list(range(N))
