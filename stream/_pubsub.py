@@ -80,12 +80,16 @@ class ResultPublisher:
         #: messages handed to ZeroMQ (it may still drop them for slow subscribers)
         self.published = 0
         self._latest: list[Any] | None = None
+        #: topics with at least one subscriber (from XPUB subscription messages)
+        self._topics: set[bytes] = set()
 
     def start(self) -> ResultPublisher:
         """Bind the PUB socket; returns self (``endpoint`` is the bound address)."""
         if self._ctx is None:
             self._ctx = zmq.Context()
-        sock = self._ctx.socket(zmq.PUB)
+        # XPUB sends exactly like PUB and also reports (un)subscriptions, so the
+        # publisher knows whether anyone listens (see resend_latest)
+        sock = self._ctx.socket(zmq.XPUB)
         sock.setsockopt(zmq.LINGER, self._linger)
         sock.setsockopt(zmq.SNDHWM, self.hwm)
         sock.setsockopt(zmq.MAXMSGSIZE, 4096)  # subscribers only send subscriptions
@@ -131,22 +135,39 @@ class ResultPublisher:
             sock.send(part, flags, copy=nbytes < self._zc)
         self.published += 1
         self._latest = parts
+        self._read_subscriptions()
+
+    def _read_subscriptions(self) -> None:
+        sock = self._sock
+        while sock is not None and sock.poll(0, zmq.POLLIN):
+            msg = sock.recv(zmq.NOBLOCK)
+            if msg[:1] == b"\x01":
+                self._topics.add(bytes(msg[1:]))
+            elif msg[:1] == b"\x00":
+                self._topics.discard(bytes(msg[1:]))
+
+    @property
+    def has_subscribers(self) -> bool:
+        """Whether a subscriber is connected (as last reported by ZeroMQ)."""
+        self._read_subscriptions()
+        return bool(self._topics)
 
     def _stop_auth(self) -> None:
         if self._auth is not None:
             self._auth.stop()
             self._auth = None
 
-    def resend_latest(self, *, repeats: int = 5, interval_s: float = 0.1) -> int:
+    def resend_latest(self, *, repeats: int = 10, interval_s: float = 0.2) -> int:
         """Re-send the newest message a few times, ``interval_s`` apart.
 
         PUB drops the *newest* message for a subscriber whose queue is full, so a
         viewer that was busy drawing when the last image of a run was published would
         keep showing an older one; a few spaced repeats let it catch the final image
         once its queue has drained.  Subscribers see the same message again (same
-        header), which they treat as a redraw.  Returns the number of repeats sent.
+        header), which they treat as a redraw.  Nothing is sent (and no time spent)
+        when no subscriber is connected.  Returns the number of repeats sent.
         """
-        if self._sock is None or self._latest is None:
+        if self._sock is None or self._latest is None or not self.has_subscribers:
             return 0
         import time
 
@@ -160,7 +181,7 @@ class ResultPublisher:
 
     def close(self, *, resend_latest: bool = False) -> None:
         """Close the socket; with ``resend_latest`` the newest message is repeated
-        first (see :meth:`resend_latest`) and given 500 ms to leave the socket."""
+        first (see :meth:`resend_latest`) and given 500 ms to leave the socket (only when a subscriber is connected)."""
         if self._sock is not None:
             if resend_latest and self.resend_latest():
                 self._sock.setsockopt(zmq.LINGER, max(self._linger, 500))

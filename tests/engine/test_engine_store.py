@@ -44,19 +44,23 @@ def test_record_is_batched_and_flushed_on_close(tmp_path):
 
 
 def test_background_thread_flushes(tmp_path):
+    def flushers() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name == "livesr-benchmark-flush"}
+
+    others = flushers()  # e.g. the session's default store, used by earlier tests
     store = BenchmarkStore(
         tmp_path / "b.sqlite", fingerprint="m1", flush_interval_s=0.05
     )
-    assert not any(t.name == "livesr-benchmark-flush" for t in threading.enumerate())
+    assert flushers() == others  # no thread until something is recorded
     store.record("k", "numpy", SIG, 0.5)
-    assert any(t.name == "livesr-benchmark-flush" for t in threading.enumerate())
+    assert len(flushers() - others) == 1
     for _ in range(200):  # wait for the background flush, at most ~10 s
         if store.flushes:
             break
         threading.Event().wait(0.05)
     assert store.rows_written == 1
     store.close()
-    assert not any(t.name == "livesr-benchmark-flush" for t in threading.enumerate())
+    assert flushers() - others == set()
 
 
 def test_fingerprints_are_separate(tmp_path):
