@@ -66,8 +66,12 @@ def _validate(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any,
 
 
 def _signature(args: tuple[Any, ...], kwargs: dict[str, Any]) -> InputSignature:
+    # called with validated or with raw keyword arguments (livesr bench): same defaults
     return InputSignature.of(
-        args[0], upsample=kwargs["upsample"], region=kwargs["region"], sweeps=kwargs["sweeps"]
+        args[0],
+        upsample=int(kwargs.get("upsample", 20)),
+        region=float(kwargs.get("region", 1.0)),
+        sweeps=int(kwargs.get("sweeps", 3)),
     )
 
 
