@@ -50,7 +50,15 @@ Choices where NanoPyx's code and paper differ, and where livesr departs (ESRRF.m
   FastAverage/FastStdDev, is at least ``deadline_confidence`` (0.9); if none is, the
   one with the highest probability is chosen and the decision says ``predicted_miss``.
 - Implementations without any timing are explored (in the caller's order) before
-  a choice is made, unless a deadline is given and a known implementation meets it.
+  a choice is made.  Under a deadline that a known implementation meets, exploring
+  risks a miss, so it is rationed: one untimed implementation is tried once every
+  ``explore_every`` calls of a signature, only while the best known one is expected
+  to take at most ``explore_slack`` of the deadline, and at most
+  ``max_explorations`` times each (the engine never records an implementation's
+  first call on a signature -- JIT, build, compile -- so two tries give a timing).
+  Without this rule an implementation with neither a local timing nor a prior
+  (a GPU backend on a machine the factory defaults never saw) would never run
+  while a CPU implementation meets the stream's deadline.
 """
 
 from __future__ import annotations
@@ -87,6 +95,9 @@ class AgentConfig:
     deadline_confidence: float = 0.9
     rel_std_floor: float = 0.02
     max_signatures: int = 64
+    explore_every: int = 25
+    explore_slack: float = 0.5
+    max_explorations: int = 3
 
     def __post_init__(self) -> None:
         checks: list[tuple[str, bool, str]] = [
@@ -106,6 +117,9 @@ class AgentConfig:
             ("deadline_confidence", 0 < self.deadline_confidence < 1, "in (0, 1)"),
             ("rel_std_floor", 0 <= self.rel_std_floor < 1, "in [0, 1)"),
             ("max_signatures", self.max_signatures >= 1, ">= 1"),
+            ("explore_every", self.explore_every >= 1, ">= 1"),
+            ("explore_slack", 0 < self.explore_slack <= 1, "in (0, 1]"),
+            ("max_explorations", self.max_explorations >= 0, ">= 0"),
         ]
         for name, ok, valid in checks:
             if not ok:
@@ -160,6 +174,7 @@ class _Track:
     since_run: int = 0
     probe_interval: int = 2
     delay_since: float = 0.0
+    explorations: int = 0  # times tried under a deadline while it had no timing
     cached: Stats | None = (
         None  # statistics of ``runs``/``prior``, reset when they change
     )
@@ -211,6 +226,8 @@ class DelayAgent:
         self._p_delay_fn = p_delay or logistic_p_delay
         self._tracks: OrderedDict[str, dict[str, _Track]] = OrderedDict()
         self._preferred: dict[str, str] = {}
+        # signature -> calls under a deadline since an untimed implementation was tried
+        self._since_explore: dict[str, int] = {}
 
     # -- state ------------------------------------------------------------------
     def prepare(self) -> None:
@@ -324,6 +341,12 @@ class DelayAgent:
             or not any(p >= cfg.deadline_confidence for p in p_meet.values())
         ):
             return Decision(unknown[0], "explore", None, expected=dict(adjusted))
+        if unknown and deadline_s is not None:
+            explored = self._explore_under_deadline(
+                sig, unknown, tracks, adjusted, p_meet, deadline_s
+            )
+            if explored is not None:
+                return explored
 
         # Probe a flagged implementation that would be the favourite without its delay.
         best_other = {
@@ -379,6 +402,45 @@ class DelayAgent:
         return Decision(
             impl, reason, adjusted[impl], p_meet.get(impl), False, dict(adjusted)
         )
+
+    def _explore_under_deadline(
+        self,
+        sig: str,
+        unknown: Sequence[str],
+        tracks: Mapping[str, _Track],
+        adjusted: Mapping[str, float],
+        p_meet: Mapping[str, float],
+        deadline_s: float,
+    ) -> Decision | None:
+        """The rationed exploration of untimed implementations (module docs)."""
+        cfg = self.config
+        calls = self._since_explore.get(sig, 0) + 1
+        self._since_explore[sig] = calls
+        if len(self._since_explore) > cfg.max_signatures:
+            self._since_explore.pop(next(iter(self._since_explore)))
+        todo = [i for i in unknown if tracks[i].explorations < cfg.max_explorations]
+        if not todo or calls < cfg.explore_every:
+            return None
+        best = min(
+            (adjusted[i] for i, p in p_meet.items() if p >= cfg.deadline_confidence),
+            default=math.inf,
+        )
+        if best > cfg.explore_slack * deadline_s:
+            return None
+        impl = todo[0]
+        tracks[impl].explorations += 1
+        self._since_explore[sig] = 0
+        logger.info(
+            "%s: trying untimed %s under the %.3g ms deadline (best known expected "
+            "%.3g ms; try %d of %d)",
+            self.name,
+            impl,
+            deadline_s * 1e3,
+            best * 1e3,
+            tracks[impl].explorations,
+            cfg.max_explorations,
+        )
+        return Decision(impl, "explore", None, expected=dict(adjusted))
 
     def _log_preference(
         self,

@@ -63,6 +63,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: ``adapt(backend, args, kwargs) -> (args, kwargs)``: see :meth:`Kernel.__call__`.
+AdaptFn = Callable[
+    [str, tuple[Any, ...], dict[str, Any]], tuple[Sequence[Any], dict[str, Any]]
+]
+
 #: Exploration order: compiled/device backends first, the reference last.
 _BACKEND_ORDER = {
     Backend.CUPY: 0,
@@ -387,6 +392,19 @@ class Kernel:
         self.agent.prepare()
         return out
 
+    def untimed(self, *args: Any, **kwargs: Any) -> list[str]:
+        """Available implementations with neither a run time nor a prior for this input.
+
+        What the agent would have to explore blind; a stream can time them on its
+        real frame shape before it starts (:meth:`benchmark` with ``impls=``).
+        """
+        args, kwargs = self.prepare(args, kwargs)
+        sig = self._signature(args, kwargs)
+        by_id = {r.id: r for r in self._available()}
+        with self._lock:
+            self._seed(sig, by_id)
+            return [i for i in by_id if self.agent.stats(sig.key, i) is None]
+
     def benchmark(
         self,
         *args: Any,
@@ -420,9 +438,22 @@ class Kernel:
         return out
 
     def __call__(
-        self, *args: Any, deadline_s: float | None = None, **kwargs: Any
+        self,
+        *args: Any,
+        deadline_s: float | None = None,
+        adapt: AdaptFn | None = None,
+        **kwargs: Any,
     ) -> Any:
-        """Dispatch: validate, choose (optionally within ``deadline_s``), run, time, record."""
+        """Dispatch: validate, choose (within ``deadline_s`` if given), run, time, record.
+
+        ``adapt(backend, args, kwargs) -> (args, kwargs)``, when given, is applied to
+        the validated inputs of the chosen implementation just before it runs (its
+        time is not counted): the hook of a caller that holds the data on a device,
+        e.g. swapping a host frame for its ``cupy`` copy when the ``cupy``
+        implementation is chosen.  ``backend`` is the implementation's backend name
+        (``"numpy"``, ``"cupy"``, ...).  The signature, hence the agent's choice, is
+        computed from the un-adapted inputs.
+        """
         if deadline_s is not None and not (
             deadline_s > 0 and math.isfinite(deadline_s)
         ):
@@ -451,7 +482,15 @@ class Kernel:
                 else f"{decision.expected_s * 1e3:.3g} ms",
             )
             try:
-                result, seconds = timed_call(reg, args, kwargs, self._clock)
+                if adapt is None:
+                    run_args, run_kwargs = args, kwargs
+                else:
+                    run_args, run_kwargs = adapt(
+                        reg.backend.value, args, dict(kwargs)
+                    )
+                result, seconds = timed_call(
+                    reg, tuple(run_args), run_kwargs, self._clock
+                )
             except Exception as exc:
                 failed.append((reg.id, exc))
                 if len(candidates) == 1:

@@ -268,3 +268,37 @@ def test_zero_timings_do_not_break_the_draw():
     agent.seed(SIG, SLOW, runs=[1 * MS] * 12)
     agent.inform(SIG, FAST, 5 * MS)  # delayed (factor undefined: FA = 0 → 1.0)
     assert agent.choose(SIG, [FAST, SLOW]).impl in (FAST, SLOW)
+
+
+def test_untimed_implementation_is_explored_under_a_deadline_when_there_is_slack():
+    # "gpu" has neither runs nor a prior; "fast" meets the deadline with room.  Without
+    # the rationed exploration the agent would never try "gpu" (the H100 case).
+    agent = make_agent(explore_every=10, max_explorations=3)
+    deadline = 5 * MS  # fast is expected at 1 ms: 0.2 of the deadline
+    picks = []
+    for call in range(60):
+        d = agent.choose(SIG, ["gpu", FAST, SLOW], deadline)
+        picks.append(d.impl)
+        if d.impl == "gpu":
+            if picks.count("gpu") <= 2:
+                assert d.reason == "explore"
+            if picks.count("gpu") >= 2:  # the engine records from the 2nd call on
+                agent.inform(SIG, "gpu", 0.1 * MS)
+        else:
+            agent.inform(SIG, d.impl, normal_time(d.impl, call))
+    first = picks.index("gpu")
+    assert first == 9  # the 10th call under the deadline
+    assert picks.count("gpu") > 2  # once timed it wins on speed
+    assert picks[-10:] == ["gpu"] * 10
+
+
+def test_exploration_under_a_deadline_is_rationed():
+    # no slack (best known expected at 1 ms of a 1.5 ms deadline): never explored
+    agent = make_agent(explore_every=5)
+    picks = [agent.choose(SIG, ["gpu", FAST], 1.5 * MS).impl for _ in range(50)]
+    assert "gpu" not in picks
+    # slack, but the untimed one never yields a timing: tried max_explorations times
+    agent = make_agent(explore_every=5, max_explorations=3)
+    picks = [agent.choose(SIG, ["gpu", FAST], 5 * MS).impl for _ in range(100)]
+    assert picks.count("gpu") == 3
+    assert [i for i, p in enumerate(picks) if p == "gpu"] == [4, 9, 14]

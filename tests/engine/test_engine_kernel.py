@@ -259,3 +259,36 @@ def test_concurrent_dispatch_from_threads(toy_package, tmp_path):
     assert errors == []
     assert kernel.stats.calls == 800
     assert sum(store.stored_counts().values()) == kernel.stats.recorded
+
+
+def test_adapt_swaps_the_inputs_of_the_chosen_backend_only(toy):
+    kernel, _ = toy
+    x = np.ones((4, 4), np.float32)
+    seen = []
+
+    def adapt(backend, args, kwargs):
+        seen.append(backend)
+        if backend == "numba":  # e.g. hand the device copy to the GPU backend
+            return (args[0] + 1.0,), kwargs
+        return args, kwargs
+
+    results = {}
+    for _ in range(6):
+        out = kernel(x, factor=2.0, adapt=adapt)
+        results[kernel.last_decision.impl] = out
+    assert set(seen) == {"numba", "numpy"}
+    np.testing.assert_array_equal(results["numba"], 4.0 * x)  # (1 + 1) * 2
+    np.testing.assert_array_equal(results["numpy"], 2.0 * x)
+    # the agent's timings are filed under the un-adapted input's signature
+    assert kernel.agent.stats(kernel.signature(x, factor=2.0).key, "numba").n >= 1
+
+
+def test_untimed_lists_implementations_without_runs_or_priors(toy, fake_clock):
+    kernel, _ = toy
+    kernel.configure(factory_defaults=lambda name: {})
+    x = np.ones((4, 4), np.float32)
+    assert sorted(kernel.untimed(x, factor=2.0)) == ["numba", "numpy"]
+    kernel.benchmark(x, factor=2.0, repeats=2, impls=["numba"])
+    assert kernel.untimed(x, factor=2.0) == ["numpy"]
+    kernel.benchmark(x, factor=2.0, repeats=2)
+    assert kernel.untimed(x, factor=2.0) == []
