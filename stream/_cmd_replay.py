@@ -7,6 +7,8 @@ Examples::
     livesr replay movie.tif --rate 200 --range 1000:5000 --pixel-size 0.107
     livesr replay frames.npy --config run.toml --radius 2
     livesr replay stack.ome.tif --connect ipc:///tmp/x.ipc   # to `livesr run --listen`
+    livesr replay day1/*.ome.tif --output week --scheduler local --workers 8
+    livesr replay a.ome.zarr b.ome.zarr -o out --scheduler tcp://10.0.0.5:8786
 
 Reads OME-TIFF, plain TIFF, OME-Zarr (folder) and ``.npy`` stacks frame by frame (memory
 map or zarr chunks; never the whole file) and pushes the frames over the same lossless
@@ -29,10 +31,26 @@ windows exactly as it would live.
 ``--frames N`` caps the count.  ``--pixel-size UM`` overrides the file's pixel size;
 a file without one is replayed at 0.1 um with a warning.
 
+Several inputs: each one's results go to ``--output DIR/<input name>/`` (the file name
+without its extension; made unique with the parent folder's name, then a number).
+Every input, range and output folder is checked before anything runs.  Without
+``--scheduler`` the inputs are replayed one after the other through the pipeline.
+
+``--scheduler ADDRESS`` (a running ``dask.distributed`` scheduler) or ``--scheduler
+local`` (a ``LocalCluster`` of ``--workers`` processes on this machine) computes the
+same images on Dask (:mod:`livesr.stream._dask_replay`): each input is cut into
+chunks of ``--chunk-frames`` frames (plus ``window - 1`` frames of overlap), drift is
+estimated once per input by the pipeline's causal estimator, and the chunks run in
+parallel; the results (``sr.ome.zarr``, ``windows.csv``, ``drift.csv``,
+``summary.json``, ``config.toml``, ``replay.json``; no copy of the raw frames) equal an
+``--rate asap`` replay's.  The inputs must be readable at the same paths on the
+workers.  It prints the dashboard link, a progress bar and one line per input.
+
 Exit status: 0 success; 2 bad arguments or an input that cannot be replayed as asked
 (missing file, unsupported type, 2-D data, several channels, range out of bounds,
-``--rate recorded`` without timing, output folder already used); 1 a damaged file or a
-failure while running.
+``--rate recorded`` without timing, output folder already used, a ``--scheduler``
+that is not valid or cannot be reached, ``dask.distributed`` not installed); 1 a
+damaged file or a failure while running (any input).
 """
 
 from __future__ import annotations
@@ -86,12 +104,34 @@ def _pixel_size(text: str) -> float:
     return v
 
 
+def _scheduler(text: str) -> str:
+    from livesr.stream._dask_replay import SchedulerError, parse_scheduler
+
+    try:
+        return parse_scheduler(text)
+    except SchedulerError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _count(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer >= 1, got {text!r}"
+        ) from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v}")
+    return v
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``livesr replay`` flags (the pipeline flags are ``livesr run``'s)."""
     parser.add_argument(
-        "file",
+        "files",
+        nargs="+",
         metavar="FILE",
-        help="recording: .ome.tif(f), .tif(f), .ome.zarr/.zarr folder or .npy",
+        help="recording(s): .ome.tif(f), .tif(f), .ome.zarr/.zarr folder or .npy",
     )
     add_pipeline_arguments(parser)
     parser.add_argument(
@@ -123,6 +163,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="send the frames to a pipeline listening there (livesr run --listen)",
     )
+    dask = parser.add_argument_group("Dask (livesr[dask])")
+    dask.add_argument(
+        "--scheduler",
+        type=_scheduler,
+        default=None,
+        metavar="ADDRESS|local",
+        help="compute on a running dask.distributed scheduler (tcp://HOST:PORT), or "
+        "'local': a LocalCluster on this machine",
+    )
+    dask.add_argument(
+        "--workers",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="--scheduler local: worker processes (default: the CPU count)",
+    )
+    dask.add_argument(
+        "--chunk-frames",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="--scheduler: frames per task (default max(8 x window, 16 x stride))",
+    )
 
 
 def _usage_error(message: str) -> int:
@@ -135,6 +198,72 @@ def _failure(message: str) -> int:
     return 1
 
 
+#: result files that mark an output folder as used (Pipeline.start refuses it too)
+_RESULT_NAMES = ("summary.json", "raw.ome.zarr", "raw.ome.tif", "sr.ome.zarr")
+
+
+def input_name(path: str | Path) -> str:
+    """An input's name for its output folder: the file name without its extension."""
+    from livesr.adapters.sources._readers import SUPPORTED
+
+    name = Path(path).name
+    for suffix in sorted(SUPPORTED, key=len, reverse=True):
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def output_folders(files: list[str], output: Path) -> list[Path]:
+    """Output folder of each input: ``output`` for one, else ``output/<unique name>``
+    (:func:`input_name`)."""
+    if len(files) == 1:
+        return [output]
+    names = [input_name(f) for f in files]
+    if len(set(names)) < len(names):  # same name: prefix the parent folder's name
+        names = [
+            f"{Path(f).resolve().parent.name}_{n}" if names.count(n) > 1 else n
+            for f, n in zip(files, names, strict=True)
+        ]
+    seen: dict[str, int] = {}
+    unique = []
+    for n in names:
+        k = seen.get(n, 0)
+        seen[n] = k + 1
+        unique.append(n if k == 0 else f"{n}-{k + 1}")
+    return [output / n for n in unique]
+
+
+def _used(folder: Path) -> list[str]:
+    if not folder.is_dir():
+        return []
+    return [n for n in _RESULT_NAMES if (folder / n).exists()]
+
+
+def _check_flags(args: argparse.Namespace) -> str | None:
+    """Flag combinations that cannot work (usage errors), or None."""
+    n = len(args.files)
+    if args.connect is not None and n > 1:
+        return f"--connect sends one recording; got {n} inputs"
+    if args.scheduler is None:
+        for flag, v in (
+            ("--workers", args.workers),
+            ("--chunk-frames", args.chunk_frames),
+        ):
+            if v is not None:
+                return f"{flag} applies to --scheduler only"
+        return None
+    if args.connect is not None:
+        return "--connect and --scheduler exclude each other (Dask computes the images)"
+    if args.rate not in (None, "asap"):
+        return (
+            f"--rate {args.rate}: a replay on --scheduler runs as fast as it can "
+            "(nothing is paced or skipped); drop --rate or use --rate asap"
+        )
+    if args.workers is not None and args.scheduler != "local":
+        return "--workers applies to --scheduler local only"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the command; 0 success, 1 failure (damaged file, run error), 2 bad input."""
     from livesr.adapters.sources._readers import (
@@ -144,37 +273,109 @@ def run(args: argparse.Namespace) -> int:
     )
     from livesr.adapters.sources.replay import ReplayConfig, check_replay
 
+    if (problem := _check_flags(args)) is not None:
+        return _usage_error(problem)
     try:
         cfg = config_from_args(args)
     except ValueError as exc:
         return _usage_error(str(exc))
+    outputs = output_folders(list(args.files), Path(cfg.stream.output))
+    # check every input, range and output folder before anything runs
+    plans: list[tuple[str, Path, Any]] = []
+    start, stop = args.frame_range if args.frame_range is not None else (0, None)
+    for file, out in zip(args.files, outputs, strict=True):
+        try:
+            rec = open_recording(file, pixel_size_um=args.pixel_size)
+        except (FileNotFoundError, RecordingError) as exc:
+            return _usage_error(str(exc))
+        except CorruptRecordingError as exc:
+            return _failure(str(exc))
+        with rec:
+            rate = args.rate
+            if rate is None:
+                rate = "recorded" if rec.has_timing and not args.scheduler else "asap"
+                if rate == "asap" and not args.scheduler:
+                    logger.warning(
+                        "%s has no timing metadata: replaying as fast as processed "
+                        "(--rate asap)",
+                        rec.path,
+                    )
+            try:
+                rcfg = ReplayConfig(
+                    rate=rate, start=start, stop=stop, frames=cfg.stream.frames
+                )
+                a, b = check_replay(rec, rcfg)
+            except RecordingError as exc:
+                return _usage_error(str(exc))
+            if used := _used(out):
+                return _usage_error(
+                    f"output folder {out} already holds results ({', '.join(used)}); "
+                    "choose another --output or remove them"
+                )
+            plan: Any = rcfg
+            if args.scheduler:
+                from livesr.stream._dask_replay import ReplayInput
+
+                plan = ReplayInput.of(rec, out, a, b)
+            plans.append((file, out, plan))
+    if args.scheduler:
+        return _run_dask(cfg, [p for _, _, p in plans], args)
+    rc = 0
+    for file, out, rcfg in plans:
+        one = cfg if len(plans) == 1 else cfg.replace("stream", output=str(out))
+        rc = max(rc, _replay_one(one, file, rcfg, args))
+    return rc
+
+
+def _replay_one(cfg: Any, file: str, rcfg: Any, args: argparse.Namespace) -> int:
+    from livesr.adapters.sources._readers import (
+        CorruptRecordingError,
+        RecordingError,
+        open_recording,
+    )
+
     try:
-        rec = open_recording(args.file, pixel_size_um=args.pixel_size)
-    except (FileNotFoundError, RecordingError) as exc:
+        rec = open_recording(file, pixel_size_um=args.pixel_size)
+    except (FileNotFoundError, RecordingError) as exc:  # changed since it was checked
         return _usage_error(str(exc))
     except CorruptRecordingError as exc:
         return _failure(str(exc))
     with rec:
-        rate = args.rate
-        if rate is None:
-            rate = "recorded" if rec.has_timing else "asap"
-            if rate == "asap":
-                logger.warning(
-                    "%s has no timing metadata: replaying as fast as processed (--rate "
-                    "asap)",
-                    rec.path,
-                )
-        start, stop = args.frame_range if args.frame_range is not None else (0, None)
-        try:
-            rcfg = ReplayConfig(
-                rate=rate, start=start, stop=stop, frames=cfg.stream.frames
-            )
-            check_replay(rec, rcfg)
-        except RecordingError as exc:
-            return _usage_error(str(exc))
         if args.connect is not None:
             return _run_connect(rec, rcfg, args)
         return _run_pipeline(cfg, rec, rcfg, args)
+
+
+def _run_dask(cfg: Any, inputs: list[Any], args: argparse.Namespace) -> int:
+    from livesr.stream._dask_replay import (
+        DaskReplayConfig,
+        SchedulerError,
+        connect,
+        replay_on_dask,
+    )
+
+    try:
+        client, cluster = connect(args.scheduler, workers=args.workers)
+    except (SchedulerError, ImportError) as exc:
+        return _usage_error(str(exc))
+    dcfg = DaskReplayConfig(
+        chunk_frames=args.chunk_frames or 0,
+        progress=False if args.no_status else None,
+    )
+    try:
+        results = replay_on_dask(client, inputs, cfg, dcfg)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    failed = [r for r in results if not r.ok]
+    sys.stderr.write(
+        f"livesr replay: {len(results) - len(failed)} of {len(results)} recording(s) "
+        f"replayed on Dask, {sum(r.windows for r in results)} images"
+        + (f"; {len(failed)} failed" if failed else "")
+        + "\n"
+    )
+    return 1 if failed else 0
 
 
 def _run_connect(rec: Any, rcfg: Any, args: argparse.Namespace) -> int:
@@ -208,6 +409,7 @@ def _run_pipeline(cfg: Any, rec: Any, rcfg: Any, args: argparse.Namespace) -> in
 
     from livesr.adapters.sources.replay import ReplaySource, processing_throttle
     from livesr.stream._pipeline import Pipeline
+    from livesr.stream._run_session import drain, finish_run
     from livesr.stream._status import StatusReporter
 
     ctx = zmq.Context()
@@ -238,11 +440,7 @@ def _run_pipeline(cfg: Any, rec: Any, rcfg: Any, args: argparse.Namespace) -> in
             throttle=throttle,
         ).start()
         try:
-            while src.join(0.2) is None:
-                pass
-            if pipe.source_ended.wait(5.0):
-                while not pipe.wait(0.5):
-                    pass
+            drain(pipe, src)
         except KeyboardInterrupt:
             logger.warning("interrupted: stopping the replay, finishing the run")
             src.stop()
@@ -254,30 +452,12 @@ def _run_pipeline(cfg: Any, rec: Any, rcfg: Any, args: argparse.Namespace) -> in
         ctx.term()
     src_error = None if src is None or src.error is None else str(src.error)
     _write_replay_json(Path(summary["output"]), rec, rcfg, src, src_error)
-    lat = summary["latency_ms"]
-    p50 = "-" if lat["p50"] is None or lat["p50"] != lat["p50"] else f"{lat['p50']:.0f}"
-    p99 = "-" if lat["p99"] is None or lat["p99"] != lat["p99"] else f"{lat['p99']:.0f}"
-    assert src is not None
-    a, b = src.range
-    line = (
-        f"livesr replay: frames {a}..{b - 1} of {rec.path}: "
-        f"{summary['frames_persisted']}/"
-        f"{summary['frames_acquired']} frames persisted, {summary['frames_in_gaps']} "
-        "in gaps; "
-        f"{summary['windows_published']} images published, "
-        f"{summary['windows_skipped']} skipped; "
-        f"latency p50 {p50} ms p99 {p99} ms; results in {summary['output']}/ "
-        "(summary.json)"
-    )
-    if summary.get("error"):
-        line += f"\nlivesr replay: error: {summary['error']}"
-    if src_error:
-        line += f"\nlivesr replay: error: {src_error}"
-    assert status is not None
-    status.final(line)
-    return (
-        1 if summary.get("error") or summary.get("processing_error") or src_error else 0
-    )
+    if src is not None:
+        a, b = src.range
+        where = f"frames {a}..{b - 1} of {rec.path}: "
+    else:  # the source never started
+        where = f"{rec.path}: "
+    return finish_run("livesr replay", summary, status, head=where, errors=[src_error])
 
 
 def _write_replay_json(
