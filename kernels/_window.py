@@ -547,7 +547,7 @@ def numba_kernels() -> tuple[Any, Any, Any, Any] | None:
         logger.info("numba unavailable (%s): window sums use numpy", err)
         return None
 
-    @numba.njit(inline="always", cache=True)
+    @numba.njit(inline="always", cache=True, nogil=True)
     def two_sum(hi, lo, y):  # type: ignore[no-untyped-def]
         t = hi + y
         z = t - hi
@@ -634,7 +634,10 @@ def numba_kernels() -> tuple[Any, Any, Any, Any] | None:
                 acc = acc + np.float64(n - 1) * (mean * mean)
                 out[k] = np.float32(acc / np.float64(n - 1))
 
-    opts = {"cache": True, "fastmath": False, "boundscheck": False}
+    # nogil: the window update runs on the processing thread beside the ingest
+    # thread (ZeroMQ receive + persist); holding the GIL for milliseconds per frame
+    # starved it (the source ring overflowed on a 256² @ 200 fps run).
+    opts = {"cache": True, "fastmath": False, "boundscheck": False, "nogil": True}
     _NUMBA_KERNELS = (
         numba.njit(parallel=True, **opts)(update),
         numba.njit(parallel=True, **opts)(combine),

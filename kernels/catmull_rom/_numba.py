@@ -17,7 +17,7 @@ from livesr.kernels.catmull_rom._common import taps
 __all__ = ["catmull_rom_numba"]
 
 
-@numba.njit(parallel=True, cache=True, fastmath=False, boundscheck=False)
+@numba.njit(parallel=True, cache=True, fastmath=False, boundscheck=False, nogil=True)
 def _sample(img, ri, rw, ci, cw, out):  # pragma: no cover (compiled)
     k, l_ = out.shape
     w = img.shape[1]

@@ -323,18 +323,45 @@ class CupyEsrrfMap:
         t4 = np.zeros(table.shape[:4] + (4,), dtype=np.float32)
         t4[..., :3] = table
         self._table = cp.asarray(t4)
-        rows = axis_plan(h, m, float(radius), float(shift[0]))
-        cols = axis_plan(w, m, float(radius), float(shift[1]))
-        self._r_idx = cp.asarray(rows.cr_idx)
-        self._r_wt = cp.asarray(rows.cr_wt)
-        self._c_idx = cp.asarray(cols.cr_idx)
-        self._c_wt = cp.asarray(cols.cr_wt)
-        gri, grw = catmull_rom_taps(gradient_coords(h, m, float(shift[0])), h)
-        gci, gcw = catmull_rom_taps(gradient_coords(w, m, float(shift[1])), w)
-        self._gr_idx, self._gr_wt = cp.asarray(gri), cp.asarray(grw)
-        self._gc_idx, self._gc_wt = cp.asarray(gci), cp.asarray(gcw)
+        self._radius = float(radius)
+        self.shift: tuple[float, float] | None = None
+        self.set_shift(shift)
         self._grid = cp.empty((self.batch, 2 * h + 1, 2 * w + 1, 2), dtype=cp.float32)
         self._dummy = cp.zeros(1, dtype=cp.float32)
+
+    def set_shift(self, shift: tuple[float, float]) -> None:
+        """Re-aim the sampling tables at a new ``(dy, dx)`` (input px), in place.
+
+        Only the per-axis Catmull-Rom taps depend on the shift (O(H·M + W·M) numbers,
+        computed on the host and uploaded); the compiled kernels, the window table
+        and the work buffers are kept, so a drifting stream pays microseconds per
+        new shift rather than a new plan.
+        """
+        dy, dx = float(shift[0]), float(shift[1])
+        if self.shift == (dy, dx):
+            return
+        (h, w), m, r = self.shape, self.magnification, self._radius
+        rows = axis_plan(h, m, r, dy)
+        cols = axis_plan(w, m, r, dx)
+        gri, grw = catmull_rom_taps(gradient_coords(h, m, dy), h)
+        gci, gcw = catmull_rom_taps(gradient_coords(w, m, dx), w)
+        tables = {
+            "_r_idx": rows.cr_idx,
+            "_r_wt": rows.cr_wt,
+            "_c_idx": cols.cr_idx,
+            "_c_wt": cols.cr_wt,
+            "_gr_idx": gri,
+            "_gr_wt": grw,
+            "_gc_idx": gci,
+            "_gc_wt": gcw,
+        }
+        for name, host in tables.items():
+            dev = getattr(self, name, None)
+            if dev is None or dev.shape != host.shape or dev.dtype != host.dtype:
+                setattr(self, name, cp.asarray(host))
+            else:
+                dev.set(np.ascontiguousarray(host))
+        self.shift = (dy, dx)
 
     def _launch(
         self, frames: cp.ndarray, out, ring, acc_sum, slot0: int, nslots: int, mode: int
@@ -438,11 +465,13 @@ class CupyEsrrfMap:
 
 
 @functools.lru_cache(maxsize=16)
-def _plan(shape, magnification, radius, sensitivity, weighting, shift, device_id):
+def _plan(shape, magnification, radius, sensitivity, weighting, device_id):
+    """One plan per shape and parameters (not per shift: see ``set_shift``), with
+    the lock that serialises its use (the shift tables and the work grid are
+    shared state)."""
     del device_id
-    return CupyEsrrfMap(
-        shape, magnification, radius, sensitivity, weighting, shift, batch=1
-    )
+    plan = CupyEsrrfMap(shape, magnification, radius, sensitivity, weighting, batch=1)
+    return plan, threading.Lock()
 
 
 @implementation("esrrf_map", backend="cupy")
@@ -484,14 +513,15 @@ def esrrf_map_cupy(
     dev = cp.asarray(frame, dtype=cp.float32)
     if dev.ndim != 2:
         raise ValueError(f"frame must be 2-D (H, W); got shape {dev.shape}")
-    plan = _plan(
+    plan, lock = _plan(
         tuple(dev.shape),
         int(magnification),
         float(radius),
         float(sensitivity),
         bool(intensity_weighting),
-        (float(shift[0]), float(shift[1])),
         cp.cuda.Device().id,
     )
-    out = plan.maps(cp.ascontiguousarray(dev)[None])[0]
+    with lock:
+        plan.set_shift((float(shift[0]), float(shift[1])))
+        out = plan.maps(cp.ascontiguousarray(dev)[None])[0]
     return cp.asnumpy(out) if on_host else out

@@ -36,7 +36,7 @@ from livesr.kernels.esrrf_map._weights import (
 __all__ = ["esrrf_map_numba"]
 
 
-@numba.njit(inline="always", cache=True)
+@numba.njit(inline="always", cache=True, nogil=True)
 def _finish(rgc, wsum, apply_pow, sensitivity):
     zero = np.float32(0.0)
     if wsum > zero:
@@ -50,7 +50,7 @@ def _finish(rgc, wsum, apply_pow, sensitivity):
     return rgc
 
 
-@numba.njit(inline="always", cache=True)
+@numba.njit(inline="always", cache=True, nogil=True)
 def _intensity(line, c_idx, c_wt, x):
     q = 0.0
     q += line[c_idx[x, 0]] * c_wt[x, 0]
@@ -60,7 +60,7 @@ def _intensity(line, c_idx, c_wt, x):
     return np.float32(q)
 
 
-@numba.njit(parallel=True, cache=True, fastmath=False, boundscheck=False)
+@numba.njit(parallel=True, cache=True, fastmath=False, boundscheck=False, nogil=True)
 def _unit_gradients(frame, gr_idx, gr_wt, gc_idx, gc_wt, out):
     """Numba twin of ``_weights.normalised_gradients`` (same arithmetic, parallel).
 
@@ -102,7 +102,7 @@ def _unit_gradients(frame, gr_idx, gr_wt, gc_idx, gc_wt, out):
             out[k, col, 1] = np.float32(fy * inv)
 
 
-@numba.njit(parallel=True, cache=True, fastmath=False, boundscheck=False)
+@numba.njit(parallel=True, cache=True, fastmath=False, boundscheck=False, nogil=True)
 def _fused(  # noqa: PLR0913
     frame,
     grad,

@@ -11,7 +11,7 @@ from livesr.engine import implementation
 __all__ = ["macro_pixel_numba"]
 
 
-@numba.njit(parallel=True, cache=True, fastmath=False, boundscheck=False)
+@numba.njit(parallel=True, cache=True, fastmath=False, boundscheck=False, nogil=True)
 def _correct(stack, m, out):  # pragma: no cover (compiled)
     n, ny, nx = stack.shape
     rows = ny // m

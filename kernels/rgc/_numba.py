@@ -40,7 +40,7 @@ def _row_tables(offs, table, w, m):
     return np.ascontiguousarray(cols), np.ascontiguousarray(tab, dtype=np.float32)
 
 
-@numba.njit(parallel=True, cache=True, fastmath=False, boundscheck=False)
+@numba.njit(parallel=True, cache=True, fastmath=False, boundscheck=False, nogil=True)
 def _rgc(
     gxn, gyn, rows_j, cols, tab, inten, h, w, m, margin, weighted, apply_pow, sens, out
 ):  # pragma: no cover (compiled)

@@ -10,7 +10,7 @@ from livesr.engine import implementation
 __all__ = ["roberts_cross_numba"]
 
 
-@numba.njit(parallel=True, cache=True, fastmath=False, boundscheck=False)
+@numba.njit(parallel=True, cache=True, fastmath=False, boundscheck=False, nogil=True)
 def _grad(im, gx, gy):  # pragma: no cover (compiled)
     h, w = im.shape
     for r in numba.prange(h):

@@ -12,7 +12,7 @@ from livesr.kernels.temporal import MODES
 __all__ = ["temporal_numba"]
 
 
-@numba.njit(parallel=True, cache=True, fastmath=False, boundscheck=False)
+@numba.njit(parallel=True, cache=True, fastmath=False, boundscheck=False, nogil=True)
 def _stat(maps, mode, out):  # pragma: no cover (compiled)
     n, ny, nx = maps.shape
     for r in numba.prange(ny):

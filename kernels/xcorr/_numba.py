@@ -14,7 +14,7 @@ from livesr.kernels.xcorr._refine import sweep
 __all__ = ["upsampled_peak_axes_numba"]
 
 
-@numba.njit(parallel=True, cache=True, fastmath=False)
+@numba.njit(parallel=True, cache=True, fastmath=False, nogil=True)
 def _collapse_cols(x, phase):  # pragma: no cover (compiled)
     h, w = x.shape
     out = np.empty(h, dtype=np.complex128)
@@ -26,7 +26,7 @@ def _collapse_cols(x, phase):  # pragma: no cover (compiled)
     return out
 
 
-@numba.njit(parallel=True, cache=True, fastmath=False)
+@numba.njit(parallel=True, cache=True, fastmath=False, nogil=True)
 def _collapse_rows(x, phase):  # pragma: no cover (compiled)
     h, w = x.shape
     out = np.zeros(w, dtype=np.complex128)
@@ -38,7 +38,7 @@ def _collapse_rows(x, phase):  # pragma: no cover (compiled)
     return out
 
 
-@numba.njit(parallel=True, cache=True, fastmath=False)
+@numba.njit(parallel=True, cache=True, fastmath=False, nogil=True)
 def _profile(v, pos, freqs):  # pragma: no cover (compiled)
     n = pos.shape[0]
     out = np.empty(n, dtype=np.float64)

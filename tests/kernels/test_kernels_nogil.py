@@ -1,0 +1,66 @@
+"""Compiled kernels release the GIL while they run.
+
+The pipeline runs them on its processing thread while the ingest thread receives
+and persists frames; a kernel that held the GIL for milliseconds per frame starved
+the ingest (on a 256² @ 200 frames/s run the source's ring overflowed).  Here a
+Python thread counts loop iterations during one long kernel call: with the GIL held
+it cannot run at all during the call.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+
+def _progress_during(call) -> int:
+    """Iterations a pure-Python thread completes in the first half of ``call()``.
+
+    Only the first half counts: when the call returns, a thread that was waiting
+    for the GIL runs at once, before the caller could read any counter.
+    """
+    stamps: list[float] = []
+    stop = threading.Event()
+    started = threading.Event()
+
+    def spin() -> None:
+        started.set()
+        while not stop.is_set():
+            stamps.append(time.perf_counter())
+
+    t = threading.Thread(target=spin, daemon=True)
+    t.start()
+    started.wait()
+    t0 = time.perf_counter()
+    call()
+    t1 = time.perf_counter()
+    stop.set()
+    t.join()
+    mid = t0 + (t1 - t0) / 2
+    return sum(t0 < s < mid for s in stamps)
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(250, 250), (1024, 1024)],
+    ids=["serial-kernel", "parallel-kernel"],
+)
+def test_window_sums_release_the_gil(shape):
+    # Without nogil=True the serial kernel (images below PARALLEL_MIN_PIXELS) held
+    # the GIL: 0 iterations in 5 of 5 calls, against ~20 000-40 000 with it.
+    # (numba's parallel kernels release it in their parallel region either way.)
+    from livesr.kernels._window import WindowMoments, numba_kernels
+
+    if numba_kernels() is None:
+        pytest.skip("numba unavailable")
+    mom = WindowMoments.for_mode(shape, "tac2", "numba")
+    rng = np.random.default_rng(0)
+    a, b = (rng.random(shape, dtype=np.float32) for _ in range(2))
+    mom.append(a, None)  # compile + first call outside the measurement
+    mom.append(b, a)
+    # one call (a Python loop of calls would let the thread in between calls)
+    progress = [_progress_during(lambda: mom.slide(a, b, a, b)) for _ in range(5)]
+    assert sum(p > 0 for p in progress) >= 4, progress
