@@ -761,10 +761,34 @@ class Pipeline:
             )
             logger.info("parameters changed from frame %d: %s", frame_index, changes)
 
-    def _new_sliding(self, shape: tuple[int, int]) -> Any:
+    def _new_sliding(self, shape: tuple[int, int], frame: Any = None) -> Any:
         from livesr.kernels import SlidingEsrrf
 
         e = self._esrrf
+        if frame is not None and self._device_window_wanted(frame):
+            from livesr.kernels.sliding_device import DeviceSlidingEsrrf
+
+            try:
+                sliding = DeviceSlidingEsrrf(
+                    e.window,
+                    e.stride,
+                    magnification=e.magnification,
+                    radius=e.radius,
+                    sensitivity=e.sensitivity,
+                    intensity_weighting=e.intensity_weighting,
+                    macro_pixel_correction=e.macro_pixel_correction,
+                    temporal=e.temporal,
+                    geometry=e.geometry,
+                    frame_shape=shape,
+                )
+            except MemoryError as exc:
+                logger.warning("GPU-resident window not used: %s", exc)
+            else:
+                logger.info(
+                    "sliding window on the GPU (frames stay on the device; %d MiB)",
+                    sliding.memory_bytes // 2**20,
+                )
+                return sliding
         return SlidingEsrrf(
             e.window,
             e.stride,
@@ -778,6 +802,49 @@ class Pipeline:
             frame_shape=shape,
             frame_map=self._map,
         )
+
+    def _device_window_wanted(self, frame: Any) -> bool:
+        """Time untimed ``esrrf_map`` implementations on the real frame, then say
+        whether the GPU-resident window should run (the engine favours CuPy).
+
+        ``LIVESR_DEVICE_WINDOW=off`` keeps the host window whatever the engine says.
+        """
+        import os
+
+        if os.environ.get("LIVESR_DEVICE_WINDOW", "auto").lower() in ("off", "0"):
+            return False
+        kernel = getattr(self._map, "_engine", None)
+        e = self._esrrf
+        if e.geometry != "nanopyx" or not hasattr(kernel, "untimed"):
+            return False
+        args = (
+            np.ascontiguousarray(frame, dtype=np.float32),
+            e.magnification,
+            e.radius,
+            e.sensitivity,
+            e.intensity_weighting,
+        )
+        try:
+            untimed = kernel.untimed(*args)
+            if untimed:
+                logger.info(
+                    "timing %s for %s frames before streaming (no timings yet)",
+                    ", ".join(untimed),
+                    "x".join(map(str, np.shape(frame))),
+                )
+                kernel.benchmark(*args, repeats=3, impls=untimed)
+            sig = kernel.signature(*args)
+            avail = [i.id for i in kernel.implementations(include_unavailable=False)]
+            stats = {i: kernel.agent.stats(sig.key, i) for i in avail}
+            timed = {i: st.fast_avg for i, st in stats.items() if st is not None}
+        except Exception as exc:  # an implementation failing here must not stop us
+            logger.warning("could not time esrrf_map implementations: %s", exc)
+            return False
+        if not timed:
+            return False
+        best = min(timed, key=timed.__getitem__)
+        logger.debug("esrrf_map favourite for %s: %s (%s)", sig, best, timed)
+        return best.split("-", 1)[0] == "cupy"
 
     def _next_emission(self) -> int:
         """Global seq of the frame whose processing emits the next image."""
@@ -855,7 +922,7 @@ class Pipeline:
         t0 = time.perf_counter()
         seq = item.seq
         if self._sliding is None:
-            self._sliding = self._new_sliding(item.frame.shape)
+            self._sliding = self._new_sliding(item.frame.shape, item.frame)
             if self.config.drift.enabled:
                 from livesr.kernels import RollingDrift
 
@@ -888,6 +955,8 @@ class Pipeline:
             shift = self._drift.displacement_at(self._drift.n_frames - 1)
         if seq >= self._base:
             self._map.deadline_s = max(0.0, self._budget_s - (time.time() - item.t_acq))
+            if hasattr(self._sliding, "deadline_s"):  # the GPU-resident window
+                self._sliding.deadline_s = self._map.deadline_s
             result = self._sliding.push(frame, shift=shift)
             if result is not None:
                 self._filling = False
