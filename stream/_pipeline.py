@@ -922,6 +922,15 @@ class Pipeline:
         t0 = time.perf_counter()
         seq = item.seq
         if self._sliding is None:
+            kernel = getattr(self._map, "_engine", None)
+            stats = getattr(kernel, "stats", None)
+            if stats is not None:
+                self._engine_stats0 = (
+                    dict(stats.by_impl),
+                    stats.deadline_misses,
+                    stats.deadline_calls,
+                )
+            self._impl_switches: list[dict[str, Any]] = []
             self._sliding = self._new_sliding(item.frame.shape, item.frame)
             if self.config.drift.enabled:
                 from livesr.kernels import RollingDrift
@@ -958,6 +967,7 @@ class Pipeline:
             if hasattr(self._sliding, "deadline_s"):  # the GPU-resident window
                 self._sliding.deadline_s = self._map.deadline_s
             result = self._sliding.push(frame, shift=shift)
+            self._note_implementation(seq)
             if result is not None:
                 self._filling = False
                 self._publish(result, item, shift)
@@ -1064,6 +1074,44 @@ class Pipeline:
             out = {"drift": "numpy", **out}
         return out
 
+    def _engine_summary(self) -> dict[str, Any]:
+        """What the engine did for the map stage during this run.
+
+        ``calls_by_impl`` and ``deadline_misses`` count this run's dispatches (the
+        kernel's process-wide counters minus their values at the first frame);
+        ``switches`` lists where the chosen implementation changed (first 100).
+        """
+        kernel = getattr(self._map, "_engine", None)
+        stats = getattr(kernel, "stats", None)
+        start = getattr(self, "_engine_stats0", None)
+        out: dict[str, Any] = {
+            "window": getattr(self._sliding, "strategy", None),
+            "switches": list(getattr(self, "_impl_switches", [])),
+        }
+        if stats is not None and start is not None:
+            by_impl, misses, calls = start
+            out["calls_by_impl"] = {
+                k: v - by_impl.get(k, 0)
+                for k, v in stats.by_impl.items()
+                if v - by_impl.get(k, 0)
+            }
+            out["deadline_misses"] = stats.deadline_misses - misses
+            out["deadline_calls"] = stats.deadline_calls - calls
+        return out
+
+    def _note_implementation(self, seq: int) -> None:
+        """Record a change of the map stage's implementation (agent switch)."""
+        impl = self._map.name
+        last = getattr(self, "_last_impl", None)
+        if impl == last:
+            return
+        if last is not None:
+            switches = self._impl_switches
+            if len(switches) < 100:
+                switches.append({"frame": seq, "from": last, "to": impl})
+            logger.info("map stage switched from %s to %s at frame %d", last, impl, seq)
+        self._last_impl = impl
+
     def snapshot(self) -> dict[str, Any]:
         """Live counters for the status line."""
         now = time.time()
@@ -1136,6 +1184,7 @@ class Pipeline:
             "params_final": asdict(self._esrrf),
             "param_changes": self._param_changes,
             "implementation": self.implementations(),
+            "engine": self._engine_summary(),
             "quality_metric": QUALITY_METRIC,
             "stopped": self._store_error is not None,
             "error": self._store_error,
