@@ -79,6 +79,9 @@ logger = logging.getLogger(__name__)
 #: ``--scheduler`` value that starts a ``LocalCluster`` on this machine.
 LOCAL = "local"
 
+#: How long :func:`connect` tries to reach a running scheduler by default, s.
+CONNECT_TIMEOUT_S = 10.0
+
 _ADDRESS_RE = re.compile(
     r"^(?:(?P<proto>[a-z][a-z0-9+]*)://)?(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+)"
     r":(?P<port>\d{1,5})/?$"
@@ -213,7 +216,7 @@ class FileResult:
 
 
 def connect(
-    scheduler: str, *, workers: int | None = None, timeout_s: float = 10.0
+    scheduler: str, *, workers: int | None = None, timeout_s: float | None = None
 ) -> tuple[Any, Any]:
     """A ``distributed.Client`` for ``scheduler`` (and the ``LocalCluster`` it started).
 
@@ -223,8 +226,9 @@ def connect(
         ``"local"`` or a scheduler address (:func:`parse_scheduler`).
     workers : int, optional
         ``LocalCluster`` worker processes (one thread each); default: the CPU count.
-    timeout_s : float
-        How long to try to reach a remote scheduler, s.
+    timeout_s : float, optional
+        How long to try to reach a remote scheduler, s (default
+        :data:`CONNECT_TIMEOUT_S`).
 
     Returns
     -------
@@ -267,6 +271,8 @@ def connect(
             "--workers applies to --scheduler local only (a running scheduler has "
             "its own workers)"
         )
+    if timeout_s is None:
+        timeout_s = CONNECT_TIMEOUT_S
     try:
         client = Client(scheduler, timeout=f"{timeout_s}s")
     except (OSError, TimeoutError) as exc:
@@ -328,6 +334,8 @@ class _FileJob:
         for row in dp.rows:
             self._drift_table.add(*row)
         self._drift_table.flush()
+        if not self.chunks:  # fewer frames than a window: the drift table only
+            self.done = True
 
     def add_chunk(self, res: ChunkResult) -> None:
         self.pending[res.index] = res
@@ -580,7 +588,7 @@ def replay_on_dask(
     try:
         for job in jobs:
             job.open()
-            if job.total == 0:
+            if job.total == 0 and not config.drift.enabled:
                 finish(job)
                 continue
             if config.drift.enabled:
@@ -614,6 +622,7 @@ def replay_on_dask(
                 continue
             finally:
                 bar.update(1)
+                fut.release()  # the client holds the result now; free the worker's
             try:
                 if kind == "drift":
                     job.set_drift(res)
