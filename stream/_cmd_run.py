@@ -280,6 +280,10 @@ def _run_connect(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
         f"{acked} acknowledged, {gaps} in gaps, {summary.get('frames_unacked', 0)} "
         "unacknowledged\n"
     )
+    if summary.get("stop_reason"):  # the pipeline sent "stop"
+        sys.stderr.write(
+            f"livesr run: stopped by the pipeline: {summary['stop_reason']}\n"
+        )
     return 0 if summary.get("frames_unacked", 1) == 0 else 1
 
 
@@ -345,7 +349,8 @@ def _run_pipeline(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
                         pass
             else:
                 while not pipe.wait(0.5):
-                    pass
+                    if 0 < cfg.stream.frames <= pipe.snapshot()["frames_persisted"]:
+                        pipe.stop_requested.set()  # --frames: tell the source to stop
         except KeyboardInterrupt:
             logger.warning("interrupted: stopping acquisition, finishing the run")
             if src is not None:

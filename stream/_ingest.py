@@ -21,6 +21,12 @@ are delivered again (at most ``window`` of them).
 
 Every message is validated; a malformed, inconsistent or unexpected one is counted
 under its reason, logged (rate-limited) and dropped, and the stream goes on.
+
+Stopping the sources: :meth:`Ingest.request_stop` (or a set ``stop_event``) sends a
+``stop`` message to every live source, which stops acquiring and ends its stream
+(``end``) as usual; ``close(stop_reason=..., drain_s=...)`` does the same and waits
+up to ``drain_s`` for those streams to end before it closes (``stop final=true`` to
+any still open).  A plain :meth:`Ingest.close` is abrupt (no message at all).
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from livesr.stream._wire import (
     _STREAM_RE,
     FRAME_DTYPES,
     MAX_HEADER_BYTES,
+    MAX_REASON_CHARS,
     MAX_SIDE,
     FrameHeader,
     WireError,
@@ -170,6 +177,7 @@ class _Stream:
         "ended",
         "acquired",
         "source_gap_frames",
+        "stop_sent",
     )
 
     def __init__(self, name: str, session: str, expected: int) -> None:
@@ -193,6 +201,7 @@ class _Stream:
         self.ended = False
         self.acquired: int | None = None
         self.source_gap_frames: int | None = None
+        self.stop_sent = False  # a stop message reached this stream's connection
 
     def summary(self) -> dict[str, Any]:
         acquired = self.acquired
@@ -245,6 +254,9 @@ class Ingest:
         source starts a new session at seq 0.
     context
         ZeroMQ context (default: a private one, terminated by :meth:`close`).
+    stop_event
+        When it is set (e.g. the pipeline's ``stop_requested``), every source is sent
+        ``stop`` (reason: the one given to :meth:`request_stop`, else a generic one).
     """
 
     def __init__(
@@ -256,9 +268,13 @@ class Ingest:
         on_end: OnEnd | None = None,
         resume: Callable[[str, str], int] | None = None,
         context: zmq.Context[Any] | None = None,
+        stop_event: threading.Event | None = None,
     ) -> None:
         self.config = config
         self._on_frame = on_frame
+        self._stop_event = stop_event
+        self._stop_reason: str | None = None
+        self._stop_pending = False
         self._on_gap = on_gap
         self._on_end = on_end
         self._resume = resume
@@ -285,6 +301,7 @@ class Ingest:
             "handshake_failed_auth": 0,
             "handshake_failed_protocol": 0,
             "handshake_failed_other": 0,
+            "stop_sent": 0,
         }
         self._last_info = time.monotonic()
         self.endpoint = config.endpoint
@@ -362,11 +379,98 @@ class Ingest:
         self._thread.start()
         return self
 
-    def close(self) -> dict[str, Any]:
-        """Stop serving and close the socket at once (no protocol goodbye).
+    def request_stop(self, reason: str) -> None:
+        """Ask every source to stop acquiring (a ``stop`` message; thread-safe).
+
+        Sources connected now get it at once, sources that (re)connect later in
+        answer to their hello.  The first reason given is the one sent.
+
+        Parameters
+        ----------
+        reason
+            Why (shown in the source's summary), e.g. ``"raw store failed: ..."``;
+            cut to :data:`~livesr.stream._wire.MAX_REASON_CHARS` characters.
+        """
+        if not isinstance(reason, str) or not reason.strip():
+            raise ValueError(
+                f"Ingest.request_stop(reason={reason!r}): expected a non-empty string"
+            )
+        with self._lock:
+            if self._stop_reason is None:
+                self._stop_reason = reason.strip()[:MAX_REASON_CHARS]
+            self._stop_pending = True
+        if self._thread is not None:
+            try:
+                os.write(self._bell_w, b"s")
+            except OSError:
+                pass  # closing
+
+    def _check_stop(self) -> None:
+        """On the serving thread: send ``stop`` to every live stream not told yet."""
+        ev = self._stop_event
+        if ev is not None and ev.is_set() and self._stop_reason is None:
+            self.request_stop("the pipeline stopped acquisition")
+        if not self._stop_pending:
+            return
+        self._stop_pending = False
+        for st in list(self._streams.values()):
+            self._send_stop(st, final=False)
+
+    def _send_stop(self, st: _Stream, *, final: bool) -> None:
+        if st.ended or not st.peer or (st.stop_sent and not final):
+            return
+        reason = self._stop_reason or "the ingest is closing"
+        if self._send(
+            st.peer,
+            "stop",
+            stream=st.name,
+            session=st.session,
+            reason=reason,
+            final=final,
+        ):
+            st.stop_sent = True
+            self._c["stop_sent"] += 1
+            logger.info(
+                "ingest: asked stream %s to stop%s: %s",
+                st.name,
+                " (final)" if final else "",
+                reason,
+            )
+
+    def close(
+        self, *, stop_reason: str | None = None, drain_s: float = 0.0
+    ) -> dict[str, Any]:
+        """Stop serving and close the socket.
+
+        Parameters
+        ----------
+        stop_reason
+            ``None`` (default): close at once, with no protocol goodbye (the sources
+            keep their unacknowledged frames and reconnect to a restarted ingest).
+            A text: first ask every live source to stop (:meth:`request_stop`), keep
+            serving up to ``drain_s`` seconds until their streams ended (``end``),
+            then tell the sources still open that nothing more will be acknowledged
+            (``stop`` with ``final=true``).
+        drain_s
+            Seconds to wait for the stopped sources to end (0..600).
 
         Returns :meth:`summary`.  Safe to call twice.
         """
+        check_range("Ingest.close", "drain_s", drain_s, 0.0, 600.0)
+        if stop_reason is not None and self._thread is not None:
+            self.request_stop(stop_reason)
+            deadline = time.monotonic() + drain_s
+            while time.monotonic() < deadline and self._thread.is_alive():
+                with self._lock:
+                    told = [
+                        st
+                        for st in self._streams.values()
+                        if st.stop_sent and not st.ended
+                    ]
+                    quiet = not self._stop_pending
+                if quiet and not told:
+                    break
+                time.sleep(0.01)
         if self._thread is not None:
             self._stop = True
             os.write(self._bell_w, b"x")
@@ -378,6 +482,9 @@ class Ingest:
             self._thread = None
             os.close(self._bell_r)
             os.close(self._bell_w)
+        if self._sock is not None and stop_reason is not None:
+            for st in list(self._streams.values()):
+                self._send_stop(st, final=True)  # best effort: the sources end now
         if self._sock is not None:
             self._close_monitor(self._sock)
             self._sock.close()
@@ -458,7 +565,14 @@ class Ingest:
             while not self._stop:
                 # ACK every ack_every frames, or once the socket is idle for 1 ms
                 waiting = any(st.unacked for st in self._streams.values())
-                if not poller.poll(1 if waiting else 1000):
+                events = dict(poller.poll(1 if waiting else 100))
+                if self._bell_r in events:
+                    try:
+                        os.read(self._bell_r, 4096)
+                    except BlockingIOError:
+                        pass
+                self._check_stop()
+                if not events:
                     self._flush_acks()
                     continue
                 if self._stop:
@@ -493,6 +607,7 @@ class Ingest:
             self._handle(parts, ack_every)
             if handled >= 4096 or self._stop:
                 break
+        self._check_stop()
         if flush:
             self._flush_acks()
         self._periodic_log()
@@ -716,6 +831,9 @@ class Ingest:
         logger.info(
             "ingest: hello from stream %s, resuming at seq %d", stream, st.expected
         )
+        if self._stop_reason is not None:  # stopping: tell a (re)connected source too
+            st.stop_sent = False
+            self._send_stop(st, final=False)
 
     def _on_gap_msg(self, peer: bytes, st: _Stream, first: int, last: int) -> None:
         if last < st.expected:
@@ -794,7 +912,8 @@ class Ingest:
             credit=self.config.window,
         )
 
-    def _send(self, peer: bytes, kind: str, **fields: Any) -> None:
+    def _send(self, peer: bytes, kind: str, **fields: Any) -> bool:
+        """Send a control message to ``peer`` (no wait); False when it could not go."""
         assert self._sock is not None
         try:
             self._sock.send_multipart(
@@ -804,6 +923,7 @@ class Ingest:
                 st = self._streams.get(fields["stream"])
                 if st is not None:
                     st.granted = max(st.granted, fields["upto"] + fields["credit"])
+            return True
         except zmq.ZMQError as exc:  # EHOSTUNREACH (peer gone) or EAGAIN (HWM)
             self._c["control_send_failed"] += 1
             self._rlog.log(
@@ -813,6 +933,7 @@ class Ingest:
                 kind,
                 exc,
             )
+            return False
 
 
 class _Stale(Exception):

@@ -430,6 +430,7 @@ class Pipeline:
             on_gap=self._on_gap,
             on_end=self._on_end,
             context=self._ctx,
+            stop_event=self.stop_requested,  # a stop tells remote sources too
         )
         try:
             self._ingest.start()
@@ -471,7 +472,10 @@ class Pipeline:
             return self._summary
         self._closed = True
         if self._ingest is not None:
-            self._ingest_summary = self._ingest.close()
+            # a source still acquiring is told to stop and given 5 s to end its stream
+            self._ingest_summary = self._ingest.close(
+                stop_reason="the pipeline is closing", drain_s=5.0
+            )
         if self._ring is not None:
             self._ring.close()
         else:
@@ -586,6 +590,7 @@ class Pipeline:
                 exc,
                 seq,
             )
+            self._ingest.request_stop(f"raw store failed: {exc}")
             self.stop_requested.set()
             return
         self._c["frames_persisted"] += 1

@@ -15,6 +15,13 @@ slots on cumulative ACKs and replays unacknowledged frames in seq order after ev
 (re)handshake.  When the ring is full, the frame is lost and reported as a gap (see
 :class:`SourceLinkConfig.overflow`).  See :mod:`livesr.stream._transport` for the
 protocol.
+
+When the pipeline ends (run finished, interrupted, disk full) the ingest sends
+``stop``: :attr:`SourceLink.stop_requested` is set and :meth:`SourceLink.summary`
+says why (``stop_reason``); the producer should stop acquiring and :meth:`close` the
+link (frames it still sends are delivered while the ingest listens).  After a
+``final`` stop (the ingest closed) :meth:`close` returns at once and reports the
+frames left unacknowledged.
 """
 
 from __future__ import annotations
@@ -198,6 +205,9 @@ class SourceLink:
         See :class:`SourceLinkConfig`.
     context
         ZeroMQ context to use (default: a private one, terminated by :meth:`close`).
+    stop_event
+        Event to set when the ingest asks the source to stop acquiring (default: a
+        private one); also :attr:`stop_requested`.
 
     Notes
     -----
@@ -207,9 +217,19 @@ class SourceLink:
     """
 
     def __init__(
-        self, config: SourceLinkConfig, *, context: zmq.Context[Any] | None = None
+        self,
+        config: SourceLinkConfig,
+        *,
+        context: zmq.Context[Any] | None = None,
+        stop_event: threading.Event | None = None,
     ) -> None:
         self.config = config
+        #: set when the ingest sent ``stop``: stop acquiring, then :meth:`close`
+        self.stop_requested = (
+            stop_event if stop_event is not None else threading.Event()
+        )
+        self._stop_reason: str | None = None
+        self._ingest_closed = False  # a final stop: nothing more will be acked
         self._ring = ReplayRing(config.ring_frames, config.shape, config.dtype)
         self._ctx = context
         self._own_ctx = context is None
@@ -248,6 +268,7 @@ class SourceLink:
             "hellos_sent": 0,
             "disconnects": 0,
             "control_rejected": 0,
+            "stops_received": 0,
         }
         self._gaps: list[list[int]] = []
 
@@ -508,7 +529,11 @@ class SourceLink:
         """With the lock held: wait up to ``timeout`` s while the ring is full."""
         if timeout > 0 and self._ring.used == self._ring.capacity:
             deadline = time.monotonic() + timeout
-            while self._ring.used == self._ring.capacity and not self._closed:
+            while (
+                self._ring.used == self._ring.capacity
+                and not self._closed
+                and not self._ingest_closed
+            ):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
@@ -588,6 +613,8 @@ class SourceLink:
                 ring_peak=self._ring.peak_used,
                 acked_upto=self._acked_upto,
                 end_acked=self._end_acked,
+                stop_reason=self._stop_reason,
+                ingest_closed=self._ingest_closed,
                 ingest=self._ingest_summary,
             )
         return out
@@ -617,6 +644,8 @@ class SourceLink:
         next_info = last_heard + cfg.log_interval_s
         retry_send = False
         while not self._abort:
+            if self._finishing and self._ingest_closed:
+                return  # the ingest closed after a stop: nothing more will be acked
             now = time.monotonic()
             if not self._ready:
                 timeout = max(0.0, next_hello - now)
@@ -645,6 +674,10 @@ class SourceLink:
                     if event == zmq.EVENT_DISCONNECTED:
                         self._c["disconnects"] += 1
                         logger.info("source %s: ingest disconnected", cfg.stream)
+                        if self._stop_reason is not None and not self._ingest_closed:
+                            # it asked us to stop, then went away: it has closed (the
+                            # final stop can be lost with the connection, IMMEDIATE=1)
+                            self._on_stop(self._stop_reason, True)
                     self._ready = False
                     next_hello = 0.0
             if sock in events:
@@ -762,6 +795,11 @@ class SourceLink:
                 )
             elif kind in ("ack", "credit"):
                 self._apply_ack(upto, credit, rewind=False)
+            elif kind == "stop":
+                if obj.get("session") != self._session:
+                    return  # meant for an earlier run of this stream
+                self._c["stops_received"] += 1
+                self._on_stop(str(obj["reason"]), bool(obj.get("final", False)))
             elif kind == "end_ack":
                 summary = obj.get("summary")
                 self._ingest_summary = summary if isinstance(summary, dict) else None
@@ -778,6 +816,25 @@ class SourceLink:
                 cfg.stream,
                 exc,
             )
+
+    def _on_stop(self, reason: str, final: bool) -> None:
+        cfg = self.config
+        first = self._stop_reason is None
+        if first:
+            self._stop_reason = reason
+            logger.warning(
+                "source %s: the pipeline asks to stop acquiring: %s", cfg.stream, reason
+            )
+        if final and not self._ingest_closed:
+            logger.warning(
+                "source %s: the ingest closed; %d frame(s) stay unacknowledged",
+                cfg.stream,
+                self._unacked_frames(),
+            )
+            with self._acked_event:
+                self._ingest_closed = True
+                self._acked_event.notify_all()  # a send() waiting for a slot: give up
+        self.stop_requested.set()
 
     def _apply_ack(self, upto: int, credit: int, *, rewind: bool) -> None:
         with self._acked_event:

@@ -25,6 +25,11 @@ ingest -> source:
 - ``ack {stream, upto, credit}``: cumulative, everything <= ``upto`` is persisted
   (or a reported gap); batched (every ``ack_every`` frames or 1 ms idle)
 - ``end_ack {stream, upto, summary}``: the ingest's counters for the stream
+- ``stop {stream, session, reason, final}``: stop acquiring (the pipeline ends: run
+  finished, interrupted, disk full...).  ``final=false``: the ingest still persists
+  and acknowledges what was acquired; finish with ``end`` as usual.  ``final=true``:
+  the ingest is closing now; nothing more will be acknowledged (the source closes
+  without waiting and reports its unacknowledged frames).
 
 The source may send seq ``s`` only when ``s <= acked_upto + credit``; it keeps every
 unacknowledged frame in a :class:`~livesr.stream._replay_ring.ReplayRing` and, after

@@ -38,7 +38,9 @@ PROTOCOL_VERSION = 1
 MAX_HEADER_BYTES = 4096
 MAX_SIDE = 65536
 FRAME_DTYPES = ("uint8", "uint16", "uint32", "float32", "float64")
-CONTROL_KINDS = ("hello", "credit", "ack", "gap", "end", "end_ack", "ready")
+CONTROL_KINDS = ("hello", "credit", "ack", "gap", "end", "end_ack", "ready", "stop")
+#: longest ``reason`` text a ``stop`` message may carry (characters)
+MAX_REASON_CHARS = 256
 _STREAM_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 _SEQ_MAX = 2**63 - 1
 
@@ -244,4 +246,15 @@ def decode_control(parts: Sequence[bytes | memoryview | Any], kind: str | None =
             _int_field(obj, key, -1 if key == "upto" else 0, _SEQ_MAX)
     if "stream" in obj:
         _stream_field(obj)
+    if obj["kind"] == "stop":
+        reason = obj.get("reason")
+        _require(
+            isinstance(reason, str) and 1 <= len(reason) <= MAX_REASON_CHARS,
+            f"stop: 'reason' must be a 1-{MAX_REASON_CHARS} character string, "
+            f"got {reason!r}",
+        )
+        _require(
+            isinstance(obj.get("final", False), bool),
+            f"stop: 'final' must be true or false, got {obj.get('final')!r}",
+        )
     return obj

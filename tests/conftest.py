@@ -38,6 +38,19 @@ def _livesr_cache_dir(tmp_path_factory: pytest.TempPathFactory):
             store.close()
 
 
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """``@pytest.mark.slow`` tests (soak, long fuzz, repeated fault runs) are skipped
+    unless ``LIVESR_SLOW=1`` or a ``-m`` expression names ``slow`` (``-m slow``)."""
+    if os.environ.get("LIVESR_SLOW") == "1" or "slow" in (config.option.markexpr or ""):
+        return
+    skip = pytest.mark.skip(reason="slow test: run with LIVESR_SLOW=1 or -m slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "kernel_impl" in metafunc.fixturenames:
         from livesr.engine.testing import parametrize_kernel_impls

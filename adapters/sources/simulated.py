@@ -146,7 +146,10 @@ class SimulatedSource:
             "interval_ms": float(cam.interval_ms),
         }
         buf = np.empty(shape, dtype=np.uint16)
-        link = SourceLink(link_cfg, context=self._ctx).start()
+        # the pipeline's "stop" message (run ended, disk full...) sets stop_event
+        link = SourceLink(
+            link_cfg, context=self._ctx, stop_event=self.stop_event
+        ).start()
         t0 = time.monotonic()
         try:
             i = 0
