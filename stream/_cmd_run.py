@@ -361,18 +361,9 @@ def _run_pipeline(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
             status.stop()
         summary = pipe.close()
         ctx.term()
-    lat = summary["latency_ms"]
-    p50 = "-" if lat["p50"] is None or lat["p50"] != lat["p50"] else f"{lat['p50']:.0f}"
-    p99 = "-" if lat["p99"] is None or lat["p99"] != lat["p99"] else f"{lat['p99']:.0f}"
-    line = (
-        f"livesr run: {summary['frames_persisted']}/{summary['frames_acquired']} "
-        "frames "
-        "persisted, "
-        f"{summary['frames_in_gaps']} in gaps; {summary['windows_published']} images "
-        "published, "
-        f"{summary['windows_skipped']} skipped; latency p50 {p50} ms p99 {p99} ms; "
-        f"results in {summary['output']}/ (summary.json)"
-    )
+    from livesr.stream._run_session import result_text  # shared with livesr replay
+
+    line = f"livesr run: {result_text(summary)}"
     if summary.get("error"):
         line += f"\nlivesr run: error: {summary['error']}"
     assert status is not None
