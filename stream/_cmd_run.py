@@ -7,6 +7,23 @@ Examples::
     livesr run --config run.toml --radius 2 --drift off   # flags override the file
     livesr run --listen ipc:///tmp/livesr.ipc --output out   # processing only
     livesr run --connect ipc:///tmp/livesr.ipc --frames 500  # acquisition only
+    livesr run --source mm-sim --hook drift-lock --frames 2000   # closed loop
+    livesr run --hook stop-when-converged --frames 5000 --window 20 --stride 20
+
+Sources: ``sim`` renders the simulated camera straight into the link; ``mm-sim`` runs
+the same simulated microscope as Micro-Manager devices (``UniMMCore``: camera, XY and
+focus stage, :func:`livesr.sim.make_core`) through pymmcore-plus sequence acquisition,
+so feedback hooks can move its stage.  Both also write ``sim_truth.csv`` (per-frame
+ground truth: true displacement, drift, stage, photons;
+:mod:`livesr.adapters.sources.sim_truth`).
+
+Feedback hooks (``--hook NAME``, repeatable, or ``[hooks] enabled``): ``drift-lock``
+(needs ``--source mm-sim``), ``stop-when-converged``, or ``package.module:callable``.
+They receive every published window off the processing thread; stage commands go
+through a :class:`~livesr.adapters.feedback.MicroscopeController` with the
+``[hooks.limits]`` limits.  ``summary.json`` reports them under ``hooks`` (calls,
+failures, slow calls, drops per hook; ``stop``: who stopped the acquisition, why, and
+the frames, time and photons saved against ``--frames``).
 
 Writes into ``--output``: ``raw.ome.zarr`` (or ``raw.ome.tif``), ``sr.ome.zarr``,
 ``windows.csv``, ``drift.csv``, ``summary.json`` and ``config.toml`` (the effective
@@ -31,7 +48,7 @@ HELP = "acquire from the simulated microscope and reconstruct eSRRF images live"
 logger = logging.getLogger(__name__)
 
 TEMPORAL_CHOICES = ("avg", "var", "tac2")
-SOURCES = ("sim",)
+SOURCES = ("sim", "mm-sim")
 RAW_FORMATS = ("ome-zarr", "ome-tiff")
 #: simulated sensor when the configuration's [sim.camera] gives no shape
 DEFAULT_SIM_SHAPE = (64, 64)
@@ -181,6 +198,11 @@ def config_from_args(args: argparse.Namespace) -> Any:
         stream["frames"] = args.frames
     if args.output is not None:
         stream["output"] = args.output
+    hooks = getattr(args, "hook", None)
+    if hooks:
+        enabled = list(cfg.hooks.enabled)
+        enabled += [h for h in hooks if h not in enabled]
+        cfg = cfg.replace("hooks", enabled=tuple(enabled))
     if args.latency_budget_ms is not None:
         stream["latency_budget_ms"] = args.latency_budget_ms
     if args.raw_format is not None:
@@ -209,7 +231,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``livesr run`` flags to ``parser``."""
     add_pipeline_arguments(parser)
     parser.add_argument(
-        "--source", choices=SOURCES, default="sim", help="frame source (default sim)"
+        "--source",
+        choices=SOURCES,
+        default="sim",
+        help="frame source: sim (simulated camera) or mm-sim (the simulated "
+        "microscope as Micro-Manager devices through pymmcore-plus, with stages) "
+        "(default sim)",
+    )
+    parser.add_argument(
+        "--hook",
+        action="append",
+        metavar="NAME",
+        default=None,
+        help="feedback hook run on every result (repeatable): drift-lock (needs "
+        "--source mm-sim), stop-when-converged, or package.module:callable; "
+        "parameters in the [hooks] config section",
     )
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
@@ -249,6 +285,13 @@ def run(args: argparse.Namespace) -> int:
         sim = sim_config_from(cfg) if args.listen is None else None
     except ValueError as exc:
         return _usage_error(str(exc))
+    if (problem := _check_hooks(cfg, args)) is not None:
+        return _usage_error(problem)
+    if args.no_pace and args.source != "sim":
+        return _usage_error(
+            f"--no-pace applies to --source sim; the {args.source} camera runs at "
+            "[sim.camera] interval_ms"
+        )
     if args.viewer:
         if args.connect is not None:
             return _usage_error("--viewer needs the pipeline in this process (not --connect)")
@@ -261,17 +304,61 @@ def run(args: argparse.Namespace) -> int:
     return _run_pipeline(cfg, sim, args)
 
 
-def _run_connect(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
-    from livesr.adapters.sources.simulated import SimulatedSource
+def _check_hooks(cfg: Any, args: argparse.Namespace) -> str | None:
+    """Why the run's hooks cannot run with these flags (None: they can)."""
+    from livesr.adapters.feedback._builtin import HOOKS_NEEDING_STAGE, make_hooks
 
-    src = SimulatedSource(
-        sim, args.connect, frames=cfg.stream.frames, pace=not args.no_pace
-    )
+    names = cfg.hooks.enabled
+    if not names:
+        return None
+    if args.listen is not None or args.connect is not None:
+        where = "--listen" if args.listen is not None else "--connect"
+        return (
+            f"--hook / [hooks] enabled ({', '.join(names)}) need the source and the "
+            f"pipeline in this process, not {where}"
+        )
+    stage = [n for n in names if n in HOOKS_NEEDING_STAGE]
+    if stage and args.source != "mm-sim":
+        return (
+            f"hook {stage[0]} moves the stage: it needs a source through a "
+            f"pymmcore-plus core with an XY stage (--source mm-sim), not --source "
+            f"{args.source}"
+        )
     try:
-        summary = src.run()
-    except KeyboardInterrupt:
-        src.stop()
-        summary = src.summary or {}
+        make_hooks(names, cfg.hooks)  # user hooks import now: errors before acquiring
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _run_connect(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
+    if args.source == "mm-sim":
+        import zmq
+
+        ctx = zmq.Context()
+        try:
+            with _MMSim(sim) as mm:
+                src = mm.source(args.connect, cfg.stream.frames, ctx).start()
+                try:
+                    while src.join(0.2) is None:
+                        pass
+                except KeyboardInterrupt:
+                    src.stop()
+                    src.join(35.0)
+                summary = src.summary or {}
+        finally:
+            ctx.term()
+    else:
+        from livesr.adapters.sources.simulated import SimulatedSource
+
+        src = SimulatedSource(
+            sim, args.connect, frames=cfg.stream.frames, pace=not args.no_pace
+        )
+        try:
+            summary = src.run()
+        except KeyboardInterrupt:
+            src.stop()
+            summary = src.summary or {}
     acked = summary.get("frames_acked", 0)
     gaps = summary.get("frames_in_gaps", 0)
     sys.stderr.write(
@@ -298,7 +385,23 @@ def _run_pipeline(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
     token = secrets.token_hex(4)
     in_process = args.listen is None
     endpoint = args.listen if not in_process else f"inproc://livesr-ingest-{token}"
-    pipe = Pipeline(cfg, endpoint=endpoint, context=ctx)
+    mm = _MMSim(sim) if in_process and args.source == "mm-sim" else None
+    truth = None
+    if in_process:
+        from livesr.adapters.sources.sim_truth import SimTruthRecorder
+
+        truth = SimTruthRecorder(sim.camera)
+    runner = None
+    try:
+        if mm is not None:
+            mm.open()
+        runner = _hook_runner(cfg, mm)
+    except BaseException:
+        if mm is not None:
+            mm.close()
+        ctx.term()
+        raise
+    pipe = Pipeline(cfg, endpoint=endpoint, context=ctx, hooks=runner)
     src = None
     status = None
     try:
@@ -313,16 +416,30 @@ def _run_pipeline(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
             pipe.snapshot, enabled=False if args.no_status else None
         ).start()
         pipe.ready.wait(30.0)  # kernels loaded before the first frame arrives
-        if in_process:
+        if mm is not None:
+            src = mm.source(
+                pipe.endpoint,
+                cfg.stream.frames,
+                ctx,
+                stop_event=pipe.stop_requested,
+                on_frame=truth,
+            ).start()
+        elif in_process:
             from livesr.adapters.sources.simulated import SimulatedSource
 
+            # a stop-only controller's stop (stop-when-converged) ends acquisition
+            stop = pipe.stop_requested
+            if runner is not None and runner.controller is not None:
+                stop = runner.controller.stop_requested
+                _chain(pipe.stop_requested, stop)
             src = SimulatedSource(
                 sim,
                 pipe.endpoint,
                 frames=cfg.stream.frames,
                 pace=not args.no_pace,
-                stop_event=pipe.stop_requested,
+                stop_event=stop,
                 context=ctx,
+                on_frame=truth,
             ).start()
         else:
             logger.warning(
@@ -360,12 +477,142 @@ def _run_pipeline(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
         if status is not None:
             status.stop()
         summary = pipe.close()
+        if runner is not None and runner.controller is not None:
+            runner.controller.close()
+        if mm is not None:
+            mm.close()
         ctx.term()
+        if truth is not None and pipe.output.is_dir() and truth.frames:
+            summary = _add_source_report(summary, pipe.output, truth, args.source)
     from livesr.stream._run_session import result_text  # shared with livesr replay
 
     line = f"livesr run: {result_text(summary)}"
+    stop = (summary.get("hooks") or {}).get("stop")
+    if stop:
+        line += f"\nlivesr run: stopped by hook {stop['by']}: {stop['reason']}"
+        if stop.get("frames_saved") is not None:
+            line += (
+                f"; {stop['frames_saved']} of {stop['frames_planned']} frames saved"
+            )
     if summary.get("error"):
         line += f"\nlivesr run: error: {summary['error']}"
     assert status is not None
     status.final(line)
     return 1 if summary.get("error") or summary.get("processing_error") else 0
+
+
+def _chain(source: Any, target: Any) -> None:
+    """Set ``target`` when ``source`` is set (a raw-store failure stops the source)."""
+    import threading
+
+    def watch() -> None:
+        while not target.is_set():
+            if source.wait(0.1):
+                target.set()
+                return
+
+    threading.Thread(target=watch, name="livesr-stop-chain", daemon=True).start()
+
+
+class _MMSim:
+    """The run's simulated microscope as Micro-Manager devices (``--source mm-sim``)."""
+
+    def __init__(self, sim: Any) -> None:
+        self.sim = sim
+        self.core: Any = None
+
+    def open(self) -> _MMSim:
+        from livesr.sim import make_core
+
+        if self.core is None:
+            # 64 MiB holds >= 500 frames of 256 x 256 behind a slow link; the camera
+            # stops (never overwrites) when it is full
+            self.core = make_core(self.sim, buffer_mb=64)
+        return self
+
+    def __enter__(self) -> _MMSim:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.core is not None:
+            self.core.close()
+            self.core = None
+
+    def source(
+        self,
+        endpoint: str,
+        frames: int,
+        ctx: Any,
+        *,
+        stop_event: Any = None,
+        on_frame: Any = None,
+    ) -> Any:
+        from livesr.adapters.sources.mmcore_push import MMCorePushSource
+
+        cam = self.sim.camera
+        return MMCorePushSource(
+            self.core,
+            endpoint,
+            frames=frames,
+            interval_ms=max(cam.interval_ms, cam.exposure_ms),
+            stream="mm-sim",
+            stop_event=stop_event,
+            context=ctx,
+            on_frame=on_frame,
+        )
+
+
+def _hook_runner(cfg: Any, mm: _MMSim | None) -> Any:
+    """The run's HookRunner (None without hooks): a MicroscopeController over the
+    mm-sim core, else a stop-only controller."""
+    names = cfg.hooks.enabled
+    if not names:
+        return None
+    from livesr.adapters.feedback import HookRunner, MicroscopeController
+    from livesr.adapters.feedback._builtin import make_hooks
+    from livesr.adapters.feedback._controller import StopOnlyController
+
+    hooks = make_hooks(names, cfg.hooks)
+    if mm is not None:
+        ctl: Any = MicroscopeController(mm.core, cfg.hooks.limits)
+    else:
+        ctl = StopOnlyController()
+    logger.info(
+        "feedback hooks: %s (controller: %s)", ", ".join(names), type(ctl).__name__
+    )
+    return HookRunner(hooks, ctl, slow_call_s=cfg.hooks.slow_call_s)
+
+
+def _add_source_report(
+    summary: dict[str, Any], output: Any, truth: Any, source: str
+) -> dict[str, Any]:
+    """Write ``sim_truth.csv``; add ``source`` (and the photons a hook's stop saved)
+    to the summary and rewrite ``summary.json``."""
+    from livesr.stream._results import write_summary
+
+    try:
+        path = truth.write(output / "sim_truth.csv")
+    except OSError as exc:
+        logger.error("could not write the ground truth into %s: %s", output, exc)
+        return summary
+    summary = dict(summary)
+    ppf = truth.photons_per_frame
+    summary["source"] = {
+        "kind": source,
+        "frames_recorded": truth.frames,
+        "photons": truth.photons,
+        "photons_per_frame": ppf,
+        "truth": path.name,
+    }
+    stop = (summary.get("hooks") or {}).get("stop")
+    if stop and stop.get("frames_saved") is not None:
+        stop["photons_saved"] = stop["frames_saved"] * ppf
+    summary["files"] = {**summary.get("files", {}), "truth": path.name}
+    try:
+        write_summary(output / "summary.json", summary)
+    except OSError as exc:
+        logger.error("could not rewrite the run summary in %s: %s", output, exc)
+    return summary

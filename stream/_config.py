@@ -26,6 +26,16 @@ next to the output (:func:`to_toml`) so a run can be repeated exactly::
     [sim.camera]
     shape = [128, 128]
 
+    [hooks]                # feedback hooks (livesr.adapters.feedback)
+    enabled = ["drift-lock"]   # drift-lock, stop-when-converged, "pkg.mod:callable"
+    slow_call_s = 0.5      # a hook call longer than this is reported as slow
+    [hooks.drift_lock]     # DriftLockConfig
+    threshold_px = 0.1
+    [hooks.stop_when_converged]   # ConvergedConfig
+    rel_change = 0.05
+    [hooks.limits]         # FeedbackLimits: every stage command passes them
+    max_step_xy_um = 1.0
+
 Unknown sections or keys are errors naming the key and listing the valid ones.
 """
 
@@ -41,6 +51,7 @@ from typing import Any
 __all__ = [
     "DriftCorrectionConfig",
     "EsrrfConfig",
+    "HooksConfig",
     "LivesrConfig",
     "StreamConfig",
     "config_from_mapping",
@@ -198,6 +209,132 @@ class StreamConfig:
                 _fail("stream", name, getattr(self, name), "a string")
 
 
+def _default_drift_lock() -> Any:
+    from livesr.adapters.feedback import DriftLockConfig
+
+    # the live pipeline's drift is the rolling estimate at the window's newest
+    # frame: trust it once a few drift blocks after a move are in (settle_s)
+    return DriftLockConfig(threshold_px=0.1, gain=0.8, settle_s=0.2)
+
+
+def _default_converged() -> Any:
+    from livesr.adapters.feedback import ConvergedConfig
+
+    return ConvergedConfig(rel_change=0.05, windows=4, min_results=6, accumulate=True)
+
+
+def _default_limits() -> Any:
+    from livesr.adapters.feedback import FeedbackLimits
+
+    return FeedbackLimits(max_step_xy_um=1.0, max_moves_per_s=10.0)
+
+
+#: sub-tables of [hooks] -> (attribute, class name in livesr.adapters.feedback)
+_HOOK_TABLES = {
+    "drift_lock": "DriftLockConfig",
+    "stop_when_converged": "ConvergedConfig",
+    "limits": "FeedbackLimits",
+}
+
+
+@dataclass(**_CFG)
+class HooksConfig:
+    """Feedback hooks of ``livesr run`` (see :mod:`livesr.adapters.feedback`).
+
+    Attributes
+    ----------
+    enabled : tuple of str
+        Hooks to run, in order: ``"drift-lock"``, ``"stop-when-converged"`` or a
+        user hook ``"package.module:callable"`` (``--hook NAME`` adds to them).
+    slow_call_s : float
+        A hook call longer than this is counted and logged as slow, s, > 0.
+    drift_lock : DriftLockConfig
+        ``[hooks.drift_lock]``: threshold_px, gain, max_sigma_px, settle_s,
+        settle_results.
+    stop_when_converged : ConvergedConfig
+        ``[hooks.stop_when_converged]``: rel_change, windows, min_results,
+        accumulate.
+    limits : FeedbackLimits
+        ``[hooks.limits]``: max_step_xy_um, max_step_z_um, x_range_um, y_range_um,
+        z_range_um (``[low, high]``), max_moves_per_s, max_events_per_call.
+    """
+
+    enabled: tuple[str, ...] = ()
+    slow_call_s: float = 0.5
+    drift_lock: Any = field(default_factory=_default_drift_lock)
+    stop_when_converged: Any = field(default_factory=_default_converged)
+    limits: Any = field(default_factory=_default_limits)
+
+    def __post_init__(self) -> None:
+        from livesr.adapters import feedback
+        from livesr.adapters.feedback._builtin import check_hook_name
+
+        en = self.enabled
+        if isinstance(en, str) or not isinstance(en, (list, tuple)):
+            _fail("hooks", "enabled", en, "a list of hook names")
+        for name in en:
+            try:
+                check_hook_name(name)
+            except ValueError as exc:
+                raise ValueError(f"[hooks] enabled: {exc}") from None
+        dup = sorted({n for n in en if list(en).count(n) > 1})
+        if dup:
+            _fail("hooks", "enabled", list(en), f"each hook once (repeated: {dup})")
+        object.__setattr__(self, "enabled", tuple(en))
+        if not (_is_num(self.slow_call_s) and self.slow_call_s > 0):
+            _fail("hooks", "slow_call_s", self.slow_call_s, "a number > 0 (s)")
+        for attr, cls_name in _HOOK_TABLES.items():
+            cls = getattr(feedback, cls_name)
+            if not isinstance(getattr(self, attr), cls):
+                _fail("hooks", attr, getattr(self, attr), f"a {cls_name}")
+
+    @classmethod
+    def from_mapping(cls, table: Mapping[str, Any], base: HooksConfig) -> HooksConfig:
+        """``[hooks]`` (with its sub-tables) on top of ``base``; errors name the key."""
+        from livesr.adapters import feedback
+
+        changes: dict[str, Any] = {}
+        valid = ["enabled", "slow_call_s", *_HOOK_TABLES]
+        for key, value in table.items():
+            if key not in valid:
+                raise ValueError(
+                    f"unknown key hooks.{key}; valid keys of [hooks]: "
+                    f"{', '.join(valid)}"
+                )
+            if key not in _HOOK_TABLES:
+                changes[key] = value
+                continue
+            if not isinstance(value, Mapping):
+                raise ValueError(
+                    f"[hooks.{key}] must be a table, got {type(value).__name__}"
+                )
+            current = getattr(base, key)
+            keys = [f.name for f in dataclasses.fields(current)]
+            for k in value:
+                if k not in keys:
+                    raise ValueError(
+                        f"unknown key hooks.{key}.{k}; valid keys of [hooks.{key}]: "
+                        f"{', '.join(keys)}"
+                    )
+            sub = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+            try:
+                changes[key] = dataclasses.replace(current, **sub)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"[hooks.{key}] {exc}") from None
+            assert isinstance(changes[key], getattr(feedback, _HOOK_TABLES[key]))
+        return dataclasses.replace(base, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (TOML/JSON serialisable)."""
+        out: dict[str, Any] = {
+            "enabled": list(self.enabled),
+            "slow_call_s": self.slow_call_s,
+        }
+        for attr in _HOOK_TABLES:
+            out[attr] = _plain(dataclasses.asdict(getattr(self, attr)))
+        return out
+
+
 @dataclass(**_CFG)
 class LivesrConfig:
     """Everything a run needs; ``sim`` is the simulated microscope's TOML table."""
@@ -206,6 +343,7 @@ class LivesrConfig:
     drift: DriftCorrectionConfig = field(default_factory=DriftCorrectionConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
     sim: Mapping[str, Any] = field(default_factory=dict)
+    hooks: HooksConfig = field(default_factory=HooksConfig)
 
     def replace(self, section: str, **changes: Any) -> LivesrConfig:
         """Return a copy with fields of one section changed (validated)."""
@@ -221,6 +359,7 @@ class LivesrConfig:
             "drift": dataclasses.asdict(self.drift),
             "stream": dataclasses.asdict(self.stream),
             "sim": _plain(self.sim),
+            "hooks": self.hooks.to_dict(),
         }
 
 
@@ -242,7 +381,7 @@ def _plain(obj: Any) -> Any:
 def config_from_mapping(data: Mapping[str, Any], base: LivesrConfig | None = None) -> LivesrConfig:
     """Build a :class:`LivesrConfig` from nested mappings on top of ``base``."""
     cfg = base if base is not None else LivesrConfig()
-    valid = [*_SECTIONS, "sim"]
+    valid = [*_SECTIONS, "sim", "hooks"]
     for section, table in data.items():
         if section not in valid:
             raise ValueError(f"unknown section [{section}]; valid sections: {', '.join(valid)}")
@@ -250,6 +389,10 @@ def config_from_mapping(data: Mapping[str, Any], base: LivesrConfig | None = Non
             raise ValueError(f"[{section}] must be a table, got {type(table).__name__}")
         if section == "sim":
             cfg = dataclasses.replace(cfg, sim={**cfg.sim, **table})
+            continue
+        if section == "hooks":
+            hooks = HooksConfig.from_mapping(table, cfg.hooks)
+            cfg = dataclasses.replace(cfg, hooks=hooks)
             continue
         keys = [f.name for f in dataclasses.fields(_SECTIONS[section])]
         for key in table:

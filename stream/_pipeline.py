@@ -285,6 +285,12 @@ class Pipeline:
         inject delays here).
     raw_store : RawStore, optional
         Custom raw writer (default from ``config.stream.raw_format``).
+    hooks : HookRunner or sequence of callables, optional
+        Feedback hooks (:mod:`livesr.adapters.feedback`): every published window is
+        handed to ``HookRunner.submit`` as a :class:`livesr.adapters.feedback.Result`
+        (never blocks; the hooks run on their own threads, newest result only).  A
+        sequence of hooks runs in a ``HookRunner`` without a microscope controller.
+        :meth:`close` closes the runner; its report is the summary's ``hooks`` key.
     """
 
     def __init__(
@@ -298,6 +304,7 @@ class Pipeline:
         frame_map: Callable[..., np.ndarray] | None = None,
         stage_hook: Callable[[int], None] | None = None,
         raw_store: RawStore | None = None,
+        hooks: Any = None,
     ) -> None:
         self.config = config
         self.output = Path(output if output is not None else config.stream.output)
@@ -307,6 +314,9 @@ class Pipeline:
         self._map = MapStage(frame_map)
         self._stage_hook = stage_hook
         self._raw: RawStore | None = raw_store
+        self._hooks_arg = hooks
+        self._hooks: Any = None  # the HookRunner, from start() to close()
+        self._hooks_report: dict[str, Any] | None = None
         self._esrrf: EsrrfConfig = config.esrrf
         self._budget_s = config.stream.latency_budget_ms / 1e3
         self._rlog = RateLimitedLog(logger, 2.0)
@@ -420,6 +430,7 @@ class Pipeline:
             self._publish_ep or self._auto_endpoint("results"), context=self._ctx
         ).start()
         self._publish_ep = self._pub.endpoint
+        self._hooks = _hook_runner(self._hooks_arg)
         cfg = IngestConfig(
             endpoint=self._endpoint or self._auto_endpoint("ingest"),
             window=self.config.stream.credit,
@@ -436,6 +447,8 @@ class Pipeline:
             self._ingest.start()
         except Exception:
             self._pub.close()
+            if self._hooks is not None:
+                self._hooks.close()
             raise
         self._endpoint = self._ingest.endpoint
         self._t_start = self._rate_t0 = time.time()
@@ -484,6 +497,8 @@ class Pipeline:
             self._thread.join(60.0)
             if self._thread.is_alive():  # pragma: no cover - a stuck stage
                 logger.error("processing thread did not finish within 60 s")
+        if self._hooks is not None:  # no more results: hooks finish their pending one
+            self._hooks.close()
         if self._raw is not None and self._raw_opened:
             self._raw.close(gaps=self._gaps.runs, error=self._store_error)
         if self._sr is not None:
@@ -499,6 +514,13 @@ class Pipeline:
         for p in self._auto_ipc:
             p.unlink(missing_ok=True)
         self._summary = self.summary()
+        if self._hooks is not None:
+            self._hooks_report = self._hooks.report(
+                frames_acquired=self._summary["frames_acquired"],
+                frames_planned=self.config.stream.frames,
+                frame_interval_s=self._interval_s,
+            )
+            self._summary["hooks"] = self._hooks_report
         if not self._owns_output:  # start() refused the folder: leave it untouched
             return self._summary
         from livesr.stream._results import write_config, write_summary
@@ -1058,6 +1080,8 @@ class Pipeline:
         )
         self._latency.record(stamps)
         self._c["windows_published"] += 1
+        if self._hooks is not None:  # never blocks: newest-only slots, hook threads
+            self._hooks.submit(_hook_result(head, image))
         if self._sr is None:
             from livesr.stream._results import SrSeriesWriter
 
@@ -1210,7 +1234,26 @@ class Pipeline:
             "on_frame_calls": self._on_frame_calls,
             "files": files,
             "output": str(self.output),
+            "hooks": self._hooks_report,
         }
+
+
+def _hook_runner(hooks: Any) -> Any:
+    """The pipeline's ``hooks`` argument as a started HookRunner (None: no hooks)."""
+    if hooks is None:
+        return None
+    if callable(getattr(hooks, "submit", None)):
+        return hooks
+    from livesr.adapters.feedback import HookRunner
+
+    return HookRunner([hooks] if callable(hooks) else list(hooks))
+
+
+def _hook_result(head: Mapping[str, Any], image: np.ndarray) -> Any:
+    """The :class:`livesr.adapters.feedback.Result` of one published window."""
+    from livesr.adapters.feedback import Result
+
+    return Result.from_header(head, image)
 
 
 def _none(obj: Any) -> Any:

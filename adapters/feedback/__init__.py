@@ -1,14 +1,48 @@
 """livesr.adapters.feedback: hooks that see each result and drive the microscope.
 
-- :class:`Result` -- what a hook receives (SR image, drift, metrics, timestamps).
-- :class:`Hook` -- ``hook(result, controller)`` or an object with ``on_result``.
-- :class:`HookRunner` -- runs hooks off the processing thread; the pipeline's
-  only integration is ``runner.submit(result)``, which never blocks.
-- :class:`MicroscopeController` + :class:`FeedbackLimits` -- every hardware
-  command (XY/Z moves, stop, MDA events) passes hard limits (step, travel,
-  rate); a refused command raises :class:`LimitError` and nothing moves.
-- Built-in hooks: :class:`DriftLock`, :class:`StopWhenConverged`,
-  :class:`EventTrigger`.
+Hook API
+--------
+A hook is a callable ``hook(result, controller) -> None`` (or an object with
+``on_result(result, controller)``; an optional ``report() -> dict`` goes into the
+run summary). It receives every published window of the live pipeline as a
+:class:`Result`:
+
+- ``index``, ``frame_range`` (first, last raw frame seq), ``image`` ((H*M, W*M)
+  float32 SR image), ``magnification``, ``pixel_size_um`` (camera px, um);
+- ``drift_px`` (dy, dx) camera px that the camera sees at the window's newest frame
+  (stage moves included), ``drift_sigma_px``;
+- ``metrics`` (``quality``...), ``timestamps`` (``t_acq_last``, ``t_recv``,
+  ``t_proc``, ``t_publish``: ``time.time()`` s).
+
+``Result.from_header(header, image)`` rebuilds one from a results-stream message
+(a subscriber in another process can run the same hooks).
+
+Hooks run off the processing thread (:class:`HookRunner`: one worker thread and a
+newest-only slot per hook; :meth:`HookRunner.submit` never blocks). A hook that
+raises is logged and counted (``failures``), one slower than ``slow_call_s`` is
+counted (``slow_calls``, ``stuck`` while it hangs) and the results it could not
+take are counted as ``drops``; the pipeline publishes exactly the same windows.
+
+The microscope is reached only through the ``controller``
+(:class:`MicroscopeController` over a pymmcore-plus core): ``move_xy_by/to``,
+``move_z_by/to``, ``stop_acquisition(reason)``, ``queue_events([useq.MDAEvent])``.
+Every command passes :class:`FeedbackLimits` first (max step, travel range, max
+rate, events per call); a refused one raises :class:`LimitError` and nothing moves.
+Runs without a stage get a :class:`StopOnlyController` (stop only).
+
+Built-in hooks: :class:`DriftLock` (``--hook drift-lock``), :class:`StopWhenConverged`
+(``--hook stop-when-converged``) and :class:`EventTrigger` (Python API).
+
+In a run::
+
+    livesr run --source mm-sim --hook drift-lock --frames 2000
+    livesr run --hook stop-when-converged --hook mypkg.hooks:notify --frames 5000
+
+(parameters in the ``[hooks]`` config section, :class:`livesr.stream._config.
+HooksConfig`); in Python, ``Pipeline(config, hooks=HookRunner([...], controller))``.
+``summary.json`` then has ``hooks``: per-hook ``calls, failures, drops,
+slow_calls, stuck, last_error, report``, the controller's commands and refusals,
+and ``stop`` (which hook stopped the acquisition, why, frames / time saved).
 
 Importing this package imports neither pymmcore_plus nor useq.
 
@@ -23,7 +57,11 @@ Importing this package imports neither pymmcore_plus nor useq.
 from __future__ import annotations
 
 from livesr.adapters.feedback._api import Hook, HookRunner, HookStats, Result
-from livesr.adapters.feedback._controller import Command, MicroscopeController
+from livesr.adapters.feedback._controller import (
+    Command,
+    MicroscopeController,
+    StopOnlyController,
+)
 from livesr.adapters.feedback._converged import ConvergedConfig, StopWhenConverged
 from livesr.adapters.feedback._drift_lock import DriftLock, DriftLockConfig
 from livesr.adapters.feedback._event_trigger import EventTrigger
@@ -42,5 +80,6 @@ __all__ = [
     "LimitError",
     "MicroscopeController",
     "Result",
+    "StopOnlyController",
     "StopWhenConverged",
 ]

@@ -103,6 +103,87 @@ class Result:
         """Pixel size of ``image``, um."""
         return self.pixel_size_um / self.magnification
 
+    @classmethod
+    def from_header(
+        cls, header: Mapping[str, Any], image: np.ndarray | None = None
+    ) -> Result:
+        """The Result of one published window (what :class:`~livesr.stream._pipeline.
+        Pipeline` hands its hooks, and what a subscriber of the results stream
+        rebuilds from each message).
+
+        Parameters
+        ----------
+        header : Mapping
+            The JSON header of a ``kind="sr"`` results message: ``index``,
+            ``first_frame``, ``last_frame``, ``pixel_size_um`` (SR pixel, um),
+            ``params.magnification``, ``drift`` (``dy``, ``dx``, ``sigma_px``; null
+            when drift correction is off), ``quality`` and ``timestamps``
+            (``acquired`` / ``received`` / ``processed`` / ``published``, s).
+        image : numpy.ndarray, optional
+            (H * M, W * M) float32 SR image of the message.
+
+        Returns
+        -------
+        Result
+            ``timestamps`` has ``t_acq_last`` (acquisition of the window's newest
+            frame), ``t_recv``, ``t_proc`` and ``t_publish`` (``time.time()`` s);
+            ``metrics`` has ``quality`` when the header has a finite one.
+            ``drift_px`` is the displacement the camera sees at the newest frame,
+            (0, 0) with NaN sigma when drift estimation is off.
+
+        Raises
+        ------
+        ValueError
+            A header without a valid ``index`` or magnification.
+        """
+        params = header.get("params") or {}
+        m = int(params.get("magnification", 1))
+        sr_px = _finite_or_nan(header.get("pixel_size_um"))
+        drift = header.get("drift") or {}
+        dy = _finite_or_nan(drift.get("dy", 0.0))
+        dx = _finite_or_nan(drift.get("dx", 0.0))
+        metrics: dict[str, float] = {}
+        q = (header.get("quality") or {}).get("value")
+        if q is not None and math.isfinite(_finite_or_nan(q)):
+            metrics["quality"] = float(q)
+        ts = header.get("timestamps") or {}
+        names = {
+            "acquired": "t_acq_last",
+            "received": "t_recv",
+            "processed": "t_proc",
+            "published": "t_publish",
+        }
+        stamps = {
+            names[k]: float(v)
+            for k, v in ts.items()
+            if k in names and math.isfinite(_finite_or_nan(v)) and v
+        }
+        first, last = header.get("first_frame"), header.get("last_frame")
+        frame_range = (
+            (int(first), int(last))
+            if isinstance(first, int) and isinstance(last, int)
+            else None
+        )
+        return cls(
+            index=int(header["index"]),
+            image=image,
+            drift_px=(dy, dx) if drift else (0.0, 0.0),
+            drift_sigma_px=_finite_or_nan(drift.get("sigma_px")),
+            metrics=metrics,
+            timestamps=stamps,
+            pixel_size_um=sr_px * m,
+            magnification=m,
+            frame_range=frame_range,
+        )
+
+
+def _finite_or_nan(v: Any) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return math.nan
+    return f if math.isfinite(f) else math.nan
+
 
 @runtime_checkable
 class Hook(Protocol):
@@ -176,6 +257,7 @@ class _Slot:
     def __init__(
         self, hook: Any, controller: Any, slow_call_s: float, runner_name: str
     ) -> None:
+        self.hook = hook
         self.fn = _callable_of(hook)
         self.stats = HookStats(name=_hook_name(hook))
         self.controller = controller
@@ -243,11 +325,14 @@ class _Slot:
                 with self.cond:
                     self.stats.failures += 1
                     self.stats.last_error = repr(exc)
-                logger.exception(
-                    "feedback hook %r failed on result %d",
-                    self.stats.name,
-                    result.index,
-                )
+                    n = self.stats.failures
+                if n <= 3 or n % 100 == 0:  # a hook failing on every result: no flood
+                    logger.exception(
+                        "feedback hook %r failed on result %d (failure %d)",
+                        self.stats.name,
+                        result.index,
+                        n,
+                    )
             finally:
                 busy = time.monotonic() - (self.started_at or 0.0)
                 with self.cond:
@@ -301,6 +386,7 @@ class HookRunner:
                 "finite number of seconds > 0"
             )
         self.controller = controller
+        self.slow_call_s = float(slow_call_s)
         self._slots = [_Slot(h, controller, float(slow_call_s), name) for h in hooks]
         self._closed = False
         self.submitted = 0
@@ -365,6 +451,94 @@ class HookRunner:
                 st.slow_calls,
             )
         return stats
+
+    def report(
+        self,
+        *,
+        frames_acquired: int | None = None,
+        frames_planned: int = 0,
+        frame_interval_s: float = math.nan,
+    ) -> dict[str, Any]:
+        """JSON-ready report of the run's hooks (the pipeline summary's ``hooks``).
+
+        Parameters
+        ----------
+        frames_acquired : int, optional
+            Frames the run acquired (for the frames saved by a stop).
+        frames_planned : int
+            Frames the run was asked for (0: until the source ends).
+        frame_interval_s : float
+            Camera frame interval, s (for the time saved).
+
+        Returns
+        -------
+        dict
+            ``submitted`` (results handed to the runner), ``slow_call_s``,
+            ``hooks`` (per hook: ``name, calls, failures, drops, slow_calls,
+            stuck, last_error`` and the hook's own ``report()`` under
+            ``report`` when it has one), ``controller`` (the controller's
+            ``report()`` or None) and ``stop``: None, or ``{by, reason,
+            frames_acquired, frames_planned, frames_saved, time_saved_s}`` when a
+            hook stopped the acquisition (``frames_saved`` is None without a
+            planned frame count).
+        """
+        hooks = []
+        for slot, st in zip(self._slots, self.stats(), strict=True):
+            entry: dict[str, Any] = {
+                k: getattr(st, k)
+                for k in (
+                    "name",
+                    "calls",
+                    "failures",
+                    "drops",
+                    "slow_calls",
+                    "stuck",
+                    "last_error",
+                )
+            }
+            own = getattr(slot.hook, "report", None)
+            if callable(own):
+                try:
+                    entry["report"] = own()
+                except Exception:  # a broken report must not lose the summary
+                    logger.exception("report() of hook %r failed", st.name)
+                    entry["report"] = None
+            hooks.append(entry)
+        ctl = self.controller
+        ctl_report = getattr(ctl, "report", None)
+        ctl_rep = ctl_report() if callable(ctl_report) else None
+        stop = None
+        info = getattr(ctl, "stop_info", None)
+        if info is not None:
+            by = str(info.get("by", ""))
+            for slot in self._slots:
+                if slot.thread.name == by:
+                    by = slot.stats.name
+            planned = int(frames_planned or 0)
+            saved = (
+                max(0, planned - int(frames_acquired))
+                if planned > 0 and frames_acquired is not None
+                else None
+            )
+            stop = {
+                "by": by,
+                "reason": str(info.get("reason", "")),
+                "frames_acquired": frames_acquired,
+                "frames_planned": planned or None,
+                "frames_saved": saved,
+                "time_saved_s": (
+                    saved * frame_interval_s
+                    if saved is not None and math.isfinite(frame_interval_s)
+                    else None
+                ),
+            }
+        return {
+            "submitted": self.submitted,
+            "slow_call_s": self.slow_call_s,
+            "hooks": hooks,
+            "controller": ctl_rep,
+            "stop": stop,
+        }
 
     def __enter__(self) -> HookRunner:
         return self

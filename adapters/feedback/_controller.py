@@ -31,7 +31,7 @@ from typing import Any
 
 from livesr.adapters.feedback._limits import FeedbackLimits, LimitError
 
-__all__ = ["Command", "MicroscopeController"]
+__all__ = ["Command", "MicroscopeController", "StopOnlyController"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +78,12 @@ class MicroscopeController:
         Commands refused by the limits.
     history : collections.deque of Command
         The last 10 000 accepted commands.
+    commands : dict of str to int
+        Accepted commands per kind (``xy``, ``z``, ``stop``, ``events``).
+    stop_info : dict or None
+        ``{"reason", "t_wall", "by"}`` of the first :meth:`stop_acquisition`
+        (``by``: the calling thread's name; a hook's worker thread is
+        ``"<runner>:<hook name>"``).
     """
 
     def __init__(
@@ -99,6 +105,8 @@ class MicroscopeController:
         self.stop_requested = threading.Event()
         self.refusals = 0
         self.history: deque[Command] = deque(maxlen=10_000)
+        self.commands = {"xy": 0, "z": 0, "stop": 0, "events": 0}
+        self.stop_info: dict[str, Any] | None = None
         self._events: queue.Queue[Any] = queue.Queue()
         self._mda_thread: threading.Thread | None = None
         self._closed = False
@@ -215,6 +223,7 @@ class MicroscopeController:
         self._core.setXYPosition(x, y)
         self._last_move = self._clock()
         self.history.append(Command(time.time(), "xy", (x, y)))
+        self.commands["xy"] += 1
         logger.debug("%s -> (%.4f, %.4f) um", cmd, x, y)
         return x, y
 
@@ -246,6 +255,7 @@ class MicroscopeController:
         self._core.setPosition(z)
         self._last_move = self._clock()
         self.history.append(Command(time.time(), "z", (z,)))
+        self.commands["z"] += 1
         logger.debug("%s -> %.4f um", cmd, z)
         return z
 
@@ -262,6 +272,8 @@ class MicroscopeController:
                 return
             self.stop_requested.set()
             self.history.append(Command(time.time(), "stop", ()))
+            self.commands["stop"] += 1
+            self.stop_info = _stop_info(reason)
             logger.info("feedback stop_acquisition%s", f": {reason}" if reason else "")
             core = self._core
             if core.isSequenceRunning():
@@ -322,6 +334,7 @@ class MicroscopeController:
             for ev in evs:
                 self._events.put(ev)
             self.history.append(Command(time.time(), "events", (float(len(evs)),)))
+            self.commands["events"] += 1
             logger.info("queued %d MDA event(s)", len(evs))
             return len(evs)
 
@@ -343,6 +356,26 @@ class MicroscopeController:
                     self._mda_thread = None
         return done
 
+    def report(self) -> dict[str, Any]:
+        """JSON-ready counters: ``commands`` per kind, ``refusals``, ``stop``
+        (:attr:`stop_info`) and the ``limits`` in force."""
+        lim = self.limits
+        return {
+            "kind": "microscope",
+            "commands": dict(self.commands),
+            "refusals": self.refusals,
+            "stop": dict(self.stop_info) if self.stop_info else None,
+            "limits": {
+                "max_step_xy_um": lim.max_step_xy_um,
+                "max_step_z_um": lim.max_step_z_um,
+                "x_range_um": list(lim.x_range_um),
+                "y_range_um": list(lim.y_range_um),
+                "z_range_um": list(lim.z_range_um),
+                "max_moves_per_s": lim.max_moves_per_s,
+                "max_events_per_call": lim.max_events_per_call,
+            },
+        }
+
     def close(self, timeout_s: float = 5.0) -> None:
         """Finish the event MDA (cancel after ``timeout_s``); refuse commands after."""
         if not self.finish_events(timeout_s):
@@ -352,3 +385,90 @@ class MicroscopeController:
             self._core.mda.cancel()
             self.finish_events(timeout_s)
         self._closed = True
+
+
+def _stop_info(reason: str) -> dict[str, Any]:
+    return {
+        "reason": str(reason),
+        "t_wall": time.time(),
+        "by": threading.current_thread().name,
+    }
+
+
+class StopOnlyController:
+    """A controller for sources without a stage: it can only stop acquisition.
+
+    For runs whose frames do not come through a pymmcore-plus core (e.g. the
+    simulated camera pushed straight into the pipeline): hooks that only observe
+    or stop (:class:`~livesr.adapters.feedback.StopWhenConverged`) work, every
+    stage or MDA command is refused with :class:`LimitError` (nothing to move).
+
+    Parameters
+    ----------
+    stop_event : threading.Event, optional
+        Set by :meth:`stop_acquisition` (give the source's stop event so that the
+        acquisition really ends); default a new event.
+    """
+
+    def __init__(self, stop_event: threading.Event | None = None) -> None:
+        self.stop_requested = (
+            stop_event if stop_event is not None else threading.Event()
+        )
+        self.refusals = 0
+        self.commands = {"xy": 0, "z": 0, "stop": 0, "events": 0}
+        self.stop_info: dict[str, Any] | None = None
+        self.last_move_wall: float | None = None
+        self._lock = threading.Lock()
+
+    def stop_acquisition(self, reason: str = "") -> None:
+        """Set :attr:`stop_requested` (once); the source stops after its frame."""
+        with self._lock:
+            if self.stop_info is not None:
+                return
+            self.stop_info = _stop_info(reason)
+            self.commands["stop"] += 1
+        logger.info("feedback stop_acquisition%s", f": {reason}" if reason else "")
+        self.stop_requested.set()
+
+    def _no_stage(self, cmd: str) -> LimitError:
+        self.refusals += 1
+        msg = (
+            f"{cmd}: this run's source has no stage or Micro-Manager core (use a "
+            "source through pymmcore-plus, e.g. livesr run --source mm-sim); "
+            "nothing moved"
+        )
+        logger.warning("feedback command refused: %s", msg)
+        return LimitError(msg)
+
+    def move_xy_by(self, dx_um: float, dy_um: float) -> tuple[float, float]:
+        """Refused: raises :class:`LimitError` (no stage)."""
+        raise self._no_stage("move_xy_by")
+
+    def move_xy_to(self, x_um: float, y_um: float) -> tuple[float, float]:
+        """Refused: raises :class:`LimitError` (no stage)."""
+        raise self._no_stage("move_xy_to")
+
+    def move_z_by(self, dz_um: float) -> float:
+        """Refused: raises :class:`LimitError` (no stage)."""
+        raise self._no_stage("move_z_by")
+
+    def move_z_to(self, z_um: float) -> float:
+        """Refused: raises :class:`LimitError` (no stage)."""
+        raise self._no_stage("move_z_to")
+
+    def queue_events(self, events: Iterable[Any], *, start: bool = True) -> int:
+        """Refused: raises :class:`LimitError` (no MDA engine)."""
+        raise self._no_stage("queue_events")
+
+    def report(self) -> dict[str, Any]:
+        """JSON-ready counters (as :meth:`MicroscopeController.report`)."""
+        return {
+            "kind": "stop-only",
+            "commands": dict(self.commands),
+            "refusals": self.refusals,
+            "stop": dict(self.stop_info) if self.stop_info else None,
+            "limits": None,
+        }
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Nothing to release."""

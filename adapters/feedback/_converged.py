@@ -4,7 +4,13 @@
 ``result.metrics["frc_resolution_nm"]`` when the pipeline provides it,
 otherwise computed here from ``result.halves`` (two reconstructions from the
 odd / even frames) with :func:`livesr.kernels.frc.frc_resolution`, or, with
-neither, by decorrelation analysis of ``result.image``. When the
+neither, by decorrelation analysis of ``result.image``. With
+``ConvergedConfig(accumulate=True)`` (what ``livesr run --hook
+stop-when-converged`` uses: the live pipeline publishes sliding-window images,
+each of the same length) it measures everything acquired so far instead: the
+mean of the images of even- and of odd-numbered results are two independent
+halves for FRC when the results' frame windows do not overlap (otherwise the
+decorrelation resolution of the mean of all images). When the
 resolution of the last ``windows`` results spans less than ``rel_change`` of
 the newest value (and at least ``min_results`` have been seen), it calls
 ``controller.stop_acquisition`` once and records where it stopped
@@ -21,6 +27,8 @@ import math
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from livesr.adapters.feedback._api import Result
 
@@ -45,11 +53,15 @@ class ConvergedConfig:
         Results compared, >= 2.
     min_results : int
         Never stop before this many results with a finite resolution, >= windows.
+    accumulate : bool
+        Resolution of the accumulated images (see the module docstring), not of
+        each result alone.
     """
 
     rel_change: float = 0.05
     windows: int = 3
     min_results: int = 3
+    accumulate: bool = False
 
     def __post_init__(self) -> None:
         r = self.rel_change
@@ -69,6 +81,11 @@ class ConvergedConfig:
             raise ValueError(
                 f"ConvergedConfig.min_results={m!r} is out of range; expected an "
                 f"integer >= windows ({k})"
+            )
+        if not isinstance(self.accumulate, bool):
+            raise ValueError(
+                f"ConvergedConfig.accumulate={self.accumulate!r} is invalid; expected "
+                "true or false"
             )
 
 
@@ -116,6 +133,11 @@ class StopWhenConverged:
         self._recent: deque[float] = deque(maxlen=self.config.windows)
         self._n_finite = 0
         self.stopped: StopRecord | None = None
+        # accumulate mode: sums of the even / odd results' images
+        self._sums: list[np.ndarray] | None = None
+        self._counts = [0, 0]
+        self._last_frame: int | None = None
+        self._overlap = False
 
     @staticmethod
     def resolution_nm(result: Result) -> float:
@@ -143,11 +165,50 @@ class StopWhenConverged:
             "image; StopWhenConverged needs one of them"
         )
 
+    def _accumulated_nm(self, result: Result) -> float:
+        """Resolution of all images so far (``accumulate=True``), nm."""
+        if result.image is None:
+            raise ValueError(
+                f"result {result.index} has no image; StopWhenConverged("
+                "accumulate=True) needs the SR image of every result"
+            )
+        img = np.asarray(result.image, dtype=np.float64)
+        if self._sums is None or self._sums[0].shape != img.shape:
+            if self._sums is not None:
+                logger.info("image shape changed: accumulation restarts")
+            self._sums = [np.zeros_like(img), np.zeros_like(img)]
+            self._counts = [0, 0]
+            self._last_frame = None
+        fr = result.frame_range
+        if fr is None or (self._last_frame is not None and fr[0] <= self._last_frame):
+            self._overlap = True
+        if fr is not None:
+            self._last_frame = fr[1]
+        h = result.index % 2
+        self._sums[h] += img
+        self._counts[h] += 1
+        px_nm = 1000.0 * result.sr_pixel_size_um
+        n0, n1 = self._counts
+        if not self._overlap and n0 and n1:
+            from livesr.kernels.frc import frc_resolution
+
+            return frc_resolution(
+                self._sums[0] / n0, self._sums[1] / n1, pixel_size=px_nm
+            )
+        from livesr.kernels.frc import decorrelation_resolution
+
+        mean = (self._sums[0] + self._sums[1]) / (n0 + n1)
+        return decorrelation_resolution(mean, pixel_size=px_nm)
+
     def on_result(self, result: Result, controller: Any) -> None:
         """Record the resolution; stop the acquisition once converged."""
         if self.stopped is not None:
             return
-        res = self.resolution_nm(result)
+        res = (
+            self._accumulated_nm(result)
+            if self.config.accumulate
+            else self.resolution_nm(result)
+        )
         self.history.append((result.index, res))
         if not math.isfinite(res):
             return
@@ -175,6 +236,27 @@ class StopWhenConverged:
         controller.stop_acquisition(f"FRC resolution converged at {res:.1f} nm")
 
     __call__ = on_result
+
+    def report(self) -> dict[str, Any]:
+        """JSON-ready state: ``results`` seen, ``resolution_nm`` of the last
+        ``windows`` results and ``stopped`` (the :class:`StopRecord` as a dict, or
+        None)."""
+        st = self.stopped
+        return {
+            "results": len(self.history),
+            "resolution_nm": [
+                r if math.isfinite(r) else None
+                for _, r in self.history[-self.config.windows :]
+            ],
+            "stopped": None
+            if st is None
+            else {
+                "result_index": st.result_index,
+                "frames": st.frames,
+                "resolution_nm": st.resolution_nm,
+                "photons": st.photons if math.isfinite(st.photons) else None,
+            },
+        }
 
     def savings(
         self, planned_frames: int, frame_interval_s: float, photons_per_frame: float

@@ -10,8 +10,18 @@ px is brought back by a stage move of (+dx, +dy) * pixel_size um.
 Results whose frames were (partly) acquired before the last move still show
 the old displacement; they are ignored: when ``Result.timestamps`` has
 ``"t_acq_first"`` (``time.time()`` of the window's first frame), every result
-with ``t_acq_first < last_move + settle_s`` is skipped; without it the next
-``settle_results`` results are skipped.
+with ``t_acq_first < last_move + settle_s`` is skipped; else, with
+``"t_acq_last"`` (the newest frame, what the live pipeline gives: its drift is
+the rolling estimate at the newest frame), every result with ``t_acq_last <
+last_move + settle_s``; with neither, the next ``settle_results`` results.
+
+Lead (``lead_s > 0``, needs ``t_acq_last``): the drift keeps going while a result
+is processed and until the next correction. The hook tracks the absolute drift
+(measured displacement + its own corrections, px) against acquisition time,
+fits its velocity over the last ``velocity_window_s`` and corrects the
+displacement predicted for ``now + lead_s`` instead of the one measured at the
+newest frame: the latency is compensated and the residual swings around zero
+(half the sawtooth of a plain lock for ``lead_s`` = half the correction period).
 """
 
 from __future__ import annotations
@@ -20,8 +30,11 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from livesr.adapters.feedback._api import Result
 from livesr.adapters.feedback._limits import LimitError
@@ -56,9 +69,17 @@ class DriftLockConfig:
         Ignore estimates less certain than this (``drift_sigma_px``), px (> 0);
         NaN sigmas are accepted.
     settle_s : float
-        Frames acquired less than this after a move are ignored, s (>= 0).
+        Results whose first frame (``t_acq_first``; else newest frame,
+        ``t_acq_last``) was acquired less than this after a move are ignored,
+        s (>= 0). With ``t_acq_last`` it is the time the drift estimate needs to
+        see the move (a few drift blocks).
     settle_results : int
-        Without ``"t_acq_first"`` timestamps: results skipped after a move (>= 0).
+        Without acquisition timestamps: results skipped after a move (>= 0).
+    lead_s : float
+        Correct the displacement predicted this far ahead of now, s (>= 0; 0: the
+        measured one, no velocity prediction).
+    velocity_window_s : float
+        Span of the velocity fit, s (> 0).
     """
 
     threshold_px: float = 0.2
@@ -66,6 +87,8 @@ class DriftLockConfig:
     max_sigma_px: float = 0.5
     settle_s: float = 0.0
     settle_results: int = 2
+    lead_s: float = 0.0
+    velocity_window_s: float = 3.0
 
     def __post_init__(self) -> None:
         t, g, s = self.threshold_px, self.gain, self.max_sigma_px
@@ -85,6 +108,14 @@ class DriftLockConfig:
             n,
             "an integer >= 0",
         )
+        _check(
+            _fin(self.lead_s) and self.lead_s >= 0,
+            "lead_s",
+            self.lead_s,
+            "a number of s >= 0",
+        )
+        w = self.velocity_window_s
+        _check(_fin(w) and w > 0, "velocity_window_s", w, "a number of s > 0")
 
 
 class DriftLock:
@@ -116,12 +147,17 @@ class DriftLock:
         self._last_move_wall: float | None = None
         self._skip_left = 0
         self._lock = threading.Lock()
+        # lead: (t_acq_last, absolute drift dy, dx px) of the results used
+        self._track: deque[tuple[float, float, float]] = deque()
+        self._corrected_px = (0.0, 0.0)
 
     def on_result(self, result: Result, controller: Any) -> None:
         """Correct the stage if ``result.drift_px`` is beyond the threshold."""
         cfg = self.config
         with self._lock:
             t_first = result.timestamps.get("t_acq_first")
+            if t_first is None:
+                t_first = result.timestamps.get("t_acq_last")
             # any accepted move (by this or another hook) invalidates older frames
             last_move = getattr(controller, "last_move_wall", None)
             if last_move is None:
@@ -151,6 +187,9 @@ class DriftLock:
                     f"DriftLock needs Result.pixel_size_um (camera px in um); result "
                     f"{result.index} has {result.pixel_size_um!r}"
                 )
+            t_last = result.timestamps.get("t_acq_last")
+            if cfg.lead_s > 0 and t_last is not None:
+                dy, dx = self._predict(float(t_last), dy, dx)
             if math.hypot(dy, dx) <= cfg.threshold_px:
                 return
             step_x, step_y = cfg.gain * dx * ps, cfg.gain * dy * ps
@@ -164,6 +203,8 @@ class DriftLock:
             self.moves += 1
             cx, cy = self.corrected_um
             self.corrected_um = (cx + step_x, cy + step_y)
+            py, px = self._corrected_px
+            self._corrected_px = (py + step_y / ps, px + step_x / ps)
             logger.debug(
                 "result %d: drift (%.3f, %.3f) px -> stage by (%.4f, %.4f) um",
                 result.index,
@@ -173,4 +214,36 @@ class DriftLock:
                 step_y,
             )
 
+    def _predict(self, t: float, dy: float, dx: float) -> tuple[float, float]:
+        """Displacement expected at ``now + lead_s`` from the velocity of the
+        absolute drift (measured + corrected, px) over ``velocity_window_s``."""
+        cfg = self.config
+        cy, cx = self._corrected_px
+        track = self._track
+        track.append((t, dy + cy, dx + cx))
+        while track and track[0][0] < t - cfg.velocity_window_s:
+            track.popleft()
+        if len(track) < 3:
+            return dy, dx
+        arr = np.asarray(track)
+        tt = arr[:, 0] - arr[:, 0].mean()
+        den = float(tt @ tt)
+        if den <= 0:
+            return dy, dx
+        vy = float(tt @ arr[:, 1]) / den
+        vx = float(tt @ arr[:, 2]) / den
+        ahead = max(0.0, time.time() - t) + cfg.lead_s
+        return dy + vy * ahead, dx + vx * ahead
+
     __call__ = on_result
+
+    def report(self) -> dict[str, Any]:
+        """JSON-ready counters: ``moves``, ``refused``, ``skipped``,
+        ``corrected_um`` (total (x, y) stage correction commanded)."""
+        with self._lock:
+            return {
+                "moves": self.moves,
+                "refused": self.refused,
+                "skipped": self.skipped,
+                "corrected_um": list(self.corrected_um),
+            }

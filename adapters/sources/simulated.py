@@ -57,6 +57,10 @@ class SimulatedSource:
         Shared context (required for ``inproc://``).
     send_timeout_s : float
         Unpaced mode: how long ``send`` may wait for a free ring slot.
+    on_frame : callable, optional
+        ``on_frame(index, frame, meta)`` after each frame is rendered, before it is
+        sent (``meta`` has the true ``displacement_px``; e.g.
+        :class:`~livesr.adapters.sources.sim_truth.SimTruthRecorder`).
     """
 
     def __init__(
@@ -71,6 +75,7 @@ class SimulatedSource:
         stop_event: threading.Event | None = None,
         context: zmq.Context[Any] | None = None,
         send_timeout_s: float = 30.0,
+        on_frame: Any = None,
     ) -> None:
         if isinstance(frames, bool) or not isinstance(frames, int) or frames < 0:
             raise ValueError(
@@ -86,6 +91,7 @@ class SimulatedSource:
         self.stop_event = stop_event if stop_event is not None else threading.Event()
         self._ctx = context
         self._send_timeout = float(send_timeout_s)
+        self._on_frame = on_frame
         self._thread: threading.Thread | None = None
         self.summary: dict[str, Any] | None = None
         self.error: BaseException | None = None
@@ -177,6 +183,8 @@ class SimulatedSource:
                             float(truth.displacement_px[1]),
                         ],
                     }
+                    if self._on_frame is not None:
+                        self._on_frame(truth.index, target, {**meta, "t_acq": t_acq})
                     if (
                         slot is None
                     ):  # ring full: send() reports the overflow per the policy
