@@ -26,13 +26,23 @@ Errors: an ``OSError`` while writing (``ENOSPC`` disk full, ``EIO``...) raises
 itself back to the frames already written (all readable and complete) and records
 the error, so nothing truncated passes as complete.  The caller stops acquisition
 and records the gap.
+
+Disk full: each store keeps :data:`RESERVE_BYTES` of real space next to it
+(``<name>.reserve``, written at ``open``, removed at ``close``); a failed write frees
+it first, so the final metadata (cut array, ``complete: false``, the error) still
+fits on a full disk.  OME-TIFF: the torn page is cut off (the file is truncated to the
+last complete page and that page's next-IFD pointer reset), and no OME-XML is written
+after a failure (a file without OME-XML was not closed cleanly); the error goes to
+``raw.ome.error.txt``.
 """
 
 from __future__ import annotations
 
 import errno
+import io
 import json
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -53,6 +63,8 @@ logger = logging.getLogger(__name__)
 
 RAW_FORMATS = ("ome-zarr", "ome-tiff")
 _META_CHUNK = 1024
+#: space kept free next to a raw store for its final metadata after a disk-full error
+RESERVE_BYTES = 256 * 1024
 
 
 class RawStoreError(OSError):
@@ -122,6 +134,32 @@ def ome_multiscales(
     }
 
 
+class _NoFilenoFile(io.BufferedRandom):
+    """A file tifffile must write through Python (``write``), not ``numpy.tofile``:
+    ``tofile`` writes through a C ``FILE*`` whose failed flush on a full disk is
+    lost, so a torn page would pass as complete (found on a real full tmpfs)."""
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation("fileno")
+
+
+class _Reserve:
+    """``RESERVE_BYTES`` of real (not sparse) disk space in a file, freed on demand."""
+
+    def __init__(self, store_path: Path) -> None:
+        self.path = store_path.with_name(store_path.name + ".reserve")
+        with open(self.path, "wb") as fh:
+            fh.write(b"\0" * RESERVE_BYTES)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def free(self) -> None:
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError as exc:  # pragma: no cover - best effort
+            logger.error("could not remove the space reserve %s: %s", self.path, exc)
+
+
 def _describe(exc: OSError) -> str:
     code = errno.errorcode.get(exc.errno or 0, "")
     hint = (
@@ -153,6 +191,7 @@ class OmeZarrRawStore:
         self._meta_flushed = 0
         self._failed: str | None = None
         self._closed = False
+        self._reserve: _Reserve | None = None
 
     def open(
         self,
@@ -170,6 +209,7 @@ class OmeZarrRawStore:
                 f"raw store {self.path} already exists; choose an empty --output folder"
             )
         h, w = int(shape[0]), int(shape[1])
+        self._reserve = _Reserve(self.path)
         g = zarr.open_group(str(self.path), mode="w-", zarr_format=3)
         g.attrs.update(
             {
@@ -228,6 +268,8 @@ class OmeZarrRawStore:
                 self._flush_meta(i + 1)
         except OSError as exc:
             self._failed = _describe(exc)
+            if self._reserve is not None:
+                self._reserve.free()  # room for the final metadata
             raise RawStoreError(
                 exc.errno or errno.EIO,
                 f"cannot write raw frame seq {seq} to {self.path}: {self._failed}; "
@@ -262,6 +304,8 @@ class OmeZarrRawStore:
         self._closed = True
         n = self.frames_written
         err = error or self._failed
+        if err is not None and self._reserve is not None:
+            self._reserve.free()
         steps = (
             (
                 "cut the frame array",
@@ -277,6 +321,8 @@ class OmeZarrRawStore:
                 logger.error(
                     "raw store %s: could not %s: %s", self.path, what, _describe(exc)
                 )
+        if self._reserve is not None:
+            self._reserve.free()
         logger.info(
             "raw store %s closed: %d frames%s",
             self.path,
@@ -315,6 +361,9 @@ class OmeTiffRawStore:
         self._t_acq: list[float] = []
         self._failed: str | None = None
         self._closed = False
+        self._reserve: _Reserve | None = None
+        self._next_ifd_at = -1  # where the last complete page's next-IFD offset is
+        self._file: io.BufferedRandom | None = None
 
     def open(
         self,
@@ -335,7 +384,10 @@ class OmeTiffRawStore:
         self._dtype = str(dtype)
         self._px = float(pixel_size_um)
         self._interval = float(interval_s)
-        self._tw = tifffile.TiffWriter(self.path, bigtiff=True)
+        self._reserve = _Reserve(self.path)
+        self._file = _NoFilenoFile(io.FileIO(self.path, "x+"))
+        self._tw = tifffile.TiffWriter(self._file, bigtiff=True)
+        self._good_size = self._tw.filehandle.tell()
 
     def _write_frame(self, frame: np.ndarray, description: str) -> None:
         self._tw.write(
@@ -347,12 +399,12 @@ class OmeTiffRawStore:
         self, seq: int, frame: np.ndarray, *, t_acq: float, t_recv: float
     ) -> None:
         """Append one page; raises :class:`RawStoreError` on failure."""
-        if self._tw is None or self._closed:
-            raise RawStoreError(errno.EBADF, f"raw store {self.path} is not open")
         if self._failed is not None:
             raise RawStoreError(
                 errno.EIO, f"raw store {self.path} failed earlier: {self._failed}"
             )
+        if self._tw is None or self._closed:
+            raise RawStoreError(errno.EBADF, f"raw store {self.path} is not open")
         i = self.frames_written
         desc = json.dumps(
             {"seq": int(seq), "t_acq": float(t_acq), "t_recv": float(t_recv)}
@@ -361,6 +413,7 @@ class OmeTiffRawStore:
             self._write_frame(np.ascontiguousarray(frame), desc)
         except OSError as exc:
             self._failed = _describe(exc)
+            self._cut_torn_page()
             raise RawStoreError(
                 exc.errno or errno.EIO,
                 f"cannot write raw frame seq {seq} to {self.path}: {self._failed}; "
@@ -368,12 +421,48 @@ class OmeTiffRawStore:
             ) from exc
         self._t_acq.append(float(t_acq))
         self.frames_written = i + 1
+        self._good_size = self._tw.filehandle.tell()
+        # tifffile's own bookkeeping: the next page will patch this offset
+        self._next_ifd_at = int(getattr(self._tw, "_ifdoffset", -1))
+
+    def _close_file(self) -> None:
+        f, self._file = self._file, None
+        if f is not None:
+            f.close()
+
+    def _cut_torn_page(self) -> None:
+        """After a failed write: free the reserve, drop the writer, truncate the file
+        to the last complete page and end the IFD chain there (best effort)."""
+        if self._reserve is not None:
+            self._reserve.free()
+        tw, self._tw = self._tw, None
+        for close in (tw.close, self._close_file):
+            try:
+                close()
+            except (OSError, ValueError):
+                pass
+        try:
+            with open(self.path, "r+b") as fh:
+                fh.truncate(self._good_size)
+                if 0 < self._next_ifd_at <= self._good_size - 8:
+                    fh.seek(self._next_ifd_at)
+                    fh.write(b"\0" * 8)  # BigTIFF: 8-byte next-IFD offset
+        except OSError as exc:
+            logger.error(
+                "raw store %s: could not cut the torn page off: %s",
+                self.path,
+                _describe(exc),
+            )
 
     def close(
         self, *, gaps: Sequence[Sequence[Any]] = (), error: str | None = None
     ) -> None:
-        """Close the file and write the OME-XML for the frames written (best effort)."""
-        if self._closed or self._tw is None:
+        """Close the file and write the OME-XML for the frames written (best effort).
+
+        After an error no OME-XML is written (the file stays marked as not closed
+        cleanly) and the error goes to ``raw.ome.error.txt``.
+        """
+        if self._closed or (self._tw is None and self._failed is None):
             self._closed = True
             return
         self._closed = True
@@ -381,10 +470,26 @@ class OmeTiffRawStore:
 
         n = self.frames_written
         err = error or self._failed
-        try:
-            self._tw.close()
-        except (OSError, ValueError) as exc:
-            logger.error("raw store %s: closing failed: %s", self.path, exc)
+        if self._tw is not None:
+            try:
+                self._tw.close()
+                self._close_file()
+            except (OSError, ValueError) as exc:
+                logger.error("raw store %s: closing failed: %s", self.path, exc)
+                err = err or f"closing failed: {exc}"
+        if self._reserve is not None:
+            self._reserve.free()
+        if err:
+            try:
+                self.path.with_suffix(".error.txt").write_text(
+                    f"incomplete: {n} frame(s) written; {err}\n", encoding="utf-8"
+                )
+            except OSError as exc:
+                logger.error(
+                    "raw store %s: could not write the error note: %s", self.path, exc
+                )
+            logger.info("raw store %s closed: %d frames (error: %s)", self.path, n, err)
+            return
         if n == 0:
             return
         t0 = self._t_acq[0] if self._t_acq else 0.0
@@ -412,19 +517,7 @@ class OmeTiffRawStore:
             logger.error(
                 "raw store %s: could not write the OME-XML: %s", self.path, exc
             )
-        if err:
-            try:
-                self.path.with_suffix(".error.txt").write_text(
-                    f"incomplete: {n} frame(s) written; {err}\n", encoding="utf-8"
-                )
-            except OSError:
-                pass
-        logger.info(
-            "raw store %s closed: %d frames%s",
-            self.path,
-            n,
-            f" (error: {err})" if err else "",
-        )
+        logger.info("raw store %s closed: %d frames", self.path, n)
 
 
 def open_raw_store(

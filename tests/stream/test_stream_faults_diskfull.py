@@ -1,0 +1,166 @@
+"""R9: the raw store's disk fills up for real (a 1 MiB tmpfs) while frames stream in.
+
+A source (:class:`SourceLink`, as a remote acquisition would be: only the ``stop``
+message tells it to stop) pushes 32x32 uint16 noise frames through a
+:class:`Pipeline` whose raw store lies on a small tmpfs.  Checked: the writer reports
+``ENOSPC`` on the frame that did not fit (the gap starts exactly there), every frame
+written before is on disk, readable and equal to what was sent, the store is not
+marked complete, acquisition stopped (the source got ``stop`` with the reason), the
+gap is in the run summary and ``frames_acquired == frames_persisted + frames_in_gaps``.
+
+Needs ``mount -t tmpfs`` (root); skipped with the reason when mounting fails.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from livesr.stream._config import (
+    DriftCorrectionConfig,
+    EsrrfConfig,
+    LivesrConfig,
+    StreamConfig,
+)
+from livesr.stream._pipeline import Pipeline
+from livesr.stream._rawstore import OmeTiffRawStore, OmeZarrRawStore
+from livesr.stream._transport import SourceLink, SourceLinkConfig
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="tmpfs mounts are Linux-only"
+)
+
+SHAPE = (32, 32)
+MAX_FRAMES = 3000  # 6 MiB of noise: far more than the 1 MiB filesystem holds
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A real 1 MiB tmpfs, unmounted afterwards."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+    )
+    if res.returncode != 0:
+        pytest.skip(
+            f"cannot mount a small tmpfs for the disk-full test: "
+            f"{(res.stderr or res.stdout).strip()} (needs root / CAP_SYS_ADMIN)"
+        )
+    try:
+        yield mnt
+    finally:
+        res = subprocess.run(["umount", str(mnt)], capture_output=True, text=True)
+        if res.returncode != 0:
+            subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def noise(seq: int) -> np.ndarray:
+    rng = np.random.default_rng(seq)
+    f = rng.integers(0, 65535, SHAPE, dtype=np.uint16)  # incompressible
+    f[0, 0] = seq & 0xFFFF
+    return f
+
+
+def _config(out: Path) -> LivesrConfig:
+    return LivesrConfig(
+        esrrf=EsrrfConfig(window=4, stride=4, magnification=2, radius=1.0),
+        drift=DriftCorrectionConfig(enabled=False),
+        stream=StreamConfig(output=str(out), latency_budget_ms=1e7, ring_mb=1.0),
+    )
+
+
+def _stream_until_stopped(tmp_path: Path, store) -> tuple[dict, dict, Path]:
+    out = tmp_path / "out"  # results elsewhere: only the raw frames fill the disk
+    pipe = Pipeline(
+        _config(out), endpoint=f"ipc://{tmp_path}/in.ipc", raw_store=store
+    ).start()
+    link = SourceLink(
+        SourceLinkConfig(
+            endpoint=pipe.endpoint, stream="cam", shape=SHAPE, ring_frames=64
+        )
+    ).start()
+    try:
+        assert pipe.ready.wait(60)
+        for seq in range(MAX_FRAMES):
+            if link.stop_requested.is_set():  # the pipeline's stop message
+                break
+            link.send(noise(seq), timeout=30.0)
+            if seq % 16 == 15:
+                time.sleep(0.001)
+        source = link.close(timeout=30.0)
+        assert pipe.wait(60), "pipeline did not finish"
+    finally:
+        link.close(timeout=0)
+        summary = pipe.close()
+    return source, summary, out
+
+
+def _check_accounting(source: dict, summary: dict) -> int:
+    """Common R9 checks; returns the number of frames persisted."""
+    n_acq = source["frames_acquired"]
+    assert n_acq < MAX_FRAMES, "acquisition did not stop"
+    assert source["stop_reason"] is not None
+    assert "raw store failed" in source["stop_reason"]
+    assert "No space left on device" in source["stop_reason"]
+    assert source["frames_acked"] == n_acq and source["end_acked"] is True
+    persisted = summary["frames_persisted"]
+    assert summary["stopped"] is True and "ENOSPC" in summary["error"]
+    assert summary["frames_acquired"] == n_acq
+    assert summary["accounting_ok"] is True
+    assert n_acq == persisted + summary["frames_in_gaps"]
+    # ENOSPC within one frame: the gap starts at the first frame that did not fit
+    assert summary["gaps"] == [[persisted, n_acq - 1, "raw store failed"]]
+    assert 50 < persisted < 500  # 1 MiB holds some hundreds of 2 KiB frames
+    on_disk = json.loads((Path(summary["output"]) / "summary.json").read_text())
+    assert on_disk["gaps"] == summary["gaps"] and on_disk["accounting_ok"] is True
+    return persisted
+
+
+def test_disk_full_ome_zarr(tmp_path: Path, small_fs: Path) -> None:
+    store = OmeZarrRawStore(small_fs / "raw.ome.zarr")
+    source, summary, _ = _stream_until_stopped(tmp_path, store)
+    n = _check_accounting(source, summary)
+    g = zarr.open_group(str(small_fs / "raw.ome.zarr"), mode="r")
+    live = g.attrs["livesr"]
+    assert live["complete"] is False and "ENOSPC" in live["error"]
+    assert live["frames"] == n and live["gaps"] == summary["gaps"]
+    raw = g["0"][:, 0, 0]  # every frame written is readable...
+    assert raw.shape == (n, *SHAPE)  # ...and nothing beyond them
+    for seq in range(n):
+        np.testing.assert_array_equal(raw[seq], noise(seq))
+    np.testing.assert_array_equal(g["frames/seq"][:], np.arange(n))
+    assert [p.name for p in small_fs.iterdir()] == ["raw.ome.zarr"]  # reserve freed
+
+
+def test_disk_full_ome_tiff(tmp_path: Path, small_fs: Path) -> None:
+    store = OmeTiffRawStore(small_fs / "raw.ome.tif")
+    source, summary, _ = _stream_until_stopped(tmp_path, store)
+    n = _check_accounting(source, summary)
+    with tifffile.TiffFile(small_fs / "raw.ome.tif") as tf:
+        pages = [p.asarray() for p in tf.pages]
+        descriptions = [json.loads(p.description)["seq"] for p in tf.pages[1:]]
+        ome = tf.pages[0].description
+    assert len(pages) == n  # no torn page passes as a frame
+    for seq in range(n):
+        np.testing.assert_array_equal(pages[seq], noise(seq))
+    assert descriptions == list(range(1, n))
+    # marked incomplete: no OME-XML (written only at a clean close), an error note
+    assert "<OME" not in ome
+    note = (small_fs / "raw.ome.error.txt").read_text()
+    assert f"incomplete: {n} frame(s) written" in note and "ENOSPC" in note
+    assert sorted(p.name for p in small_fs.iterdir()) == [
+        "raw.ome.error.txt",
+        "raw.ome.tif",
+    ]  # the space reserve is gone
