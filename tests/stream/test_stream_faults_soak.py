@@ -103,7 +103,7 @@ def run_soak(tmp_path: Path, n: int, *, samples: int = 10) -> dict[str, Any]:
                         "threads": threading.active_count(),
                     }
                 )
-                logger.info("soak: %s", trace[-1])
+                logger.info("soak: %s", json.dumps(trace[-1]))
         source = link.close(timeout=60.0)
         assert pipe.wait(300.0), "pipeline did not finish"
     finally:
