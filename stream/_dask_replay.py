@@ -86,7 +86,7 @@ _ADDRESS_RE = re.compile(
     r"^(?:(?P<proto>[a-z][a-z0-9+]*)://)?(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+)"
     r":(?P<port>\d{1,5})/?$"
 )
-_PROTOCOLS = ("tcp", "tls", "ws", "wss", "ucx", "inproc")
+_PROTOCOLS = ("tcp", "tls", "ws", "wss", "ucx")
 
 
 class SchedulerError(ValueError):

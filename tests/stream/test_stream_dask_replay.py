@@ -339,6 +339,27 @@ def test_cli_several_inputs_on_a_running_scheduler(
         ]
 
 
+def test_cli_range_on_a_scheduler_equals_the_single_process_range(
+    recordings: dict[str, Any],
+    client: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--range 7:44: frames are numbered from the range start in both replays."""
+    a = recordings["files"][0]
+    flags = ["--range", "7:44", "--drift", "on", *FLAGS]
+    assert main(["replay", str(a), "-o", str(tmp_path / "one"), *flags]) == 0
+    addr = client.scheduler.address
+    rc = main(
+        ["replay", str(a), "-o", str(tmp_path / "d"), "--scheduler", addr, *flags]
+    )
+    assert rc == 0, capsys.readouterr().err
+    assert_same_results(tmp_path / "d", tmp_path / "one")
+    assert len(_sr(tmp_path / "d")) == (37 - WINDOW) // STRIDE + 1
+    info = json.loads((tmp_path / "d" / "replay.json").read_text())
+    assert info["range"] == [7, 44]
+
+
 def test_cli_scheduler_local_one_window_drift_off_equals_batch_esrrf(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
