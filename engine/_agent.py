@@ -48,7 +48,9 @@ Choices where NanoPyx's code and paper differ, and where livesr departs (ESRRF.m
   implementations whose probability of finishing in time, ``P(t ≤ deadline)`` under
   a normal (or, when flagged, the two-component delayed/normal mixture) model of
   FastAverage/FastStdDev, is at least ``deadline_confidence`` (0.9); if none is, the
-  one with the highest probability is chosen and the decision says ``predicted_miss``.
+  one with the highest probability is chosen and the decision says ``predicted_miss``
+  -- unless even that is below ``hopeless_p`` (0.01; the frame is already late):
+  then the fastest expected one is chosen, to be as little late as possible.
 - Implementations without any timing are explored (in the caller's order) before
   a choice is made.  Under a deadline that a known implementation meets, exploring
   risks a miss, so it is rationed: one untimed implementation is tried once every
@@ -96,6 +98,7 @@ class AgentConfig:
     rel_std_floor: float = 0.02
     max_signatures: int = 64
     explore_every: int = 25
+    hopeless_p: float = 0.01
     explore_slack: float = 0.5
     max_explorations: int = 3
 
@@ -118,6 +121,7 @@ class AgentConfig:
             ("rel_std_floor", 0 <= self.rel_std_floor < 1, "in [0, 1)"),
             ("max_signatures", self.max_signatures >= 1, ">= 1"),
             ("explore_every", self.explore_every >= 1, ">= 1"),
+            ("hopeless_p", 0 <= self.hopeless_p < 1, "in [0, 1)"),
             ("explore_slack", 0 < self.explore_slack <= 1, "in (0, 1]"),
             ("max_explorations", self.max_explorations >= 0, ">= 0"),
         ]
@@ -373,10 +377,16 @@ class DelayAgent:
             return Decision(impl, "probe", adjusted[impl], p, miss, dict(adjusted))
 
         pool = known
+        hopeless = False
         if deadline_s is not None:
             meeting = [i for i in known if p_meet[i] >= cfg.deadline_confidence]
             if meeting:
                 pool = meeting
+            elif max(p_meet.values()) < cfg.hopeless_p:
+                # nothing can make it (e.g. the frame is already late): choose as
+                # without a deadline (fastest, delays weighed) rather than follow
+                # noise in tiny probabilities; still a predicted miss
+                hopeless = True
             else:
                 impl = max(known, key=lambda i: (p_meet[i], -adjusted[i]))
                 self._log_preference(sig, impl, adjusted, deadline_s, p_meet)
@@ -400,7 +410,7 @@ class DelayAgent:
                     break
             reason = "stochastic"
         return Decision(
-            impl, reason, adjusted[impl], p_meet.get(impl), False, dict(adjusted)
+            impl, reason, adjusted[impl], p_meet.get(impl), hopeless, dict(adjusted)
         )
 
     def _explore_under_deadline(

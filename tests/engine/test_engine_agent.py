@@ -302,3 +302,16 @@ def test_exploration_under_a_deadline_is_rationed():
     picks = [agent.choose(SIG, ["gpu", FAST], 5 * MS).impl for _ in range(100)]
     assert picks.count("gpu") == 3
     assert [i for i, p in enumerate(picks) if p == "gpu"] == [4, 9, 14]
+
+
+def test_hopeless_deadline_picks_the_fastest_not_the_noise():
+    # A frame already late: no implementation can make the deadline.  "slow" is
+    # noisy, so its P(meet) (~1e-8) dwarfs the steady fast one's (~1e-23); both are
+    # noise.  The agent must take the fastest and say the miss was predicted.
+    agent = DelayAgent("toy", rng=random.Random(0))
+    agent.seed(SIG, FAST, runs=[(10 + 0.1 * math.sin(i)) * MS for i in range(30)])
+    agent.seed(SIG, SLOW, runs=[(20 + 40 * (i % 7) / 6) * MS for i in range(30)])
+    assert agent.p_meet(SIG, SLOW, 8 * MS) > 1e6 * agent.p_meet(SIG, FAST, 8 * MS)
+    for _ in range(20):
+        d = agent.choose(SIG, [SLOW, FAST], deadline_s=8 * MS)
+        assert (d.impl, d.predicted_miss) == (FAST, True)
