@@ -796,6 +796,7 @@ class Ingest:
                 "IngestConfig.max_frame_bytes)",
             )
         st = self._streams.get(stream)
+        restart_gap: tuple[int, int] | None = None
         with self._lock:
             if st is None or st.session != session:
                 if st is not None:
@@ -806,7 +807,15 @@ class Ingest:
                 base = first
                 if self._resume is not None:
                     base = max(base, int(self._resume(stream, session)) + 1)
+                old = st
                 st = _Stream(stream, session, base)
+                if old is not None and base > old.expected:
+                    # the source restarted further on (e.g. at the camera's frame
+                    # counter): what lies between was never delivered, it is a gap
+                    restart_gap = (old.expected, base - 1)
+                    st.resumed_from = old.expected
+                    st.gaps.append(list(restart_gap))
+                    st.gap_frames += base - old.expected
                 self._streams[stream] = st
             else:
                 st.expected = max(st.expected, first)
@@ -818,6 +827,16 @@ class Ingest:
             st.dtype = dtype
             st.resync_at = -1
         self._peers[peer] = stream
+        if restart_gap is not None:
+            logger.warning(
+                "ingest: stream %s restarted at seq %d: frames %d-%d were never "
+                "delivered (recorded as a gap)",
+                stream,
+                restart_gap[1] + 1,
+                *restart_gap,
+            )
+            if self._on_gap is not None:
+                self._on_gap(stream, *restart_gap)
         self._send(
             peer,
             "ready",

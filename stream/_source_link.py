@@ -100,6 +100,10 @@ class SourceLinkConfig:
         With frames in flight and nothing heard for this long, re-handshake (replay).
     zero_copy_min_bytes
         Frames at least this large are sent without copying (default 64 KiB).
+    first_seq
+        Sequence number of the first frame (default 0).  A restarted acquisition
+        process that knows where the camera is (e.g. its frame counter) starts there:
+        the ingest then records the frames in between as a gap of the stream.
     linger_ms, heartbeat_ivl_ms, heartbeat_timeout_ms, reconnect_ivl_ms
         ZeroMQ socket options.
     log_interval_s
@@ -123,6 +127,7 @@ class SourceLinkConfig:
     heartbeat_timeout_ms: int = 3000
     reconnect_ivl_ms: int = 50
     log_interval_s: float = 5.0
+    first_seq: int = 0
 
     def __post_init__(self) -> None:
         name = "SourceLinkConfig"
@@ -164,6 +169,11 @@ class SourceLinkConfig:
         check_range(name, "heartbeat_timeout_ms", self.heartbeat_timeout_ms, 0, 600_000)
         check_range(name, "reconnect_ivl_ms", self.reconnect_ivl_ms, 1, 600_000)
         check_range(name, "log_interval_s", self.log_interval_s, 0.1, 3600)
+        if not isinstance(self.first_seq, int) or not 0 <= self.first_seq < 2**62:
+            raise ValueError(
+                f"{name}.first_seq={self.first_seq!r} is not valid; expected an "
+                "integer in [0, 2**62)"
+            )
         if self.ring_bytes > self.max_ring_bytes:
             raise ValueError(
                 f"{name}.ring_frames={self.ring_frames} x {self.frame_bytes} bytes = "
@@ -236,7 +246,7 @@ class SourceLink:
         self._lock = threading.Lock()
         self._pending: deque[_Entry] = deque()
         self._send_idx = 0
-        self._next_seq = 0
+        self._next_seq = config.first_seq
         self._open_gap: list[int] | None = None
         self._stopped = False  # overflow with policy "stop"
         self._closed = False
@@ -252,8 +262,8 @@ class SourceLink:
         # protocol state (I/O thread)
         self._ready = False
         self._nonce = 0
-        self._acked_upto = -1
-        self._credit_limit = -1
+        self._acked_upto = config.first_seq - 1
+        self._credit_limit = config.first_seq - 1
         self._end_sent = False
         self._end_acked = False
         self._ingest_summary: dict[str, Any] | None = None
@@ -908,7 +918,7 @@ class SourceLink:
                 "end",
                 stream=cfg.stream,
                 upto=self._next_seq - 1,
-                n=self._c["frames_acquired"],
+                n=self._next_seq,  # seqs of the stream so far (first_seq + acquired)
                 gap_frames=self._c["frames_in_gaps"],
             )
         try:
