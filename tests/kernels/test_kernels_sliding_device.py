@@ -66,6 +66,20 @@ def _host(window, stride, temporal, **kw):
     return SlidingEsrrf(window, stride, temporal=temporal, frame_map=cupy_map, **kw)
 
 
+def _cupy_map(host, dev, params, shift, deadline_s):
+    """The CuPy esrrf_map on the device frame, never another implementation."""
+    from livesr.kernels.esrrf_map import kernel
+
+    return kernel.using("cupy")(
+        dev,
+        params.magnification,
+        params.radius,
+        params.sensitivity,
+        params.intensity_weighting,
+        shift=tuple(shift),
+    )
+
+
 @pytest.mark.parametrize("temporal", ["avg", "var", "tac2"])
 @pytest.mark.parametrize(("window", "stride"), [(2, 1), (10, 7), (10, 10), (25, 30)])
 def test_device_window_equals_host_window(cupy, stack, window, stride, temporal):
@@ -73,7 +87,9 @@ def test_device_window_equals_host_window(cupy, stack, window, stride, temporal)
 
     frames, shifts = stack
     kw = {"magnification": 3, "radius": 1.5}
-    dev = DeviceSlidingEsrrf(window, stride, temporal=temporal, **kw)
+    dev = DeviceSlidingEsrrf(
+        window, stride, temporal=temporal, frame_map=_cupy_map, **kw
+    )
     host = _host(window, stride, temporal, **kw)
     got = dev.push_many(frames, shifts)
     want = host.push_many(frames, shifts)
@@ -97,7 +113,9 @@ def test_device_window_does_not_drift_over_many_frames(cupy, stack):
     n = 3000  # 300 windows of additions and removals
     noisy = frames[np.arange(n) % len(frames)].astype(np.float32)
     noisy += rng.poisson(5.0, noisy.shape).astype(np.float32)
-    dev = DeviceSlidingEsrrf(10, 10, magnification=2, temporal="var")
+    dev = DeviceSlidingEsrrf(
+        10, 10, magnification=2, temporal="var", frame_map=_cupy_map
+    )
     results = dev.push_many(noisy)
     assert len(results) == n // 10
     last = results[-1]
@@ -111,7 +129,7 @@ def test_device_window_set_params_matches_host(cupy, stack, recompute):
     from livesr.kernels.sliding_device import DeviceSlidingEsrrf
 
     frames, shifts = stack
-    dev = DeviceSlidingEsrrf(10, 5, magnification=2)
+    dev = DeviceSlidingEsrrf(10, 5, magnification=2, frame_map=_cupy_map)
     host = _host(10, 5, "avg", magnification=2)
     got, want = [], []
     for k in range(len(frames)):
@@ -129,4 +147,20 @@ def test_device_window_set_params_matches_host(cupy, stack, recompute):
     assert len(pairs) > 15
     for g, w in pairs:
         assert (g.first_frame, g.last_frame) == (w.first_frame, w.last_frame)
+        assert _max_rel(g.image, w.image) <= 1e-5
+
+
+def test_device_window_through_the_engine_survives_cpu_maps(cupy, stack):
+    # The default map is the engine's: while it explores (or the delay agent flees
+    # a busy GPU) some maps come from CPU implementations and are uploaded; the
+    # images must not depend on which implementation ran.
+    from livesr.kernels.sliding_device import DeviceSlidingEsrrf
+
+    frames, shifts = stack
+    dev = DeviceSlidingEsrrf(10, 7, magnification=3, temporal="tac2")
+    host = _host(10, 7, "tac2", magnification=3)
+    got = dev.push_many(frames, shifts)
+    want = host.push_many(frames, shifts)
+    assert len(got) == len(want) > 10
+    for g, w in zip(got, want, strict=True):
         assert _max_rel(g.image, w.image) <= 1e-5
