@@ -141,7 +141,9 @@ def malformed(draw: Any, seq: int) -> list[bytes]:
         return [_enc(_head(seq)), draw(st.binary(min_size=n, max_size=n))]
     if kind == 4:  # a header cut short (torn JSON)
         raw = _enc(_head(seq))
-        return [raw[: draw(st.integers(0, len(raw) - 1))], payload]
+        # (a fraction: the header's length depends on seq, the draw must not)
+        cut = draw(st.floats(0.0, 1.0, exclude_max=True))
+        return [raw[: int(cut * len(raw))], payload]
     if kind == 5:  # header larger than MAX_HEADER_BYTES
         big = {"pad": "x" * draw(st.integers(4100, 6000))}
         return [_enc(_head(seq, meta=big)), payload]
