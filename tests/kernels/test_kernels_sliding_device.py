@@ -68,9 +68,9 @@ def _host(window, stride, temporal, **kw):
 
 def _cupy_map(host, dev, params, shift, deadline_s):
     """The CuPy esrrf_map on the device frame, never another implementation."""
-    from livesr.kernels.esrrf_map import kernel
+    from livesr.kernels.esrrf_map._cupy import esrrf_map_cupy
 
-    return kernel.using("cupy")(
+    return esrrf_map_cupy(
         dev,
         params.magnification,
         params.radius,
