@@ -23,6 +23,8 @@ import csv
 import json
 import logging
 import math
+import queue
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -70,6 +72,15 @@ class SrSeriesWriter:
         Time between two images (stride x frame interval).
     params : mapping
         eSRRF parameters to record.
+    background : bool
+        Write on a thread of its own (default False): :meth:`append` hands the
+        image over and returns at once, so the processing thread never waits for
+        compression and the disk (a 1280x1280 float32 image costs tens of ms). At
+        most ``queue_images`` images wait; beyond that :meth:`append` blocks (SR
+        results are never dropped). A write error is raised by the next
+        :meth:`append` or by :meth:`close`.
+    queue_images : int
+        Images that may wait for the writer thread, >= 1.
     """
 
     def __init__(
@@ -80,11 +91,19 @@ class SrSeriesWriter:
         pixel_size_um: float,
         interval_s: float,
         params: Mapping[str, Any],
+        background: bool = False,
+        queue_images: int = 4,
     ) -> None:
         import zarr
 
+        if queue_images < 1:
+            raise ValueError(f"queue_images must be >= 1, got {queue_images!r}")
         self.path = Path(path)
         self.count = 0
+        self._queue: queue.Queue[tuple[int, np.ndarray] | None] | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._written = 0
         g = zarr.open_group(str(self.path), mode="w-", zarr_format=3)
         g.attrs.update(
             {
@@ -111,21 +130,59 @@ class SrSeriesWriter:
             fill_value=0.0,
         )
         self._group = g
+        if background:
+            self._queue = queue.Queue(maxsize=int(queue_images))
+            self._thread = threading.Thread(
+                target=self._write_loop, name="livesr-sr-writer", daemon=True
+            )
+            self._thread.start()
 
     def append(self, image: np.ndarray) -> int:
-        """Write one image; returns its index."""
+        """Write (or, in background mode, queue) one image; returns its index."""
+        if self._error is not None:
+            raise OSError(f"writing {self.path} failed: {self._error}") from self._error
         i = self.count
+        self.count = i + 1
+        if self._queue is not None:
+            self._queue.put((i, image))
+        else:
+            self._write(i, image)
+        return i
+
+    def _write(self, i: int, image: np.ndarray) -> None:
         if i >= self._cap:
             self._cap += min(self._cap, 1024)
             self._arr.resize((self._cap, *self._arr.shape[1:]))
         self._arr[i, 0, 0] = image
-        self.count = i + 1
-        return i
+        self._written = i + 1
+
+    def _write_loop(self) -> None:
+        assert self._queue is not None
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is None:
+                try:
+                    self._write(*item)
+                except BaseException as exc:  # reported by append/close
+                    self._error = exc
+                    logger.error("SR writer: %s", exc)
+
+    def _drain(self) -> None:
+        if self._thread is not None and self._queue is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
 
     def close(
         self, *, param_changes: Sequence[Mapping[str, Any]], error: str | None = None
     ) -> None:
-        """Cut to the images written and record the parameter changes."""
+        """Finish pending writes, cut to the images written, record the changes."""
+        self._drain()
+        if self._error is not None:
+            error = error or f"writing SR images failed: {self._error}"
+            self.count = self._written
         self._arr.resize((self.count, *self._arr.shape[1:]))
         live = dict(self._group.attrs["livesr"])
         live.update(
