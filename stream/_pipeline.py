@@ -1103,6 +1103,7 @@ class Pipeline:
                 pixel_size_um=self._pixel_size_um / m,
                 interval_s=self._esrrf.stride * self._interval_s,
                 params=asdict(self._esrrf),
+                background=True,  # compression and disk off the processing thread
             )
         self._sr.append(image)
         self._windows.add(index, first, last, stamps.to_json(), shift, sigma, quality)
