@@ -157,34 +157,74 @@ class ResultPublisher:
             self._auth.stop()
             self._auth = None
 
-    def resend_latest(self, *, repeats: int = 10, interval_s: float = 0.2) -> int:
-        """Re-send the newest message a few times, ``interval_s`` apart.
+    def resend_latest(self, *, timeout_s: float = 10.0, poll_s: float = 0.01) -> int:
+        """Re-send the newest message until it has left this process for every
+        subscriber (or ``timeout_s`` passes).
 
-        PUB drops the *newest* message for a subscriber whose queue is full, so a
-        viewer that was busy drawing when the last image of a run was published would
-        keep showing an older one; a few spaced repeats let it catch the final image
-        once its queue has drained.  Subscribers see the same message again (same
-        header), which they treat as a redraw.  Nothing is sent (and no time spent)
-        when no subscriber is connected.  Returns the number of repeats sent.
+        A PUB drops the *newest* message for a subscriber whose queue is full, so a
+        viewer busy drawing when the last image of a run was published would keep
+        showing an older one -- and a message still queued in this process when the
+        socket closes is lost with it.  Here the socket is switched to
+        ``XPUB_NODROP`` (a send that finds a subscriber's queue full fails with
+        ``EAGAIN`` instead of being dropped) and the message is sent ``hwm + 2``
+        times, each retried every ``poll_s`` until queued: the send queue holds at
+        most ``hwm`` messages and the connection's encoder one more, so once the
+        last copy is queued the first has been handed to the operating system
+        (ipc/tcp socket buffer, readable by the subscriber after this socket has
+        closed).  Subscribers see the message again (same header): a redraw, and
+        their newest-only drain collapses the copies.  Nothing is sent (and no time
+        spent) when no subscriber is connected.
+
+        Returns
+        -------
+        int
+            Copies sent (``hwm + 2`` when the message surely left; fewer when a
+            subscriber did not read for ``timeout_s``).
         """
-        if self._sock is None or self._latest is None or not self.has_subscribers:
+        sock = self._sock
+        if sock is None or self._latest is None or not self.has_subscribers:
             return 0
         import time
 
+        copies = self.hwm + 2
+        sock.setsockopt(zmq.XPUB_NODROP, 1)
+        deadline = time.monotonic() + timeout_s
         sent = 0
-        for _ in range(repeats):
-            time.sleep(interval_s)
-            self.publish(self._latest)
-            self.published -= 1  # a repeat is not a new message
-            sent += 1
+        try:
+            while sent < copies:
+                try:
+                    self.publish(self._latest)
+                except zmq.Again:
+                    if time.monotonic() >= deadline:
+                        logger.warning(
+                            "a results subscriber did not read for %.1f s; it may "
+                            "miss the final image",
+                            timeout_s,
+                        )
+                        break
+                    time.sleep(poll_s)
+                    continue
+                self.published -= 1  # a repeat is not a new message
+                sent += 1
+        finally:
+            sock.setsockopt(zmq.XPUB_NODROP, 0)
+        logger.info(
+            "newest results message re-sent %d time(s) in %.2f s at close",
+            sent,
+            time.monotonic() - deadline + timeout_s,
+        )
         return sent
 
-    def close(self, *, resend_latest: bool = False) -> None:
-        """Close the socket; with ``resend_latest`` the newest message is repeated
-        first (see :meth:`resend_latest`) and given 500 ms to leave the socket (only when a subscriber is connected)."""
+    def close(self, *, resend_latest: bool = False, timeout_s: float = 10.0) -> None:
+        """Close the socket.
+
+        With ``resend_latest`` (and a subscriber connected) the newest message is
+        re-sent first until it has left the process (see :meth:`resend_latest`,
+        at most ``timeout_s``); the copies still queued get 1 s to follow.
+        """
         if self._sock is not None:
-            if resend_latest and self.resend_latest():
-                self._sock.setsockopt(zmq.LINGER, max(self._linger, 500))
+            if resend_latest and self.resend_latest(timeout_s=timeout_s):
+                self._sock.setsockopt(zmq.LINGER, max(self._linger, 1000))
             self._sock.close()
             self._sock = None
         self._stop_auth()

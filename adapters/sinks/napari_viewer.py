@@ -12,12 +12,16 @@ How updates flow
 ----------------
 The pipeline publishes every SR image on a PUB socket with a tiny send high-water
 mark (:class:`livesr.stream._pubsub.ResultPublisher`); it never waits for a viewer.
-Here a :class:`~livesr.stream._pubsub.LatestSubscriber` is polled non-blocking from a
-``QTimer`` in the GUI thread (every ``interval_ms``, default 16 ms): each tick drains
-whatever is queued and draws only the newest message.  A slow GUI therefore never
-queues a backlog: messages it did not get to are dropped by ZeroMQ (PUB high-water
-mark) or skipped by the drain (:attr:`StreamStats.dropped`), and the picture always
-shows the newest image.  Nothing blocks the acquisition or the processing threads.
+Here a :class:`~livesr.stream._pubsub.LatestSubscriber` is drained continuously by a
+small reader thread (it owns the socket) into a newest-only slot, and a ``QTimer`` in
+the GUI thread (every ``interval_ms``, default 16 ms) draws what is in the slot.  A
+slow GUI therefore never queues a backlog: messages it did not get to are replaced in
+the slot (:attr:`StreamStats.dropped`), and the picture always shows the newest
+image.  Because the socket is read even while the GUI is busy drawing, its queue never
+fills: ZeroMQ does not drop the newest message, and the final image of a run (re-sent
+by the publisher at close, :meth:`livesr.stream._pubsub.ResultPublisher.resend_latest`)
+is taken off the connection before the publisher goes away.  Nothing blocks the
+acquisition or the processing threads.
 
 Messages (see :meth:`livesr.stream._pipeline.Pipeline._publish`)
 ------------------------------------------------------------------
@@ -440,6 +444,72 @@ class StreamStats:
         return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- reader
+class _NewestReader:
+    """Drain a :class:`LatestSubscriber` on a thread into a newest-only slot.
+
+    The thread creates, reads and closes the socket (ZeroMQ sockets belong to one
+    thread); :meth:`take` (any thread) returns the newest message and how many were
+    skipped to reach it.
+    """
+
+    def __init__(self, sub: Any, name: str) -> None:
+        import threading
+
+        self._sub = sub
+        self._lock = threading.Lock()
+        self._newest: Any = None
+        self._skipped = 0
+        self._stop = threading.Event()
+        self._started = threading.Event()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self, timeout_s: float = 5.0) -> _NewestReader:
+        self._thread.start()
+        self._started.wait(timeout_s)
+        if self.error is not None:
+            raise self.error
+        return self
+
+    def _run(self) -> None:
+        try:
+            self._sub.start()
+        except BaseException as exc:  # reported by start()
+            self.error = exc
+            self._started.set()
+            return
+        self._started.set()
+        try:
+            while not self._stop.is_set():
+                before = self._sub.dropped
+                parts = self._sub.latest(50)
+                if parts is None:
+                    continue
+                skipped = self._sub.dropped - before
+                with self._lock:
+                    if self._newest is not None:
+                        skipped += 1
+                    self._newest = parts
+                    self._skipped += skipped
+        except Exception:  # a broken socket: the viewer stops updating, says why
+            logger.exception("the viewer's results reader stopped")
+        finally:
+            self._sub.close()
+
+    def take(self) -> tuple[Any, int]:
+        """(newest message or None, messages skipped since the last take)."""
+        with self._lock:
+            parts, skipped = self._newest, self._skipped
+            self._newest, self._skipped = None, 0
+        return parts, skipped
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+
 # --------------------------------------------------------------------------- layers
 class LiveLayers:
     """Create and update the ``raw``, ``SR`` and ``drift`` layers (GUI thread).
@@ -649,6 +719,8 @@ class LiveViewerSink:
             else None
         )
         self._timer: Any = None
+        self._reader: _NewestReader | None = None
+        self._raw_reader: _NewestReader | None = None
         self._started = False
 
     def start(self) -> LiveViewerSink:
@@ -657,9 +729,9 @@ class LiveViewerSink:
 
         if self._started:
             return self
-        self._sub.start()
+        self._reader = _NewestReader(self._sub, "livesr-viewer-results").start()
         if self._raw_sub is not None:
-            self._raw_sub.start()
+            self._raw_reader = _NewestReader(self._raw_sub, "livesr-viewer-raw").start()
         self._timer = QTimer()
         self._timer.setInterval(self.interval_ms)
         self._timer.timeout.connect(self.poll)
@@ -681,18 +753,17 @@ class LiveViewerSink:
         if not self._started:
             return False
         drew = False
-        if self._raw_sub is not None:
-            parts = self._raw_sub.latest(0)
+        if self._raw_reader is not None:
+            parts, _ = self._raw_reader.take()
             if parts is not None:
                 msg = self._decode(parts)
                 if msg is not None:
                     self.layers.show_raw(msg)
                     self.stats.record_raw(msg)
                     drew = True
-        dropped_before = self._sub.dropped
-        parts = self._sub.latest(0)
+        assert self._reader is not None
+        parts, drained = self._reader.take()
         if parts is not None:
-            drained = self._sub.dropped - dropped_before
             msg = self._decode(parts)
             if msg is not None:
                 if msg.kind == "raw":
@@ -726,9 +797,10 @@ class LiveViewerSink:
             except (TypeError, RuntimeError):  # already disconnected
                 pass
             self._timer = None
-        self._sub.close()
-        if self._raw_sub is not None:
-            self._raw_sub.close()
+        for reader in (self._reader, self._raw_reader):
+            if reader is not None:
+                reader.stop()  # the reader thread closes its socket
+        self._reader = self._raw_reader = None
         self._started = False
 
 
