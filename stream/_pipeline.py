@@ -368,6 +368,9 @@ class Pipeline:
         }
         self._max_seq = -1
         self._first_seq: int | None = None
+        self._session: str | None = None  # source session of the last frame
+        self._seq_offset = 0  # pipeline seq - source seq (source restarted low)
+        self._restarts: list[dict[str, Any]] = []
         # processing-side state
         self._sliding: Any = None
         self._drift: Any = None
@@ -598,7 +601,7 @@ class Pipeline:
                 f"stream {header.stream!r}: this pipeline serves stream "
                 f"{self._stream!r} only"
             )
-        seq = header.seq
+        seq = header.seq + self._source_offset(header)
         self._c["frames_received"] += 1
         self._max_seq = max(self._max_seq, seq)
         if self._store_error is not None:
@@ -633,6 +636,40 @@ class Pipeline:
                 self._ring.capacity,
                 seq,
             )
+
+    def _source_offset(self, header: FrameHeader) -> int:
+        """Offset from the source's seq to the pipeline's (0 unless it restarted low).
+
+        A restarted source (new session) normally continues at the camera's frame
+        counter.  One that starts again at or below a frame already seen (a camera
+        whose counter was reset) is numbered on from the last frame seen, so that
+        nothing it delivers is mistaken for an old frame; the restart is logged and
+        listed in the summary (``source_restarts``).  Frames the old session acquired
+        but never delivered cannot be known here.
+        """
+        ingest = self._ingest
+        session = ingest.session(header.stream) if ingest is not None else None
+        if session == self._session:
+            return self._seq_offset
+        if self._session is not None and header.seq + self._seq_offset <= self._max_seq:
+            self._seq_offset = self._max_seq + 1 - header.seq
+            logger.warning(
+                "stream %s: the source restarted (new session) at seq %d, at or "
+                "below the last frame seen (%d); its frames are numbered on from %d",
+                header.stream,
+                header.seq,
+                self._max_seq,
+                header.seq + self._seq_offset,
+            )
+            self._restarts.append(
+                {
+                    "session": session,
+                    "source_seq": header.seq,
+                    "seq": header.seq + self._seq_offset,
+                }
+            )
+        self._session = session
+        return self._seq_offset
 
     def _first_frame(self, header: FrameHeader) -> None:
         self._stream = header.stream
@@ -674,6 +711,7 @@ class Pipeline:
         )
 
     def _on_gap(self, stream: str, first: int, last: int) -> None:
+        first, last = first + self._seq_offset, last + self._seq_offset
         with self._lock:
             self._gaps.add(first, last, "source ring overflow")
         self._max_seq = max(self._max_seq, last)
@@ -681,7 +719,7 @@ class Pipeline:
     def _on_end(self, stream: str, summary: Mapping[str, Any]) -> None:
         acquired = summary.get("frames_acquired")
         if isinstance(acquired, int):
-            self._acquired_reported = acquired
+            self._acquired_reported = acquired + self._seq_offset
         self.source_ended.set()
         if self._ring is not None:
             self._ring.close()
@@ -1209,6 +1247,7 @@ class Pipeline:
             "accounting_ok": acquired == persisted + gap_frames,
             "source_ended": self.source_ended.is_set(),
             "gaps": gaps,
+            "source_restarts": list(self._restarts),
             "frames_received": self._c["frames_received"],
             "frames_processed": self._c["frames_processed"],
             "frames_not_processed": persisted - self._c["frames_processed"],

@@ -12,6 +12,7 @@ is persisted exactly once, in order and uncorrupted, and the stream's accounting
 
 from __future__ import annotations
 
+import csv
 import signal
 import subprocess
 import sys
@@ -19,8 +20,17 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import zarr
 
+from livesr.stream._config import (
+    DriftCorrectionConfig,
+    EsrrfConfig,
+    LivesrConfig,
+    StreamConfig,
+)
+from livesr.stream._pipeline import Pipeline
 from livesr.stream._transport import Ingest, IngestConfig
 
 pytestmark = pytest.mark.skipif(
@@ -124,3 +134,71 @@ def test_producer_killed_and_restarted_reports_exact_gap(tmp_path: Path) -> None
     assert prev["session"] == old_session and prev["ended"] is False
     assert prev["frames_persisted"] == e
     assert isum["rejected"] == 0
+
+
+def _replicate(frame, params, *, shift=(0.0, 0.0), out=None):  # type: ignore[no-untyped-def]
+    """Stand-in per-frame map (pixel replication): processing nearly free."""
+    m = params.magnification
+    big = np.repeat(np.repeat(np.asarray(frame, np.float32), m, 0), m, 1)
+    if out is None:
+        return big
+    out[...] = big
+    return out
+
+
+def test_pipeline_numbers_on_a_source_restarted_at_seq_zero(tmp_path: Path) -> None:
+    """A camera whose counter was reset: the new session starts at seq 0 again.
+
+    The pipeline must not take its frames for old ones (nor crash processing): they
+    are numbered on from the last frame seen, persisted, processed and accounted.
+    """
+    cfg = LivesrConfig(
+        esrrf=EsrrfConfig(window=4, stride=4, magnification=2),
+        drift=DriftCorrectionConfig(enabled=False),
+        stream=StreamConfig(output=str(tmp_path / "out"), ring_mb=1.0),
+    )
+    pipe = Pipeline(
+        cfg, endpoint=f"ipc://{tmp_path}/r2p.ipc", frame_map=_replicate
+    ).start()
+    procs: list[subprocess.Popen] = []
+    try:
+        assert pipe.ready.wait(60.0)
+        procs.append(_spawn(pipe.endpoint, 0, 100_000))
+        deadline = time.monotonic() + 60
+        while pipe.snapshot()["frames_persisted"] < 300:
+            assert time.monotonic() < deadline, "the first producer never delivered"
+            time.sleep(0.005)
+        procs[0].send_signal(signal.SIGKILL)
+        assert procs[0].wait(10) == -signal.SIGKILL
+        time.sleep(0.2)
+        seen = pipe.snapshot()["frames_persisted"]
+        procs.append(_spawn(pipe.endpoint, 0, 400))  # counter reset: seq 0 again
+        out, _ = procs[1].communicate(timeout=60)
+        assert procs[1].returncode == 0, out
+        assert pipe.wait(60.0), "pipeline did not finish"
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+            if p.stdout is not None:
+                p.stdout.close()
+        summary = pipe.close()
+    assert summary["processing_error"] is None
+    (restart,) = summary["source_restarts"]
+    e = restart["seq"]  # frames the killed session delivered (0..e-1)
+    assert restart["source_seq"] == 0 and e >= seen
+    assert summary["frames_persisted"] == e + 400
+    assert summary["frames_acquired"] == e + 400 and summary["frames_in_gaps"] == 0
+    assert summary["accounting_ok"] is True
+    # every frame on disk once, in order; the new session's stamps restart at 0
+    raw = zarr.open_group(str(tmp_path / "out" / "raw.ome.zarr"), mode="r")
+    stamps = np.asarray(raw["0"][:, 0, 0, 0, 0]).astype(np.int64)
+    assert stamps.tolist() == list(range(e)) + list(range(400))
+    seqs = np.asarray(raw["frames"]["seq"][:]).tolist()
+    assert seqs == list(range(e + 400))
+    # processing went on across the restart: windows up to the last frame
+    assert summary["frames_processed"] + summary["frames_not_processed"] == e + 400
+    with open(tmp_path / "out" / "windows.csv") as fh:
+        last = [int(r["last_frame"]) for r in csv.DictReader(fh)]
+    assert last and last[-1] >= e + 400 - 4
