@@ -166,17 +166,23 @@ def test_stop_messages_are_validated(tmp_path: Path) -> None:
         SourceLinkConfig(endpoint=ep, stream="cam0", shape=SHAPE, ring_frames=8)
     ).start()
     try:
-        assert router.poll(20_000)
-        peer, *hello = router.recv_multipart()
-        h = decode_control(hello, "hello")
-        session = h["session"]
-        router.send_multipart(
-            [peer]
-            + encode_control(
-                "ready", stream="cam0", session=session, n=h["n"], upto=-1, credit=8
+        # answer every hello until the link is ready: it re-sends its hello every
+        # hello_interval_s and takes only the answer to the newest one
+        deadline = time.monotonic() + 20
+        while not link.wait_ready(0.01):
+            assert time.monotonic() < deadline, "the source link never became ready"
+            if not router.poll(100):
+                continue
+            peer, *hello = router.recv_multipart()
+            h = decode_control(hello, "hello")
+            session = h["session"]
+            router.send_multipart(
+                [peer]
+                + encode_control(
+                    "ready", stream="cam0", session=session, n=h["n"], upto=-1,
+                    credit=8,
+                )
             )
-        )
-        assert link.wait_ready(10)
         bad = [
             {"stream": "cam0", "session": session},  # no reason
             {"stream": "cam0", "session": session, "reason": ""},
