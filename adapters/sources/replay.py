@@ -393,7 +393,10 @@ class ReplaySource:
         if interval_ms is not None:
             base["interval_ms"] = float(interval_ms)
         timeout = float(self.config.send_timeout_s)
-        link = SourceLink(self._link_config(), context=self._ctx).start()
+        # the ingest's "stop" message (run ended, disk full) sets stop_event
+        link = SourceLink(
+            self._link_config(), context=self._ctx, stop_event=self.stop_event
+        ).start()
         logger.info(
             "replaying frames %d..%d of %s (rate %s) to %s",
             start,

@@ -646,3 +646,35 @@ def test_big_endian_and_singleton_leading_axes(tmp_path: Path) -> None:
     with open_recording(tmp_path / "4d.npy") as rec:
         assert rec.shape == data.shape
         np.testing.assert_array_equal(np.stack(list(rec.iter_frames())), data)
+
+
+def test_replay_obeys_the_ingest_stop_message(tmp_path: Path) -> None:
+    """The pipeline's "stop" control message (run ended, disk full) stops a replay that
+    runs in another process or thread, as it stops the simulated camera."""
+    np.save(tmp_path / "s.npy", _stack(400))
+    ep = f"ipc://{tmp_path}/in.ipc"
+    got: list[int] = []
+    ended = threading.Event()
+    ingest: Ingest
+
+    def on_frame(header: Any, frame: np.ndarray) -> None:
+        got.append(header.seq)
+        if header.seq == 9:
+            ingest.request_stop("enough frames")
+
+    ingest = Ingest(
+        IngestConfig(endpoint=ep, window=8, linger_ms=0),
+        on_frame,
+        on_end=lambda s, summ: ended.set(),
+    ).start()
+    try:
+        with open_recording(tmp_path / "s.npy") as rec:
+            src = ReplaySource(rec, ep, ReplayConfig(rate=200.0))
+            summary = src.run()  # 2 s of frames if the stop were ignored
+        assert ended.wait(10.0)
+    finally:
+        ingest.close()
+    assert src.stop_event.is_set()
+    assert 10 <= summary["frames_acquired"] < 400
+    assert summary["frames_acquired"] == len(got) == summary["frames_acked"]
+    assert got == list(range(len(got)))
