@@ -414,7 +414,9 @@ def _run_pipeline(cfg: Any, rec: Any, rcfg: Any, args: argparse.Namespace) -> in
 
     ctx = zmq.Context()
     endpoint = f"inproc://livesr-replay-{secrets.token_hex(4)}"
-    pipe = Pipeline(cfg, endpoint=endpoint, context=ctx)
+    pipe = Pipeline(
+        cfg, endpoint=endpoint, context=ctx, frame_shape=(rec.shape[1], rec.shape[2])
+    )
     src: ReplaySource | None = None
     status = None
     try:
@@ -425,7 +427,8 @@ def _run_pipeline(cfg: Any, rec: Any, rcfg: Any, args: argparse.Namespace) -> in
         status = StatusReporter(
             pipe.snapshot, enabled=False if args.no_status else None
         ).start()
-        pipe.ready.wait(30.0)  # kernels loaded before the first frame arrives
+        # kernels loaded and implementations timed before the first frame arrives
+        pipe.ready.wait(300.0)
         throttle = None
         if rcfg.rate == "asap":
             throttle = processing_throttle(

@@ -49,6 +49,9 @@ logger = logging.getLogger(__name__)
 
 TEMPORAL_CHOICES = ("avg", "var", "tac2")
 SOURCES = ("sim", "mm-sim")
+
+#: longest wait for the pipeline's warm-up (implementation timing) before acquiring
+READY_TIMEOUT_S = 300.0
 RAW_FORMATS = ("ome-zarr", "ome-tiff")
 #: simulated sensor when the configuration's [sim.camera] gives no shape
 DEFAULT_SIM_SHAPE = (64, 64)
@@ -401,7 +404,13 @@ def _run_pipeline(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
             mm.close()
         ctx.term()
         raise
-    pipe = Pipeline(cfg, endpoint=endpoint, context=ctx, hooks=runner)
+    pipe = Pipeline(
+        cfg,
+        endpoint=endpoint,
+        context=ctx,
+        hooks=runner,
+        frame_shape=sim.camera.roi_or_full[2:] if sim is not None else None,
+    )
     src = None
     status = None
     try:
@@ -415,7 +424,8 @@ def _run_pipeline(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
         status = StatusReporter(
             pipe.snapshot, enabled=False if args.no_status else None
         ).start()
-        pipe.ready.wait(30.0)  # kernels loaded before the first frame arrives
+        # kernels loaded and implementations timed before the first frame arrives
+        pipe.ready.wait(READY_TIMEOUT_S)
         if mm is not None:
             src = mm.source(
                 pipe.endpoint,

@@ -298,6 +298,12 @@ class Pipeline:
         (never blocks; the hooks run on their own threads, newest result only).  A
         sequence of hooks runs in a ``HookRunner`` without a microscope controller.
         :meth:`close` closes the runner; its report is the summary's ``hooks`` key.
+    frame_shape : (int, int), optional
+        The camera's frame shape (rows, cols) when known before the stream starts.
+        The warm-up then times every ``esrrf_map`` implementation that has no timing
+        for this shape and decides between the host and the GPU-resident window
+        before :attr:`ready` is set, instead of on the first real frame while frames
+        are arriving.
     """
 
     def __init__(
@@ -312,8 +318,20 @@ class Pipeline:
         stage_hook: Callable[[int], None] | None = None,
         raw_store: RawStore | None = None,
         hooks: Any = None,
+        frame_shape: tuple[int, int] | None = None,
     ) -> None:
         self.config = config
+        if frame_shape is not None:
+            rows, cols = (int(v) for v in frame_shape)
+            if rows < 1 or cols < 1:
+                raise ValueError(
+                    f"frame_shape={frame_shape!r} is not valid; expected (rows, cols) "
+                    ">= 1"
+                )
+            frame_shape = (rows, cols)
+        self._shape_hint = frame_shape
+        #: host/device window decided at warm-up for the hinted shape (None: not yet)
+        self._device_choice: bool | None = None
         self.output = Path(output if output is not None else config.stream.output)
         self._endpoint = endpoint or config.stream.endpoint or ""
         self._publish_ep = publish or config.stream.publish or ""
@@ -752,7 +770,37 @@ class Pipeline:
             rd = RollingDrift(block=1)
             for f in frames:
                 rd.push(f)
+        if self._shape_hint is not None:
+            # time the implementations on the camera's shape now, not while frames
+            # are arriving (compiles and slow references would stall the stream)
+            synth = rng.poisson(100.0, size=self._shape_hint).astype(np.float32)
+            self._device_choice = self._device_window_wanted(synth)
+            if self._device_choice:
+                self._warm_device_window()
         logger.debug("processing stages warmed up in %.3f s", time.perf_counter() - t0)
+
+    def _warm_device_window(self) -> None:
+        """Compile the GPU-resident window's kernels on a tiny window."""
+        from livesr.kernels.sliding_device import DeviceSlidingEsrrf
+
+        e = self._esrrf
+        try:
+            dev = DeviceSlidingEsrrf(
+                2,
+                1,
+                magnification=e.magnification,
+                radius=e.radius,
+                sensitivity=e.sensitivity,
+                intensity_weighting=e.intensity_weighting,
+                macro_pixel_correction=e.macro_pixel_correction,
+                temporal=e.temporal,
+                frame_shape=(16, 16),
+            )
+            for f in np.random.default_rng(1).poisson(100.0, (2, 16, 16)):
+                dev.push(f.astype(np.float32))
+        except Exception as exc:  # the first real frame decides again
+            logger.warning("GPU-resident window could not be warmed up: %s", exc)
+            self._device_choice = None
 
     def _process_loop(self) -> None:
         switch = _gil_switch_interval()
@@ -848,7 +896,7 @@ class Pipeline:
         from livesr.kernels import SlidingEsrrf
 
         e = self._esrrf
-        if frame is not None and self._device_window_wanted(frame):
+        if frame is not None and self._use_device_window(frame):
             from livesr.kernels.sliding_device import DeviceSlidingEsrrf
 
             try:
@@ -885,6 +933,14 @@ class Pipeline:
             frame_shape=shape,
             frame_map=self._map,
         )
+
+    def _use_device_window(self, frame: Any) -> bool:
+        """The warm-up's decision for the hinted shape, else decide on ``frame``."""
+        if self._device_choice is not None and tuple(np.shape(frame)) == tuple(
+            self._shape_hint or ()
+        ):
+            return self._device_choice
+        return self._device_window_wanted(frame)
 
     def _device_window_wanted(self, frame: Any) -> bool:
         """Time untimed ``esrrf_map`` implementations on the real frame, then say

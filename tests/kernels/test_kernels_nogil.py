@@ -43,20 +43,24 @@ def _progress_during(call) -> int:
     return sum(t0 < s < mid for s in stamps)
 
 
-@pytest.mark.parametrize(
-    "shape",
-    [(250, 250), (1024, 1024)],
-    ids=["serial-kernel", "parallel-kernel"],
-)
-def test_window_sums_release_the_gil(shape):
+@pytest.mark.parametrize("serial", [True, False], ids=["serial-kernel", "parallel-kernel"])
+def test_window_sums_release_the_gil(serial, monkeypatch):
     # Without nogil=True the serial kernel (images below PARALLEL_MIN_PIXELS) held
     # the GIL: 0 iterations in 5 of 5 calls, against ~20 000-40 000 with it.
     # (numba's parallel kernels release it in their parallel region either way.)
+    # The serial kernel is forced onto a 1024^2 image so that one call lasts
+    # milliseconds: on a loaded 2-core machine the OS may take a few hundred
+    # microseconds to run the waiting thread once the GIL is free.
+    from livesr.kernels import _window
     from livesr.kernels._window import WindowMoments, numba_kernels
 
     if numba_kernels() is None:
         pytest.skip("numba unavailable")
+    if serial:
+        monkeypatch.setattr(_window, "PARALLEL_MIN_PIXELS", 1 << 40)
+    shape = (1024, 1024)
     mom = WindowMoments.for_mode(shape, "tac2", "numba")
+    assert mom._serial == (2 if serial else 0)
     rng = np.random.default_rng(0)
     a, b = (rng.random(shape, dtype=np.float32) for _ in range(2))
     mom.append(a, None)  # compile + first call outside the measurement

@@ -391,3 +391,71 @@ def test_full_ring_refuses_frames_for_processing_only(tmp_path: Path) -> None:
     ends = [int(r["last_frame"]) for r in _windows(out)]
     assert all((e - (window - 1)) % stride == 0 for e in ends)
     assert ends[-1] > 23 + window  # windows again after the stall
+
+
+class _RecordingKernel:
+    """The real ``esrrf_map`` kernel, recording which shapes were timed and whether
+    the pipeline was ready (streaming could start) at that moment."""
+
+    def __init__(self, pipe_ref: list[Pipeline]) -> None:
+        from livesr.kernels.esrrf_map import kernel
+
+        self._kernel = kernel
+        self._pipe = pipe_ref
+        self.untimed_calls: list[tuple[tuple[int, ...], bool]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._kernel, name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._kernel(*args, **kwargs)
+
+    def untimed(self, frame: np.ndarray, *args: Any, **kwargs: Any) -> list[str]:
+        ready = bool(self._pipe) and self._pipe[0].ready.is_set()
+        self.untimed_calls.append((tuple(np.shape(frame)), ready))
+        return self._kernel.untimed(frame, *args, **kwargs)
+
+
+@pytest.mark.parametrize("hint", [True, False])
+def test_frame_shape_hint_times_implementations_before_streaming(
+    tmp_path: Path, hint: bool
+) -> None:
+    """With the camera's shape known, implementations are timed (and the host or GPU
+    window chosen) during the warm-up, before ``ready``; without it, on the first
+    real frame."""
+    from livesr.stream._pipeline import engine_map
+
+    pipe_ref: list[Pipeline] = []
+    rec = _RecordingKernel(pipe_ref)
+    cfg = _cfg(tmp_path / "out", window=4, stride=4)
+    ctx = zmq.Context()
+    pipe = Pipeline(
+        cfg,
+        endpoint=f"inproc://hint-{hint}",
+        publish=f"inproc://hint-results-{hint}",
+        context=ctx,
+        frame_map=engine_map(rec),
+        frame_shape=(32, 32) if hint else None,
+    )
+    pipe_ref.append(pipe)
+    try:
+        pipe.start()
+        assert pipe.ready.wait(60.0)
+        before = list(rec.untimed_calls)
+        src = SimulatedSource(
+            _sim(), pipe.endpoint, frames=12, pace=False, context=ctx
+        ).start()
+        assert src.join(60.0) is not None and src.error is None
+        assert pipe.wait(60.0)
+    finally:
+        summary = pipe.close()
+        ctx.term()
+    assert summary["frames_persisted"] == 12 and summary["windows_published"] == 3
+    if hint:
+        assert before == [((32, 32), False)]  # timed in the warm-up, before ready
+        assert rec.untimed_calls == before  # and not again on the stream
+    else:
+        assert before == []
+        assert rec.untimed_calls == [((32, 32), True)]  # on the first real frame
+    with pytest.raises(ValueError, match="frame_shape"):
+        Pipeline(cfg, frame_shape=(0, 32))
