@@ -148,12 +148,17 @@ class SlidingResult:
         Indices (arrival order, from 0) of the first and last frame of the window.
     n_frames : int
         Frames in the window, ``last_frame - first_frame + 1``.
+    quality : float or None
+        The image's normalised gradient energy (``livesr.stream``'s quality metric),
+        when the producer computed it already (the GPU-resident window does, on the
+        device); None otherwise.
     """
 
     image: np.ndarray
     first_frame: int
     last_frame: int
     n_frames: int
+    quality: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
