@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -184,26 +183,6 @@ def engine_device_map(
         adapt=adapt,
         **kw,
     )
-
-
-def device_quality(image: Any) -> float:
-    """``livesr.stream``'s quality metric of a device image, computed on the device.
-
-    ``mean(|grad I|^2) / mean(I)^2`` over finite pixels (non-finite ones count as 0),
-    in float64; NaN for a zero image or one smaller than 2 x 2.  Two scalars come
-    back instead of the image's pixels.
-    """
-    if image.ndim != 2 or min(image.shape) < 2:
-        return math.nan
-    x = image.astype(cp.float64)
-    x = cp.where(cp.isfinite(x), x, 0.0)
-    gy = cp.diff(x, axis=0)
-    gx = cp.diff(x, axis=1)
-    energy = cp.mean(gy * gy) + cp.mean(gx * gx)
-    mean, energy = (float(v) for v in cp.stack([cp.mean(x), energy]).get())
-    if mean == 0.0:
-        return math.nan
-    return energy / (mean * mean)
 
 
 class DeviceSlidingEsrrf:
@@ -530,13 +509,6 @@ class DeviceSlidingEsrrf:
         self._shifts = np.zeros((cap, 2), dtype=np.float64)
         mem = cp.cuda.alloc_pinned_memory(h * w * 4)
         self._pinned = np.frombuffer(mem, dtype=np.float32, count=h * w).reshape(h, w)
-        # the image comes back through pinned memory too (a pageable download of a
-        # 1280^2 image cost ~13 ms of host CPU on the H100 machine)
-        n_out = mshape[0] * mshape[1]
-        mem_out = cp.cuda.alloc_pinned_memory(n_out * 4)
-        self._pinned_out = np.frombuffer(mem_out, dtype=np.float32, count=n_out).reshape(
-            mshape
-        )
         self._upd, self._comb = _kernels(cp.cuda.Device().id)
         logger.debug(
             "device window allocated: %d MiB for %s frames", need // 2**20, (h, w)
@@ -660,7 +632,5 @@ class DeviceSlidingEsrrf:
             from livesr.kernels.macro_pixel._cupy import macro_pixel_cupy
 
             out = macro_pixel_cupy(out, self._params.magnification)
-        quality = device_quality(out)
-        out.get(out=self._pinned_out)
-        image = self._pinned_out.copy()  # the caller owns it; the buffer is reused
-        return SlidingResult(image, lo, hi - 1, n, quality)
+        image = cp.asnumpy(out)
+        return SlidingResult(image, lo, hi - 1, n)
