@@ -149,9 +149,9 @@ class SlidingResult:
     n_frames : int
         Frames in the window, ``last_frame - first_frame + 1``.
     quality : float or None
-        The image's normalised gradient energy (``livesr.stream``'s quality metric),
-        when the producer computed it already (the GPU-resident window does, on the
-        device); None otherwise.
+        The image's normalised gradient energy (``livesr.stream``'s quality metric)
+        when the producer computed it already (e.g. where the image was made);
+        None otherwise, and the pipeline computes it from ``image``.
     """
 
     image: np.ndarray
