@@ -148,17 +148,12 @@ class SlidingResult:
         Indices (arrival order, from 0) of the first and last frame of the window.
     n_frames : int
         Frames in the window, ``last_frame - first_frame + 1``.
-    quality : float or None
-        The image's normalised gradient energy (``livesr.stream``'s quality metric)
-        when the producer computed it already (e.g. where the image was made);
-        None otherwise, and the pipeline computes it from ``image``.
     """
 
     image: np.ndarray
     first_frame: int
     last_frame: int
     n_frames: int
-    quality: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

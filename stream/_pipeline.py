@@ -1170,9 +1170,7 @@ class Pipeline:
         image = result.image
         first = self._base + result.first_frame
         last = self._base + result.last_frame
-        quality = getattr(result, "quality", None)  # a producer may have computed it
-        if quality is None:
-            quality = quality_metric(image)
+        quality = quality_metric(image)
         index = self._c["windows_published"]
         m = self._esrrf.magnification
         sigma = self._last_drift["sigma_px"] if self._last_drift else math.nan
