@@ -9,7 +9,8 @@ Used by ``tests/conftest.py``; importable by any plugin (imports pytest when cal
 - ``LIVESR_REQUIRE_BACKENDS=cupy,opencl`` (or ``all``) turns the skips of those
   backends into failures, so a broken GPU install cannot pass as "skipped".
 - :func:`resolve` is what the ``kernel_impl`` fixture returns (it fails the test for
-  a required, unavailable implementation).
+  a required, unavailable implementation); :func:`skip_backend` does the same for
+  tests that probe a backend themselves.
 - :func:`assert_matches` compares two results with a kernel's tolerance.
 """
 
@@ -59,6 +60,20 @@ def required_backends() -> set[str]:
 
         return {b.value for b in Backend}
     return names
+
+
+def skip_backend(backend: str, reason: str) -> None:
+    """Skip the calling test because ``backend`` cannot run here (``reason``), or fail
+    it when ``LIVESR_REQUIRE_BACKENDS`` names that backend.
+
+    Backend ids with a variant (``cython-guided``) count as their backend.
+    """
+    import pytest
+
+    base = backend.split("-", 1)[0].lower()
+    if base in required_backends():
+        pytest.fail(f"{backend} required ({REQUIRE_ENV}) but unavailable: {reason}")
+    pytest.skip(f"{backend}: {reason}" if not reason.startswith(backend) else reason)
 
 
 def packages_under_test(packages: Iterable[str] | None = None) -> list[str]:

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from livesr.engine import implementation, probe
+from livesr.engine.testing import skip_backend
 
 pytestmark = pytest.mark.gpu
 
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.gpu
 def _cupy():
     availability = probe("cupy")
     if not availability.ok:
-        pytest.skip(availability.reason)
+        skip_backend("cupy", availability.reason)
     import cupy
 
     return cupy

@@ -133,3 +133,19 @@ def test_a_broken_kernel_package_fails_its_own_param_only(toy_package):
         pytest.fail.Exception, match=f"{bad} failed to load: ImportError"
     ):
         resolve(params[0].values[0])
+
+
+def test_skip_backend_skips_unless_the_backend_is_required(monkeypatch):
+    from livesr.engine.testing import skip_backend
+
+    monkeypatch.delenv("LIVESR_REQUIRE_BACKENDS", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="opencl: no usable device"):
+        skip_backend("opencl", "no usable device")
+    monkeypatch.setenv("LIVESR_REQUIRE_BACKENDS", "cupy,opencl")
+    with pytest.raises(pytest.fail.Exception, match="opencl required"):
+        skip_backend("opencl", "no usable device")
+    with pytest.raises(pytest.skip.Exception):  # a variant counts as its backend
+        skip_backend("cython-guided", "not built")
+    monkeypatch.setenv("LIVESR_REQUIRE_BACKENDS", "all")
+    with pytest.raises(pytest.fail.Exception, match="cython-guided required"):
+        skip_backend("cython-guided", "not built")

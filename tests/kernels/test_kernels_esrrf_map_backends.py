@@ -26,6 +26,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from livesr.engine.testing import skip_backend
+
 RTOL = 1e-4  # of the frame's maximum
 KERNEL_DIR = Path(__file__).resolve().parents[2] / "kernels" / "esrrf_map"
 
@@ -57,20 +59,20 @@ def _load(backend: str):
     try:
         mod = importlib.import_module(f"livesr.kernels.esrrf_map.{mod_name}")
     except ImportError as exc:  # unavailable backend: skip with the reason
-        pytest.skip(f"{backend}: {type(exc).__name__}: {exc}")
+        skip_backend(backend, f"{type(exc).__name__}: {exc}")
     fn = getattr(mod, fn_name)
     if backend == "opencl":
         try:
             mod._queue()
         except Exception as exc:  # noqa: BLE001 - no OpenCL platform/device
-            pytest.skip(f"opencl: no usable device ({exc})")
+            skip_backend("opencl", f"no usable device ({exc})")
     if backend == "cupy":
         try:
             import cupy
 
             cupy.cuda.runtime.getDeviceCount()
         except Exception as exc:  # noqa: BLE001
-            pytest.skip(f"cupy: no CUDA device ({exc})")
+            skip_backend("cupy", f"no CUDA device ({exc})")
 
     def call(frame, m, r, s, iw, shift=(0.0, 0.0)):
         return fn(frame, m, r, s, iw, shift, **kwargs)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from livesr.engine import probe
-from livesr.engine.testing import required_backends
+from livesr.engine.testing import skip_backend
 
 pytestmark = pytest.mark.gpu
 
@@ -19,9 +19,7 @@ pytestmark = pytest.mark.gpu
 def cupy():
     availability = probe("cupy")
     if not availability.ok:
-        if "cupy" in required_backends():
-            pytest.fail(f"cupy required but unavailable: {availability.reason}")
-        pytest.skip(availability.reason)
+        skip_backend("cupy", availability.reason)
     import cupy
 
     return cupy

@@ -19,7 +19,7 @@ import sys
 import numpy as np
 import pytest
 
-from livesr.engine.testing import assert_matches
+from livesr.engine.testing import assert_matches, required_backends, skip_backend
 from livesr.kernels import EsrrfParams, esrrf, esrrf_frame
 from livesr.kernels.catmull_rom import (
     gradient_coordinates,
@@ -161,9 +161,7 @@ def test_esrrf_frame_same_result_whichever_implementation():
     impls = [i.id for i in esrrf_map.implementations(include_unavailable=False)]
     # numpy, numba and Cython are always there (dependencies, built at install);
     # OpenCL and CuPy wherever they run (LIVESR_REQUIRE_BACKENDS makes them required)
-    import os
-
-    required = {b for b in os.environ.get("LIVESR_REQUIRE_BACKENDS", "").split(",") if b}
+    required = required_backends()
     assert {"numpy", "numba", "cython"} | required <= {i.split("-")[0] for i in impls}
     for impl in impls:
         got = esrrf_frame(frame, params, shift=(0.0, 0.0), impl=impl)
@@ -178,7 +176,7 @@ def test_esrrf_frame_same_result_whichever_implementation():
 @pytest.mark.parametrize("impl", ["numba", "cython", "opencl"])
 def test_esrrf_corrected_geometry_through_stage_kernels(impl):
     if impl not in _available(rgc):
-        pytest.skip(f"{impl} unavailable here")
+        skip_backend(impl, "unavailable here")
     rng = np.random.default_rng(7)
     stack = np.stack(
         [
@@ -284,7 +282,7 @@ def _xcorr_fn(backend):
     mod_name, fn_name = XCORR_BACKENDS[backend]
     avail = probe(backend)
     if not avail.ok:
-        pytest.skip(avail.reason)
+        skip_backend(backend, avail.reason)
     try:
         mod = importlib.import_module(f"livesr.kernels.xcorr.{mod_name}")
     except ImportError as exc:
