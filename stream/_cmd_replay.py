@@ -408,7 +408,7 @@ def _run_pipeline(cfg: Any, rec: Any, rcfg: Any, args: argparse.Namespace) -> in
     import zmq
 
     from livesr.adapters.sources.replay import ReplaySource, processing_throttle
-    from livesr.stream._pipeline import Pipeline
+    from livesr.stream._pipeline import READY_TIMEOUT_S, Pipeline
     from livesr.stream._run_session import drain, finish_run
     from livesr.stream._status import StatusReporter
 
@@ -428,7 +428,7 @@ def _run_pipeline(cfg: Any, rec: Any, rcfg: Any, args: argparse.Namespace) -> in
             pipe.snapshot, enabled=False if args.no_status else None
         ).start()
         # kernels loaded and implementations timed before the first frame arrives
-        pipe.ready.wait(300.0)
+        pipe.ready.wait(READY_TIMEOUT_S)
         throttle = None
         if rcfg.rate == "asap":
             throttle = processing_throttle(

@@ -49,9 +49,6 @@ logger = logging.getLogger(__name__)
 
 TEMPORAL_CHOICES = ("avg", "var", "tac2")
 SOURCES = ("sim", "mm-sim")
-
-#: longest wait for the pipeline's warm-up (implementation timing) before acquiring
-READY_TIMEOUT_S = 300.0
 RAW_FORMATS = ("ome-zarr", "ome-tiff")
 #: simulated sensor when the configuration's [sim.camera] gives no shape
 DEFAULT_SIM_SHAPE = (64, 64)
@@ -380,7 +377,7 @@ def _run_connect(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
 def _run_pipeline(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
     import zmq
 
-    from livesr.stream._pipeline import Pipeline
+    from livesr.stream._pipeline import READY_TIMEOUT_S, Pipeline
     from livesr.stream._status import StatusReporter
     from livesr.stream._transport import TransportError
 

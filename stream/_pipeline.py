@@ -70,7 +70,7 @@ import threading
 import time
 from array import array
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,10 @@ LIVE_PARAMS: tuple[str, ...] = ("window", "stride", "radius", "sensitivity", "te
 
 #: The processing ring never holds more frames than this (or 4 windows).
 RING_MAX_FRAMES = 4096
+
+#: longest a command waits for the warm-up (kernel compiles, timing of untimed
+#: implementations at the camera's shape) before it starts acquiring, s
+READY_TIMEOUT_S = 300.0
 
 #: Name of the quality metric published with every image.
 QUALITY_METRIC = "normalized_gradient_energy"
@@ -322,6 +326,10 @@ class Pipeline:
     ) -> None:
         self.config = config
         if frame_shape is not None:
+            if len(frame_shape) != 2:
+                raise ValueError(
+                    f"frame_shape={frame_shape!r} is not valid; expected (rows, cols)"
+                )
             rows, cols = (int(v) for v in frame_shape)
             if rows < 1 or cols < 1:
                 raise ValueError(
@@ -749,20 +757,11 @@ class Pipeline:
         """Run the stages once on tiny synthetic frames (imports, JIT caches)."""
         from livesr.kernels import RollingDrift, SlidingEsrrf
 
-        e = self._esrrf
         t0 = time.perf_counter()
         rng = np.random.default_rng(0)
         frames = rng.poisson(100.0, size=(2, 16, 16)).astype(np.uint16)
         sl = SlidingEsrrf(
-            2,
-            1,
-            magnification=e.magnification,
-            radius=e.radius,
-            sensitivity=e.sensitivity,
-            temporal=e.temporal,
-            geometry=e.geometry,
-            frame_shape=(16, 16),
-            frame_map=self._map,
+            2, 1, frame_shape=(16, 16), frame_map=self._map, **self._window_kwargs()
         )
         for f in frames:
             sl.push(f)
@@ -787,18 +786,9 @@ class Pipeline:
         """Run the GPU-resident window (2 frames) at the camera's shape once."""
         from livesr.kernels.sliding_device import DeviceSlidingEsrrf
 
-        e = self._esrrf
         try:
             dev = DeviceSlidingEsrrf(
-                2,
-                1,
-                magnification=e.magnification,
-                radius=e.radius,
-                sensitivity=e.sensitivity,
-                intensity_weighting=e.intensity_weighting,
-                macro_pixel_correction=e.macro_pixel_correction,
-                temporal=e.temporal,
-                frame_shape=frame.shape,
+                2, 1, frame_shape=frame.shape, **self._window_kwargs()
             )
             dev.push(frame)
             dev.push(frame, shift=(0.25, -0.25))
@@ -810,13 +800,9 @@ class Pipeline:
         """Run the per-frame map once at the camera's shape (through the engine)."""
         from livesr.kernels._params import EsrrfParams
 
-        e = self._esrrf
+        names = {f.name for f in fields(EsrrfParams)}
         params = EsrrfParams(
-            magnification=e.magnification,
-            radius=e.radius,
-            sensitivity=e.sensitivity,
-            intensity_weighting=e.intensity_weighting,
-            geometry=e.geometry,
+            **{k: v for k, v in self._window_kwargs().items() if k in names}
         )
         try:
             self._map(frame, params, shift=(0.25, -0.25))
@@ -922,16 +908,7 @@ class Pipeline:
 
             try:
                 sliding = DeviceSlidingEsrrf(
-                    e.window,
-                    e.stride,
-                    magnification=e.magnification,
-                    radius=e.radius,
-                    sensitivity=e.sensitivity,
-                    intensity_weighting=e.intensity_weighting,
-                    macro_pixel_correction=e.macro_pixel_correction,
-                    temporal=e.temporal,
-                    geometry=e.geometry,
-                    frame_shape=shape,
+                    e.window, e.stride, frame_shape=shape, **self._window_kwargs()
                 )
             except MemoryError as exc:
                 logger.warning("GPU-resident window not used: %s", exc)
@@ -944,16 +921,23 @@ class Pipeline:
         return SlidingEsrrf(
             e.window,
             e.stride,
-            magnification=e.magnification,
-            radius=e.radius,
-            sensitivity=e.sensitivity,
-            intensity_weighting=e.intensity_weighting,
-            macro_pixel_correction=e.macro_pixel_correction,
-            temporal=e.temporal,
-            geometry=e.geometry,
             frame_shape=shape,
             frame_map=self._map,
+            **self._window_kwargs(),
         )
+
+    def _window_kwargs(self) -> dict[str, Any]:
+        """The eSRRF settings in force, as sliding-window keyword arguments."""
+        e = self._esrrf
+        return {
+            "magnification": e.magnification,
+            "radius": e.radius,
+            "sensitivity": e.sensitivity,
+            "intensity_weighting": e.intensity_weighting,
+            "macro_pixel_correction": e.macro_pixel_correction,
+            "temporal": e.temporal,
+            "geometry": e.geometry,
+        }
 
     def _use_device_window(self, frame: Any) -> bool:
         """The warm-up's decision for the hinted shape, else decide on ``frame``."""
