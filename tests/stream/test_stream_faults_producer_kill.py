@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,28 @@ def _spawn(ep: str, first: int, n: int) -> subprocess.Popen:
     return p
 
 
+def _kill_once_delivered(
+    procs: list[subprocess.Popen], delivered: Callable[[], int], n: int
+) -> None:
+    """SIGKILL the running producer once ``delivered()`` reaches ``n`` frames."""
+    deadline = time.monotonic() + 60
+    while delivered() < n:
+        assert time.monotonic() < deadline, "the first producer never delivered"
+        time.sleep(0.002)
+    procs[-1].send_signal(signal.SIGKILL)
+    assert procs[-1].wait(10) == -signal.SIGKILL
+    time.sleep(0.2)  # frames already on the wire are persisted meanwhile
+
+
+def _reap(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+        if p.stdout is not None:
+            p.stdout.close()
+
+
 def test_producer_killed_and_restarted_reports_exact_gap(tmp_path: Path) -> None:
     ep = f"ipc://{tmp_path}/r2.ipc"
     lock = threading.Lock()
@@ -90,13 +113,7 @@ def test_producer_killed_and_restarted_reports_exact_gap(tmp_path: Path) -> None
     procs: list[subprocess.Popen] = []
     try:
         procs.append(_spawn(ep, 0, 100_000))  # would run for 100 s
-        deadline = time.monotonic() + 60
-        while len(got) < 500:
-            assert time.monotonic() < deadline, "the first producer never delivered"
-            time.sleep(0.002)
-        procs[0].send_signal(signal.SIGKILL)
-        assert procs[0].wait(10) == -signal.SIGKILL
-        time.sleep(0.2)  # frames already on the wire are persisted meanwhile
+        _kill_once_delivered(procs, lambda: len(got), 500)
         with lock:
             e = len(got)  # frames 0..e-1 persisted from the killed session
         first_new = e + 300  # the camera ran on for 300 frames during the outage
@@ -105,12 +122,7 @@ def test_producer_killed_and_restarted_reports_exact_gap(tmp_path: Path) -> None
         assert procs[1].returncode == 0, out
         assert ended.wait(10)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait(10)
-            if p.stdout is not None:
-                p.stdout.close()
+        _reap(procs)
         isum = ingest.close()
     acked, unacked, new_session = out.split()[1:]
     assert (int(acked), int(unacked)) == (1000, 0)
@@ -164,25 +176,14 @@ def test_pipeline_numbers_on_a_source_restarted_at_seq_zero(tmp_path: Path) -> N
     try:
         assert pipe.ready.wait(60.0)
         procs.append(_spawn(pipe.endpoint, 0, 100_000))
-        deadline = time.monotonic() + 60
-        while pipe.snapshot()["frames_persisted"] < 300:
-            assert time.monotonic() < deadline, "the first producer never delivered"
-            time.sleep(0.005)
-        procs[0].send_signal(signal.SIGKILL)
-        assert procs[0].wait(10) == -signal.SIGKILL
-        time.sleep(0.2)
+        _kill_once_delivered(procs, lambda: pipe.snapshot()["frames_persisted"], 300)
         seen = pipe.snapshot()["frames_persisted"]
         procs.append(_spawn(pipe.endpoint, 0, 400))  # counter reset: seq 0 again
         out, _ = procs[1].communicate(timeout=60)
         assert procs[1].returncode == 0, out
         assert pipe.wait(60.0), "pipeline did not finish"
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait(10)
-            if p.stdout is not None:
-                p.stdout.close()
+        _reap(procs)
         summary = pipe.close()
     assert summary["processing_error"] is None
     (restart,) = summary["source_restarts"]
