@@ -171,7 +171,20 @@ class StreamConfig:
     latency_budget_ms : float
         Target latency from frame acquired to image published, ms, > 0.
     ring_mb : float
-        Memory budget of the processing ring, MiB, > 0.
+        Memory of the processing ring, MiB; 0 (default) sizes it from the frame
+        shape, the window, the batch and the latency budget
+        (:func:`livesr.stream._persist.ring_frames`), within ``memory_budget_mb``.
+    memory_budget_mb : float
+        Host memory the run may hold for frames waiting for processing, MiB; 0
+        (default) = a quarter of the physical memory, at most 16 GiB.  A window that
+        cannot fit is refused before anything is acquired, naming what to change.
+    max_batch : int
+        Most frames processed in one step when several wait (one kernel launch,
+        one Python step), 1..1024.
+    sr_budget_mb_s : float
+        SR images saved to ``sr.ome.zarr`` per second at most, MB/s (every image is
+        published; beyond the budget every k-th is saved, see
+        :mod:`livesr.stream._resultwriter`); 0 = no limit.
     credit : int
         Frames in flight on the lossless link, 1..1024.
     raw_format : str
@@ -185,8 +198,11 @@ class StreamConfig:
     frames: int = 0
     output: str = "livesr-out"
     latency_budget_ms: float = 500.0
-    ring_mb: float = 256.0
-    credit: int = 16
+    ring_mb: float = 0.0
+    memory_budget_mb: float = 0.0
+    max_batch: int = 32
+    sr_budget_mb_s: float = 200.0
+    credit: int = 64
     raw_format: str = "ome-zarr"
     endpoint: str = ""
     publish: str = ""
@@ -198,8 +214,17 @@ class StreamConfig:
             _fail("stream", "output", self.output, "a non-empty folder path")
         if not (_is_num(self.latency_budget_ms) and self.latency_budget_ms > 0):
             _fail("stream", "latency_budget_ms", self.latency_budget_ms, "a number > 0 (ms)")
-        if not (_is_num(self.ring_mb) and self.ring_mb > 0):
-            _fail("stream", "ring_mb", self.ring_mb, "a number > 0 (MiB)")
+        if not (_is_num(self.ring_mb) and self.ring_mb >= 0):
+            _fail("stream", "ring_mb", self.ring_mb, "a number >= 0 (MiB; 0 = sized automatically)")
+        if not (_is_num(self.memory_budget_mb) and self.memory_budget_mb >= 0):
+            _fail(
+                "stream", "memory_budget_mb", self.memory_budget_mb,
+                "a number >= 0 (MiB; 0 = a quarter of the physical memory)",
+            )
+        if not (_is_int(self.max_batch) and 1 <= self.max_batch <= 1024):
+            _fail("stream", "max_batch", self.max_batch, "an integer in 1..1024")
+        if not (_is_num(self.sr_budget_mb_s) and self.sr_budget_mb_s >= 0):
+            _fail("stream", "sr_budget_mb_s", self.sr_budget_mb_s, "a number >= 0 (MB/s; 0 = no limit)")
         if not (_is_int(self.credit) and 1 <= self.credit <= 1024):
             _fail("stream", "credit", self.credit, "an integer in 1..1024")
         if self.raw_format not in RAW_FORMATS:

@@ -237,6 +237,7 @@ class WindowTable(_Csv):
         "dx_px",
         "sigma_px",
         "quality",
+        "saved",
     )
 
     def add(
@@ -248,6 +249,7 @@ class WindowTable(_Csv):
         shift: tuple[float, float],
         sigma: float,
         quality: float,
+        saved: bool = True,
     ) -> None:
         lat = (stamps["published"] - stamps["acquired"]) * 1e3
         self._row(
@@ -264,6 +266,7 @@ class WindowTable(_Csv):
                 f"{shift[1]:.5f}",
                 f"{sigma:.5f}",
                 f"{quality:.6g}",
+                int(bool(saved)),
             )
         )
 

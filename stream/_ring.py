@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ProcessingRing", "RingItem"]
+__all__ = ["ProcessingRing", "RingBatch", "RingItem"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +47,35 @@ class RingItem:
     frame: np.ndarray
     t_acq: float
     t_recv: float
+
+
+@dataclass(frozen=True, slots=True)
+class RingBatch:
+    """Consecutive oldest items of the ring, as views of contiguous slots.
+
+    Attributes
+    ----------
+    seqs : ndarray, (n,) int64
+        Sequence numbers (a copy).
+    frames : ndarray, (n, H, W)
+        View of ``n`` consecutive slots (valid until :meth:`ProcessingRing.pop_many`).
+    t_acq, t_recv : ndarray, (n,) float64
+        Acquisition and reception times, seconds since the epoch (copies).
+    """
+
+    seqs: np.ndarray
+    frames: np.ndarray
+    t_acq: np.ndarray
+    t_recv: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.seqs.shape[0])
+
+    def item(self, k: int) -> RingItem:
+        """Item ``k`` of the batch."""
+        return RingItem(
+            int(self.seqs[k]), self.frames[k], float(self.t_acq[k]), float(self.t_recv[k])
+        )
 
 
 class ProcessingRing:
@@ -173,6 +202,44 @@ class ProcessingRing:
                 float(self._t[i, 0]),
                 float(self._t[i, 1]),
             )
+
+    def peek_many(self, max_n: int, timeout: float) -> RingBatch | None:
+        """Up to ``max_n`` oldest items (not removed) as one batch of contiguous slots.
+
+        Waits up to ``timeout`` s for the first item; returns what is there then,
+        without waiting for more (a batch never delays a frame).  The batch stops at
+        the end of the slot array (the ring wraps there) and at a hole in the
+        sequence numbers, so its frames are consecutive in memory and in time.
+        None when the ring is empty.
+        """
+        if max_n < 1:
+            raise ValueError(f"peek_many: max_n={max_n}; expected >= 1")
+        with self._cond:
+            if self._count == 0 and not self._closed:
+                self._cond.wait(timeout)
+            if self._count == 0:
+                return None
+            i = self._head
+            n = min(max_n, self._count, self.capacity - i)
+            seqs = self._seq[i : i + n].copy()
+            t = self._t[i : i + n].copy()
+        if n > 1:
+            # consecutive sequence numbers only (a hole restarts the window)
+            breaks = np.flatnonzero(np.diff(seqs) != 1)
+            if breaks.size:
+                n = int(breaks[0]) + 1
+                seqs, t = seqs[:n], t[:n]
+        return RingBatch(seqs, self._slots[i : i + n], t[:, 0].copy(), t[:, 1].copy())
+
+    def pop_many(self, n: int) -> None:
+        """Remove the ``n`` oldest items (after processing them)."""
+        with self._cond:
+            if n > self._count:
+                raise RuntimeError(
+                    f"ProcessingRing.pop_many({n}) with {self._count} item(s) in the ring"
+                )
+            self._head = (self._head + n) % self.capacity
+            self._count -= n
 
     def pop(self) -> None:
         """Remove the oldest item (after processing it)."""

@@ -1,0 +1,699 @@
+"""The processing thread of the live pipeline: batches of frames -> drift -> eSRRF.
+
+:class:`Processor` takes frames from the :class:`~livesr.stream._ring.ProcessingRing`
+in order, **in batches**: when several frames wait, one Python step (and, on the GPU,
+one kernel launch) handles all of them, each with its own drift shift
+(``RollingDrift`` then the sliding window's ``push_many``).  A batch never waits for
+frames to arrive: it is whatever waits when the thread comes back, at most
+``[stream] max_batch`` frames.  Every completed window is published (PUB, hooks) and
+written (:class:`~livesr.stream._resultwriter.ResultWriter`).
+
+Deadlines (the engine's delay agent judges implementations by them)
+    Each frame's map must finish within the camera's frame interval (throughput: a
+    slower implementation falls behind for good); the frame that ends a window must
+    also finish within what is left of the latency budget, when anything is left.
+    The frame interval is the source's nominal one (``interval_ms`` in the frame
+    metadata); without it, no deadline (the fastest implementation).  Warm-up,
+    timing of untimed implementations and first-call set-up (JIT compiles, CuPy
+    plans) happen in :meth:`Processor.warm_up`, before acquisition starts.
+
+Skipping (never raw frames)
+    The rules are in :mod:`livesr.stream._schedule`: a hole restarts at the first
+    scheduled window after it; a backlog whose next image would exceed the latency
+    budget skips to the newest complete window in the ring.  Frames dropped for
+    processing are not given to the drift estimator either (it keeps its state; the
+    drift table maps its estimates back to sequence numbers).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import threading
+import time
+from array import array
+from collections.abc import Callable
+from dataclasses import asdict, fields, replace
+from typing import Any
+
+import numpy as np
+
+from livesr.stream._config import EsrrfConfig, LivesrConfig
+from livesr.stream._latency import LatencyTracker, Timestamps
+from livesr.stream._mapstage import MapStage
+from livesr.stream._quality import QUALITY_METRIC, quality_metric
+from livesr.stream._ring import ProcessingRing, RingBatch
+from livesr.stream._schedule import plan_budget_skip, scheduled_at_or_after
+from livesr.stream._transport import RateLimitedLog
+
+__all__ = ["LIVE_PARAMS", "Processor"]
+
+logger = logging.getLogger(__name__)
+
+#: Parameters :meth:`Processor.set_params` may change while streaming.
+LIVE_PARAMS: tuple[str, ...] = ("window", "stride", "radius", "sensitivity", "temporal")
+
+
+class Processor:
+    """State and loop of the processing thread (module docstring).
+
+    Parameters
+    ----------
+    config : LivesrConfig
+        Run configuration.
+    frame_map : MapStage
+        The per-frame map stage (engine hook).
+    publish : callable
+        ``publish(head, image, stamps)``: send one result (PUB, hooks, files).
+    stage_hook : callable, optional
+        ``stage_hook(seq)`` before each frame is processed (tests inject delays).
+    shape_hint : (int, int), optional
+        The camera's frame shape, for the warm-up.
+    """
+
+    def __init__(
+        self,
+        config: LivesrConfig,
+        frame_map: MapStage,
+        publish: Callable[[dict[str, Any], np.ndarray, Timestamps], None],
+        *,
+        stage_hook: Callable[[int], None] | None = None,
+        shape_hint: tuple[int, int] | None = None,
+        add_drift: Callable[..., None] | None = None,
+    ) -> None:
+        self.config = config
+        self.map = frame_map
+        self._publish_cb = publish
+        self._add_drift = add_drift
+        self._stage_hook = stage_hook
+        self._shape_hint = shape_hint
+        self._device_choice: bool | None = None
+        self.esrrf: EsrrfConfig = config.esrrf
+        self.budget_s = config.stream.latency_budget_ms / 1e3
+        self.max_batch = 1 if stage_hook is not None else int(config.stream.max_batch)
+        self.interval_s: float | None = None  # nominal frame interval (deadlines)
+        self.lock = threading.Lock()
+        self._rlog = RateLimitedLog(logger, 2.0)
+        self.c: dict[str, int] = {
+            "frames_processed": 0,
+            "frames_dropped_for_processing": 0,
+            "windows_published": 0,
+            "windows_skipped": 0,
+            "skip_events": 0,
+            "batches": 0,
+        }
+        self.latency = LatencyTracker()
+        self.sliding: Any = None
+        self.drift: Any = None
+        self._drift_seqs = array("q")
+        self.base = 0
+        self.expected: int | None = None
+        self.cost_s = 0.0
+        self.filling = False
+        self.pending: list[dict[str, Any]] = []
+        self.param_changes: list[dict[str, Any]] = []
+        self.skips: list[dict[str, Any]] = []
+        self.last_drift: dict[str, Any] | None = None
+        self.error: str | None = None
+        self.batch_peak = 0
+        self._impl_switches: list[dict[str, Any]] = []
+        self._last_impl: str | None = None
+        self._engine_stats0: tuple[Any, ...] | None = None
+
+    # ------------------------------------------------------------------ warm-up
+    def warm_up(self) -> None:
+        """Load and compile the stages before acquisition (module docstring)."""
+        from livesr.kernels import RollingDrift, SlidingEsrrf
+
+        t0 = time.perf_counter()
+        rng = np.random.default_rng(0)
+        frames = rng.poisson(100.0, size=(2, 16, 16)).astype(np.uint16)
+        sl = SlidingEsrrf(
+            2, 1, frame_shape=(16, 16), frame_map=self.map, **self.window_kwargs()
+        )
+        sl.push_many(frames, np.zeros((2, 2)))
+        if self.config.drift.enabled:
+            rd = RollingDrift(block=1)
+            for f in frames:
+                rd.push(f)
+        if self._shape_hint is not None:
+            synth = rng.poisson(100.0, size=self._shape_hint).astype(np.float32)
+            self._device_choice = self._device_window_wanted(synth)
+            if self._device_choice:
+                self._warm_device_window(synth)
+            else:
+                self._warm_host_map(synth)
+            if self.config.drift.enabled:
+                rd = RollingDrift(block=self.config.drift.block)
+                for _ in range(self.config.drift.block + 1):
+                    rd.push(synth)
+        logger.debug("processing stages warmed up in %.3f s", time.perf_counter() - t0)
+
+    def _warm_device_window(self, frame: np.ndarray) -> None:
+        from livesr.kernels.sliding_device import DeviceSlidingEsrrf
+
+        try:
+            dev = DeviceSlidingEsrrf(2, 1, frame_shape=frame.shape, **self.window_kwargs())
+            dev.push_many(np.stack([frame, frame]), np.array([[0.0, 0.0], [0.25, -0.25]]))
+        except Exception as exc:  # the first real frame decides again
+            logger.warning("GPU-resident window could not be warmed up: %s", exc)
+            self._device_choice = None
+
+    def _warm_host_map(self, frame: np.ndarray) -> None:
+        """Run every available map implementation once at the camera's shape.
+
+        Compiles what compiles per process (numba's first call costs seconds; an
+        implementation chosen mid-stream must not pay it while frames arrive).
+        """
+        from livesr.kernels._params import EsrrfParams
+
+        names = {f.name for f in fields(EsrrfParams)}
+        params = EsrrfParams(
+            **{k: v for k, v in self.window_kwargs().items() if k in names}
+        )
+        kernel = getattr(self.map, "_engine", None)
+        e = self.esrrf
+        if e.geometry == "nanopyx" and hasattr(kernel, "warmup"):
+            try:
+                spent = kernel.warmup(
+                    np.ascontiguousarray(frame, dtype=np.float32),
+                    e.magnification,
+                    e.radius,
+                    e.sensitivity,
+                    e.intensity_weighting,
+                    shift=(0.25, -0.25),
+                )
+                logger.info(
+                    "esrrf_map implementations warmed up at %s: %s",
+                    "x".join(map(str, frame.shape)),
+                    ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in spent.items()),
+                )
+            except Exception as exc:
+                logger.warning("esrrf_map implementations could not be warmed: %s", exc)
+        try:
+            self.map(frame, params, shift=(0.25, -0.25))
+        except Exception as exc:  # the stream reports a real failure
+            logger.warning("per-frame map could not be warmed up: %s", exc)
+
+    def _device_window_wanted(self, frame: Any) -> bool:
+        """Time untimed ``esrrf_map`` implementations on ``frame``, then say whether
+        the GPU-resident window should run (the engine favours CuPy).
+
+        ``LIVESR_DEVICE_WINDOW=off`` keeps the host window whatever the engine says.
+        """
+        import os
+
+        if os.environ.get("LIVESR_DEVICE_WINDOW", "auto").lower() in ("off", "0"):
+            return False
+        kernel = getattr(self.map, "_engine", None)
+        e = self.esrrf
+        if e.geometry != "nanopyx" or not hasattr(kernel, "untimed"):
+            return False
+        args = (
+            np.ascontiguousarray(frame, dtype=np.float32),
+            e.magnification,
+            e.radius,
+            e.sensitivity,
+            e.intensity_weighting,
+        )
+        try:
+            untimed = kernel.untimed(*args)
+            if untimed:
+                logger.info(
+                    "timing %s for %s frames before streaming (no timings yet)",
+                    ", ".join(untimed),
+                    "x".join(map(str, np.shape(frame))),
+                )
+                kernel.benchmark(*args, repeats=3, impls=untimed)
+            sig = kernel.signature(*args)
+            avail = [i.id for i in kernel.implementations(include_unavailable=False)]
+            stats = {i: kernel.agent.stats(sig.key, i) for i in avail}
+            timed = {i: st.fast_avg for i, st in stats.items() if st is not None}
+        except Exception as exc:  # an implementation failing here must not stop us
+            logger.warning("could not time esrrf_map implementations: %s", exc)
+            return False
+        if not timed:
+            return False
+        best = min(timed, key=timed.__getitem__)
+        logger.debug("esrrf_map favourite for %s: %s (%s)", sig, best, timed)
+        return best.split("-", 1)[0] == "cupy"
+
+    # ------------------------------------------------------------------ params
+    def window_kwargs(self) -> dict[str, Any]:
+        """The eSRRF settings in force, as sliding-window keyword arguments."""
+        e = self.esrrf
+        return {
+            "magnification": e.magnification,
+            "radius": e.radius,
+            "sensitivity": e.sensitivity,
+            "intensity_weighting": e.intensity_weighting,
+            "macro_pixel_correction": e.macro_pixel_correction,
+            "temporal": e.temporal,
+            "geometry": e.geometry,
+        }
+
+    def set_params(self, ring: ProcessingRing | None, **changes: Any) -> None:
+        """Queue a live parameter change (validated now, applied between batches)."""
+        bad = sorted(set(changes) - set(LIVE_PARAMS))
+        if bad:
+            raise ValueError(
+                f"set_params: {', '.join(bad)} cannot change while streaming; "
+                f"allowed: {', '.join(LIVE_PARAMS)}"
+            )
+        with self.lock:
+            base = self.esrrf
+            for pend in self.pending:
+                base = replace(base, **pend)
+            replace(base, **changes)  # validates (raises ValueError naming the field)
+            if ring is not None and "window" in changes and changes["window"] > ring.capacity:
+                raise ValueError(
+                    f"set_params: window={changes['window']} exceeds the processing "
+                    f"ring ({ring.capacity} frames); raise [stream] memory_budget_mb"
+                )
+            self.pending.append(dict(changes))
+
+    def _apply_pending(self) -> None:
+        with self.lock:
+            pending, self.pending = self.pending, []
+        for changes in pending:
+            frame_index = self.expected if self.expected is not None else 0
+            self.esrrf = replace(self.esrrf, **changes)
+            if self.sliding is not None:
+                self.sliding.set_params(recompute=True, **changes)
+            self.param_changes.append({"frame_index": frame_index, "changes": dict(changes)})
+            logger.info("parameters changed from frame %d: %s", frame_index, changes)
+
+    # ------------------------------------------------------------------ loop
+    def run(
+        self,
+        get_ring: Callable[[], ProcessingRing | None],
+        stopping: Callable[[], bool],
+        ready: threading.Event,
+        max_seq: Callable[[], int],
+        first_seq: Callable[[], int | None],
+    ) -> None:
+        """The thread's body: warm up, set ``ready``, process until the ring closes."""
+        switch = _gil_switch_interval()
+        old_switch = sys.getswitchinterval()
+        if switch < old_switch:
+            sys.setswitchinterval(switch)
+        try:
+            try:
+                try:
+                    self.warm_up()
+                finally:
+                    ready.set()
+                self._loop(get_ring, stopping)
+            except Exception as exc:  # a bug or a kernel failure: keep persisting
+                self.error = f"{type(exc).__name__}: {exc}"
+                logger.exception("processing stopped; raw frames are still persisted")
+            finally:
+                self._account_tail(max_seq(), first_seq())
+        finally:
+            if sys.getswitchinterval() == switch < old_switch:
+                sys.setswitchinterval(old_switch)
+
+    def _loop(
+        self, get_ring: Callable[[], ProcessingRing | None], stopping: Callable[[], bool]
+    ) -> None:
+        while True:
+            ring = get_ring()
+            if ring is None:
+                if stopping():
+                    return
+                time.sleep(0.01)
+                continue
+            self._apply_pending()
+            batch = ring.peek_many(self.max_batch, 0.1)
+            if batch is None:
+                if ring.closed:
+                    return
+                continue
+            if self._maybe_skip(batch, ring):
+                continue
+            n = self._process(batch, ring)
+            ring.pop_many(n)
+
+    # ------------------------------------------------------------------ skipping
+    def _next_emission(self) -> int:
+        """Global seq of the frame whose processing emits the next image."""
+        return self.base + int(self.sliding.next_emission)
+
+    def _restart_at(self, target: int, *, reason: str, dropped: int = 0) -> None:
+        """Restart the sliding window so its first image ends at frame ``target``."""
+        nxt = self._next_emission()
+        stride = int(self.sliding.stride)
+        skipped = max(0, (target - nxt) // stride) if target >= nxt else 0
+        self.sliding.reset()
+        self.filling = True  # no further skip until this window is out
+        self.base = target - int(self.sliding.window) + 1
+        self.c["windows_skipped"] += skipped
+        self.c["skip_events"] += 1
+        event = {
+            "reason": reason,
+            "restart_frame": self.base,
+            "next_image_at": target,
+            "windows_skipped": skipped,
+            "frames_dropped": dropped,
+        }
+        if len(self.skips) < 10_000:
+            self.skips.append(event)
+        self._rlog.log(
+            logging.WARNING,
+            "skip",
+            "processing behind: %s; %d window(s) skipped, restart at frame %d",
+            reason,
+            skipped,
+            self.base,
+        )
+
+    def _maybe_skip(self, batch: RingBatch, ring: ProcessingRing) -> bool:
+        """Skip to the newest complete window when the budget cannot be kept."""
+        if self.sliding is None:
+            return False
+        newest = ring.newest_seq()
+        if newest is None:
+            return False
+        oldest = int(batch.seqs[0])
+        nxt = self._next_emission()
+        k = nxt - oldest
+        age = None
+        if 0 <= k < len(batch):
+            age = time.time() - float(batch.t_acq[k])
+        elif k >= len(batch) and nxt <= newest:
+            age = time.time() - float(batch.t_acq[-1])  # a lower bound
+        plan = plan_budget_skip(
+            oldest=oldest,
+            newest=newest,
+            nxt=nxt,
+            window=int(self.sliding.window),
+            stride=int(self.sliding.stride),
+            cost_per_frame_s=self.cost_s,
+            budget_s=self.budget_s,
+            age_of_next_s=age,
+            filling_after_skip=self.filling,
+        )
+        if plan is None:
+            return False
+        dropped = ring.discard_before(plan.start)
+        self.c["frames_dropped_for_processing"] += dropped
+        self._restart_at(plan.target, dropped=dropped, reason=plan.reason)
+        self.expected = plan.start
+        return True
+
+    def _account_tail(self, last: int, first_seq: int | None) -> None:
+        """Count the scheduled windows of the frames that never reached processing."""
+        if last < 0:
+            return
+        if self.sliding is None:
+            e = self.esrrf
+            first = first_seq if first_seq is not None else 0
+            nxt, stride = first + e.window - 1, e.stride
+        else:
+            nxt, stride = self._next_emission(), int(self.sliding.stride)
+        if last >= nxt:
+            first_missing = self.expected if self.expected is not None else nxt
+            skipped = (last - nxt) // stride + 1
+            self.c["windows_skipped"] += skipped
+            self.c["skip_events"] += 1
+            if len(self.skips) < 10_000:
+                self.skips.append(
+                    {
+                        "reason": f"frames {first_missing}-{last} not processed",
+                        "restart_frame": None,
+                        "next_image_at": None,
+                        "windows_skipped": skipped,
+                        "frames_dropped": 0,
+                    }
+                )
+            logger.warning(
+                "%d scheduled window(s) up to frame %d were not processed", skipped, last
+            )
+
+    # ------------------------------------------------------------------ processing
+    def _start(self, batch: RingBatch) -> None:
+        kernel = getattr(self.map, "_engine", None)
+        stats = getattr(kernel, "stats", None)
+        if stats is not None:
+            self._engine_stats0 = (
+                dict(stats.by_impl),
+                stats.deadline_misses,
+                stats.deadline_calls,
+            )
+        frame = batch.frames[0]
+        self.sliding = self._new_sliding(frame.shape, frame)
+        if self.config.drift.enabled:
+            from livesr.kernels import RollingDrift
+
+            self.drift = RollingDrift(
+                block=self.config.drift.block, max_drift=self.config.drift.max_drift_px
+            )
+        self.base = int(batch.seqs[0])
+        self.expected = self.base
+
+    def _new_sliding(self, shape: tuple[int, int], frame: Any) -> Any:
+        from livesr.kernels import SlidingEsrrf
+
+        e = self.esrrf
+        if self._use_device_window(frame):
+            from livesr.kernels.sliding_device import DeviceSlidingEsrrf
+
+            try:
+                sliding = DeviceSlidingEsrrf(
+                    e.window, e.stride, frame_shape=shape, **self.window_kwargs()
+                )
+            except MemoryError as exc:
+                logger.warning("GPU-resident window not used: %s", exc)
+            else:
+                logger.info(
+                    "sliding window on the GPU (frames stay on the device; %d MiB)",
+                    sliding.memory_bytes // 2**20,
+                )
+                return sliding
+        return SlidingEsrrf(
+            e.window, e.stride, frame_shape=shape, frame_map=self.map, **self.window_kwargs()
+        )
+
+    def _use_device_window(self, frame: Any) -> bool:
+        if self._device_choice is not None and tuple(np.shape(frame)) == tuple(
+            self._shape_hint or ()
+        ):
+            return self._device_choice
+        return self._device_window_wanted(frame)
+
+    def _deadline(self, batch: RingBatch, k0: int, n: int) -> float | None:
+        """Per-frame deadline of the map for frames ``k0 .. k0+n-1`` of the batch."""
+        interval = self.interval_s
+        if interval is None:
+            return None
+        nxt = self._next_emission()
+        k = nxt - int(batch.seqs[0])
+        if k0 <= k < k0 + n:  # this step ends a window: the latency budget counts too
+            left = self.budget_s - (time.time() - float(batch.t_acq[k]))
+            if left > 0:
+                return min(interval, left / max(1, k - k0 + 1))
+        return interval
+
+    def _process(self, batch: RingBatch, ring: ProcessingRing) -> int:
+        """Process the frames of ``batch`` (or its head up to a hole); how many."""
+        t0 = time.perf_counter()
+        if self.sliding is None:
+            self._start(batch)
+        assert self.expected is not None
+        seq0 = int(batch.seqs[0])
+        if seq0 != self.expected:
+            if seq0 < self.expected:  # pragma: no cover - the ingest delivers in order
+                raise RuntimeError(f"frame {seq0} arrived after frame {self.expected - 1}")
+            self._restart_at(
+                scheduled_at_or_after(
+                    seq0, self._next_emission(), int(self.sliding.window),
+                    int(self.sliding.stride),
+                ),
+                reason=f"frames {self.expected}-{seq0 - 1} not available for processing",
+            )
+        n = len(batch)
+        if self._stage_hook is not None:
+            for s in batch.seqs:
+                self._stage_hook(int(s))
+        frames = batch.frames
+        shifts = self._drift_shifts(frames, batch.seqs)
+        k0 = max(0, self.base - seq0)
+        if k0 < n:
+            deadline = self._deadline(batch, k0, n - k0)
+            self.map.deadline_s = deadline
+            if hasattr(self.sliding, "deadline_s"):  # the GPU-resident window
+                self.sliding.deadline_s = None if deadline is None else deadline * (n - k0)
+            results = self.sliding.push_many(frames[k0:], shifts[k0:])
+            self._note_implementation(seq0 + n - 1)
+            for result in results:
+                self.filling = False
+                last = self.base + int(result.last_frame)
+                k = last - seq0
+                self._publish(result, batch.item(k), (float(shifts[k, 0]), float(shifts[k, 1])))
+        self.expected = seq0 + n
+        self.c["frames_processed"] += n
+        self.c["batches"] += 1
+        self.batch_peak = max(self.batch_peak, n)
+        cost = (time.perf_counter() - t0) / n
+        if self.c["batches"] > 1:  # the first batch pays one-off set-up costs
+            self.cost_s = cost if self.cost_s <= 0 else 0.8 * self.cost_s + 0.2 * cost
+        return n
+
+    def _drift_shifts(self, frames: np.ndarray, seqs: np.ndarray) -> np.ndarray:
+        """Causal drift shift (dy, dx) of every frame of the batch, (n, 2) px."""
+        n = len(seqs)
+        if self.drift is None:
+            return np.zeros((n, 2))
+        d = self.drift
+        first = d.n_frames
+        self._drift_seqs.extend(int(s) for s in seqs)
+        if hasattr(d, "push_many") and hasattr(d, "shifts_for"):
+            for est in d.push_many(frames):
+                self._record_drift(est)
+            return np.asarray(d.shifts_for(first, n), dtype=np.float64)
+        out = np.empty((n, 2))
+        for k in range(n):
+            est = d.push(frames[k])
+            if est is not None:
+                self._record_drift(est)
+            out[k] = d.displacement_at(d.n_frames - 1)
+        return out
+
+    def _record_drift(self, est: Any) -> None:
+        seqs = self._drift_seqs
+        frame = seqs[est.frame_index]
+        c = est.center
+        lo = int(math.floor(c))
+        center = seqs[lo] + (c - lo) * ((seqs[lo + 1] - seqs[lo]) if lo + 1 < len(seqs) else 1)
+        self.last_drift = {
+            "dy": est.dy,
+            "dx": est.dx,
+            "sigma_px": est.sigma_px,
+            "rejected": est.rejected,
+            "frame": frame,
+        }
+        if self._add_drift is not None:
+            self._add_drift(
+                est.block_index, frame, center, est.dy, est.dx, est.sigma_px,
+                est.rejected, est.psr,
+            )
+
+    def _publish(self, result: Any, item: Any, shift: tuple[float, float]) -> None:
+        t_proc = time.time()
+        image = result.image
+        first = self.base + result.first_frame
+        last = self.base + result.last_frame
+        quality = quality_metric(image)
+        drift = None
+        if self.drift is not None:
+            ld = self.last_drift
+            drift = {
+                "dy": shift[0],
+                "dx": shift[1],
+                "sigma_px": ld["sigma_px"] if ld else math.nan,
+                "rejected": bool(ld["rejected"]) if ld else False,
+            }
+        head: dict[str, Any] = {
+            "v": 1,
+            "kind": "sr",
+            "index": self.c["windows_published"],
+            "first_frame": first,
+            "last_frame": last,
+            "shape": list(image.shape),
+            "dtype": "float32",
+            "drift": drift,
+            "quality": {
+                "metric": QUALITY_METRIC,
+                "value": quality if math.isfinite(quality) else None,
+            },
+            "implementation": self.implementations(),
+            "params": live_params(self.esrrf),
+        }
+        stamps = Timestamps(item.t_acq, item.t_recv, t_proc, time.time())
+        self._publish_cb(head, image, stamps)
+        self.latency.record(stamps)
+        self.c["windows_published"] += 1
+
+    # ------------------------------------------------------------------ reporting
+    def implementations(self) -> dict[str, str]:
+        """Implementation that ran each stage."""
+        out = {"esrrf": self.map.name}
+        if self.config.drift.enabled:
+            out = {"drift": "numpy", **out}
+        return out
+
+    def _note_implementation(self, seq: int) -> None:
+        impl = self.map.name
+        last = self._last_impl
+        if impl == last:
+            return
+        if last is not None:
+            if len(self._impl_switches) < 100:
+                self._impl_switches.append({"frame": seq, "from": last, "to": impl})
+            logger.info("map stage switched from %s to %s at frame %d", last, impl, seq)
+        self._last_impl = impl
+
+    def engine_summary(self) -> dict[str, Any]:
+        """What the engine did for the map stage during this run."""
+        kernel = getattr(self.map, "_engine", None)
+        stats = getattr(kernel, "stats", None)
+        out: dict[str, Any] = {
+            "window": getattr(self.sliding, "strategy", None),
+            "switches": list(self._impl_switches),
+            "batches": self.c["batches"],
+            "batch_peak": self.batch_peak,
+            "frame_deadline_ms": None if self.interval_s is None else self.interval_s * 1e3,
+        }
+        if stats is not None and self._engine_stats0 is not None:
+            by_impl, misses, calls = self._engine_stats0
+            out["calls_by_impl"] = {
+                k: v - by_impl.get(k, 0)
+                for k, v in stats.by_impl.items()
+                if v - by_impl.get(k, 0)
+            }
+            out["deadline_misses"] = stats.deadline_misses - misses
+            out["deadline_calls"] = stats.deadline_calls - calls
+        return out
+
+    def params_report(self) -> dict[str, Any]:
+        return asdict(self.esrrf)
+
+
+def live_params(e: EsrrfConfig) -> dict[str, Any]:
+    """The eSRRF parameters published with every image."""
+    return {
+        "window": e.window,
+        "stride": e.stride,
+        "magnification": e.magnification,
+        "radius": e.radius,
+        "sensitivity": e.sensitivity,
+        "temporal": e.temporal,
+    }
+
+
+#: GIL switch interval while a pipeline processes, s (``LIVESR_GIL_SWITCH_MS``).
+DEFAULT_GIL_SWITCH_S = 0.0005
+
+
+def _gil_switch_interval() -> float:
+    """The interpreter's thread switch interval while the pipeline runs, s.
+
+    The processing thread releases the GIL many times per batch (every GPU call,
+    every compiled kernel) and must win it back each time from the threads that
+    acquire, persist and publish; with Python's default 5 ms a thread busy in Python
+    keeps it up to 5 ms per hand-over.  ``LIVESR_GIL_SWITCH_MS`` overrides the 0.5 ms
+    default (0 or less: leave it).
+    """
+    import os
+
+    text = os.environ.get("LIVESR_GIL_SWITCH_MS", "")
+    if not text:
+        return DEFAULT_GIL_SWITCH_S
+    try:
+        ms = float(text)
+    except ValueError:
+        raise ValueError(
+            f"LIVESR_GIL_SWITCH_MS={text!r}: expected a number of milliseconds"
+        ) from None
+    return ms / 1e3 if ms > 0 else math.inf
