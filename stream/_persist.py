@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 #: The processing ring never holds more frames than this (or 4 windows).
 RING_MAX_FRAMES = 4096
+#: A ring of small frames may always take this much, bytes.
+SMALL_RING_BYTES = 64 * 2**20
 #: The automatic memory budget never exceeds this, bytes.
 AUTO_BUDGET_MAX = 16 * 2**30
 
@@ -80,17 +82,21 @@ def ring_frames(
     max_batch: int,
     interval_s: float | None,
     latency_budget_s: float,
+    frame_bytes: int = 0,
 ) -> int:
     """Frames the processing ring should hold (before the memory budget).
 
     Enough for a window plus two batches (a skip restarts a whole window from the
-    ring), and for 1.5 latency budgets of frames at the camera's rate (a backlog
-    longer than the budget is skipped, not refused), at least 64, at most
+    ring), for 3 latency budgets of frames at the camera's rate (a backlog longer
+    than the budget is skipped, not refused: a full ring would leave a hole), and
+    for small frames up to 64 MiB whatever the rate; at most
     :data:`RING_MAX_FRAMES` or 4 windows.
     """
     want = max(2 * window, window + 2 * max_batch, 64)
     if interval_s is not None and interval_s > 0:
-        want = max(want, math.ceil(1.5 * latency_budget_s / interval_s))
+        want = max(want, math.ceil(3 * latency_budget_s / interval_s))
+    if frame_bytes > 0:
+        want = max(want, SMALL_RING_BYTES // frame_bytes)
     return int(min(want, max(RING_MAX_FRAMES, 4 * window)))
 
 
@@ -149,6 +155,7 @@ def check_memory(
         max_batch=max_batch,
         interval_s=interval_s,
         latency_budget_s=latency_budget_s,
+        frame_bytes=frame_bytes,
     )
     fit = budget // max(1, frame_bytes)
     if fit < minimum:
