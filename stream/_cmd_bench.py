@@ -114,12 +114,74 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="with --report: do not run NanoPyx beside livesr",
     )
+    _add_e2e_arguments(parser)
     rep.add_argument(
         "--gpu-json",
         metavar="FILE",
         help="with --report: add the streaming figures of "
         "'bench/gpu_esrrf.py --json FILE'",
     )
+
+
+def _add_e2e_arguments(parser: argparse.ArgumentParser) -> None:
+    e2e = parser.add_argument_group(
+        "end to end (--e2e DIR): highest camera rate the live path sustains"
+    )
+    e2e.add_argument(
+        "--e2e",
+        metavar="DIR",
+        help="run end-to-end trials (source and pipeline in their own processes) "
+        "at rising rates per frame size; writes e2e.md, e2e.json, e2e.png into DIR",
+    )
+    e2e.add_argument("--sizes", nargs="+", metavar="PX", help="frame sizes (default 256 512 2048)")
+    e2e.add_argument(
+        "--seconds", type=float, default=30.0, help="acquisition per trial, s (default 30)"
+    )
+    e2e.add_argument(
+        "--start-rate", type=float, default=None, metavar="FPS",
+        help="first rate tried (default: a quarter of the window's kernel rate)",
+    )
+    e2e.add_argument(
+        "--max-rate", type=float, default=None, metavar="FPS",
+        help="highest rate tried (default: 1.5 x the window's kernel rate)",
+    )
+    e2e.add_argument(
+        "--growth", type=float, default=1.5, help="rate factor between trials (default 1.5)"
+    )
+    e2e.add_argument(
+        "--budget-ms", type=float, default=100.0,
+        help="latency p99 a sustained rate must keep, ms (default 100)",
+    )
+    e2e.add_argument(
+        "--no-drift", action="store_true", help="drift correction off (default on)"
+    )
+
+
+def _run_e2e(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from livesr.stream._bench_e2e import E2eOptions, parse_sizes, run_e2e
+
+    opts = E2eOptions(
+        out_dir=Path(args.e2e),
+        sizes=parse_sizes(args.sizes),
+        seconds=args.seconds,
+        start=args.start_rate,
+        max_rate=args.max_rate,
+        growth=args.growth,
+        budget_ms=args.budget_ms,
+        drift=not args.no_drift,
+    )
+    path, results = run_e2e(opts)
+    for s in results["sizes"]:
+        sus = s["sustained_fps"]
+        sys.stdout.write(
+            f"{s['size']}x{s['size']}: sustained "
+            f"{'none' if sus is None else f'{sus:.0f}'} frames/s; window alone "
+            f"{s['window_fps']:.0f}, map alone {s['map_fps']:.0f} frames/s\n"
+        )
+    sys.stdout.write(f"e2e results written to {path}\n")
+    return 0
 
 
 def _run_report(args: argparse.Namespace) -> int:
@@ -144,6 +206,8 @@ def _run_report(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "e2e", None):
+        return _run_e2e(args)
     if getattr(args, "report", None):
         return _run_report(args)
     given = [

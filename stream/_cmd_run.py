@@ -85,6 +85,21 @@ def _float_range(lo: float, hi: float, what: str) -> Any:
     return conv
 
 
+def _frame_shape(text: str) -> tuple[int, int]:
+    parts = text.lower().replace("*", "x").split("x")
+    try:
+        rows, cols = (int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a frame shape; expected ROWSxCOLS, e.g. 512x512"
+        ) from None
+    if not (16 <= rows <= 65536 and 16 <= cols <= 65536):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: rows and columns must be within 16..65536"
+        )
+    return rows, cols
+
+
 def _positive_float(text: str) -> float:
     try:
         v = float(text)
@@ -266,6 +281,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="simulated source: send as fast as accepted, not at the camera rate",
     )
     parser.add_argument(
+        "--bank",
+        type=_int_range(0, 100_000),
+        default=0,
+        metavar="N",
+        help="simulated source: render N frames before acquiring and cycle them, "
+        "for camera rates beyond the renderer's (default 0: render every frame)",
+    )
+    parser.add_argument(
+        "--frame-shape",
+        type=_frame_shape,
+        default=None,
+        metavar="ROWSxCOLS",
+        help="with --listen: the camera's frame shape, so the memory plan is checked "
+        "and the kernels are timed and compiled at that shape before acquisition",
+    )
+    parser.add_argument(
         "--viewer",
         action="store_true",
         help="show the live results in napari (livesr[viewer]); closing the window "
@@ -287,6 +318,13 @@ def run(args: argparse.Namespace) -> int:
         return _usage_error(str(exc))
     if (problem := _check_hooks(cfg, args)) is not None:
         return _usage_error(problem)
+    if args.frame_shape is not None and args.listen is None:
+        return _usage_error(
+            "--frame-shape applies to --listen; the simulated camera's shape is "
+            "[sim.camera] shape"
+        )
+    if args.bank and (args.source != "sim" or args.listen is not None):
+        return _usage_error("--bank applies to the simulated source (--source sim)")
     if args.no_pace and args.source != "sim":
         return _usage_error(
             f"--no-pace applies to --source sim; the {args.source} camera runs at "
@@ -352,7 +390,11 @@ def _run_connect(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
         from livesr.adapters.sources.simulated import SimulatedSource
 
         src = SimulatedSource(
-            sim, args.connect, frames=cfg.stream.frames, pace=not args.no_pace
+            sim,
+            args.connect,
+            frames=cfg.stream.frames,
+            pace=not args.no_pace,
+            bank=args.bank,
         )
         try:
             summary = src.run()
@@ -406,7 +448,7 @@ def _run_pipeline(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
         endpoint=endpoint,
         context=ctx,
         hooks=runner,
-        frame_shape=sim.camera.roi_or_full[2:] if sim is not None else None,
+        frame_shape=sim.camera.roi_or_full[2:] if sim is not None else args.frame_shape,
     )
     src = None
     status = None
@@ -447,6 +489,7 @@ def _run_pipeline(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
                 stop_event=stop,
                 context=ctx,
                 on_frame=truth,
+                bank=args.bank,
             ).start()
         else:
             logger.warning(

@@ -102,3 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error("%s", exc)
         sys.stderr.write(f"livesr: error: {exc}\n")
         return 1
+
+
+if __name__ == "__main__":  # python -m livesr.stream.cli (the benchmark spawns it)
+    sys.exit(main())

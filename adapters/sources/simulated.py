@@ -13,6 +13,13 @@ stamped with their acquisition time and sent through a
 (an overflowing replay ring is then a reported gap and stops acquisition); with
 ``pace=False`` as fast as the link accepts them (``send`` waits for ring space).
 
+Frame bank (``bank=N``): the first ``N`` frames are rendered before acquisition starts
+and then sent over and over (frame ``i`` is bank frame ``i % N``, with its truth), so
+the source keeps up with a fast camera: rendering a 256² frame costs about 3 ms of
+Python (250-300 frames/s at most), copying one from the bank a few microseconds
+(the end-to-end benchmark, ``livesr bench --e2e``, offers 256² at thousands of frames
+per second this way).  The displacement jumps back at each wrap of the bank.
+
 Acquisition stops after ``frames`` frames (0: until :meth:`SimulatedSource.stop` or
 ``stop_event``), when ``stop_event`` is set (e.g. the pipeline's ``stop_requested``
 after a raw-store failure) or on a ring overflow; the link is then closed cleanly
@@ -61,6 +68,8 @@ class SimulatedSource:
         ``on_frame(index, frame, meta)`` after each frame is rendered, before it is
         sent (``meta`` has the true ``displacement_px``; e.g.
         :class:`~livesr.adapters.sources.sim_truth.SimTruthRecorder`).
+    bank : int
+        Pre-render this many frames and cycle them (0: render every frame).
     """
 
     def __init__(
@@ -76,7 +85,14 @@ class SimulatedSource:
         context: zmq.Context[Any] | None = None,
         send_timeout_s: float = 30.0,
         on_frame: Any = None,
+        bank: int = 0,
     ) -> None:
+        if isinstance(bank, bool) or not isinstance(bank, int) or bank < 0:
+            raise ValueError(
+                f"SimulatedSource bank={bank!r}; expected an integer >= 0 (0 = render "
+                "every frame)"
+            )
+        self.bank = bank
         if isinstance(frames, bool) or not isinstance(frames, int) or frames < 0:
             raise ValueError(
                 f"SimulatedSource frames={frames!r}; expected an integer >= 0 (0 = "
@@ -152,6 +168,18 @@ class SimulatedSource:
             "interval_ms": float(cam.interval_ms),
         }
         buf = np.empty(shape, dtype=np.uint16)
+        bank_frames: np.ndarray | None = None
+        bank_truth: list[Any] = []
+        if self.bank:
+            t_bank = time.monotonic()
+            bank_frames = np.empty((self.bank, *shape), dtype=np.uint16)
+            for k in range(self.bank):
+                bank_truth.append(scope.render_into(bank_frames[k]))
+            logger.info(
+                "simulated source: %d frames rendered into the bank in %.1f s",
+                self.bank,
+                time.monotonic() - t_bank,
+            )
         # the pipeline's "stop" message (run ended, disk full...) sets stop_event
         link = SourceLink(
             link_cfg, context=self._ctx, stop_event=self.stop_event
@@ -173,11 +201,15 @@ class SimulatedSource:
                         timeout=timeout
                     )  # render straight into the replay ring
                     target = buf if slot is None else slot
-                    truth = scope.render_into(target)
+                    if bank_frames is None:
+                        truth = scope.render_into(target)
+                    else:
+                        np.copyto(target, bank_frames[i % self.bank])
+                        truth = bank_truth[i % self.bank]
                     t_acq = time.time()
                     meta = {
                         **meta_base,
-                        "ImageNumber": truth.index,
+                        "ImageNumber": i if bank_frames is not None else truth.index,
                         "displacement_px": [
                             float(truth.displacement_px[0]),
                             float(truth.displacement_px[1]),
