@@ -431,8 +431,11 @@ def _run_pipeline(cfg: Any, rec: Any, rcfg: Any, args: argparse.Namespace) -> in
         pipe.ready.wait(READY_TIMEOUT_S)
         throttle = None
         if rcfg.rate == "asap":
+            # keep about one batch waiting: processing takes it in one step
             throttle = processing_throttle(
-                pipe.snapshot, max_lag=2, stop_event=pipe.stop_requested
+                pipe.progress,
+                max_lag=max(2, cfg.stream.max_batch // 2),
+                stop_event=pipe.stop_requested,
             )
         src = ReplaySource(
             rec,

@@ -491,6 +491,17 @@ class Pipeline:
         """Implementation that ran each stage."""
         return self._proc.implementations()
 
+    def progress(self) -> dict[str, int]:
+        """Cheap frame counters (no latency statistics): for throttles that poll."""
+        p = self._persist
+        c = self._proc.c
+        return {
+            "frames_received": p.counts["frames_received"] if p is not None else 0,
+            "frames_not_offered": p.counts["frames_not_offered"] if p is not None else 0,
+            "frames_processed": c["frames_processed"],
+            "frames_dropped_for_processing": c["frames_dropped_for_processing"],
+        }
+
     def snapshot(self) -> dict[str, Any]:
         """Live counters for the status line."""
         now = time.time()
