@@ -120,7 +120,9 @@ def needs_recovery(path: str | Path) -> bool:
         live = _zarr_live(p)
         if live is None:
             return False
-        return "closing" in live or not (live.get("complete") or live.get("recovered"))
+        return "closing" in live or not (
+            live.get("complete") or live.get("closed") or live.get("recovered")
+        )
     if p.is_file() and p.name.lower().endswith((".ome.tif", ".ome.tiff")):
         if p.with_name(p.name + ".reserve").exists():
             return True

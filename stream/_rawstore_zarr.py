@@ -352,6 +352,7 @@ class OmeZarrRawStore:
         self._live.pop("closing", None)
         self._live.update(
             complete=err is None,
+            closed=True,
             frames=n,
             gaps=[list(g) for g in gaps],
             error=err,
@@ -444,7 +445,9 @@ def recover_zarr(path: str | Path) -> dict[str, Any]:
     if not isinstance(live, dict) or live.get("kind") != "raw":
         raise RawStoreError(errno.EINVAL, f"{p} is not a livesr raw store")
     claim_crashed(p)  # raises while a writer holds it; removes a leftover reserve
-    if "closing" not in live and (live.get("complete") or live.get("recovered")):
+    if "closing" not in live and (
+        live.get("complete") or live.get("closed") or live.get("recovered")
+    ):
         return {"path": str(p), "format": "ome-zarr", "frames": int(live.get("frames", 0)), "recovered": False}
     if live.get("writer") != "livesr-append":
         raise RawStoreError(
