@@ -25,8 +25,8 @@ import numpy as np
 
 def _frames(shape: tuple[int, int], n: int) -> list[np.ndarray]:
     rng = np.random.default_rng(0)
-    base = rng.integers(0, 4000, size=(8, *shape), dtype=np.uint16)
-    return [base[i % 8] for i in range(n)]
+    base = rng.integers(0, 4000, size=(min(n, 8), *shape), dtype=np.uint16)
+    return [base[i % len(base)] for i in range(n)]
 
 
 def bench_zarr(path: Path, frames: list[np.ndarray], k: int, shard: bool) -> float:
@@ -81,27 +81,36 @@ def bench_append(path: Path, frames: list[np.ndarray]) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--frames", type=int, default=0, help="frames per case (0: auto)")
+    ap.add_argument(
+        "--frames", type=int, default=0, help="frames of the append writer (0: auto)"
+    )
     ap.add_argument("--out", default="", help="also write the results here (JSON)")
     args = ap.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for shape, k in (((256, 256), 256), ((2048, 2048), 4)):
-            n = args.frames or (2000 if shape[0] == 256 else 60)
-            frames = _frames(shape, n)
-            mb = frames[0].nbytes / 2**20
+            big = shape[0] > 256
+            n_fast = args.frames or (200 if big else 5000)
+            n_slow = max(8, n_fast // 10)  # the read-modify-write writers are slow
+            mb = shape[0] * shape[1] * 2 / 2**20
             cases = {
-                "zarr-chunk1": lambda p: bench_zarr(p, frames, k, False),
-                "zarr-shard": lambda p: bench_zarr(p, frames, k, True),
-                "tensorstore": lambda p: bench_tensorstore(p, frames, k),
-                "append": lambda p: bench_append(p, frames),
+                "zarr-chunk1": (n_slow, lambda p, f: bench_zarr(p, f, k, False)),
+                "zarr-shard": (n_slow, lambda p, f: bench_zarr(p, f, k, True)),
+                "tensorstore": (n_slow, lambda p, f: bench_tensorstore(p, f, k)),
+                "append": (n_fast, bench_append),
             }
-            for name, fn in cases.items():
+            for name, (n, fn) in cases.items():
                 p = Path(tmp) / f"{name}-{shape[0]}.zarr"
-                fps = fn(p)
+                fps = fn(p, _frames(shape, n))
                 shutil.rmtree(p, ignore_errors=True)
-                r = {"writer": name, "shape": list(shape), "frames": n,
-                     "frames_per_s": round(fps, 1), "MB_per_s": round(fps * mb, 1)}
+                r = {
+                    "writer": name,
+                    "shape": list(shape),
+                    "chunk_frames": k if name != "append" else None,
+                    "frames": n,
+                    "frames_per_s": round(fps, 1),
+                    "MB_per_s": round(fps * mb, 1),
+                }
                 results.append(r)
                 print(json.dumps(r), flush=True)
     if args.out:
