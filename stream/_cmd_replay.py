@@ -14,9 +14,20 @@ Reads OME-TIFF, plain TIFF, OME-Zarr (folder) and ``.npy`` stacks frame by frame
 map or zarr chunks; never the whole file) and pushes the frames over the same lossless
 link as ``livesr run``'s simulated camera, into the same pipeline with the same flags
 (:func:`livesr.stream._cmd_run.add_pipeline_arguments`) and the same outputs:
-``raw.ome.zarr`` (or ``raw.ome.tif``), ``sr.ome.zarr``, ``windows.csv``, ``drift.csv``,
-``summary.json``, ``config.toml``, plus ``replay.json`` (file, range, rate, pixel size
-and where it came from, link counters).
+``sr.ome.zarr``, ``windows.csv``, ``drift.csv``, ``summary.json``, ``config.toml``,
+plus ``replay.json`` (file, range, rate, pixel size and where it came from, link
+counters).  The raw frames are not copied: they are already in the file, so
+``raw.json`` records the file, the frame range and the per-frame times instead
+(:class:`livesr.stream._rawstore.ReferenceRawStore`; the summary's ``files.raw``
+names the file).  ``--copy-raw`` (or ``--raw-format``) writes ``raw.ome.zarr`` (or
+``raw.ome.tif``) as a live run does.
+
+A livesr recording (its ``raw.ome.zarr`` / ``raw.ome.tif``, or the run folder) is
+replayed with its own acquisition parameters: pixel size and frame interval from the
+store, the live stream's name, and the ``[esrrf]`` settings of the run's
+``config.toml`` unless ``--config`` or eSRRF flags are given (flags override single
+settings).  A raw store whose writer died (``kill -9``) is recovered first: exactly
+the frames that were written are replayed.
 
 ``--rate``: ``recorded`` (default when the file has timing metadata), ``asap``
 (default otherwise, with a warning) or frames per second.  ``asap`` runs in step with
@@ -158,6 +169,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="pixel size in the sample plane, um (overrides the file)",
     )
     parser.add_argument(
+        "--copy-raw",
+        action="store_true",
+        help="write the replayed frames again as a raw store in the output folder "
+        "(default: record the source file and frame range in raw.json instead)",
+    )
+    parser.add_argument(
         "--connect",
         metavar="ADDRESS",
         default=None,
@@ -291,6 +308,10 @@ def run(args: argparse.Namespace) -> int:
         except CorruptRecordingError as exc:
             return _failure(str(exc))
         with rec:
+            try:
+                file_cfg = _recording_config(cfg, rec, args)
+            except ValueError as exc:
+                return _usage_error(str(exc))
             rate = args.rate
             if rate is None:
                 rate = "recorded" if rec.has_timing and not args.scheduler else "asap"
@@ -302,7 +323,11 @@ def run(args: argparse.Namespace) -> int:
                     )
             try:
                 rcfg = ReplayConfig(
-                    rate=rate, start=start, stop=stop, frames=cfg.stream.frames
+                    rate=rate,
+                    start=start,
+                    stop=stop,
+                    frames=cfg.stream.frames,
+                    stream=rec.acquisition.get("stream") or "replay",
                 )
                 a, b = check_replay(rec, rcfg)
             except RecordingError as exc:
@@ -317,14 +342,54 @@ def run(args: argparse.Namespace) -> int:
                 from livesr.stream._dask_replay import ReplayInput
 
                 plan = ReplayInput.of(rec, out, a, b)
-            plans.append((file, out, plan))
+            plans.append((file, out, plan, file_cfg))
     if args.scheduler:
-        return _run_dask(cfg, [p for _, _, p in plans], args)
+        return _run_dask(cfg, [p for _, _, p, _ in plans], args)
     rc = 0
-    for file, out, rcfg in plans:
-        one = cfg if len(plans) == 1 else cfg.replace("stream", output=str(out))
+    for file, out, rcfg, file_cfg in plans:
+        one = (
+            file_cfg
+            if len(plans) == 1
+            else file_cfg.replace("stream", output=str(out))
+        )
         rc = max(rc, _replay_one(one, file, rcfg, args))
     return rc
+
+
+_ESRRF_FLAGS = ("window", "stride", "magnification", "radius", "sensitivity", "temporal")
+
+
+def _recording_config(cfg: Any, rec: Any, args: argparse.Namespace) -> Any:
+    """``cfg`` with the eSRRF settings of the livesr run that recorded ``rec``.
+
+    When ``rec`` is a livesr raw store in a run folder with a ``config.toml`` and no
+    ``--config`` was given, that run's ``[esrrf]`` section is the base; eSRRF flags
+    given on the command line still override it.  Any other recording: ``cfg``.
+    """
+    run_cfg = rec.acquisition.get("config") if rec.acquisition else None
+    if not run_cfg or args.config:
+        return cfg
+    import dataclasses
+
+    from livesr.stream._config import load_config
+
+    try:
+        base = load_config(run_cfg).esrrf
+    except (OSError, ValueError) as exc:
+        logger.warning(
+            "%s: the run's %s cannot be read (%s); eSRRF settings from the flags "
+            "and defaults",
+            rec.path,
+            run_cfg,
+            exc,
+        )
+        return cfg
+    fields = dataclasses.asdict(base)
+    for name in _ESRRF_FLAGS:
+        if getattr(args, name, None) is not None:
+            fields[name] = getattr(args, name)
+    logger.info("%s: eSRRF settings of the recording run (%s)", rec.path, run_cfg)
+    return cfg.replace("esrrf", **fields)
 
 
 def _replay_one(cfg: Any, file: str, rcfg: Any, args: argparse.Namespace) -> int:
@@ -414,8 +479,21 @@ def _run_pipeline(cfg: Any, rec: Any, rcfg: Any, args: argparse.Namespace) -> in
 
     ctx = zmq.Context()
     endpoint = f"inproc://livesr-replay-{secrets.token_hex(4)}"
+    raw_store = None
+    if not (args.copy_raw or args.raw_format is not None):
+        from livesr.adapters.sources.replay import check_replay
+        from livesr.stream._rawstore import ReferenceRawStore
+
+        a, b = check_replay(rec, rcfg)
+        raw_store = ReferenceRawStore(
+            rec.path, cfg.stream.output, start=a, stop=b, fmt=rec.format
+        )
     pipe = Pipeline(
-        cfg, endpoint=endpoint, context=ctx, frame_shape=(rec.shape[1], rec.shape[2])
+        cfg,
+        endpoint=endpoint,
+        context=ctx,
+        frame_shape=(rec.shape[1], rec.shape[2]),
+        raw_store=raw_store,
     )
     src: ReplaySource | None = None
     status = None

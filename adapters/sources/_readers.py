@@ -208,6 +208,10 @@ class Recording:
         Per-frame times relative to frame 0, s (None when absent).
     block_frames : int
         Frames read together (one chunk along t; 1 for memory maps).
+    acquisition : dict
+        For a raw store written by livesr (or its run folder): ``stream`` (the live
+        stream's name), ``run_folder`` and ``config`` (the run's ``config.toml``, or
+        None) when known; empty for any other file.
     """
 
     def __init__(
@@ -223,8 +227,11 @@ class Recording:
         timestamps_s: np.ndarray | None,
         block_frames: int = 1,
         closers: Sequence[Any] = (),
+        acquisition: Mapping[str, Any] | None = None,
     ) -> None:
         self.path = path
+        #: a livesr run's own acquisition record (see :func:`livesr_acquisition`)
+        self.acquisition: dict[str, Any] = dict(acquisition or {})
         self.format = fmt
         self.axes = axes
         self._source = source
@@ -386,6 +393,7 @@ class Recording:
             "pixel_size_origin": self.pixel_size_origin,
             "interval_s": self.interval_s,
             "timestamps": self.timestamps_s is not None,
+            "acquisition": self.acquisition or None,
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -690,6 +698,8 @@ def _open_tiff(path: Path) -> Recording:
     import tifffile
     import zarr
 
+    if path.name.lower().endswith((".ome.tif", ".ome.tiff")):
+        _recover_if_crashed(path)
     try:
         tif = tifffile.TiffFile(path)
     except (tifffile.TiffFileError, OSError, ValueError, struct_error()) as exc:
@@ -768,6 +778,7 @@ def _open_tiff(path: Path) -> Recording:
         timestamps_s=ts,
         block_frames=block,
         closers=closers,
+        acquisition=livesr_acquisition(path, None) if fmt == "ome-tiff" else None,
     )
 
 
@@ -778,9 +789,119 @@ def struct_error() -> type[Exception]:
 
 
 # ---------------------------------------------------------------------- zarr
+class _ChunkFiles:
+    """Frames of an uncompressed zarr v3 array read straight from its chunk files.
+
+    For arrays whose only codec is ``bytes`` (no compression, no transpose) with the
+    default ``/`` chunk keys on a local folder, and whose chunks hold whole frames
+    (every axis but ``t`` is one chunk): a block of frames is one ``readinto`` per
+    chunk file into a new array, no zarr-python (no asyncio round trip per read).
+    ``source[key]`` accepts the keys :class:`Recording` builds (a slice along ``t``,
+    0 on the other length-1 axes, full slices on rows and columns).
+    """
+
+    def __init__(self, array_dir: Path, arr: Any, t_axis: int) -> None:
+        self.dir = array_dir
+        self.shape = tuple(int(s) for s in arr.shape)
+        self.chunks = tuple(int(c) for c in arr.chunks)
+        self.dtype = np.dtype(arr.dtype).newbyteorder("<")
+        self.ndim = len(self.shape)
+        self.t_axis = t_axis
+        self.fill = arr.metadata.fill_value
+        self.frame_bytes = self.shape[-2] * self.shape[-1] * self.dtype.itemsize
+
+    @classmethod
+    def of(cls, arr: Any, t_axis: int) -> _ChunkFiles | None:
+        try:
+            from zarr.codecs import BytesCodec
+            from zarr.storage import LocalStore
+
+            md = arr.metadata
+            if md.zarr_format != 3 or not isinstance(arr.store, LocalStore):
+                return None
+            if len(md.codecs) != 1 or not isinstance(md.codecs[0], BytesCodec):
+                return None
+            if getattr(md.chunk_key_encoding, "name", "") != "default" or getattr(
+                md.chunk_key_encoding, "separator", ""
+            ) != "/":
+                return None
+            if md.storage_transformers:
+                return None
+            chunks, shape = arr.chunks, arr.shape
+            if any(
+                chunks[ax] < shape[ax] for ax in range(len(shape)) if ax != t_axis
+            ):
+                return None
+            root = Path(str(arr.store.root))
+            return cls(root / arr.path if arr.path else root, arr, t_axis)
+        except Exception as exc:  # any doubt: read through zarr
+            logger.debug("zarr chunk files not read directly: %s", exc)
+            return None
+
+    def _chunk_file(self, j: int) -> Path:
+        idx = ["0"] * self.ndim
+        idx[self.t_axis] = str(j)
+        return self.dir.joinpath("c", *idx)
+
+    def __getitem__(self, key: tuple[Any, ...]) -> np.ndarray:
+        t = key[self.t_axis]
+        lo, hi, _ = t.indices(self.shape[self.t_axis])
+        out = np.empty((max(0, hi - lo), self.shape[-2], self.shape[-1]), self.dtype)
+        k = self.chunks[self.t_axis]
+        i = lo
+        while i < hi:
+            j = i // k
+            a, b = i - j * k, min(hi, (j + 1) * k) - j * k
+            dst = out[i - lo : i - lo + (b - a)]
+            path = self._chunk_file(j)
+            try:
+                with open(path, "rb", buffering=0) as fh:
+                    fh.seek(a * self.frame_bytes)
+                    got = fh.readinto(memoryview(dst).cast("B"))
+            except FileNotFoundError:  # never written: the fill value (zarr's rule)
+                dst[...] = self.fill
+                got = dst.nbytes
+            if got < dst.nbytes:  # a chunk is stored whole: a short one is damaged
+                raise ValueError(
+                    f"chunk file {path} ends {dst.nbytes - got} byte(s) short "
+                    f"(expected {k * self.frame_bytes} bytes)"
+                )
+            i += b - a
+        return out
+
+
+def _recover_if_crashed(path: Path) -> None:
+    """Recover a livesr raw store whose writer died (before reading it)."""
+    from livesr.stream._rawstore import (
+        RawStoreBusyError,
+        RawStoreError,
+        needs_recovery,
+        recover_raw_store,
+    )
+
+    if not needs_recovery(path):
+        return
+    try:
+        info = recover_raw_store(path)
+    except RawStoreBusyError as exc:
+        logger.warning("%s; replaying the frames on disk so far", exc)
+        return
+    except RawStoreError as exc:
+        logger.warning("recording %s: %s", path, exc)
+        return
+    if info["recovered"]:
+        logger.warning(
+            "recording %s was not closed cleanly: recovered the %d frame(s) written "
+            "(the store is now exact and marked recovered)",
+            path,
+            info["frames"],
+        )
+
+
 def _open_zarr(path: Path) -> Recording:
     import zarr
 
+    _recover_if_crashed(path)
     try:
         node = zarr.open(str(path), mode="r")
     except Exception as exc:  # zarr raises many types for a damaged store
@@ -793,7 +914,7 @@ def _open_zarr(path: Path) -> Recording:
         return Recording(
             path,
             "ome-zarr",
-            node,
+            _ChunkFiles.of(node, t_axis) or node,
             axes,
             t_axis,
             pixel_size_um=None,
@@ -872,16 +993,18 @@ def _open_zarr(path: Path) -> Recording:
                 interval = float(scale[t_axis]) * tf
     ts = _livesr_timestamps(path, group, arr.shape[t_axis])
     _check_livesr_raw(path, attrs.get("livesr"))
+    source: Any = _ChunkFiles.of(arr, t_axis) or arr
     return Recording(
         path,
         "ome-zarr",
-        arr,
+        source,
         axes,
         t_axis,
         pixel_size_um=px,
         interval_s=interval,
         timestamps_s=ts,
         block_frames=int(arr.chunks[t_axis]),
+        acquisition=livesr_acquisition(path, attrs.get("livesr")),
     )
 
 
@@ -935,6 +1058,40 @@ def _check_livesr_raw(path: Path, live: Any) -> None:
         )
 
 
+def livesr_acquisition(path: Path, live: Any) -> dict[str, Any]:
+    """The acquisition record of a livesr raw store at ``path`` (empty otherwise).
+
+    A livesr raw store is a ``raw.ome.zarr`` with a ``livesr`` attribute of kind
+    ``raw`` (``live``), or a ``raw.ome.tif`` in a folder with a livesr
+    ``summary.json``.  Keys: ``stream`` (the live stream's name, or None),
+    ``run_folder`` (the folder holding it, when that is a livesr run) and ``config``
+    (that run's ``config.toml``, or None).
+    """
+    folder = path.parent
+    summary: dict[str, Any] = {}
+    if (folder / "summary.json").is_file():
+        try:
+            import json
+
+            loaded = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+            summary = loaded if isinstance(loaded, dict) else {}
+        except (OSError, ValueError):
+            summary = {}
+    is_raw = isinstance(live, dict) and live.get("kind") == "raw"
+    if not is_raw and not (path.name.lower().startswith("raw.") and summary):
+        return {}
+    meta = live.get("meta") if is_raw else None
+    stream = (meta or {}).get("stream") if isinstance(meta, dict) else None
+    stream = stream or summary.get("stream")
+    is_run = bool(summary) or (folder / "config.toml").is_file()
+    cfg = folder / "config.toml"
+    return {
+        "stream": str(stream) if stream else None,
+        "run_folder": str(folder) if is_run else None,
+        "config": str(cfg) if is_run and cfg.is_file() else None,
+    }
+
+
 def _livesr_timestamps(path: Path, group: Any, n: int) -> np.ndarray | None:
     """Per-frame times of a livesr raw store (``frames/t_acq``); None elsewhere."""
     try:
@@ -960,6 +1117,37 @@ _OPENERS = {
 _RANGE_RE = re.compile(r"^\s*(\d*)\s*:\s*(\d*)\s*$")
 
 
+def run_folder_recording(path: Path) -> Path:
+    """``path``, or the raw store in it when ``path`` is a livesr run folder.
+
+    Raises
+    ------
+    RecordingError
+        A run folder of a replay that referenced its source (``raw.json``): the
+        message names the file and range to replay instead.
+    """
+    if not path.is_dir() or (path / "zarr.json").exists() or (path / ".zgroup").exists():
+        return path
+    for name in ("raw.ome.zarr", "raw.ome.tif"):
+        if (path / name).exists():
+            return path / name
+    ref = path / "raw.json"
+    if ref.is_file():
+        import json
+
+        try:
+            doc = json.loads(ref.read_text(encoding="utf-8"))
+            a, b = doc["range"]
+            src = doc["source"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return path
+        raise RecordingError(
+            f"run folder {path} holds no raw frames: its replay read frames {a}..{b - 1} "
+            f"of {src} (raw.json); replay that file with --range {a}:{b}"
+        )
+    return path
+
+
 def open_recording(
     path: str | Path, *, pixel_size_um: float | None = None
 ) -> Recording:
@@ -982,7 +1170,7 @@ def open_recording(
     CorruptRecordingError
         The file cannot be read (damaged, truncated, not what its name says).
     """
-    p = Path(path)
+    p = run_folder_recording(Path(path))
     fmt = detect_format(p)
     if fmt == "npy" and p.is_dir():
         raise RecordingError(

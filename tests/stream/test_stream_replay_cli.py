@@ -104,7 +104,7 @@ def test_replay_of_raw_store_gives_the_live_images(
     assert rc == 0, err
     assert f"results in {out}/ (summary.json)" in err
     for name in (
-        "raw.ome.zarr",
+        "raw.json",
         "sr.ome.zarr",
         "windows.csv",
         "drift.csv",
@@ -113,7 +113,12 @@ def test_replay_of_raw_store_gives_the_live_images(
         "replay.json",
     ):
         assert (out / name).exists(), name
+    assert not (out / "raw.ome.zarr").exists()  # the frames are not copied again
+    ref = json.loads((out / "raw.json").read_text())
+    assert ref["source"] == str(live / "raw.ome.zarr") and ref["range"] == [0, 40]
+    assert ref["frames_seq"] == list(range(40)) and ref["complete"] is True
     s, s_live = _summary(out), _summary(live)
+    assert s["files"]["raw"] == str(live / "raw.ome.zarr")
     assert (
         s["frames_acquired"] == 40 == s["frames_persisted"] and s["frames_in_gaps"] == 0
     )
