@@ -520,14 +520,33 @@ class SlidingEsrrf:
                     total += arr.nbytes
         return total
 
-    def warm_up(self) -> None:
-        """Compile the numba kernels of the running sums now (no-op with numpy).
+    def warm_up(
+        self, frame_shape: tuple[int, int] | None = None, max_batch: int | None = None
+    ) -> None:
+        """Do the first-call set-up now, before streaming.
 
-        Call before streaming so the first frame does not wait for the compiler
-        (about 1-3 s without numba's on-disk cache, 1 s with it here).
+        Compiles the numba kernels of the running sums (about 1-3 s without numba's
+        on-disk cache; no-op with numpy).  With ``frame_shape``, also runs the map
+        once at that shape (plans and builds per shape: OpenCL, CuPy) and, with a
+        ``batch_map``, the batch map on 1 and ``max_batch`` frames (the engine's
+        first calls for those batch signatures).  The window is left untouched.
         """
         if self._sums_backend != "numpy":
             warm_up_kernels()
+        if frame_shape is None:
+            return
+        h, w = _validate_shape(frame_shape)
+        rng = np.random.default_rng(0)
+        frame = rng.poisson(100.0, (h, w)).astype(np.float32)
+        if self._map_fn is None:
+            from livesr.kernels.esrrf import esrrf_frame
+
+            self._map_fn = esrrf_frame
+        self._map_fn(frame, self._params, shift=(0.25, -0.25), out=None)
+        if self._batch_fn is not None:
+            for n in sorted({1, max(1, int(max_batch or 1))}):
+                stack = np.ascontiguousarray(np.broadcast_to(frame, (n, h, w)))
+                self._batch_fn(stack, self._params, np.full((n, 2), 0.25), None)
 
     # ----------------------------------------------------------------- pushing
     def push(
