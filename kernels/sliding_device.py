@@ -405,6 +405,8 @@ class DeviceSlidingEsrrf:
         self._ref: Any = None
         self._shifts = np.zeros((self._cfg.window, 2), dtype=np.float64)
         self._pinned: np.ndarray | None = None
+        self._bframes: Any = None
+        self._bmaps: Any = None
         self._in_batch: dict[int, Any] = {}  # frame -> its map in the batch buffer
         self._ops: list[int] = []
         if self._fixed_shape is not None:
@@ -459,7 +461,7 @@ class DeviceSlidingEsrrf:
     def memory_bytes(self) -> int:
         """Device bytes held by the rings, sums, reference map and batch buffers."""
         arrays = [self._raw, self._maps, self._ref, *self._sums]
-        arrays += [getattr(self, "_bframes", None), getattr(self, "_bmaps", None)]
+        arrays += [self._bframes, self._bmaps]
         return sum(int(a.nbytes) for a in arrays if a is not None)
 
     @staticmethod
@@ -725,6 +727,7 @@ class DeviceSlidingEsrrf:
         nb = self._max_batch
         need = self.bytes_needed(self._cfg.window, (h, w), m, nb)
         free, _total = cp.cuda.runtime.memGetInfo()
+        free += cp.get_default_memory_pool().free_bytes()  # cached, reusable
         if need > self._fraction * free:
             raise MemoryError(
                 f"DeviceSlidingEsrrf needs {need / 2**20:.0f} MiB of device memory for "
