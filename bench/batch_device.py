@@ -175,14 +175,21 @@ def _rate(sl, frames, shifts, n_frames, batch) -> tuple[float, int]:
     return n_frames / (time.perf_counter() - t0), emitted
 
 
-def throughput(sizes, old_module) -> dict:
+QUICK = False
+
+
+def throughput(sizes, old_module, report=None, out=None) -> dict:
     res: dict = {}
+    if report is not None:
+        report["throughput"] = res
     for n in sizes:
         try:
             res[f"{n}x{n}"] = _throughput_one(n, old_module)
         except Exception:  # keep the other sizes
             res[f"{n}x{n}"] = {"error": traceback.format_exc()}
         logger.info("%dx%d: %s", n, n, res[f"{n}x{n}"])
+        if out is not None:  # what is done so far, in case the run is cut short
+            Path(out).write_text(json.dumps(report, indent=1))
     return res
 
 
@@ -194,7 +201,7 @@ def _throughput_one(n, old_module) -> dict:
 
     kw = {"magnification": 5, "radius": 1.5, "temporal": "avg"}
     if True:  # one frame size
-        nf = {256: 1200, 512: 600, 2048: 160}.get(n, 200)
+        nf = {256: 1200, 512: 600, 2048: 160}.get(n, 200) // (2 if QUICK else 1)
         bank = 32 if n >= 2048 else 64
         rng = np.random.default_rng(0)
         frames = rng.poisson(100, (bank, n, n)).astype(np.uint16)
@@ -222,7 +229,7 @@ def _throughput_one(n, old_module) -> dict:
             row["engine_last_impl"] = getattr(kernel.last_decision, "impl", None)
             del sl
             cp.get_default_memory_pool().free_all_blocks()
-        if old_module is not None:
+        if old_module is not None and (not QUICK or n <= 256):
             # main's per-frame window with main's map path: taps planned on the host
             # for every new shift (CupyEsrrfMap.set_shift), one launch pair per frame
             old = old_module.DeviceSlidingEsrrf(50, 10, frame_shape=(n, n),
@@ -236,6 +243,8 @@ def _throughput_one(n, old_module) -> dict:
             del old
             cp.get_default_memory_pool().free_all_blocks()
         # host tap re-planning per new shift (old CupyEsrrfMap path) vs device taps
+        if QUICK:
+            return row
         plan = CupyEsrrfMap((n, n), 5, 1.5, 1.0, True, batch=8)
         dev = cp.asarray(frames[:1].astype(np.float32))
         outb = cp.empty((1, 5 * n, 5 * n), cp.float32)
@@ -261,6 +270,8 @@ def main() -> None:
     ap.add_argument("--sizes", default="256,512,2048")
     ap.add_argument("--old", default="", help="path of the previous sliding_device.py")
     ap.add_argument("--skip-parity", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="half the frames, no map "
+                    "micro-benchmark")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stdout)
     import cupy as cp
@@ -284,7 +295,9 @@ def main() -> None:
         spec = importlib.util.spec_from_file_location("livesr.kernels._old_sd", a.old)
         old = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(old)
-    report["throughput"] = throughput([int(s) for s in a.sizes.split(",")], old)
+    global QUICK
+    QUICK = a.quick
+    throughput([int(s) for s in a.sizes.split(",")], old, report, a.out)
     Path(a.out).write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
 

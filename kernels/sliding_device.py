@@ -316,7 +316,8 @@ class DeviceSlidingEsrrf:
         0 (default): every emitted image is a new host array.  ``k > 0``: images
         are downloaded into a ring of ``k`` pinned host buffers (faster), and an
         image stays valid until ``k`` more images have been emitted -- copy it
-        if it must live longer.
+        if it must live longer (the images beyond ``k`` of one call are new
+        arrays, so a call never returns an overwritten image).
 
     Attributes
     ----------
@@ -408,6 +409,7 @@ class DeviceSlidingEsrrf:
         self._bframes: Any = None
         self._bmaps: Any = None
         self._in_batch: dict[int, Any] = {}  # frame -> its map in the batch buffer
+        self._emitted_in_call = 0
         self._ops: list[int] = []
         if self._fixed_shape is not None:
             self._allocate(self._fixed_shape)
@@ -581,6 +583,7 @@ class DeviceSlidingEsrrf:
                 "changing the frame size"
             )
         out: list[SlidingResult] = []
+        self._emitted_in_call = 0
         for c0 in range(0, n, self._max_batch):
             c1 = min(n, c0 + self._max_batch)
             if deadline_s is not None:
@@ -926,8 +929,11 @@ class DeviceSlidingEsrrf:
         return SlidingResult(self._download(out), lo, hi - 1, n)
 
     def _download(self, image: Any) -> np.ndarray:
-        """The image on the host: a new array, or the next pinned result buffer."""
-        if not self._results:
+        """The image on the host: a new array, or the next pinned result buffer (a
+        new array once one call has emitted as many images as there are buffers,
+        so every image a call returns is intact)."""
+        self._emitted_in_call += 1
+        if not self._results or self._emitted_in_call > len(self._results):
             return cp.asnumpy(image)
         buf = self._results[self._next_result]
         self._next_result = (self._next_result + 1) % len(self._results)

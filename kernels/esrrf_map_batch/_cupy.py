@@ -59,7 +59,7 @@ def esrrf_map_batch_cupy(
         sh = cp.zeros((n, 2), dtype=cp.float64)
     else:
         sh = cp.ascontiguousarray(cp.asarray(shifts, dtype=cp.float64))
-    plan, lock = batch_plan(
+    key = (
         tuple(dev.shape[1:]),
         int(magnification),
         float(radius),
@@ -67,14 +67,30 @@ def esrrf_map_batch_cupy(
         bool(intensity_weighting),
         cp.cuda.Device().id,
     )
-    with lock:
-        res = plan.maps_shifted(dev, sh, out=out)
-    return cp.asnumpy(res) if on_host else res
+    if out is None:
+        out = cp.empty((n, dev.shape[1] * key[1], dev.shape[2] * key[1]), cp.float32)
+    # chunks of 8, 4, 2, 1 frames: a plan computes its compile-time batch whatever
+    # the frames given, so a single frame never pays for eight
+    c0 = 0
+    while c0 < n:
+        size = next(b for b in BATCHES if b <= n - c0)
+        plan, lock = batch_plan(*key[:5], key[5], size)
+        with lock:
+            plan.maps_shifted(dev[c0 : c0 + size], sh[c0 : c0 + size],
+                              out=out[c0 : c0 + size])
+        c0 += size
+    return cp.asnumpy(out) if on_host else out
 
 
-@functools.lru_cache(maxsize=16)
-def batch_plan(shape, magnification, radius, sensitivity, weighting, device_id):
-    """A plan with the widest batch the shared memory allows, and its lock."""
+#: frames per launch of the plans (the widest first; 8 fits the shared memory)
+BATCHES = (8, 4, 2, 1)
+
+
+@functools.lru_cache(maxsize=64)
+def batch_plan(shape, magnification, radius, sensitivity, weighting, device_id, batch):
+    """A plan mapping ``batch`` frames per launch pair, and its lock."""
     del device_id
-    plan = CupyEsrrfMap(shape, magnification, radius, sensitivity, weighting, batch=8)
+    plan = CupyEsrrfMap(
+        shape, magnification, radius, sensitivity, weighting, batch=batch
+    )
     return plan, threading.Lock()
