@@ -171,6 +171,8 @@ class Kernel:
         ) = None
         self._missing_deadline = False
         self._available_cache: tuple[int, list[Registration]] | None = None
+        # (signature key, record) -> implementation id kept by fastest()
+        self._fastest: dict[tuple[str, bool], str] = {}
 
     def __repr__(self) -> str:
         return f"Kernel({self.name!r}, package={self.package!r})"
@@ -202,6 +204,7 @@ class Kernel:
                 self._defaults_source = factory_defaults
             self._seen.clear()
             self._available_cache = None
+            self._fastest.clear()
         return self
 
     @property
@@ -391,6 +394,69 @@ class Kernel:
                 self.stats.warmup_calls += 1
         self.agent.prepare()
         return out
+
+    def fastest(self, *args: Any, record: bool = False, **kwargs: Any) -> str:
+        """Id of the fastest available implementation on these inputs, chosen once per
+        input signature (bucketed) and kept, so repeated calls use the same one.
+
+        ``record=False``: each implementation runs twice (the first run compiles and
+        is not counted), nothing is recorded (a plain batch call writes nothing).
+        ``record=True`` (a stream before acquisition): implementations with no run
+        time or prior for this input are benchmarked (3 runs, recorded to the agent
+        and the store), then the agent's fast averages decide.  An implementation
+        that raises is skipped with a warning.  :meth:`forget_fastest` (or
+        :meth:`configure`) drops the kept choices.
+        """
+        args, kwargs = self.prepare(args, kwargs)
+        sig = self._signature(args, kwargs)
+        key = (sig.key, bool(record))
+        with self._lock:
+            chosen = self._fastest.get(key)
+        if chosen is not None:
+            return chosen
+        times: dict[str, float] = {}
+        if record:
+            failed = set()
+            for impl in self.untimed(*args, **kwargs):
+                try:
+                    self.benchmark(*args, repeats=3, impls=[impl], **kwargs)
+                except Exception as exc:  # a broken backend must not stop the choice
+                    failed.add(impl)
+                    logger.warning("%s: %s failed (%s); not used", self.name, impl, exc)
+            for info in self.implementations(include_unavailable=False):
+                st = self.agent.stats(sig.key, info.id)
+                if st is not None and info.id not in failed:
+                    times[info.id] = st.fast_avg
+        else:
+            for reg in self._available():
+                try:
+                    timed_call(reg, args, kwargs, self._clock)
+                    _, times[reg.id] = timed_call(reg, args, kwargs, self._clock)
+                except Exception as exc:  # a broken backend must not stop the choice
+                    logger.warning(
+                        "%s: %s failed (%s: %s); not used",
+                        self.name, reg.id, type(exc).__name__, exc,
+                    )
+        if not times:
+            raise RuntimeError(
+                f"{self.name}: no implementation ran on {sig}; see 'livesr backends'"
+            )
+        chosen = min(times, key=times.__getitem__)
+        logger.info(
+            "%s: %s chosen for %s (%s)",
+            self.name,
+            chosen,
+            sig,
+            ", ".join(f"{i} {t * 1e3:.3g} ms" for i, t in sorted(times.items())),
+        )
+        with self._lock:
+            self._fastest[key] = chosen
+        return chosen
+
+    def forget_fastest(self) -> None:
+        """Drop the choices kept by :meth:`fastest` (tests, a changed machine)."""
+        with self._lock:
+            self._fastest.clear()
 
     def untimed(self, *args: Any, **kwargs: Any) -> list[str]:
         """Available implementations with neither a run time nor a prior for this input.

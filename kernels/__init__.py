@@ -24,6 +24,7 @@ KERNEL_PACKAGES: tuple[str, ...] = (
     "livesr.kernels.temporal",
     "livesr.kernels.macro_pixel",
     "livesr.kernels.esrrf_map",
+    "livesr.kernels.esrrf_map_batch",
     "livesr.kernels.xcorr",
 )
 

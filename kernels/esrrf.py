@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
-import time
 import types
 from typing import Any
 
@@ -188,79 +186,37 @@ def _esrrf_frame_stages(
     return _run(rgc, stage_impl, (gx2, gy2, intensity, params), {})
 
 
-# (kernel name, signature key) -> implementation id chosen for this process
-_PINNED: dict[tuple[str, str], str] = {}
-_PIN_LOCK = threading.Lock()
-
-
 def _run(
     kernel: Any, impl: str | None, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    """Run ``kernel`` on ``args``: pinned fastest (``None``), dispatched (``"auto"``)
-    or exactly implementation ``impl``.
+    """Run ``kernel`` on ``args``: the engine's kept fastest (``None``), dispatched
+    (``"auto"``) or exactly implementation ``impl``.
 
-    Only ``"auto"`` records run times in the engine's benchmark store; the pinned
-    and explicit paths run ``kernel.using(...)`` (validated, synchronised, not
-    recorded), so a plain :func:`esrrf` call writes nothing and starts no thread.
+    ``None`` asks :meth:`livesr.engine.Kernel.fastest` (measured once per process and
+    input signature, unrecorded, then kept by the engine), the one place that
+    chooses an implementation.  Only ``"auto"`` records run times in the engine's
+    benchmark store; the other paths run ``kernel.using(...)`` (validated,
+    synchronised, not recorded), so a plain :func:`esrrf` call writes nothing and
+    starts no thread.
     """
     if impl == "auto":
         return kernel(*args, **kwargs)
     if impl is not None:
         return kernel.using(impl)(*args, **kwargs)
-    key = (kernel.name, kernel.signature(*args, **kwargs).key)
-    chosen = _PINNED.get(key)
-    if chosen is None:
-        with _PIN_LOCK:
-            chosen = _PINNED.get(key)
-            if chosen is None:
-                chosen = _PINNED[key] = _fastest(kernel, key[1], args, kwargs)
-    return kernel.using(chosen)(*args, **kwargs)
-
-
-def _fastest(
-    kernel: Any, signature: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> str:
-    """Id of the fastest available implementation of ``kernel`` on these inputs.
-
-    Each runs twice (the first run compiles or builds and is not counted); one that
-    raises is skipped with a warning.
-    """
-    times: dict[str, float] = {}
-    for info in kernel.implementations(include_unavailable=False):
-        run = kernel.using(info.id)
-        try:
-            run(*args, **kwargs)
-            start = time.perf_counter()
-            run(*args, **kwargs)
-            times[info.id] = time.perf_counter() - start
-        except Exception as exc:  # a broken backend must not stop eSRRF
-            logger.warning(
-                "%s: %s failed (%s: %s); not used",
-                kernel.name,
-                info.id,
-                type(exc).__name__,
-                exc,
-            )
-    if not times:
-        raise RuntimeError(
-            f"{kernel.name}: no implementation ran on {signature}; "
-            "see 'livesr backends'"
-        )
-    chosen = min(times, key=times.__getitem__)
-    logger.info(
-        "%s: %s chosen for %s (%s)",
-        kernel.name,
-        chosen,
-        signature,
-        ", ".join(f"{i} {t * 1e3:.3g} ms" for i, t in sorted(times.items())),
-    )
-    return chosen
+    return kernel.using(kernel.fastest(*args, **kwargs))(*args, **kwargs)
 
 
 def forget_choices() -> None:
-    """Forget the per-process implementation choices of :func:`esrrf_frame` (tests)."""
-    with _PIN_LOCK:
-        _PINNED.clear()
+    """Forget the engine's kept implementation choices of :func:`esrrf_frame`
+    and :func:`esrrf` (tests)."""
+    from livesr.kernels.catmull_rom import kernel as catmull_rom
+    from livesr.kernels.esrrf_map import kernel as esrrf_map
+    from livesr.kernels.macro_pixel import kernel as macro_pixel
+    from livesr.kernels.rgc import kernel as rgc
+    from livesr.kernels.roberts_cross import kernel as roberts
+
+    for k in (catmull_rom, roberts, rgc, macro_pixel, esrrf_map):
+        k.forget_fastest()
 
 
 def esrrf(

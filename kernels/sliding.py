@@ -135,6 +135,10 @@ class FrameMap(Protocol):
     ) -> np.ndarray: ...
 
 
+#: ``fn(frames (N, H, W) float32, params, shifts (N, 2) px, deadline_s) -> maps``
+BatchMap = Callable[..., np.ndarray]
+
+
 @dataclass(frozen=True, slots=True)
 class SlidingResult:
     """One emitted image of a sliding-window eSRRF stream.
@@ -331,6 +335,13 @@ class SlidingEsrrf:
         Who updates the running sums: fused numba kernels (default when numba
         imports; multi-threaded from 65 536 output pixels) or numpy array operations.
         Same bits either way.
+    batch_map : callable, optional
+        ``fn(frames (N, H, W) float32, params, shifts (N, 2), deadline_s) ->
+        (N, H*M, W*M) float32``: :meth:`push_many` maps all the frames of a batch
+        that enter a window with one call (e.g. the engine's ``esrrf_map_batch``,
+        :func:`livesr.kernels.framemap.engine_batch_map`); ``frame_map`` (or the
+        default) still maps single pushes and recomputed frames, so both must
+        compute the same map.  Default: no batching (frame by frame).
 
     Notes
     -----
@@ -366,6 +377,7 @@ class SlidingEsrrf:
         frame_shape: tuple[int, int] | None = None,
         frame_map: FrameMap | None = None,
         sums_backend: str = "auto",
+        batch_map: BatchMap | None = None,
     ) -> None:
         self._cfg = SlidingConfig(
             window=window,
@@ -387,6 +399,12 @@ class SlidingEsrrf:
         if frame_map is not None and not callable(frame_map):
             raise ValueError(f"frame_map must be callable or None, got {frame_map!r}")
         self._map_fn: FrameMap | None = frame_map
+        if batch_map is not None and not callable(batch_map):
+            raise ValueError(f"batch_map must be callable or None, got {batch_map!r}")
+        self._batch_fn: BatchMap | None = batch_map
+        self._premapped: dict[int, np.ndarray] = {}
+        #: throughput deadline per frame, s (a batch of n: n * deadline_s)
+        self.deadline_s: float | None = None
         if sums_backend not in ("auto", "numba", "numpy"):
             raise ValueError(
                 f"sums_backend must be 'auto', 'numba' or 'numpy', got {sums_backend!r}"
@@ -502,14 +520,33 @@ class SlidingEsrrf:
                     total += arr.nbytes
         return total
 
-    def warm_up(self) -> None:
-        """Compile the numba kernels of the running sums now (no-op with numpy).
+    def warm_up(
+        self, frame_shape: tuple[int, int] | None = None, max_batch: int | None = None
+    ) -> None:
+        """Do the first-call set-up now, before streaming.
 
-        Call before streaming so the first frame does not wait for the compiler
-        (about 1-3 s without numba's on-disk cache, 1 s with it here).
+        Compiles the numba kernels of the running sums (about 1-3 s without numba's
+        on-disk cache; no-op with numpy).  With ``frame_shape``, also runs the map
+        once at that shape (plans and builds per shape: OpenCL, CuPy) and, with a
+        ``batch_map``, the batch map on 1 and ``max_batch`` frames (the engine's
+        first calls for those batch signatures).  The window is left untouched.
         """
         if self._sums_backend != "numpy":
             warm_up_kernels()
+        if frame_shape is None:
+            return
+        h, w = _validate_shape(frame_shape)
+        rng = np.random.default_rng(0)
+        frame = rng.poisson(100.0, (h, w)).astype(np.float32)
+        if self._map_fn is None:
+            from livesr.kernels.esrrf import esrrf_frame
+
+            self._map_fn = esrrf_frame
+        self._map_fn(frame, self._params, shift=(0.25, -0.25), out=None)
+        if self._batch_fn is not None:
+            for n in sorted({1, max(1, int(max_batch or 1))}):
+                stack = np.ascontiguousarray(np.broadcast_to(frame, (n, h, w)))
+                self._batch_fn(stack, self._params, np.full((n, 2), 0.25), None)
 
     # ----------------------------------------------------------------- pushing
     def push(
@@ -557,7 +594,7 @@ class SlidingEsrrf:
             lo = self._lo
             following = self._tail if lo + 1 == i - 1 else self._stored_map(lo + 1)
             self._store_raw(i, raw_in, f32, (dy, dx))
-            x = self._compute_map(f32, (dy, dx), self._map_slot(i))
+            x = self._entering_map(i, f32, (dy, dx))
             assert self._head is not None
             self._moments.slide(self._head, following, x, self._tail)
             old = (self._head, self._tail)
@@ -571,7 +608,7 @@ class SlidingEsrrf:
             if self._hi == self._lo:
                 self._lo = self._hi = i
             self._store_raw(i, raw_in, f32, (dy, dx))
-            x = self._compute_map(f32, (dy, dx), self._map_slot(i))
+            x = self._entering_map(i, f32, (dy, dx))
             self._moments.append(x, self._tail)
             if self._hi == self._lo:
                 self._head = x
@@ -608,14 +645,24 @@ class SlidingEsrrf:
         self,
         frames: Iterable[np.ndarray] | np.ndarray,
         shifts: Sequence[Sequence[float]] | np.ndarray | None = None,
+        *,
+        deadline_s: float | None = None,
     ) -> list[SlidingResult]:
         """Push several frames in order; return the images they complete.
+
+        With a ``batch_map`` the maps of every frame of the batch that enters a
+        window are computed by one call of it first (one engine decision, one
+        Python step); the window sums are then updated frame by frame.  The
+        result equals pushing the frames one by one.
 
         Parameters
         ----------
         frames : (N, H, W) array or iterable of (H, W) frames
         shifts : (N, 2) array-like of (dy, dx), optional
             One shift per frame (default: no shift).
+        deadline_s : float, optional
+            Throughput deadline of the batch's maps, s (default
+            ``N * self.deadline_s`` when set); ignored without ``batch_map``.
 
         Returns
         -------
@@ -638,12 +685,46 @@ class SlidingEsrrf:
                     f"shifts must have shape ({n}, 2) -- one (dy, dx) per frame -- "
                     f"got {shift_arr.shape}"
                 )
+        if self._batch_fn is not None and n > 0:
+            self._map_ahead(frame_list, shift_arr, deadline_s)
         results = []
-        for k in range(n):
-            r = self.push(frame_list[k], shift=(shift_arr[k, 0], shift_arr[k, 1]))
-            if r is not None:
-                results.append(r)
+        try:
+            for k in range(n):
+                r = self.push(frame_list[k], shift=(shift_arr[k, 0], shift_arr[k, 1]))
+                if r is not None:
+                    results.append(r)
+        finally:
+            self._premapped.clear()
         return results
+
+    def _map_ahead(
+        self, frames: Any, shifts: np.ndarray, deadline_s: float | None
+    ) -> None:
+        """Map, in one call of the batch map, the frames of the batch that will enter
+        a window (the others, between windows when ``stride > window``, never are)."""
+        i0, nxt, window = self._frames_seen, self._next_emit, self._cfg.window
+        need = []
+        for k in range(len(shifts)):
+            if i0 + k >= nxt - window + 1:
+                need.append(k)
+            if i0 + k == nxt:
+                nxt += self._cfg.stride
+        if not need:
+            return
+        stack = np.stack([validate_frame(frames[k]) for k in need])
+        if self._shape is not None and stack.shape[1:] != self._shape:
+            return  # push() reports the shape error at that frame
+        if deadline_s is None and self.deadline_s is not None:
+            deadline_s = self.deadline_s * len(need)
+        assert self._batch_fn is not None
+        maps = self._batch_fn(stack, self._params, shifts[need], deadline_s)
+        mshape = (len(need), *self._map_shape(stack.shape[1:]))
+        if maps.shape != mshape or maps.dtype != np.float32:
+            raise RuntimeError(
+                f"the batch map function returned {maps.dtype} {maps.shape}, "
+                f"expected float32 {mshape}"
+            )
+        self._premapped = {i0 + k: maps[j] for j, k in enumerate(need)}
 
     # --------------------------------------------------------------- set_params
     def set_params(self, *, recompute: bool = False, **changes: Any) -> None:
@@ -1006,6 +1087,19 @@ class SlidingEsrrf:
                 and all(arr is not s for s in self._spare)
             ):
                 self._spare.append(arr)
+
+    def _entering_map(
+        self, i: int, frame32: np.ndarray, shift: tuple[float, float]
+    ) -> np.ndarray:
+        """Frame ``i``'s map: from the batch map (:meth:`push_many`) or computed."""
+        out = self._map_slot(i)
+        pre = self._premapped.pop(i, None)
+        if pre is None:
+            return self._compute_map(frame32, shift, out)
+        if out is None:
+            return np.array(pre, dtype=np.float32, order="C")
+        out[...] = pre
+        return out
 
     def _compute_map(
         self, frame32: np.ndarray, shift: tuple[float, float], out: np.ndarray | None

@@ -80,6 +80,39 @@ __device__ __forceinline__ int half_base(int k) {
     return (int)(2.0f * c);
 }
 
+// NanoPyx's Catmull-Rom kernel (float64, its evaluation order) and the taps of
+// one sample coordinate along an axis of `size` pixels (catmull_rom_taps).
+__device__ __forceinline__ double cubic(double x) {
+    const double a = 0.5;
+    double v = fabs(x);
+    if (v < 1.0) return ((v * v) * ((v * (-a + 2)) + (a - 3))) + 1;
+    if (v < 2.0)
+        return (((((-a) * v) * v) * v) + (((5 * a) * v) * v)) - ((8 * a) * v) + (4 * a);
+    return 0.0;
+}
+
+__device__ __forceinline__ void cr_taps(double r, int size, int* idx, double* wt) {
+    long long r0 = (long long)floor(r - 0.5);
+    bool outside = (r < 0.0) || (r >= (double)size);
+    for (int a = 0; a < 4; a++) {
+        long long nb = r0 - 1 + a;
+        double w = cubic(r - ((double)nb + 0.5));
+        wt[a] = (outside || nb < 0 || nb >= size) ? 0.0 : w;
+        idx[a] = (int)(nb < 0 ? 0 : (nb >= size ? size - 1 : nb));
+    }
+}
+
+// Sample coordinate of the 2x gradient grid (gradient_coords, before the shift).
+__device__ __forceinline__ double grad_coord(int k, int size) {
+    if (k < 2 * size) return (double)k / 2.0;
+    return (double)((float)(2 * size * M - 1) / (float)(2 * M));
+}
+
+// Sample coordinate of output row/column v (axis_plan, before the shift).
+__device__ __forceinline__ double out_coord(int v) {
+    return (double)((float)v / (float)M);
+}
+
 __device__ __forceinline__ void roberts(const float* __restrict__ im, int r1, int c1,
                                         float* gx, float* gy) {
     int r0 = r1 > 0 ? r1 - 1 : 0;
@@ -97,26 +130,38 @@ extern "C" __global__ void esrrf_grad(
     const int* __restrict__ gr_idx, const double* __restrict__ gr_wt,   // (GR, 4)
     const int* __restrict__ gc_idx, const double* __restrict__ gc_wt,   // (GC, 4)
     float2* __restrict__ grid,                        // (B, GR, GC)
-    int nframes)
+    int nframes, const double* __restrict__ shifts,    // (B, 2) px
+    int dev_taps)                                     // 0: use the tap tables
 {
     int l = blockIdx.x * blockDim.x + threadIdx.x;
     int k = blockIdx.y * blockDim.y + threadIdx.y;
     int b = blockIdx.z;
     if (l >= GC || k >= GR || b >= nframes) return;
     const float* im = frames + (idx_t)b * H * W;
+    int rix[4], cix[4];
+    double rwt[4], cwt[4];
+    if (dev_taps) {   // taps of this frame's shift, computed here (no host tables)
+        cr_taps(grad_coord(k, H) + shifts[2 * b], H, rix, rwt);
+        cr_taps(grad_coord(l, W) + shifts[2 * b + 1], W, cix, cwt);
+    } else {
+        for (int a = 0; a < 4; a++) {
+            rix[a] = gr_idx[k * 4 + a]; rwt[a] = gr_wt[k * 4 + a];
+            cix[a] = gc_idx[l * 4 + a]; cwt[a] = gc_wt[l * 4 + a];
+        }
+    }
     double qx = 0.0, qy = 0.0;
     for (int cb = 0; cb < 4; cb++) {
-        int ci = gc_idx[l * 4 + cb];
+        int ci = cix[cb];
         double px = 0.0, py = 0.0;
         for (int ra = 0; ra < 4; ra++) {
-            int ri = gr_idx[k * 4 + ra];
-            double wr = gr_wt[k * 4 + ra];
+            int ri = rix[ra];
+            double wr = rwt[ra];
             float gx, gy;
             roberts(im, ri, ci, &gx, &gy);
             px += (double)gx * wr;
             py += (double)gy * wr;
         }
-        double wc = gc_wt[l * 4 + cb];
+        double wc = cwt[cb];
         qx += px * wc;
         qy += py * wc;
     }
@@ -159,7 +204,8 @@ extern "C" __global__ void __launch_bounds__(BX * BY) esrrf_rgc(
     float* __restrict__ out,                          // mode 0: (B, HM, WM)
     float* __restrict__ ring,                         // mode 1: (K, HM, WM)
     float* __restrict__ acc_sum,                      // mode 1: (HM, WM)
-    int nframes, int slot0, int nslots, int mode)
+    int nframes, int slot0, int nslots, int mode,
+    const double* __restrict__ shifts, int dev_taps)  // (B, 2); 0: tables
 {
     __shared__ float2 tile[BATCH][TR][TC];
     const int x0 = blockIdx.x * BX, y0 = blockIdx.y * BY;
@@ -209,14 +255,25 @@ extern "C" __global__ void __launch_bounds__(BX * BY) esrrf_rgc(
 #endif
 #if WEIGHTED
         const float* im = frames + (idx_t)b * H * W;
+        int rix[4], cix[4];
+        double rwt[4], cwt[4];
+        if (dev_taps) {
+            cr_taps(out_coord(y) + shifts[2 * b], H, rix, rwt);
+            cr_taps(out_coord(x) + shifts[2 * b + 1], W, cix, cwt);
+        } else {
+            for (int a = 0; a < 4; a++) {
+                rix[a] = r_idx[y * 4 + a]; rwt[a] = r_wt[y * 4 + a];
+                cix[a] = c_idx[x * 4 + a]; cwt[a] = c_wt[x * 4 + a];
+            }
+        }
         double q = 0.0;
         for (int cb = 0; cb < 4; cb++) {
-            int ci = c_idx[x * 4 + cb];
+            int ci = cix[cb];
             double p = 0.0;
             for (int ra = 0; ra < 4; ra++) {
-                p += (double)im[r_idx[y * 4 + ra] * W + ci] * r_wt[y * 4 + ra];
+                p += (double)im[rix[ra] * W + ci] * rwt[ra];
             }
-            q += p * c_wt[x * 4 + cb];
+            q += p * cwt[cb];
         }
         rgc *= (float)q;
 #endif
@@ -330,6 +387,7 @@ class CupyEsrrfMap:
         self.set_shift(shift)
         self._grid = cp.empty((self.batch, 2 * h + 1, 2 * w + 1, 2), dtype=cp.float32)
         self._dummy = cp.zeros(1, dtype=cp.float32)
+        self._dummy64 = cp.zeros(2, dtype=cp.float64)
 
     def set_shift(self, shift: tuple[float, float]) -> None:
         """Re-aim the sampling tables at a new ``(dy, dx)`` (input px), in place.
@@ -380,7 +438,15 @@ class CupyEsrrfMap:
         self.shift = (dy, dx)
 
     def _launch(
-        self, frames: cp.ndarray, out, ring, acc_sum, slot0: int, nslots: int, mode: int
+        self,
+        frames: cp.ndarray,
+        out,
+        ring,
+        acc_sum,
+        slot0: int,
+        nslots: int,
+        mode: int,
+        shifts=None,
     ) -> None:
         h, w = self.shape
         hm, wm = self.out_shape
@@ -405,6 +471,8 @@ class CupyEsrrfMap:
                 self._gc_wt,
                 self._grid,
                 np.int32(nb),
+                self._dummy64 if shifts is None else shifts,
+                np.int32(shifts is not None),
             ),
         )
         grid = ((wm + BX - 1) // BX, (hm + BY - 1) // BY, 1)
@@ -426,6 +494,8 @@ class CupyEsrrfMap:
                 np.int32(slot0),
                 np.int32(nslots),
                 np.int32(mode),
+                self._dummy64 if shifts is None else shifts,
+                np.int32(shifts is not None),
             ),
         )
 
@@ -447,6 +517,52 @@ class CupyEsrrfMap:
         if out is None:
             out = cp.empty((frames.shape[0],) + self.out_shape, dtype=cp.float32)
         self._launch(frames, out, self._dummy, self._dummy, 0, 1, 0)
+        return out
+
+    def maps_shifted(
+        self, frames: cp.ndarray, shifts: cp.ndarray, out: cp.ndarray | None = None
+    ) -> cp.ndarray:
+        """Per-frame maps of any number of frames, each with its own shift.
+
+        The Catmull-Rom taps of every frame's shift are computed inside the
+        kernels from ``shifts`` (nothing is planned on the host, the tap tables
+        of :meth:`set_shift` are not used); frames go through the kernels in
+        chunks of :attr:`batch` (two launches per chunk).
+
+        Parameters
+        ----------
+        frames : cupy.ndarray
+            ``(N, H, W)`` float32, C-contiguous.
+        shifts : cupy.ndarray
+            ``(N, 2)`` float64 ``(dy, dx)`` per frame, input px, C-contiguous.
+        out : cupy.ndarray, optional
+            ``(N, H·M, W·M)`` float32 C-contiguous destination.
+
+        Returns
+        -------
+        cupy.ndarray
+            ``(N, H·M, W·M)`` float32.
+        """
+        n = int(frames.shape[0])
+        if shifts.shape != (n, 2) or shifts.dtype != cp.float64:
+            raise ValueError(
+                f"shifts must be a ({n}, 2) float64 cupy array; got "
+                f"{shifts.dtype} {shifts.shape}"
+            )
+        shifts = cp.ascontiguousarray(shifts)
+        if out is None:
+            out = cp.empty((n,) + self.out_shape, dtype=cp.float32)
+        elif out.shape != (n,) + self.out_shape or not out.flags.c_contiguous:
+            raise ValueError(
+                f"out must be a C-contiguous ({n}, {self.out_shape[0]}, "
+                f"{self.out_shape[1]}) float32 array; got {out.shape}"
+            )
+        for c0 in range(0, n, self.batch):
+            c1 = min(n, c0 + self.batch)
+            self._launch(
+                frames[c0:c1], out[c0:c1], self._dummy, self._dummy, 0, 1, 0,
+                shifts[c0:c1],
+            )
         return out
 
     def accumulate(
@@ -537,7 +653,8 @@ def esrrf_map_cupy(
         bool(intensity_weighting),
         cp.cuda.Device().id,
     )
+    shifts = cp.asarray(np.array([[shift[0], shift[1]]], dtype=np.float64))
     with lock:
-        plan.set_shift((float(shift[0]), float(shift[1])))
-        out = plan.maps(cp.ascontiguousarray(dev)[None])[0]
+        out = plan.maps_shifted(cp.ascontiguousarray(dev)[None], shifts)[0]
     return cp.asnumpy(out) if on_host else out
+

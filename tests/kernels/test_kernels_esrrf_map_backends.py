@@ -246,24 +246,26 @@ static inline float __fadd_rn(float a, float b) { return a + b; }
 template <class T> static inline T __ldg(const T* p) { return *p; }
 static inline int min(int a, int b) { return a < b ? a : b; }
 static inline int max(int a, int b) { return a > b ? a : b; }
-using std::sqrt; using std::pow;
+using std::sqrt; using std::pow; using std::floor; using std::fabs;
 """
 
 _DRIVER = r"""
 extern "C" void run_grad(const float* f, const int* ri, const double* rw, const int* ci,
-                         const double* cw, float2* grid, int nb) {
+                         const double* cw, float2* grid, int nb,
+                         const double* sh, int dev) {
   blockDim = {32, 8, 1};
   for (int z = 0; z < nb; z++) for (int y = 0; y < (GR + 7) / 8; y++)
     for (int x = 0; x < (GC + 31) / 32; x++)
       for (int ty = 0; ty < 8; ty++) for (int tx = 0; tx < 32; tx++) {
         blockIdx = {x, y, z}; threadIdx = {tx, ty, 0};
-        esrrf_grad(f, ri, rw, ci, cw, grid, nb);
+        esrrf_grad(f, ri, rw, ci, cw, grid, nb, sh, dev);
       }
 }
 extern "C" void run_rgc(const float* f, const float2* grid, const float4* tab,
                         const int* ri, const double* rw, const int* ci,
                         const double* cw, float* out, float* ring, float* sum,
-                        int nb, int slot0, int nslots, int mode) {
+                        int nb, int slot0, int nslots, int mode,
+                        const double* sh, int dev) {
   blockDim = {BX, BY, 1};
   for (int y = 0; y < (HM + BY - 1) / BY; y++)
     for (int x = 0; x < (WM + BX - 1) / BX; x++)
@@ -273,7 +275,7 @@ extern "C" void run_rgc(const float* f, const float2* grid, const float4* tab,
         blockIdx = {x, y, 0}; threadIdx = {tx, ty, 0};
         try {
           esrrf_rgc(f, grid, tab, ri, rw, ci, cw, out, ring, sum, nb, slot0, nslots,
-                    mode);
+                    mode, sh, dev);
         }
         catch (SyncStop&) {}
       }
@@ -343,8 +345,10 @@ def test_cuda_source_emulated_on_cpu(tmp_path, stack, case, shift):
     gci, gcw = _weights.catmull_rom_taps(_weights.gradient_coords(w, m, shift[1]), w)
     grid = np.full((nb, 2 * h + 1, 2 * w + 1, 2), np.nan, np.float32)
     frames = np.ascontiguousarray(stack)
+    no_shifts = np.zeros((nb, 2), np.float64)
     lib.run_grad(
-        _ptr(frames), _ptr(gri), _ptr(grw), _ptr(gci), _ptr(gcw), _ptr(grid), nb
+        _ptr(frames), _ptr(gri), _ptr(grw), _ptr(gci), _ptr(gcw), _ptr(grid), nb,
+        _ptr(no_shifts), 0,
     )
     assert np.isfinite(grid).all()
     table = _weights.window_table(m, r)
@@ -366,6 +370,8 @@ def test_cuda_source_emulated_on_cpu(tmp_path, stack, case, shift):
         0,
         1,
         0,
+        _ptr(no_shifts),
+        0,
     )
     refs = [esrrf_map_numba(stack[f], m, r, s, iw, shift) for f in range(nb)]
     for f in range(nb):
@@ -377,7 +383,8 @@ def test_cuda_source_emulated_on_cpu(tmp_path, stack, case, shift):
     for lo, hi in ((0, 2), (2, 3)):
         part = np.ascontiguousarray(stack[lo:hi])
         lib.run_grad(
-            _ptr(part), _ptr(gri), _ptr(grw), _ptr(gci), _ptr(gcw), _ptr(grid), hi - lo
+            _ptr(part), _ptr(gri), _ptr(grw), _ptr(gci), _ptr(gcw), _ptr(grid), hi - lo,
+            _ptr(no_shifts), 0,
         )
         lib.run_rgc(
             _ptr(part),
@@ -390,12 +397,51 @@ def test_cuda_source_emulated_on_cpu(tmp_path, stack, case, shift):
             lo,
             2,
             1,
+            _ptr(no_shifts),
+            0,
         )
     np.testing.assert_array_equal(ring[0], refs[2])
     np.testing.assert_array_equal(ring[1], refs[1])
     np.testing.assert_allclose(
         acc, refs[1] + refs[2], rtol=0, atol=1e-5 * float(refs[1].max())
     )
+
+
+@pytest.mark.parametrize("case", [(5, 1.5, 1.0, True), (2, 3.0, 2.0, False)], ids=str)
+def test_cuda_device_taps_emulated_on_cpu(tmp_path, stack, case):
+    """With ``dev_taps`` the kernels compute every frame's Catmull-Rom taps from its
+    own shift (no host tables): each frame equals the numba map at its shift."""
+    from livesr.kernels.esrrf_map import _weights
+    from livesr.kernels.esrrf_map._numba import esrrf_map_numba
+
+    m, r, s, iw = case
+    nb, h, w = stack.shape
+    lib = _emulated_cuda(tmp_path, (h, w), m, r, s, iw, nb)
+    shifts = np.random.default_rng(5).uniform(-1.4, 1.4, size=(nb, 2))
+    shifts[0] = (0.0, 0.0)
+    frames = np.ascontiguousarray(stack)
+    # the tables hold garbage: the device-taps path must not read them
+    bad_i = np.full((max(h, w) * m * 2 + 2, 4), 10**6, np.int32)
+    bad_w = np.full((max(h, w) * m * 2 + 2, 4), np.nan)
+    grid = np.full((nb, 2 * h + 1, 2 * w + 1, 2), np.nan, np.float32)
+    lib.run_grad(
+        _ptr(frames), _ptr(bad_i), _ptr(bad_w), _ptr(bad_i), _ptr(bad_w), _ptr(grid),
+        nb, _ptr(shifts), 1,
+    )
+    table = _weights.window_table(m, r)
+    t4 = np.zeros(table.shape[:4] + (4,), np.float32)
+    t4[..., :3] = table
+    out = np.full((nb, h * m, w * m), np.nan, np.float32)
+    dummy = np.zeros(1, np.float32)
+    lib.run_rgc(
+        _ptr(frames), _ptr(grid), _ptr(t4), _ptr(bad_i), _ptr(bad_w), _ptr(bad_i),
+        _ptr(bad_w), _ptr(out), _ptr(dummy), _ptr(dummy), nb, 0, 1, 0,
+        _ptr(shifts), 1,
+    )
+    for f in range(nb):
+        ref = esrrf_map_numba(stack[f], m, r, s, iw, tuple(shifts[f]))
+        assert np.isfinite(out[f]).all()
+        assert_map_equal(out[f], ref, int(r * m))
 
 
 def test_opencl_dump_kernels(tmp_path, monkeypatch):

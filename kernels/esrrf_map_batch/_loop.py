@@ -1,0 +1,37 @@
+"""Batch of per-frame maps by a loop over one backend's compiled per-frame map."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+
+def map_loop(
+    per_frame: Callable[..., np.ndarray],
+    frames: np.ndarray,
+    magnification: int,
+    radius: float,
+    sensitivity: float,
+    intensity_weighting: bool,
+    shifts: np.ndarray | None,
+    out: Any = None,
+) -> np.ndarray:
+    """``(N, H*M, W*M)`` float32 maps of ``frames`` ``(N, H, W)``, frame ``k`` with
+    ``shifts[k]`` (input px), each by ``per_frame(frame, M, R, S, weighting, shift)``."""
+    n, h, w = frames.shape
+    m = int(magnification)
+    if out is None:
+        out = np.empty((n, h * m, w * m), dtype=np.float32)
+    for k in range(n):
+        shift = (0.0, 0.0) if shifts is None else (float(shifts[k, 0]), float(shifts[k, 1]))
+        out[k] = per_frame(
+            np.ascontiguousarray(frames[k]),
+            m,
+            radius,
+            sensitivity,
+            intensity_weighting,
+            shift,
+        )
+    return out
