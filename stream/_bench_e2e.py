@@ -132,7 +132,8 @@ def kernel_rates(opts: E2eOptions, size: int, *, seconds: float = 3.0) -> dict[s
         LivesrConfig,
         StreamConfig,
     )
-    from livesr.stream._mapstage import MapStage
+    from livesr.kernels.esrrf_map import kernel as map_kernel
+    from livesr.kernels.framemap import MapStage
     from livesr.stream._processing import Processor
 
     cfg = LivesrConfig(
@@ -151,7 +152,7 @@ def kernel_rates(opts: E2eOptions, size: int, *, seconds: float = 3.0) -> dict[s
     frames = rng.poisson(100.0, size=(64, size, size)).astype(np.uint16)
     # the engine's map, one frame per call
     e = cfg.esrrf
-    kernel = proc.map._engine
+    kernel = map_kernel
     f32 = frames[0].astype(np.float32)
     n = 0
     t0 = time.perf_counter()
@@ -160,8 +161,9 @@ def kernel_rates(opts: E2eOptions, size: int, *, seconds: float = 3.0) -> dict[s
                shift=(0.1, 0.2))
         n += 1
     map_fps = n / (time.perf_counter() - t0)
-    impl = proc.map.name
-    # the window the pipeline would run, in batches
+    decision = getattr(kernel, "last_decision", None)
+    impl = str(getattr(decision, "impl", "esrrf_map"))
+    # the window the pipeline would run (warmed up at this shape), in batches
     sl = proc._new_sliding((size, size), frames[0])
     b = cfg.stream.max_batch
     shifts = np.zeros((b, 2))

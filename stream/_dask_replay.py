@@ -308,21 +308,26 @@ class _FileJob:
         self.workers: set[str] = set()
         self.implementations: dict[str, int] = {}
         self.t0 = time.time()
-        self._sr: Any = None
-        self._windows: Any = None
-        self._drift_table: Any = None
+        self._out: Any = None  # the ResultWriter (shared with the live pipeline)
 
     @property
     def n_tasks(self) -> int:
         return len(self.chunks) + (1 if self.config.drift.enabled else 0)
 
     def open(self) -> None:
-        from livesr.stream._results import DriftTable, WindowTable
+        from livesr.stream._resultwriter import ResultWriter
 
         out = self.input.output
         out.mkdir(parents=True, exist_ok=True)
-        self._windows = WindowTable(out / "windows.csv")
-        self._drift_table = DriftTable(out / "drift.csv")
+        e = self.config.esrrf
+        self._out = ResultWriter(
+            out,
+            pixel_size_um=self.input.pixel_size_um,
+            magnification=e.magnification,
+            interval_s=self.input.interval_s or 1.0,
+            stride=e.stride,
+            params=asdict(e),
+        )
 
     def shifts_for(self, spec: ChunkSpec) -> np.ndarray | None:
         if self.drift is None:
@@ -332,8 +337,8 @@ class _FileJob:
     def set_drift(self, dp: DriftPass) -> None:
         self.drift = dp
         for row in dp.rows:
-            self._drift_table.add(*row)
-        self._drift_table.flush()
+            self._out.add_drift(*row)
+        self._out.flush()
         if not self.chunks:  # fewer frames than a window: the drift table only
             self.done = True
 
@@ -350,18 +355,7 @@ class _FileJob:
             self.done = True
 
     def _write(self, res: ChunkResult) -> None:
-        from livesr.stream._results import SrSeriesWriter
-
         e = self.config.esrrf
-        m = e.magnification
-        if self._sr is None:
-            self._sr = SrSeriesWriter(
-                self.input.output / "sr.ome.zarr",
-                res.images.shape[1:],
-                pixel_size_um=self.input.pixel_size_um / m,
-                interval_s=e.stride * (self.input.interval_s or 1.0),
-                params=asdict(e),
-            )
         for j, image in enumerate(res.images):
             k = res.first_window + j
             if k != self.written:  # the plan guarantees order; never write a hole
@@ -383,18 +377,18 @@ class _FileJob:
                 "processed": res.t_done,
                 "published": time.time(),
             }
-            self._sr.append(image)
-            self._windows.add(
+            self._out.add_window(
                 k,
                 last - e.window + 1,
                 last,
+                image,
                 stamps,
                 shift,
                 sigma,
                 float(res.quality[j]),
             )
             self.written += 1
-        self._windows.flush()
+        self._out.flush()
 
     def fail(self, error: str) -> None:
         if self.error is None:
@@ -408,11 +402,8 @@ class _FileJob:
 
         if self.error is None and self.written != self.total:
             self.error = f"{self.written} of {self.total} images written"
-        if self._sr is not None:
-            self._sr.close(param_changes=[], error=self.error)
-        for table in (self._windows, self._drift_table):
-            if table is not None:
-                table.close()
+        if self._out is not None:
+            self._out.close(param_changes=[], error=self.error)
         duration = max(1e-9, time.time() - self.t0)
         inp, e = self.input, self.config.esrrf
         impl = max(
@@ -455,7 +446,9 @@ class _FileJob:
             "processing_error": self.error,
             "files": {
                 "raw": None,
-                "sr": str(self._sr.path) if self._sr is not None else None,
+                "sr": str(self._out.sr_path)
+                if self._out is not None and self._out.sr_path is not None
+                else None,
                 "windows": "windows.csv",
                 "drift": "drift.csv",
                 "config": "config.toml",

@@ -47,7 +47,7 @@ import zmq
 
 from livesr.stream._config import EsrrfConfig, LivesrConfig
 from livesr.stream._latency import Timestamps
-from livesr.stream._mapstage import MapStage, default_map, engine_map
+from livesr.kernels.framemap import MapStage, default_map, engine_map
 from livesr.stream._persist import MemoryPlan, Persister, check_memory
 from livesr.stream._processing import LIVE_PARAMS, Processor
 from livesr.stream._quality import QUALITY_METRIC, quality_metric
@@ -168,6 +168,7 @@ class Pipeline:
             stage_hook=stage_hook,
             shape_hint=frame_shape,
             add_drift=self._add_drift,
+            user_map=frame_map is not None,
         )
         self._rate_t0 = 0.0
         self._rate_n0 = 0

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import threading
 import time
@@ -41,7 +42,7 @@ import numpy as np
 
 from livesr.stream._config import EsrrfConfig, LivesrConfig
 from livesr.stream._latency import LatencyTracker, Timestamps
-from livesr.stream._mapstage import MapStage
+from livesr.kernels.framemap import MapStage
 from livesr.stream._quality import QUALITY_METRIC, quality_metric
 from livesr.stream._ring import ProcessingRing, RingBatch
 from livesr.stream._schedule import plan_budget_skip, scheduled_at_or_after
@@ -81,9 +82,13 @@ class Processor:
         stage_hook: Callable[[int], None] | None = None,
         shape_hint: tuple[int, int] | None = None,
         add_drift: Callable[..., None] | None = None,
+        user_map: bool = False,
     ) -> None:
         self.config = config
         self.map = frame_map
+        #: a caller's own per-frame map (tests, custom stages): host window, per frame
+        self._user_map = user_map
+        self._prepared: Any = None  # the window warmed up at the hinted shape
         self._publish_cb = publish
         self._add_drift = add_drift
         self._stage_hook = stage_hook
@@ -123,7 +128,13 @@ class Processor:
 
     # ------------------------------------------------------------------ warm-up
     def warm_up(self) -> None:
-        """Load and compile the stages before acquisition (module docstring)."""
+        """Load, time and compile the stages before acquisition (module docstring).
+
+        Without a frame shape hint only the code paths are loaded (16x16); with it,
+        the window for the stream is chosen (host or GPU-resident, by the engine's
+        fastest batch map), made and warmed up at that shape for every batch size up
+        to ``max_batch``, and kept for the stream.
+        """
         from livesr.kernels import RollingDrift, SlidingEsrrf
 
         t0 = time.perf_counter()
@@ -137,128 +148,91 @@ class Processor:
             rd = RollingDrift(block=1)
             for f in frames:
                 rd.push(f)
-        if self._shape_hint is not None:
-            synth = rng.poisson(100.0, size=self._shape_hint).astype(np.float32)
-            self._device_choice = self._device_window_wanted(synth)
-            if self._device_choice:
-                self._warm_device_window(synth)
-            else:
-                self._warm_host_map(synth)
+        shape = self._shape_hint
+        if shape is not None:
+            try:
+                self._prepared = self._make_window(shape)
+                self._prepared.warm_up(shape, self.max_batch)
+                self._prepared.reset()
+            except Exception as exc:  # the first real frame decides again
+                logger.warning("the sliding window could not be warmed up: %s", exc)
+                self._prepared = None
+            if not self._user_map:
+                self._time_candidates(shape)
             if self.config.drift.enabled:
+                synth = rng.poisson(100.0, size=shape).astype(np.float32)
                 rd = RollingDrift(block=self.config.drift.block)
                 for _ in range(self.config.drift.block + 1):
                     rd.push(synth)
-        logger.debug("processing stages warmed up in %.3f s", time.perf_counter() - t0)
+        logger.info("processing stages warmed up in %.2f s", time.perf_counter() - t0)
 
-    def _warm_device_window(self, frame: np.ndarray) -> None:
-        from livesr.kernels.sliding_device import DeviceSlidingEsrrf
-
-        try:
-            dev = DeviceSlidingEsrrf(2, 1, frame_shape=frame.shape, **self.window_kwargs())
-            dev.push_many(np.stack([frame, frame]), np.array([[0.0, 0.0], [0.25, -0.25]]))
-        except Exception as exc:  # the first real frame decides again
-            logger.warning("GPU-resident window could not be warmed up: %s", exc)
-            self._device_choice = None
-
-    def _warm_host_map(self, frame: np.ndarray) -> None:
-        """Run every available map implementation once at the camera's shape.
-
-        Compiles what compiles per process (numba's first call costs seconds; an
-        implementation chosen mid-stream must not pay it while frames arrive).
-        """
+    def _params(self) -> Any:
         from livesr.kernels._params import EsrrfParams
 
         names = {f.name for f in fields(EsrrfParams)}
-        params = EsrrfParams(
+        return EsrrfParams(
             **{k: v for k, v in self.window_kwargs().items() if k in names}
         )
-        kernel = getattr(self.map, "_engine", None)
-        e = self.esrrf
-        if e.geometry == "nanopyx" and hasattr(kernel, "benchmark"):
-            try:
-                self._time_candidates(kernel, frame)
-            except Exception as exc:
-                logger.warning("esrrf_map implementations could not be timed: %s", exc)
-        try:
-            self.map(frame, params, shift=(0.25, -0.25))
-        except Exception as exc:  # the stream reports a real failure
-            logger.warning("per-frame map could not be warmed up: %s", exc)
 
-    def _time_candidates(self, kernel: Any, frame: np.ndarray) -> None:
-        """Time (and so compile) the implementations the agent may choose, here.
+    def _make_window(self, shape: tuple[int, int]) -> Any:
+        """The sliding window for ``shape`` frames (host or GPU-resident)."""
+        from livesr.kernels.framemap import new_window
+
+        e = self.esrrf
+        if self._user_map:
+            prefer = "host"
+        elif os.environ.get("LIVESR_DEVICE_WINDOW", "auto").lower() in ("off", "0"):
+            prefer = "host"
+        else:
+            prefer = "auto"
+        return new_window(
+            self._params(),
+            e.window,
+            e.stride,
+            (int(shape[0]), int(shape[1])),
+            prefer=prefer,
+            temporal=e.temporal,
+            macro_pixel_correction=e.macro_pixel_correction,
+            max_batch=self.max_batch,
+            frame_map=self.map if self._user_map else None,
+        )
+
+    def _time_candidates(self, shape: tuple[int, int]) -> None:
+        """Time (and so compile) the batch-map implementations the agent may choose.
 
         Stored timings come from other runs (other load, other versions); the
-        candidates within 10x of the best stored one are run twice at the camera's
-        shape now, which also pays their first-call set-up (numba compiles for
-        seconds) before acquisition instead of mid-stream.
+        candidates within 10x of the best known one are run at the camera's shape
+        now, which also pays their first-call set-up (numba compiles for seconds)
+        before acquisition instead of mid-stream.
         """
+        from livesr.kernels.framemap import esrrf_map_batch_kernel
+
         e = self.esrrf
-        args = (
-            np.ascontiguousarray(frame, dtype=np.float32),
-            e.magnification,
-            e.radius,
-            e.sensitivity,
-            e.intensity_weighting,
-        )
-        sig = kernel.signature(*args)
-        avail = [i.id for i in kernel.implementations(include_unavailable=False)]
-        stats = {i: kernel.agent.stats(sig.key, i) for i in avail}
-        timed = {i: st.fast_avg for i, st in stats.items() if st is not None}
-        if not timed:
+        if e.geometry != "nanopyx":
             return
-        best = min(timed.values())
-        cands = [i for i, t in timed.items() if t <= 10 * best]
-        t0 = time.perf_counter()
-        kernel.benchmark(*args, repeats=2, impls=cands, shift=(0.25, -0.25))
-        logger.info(
-            "esrrf_map: %s timed at %s before acquisition (%.2f s)",
-            ", ".join(cands),
-            "x".join(map(str, frame.shape)),
-            time.perf_counter() - t0,
+        kernel = esrrf_map_batch_kernel()
+        n = min(4, self.max_batch)
+        frames = (
+            np.random.default_rng(1).poisson(100.0, size=(n, *shape)).astype(np.float32)
         )
-
-    def _device_window_wanted(self, frame: Any) -> bool:
-        """Time untimed ``esrrf_map`` implementations on ``frame``, then say whether
-        the GPU-resident window should run (the engine favours CuPy).
-
-        ``LIVESR_DEVICE_WINDOW=off`` keeps the host window whatever the engine says.
-        """
-        import os
-
-        if os.environ.get("LIVESR_DEVICE_WINDOW", "auto").lower() in ("off", "0"):
-            return False
-        kernel = getattr(self.map, "_engine", None)
-        e = self.esrrf
-        if e.geometry != "nanopyx" or not hasattr(kernel, "untimed"):
-            return False
-        args = (
-            np.ascontiguousarray(frame, dtype=np.float32),
-            e.magnification,
-            e.radius,
-            e.sensitivity,
-            e.intensity_weighting,
-        )
+        args = (frames, e.magnification, e.radius, e.sensitivity, e.intensity_weighting)
         try:
-            untimed = kernel.untimed(*args)
-            if untimed:
-                logger.info(
-                    "timing %s for %s frames before streaming (no timings yet)",
-                    ", ".join(untimed),
-                    "x".join(map(str, np.shape(frame))),
-                )
-                kernel.benchmark(*args, repeats=3, impls=untimed)
             sig = kernel.signature(*args)
             avail = [i.id for i in kernel.implementations(include_unavailable=False)]
             stats = {i: kernel.agent.stats(sig.key, i) for i in avail}
             timed = {i: st.fast_avg for i, st in stats.items() if st is not None}
+            if not timed:
+                return
+            best = min(timed.values())
+            cands = [i for i, t in timed.items() if t <= 10 * best]
+            t0 = time.perf_counter()
+            kernel.benchmark(*args, repeats=2, impls=cands, shifts=np.zeros((n, 2)))
+            logger.info(
+                "esrrf_map_batch: %s timed at %dx%d before acquisition (%.2f s)",
+                ", ".join(cands), shape[0], shape[1], time.perf_counter() - t0,
+            )
         except Exception as exc:  # an implementation failing here must not stop us
-            logger.warning("could not time esrrf_map implementations: %s", exc)
-            return False
-        if not timed:
-            return False
-        best = min(timed, key=timed.__getitem__)
-        logger.debug("esrrf_map favourite for %s: %s (%s)", sig, best, timed)
-        return best.split("-", 1)[0] == "cupy"
+            logger.warning("could not time esrrf_map_batch implementations: %s", exc)
 
     # ------------------------------------------------------------------ params
     def window_kwargs(self) -> dict[str, Any]:
@@ -454,7 +428,7 @@ class Processor:
 
     # ------------------------------------------------------------------ processing
     def _start(self, batch: RingBatch) -> None:
-        kernel = getattr(self.map, "_engine", None)
+        kernel = self._map_kernel()
         stats = getattr(kernel, "stats", None)
         if stats is not None:
             self._engine_stats0 = (
@@ -474,34 +448,10 @@ class Processor:
         self.expected = self.base
 
     def _new_sliding(self, shape: tuple[int, int], frame: Any) -> Any:
-        from livesr.kernels import SlidingEsrrf
-
-        e = self.esrrf
-        if self._use_device_window(frame):
-            from livesr.kernels.sliding_device import DeviceSlidingEsrrf
-
-            try:
-                sliding = DeviceSlidingEsrrf(
-                    e.window, e.stride, frame_shape=shape, **self.window_kwargs()
-                )
-            except MemoryError as exc:
-                logger.warning("GPU-resident window not used: %s", exc)
-            else:
-                logger.info(
-                    "sliding window on the GPU (frames stay on the device; %d MiB)",
-                    sliding.memory_bytes // 2**20,
-                )
-                return sliding
-        return SlidingEsrrf(
-            e.window, e.stride, frame_shape=shape, frame_map=self.map, **self.window_kwargs()
-        )
-
-    def _use_device_window(self, frame: Any) -> bool:
-        if self._device_choice is not None and tuple(np.shape(frame)) == tuple(
-            self._shape_hint or ()
-        ):
-            return self._device_choice
-        return self._device_window_wanted(frame)
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None and tuple(shape) == tuple(self._shape_hint or ()):
+            return prepared
+        return self._make_window(shape)
 
     def _deadline(self, batch: RingBatch, k0: int, n: int) -> float | None:
         """Per-frame deadline of the map for frames ``k0 .. k0+n-1`` of the batch."""
@@ -538,20 +488,24 @@ class Processor:
             for s in batch.seqs:
                 self._stage_hook(int(s))
         frames = batch.frames
-        shifts = self._drift_shifts(frames, batch.seqs)
+        shifts, known = self._drift_shifts(frames, batch.seqs)
         k0 = max(0, self.base - seq0)
         if k0 < n:
-            deadline = self._deadline(batch, k0, n - k0)
+            deadline = self._deadline(batch, k0, n - k0)  # per frame
             self.map.deadline_s = deadline
-            if hasattr(self.sliding, "deadline_s"):  # the GPU-resident window
-                self.sliding.deadline_s = None if deadline is None else deadline * (n - k0)
+            self.sliding.deadline_s = deadline  # a batch of n: n x deadline
             results = self.sliding.push_many(frames[k0:], shifts[k0:])
             self._note_implementation(seq0 + n - 1)
             for result in results:
                 self.filling = False
                 last = self.base + int(result.last_frame)
                 k = last - seq0
-                self._publish(result, batch.item(k), (float(shifts[k, 0]), float(shifts[k, 1])))
+                self._publish(
+                    result,
+                    batch.item(k),
+                    (float(shifts[k, 0]), float(shifts[k, 1])),
+                    known[k],
+                )
         self.expected = seq0 + n
         self.c["frames_processed"] += n
         self.c["batches"] += 1
@@ -561,46 +515,69 @@ class Processor:
             self.cost_s = cost if self.cost_s <= 0 else 0.8 * self.cost_s + 0.2 * cost
         return n
 
-    def _drift_shifts(self, frames: np.ndarray, seqs: np.ndarray) -> np.ndarray:
-        """Causal drift shift (dy, dx) of every frame of the batch, (n, 2) px."""
+    def _drift_shifts(
+        self, frames: np.ndarray, seqs: np.ndarray
+    ) -> tuple[np.ndarray, list[dict[str, Any] | None]]:
+        """Causal drift shift (dy, dx) of every frame of the batch, (n, 2) px, and the
+        newest drift estimate known at each frame (what its image reports)."""
         n = len(seqs)
         if self.drift is None:
-            return np.zeros((n, 2))
+            return np.zeros((n, 2)), [None] * n
         d = self.drift
         first = d.n_frames
         self._drift_seqs.extend(int(s) for s in seqs)
         if hasattr(d, "push_many") and hasattr(d, "shifts_for"):
-            for est in d.push_many(frames):
-                self._record_drift(est)
-            return np.asarray(d.shifts_for(first, n), dtype=np.float64)
-        out = np.empty((n, 2))
+            ests = list(d.push_many(frames))
+            shifts = np.asarray(d.shifts_for(first, n), dtype=np.float64)
+        else:
+            ests = []
+            shifts = np.empty((n, 2))
+            for k in range(n):
+                est = d.push(frames[k])
+                if est is not None:
+                    ests.append(est)
+                shifts[k] = d.displacement_at(d.n_frames - 1)
+        known: list[dict[str, Any] | None] = []
+        j = 0
+        state = self.last_drift
         for k in range(n):
-            est = d.push(frames[k])
-            if est is not None:
-                self._record_drift(est)
-            out[k] = d.displacement_at(d.n_frames - 1)
-        return out
+            while j < len(ests) and ests[j].frame_index <= first + k:
+                state = self._record_drift(ests[j])
+                j += 1
+            known.append(state)
+        while j < len(ests):  # estimates placed after the batch's frames (none today)
+            state = self._record_drift(ests[j])
+            j += 1
+        return shifts, known
 
-    def _record_drift(self, est: Any) -> None:
+    def _record_drift(self, est: Any) -> dict[str, Any]:
         seqs = self._drift_seqs
         frame = seqs[est.frame_index]
         c = est.center
         lo = int(math.floor(c))
         center = seqs[lo] + (c - lo) * ((seqs[lo + 1] - seqs[lo]) if lo + 1 < len(seqs) else 1)
-        self.last_drift = {
+        state = {
             "dy": est.dy,
             "dx": est.dx,
             "sigma_px": est.sigma_px,
             "rejected": est.rejected,
             "frame": frame,
         }
+        self.last_drift = state
         if self._add_drift is not None:
             self._add_drift(
                 est.block_index, frame, center, est.dy, est.dx, est.sigma_px,
                 est.rejected, est.psr,
             )
+        return state
 
-    def _publish(self, result: Any, item: Any, shift: tuple[float, float]) -> None:
+    def _publish(
+        self,
+        result: Any,
+        item: Any,
+        shift: tuple[float, float],
+        drift_known: dict[str, Any] | None,
+    ) -> None:
         t_proc = time.time()
         image = result.image
         first = self.base + result.first_frame
@@ -608,7 +585,7 @@ class Processor:
         quality = quality_metric(image)
         drift = None
         if self.drift is not None:
-            ld = self.last_drift
+            ld = drift_known
             drift = {
                 "dy": shift[0],
                 "dx": shift[1],
@@ -637,15 +614,30 @@ class Processor:
         self.c["windows_published"] += 1
 
     # ------------------------------------------------------------------ reporting
+    def _map_kernel(self) -> Any:
+        """The engine kernel that maps frames for the window in use."""
+        if self._user_map:
+            return getattr(self.map, "_engine", None)
+        from livesr.kernels.framemap import esrrf_map_batch_kernel
+
+        return esrrf_map_batch_kernel()
+
+    def _map_name(self) -> str:
+        if self._user_map:
+            return self.map.name
+        decision = getattr(self._map_kernel(), "last_decision", None)
+        impl = getattr(decision, "impl", None)
+        return str(impl) if impl else "esrrf_map_batch"
+
     def implementations(self) -> dict[str, str]:
         """Implementation that ran each stage."""
-        out = {"esrrf": self.map.name}
+        out = {"esrrf": self._map_name()}
         if self.config.drift.enabled:
             out = {"drift": "numpy", **out}
         return out
 
     def _note_implementation(self, seq: int) -> None:
-        impl = self.map.name
+        impl = self._map_name()
         last = self._last_impl
         if impl == last:
             return
@@ -657,7 +649,7 @@ class Processor:
 
     def engine_summary(self) -> dict[str, Any]:
         """What the engine did for the map stage during this run."""
-        kernel = getattr(self.map, "_engine", None)
+        kernel = self._map_kernel()
         stats = getattr(kernel, "stats", None)
         out: dict[str, Any] = {
             "window": getattr(self.sliding, "strategy", None),

@@ -393,40 +393,26 @@ def test_full_ring_refuses_frames_for_processing_only(tmp_path: Path) -> None:
     assert ends[-1] > 23 + window  # windows again after the stall
 
 
-class _RecordingKernel:
-    """The real ``esrrf_map`` kernel, recording which shapes were timed and whether
-    the pipeline was ready (streaming could start) at that moment."""
-
-    def __init__(self, pipe_ref: list[Pipeline]) -> None:
-        from livesr.kernels.esrrf_map import kernel
-
-        self._kernel = kernel
-        self._pipe = pipe_ref
-        self.untimed_calls: list[tuple[tuple[int, ...], bool]] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._kernel, name)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._kernel(*args, **kwargs)
-
-    def untimed(self, frame: np.ndarray, *args: Any, **kwargs: Any) -> list[str]:
-        ready = bool(self._pipe) and self._pipe[0].ready.is_set()
-        self.untimed_calls.append((tuple(np.shape(frame)), ready))
-        return self._kernel.untimed(frame, *args, **kwargs)
-
-
 @pytest.mark.parametrize("hint", [True, False])
 def test_frame_shape_hint_times_implementations_before_streaming(
-    tmp_path: Path, hint: bool
+    tmp_path: Path, hint: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With the camera's shape known, implementations are timed (and the host or GPU
-    window chosen) during the warm-up, before ``ready``; without it, on the first
-    real frame."""
-    from livesr.stream._pipeline import engine_map
+    """With the camera's shape known, the batch-map implementations are timed (and
+    the host or GPU window chosen) during the warm-up, before ``ready``; without it,
+    on the first real frame."""
+    from livesr.kernels.framemap import esrrf_map_batch_kernel
 
+    kernel = esrrf_map_batch_kernel()
+    calls: list[tuple[tuple[int, ...], bool]] = []
     pipe_ref: list[Pipeline] = []
-    rec = _RecordingKernel(pipe_ref)
+    real = kernel.fastest
+
+    def fastest(frames: np.ndarray, *args: Any, **kwargs: Any) -> str:
+        ready = bool(pipe_ref) and pipe_ref[0].ready.is_set()
+        calls.append((tuple(np.shape(frames)[1:]), ready))
+        return real(frames, *args, **kwargs)
+
+    monkeypatch.setattr(kernel, "fastest", fastest)
     cfg = _cfg(tmp_path / "out", window=4, stride=4)
     ctx = zmq.Context()
     pipe = Pipeline(
@@ -434,14 +420,13 @@ def test_frame_shape_hint_times_implementations_before_streaming(
         endpoint=f"inproc://hint-{hint}",
         publish=f"inproc://hint-results-{hint}",
         context=ctx,
-        frame_map=engine_map(rec),
         frame_shape=(32, 32) if hint else None,
     )
     pipe_ref.append(pipe)
     try:
         pipe.start()
-        assert pipe.ready.wait(60.0)
-        before = list(rec.untimed_calls)
+        assert pipe.ready.wait(120.0)
+        before = list(calls)
         src = SimulatedSource(
             _sim(), pipe.endpoint, frames=12, pace=False, context=ctx
         ).start()
@@ -453,9 +438,9 @@ def test_frame_shape_hint_times_implementations_before_streaming(
     assert summary["frames_persisted"] == 12 and summary["windows_published"] == 3
     if hint:
         assert before == [((32, 32), False)]  # timed in the warm-up, before ready
-        assert rec.untimed_calls == before  # and not again on the stream
+        assert calls == before  # and not again on the stream
     else:
         assert before == []
-        assert rec.untimed_calls == [((32, 32), True)]  # on the first real frame
+        assert calls == [((32, 32), True)]  # on the first real frame
     with pytest.raises(ValueError, match="frame_shape"):
         Pipeline(cfg, frame_shape=(0, 32))

@@ -19,7 +19,7 @@ from livesr.stream._config import (
     StreamConfig,
 )
 from livesr.stream._latency import Timestamps
-from livesr.stream._mapstage import MapStage
+from livesr.kernels.framemap import MapStage
 from livesr.stream._processing import Processor
 from livesr.stream._ring import ProcessingRing
 
@@ -70,7 +70,7 @@ def _run(
         assert ring.offer(i, f, t, t)
     ring.close()
     out = _Collect()
-    proc = Processor(cfg, MapStage(frame_map), out)
+    proc = Processor(cfg, MapStage(frame_map), out, user_map=frame_map is not None)
     proc.interval_s = interval_s
     done = threading.Event()
     worker = threading.Thread(
