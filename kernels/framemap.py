@@ -337,6 +337,7 @@ def new_window(
     macro_pixel_correction: bool = True,
     max_batch: int = 32,
     result_buffers: int = 0,
+    device_fraction: float = 0.5,
     frame_map: Callable[..., np.ndarray] | None = None,
     **host_options: Any,
 ) -> Any:
@@ -356,10 +357,13 @@ def new_window(
     temporal, macro_pixel_correction
         As the windows'.
     max_batch : int
-        Frames per batch map call (device buffers are sized for it).
+        Frames per batch map call (device buffers are sized for it; halved until
+        the device window fits ``device_fraction`` of the free device memory).
     result_buffers : int
         Device window: pinned result buffers (see
         :class:`~livesr.kernels.sliding_device.DeviceSlidingEsrrf`).
+    device_fraction : float
+        Device window: largest share of the free device memory it may take.
     frame_map : callable, optional
         Host window: per-frame map (default :func:`default_map`); its batch map is
         :func:`engine_batch_map` for the ``"nanopyx"`` geometry when ``frame_map``
@@ -389,18 +393,25 @@ def new_window(
 
         ok, why = device_available()
         if ok:
-            try:
-                sl = DeviceSlidingEsrrf(
-                    window,
-                    stride,
-                    frame_shape=frame_shape,
-                    max_batch=max_batch,
-                    result_buffers=result_buffers,
-                    **common,
-                )
-            except MemoryError as exc:
-                logger.warning("GPU-resident window not used: %s", exc)
-            else:
+            sl = None
+            mb = max(1, int(max_batch))
+            while sl is None:  # halve the batch buffers until they fit
+                try:
+                    sl = DeviceSlidingEsrrf(
+                        window,
+                        stride,
+                        frame_shape=frame_shape,
+                        max_batch=mb,
+                        result_buffers=result_buffers,
+                        device_fraction=device_fraction,
+                        **common,
+                    )
+                except MemoryError as exc:
+                    if mb == 1:
+                        logger.warning("GPU-resident window not used: %s", exc)
+                        break
+                    mb //= 2
+            if sl is not None:
                 logger.info(
                     "sliding window on the GPU (frames stay on the device; %d MiB)",
                     sl.memory_bytes // 2**20,

@@ -3,31 +3,38 @@
 :class:`DeviceSlidingEsrrf` is the CUDA (CuPy) twin of
 :class:`livesr.kernels.SlidingEsrrf`, with the same emission schedule, results and
 streaming API (``push``, ``set_params``, ``reset``, ``next_emission``, ...), for the
-case where the engine's fastest ``esrrf_map`` implementation is the GPU one. Per
-frame:
+case where the engine's fastest ``esrrf_map`` implementation is the GPU one.
+:meth:`DeviceSlidingEsrrf.push_many` takes a batch (``push`` is a batch of one):
 
-1. the frame is copied into a pinned (page-locked) host buffer and uploaded
-   asynchronously (``H*W*4`` bytes; 256 KiB for 256², 16 MiB for 2048²);
-2. its per-frame eSRRF map is computed on the device by the ``esrrf_map`` kernel,
-   dispatched through the engine with the stream's latency budget as the deadline;
-   the engine's ``adapt`` hook hands the CuPy implementation the device copy, so
-   the map never leaves the device (if the delay agent moves away from a busy GPU
-   to a CPU implementation, that map is computed from the host frame and uploaded:
-   the window stays correct, only slower);
-3. the map enters a device ring of the window's maps and the running sums
-   ``S = sum y``, ``Q = sum y**2``, ``P = sum y_t y_{t+1}`` (``y = x - K``, ``K``
-   the first map of the window) are updated in float64 with error-free (TwoSum)
-   compensation -- the same arithmetic as the host's
-   :class:`livesr.kernels._window.WindowMoments`, compiled without FMA contraction
-   so an added term and the removed one are bit-identical and nothing drifts;
-4. every ``stride`` frames the temporal statistic (AVG, VAR or TAC2) and the
-   macro-pixel correction run on the device and only the image is downloaded
-   (``H*M*W*M*4`` bytes, once per emission).
+1. the frames are copied into one pinned (page-locked) host buffer and uploaded
+   together (``N*H*W*4`` bytes; 256 KiB per 256² frame, 16 MiB per 2048²);
+2. their per-frame eSRRF maps are computed on the device by ONE call of the
+   ``esrrf_map_batch`` kernel, dispatched through the engine with the batch's
+   throughput deadline (``N`` frame intervals); the engine's ``adapt`` hook hands
+   the CuPy implementation the device copies and the batch map buffer, and the
+   CUDA kernels compute each frame's Catmull-Rom taps from its shift (nothing is
+   planned on the host per shift).  If the delay agent picks a CPU implementation
+   the maps are computed from the host frames and uploaded: still correct;
+3. the window's updates (``S = sum y``, ``Q = sum y**2``, ``P = sum y_t y_{t+1}``,
+   ``y = x - K``, ``K`` the first map of the window) are queued as pointer
+   quadruples and applied by one ``window_update_many`` launch per emitted image
+   (sums read and written once per launch), in float64 with error-free (TwoSum)
+   compensation -- the arithmetic of the host's
+   :class:`livesr.kernels._window.WindowMoments`, compiled without FMA
+   contraction, so batched and frame-by-frame pushes give the same bits;
+4. each completed window's temporal statistic (AVG, VAR or TAC2) and macro-pixel
+   correction run on the device and only the image is downloaded (optionally into
+   pinned result buffers, ``result_buffers``).
 
-There is no host round trip between stages. Memory on the device: ``window + 1``
-maps, ``window`` raw float32 frames, six float64 sums and the reference map, i.e.
-about ``(window + 1) * 4 + 52`` bytes per output pixel (window 50 at 256², M = 5:
-380 MB); :class:`DeviceSlidingEsrrf` refuses to start (``MemoryError`` with the
+Measured on an H100 (``bench/batch_device.py``, ``bench/results/h100_batch_push_many.json``;
+M=5, window 50, stride 10, per-frame shifts, uint16 frames, images downloaded):
+256² 5 100 frames/s (batches of 8 or 32), 512² 1 580, 2048² 111; frame by frame
+(the previous window) 940 frames/s at 256².
+
+There is no host round trip between stages. Memory on the device: ``window + 1 +
+max_batch`` maps, ``window + max_batch`` raw float32 frames, six float64 sums and
+the reference map, i.e. about ``(window + 1 + max_batch) * 4 + 60`` bytes per output
+pixel (window 50, max_batch 32 at 2048², M = 5: 41 GB); :class:`DeviceSlidingEsrrf` refuses to start (``MemoryError`` with the
 figures) when that exceeds ``device_fraction`` of the free device memory, and the
 pipeline then keeps the host path.
 
@@ -484,17 +491,15 @@ class DeviceSlidingEsrrf:
 
     def warm_up(self, frame_shape: tuple[int, int], max_batch: int | None = None) -> None:
         """Allocate for ``frame_shape`` and run every device step once per batch size
-        (powers of two up to ``max_batch``, default :attr:`max_batch`): CuPy
-        compiles, plans and the engine's first calls happen now, before
-        acquisition.  The window is empty afterwards (counters reset)."""
-        if max_batch is not None and int(max_batch) != self._max_batch:
-            self._max_batch = int(max_batch)
-            self._shape = None
+        (powers of two up to ``max_batch``, capped at :attr:`max_batch`, which
+        larger batches are split into): CuPy compiles, plans and the engine's
+        first calls happen now, before acquisition.  The window is empty
+        afterwards (counters reset)."""
+        top = self._max_batch if max_batch is None else min(int(max_batch),
+                                                            self._max_batch)
         shape = (int(frame_shape[0]), int(frame_shape[1]))
         rng = np.random.default_rng(0)
-        sizes = sorted({1, self._max_batch} | {
-            2**k for k in range(1, 16) if 2**k < self._max_batch
-        })
+        sizes = sorted({1, max(1, top)} | {2**k for k in range(1, 16) if 2**k < top})
         saved = self._fixed_shape
         self._fixed_shape = shape
         try:

@@ -31,9 +31,19 @@ written).  At M = 5 a 256² frame is 1.64 M output pixels: compute floor
 (8 B per sample and frame, ~30 TB/s on an H100) cost about as much as the
 arithmetic.  ``bench/gpu_esrrf.py`` measures it and prints these floors.
 
+Taps: with a ``shifts`` array (``dev_taps = 1``) both kernels compute every
+frame's Catmull-Rom taps on the device from that frame's ``(dy, dx)`` (NanoPyx's
+float64 kernel, :func:`~._weights.catmull_rom_taps` in CUDA), so frames with
+different shifts share one launch and nothing is planned on the host per shift;
+without it they read the tap tables of :meth:`CupyEsrrfMap.set_shift` (one
+shift per plan; the tiled runner of ``kernels/tiling.py`` fills them with
+re-based global taps).
+
 :class:`CupyEsrrfMap` holds the compiled kernels and device lookups for one
-``(H, W, M, R, S, weighting, shift)``; :func:`esrrf_map_cupy` is the plain
-per-frame function (numpy in → numpy out, cupy in → cupy out).
+``(H, W, M, R, S, weighting)``; :meth:`CupyEsrrfMap.maps_shifted` maps any number
+of frames with their own shifts; :func:`esrrf_map_cupy` is the plain per-frame
+function (numpy in → numpy out, cupy in → cupy out), and
+``kernels/esrrf_map_batch/_cupy.py`` the batched one.
 """
 
 from __future__ import annotations
