@@ -19,6 +19,7 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from livesr.engine._types import Backend
 
@@ -109,6 +110,32 @@ def _platform_label(name: str) -> str:
     return (name.split() or ["opencl"])[0].lower()
 
 
+_PROBE_KERNEL = "__kernel void livesr_probe(__global float *a) { a[0] = 1.0f; }"
+
+
+def _devices_that_compile(cl: Any, devices: list[Any]) -> tuple[list[Any], str]:
+    """The devices whose compiler builds a trivial kernel; the first error otherwise.
+
+    A platform can list a device whose compiler cannot build anything: PoCL's LLVM
+    reports an unknown host CPU as 'generic' and every build then fails ("unknown
+    target CPU 'generic'"), so listing a device is not enough to call OpenCL usable.
+    """
+    usable = []
+    first_error = ""
+    for dev in devices:
+        try:
+            ctx = cl.Context([dev])
+            cl.Program(ctx, _PROBE_KERNEL).build()
+        except Exception as exc:
+            if not first_error:
+                lines = [ln.strip() for ln in str(exc).splitlines() if "error" in ln.lower()]
+                detail = lines[-1] if lines else str(exc).splitlines()[0]
+                first_error = f"{getattr(dev, 'name', dev)}: {detail}"
+            continue
+        usable.append(dev)
+    return usable, first_error
+
+
 def _probe_opencl() -> Availability:
     if importlib.util.find_spec("pyopencl") is None:
         return Availability(
@@ -141,6 +168,14 @@ def _probe_opencl() -> Availability:
             False,
             reason=f"opencl: no device on any platform ({INSTALL_HINTS[Backend.OPENCL]})",
         )
+    usable, why = _devices_that_compile(cl, devices)
+    if not usable:
+        return Availability(
+            Backend.OPENCL,
+            False,
+            reason=f"opencl: no device can compile a kernel ({why})",
+        )
+    devices = usable
     n = len(devices)
     detail = f"{'+'.join(dict.fromkeys(names))} ({n} device{'s' if n != 1 else ''})"
     return Availability(Backend.OPENCL, True, detail)

@@ -39,13 +39,34 @@ def _template(path: str) -> Any:
 
 @functools.lru_cache(maxsize=1)
 def queue() -> Any:
-    """The process-wide ``pyopencl.CommandQueue`` (created on first use)."""
+    """The process-wide ``pyopencl.CommandQueue`` (created on first use).
+
+    On the first device that compiles a kernel (``PYOPENCL_CTX`` picks one
+    explicitly); ``RuntimeError`` when none does (e.g. PoCL on a CPU its LLVM does
+    not know: "unknown target CPU 'generic'").
+    """
     import pyopencl as cl
 
-    ctx = cl.create_some_context(interactive=False)
+    from livesr.engine._backends import _devices_that_compile
+
+    if os.environ.get("PYOPENCL_CTX"):
+        ctx = cl.create_some_context(interactive=False)
+    else:
+        devices = [d for p in cl.get_platforms() for d in _safe_devices(p)]
+        usable, why = _devices_that_compile(cl, devices)
+        if not usable:
+            raise RuntimeError(f"no OpenCL device can compile a kernel ({why or 'none found'})")
+        ctx = cl.Context([usable[0]])
     dev = ctx.devices[0]
     logger.info("opencl stages: device %r on %r", dev.name, dev.platform.name)
     return cl.CommandQueue(ctx)
+
+
+def _safe_devices(platform: Any) -> list[Any]:
+    try:
+        return list(platform.get_devices())
+    except Exception:  # a broken ICD must not hide the others
+        return []
 
 
 def has_fp64() -> bool:

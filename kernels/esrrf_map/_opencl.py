@@ -47,12 +47,11 @@ def _template() -> Template:
     return Template(filename=str(_TEMPLATE_PATH), strict_undefined=True)
 
 
-@functools.lru_cache(maxsize=1)
 def _queue() -> cl.CommandQueue:
-    ctx = cl.create_some_context(interactive=False)
-    dev = ctx.devices[0]
-    logger.info("esrrf_map opencl: device %r on %r", dev.name, dev.platform.name)
-    return cl.CommandQueue(ctx)
+    """The process-wide queue of the OpenCL stages (a device that compiles)."""
+    from livesr.kernels._clhost import queue
+
+    return queue()
 
 
 def _has_fp64(device: cl.Device) -> bool:
