@@ -4,7 +4,7 @@ For every (sensitivity, radius) pair the stack is reconstructed with eSRRF (no
 macro-pixel correction, as NanoPyx's sweep) and scored on
 
 - fidelity: RSP of the SQUIRREL error map of the reconstruction against the mean
-  raw frame (:func:`livesr.kernels.error_map.error_map`);
+  raw frame (:func:`livesr.kernels.squirrel.error_map`);
 - resolution: the FIRE number of the reconstructions of the odd and of the even
   frames (:func:`livesr.kernels.frc.fire_number`), or with ``use_decorr`` the
   decorrelation resolution of the whole reconstruction
@@ -247,7 +247,7 @@ def esrrf_sweep(
     SweepResult
     """
     from livesr.kernels.decorr import decorrelation_analysis
-    from livesr.kernels.error_map import error_map
+    from livesr.kernels.squirrel import error_map
     from livesr.kernels.esrrf import _run
     from livesr.kernels.frc import fire_number
     from livesr.kernels.rgc import kernel as rgc
