@@ -16,7 +16,10 @@ This follows ``nanopyx.core.analysis.decorr.DecorrAnalysis`` 2.1.5 step by step
 (edge apodisation over 20 px, padding to a power-of-two square with the first
 pixel's value, only half of the spectrum in the ring sums, its peak search with
 a 0.001 tolerance, float32 ring sums in scan order), so ``resolution`` agrees
-to float32 rounding. Pure numpy / scipy; a few milliseconds for a 256^2 image.
+to float32 rounding. One known difference: when no curve of a refinement step
+has a peak (``kc * a`` or ``kc`` never > 0, seen on sparse, noisy images),
+NanoPyx reads an uninitialised ``np.empty(3)`` buffer; here that step scores 0,
+which gives ``kc_max = 0`` and resolution inf. Pure numpy / scipy; a few milliseconds for a 256^2 image.
 
 >>> res = decorrelation_analysis(image, pixel_size=50.0)   # doctest: +SKIP
 >>> res.resolution   # nm, as pixel_size
@@ -110,6 +113,13 @@ def _normalize(re: np.ndarray, im: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     nre = np.where(nz, re / safe, 0).astype(_F32)
     nim = np.where(nz, im / safe, 0).astype(_F32)
     return nre, nim
+
+
+def _log(x: np.float32) -> float:
+    """C ``log``: -inf at 0 (NanoPyx reaches log(0) when its filter range collapses;
+    the resulting NaN sigma makes scipy's gaussian_filter skip the blur, as there)."""
+    v = float(x)
+    return math.log(v) if v > 0 else (-math.inf if v == 0 else math.nan)
 
 
 def _circular_mask(w: int) -> np.ndarray:
@@ -262,7 +272,7 @@ class _Analysis:
             curves = []
             for k in range(n_g):
                 frac = float(_F32(_F32(k) / _F32(n_g - 1)))
-                lo, hi = math.log(float(g_min)), math.log(float(g_max))
+                lo, hi = _log(g_min), _log(g_max)
                 sig = math.exp(lo + (hi - lo) * frac)
                 high = ref - gaussian_filter(ref.copy(), sig)
                 hre, him = _fft(high)
@@ -282,7 +292,7 @@ class _Analysis:
                 ind1 = _F32(min(float(gm[2]), float(mx[2])) - 1.0)
                 ind2 = _F32(max(float(gm[2]), float(mx[2])))
                 if ind2 < n_g:
-                    lo, hi = math.log(float(g_min)), math.log(float(g_max))
+                    lo, hi = _log(g_min), _log(g_max)
                     g_temp = math.exp(lo + (hi - lo) * float(_F32(ind1 / _F32(n_g - 1))))
                     g_max = _F32(math.exp(lo + (hi - lo) * float(_F32(ind2 / _F32(n_g - 1)))))
                     g_min = _F32(g_temp)

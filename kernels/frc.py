@@ -367,7 +367,13 @@ def fire_number(a: np.ndarray, b: np.ndarray, *, pixel_size: float = 1.0) -> flo
         raise ValueError("fire_number: images must be finite (found NaN or inf)")
     if not pixel_size > 0:
         raise ValueError(f"pixel_size must be > 0, got {pixel_size!r}")
-    curve = _nanopyx_frc_curve(x, y)
+    with np.errstate(divide="ignore", invalid="ignore"):  # empty rings: NaN, as C
+        curve = _nanopyx_frc_curve(x, y)
+    if not np.isfinite(curve[:, 1]).all():
+        raise ValueError(
+            "fire_number: the FRC is undefined (a ring of either image has no "
+            "signal, e.g. a constant image)"
+        )
     window = int(0.0707 * curve.shape[0])
     if window <= 3:
         window = 4
@@ -388,6 +394,7 @@ def fire_number(a: np.ndarray, b: np.ndarray, *, pixel_size: float = 1.0) -> flo
         num = np.float32(
             np.float32(x1 * y2 - y1 * x2) * x1_x2 - x1_x2 * np.float32(x1 * thr - thr * x2)
         )
-        px = np.float32(num / den)
-        return float(np.float32(1) / px) * pixel_size
+        with np.errstate(divide="ignore", invalid="ignore"):
+            px = np.float32(num / den)
+            return float(np.float32(1) / px) * pixel_size
     return 0.0

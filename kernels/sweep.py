@@ -233,7 +233,9 @@ def esrrf_sweep(
     frames_per_batch : int >= 1, optional
         As NanoPyx's ``n_frames``: RSP and resolution per batch of this many
         frames (odd / even within a batch; FRC skipped for one-frame batches),
-        averaged over batches (NaN-ignoring). None: one batch.
+        averaged over batches (NaN-ignoring). None: one batch. A batch whose
+        FRC is undefined (e.g. VAR of a one-frame half: a constant image; NanoPyx
+        raises there) counts as NaN.
     impl : str, optional
         Implementation of the engine kernels (see :func:`livesr.kernels.esrrf`).
     progress : callable, optional
@@ -336,7 +338,10 @@ def esrrf_sweep(
                 elif n_b >= 2:
                     odd = parity[1][si][ri].result()
                     even = parity[0][si][ri].result()
-                    res_b[si, ri] = fire_number(odd, even)
+                    try:
+                        res_b[si, ri] = fire_number(odd, even)
+                    except ValueError as err:  # e.g. VAR of a one-frame half: NaN
+                        logger.debug("esrrf_sweep: batch %d-%d: %s", b0, b1, err)
         rsp_vals.append(rsp_b)
         res_vals.append(res_b)
         logger.debug("esrrf_sweep: batch %d-%d scored", b0, b1)
