@@ -185,7 +185,10 @@ class AutoParams:
             self._cost_per_frame = elapsed / max(n // 2, 1)
             logger.warning(
                 "auto-params: sweep of %d frames overran its %.2f s budget; "
-                "next sweep uses %d frames", n, self.budget_s, self.frames_for_budget(),
+                "next sweep uses %d frames",
+                n,
+                self.budget_s,
+                self.frames_for_budget(),
             )
             return None
         elapsed = time.monotonic() - start
@@ -204,7 +207,11 @@ class AutoParams:
             self._latest = choice
         logger.info(
             "auto-params: sensitivity %g radius %g (QnR %.3f) from %d frames in %.2f s",
-            choice.sensitivity, choice.radius, choice.qnr, n, elapsed,
+            choice.sensitivity,
+            choice.radius,
+            choice.qnr,
+            n,
+            elapsed,
         )
         return choice
 

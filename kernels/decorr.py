@@ -19,7 +19,8 @@ a 0.001 tolerance, float32 ring sums in scan order), so ``resolution`` agrees
 to float32 rounding. One known difference: when no curve of a refinement step
 has a peak (``kc * a`` or ``kc`` never > 0, seen on sparse, noisy images),
 NanoPyx reads an uninitialised ``np.empty(3)`` buffer; here that step scores 0,
-which gives ``kc_max = 0`` and resolution inf. Pure numpy / scipy; a few milliseconds for a 256^2 image.
+which gives ``kc_max = 0`` and resolution inf. Pure numpy / scipy; a few
+milliseconds for a 256^2 image.
 
 >>> res = decorrelation_analysis(image, pixel_size=50.0)   # doctest: +SKIP
 >>> res.resolution   # nm, as pixel_size
@@ -76,7 +77,9 @@ def _apodize_edges(img: np.ndarray) -> np.ndarray:
     dist = ((yy - h // 2) ** 2 + (xx - w // 2) ** 2).astype(_F32)
     outside = dist > radius * radius
     count = int(outside.sum())
-    edge_mean = _F32(img[outside].astype(np.float64).sum() / count) if count else _F32(np.nan)
+    edge_mean = (
+        _F32(img[outside].astype(np.float64).sum() / count) if count else _F32(np.nan)
+    )
     x0 = np.abs(xx - w // 2).astype(np.float64)
     y0 = np.abs(yy - h // 2).astype(np.float64)
     ex = np.abs(x0 - w // 2)
@@ -147,8 +150,13 @@ class _Analysis:
         self._shape = shape
 
     def _coef_ring(
-        self, re: np.ndarray, im: np.ndarray, nre: np.ndarray, nim: np.ndarray,
-        crmin: np.float32, crmax: np.float32,
+        self,
+        re: np.ndarray,
+        im: np.ndarray,
+        nre: np.ndarray,
+        nim: np.ndarray,
+        crmin: np.float32,
+        crmax: np.float32,
     ) -> np.ndarray:
         h, w = self._shape
         n_r = self.n_r
@@ -175,18 +183,28 @@ class _Analysis:
         np.add.at(out, idx + n_r, norm.astype(_F32))
         return out
 
-    def _curve(self, re: np.ndarray, im: np.ndarray, crmin: np.float32,
-               crmax: np.float32) -> np.ndarray:
+    def _curve(
+        self, re: np.ndarray, im: np.ndarray, crmin: np.float32, crmax: np.float32
+    ) -> np.ndarray:
         nre, nim = _normalize(re, im)
-        cr = _F32(math.sqrt(float((re[self._mask].astype(np.float64) ** 2
-                                   + im[self._mask].astype(np.float64) ** 2).sum())))
+        cr = _F32(
+            math.sqrt(
+                float(
+                    (
+                        re[self._mask].astype(np.float64) ** 2
+                        + im[self._mask].astype(np.float64) ** 2
+                    ).sum()
+                )
+            )
+        )
         coef = self._coef_ring(re, im, nre, nim, crmin, crmax)
         n_r = self.n_r
         d = np.cumsum(coef[:n_r], dtype=_F32)
         c = np.cumsum(coef[n_r:], dtype=_F32)
         with np.errstate(divide="ignore", invalid="ignore"):
             curve = (
-                math.sqrt(2) * d.astype(np.float64)
+                math.sqrt(2)
+                * d.astype(np.float64)
                 / (float(cr) * np.sqrt(c.astype(np.float64)))
             ).astype(_F32)
         if cr == 0:
@@ -213,7 +231,9 @@ class _Analysis:
                 out = [_F32(k), arr[k]]
         return out
 
-    def _d_corr_max(self, d: np.ndarray, r1: np.float32, r2: np.float32) -> list[np.float32]:
+    def _d_corr_max(
+        self, d: np.ndarray, r1: np.float32, r2: np.float32
+    ) -> list[np.float32]:
         n_r = self.n_r
         t = d.astype(_F32, copy=True)
         out = self._get_max(d, 0, n_r)
@@ -293,8 +313,12 @@ class _Analysis:
                 ind2 = _F32(max(float(gm[2]), float(mx[2])))
                 if ind2 < n_g:
                     lo, hi = _log(g_min), _log(g_max)
-                    g_temp = math.exp(lo + (hi - lo) * float(_F32(ind1 / _F32(n_g - 1))))
-                    g_max = _F32(math.exp(lo + (hi - lo) * float(_F32(ind2 / _F32(n_g - 1)))))
+                    g_temp = math.exp(
+                        lo + (hi - lo) * float(_F32(ind1 / _F32(n_g - 1)))
+                    )
+                    g_max = _F32(
+                        math.exp(lo + (hi - lo) * float(_F32(ind2 / _F32(n_g - 1))))
+                    )
                     g_min = _F32(g_temp)
                 else:
                     g_max = g_min
@@ -303,7 +327,9 @@ class _Analysis:
                 kc_gm, a_gm = gm[0], gm[1]
                 kc_max, a_max = mx[0], mx[1]
         with np.errstate(divide="ignore"):
-            resolution = float(_F32(2) * _F32(self.pixel_size) / kc_max) if kc_max else math.inf
+            resolution = (
+                float(_F32(2) * _F32(self.pixel_size) / kc_max) if kc_max else math.inf
+            )
         return DecorrResult(
             resolution=resolution,
             kc_max=float(kc_max),
@@ -342,14 +368,18 @@ def decorrelation_analysis(
     """
     img = np.asarray(image, dtype=_F32)
     if img.ndim != 2:
-        raise ValueError(f"decorrelation_analysis needs a 2-D image, got shape {img.shape}")
+        raise ValueError(
+            f"decorrelation_analysis needs a 2-D image, got shape {img.shape}"
+        )
     if min(img.shape) <= 2 * _APODIZE_OFFSET:
         raise ValueError(
             f"decorrelation_analysis needs each side > {2 * _APODIZE_OFFSET} px "
             f"(20-px edge apodisation), got {img.shape}"
         )
     if not np.isfinite(img).all():
-        raise ValueError("decorrelation_analysis: image must be finite (found NaN or inf)")
+        raise ValueError(
+            "decorrelation_analysis: image must be finite (found NaN or inf)"
+        )
     if not pixel_size > 0:
         raise ValueError(f"pixel_size must be > 0, got {pixel_size!r}")
     if int(n_r) < 2 or int(n_g) < 2:

@@ -392,7 +392,8 @@ def fire_number(a: np.ndarray, b: np.ndarray, *, pixel_size: float = 1.0) -> flo
                 return float(np.float32(1) / x1) * pixel_size
             continue
         num = np.float32(
-            np.float32(x1 * y2 - y1 * x2) * x1_x2 - x1_x2 * np.float32(x1 * thr - thr * x2)
+            np.float32(x1 * y2 - y1 * x2) * x1_x2
+            - x1_x2 * np.float32(x1 * thr - thr * x2)
         )
         with np.errstate(divide="ignore", invalid="ignore"):
             px = np.float32(num / den)

@@ -134,22 +134,30 @@ def qnr_score(rsp: np.ndarray, resolution: np.ndarray) -> np.ndarray:
     den = rsp + n_res
     with np.errstate(invalid="ignore"):
         q = np.divide(
-            2 * rsp * n_res, den, out=np.zeros_like(den, dtype=np.float32), where=den != 0
+            2 * rsp * n_res,
+            den,
+            out=np.zeros_like(den, dtype=np.float32),
+            where=den != 0,
         )
     return np.nan_to_num(q, nan=0.0, posinf=0.0, neginf=0.0)
 
 
-def _validate_values(name: str, values: Sequence[float], low: float, strict: bool) -> tuple[float, ...]:
+def _validate_values(
+    name: str, values: Sequence[float], low: float, strict: bool
+) -> tuple[float, ...]:
     try:
         out = tuple(float(v) for v in values)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a sequence of numbers, got {values!r}") from None
+        raise ValueError(
+            f"{name} must be a sequence of numbers, got {values!r}"
+        ) from None
     if not out:
         raise ValueError(f"{name} must not be empty")
     for v in out:
         if not math.isfinite(v) or (v <= low if strict else v < low):
             raise ValueError(
-                f"{name} value {v!r} is out of range; expected {'>' if strict else '>='} {low}"
+                f"{name} value {v!r} is out of range; expected "
+                f"{'>' if strict else '>='} {low}"
             )
     return out
 
@@ -249,10 +257,10 @@ def esrrf_sweep(
     SweepResult
     """
     from livesr.kernels.decorr import decorrelation_analysis
-    from livesr.kernels.squirrel import error_map
     from livesr.kernels.esrrf import _run
     from livesr.kernels.frc import fire_number
     from livesr.kernels.rgc import kernel as rgc
+    from livesr.kernels.squirrel import error_map
     from livesr.kernels.temporal import TemporalAccumulator
 
     start_time = time.perf_counter()
@@ -260,22 +268,36 @@ def esrrf_sweep(
     rads = _validate_values("radii", radii, 0.0, strict=True)
     mode = validate_temporal(temporal)
     if mode not in ("avg", "var"):
-        raise ValueError(f"temporal must be 'avg' or 'var' for the sweep, got {temporal!r}")
+        raise ValueError(
+            f"temporal must be 'avg' or 'var' for the sweep, got {temporal!r}"
+        )
     params = [
-        [EsrrfParams(magnification=magnification, radius=r, sensitivity=s) for r in rads]
+        [
+            EsrrfParams(magnification=magnification, radius=r, sensitivity=s)
+            for r in rads
+        ]
         for s in sens
     ]
     m = params[0][0].magnification
     t, h, w = stack_shape(stack)
     if getattr(stack, "ndim", 3) != 3:
-        raise ValueError(f"stack must be (t, H, W), got shape {getattr(stack, 'shape', None)}")
+        raise ValueError(
+            f"stack must be (t, H, W), got shape {getattr(stack, 'shape', None)}"
+        )
     if t < 2:
         raise ValueError(f"the sweep needs at least 2 frames (odd and even), got {t}")
     if frames_per_batch is None:
         batch = t
     else:
-        if isinstance(frames_per_batch, bool) or int(frames_per_batch) != frames_per_batch or frames_per_batch < 1:
-            raise ValueError(f"frames_per_batch must be a positive integer or None, got {frames_per_batch!r}")
+        if (
+            isinstance(frames_per_batch, bool)
+            or int(frames_per_batch) != frames_per_batch
+            or frames_per_batch < 1
+        ):
+            raise ValueError(
+                "frames_per_batch must be a positive integer or None, got "
+                f"{frames_per_batch!r}"
+            )
         batch = int(frames_per_batch)
     if use_decorr and min(h, w) * m <= 40:
         raise ValueError(
@@ -375,7 +397,12 @@ def esrrf_sweep(
     )
     logger.info(
         "esrrf_sweep: %d pairs x %d frames in %.2f s, best sensitivity %g radius %g "
-        "(QnR %.4f)", ns * nr, t, result.seconds, *result.best, result.best_qnr,
+        "(QnR %.4f)",
+        ns * nr,
+        t,
+        result.seconds,
+        *result.best,
+        result.best_qnr,
     )
     return result
 

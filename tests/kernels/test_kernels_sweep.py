@@ -11,7 +11,14 @@ import os
 import numpy as np
 import pytest
 
-from livesr.kernels import AutoParams, decorrelation_analysis, error_map, esrrf, esrrf_sweep, fire_number
+from livesr.kernels import (
+    AutoParams,
+    decorrelation_analysis,
+    error_map,
+    esrrf,
+    esrrf_sweep,
+    fire_number,
+)
 from livesr.kernels.sweep import logistic_normalise, qnr_score
 
 TOL = 1e-3
@@ -28,7 +35,9 @@ def sim_stack(kind: str, t: int, side: int, seed: int) -> np.ndarray:
         density = 2.0 if kind == "sparse" else 40.0
         cfg = SimConfig(
             camera=CameraConfig(shape=(side, side)),
-            sample=SampleConfig(labelling_density_per_um=density).scaled_to_field((side, side)),
+            sample=SampleConfig(labelling_density_per_um=density).scaled_to_field(
+                (side, side)
+            ),
             seed=seed,
         )
         _STACKS[key] = simulate_stack(t, cfg)[0]
@@ -67,13 +76,24 @@ def _close(ours: float, ref: float) -> bool:
 # -- the parts ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(*["kind,m,temporal", [("sparse", 2, "avg"), ("dense", 4, "var"), ("dense", 2, "var")]])
+@pytest.mark.parametrize(
+    *[
+        "kind,m,temporal",
+        [("sparse", 2, "avg"), ("dense", 4, "var"), ("dense", 2, "var")],
+    ]
+)
 @pytest.mark.parametrize("mark", [pytest.param(0, marks=_NANOPYX)])
 def test_error_map_matches_nanopyx(nanopyx, kind, m, temporal, mark):
     from nanopyx.core.transform.error_map import ErrorMap
 
     stack = sim_stack(kind, 16, 24, 3)
-    sr = esrrf(stack, magnification=m, radius=1.5, temporal=temporal, macro_pixel_correction=False)
+    sr = esrrf(
+        stack,
+        magnification=m,
+        radius=1.5,
+        temporal=temporal,
+        macro_pixel_correction=False,
+    )
     raw = stack.mean(axis=0)
     ref = ErrorMap()
     ref.optimise(raw, sr)
@@ -91,20 +111,28 @@ def test_error_map_matches_nanopyx(nanopyx, kind, m, temporal, mark):
     assert np.abs(ours.error_map - ref_map).max() <= TOL * ref_map.max()
 
 
-@pytest.mark.parametrize("m,temporal,side", [(2, "var", 32), (4, "var", 24), (2, "avg", 31), (4, "var", 31)])
+@pytest.mark.parametrize(
+    "m,temporal,side", [(2, "var", 32), (4, "var", 24), (2, "avg", 31), (4, "var", 31)]
+)
 @pytest.mark.parametrize("mark", [pytest.param(0, marks=_NANOPYX)])
 def test_fire_number_matches_nanopyx(nanopyx, m, temporal, side, mark):
     from nanopyx.core.analysis.frc import FIRECalculator
 
     stack = sim_stack("dense", 24, side, 2)
-    odd = esrrf(stack[1::2], magnification=m, temporal=temporal, macro_pixel_correction=False)
-    even = esrrf(stack[::2], magnification=m, temporal=temporal, macro_pixel_correction=False)
+    odd = esrrf(
+        stack[1::2], magnification=m, temporal=temporal, macro_pixel_correction=False
+    )
+    even = esrrf(
+        stack[::2], magnification=m, temporal=temporal, macro_pixel_correction=False
+    )
     expected = FIRECalculator().calculate_fire_number(odd, even)
     ours = fire_number(odd, even)
     assert _close(ours, expected), (ours, expected)
 
 
-@pytest.mark.parametrize("kind,m,temporal", [("sparse", 2, "avg"), ("dense", 4, "var"), ("dense", 2, "avg")])
+@pytest.mark.parametrize(
+    "kind,m,temporal", [("sparse", 2, "avg"), ("dense", 4, "var"), ("dense", 2, "avg")]
+)
 @pytest.mark.parametrize("mark", [pytest.param(0, marks=_NANOPYX)])
 def test_decorrelation_matches_nanopyx(nanopyx, kind, m, temporal, mark):
     from nanopyx.core.analysis.decorr import DecorrAnalysis
@@ -116,7 +144,9 @@ def test_decorrelation_matches_nanopyx(nanopyx, kind, m, temporal, mark):
     ours = decorrelation_analysis(sr)
     assert np.isfinite(ours.resolution) and ours.resolution > 1.0
     assert _close(ours.resolution, ref.resolution), (ours.resolution, ref.resolution)
-    assert _close(decorrelation_analysis(sr, pixel_size=50.0).resolution, 50.0 * ref.resolution)
+    assert _close(
+        decorrelation_analysis(sr, pixel_size=50.0).resolution, 50.0 * ref.resolution
+    )
 
 
 # -- the sweep ----------------------------------------------------------------
@@ -151,12 +181,23 @@ def test_sweep_matches_nanopyx(nanopyx, case, mark, monkeypatch):
 
     monkeypatch.setattr(ParameterSweep, "calculate_qnr_score", capture)
     expected = run_esrrf_parameter_sweep(
-        stack, magnification=m, sensitivities=sens, radii=radii,
-        temporal_correlation=temporal.upper(), use_decorr=decorr, return_qnr=True, n_frames=batch,
+        stack,
+        magnification=m,
+        sensitivities=sens,
+        radii=radii,
+        temporal_correlation=temporal.upper(),
+        use_decorr=decorr,
+        return_qnr=True,
+        n_frames=batch,
     )
     ours = esrrf_sweep(
-        stack, magnification=m, sensitivities=sens, radii=radii, temporal=temporal,
-        use_decorr=decorr, frames_per_batch=batch,
+        stack,
+        magnification=m,
+        sensitivities=sens,
+        radii=radii,
+        temporal=temporal,
+        use_decorr=decorr,
+        frames_per_batch=batch,
     )
     assert ours.qnr.shape == (2, 3)
     np.testing.assert_allclose(ours.rsp, captured["rsp"], rtol=TOL, atol=TOL)
@@ -186,18 +227,38 @@ def test_qnr_is_harmonic_mean_of_rsp_and_logistic_resolution():
 
 def test_sweep_images_equal_esrrf_and_batches_cover_the_stack():
     stack = sim_stack("dense", 12, 16, 7)
-    res = esrrf_sweep(stack, magnification=2, sensitivities=(1, 2), radii=(1.0, 1.5), temporal="var")
+    res = esrrf_sweep(
+        stack, magnification=2, sensitivities=(1, 2), radii=(1.0, 1.5), temporal="var"
+    )
     for i, s in enumerate((1, 2)):
         for j, r in enumerate((1.0, 1.5)):
-            ref = esrrf(stack, magnification=2, radius=r, sensitivity=s, temporal="var",
-                        macro_pixel_correction=False)
+            ref = esrrf(
+                stack,
+                magnification=2,
+                radius=r,
+                sensitivity=s,
+                temporal="var",
+                macro_pixel_correction=False,
+            )
             assert np.abs(res.images[i, j] - ref).max() <= 1e-5 * ref.max()
     np.testing.assert_allclose(res.raw_mean, stack.mean(axis=0), rtol=1e-6)
-    one_batch = esrrf_sweep(stack, magnification=2, sensitivities=(1, 2), radii=(1.0, 1.5),
-                            temporal="var", frames_per_batch=100)
+    one_batch = esrrf_sweep(
+        stack,
+        magnification=2,
+        sensitivities=(1, 2),
+        radii=(1.0, 1.5),
+        temporal="var",
+        frames_per_batch=100,
+    )
     np.testing.assert_array_equal(one_batch.qnr, res.qnr)
-    batched = esrrf_sweep(stack, magnification=2, sensitivities=(1, 2), radii=(1.0, 1.5),
-                          temporal="var", frames_per_batch=5)
+    batched = esrrf_sweep(
+        stack,
+        magnification=2,
+        sensitivities=(1, 2),
+        radii=(1.0, 1.5),
+        temporal="var",
+        frames_per_batch=5,
+    )
     np.testing.assert_allclose(batched.images, res.images, rtol=1e-5, atol=1e-6)
     assert batched.n_frames == 12
     frames_seen = []
@@ -232,11 +293,23 @@ def test_error_map_rejects_mismatched_shapes():
 
 def test_auto_params_matches_offline_sweep_and_runs_in_background():
     stack = sim_stack("dense", 30, 16, 8)
-    auto = AutoParams(magnification=2, sensitivities=(1, 2), radii=(1.0, 1.5), temporal="var",
-                      budget_s=60.0, min_frames=20, max_frames=20)
+    auto = AutoParams(
+        magnification=2,
+        sensitivities=(1, 2),
+        radii=(1.0, 1.5),
+        temporal="var",
+        budget_s=60.0,
+        min_frames=20,
+        max_frames=20,
+    )
     choice = auto.run(stack)
-    offline = esrrf_sweep(stack[-20:], magnification=2, sensitivities=(1, 2), radii=(1.0, 1.5),
-                          temporal="var")
+    offline = esrrf_sweep(
+        stack[-20:],
+        magnification=2,
+        sensitivities=(1, 2),
+        radii=(1.0, 1.5),
+        temporal="var",
+    )
     assert choice is not None and choice.serial == 1 and choice.n_frames == 20
     assert (choice.sensitivity, choice.radius) == offline.best
     assert choice.qnr == pytest.approx(offline.best_qnr, abs=1e-6)
