@@ -242,8 +242,8 @@ def esrrf_sweep(
         As NanoPyx's ``n_frames``: RSP and resolution per batch of this many
         frames (odd / even within a batch; FRC skipped for one-frame batches),
         averaged over batches (NaN-ignoring). None: one batch. A batch whose
-        FRC is undefined (e.g. VAR of a one-frame half: a constant image; NanoPyx
-        raises there) counts as NaN.
+        FRC is undefined, or whose reconstruction is constant (e.g. VAR of one
+        frame; NanoPyx raises there), counts as NaN for that part.
     impl : str, optional
         Implementation of the engine kernels (see :func:`livesr.kernels.esrrf`).
     progress : callable, optional
@@ -354,7 +354,10 @@ def esrrf_sweep(
         for si in range(ns):
             for ri in range(nr):
                 recon = batch_all[si][ri].result()
-                rsp_b[si, ri] = error_map(raw_mean_b, recon, magnification=m).rsp
+                if np.ptp(recon) > 0:
+                    rsp_b[si, ri] = error_map(raw_mean_b, recon, magnification=m).rsp
+                else:  # VAR of a one-frame batch: no fit possible (NanoPyx raises)
+                    rsp_b[si, ri] = np.nan
                 if use_decorr:
                     res_b[si, ri] = decorrelation_analysis(recon).resolution
                 elif n_b >= 2:

@@ -261,6 +261,19 @@ def test_sweep_images_equal_esrrf_and_batches_cover_the_stack():
     )
     np.testing.assert_allclose(batched.images, res.images, rtol=1e-5, atol=1e-6)
     assert batched.n_frames == 12
+    # a last batch of one frame (VAR: a constant image) is left out of the means
+    tail = esrrf_sweep(
+        stack,
+        sensitivities=(1, 2),
+        radii=(1.0, 1.5),
+        temporal="var",
+        frames_per_batch=11,
+    )
+    head = esrrf_sweep(
+        stack[:11], sensitivities=(1, 2), radii=(1.0, 1.5), temporal="var"
+    )
+    np.testing.assert_array_equal(tail.rsp, head.rsp)
+    np.testing.assert_array_equal(tail.resolution, head.resolution)
     frames_seen = []
     esrrf_sweep(stack, sensitivities=(1,), radii=(1.0,), progress=frames_seen.append)
     assert sum(frames_seen) == 12
