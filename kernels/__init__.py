@@ -7,6 +7,10 @@ Public API (names resolve lazily, so ``import livesr.kernels`` stays cheap):
 - :class:`SlidingEsrrf` -- incremental sliding-window eSRRF for streams.
 - :func:`estimate_drift` -- batch drift estimation compatible with NanoPyx.
 - :class:`RollingDrift` -- causal drift estimation for streams.
+- :func:`esrrf_sweep` -- radius x sensitivity sweep scored by QnR (= NanoPyx).
+- :class:`AutoParams` -- the sweep on the newest frames within a time budget.
+- :func:`error_map` -- SQUIRREL error map, RSE, RSP (= NanoPyx ErrorMap).
+- :func:`decorrelation_analysis`, :func:`fire_number` -- resolution (= NanoPyx).
 """
 
 from __future__ import annotations
@@ -37,6 +41,13 @@ _EXPORTS: dict[str, str] = {
     "esrrf_movie": "livesr.kernels.sliding",
     "estimate_drift": "livesr.kernels.drift",
     "RollingDrift": "livesr.kernels.drift",
+    "esrrf_sweep": "livesr.kernels.sweep",
+    "SweepResult": "livesr.kernels.sweep",
+    "AutoParams": "livesr.kernels.auto_params",
+    "error_map": "livesr.kernels.squirrel",
+    "ErrorMapResult": "livesr.kernels.squirrel",
+    "decorrelation_analysis": "livesr.kernels.decorr",
+    "fire_number": "livesr.kernels.frc",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -31,7 +31,13 @@ import math
 
 import numpy as np
 
-__all__ = ["FRC_THRESHOLD", "decorrelation_resolution", "frc_curve", "frc_resolution"]
+__all__ = [
+    "FRC_THRESHOLD",
+    "decorrelation_resolution",
+    "fire_number",
+    "frc_curve",
+    "frc_resolution",
+]
 
 #: The fixed 1/7 threshold.
 FRC_THRESHOLD = 1.0 / 7.0
@@ -257,3 +263,139 @@ def decorrelation_resolution(
     if not good:
         return math.nan
     return float(2.0 * pixel_size / max(good))
+
+
+# -- FIRE number exactly as NanoPyx 2.1.5 (FIRECalculator) -----------------------
+
+
+def _nanopyx_taper(img: np.ndarray) -> np.ndarray:
+    from scipy.signal.windows import tukey
+
+    tx = tukey(img.shape[1], alpha=0.25).astype(np.float32)
+    ty = tukey(img.shape[0], alpha=0.25).astype(np.float32)
+    return (img * tx[None, :]) * ty[:, None]
+
+
+def _even_square(img: np.ndarray) -> np.ndarray:
+    """NanoPyx ``_make_even_square``: centred crop to the largest even square."""
+    h, w = img.shape
+    if h == w and w % 2 == 0:
+        return img
+    n = min(h, w)
+    n -= n % 2
+    h0 = (h - n) // 2
+    h1 = h - (h - n) // 2 - ((h - n) % 2 != 0)
+    w0 = (w - n) // 2
+    w1 = w - (w - n) // 2 - ((w - n) % 2 != 0)
+    return img[h0:h1, w0:w1]
+
+
+def _nanopyx_frc_curve(img1: np.ndarray, img2: np.ndarray) -> np.ndarray:
+    """(max_r, 2) float32: spatial frequency (cycles/pixel) and FRC per ring,
+    sampled as NanoPyx does (bilinear samples on each ring, 1/r rad apart)."""
+    a = _nanopyx_taper(_even_square(img1))
+    b = _nanopyx_taper(_even_square(img2))
+    f1 = np.fft.fftshift(np.fft.fft2(a)).astype(np.complex64)
+    f2 = np.fft.fftshift(np.fft.fft2(b)).astype(np.complex64)
+    a1, b1 = np.real(f1).ravel(), np.imag(f1).ravel()
+    a2, b2 = np.real(f2).ravel(), np.imag(f2).ravel()
+    images = np.stack([a1 * a2 + b1 * b2, a1 * a1 + b1 * b1, a2 * a2 + b2 * b2])
+    size = f1.shape[0]
+    max_r = size // 2 - 1
+    freq = np.linspace(0, 1 / 2, max_r, dtype=np.float32)
+    out = np.zeros((max_r, 2), dtype=np.float32)
+    out[0] = (0, 1)
+    limit = float(np.float32(np.pi * 2))
+    centre = np.float32(max_r + 1)
+    for r in range(1, max_r):
+        angles = np.arange(0, limit, float(np.float32(1.0 / r)), dtype=np.float32)
+        cos_a = np.cos(angles.astype(np.float64)).astype(np.float32)
+        sine = np.sqrt((1 - cos_a * cos_a).astype(np.float64)).astype(np.float32)
+        sine = np.where(angles > np.pi, -sine, sine)
+        x = centre + np.float32(r) * cos_a
+        y = centre + np.float32(r) * sine
+        xb = x.astype(np.int64)
+        yb = y.astype(np.int64)
+        xf = np.maximum(x - xb.astype(np.float32), 0).astype(np.float32)
+        yf = np.maximum(y - yb.astype(np.float32), 0).astype(np.float32)
+        ll = yb * size + xb
+        lower_left, lower_right = images[:, ll], images[:, ll + 1]
+        upper_left, upper_right = images[:, ll + size], images[:, ll + size + 1]
+        upper = upper_left + xf * (upper_right - upper_left)
+        lower = lower_left + xf * (lower_right - lower_left)
+        values = lower + yf * (upper - lower)
+        s0, s1, s2 = values.astype(np.float64).sum(axis=1)
+        out[r] = (freq[r], np.float32(s0) / np.sqrt(np.float32(s1) * np.float32(s2)))
+    return out
+
+
+def fire_number(a: np.ndarray, b: np.ndarray, *, pixel_size: float = 1.0) -> float:
+    """FIRE resolution of two half-data images, numerically equal to NanoPyx 2.1.5.
+
+    NanoPyx's ``FIRECalculator.calculate_fire_number``: centred crop to an even
+    square, Tukey taper (alpha 0.25), FRC sampled on rings of radius 1 .. N/2 - 2
+    (bilinear samples 1/r rad apart), Savitzky-Golay smoothing (window
+    ``int(0.0707 * n)``, at least 4, order 3), first crossing of 1/7, resolution
+    ``1 / frequency``.  Unlike :func:`frc_resolution` this reproduces NanoPyx's
+    numbers (its frequency axis runs linearly from 0 at ring 0 to 1/2 at ring
+    N/2 - 2, not ``r / N``).
+
+    Parameters
+    ----------
+    a, b : (H, W) array-like
+        Two reconstructions of the same field from disjoint frame sets (NanoPyx:
+        odd and even frames), any real dtype, finite, each side >= 8.
+    pixel_size : float > 0
+        Unit of the result (1: pixels of ``a``).
+
+    Returns
+    -------
+    float
+        The FIRE resolution in the unit of ``pixel_size``; 0 when the smoothed FRC
+        never crosses 1/7 (as NanoPyx).
+    """
+    from scipy.signal import savgol_filter
+
+    x = np.asarray(a, dtype=np.float32)
+    y = np.asarray(b, dtype=np.float32)
+    if x.ndim != 2 or x.shape != y.shape or min(x.shape) < 8:
+        raise ValueError(
+            f"fire_number needs two 2-D images of the same shape, each side >= 8; "
+            f"got {x.shape} and {y.shape}"
+        )
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ValueError("fire_number: images must be finite (found NaN or inf)")
+    if not pixel_size > 0:
+        raise ValueError(f"pixel_size must be > 0, got {pixel_size!r}")
+    with np.errstate(divide="ignore", invalid="ignore"):  # empty rings: NaN, as C
+        curve = _nanopyx_frc_curve(x, y)
+    if not np.isfinite(curve[:, 1]).all():
+        raise ValueError(
+            "fire_number: the FRC is undefined (a ring of either image has no "
+            "signal, e.g. a constant image)"
+        )
+    window = int(0.0707 * curve.shape[0])
+    if window <= 3:
+        window = 4
+    curve[:, 1] = savgol_filter(curve[:, 1], window_length=window, polyorder=3)
+    thr = np.float32(1.0 / 7.0)
+    for i in range(1, curve.shape[0]):
+        y1, y2 = curve[i - 1, 1], curve[i, 1]
+        if not ((thr >= y1 and thr < y2) or (y1 >= thr and y2 < thr)):
+            continue
+        x1, x2 = curve[i - 1, 0], curve[i, 0]
+        x1_x2 = np.float32(x1 - x2)
+        y1_y2 = np.float32(y1 - y2)
+        den = np.float32(x1_x2 * np.float32(0) - y1_y2 * x1_x2)
+        if den == 0:
+            if y1 == thr:
+                return float(np.float32(1) / x1) * pixel_size
+            continue
+        num = np.float32(
+            np.float32(x1 * y2 - y1 * x2) * x1_x2
+            - x1_x2 * np.float32(x1 * thr - thr * x2)
+        )
+        with np.errstate(divide="ignore", invalid="ignore"):
+            px = np.float32(num / den)
+            return float(np.float32(1) / px) * pixel_size
+    return 0.0

@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 COMMANDS: tuple[str, ...] = (
     "livesr.stream._cmd_run",
     "livesr.stream._cmd_replay",
+    "livesr.stream._cmd_sweep",
     "livesr.sim._cli",
     "livesr.stream._cmd_keys",
     "livesr.stream._cmd_bench",
