@@ -5,7 +5,8 @@ uint16 with each candidate into a temporary folder and prints frames/s (JSON lin
 
 ``zarr-chunk1``  zarr-python 3, one chunk per frame (livesr before 2026-12).
 ``zarr-shard``   zarr-python 3, chunk (1,H,W) inside shards of (K,H,W): every frame
-                 written rewrites its shard (partial shard writes are read-modify-write).
+                 written rewrites its shard (a partial shard write is read-modify-
+                 write).
 ``tensorstore``  tensorstore zarr3 driver, chunk (K,H,W), one write per frame.
 ``append``       livesr's own zarr v3 writer (:mod:`livesr.stream._rawstore`):
                  chunk (K,H,W), frames appended to the open chunk file with os.write.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,7 +37,9 @@ def bench_zarr(path: Path, frames: list[np.ndarray], k: int, shard: bool) -> flo
     h, w = frames[0].shape
     n = len(frames)
     kw = {"shards": (k, h, w), "chunks": (1, h, w)} if shard else {"chunks": (1, h, w)}
-    a = zarr.create_array(str(path), shape=(n, h, w), dtype="uint16", fill_value=0, **kw)
+    a = zarr.create_array(
+        str(path), shape=(n, h, w), dtype="uint16", fill_value=0, **kw
+    )
     t0 = time.perf_counter()
     for i, f in enumerate(frames):
         a[i] = f
@@ -53,7 +57,10 @@ def bench_tensorstore(path: Path, frames: list[np.ndarray], k: int) -> float:
             "kvstore": {"driver": "file", "path": str(path)},
             "metadata": {
                 "shape": [n, h, w],
-                "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [k, h, w]}},
+                "chunk_grid": {
+                    "name": "regular",
+                    "configuration": {"chunk_shape": [k, h, w]},
+                },
                 "data_type": "uint16",
                 "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}],
             },
@@ -94,9 +101,9 @@ def main() -> None:
             n_slow = max(8, n_fast // 10)  # the read-modify-write writers are slow
             mb = shape[0] * shape[1] * 2 / 2**20
             cases = {
-                "zarr-chunk1": (n_slow, lambda p, f: bench_zarr(p, f, k, False)),
-                "zarr-shard": (n_slow, lambda p, f: bench_zarr(p, f, k, True)),
-                "tensorstore": (n_slow, lambda p, f: bench_tensorstore(p, f, k)),
+                "zarr-chunk1": (n_slow, lambda p, f, k=k: bench_zarr(p, f, k, False)),
+                "zarr-shard": (n_slow, lambda p, f, k=k: bench_zarr(p, f, k, True)),
+                "tensorstore": (n_slow, lambda p, f, k=k: bench_tensorstore(p, f, k)),
                 "append": (n_fast, bench_append),
             }
             for name, (n, fn) in cases.items():
@@ -112,7 +119,8 @@ def main() -> None:
                     "MB_per_s": round(fps * mb, 1),
                 }
                 results.append(r)
-                print(json.dumps(r), flush=True)
+                sys.stdout.write(json.dumps(r) + "\n")
+                sys.stdout.flush()
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
 

@@ -24,10 +24,10 @@ names the file).  ``--copy-raw`` (or ``--raw-format``) writes ``raw.ome.zarr`` (
 
 A livesr recording (its ``raw.ome.zarr`` / ``raw.ome.tif``, or the run folder) is
 replayed with its own acquisition parameters: pixel size and frame interval from the
-store, the live stream's name, and the ``[esrrf]`` settings of the run's
-``config.toml`` unless ``--config`` or eSRRF flags are given (flags override single
-settings).  A raw store whose writer died (``kill -9``) is recovered first: exactly
-the frames that were written are replayed.
+store, the live stream's name, and the ``[esrrf]`` and ``[drift]`` settings of the
+run's ``config.toml`` unless ``--config`` is given (eSRRF flags and ``--drift``
+override single settings).  A raw store whose writer died (``kill -9``) is recovered
+first: exactly the frames that were written are replayed.
 
 ``--rate``: ``recorded`` (default when the file has timing metadata), ``asap``
 (default otherwise, with a warning) or frames per second.  ``asap`` runs in step with
@@ -348,23 +348,29 @@ def run(args: argparse.Namespace) -> int:
     rc = 0
     for file, out, rcfg, file_cfg in plans:
         one = (
-            file_cfg
-            if len(plans) == 1
-            else file_cfg.replace("stream", output=str(out))
+            file_cfg if len(plans) == 1 else file_cfg.replace("stream", output=str(out))
         )
         rc = max(rc, _replay_one(one, file, rcfg, args))
     return rc
 
 
-_ESRRF_FLAGS = ("window", "stride", "magnification", "radius", "sensitivity", "temporal")
+_ESRRF_FLAGS = (
+    "window",
+    "stride",
+    "magnification",
+    "radius",
+    "sensitivity",
+    "temporal",
+)
 
 
 def _recording_config(cfg: Any, rec: Any, args: argparse.Namespace) -> Any:
     """``cfg`` with the eSRRF settings of the livesr run that recorded ``rec``.
 
     When ``rec`` is a livesr raw store in a run folder with a ``config.toml`` and no
-    ``--config`` was given, that run's ``[esrrf]`` section is the base; eSRRF flags
-    given on the command line still override it.  Any other recording: ``cfg``.
+    ``--config`` was given, that run's ``[esrrf]`` and ``[drift]`` sections are the
+    base; eSRRF flags and ``--drift`` given on the command line still override them.
+    Any other recording: ``cfg``.
     """
     run_cfg = rec.acquisition.get("config") if rec.acquisition else None
     if not run_cfg or args.config:
@@ -374,7 +380,7 @@ def _recording_config(cfg: Any, rec: Any, args: argparse.Namespace) -> Any:
     from livesr.stream._config import load_config
 
     try:
-        base = load_config(run_cfg).esrrf
+        run = load_config(run_cfg)
     except (OSError, ValueError) as exc:
         logger.warning(
             "%s: the run's %s cannot be read (%s); eSRRF settings from the flags "
@@ -384,12 +390,17 @@ def _recording_config(cfg: Any, rec: Any, args: argparse.Namespace) -> Any:
             exc,
         )
         return cfg
-    fields = dataclasses.asdict(base)
+    fields = dataclasses.asdict(run.esrrf)
     for name in _ESRRF_FLAGS:
         if getattr(args, name, None) is not None:
             fields[name] = getattr(args, name)
-    logger.info("%s: eSRRF settings of the recording run (%s)", rec.path, run_cfg)
-    return cfg.replace("esrrf", **fields)
+    drift = dataclasses.asdict(run.drift)
+    if args.drift is not None:
+        drift["enabled"] = args.drift == "on"
+    logger.info(
+        "%s: eSRRF and drift settings of the recording run (%s)", rec.path, run_cfg
+    )
+    return cfg.replace("esrrf", **fields).replace("drift", **drift)
 
 
 def _replay_one(cfg: Any, file: str, rcfg: Any, args: argparse.Namespace) -> int:

@@ -108,7 +108,11 @@ def _zarr_live(path: Path) -> dict[str, Any] | None:
             group = json.load(fh)
     except (OSError, ValueError):
         return None
-    live = (group.get("attributes") or {}).get("livesr") if isinstance(group, dict) else None
+    live = (
+        (group.get("attributes") or {}).get("livesr")
+        if isinstance(group, dict)
+        else None
+    )
     return live if isinstance(live, dict) and live.get("kind") == "raw" else None
 
 

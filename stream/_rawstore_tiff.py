@@ -42,6 +42,7 @@ logger = logging.getLogger("livesr.stream._rawstore")
 _describe = describe_oserror
 _Reserve = Reserve
 
+
 class _NoFilenoFile(io.BufferedRandom):
     """A file tifffile must write through Python (``write``), not ``numpy.tofile``:
     ``tofile`` writes through a C ``FILE*`` whose failed flush on a full disk is
@@ -49,7 +50,6 @@ class _NoFilenoFile(io.BufferedRandom):
 
     def fileno(self) -> int:
         raise io.UnsupportedOperation("fileno")
-
 
 
 class OmeTiffRawStore:
@@ -124,7 +124,8 @@ class OmeTiffRawStore:
         if self._last_seq is not None and int(seq) <= self._last_seq:
             self.duplicates += 1
             logger.warning(
-                "raw store %s: seq %d is already persisted (last %d); not written again",
+                "raw store %s: seq %d is already persisted (last %d); not written "
+                "again",
                 self.path,
                 seq,
                 self._last_seq,
@@ -201,7 +202,6 @@ class OmeTiffRawStore:
             self._closed = True
             return
         self._closed = True
-        import tifffile
 
         n = self.frames_written
         err = error or self._failed
@@ -229,15 +229,18 @@ class OmeTiffRawStore:
             return
         try:
             write_ome_xml(
-                self.path, self._t_acq, self._shape, self._dtype, self._px, self._interval
+                self.path,
+                self._t_acq,
+                self._shape,
+                self._dtype,
+                self._px,
+                self._interval,
             )
         except (OSError, ValueError) as exc:
             logger.error(
                 "raw store %s: could not write the OME-XML: %s", self.path, exc
             )
         logger.info("raw store %s closed: %d frames", self.path, n)
-
-
 
 
 def write_ome_xml(
@@ -248,7 +251,7 @@ def write_ome_xml(
     pixel_size_um: float,
     interval_s: float,
 ) -> None:
-    """Write the OME-XML for ``len(t_acq)`` TYX frames into the first page of ``path``."""
+    """Write the OME-XML for ``len(t_acq)`` TYX frames into page 0 of ``path``."""
     import tifffile
 
     n = len(t_acq)
@@ -273,13 +276,31 @@ def write_ome_xml(
 
 
 # ---------------------------------------------------------------------- recovery
-_TYPE_BYTES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4,
-               12: 8, 13: 4, 16: 8, 17: 8, 18: 8}
+_TYPE_BYTES = {
+    1: 1,
+    2: 1,
+    3: 2,
+    4: 4,
+    5: 8,
+    6: 1,
+    7: 1,
+    8: 2,
+    9: 4,
+    10: 8,
+    11: 4,
+    12: 8,
+    13: 4,
+    16: 8,
+    17: 8,
+    18: 8,
+}
 _INT_FMT = {1: "B", 3: "H", 4: "I", 16: "Q", 13: "I", 18: "Q"}
 
 
 class _Page:
-    def __init__(self, offset: int, next_at: int, end: int, desc: dict[str, Any]) -> None:
+    def __init__(
+        self, offset: int, next_at: int, end: int, desc: dict[str, Any]
+    ) -> None:
         self.offset, self.next_at, self.end, self.desc = offset, next_at, end, desc
 
 
@@ -315,14 +336,18 @@ def _walk_bigtiff(buf: bytes) -> tuple[list[_Page], bool]:
                     break
                 end = max(end, at + nbytes)
             if tag in (273, 279) and typ in _INT_FMT:
-                strips[tag] = list(struct.unpack_from(f"{bo}{cnt}{_INT_FMT[typ]}", buf, at))
+                strips[tag] = list(
+                    struct.unpack_from(f"{bo}{cnt}{_INT_FMT[typ]}", buf, at)
+                )
             elif tag == 270:
                 desc_raw = bytes(buf[at : at + nbytes]).rstrip(b"\0")
         if not ok or 273 not in strips or 279 not in strips:
             break
         if any(o + c > size for o, c in zip(strips[273], strips[279], strict=False)):
             break
-        end = max([end, *(o + c for o, c in zip(strips[273], strips[279], strict=False))])
+        end = max(
+            [end, *(o + c for o, c in zip(strips[273], strips[279], strict=False))]
+        )
         text = desc_raw.decode("utf-8", "replace")
         if not pages and "<OME" in text:
             has_ome = True
@@ -366,7 +391,12 @@ def recover_tiff(path: str | Path) -> dict[str, Any]:
     except struct.error as exc:
         raise RawStoreError(errno.EINVAL, f"{p}: damaged TIFF header: {exc}") from exc
     if has_ome:
-        return {"path": str(p), "format": "ome-tiff", "frames": len(pages), "recovered": False}
+        return {
+            "path": str(p),
+            "format": "ome-tiff",
+            "frames": len(pages),
+            "recovered": False,
+        }
     info = pages[0].desc.get("livesr") if pages else None
     if pages and not isinstance(info, dict):
         raise RawStoreError(
@@ -399,7 +429,8 @@ def recover_tiff(path: str | Path) -> dict[str, Any]:
         prior = note.read_text(encoding="utf-8").strip() if note.exists() else ""
         note.write_text(
             (prior + "\n" if prior else "")
-            + f"not closed cleanly (the writing process died); {n} frame(s) recovered\n",
+            + "not closed cleanly (the writing process died); "
+            + f"{n} frame(s) recovered\n",
             encoding="utf-8",
         )
     except OSError as exc:

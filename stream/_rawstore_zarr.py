@@ -61,7 +61,7 @@ _META = (("t_acq", "float64"), ("t_recv", "float64"), ("seq", "int64"))
 
 
 def chunk_frames_for(shape: tuple[int, int], dtype: str) -> int:
-    """Frames per chunk K for frames of ``shape`` and ``dtype`` (:data:`CHUNK_BYTES`)."""
+    """Frames per chunk K for ``shape`` and ``dtype`` frames (:data:`CHUNK_BYTES`)."""
     fb = int(shape[0]) * int(shape[1]) * np.dtype(dtype).itemsize
     return max(1, min(MAX_CHUNK_FRAMES, CHUNK_BYTES // max(1, fb)))
 
@@ -122,7 +122,7 @@ class _ChunkedColumn:
             os.close(fd)
 
     def cut(self, n: int) -> None:
-        """Truncate the open chunk to its first ``n % chunk`` items (after a failure)."""
+        """Cut the open chunk to its first ``n % chunk`` items (after a failure)."""
         if self.fd is not None:
             os.ftruncate(self.fd, (n % self.chunk) * self.item_bytes)
             os.lseek(self.fd, 0, os.SEEK_END)
@@ -205,7 +205,10 @@ class OmeZarrRawStore:
             d = self.path / "frames" / name
             d.mkdir()
             self._meta[name] = _ChunkedColumn(d, META_CHUNK, 8, 1)
-            write_json(d / "zarr.json", _array_json((0,), (META_CHUNK,), mdt, 0.0 if mdt[0] == "f" else 0))
+            write_json(
+                d / "zarr.json",
+                _array_json((0,), (META_CHUNK,), mdt, 0.0 if mdt[0] == "f" else 0),
+            )
 
     # -- JSON documents
     def _write_group_attrs(self) -> None:
@@ -247,7 +250,8 @@ class OmeZarrRawStore:
         if self._last_seq is not None and seq <= self._last_seq:
             self.duplicates += 1
             logger.warning(
-                "raw store %s: seq %d is already persisted (last %d); not written again",
+                "raw store %s: seq %d is already persisted (last %d); not written "
+                "again",
                 self.path,
                 seq,
                 self._last_seq,
@@ -300,7 +304,9 @@ class OmeZarrRawStore:
             try:
                 col.cut(n)  # nothing partial of the failed frame stays
             except OSError as cut_exc:
-                logger.error("raw store %s: could not cut a torn write: %s", self.path, cut_exc)
+                logger.error(
+                    "raw store %s: could not cut a torn write: %s", self.path, cut_exc
+                )
 
     def close(
         self, *, gaps: Sequence[Sequence[Any]] = (), error: str | None = None
@@ -320,7 +326,10 @@ class OmeZarrRawStore:
             self._reserve.free()
         steps = (
             ("note the frame count", lambda: self._note_closing(n)),
-            ("finish the chunks", lambda: _finish(self.path, n, self._shape, self._dtype)),
+            (
+                "finish the chunks",
+                lambda: _finish(self.path, n, self._shape, self._dtype),
+            ),
             ("write the final attributes", lambda: self._final_attrs(n, gaps, err)),
         )
         for col in (self._frames, *self._meta.values()):
@@ -330,7 +339,10 @@ class OmeZarrRawStore:
                 step()
             except OSError as exc:
                 logger.error(
-                    "raw store %s: could not %s: %s", self.path, what, describe_oserror(exc)
+                    "raw store %s: could not %s: %s",
+                    self.path,
+                    what,
+                    describe_oserror(exc),
                 )
         if self._reserve is not None:
             self._reserve.free()
@@ -390,7 +402,9 @@ def _count_items(array_dir: Path, chunk: int, item_bytes: int, ndim: int) -> int
         j += 1
 
 
-def _finish_column(array_dir: Path, n: int, chunk: int, item_bytes: int, ndim: int) -> None:
+def _finish_column(
+    array_dir: Path, n: int, chunk: int, item_bytes: int, ndim: int
+) -> None:
     """Keep items ``[0, n)``: cut the last chunk there, pad it whole, drop the rest."""
     last = (n - 1) // chunk if n else -1
     j = last + 1
@@ -448,7 +462,12 @@ def recover_zarr(path: str | Path) -> dict[str, Any]:
     if "closing" not in live and (
         live.get("complete") or live.get("closed") or live.get("recovered")
     ):
-        return {"path": str(p), "format": "ome-zarr", "frames": int(live.get("frames", 0)), "recovered": False}
+        return {
+            "path": str(p),
+            "format": "ome-zarr",
+            "frames": int(live.get("frames", 0)),
+            "recovered": False,
+        }
     if live.get("writer") != "livesr-append":
         raise RawStoreError(
             errno.EINVAL,

@@ -821,16 +821,15 @@ class _ChunkFiles:
                 return None
             if len(md.codecs) != 1 or not isinstance(md.codecs[0], BytesCodec):
                 return None
-            if getattr(md.chunk_key_encoding, "name", "") != "default" or getattr(
-                md.chunk_key_encoding, "separator", ""
-            ) != "/":
+            if (
+                getattr(md.chunk_key_encoding, "name", "") != "default"
+                or getattr(md.chunk_key_encoding, "separator", "") != "/"
+            ):
                 return None
             if md.storage_transformers:
                 return None
             chunks, shape = arr.chunks, arr.shape
-            if any(
-                chunks[ax] < shape[ax] for ax in range(len(shape)) if ax != t_axis
-            ):
+            if any(chunks[ax] < shape[ax] for ax in range(len(shape)) if ax != t_axis):
                 return None
             root = Path(str(arr.store.root))
             return cls(root / arr.path if arr.path else root, arr, t_axis)
@@ -1126,7 +1125,11 @@ def run_folder_recording(path: Path) -> Path:
         A run folder of a replay that referenced its source (``raw.json``): the
         message names the file and range to replay instead.
     """
-    if not path.is_dir() or (path / "zarr.json").exists() or (path / ".zgroup").exists():
+    if (
+        not path.is_dir()
+        or (path / "zarr.json").exists()
+        or (path / ".zgroup").exists()
+    ):
         return path
     for name in ("raw.ome.zarr", "raw.ome.tif"):
         if (path / name).exists():
@@ -1142,7 +1145,8 @@ def run_folder_recording(path: Path) -> Path:
         except (OSError, ValueError, KeyError, TypeError):
             return path
         raise RecordingError(
-            f"run folder {path} holds no raw frames: its replay read frames {a}..{b - 1} "
+            f"run folder {path} holds no raw frames: its replay read frames "
+            f"{a}..{b - 1} "
             f"of {src} (raw.json); replay that file with --range {a}:{b}"
         )
     return path

@@ -329,10 +329,11 @@ def test_listen_frames_limit_stops_the_remote_acquisition(tmp_path: Path) -> Non
 def test_listen_interrupted_stops_the_remote_acquisition(tmp_path: Path) -> None:
     listen, connect, out = _two_roles(tmp_path, [])
     try:
-        chunks = out / "raw.ome.zarr" / "0" / "c"
+        # frames/seq is appended per persisted frame (8 bytes each)
+        seqs = out / "raw.ome.zarr" / "frames" / "seq" / "c" / "0"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # frames are flowing
-            if chunks.is_dir() and len(os.listdir(chunks)) >= 50:
+            if seqs.is_file() and seqs.stat().st_size // 8 >= 50:
                 break
             time.sleep(0.05)
         else:

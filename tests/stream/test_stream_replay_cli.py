@@ -418,3 +418,50 @@ def test_damaged_chunk_mid_replay_exits_1_with_frames_accounted(
     assert (
         "cannot read frames" in json.loads((out / "replay.json").read_text())["error"]
     )
+
+
+def test_replay_of_a_livesr_run_folder_uses_its_own_acquisition_settings(
+    live_run: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No --config, no flags: the run's eSRRF/drift settings, stream name, pixel size
+    and frame interval; the images equal the live ones.  A flag still overrides."""
+    from livesr.adapters.sources._readers import open_recording
+
+    _, live = live_run
+    with open_recording(live) as rec:  # the run folder opens its raw store
+        assert rec.path == live / "raw.ome.zarr"
+        assert rec.acquisition["config"] == str(live / "config.toml")
+        stream = rec.acquisition["stream"]
+    s_live = _summary(live)
+    assert stream == s_live["stream"]
+    out = tmp_path / "rep"
+    argv = ["replay", str(live), "--output", str(out), "--rate", "asap", "--no-status"]
+    assert main(argv) == 0, capsys.readouterr().err
+    s = _summary(out)
+    assert s["stream"] == stream and s["frames_persisted"] == 40
+    assert s["windows_published"] == s_live["windows_published"] == 7
+    assert s["pixel_size_um"] == s_live["pixel_size_um"]
+    assert s["frame_interval_s"] == pytest.approx(s_live["frame_interval_s"])
+    np.testing.assert_allclose(_sr(out), _sr(live), rtol=0, atol=1e-6)
+    out2 = tmp_path / "rep2"
+    argv = ["replay", str(live), "--output", str(out2), "--rate", "asap"]
+    assert main([*argv, "--no-status", "--window", "20"]) == 0
+    assert _summary(out2)["windows_published"] == (40 - 20) // 5 + 1
+    # a replay's own folder holds no frames: the error names the file and range
+    rc = main(["replay", str(out), "--output", str(tmp_path / "rep3"), "--no-status"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--range 0:40" in err and "raw.ome.zarr" in err
+
+
+def test_copy_raw_writes_the_frames_again(
+    live_run: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, live = live_run
+    out = tmp_path / "rep"
+    argv = ["replay", str(live / "raw.ome.zarr"), "--output", str(out), "--no-status"]
+    assert main([*argv, "--rate", "asap", "--range", "5:35", "--copy-raw"]) == 0
+    assert not (out / "raw.json").exists()
+    copy = zarr.open_group(str(out / "raw.ome.zarr"), mode="r")["0"][:, 0, 0]
+    src = zarr.open_group(str(live / "raw.ome.zarr"), mode="r")["0"][5:35, 0, 0]
+    np.testing.assert_array_equal(copy, src)
+    assert _summary(out)["files"]["raw"] == str(out / "raw.ome.zarr")
