@@ -243,4 +243,5 @@ def test_drift_rolling_small_blocks_and_forced_key_frames(short_stack):
     assert rd.n_keys >= 5
     ref = d[:2].mean(axis=0)  # reference: the first block (2 frames)
     e = rd.drift_table() - (d[:240] - ref)
-    assert _rms(e) < 0.1  # measured 0.068 with 18 keys (2-frame blocks are noisy)
+    # about the run's constant frame offset (a 2-frame first block is noisy)
+    assert _rms(e - e.mean(axis=0)) < 0.1  # measured 0.068 with 18 keys (2-frame blocks are noisy)
