@@ -60,6 +60,7 @@ Algorithm
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections import deque
@@ -516,6 +517,49 @@ class RollingDrift:
             horizon=p.horizon_blocks,
         )
         self._causal.add(self._n_frames - 1, t0, coef, jump=self._relocked)
+
+    def warm_up(self, shape: tuple[int, int], *, device: bool = False) -> float:
+        """Run the registration path once at ``shape`` before acquisition starts.
+
+        Imports and first-call set-up (the engine's ``xcorr`` discovery, JIT and
+        OpenCL builds, the first choice of an implementation for these sizes,
+        FFT plans) cost 0.4 s or more here, several seconds on a loaded
+        machine: paid inside the stream, they are a backlog the drift estimate
+        (and a drift lock acting on it) lags behind. This estimator's state is
+        not touched.
+
+        Parameters
+        ----------
+        shape : (int, int)
+            (h, w) of the stream's frames, >= 16 each.
+        device : bool
+            Warm the CuPy path (frames on the GPU) instead of numpy.
+
+        Returns
+        -------
+        float
+            Seconds spent.
+        """
+        import time
+
+        t0 = time.perf_counter()
+        h, w = int(shape[0]), int(shape[1])
+        rng = np.random.default_rng(0)
+        base = rng.poisson(50.0, size=(h + 8, w + 8)).astype(np.float64)
+        from scipy import ndimage
+
+        base = ndimage.gaussian_filter(base, 1.5)
+        p = dataclasses.replace(self.params, key_blocks=1, noise_every=1)
+        tmp = RollingDrift(**dataclasses.asdict(p))
+        frames = np.stack(
+            [base[k % 3 : k % 3 + h, k % 2 : k % 2 + w] for k in range(3 * p.block)]
+        ).astype(np.float32)
+        if device:
+            import cupy
+
+            frames = cupy.asarray(frames)
+        tmp.push_many(frames)
+        return time.perf_counter() - t0
 
     # ------------------------------------------------------------- queries
     @property
