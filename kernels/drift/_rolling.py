@@ -83,6 +83,8 @@ __all__ = ["DriftEstimate", "RollingDrift", "RollingDriftParams"]
 logger = logging.getLogger(__name__)
 
 _N_FIT = 6  # accepted blocks in the prediction / extrapolation fit
+#: (shape, on device) warmed up in this process (RollingDrift.warm_up)
+_WARM: dict[tuple[tuple[int, int], bool], bool] = {}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -455,6 +457,10 @@ class RollingDrift:
         if self._shape is None:
             if shape[0] < 16 or shape[1] < 16:
                 raise ValueError(f"frames must be at least 16x16 px; got {shape}")
+            if not _WARM.get((shape, xp is not np)):
+                # first-call set-up now, at the first frame, not at some block in
+                # the middle of the stream (a no-op after warm_up at this shape)
+                self.warm_up(shape, device=xp is not np)
             self._shape = shape
             self._xp = xp
             self._acc = xp.zeros(shape)
@@ -558,6 +564,7 @@ class RollingDrift:
             import cupy
 
             frames = cupy.asarray(frames)
+        _WARM[((h, w), device)] = True
         tmp.push_many(frames)
         return time.perf_counter() - t0
 
