@@ -91,12 +91,38 @@ def _fft2(a: Any, xp: Any) -> Any:
     return xp.fft.fft2(a)
 
 
-def _ifft2(a: Any, xp: Any) -> Any:
+def _rfft2(a: Any, xp: Any) -> Any:
     if xp is np:
         from scipy import fft
 
-        return fft.ifft2(a)
-    return xp.fft.ifft2(a)
+        return fft.rfft2(a)
+    return xp.fft.rfft2(a)
+
+
+def _irfft2(a: Any, shape: tuple[int, int], xp: Any) -> Any:
+    if xp is np:
+        from scipy import fft
+
+        return fft.irfft2(a, s=shape)
+    return xp.fft.irfft2(a, s=shape)
+
+
+def _half_energy(f: Any, width: int) -> Any:
+    """``sum |F|^2`` over the full spectrum from its ``rfft2`` half (Parseval)."""
+    xp = array_module(f)
+    p = xp.square(f.real) + xp.square(f.imag)
+    e = 2.0 * p.sum(dtype=xp.float64) - p[:, 0].sum(dtype=xp.float64)
+    if width % 2 == 0:
+        e = e - p[:, -1].sum(dtype=xp.float64)
+    return e
+
+
+def _apodised(image: Any, window: Any, double: bool) -> Any:
+    xp = array_module(image)
+    a = image.astype(xp.float64, copy=False)
+    m = (a * window).sum() / window.sum()  # stays on the device for CuPy
+    b = (a - m) * window
+    return b if double else b.astype(xp.float32)
 
 
 def _spectrum(image: Any, window: Any, double: bool = False) -> Any:
@@ -104,11 +130,7 @@ def _spectrum(image: Any, window: Any, double: bool = False) -> Any:
     :func:`livesr.kernels.xcorr.prepare_spectrum`). Single precision by default
     (complex64; 3-4x faster than double on the CPU, errors ~1e-7 relative, about
     1e-5 px, far below the noise); ``double=True`` for complex128."""
-    xp = array_module(image)
-    a = image.astype(xp.float64, copy=False)
-    m = (a * window).sum() / window.sum()  # stays on the device for CuPy
-    b = (a - m) * window
-    return _fft2(b if double else b.astype(xp.float32), xp)
+    return _fft2(_apodised(image, window, double), array_module(image))
 
 
 def _cross(f_ref: Any, f_img: Any) -> Any:
@@ -125,9 +147,12 @@ def _cross(f_ref: Any, f_img: Any) -> Any:
 
 
 def coarse_spectrum(image: Any, *, double: bool = False) -> Any:
-    """Spectrum of ``image`` as pass 1 of :func:`register_two_pass` uses it."""
+    """Spectrum of ``image`` as pass 1 of :func:`register_two_pass` uses it: the
+    ``rfft2`` half (h, w // 2 + 1) of the apodised image (real input: half the
+    work of ``fft2``)."""
     xp = array_module(image)
-    return _spectrum(image, _window(tuple(image.shape), COARSE_ALPHA, xp), double)
+    w = _window(tuple(image.shape), COARSE_ALPHA, xp)
+    return _rfft2(_apodised(image, w, double), xp)
 
 
 def _search_box(
@@ -149,7 +174,11 @@ def _search_box(
 
 
 def _coarse(
-    f_ref: Any, f_img: Any, max_shift: float, center: tuple[float, float]
+    f_ref: Any,
+    f_img: Any,
+    max_shift: float,
+    center: tuple[float, float],
+    shape: tuple[int, int],
 ) -> Registration:
     """Pass 1: integer peak (within the search window) + parabola, and its PSR.
 
@@ -159,8 +188,11 @@ def _coarse(
     argmax, one 7x7 patch and two sums, so a device map stays on the device.
     """
     xp = array_module(f_ref)
-    cmap = xp.fft.fftshift(_ifft2(_cross(f_ref, f_img), xp).real)
-    h, w = cmap.shape
+    h, w = shape
+    norm = xp.sqrt(_half_energy(f_ref, w) * _half_energy(f_img, w))
+    x = xp.conj(f_ref) * f_img
+    x = x * (float(h * w) / xp.maximum(norm, 1e-300)).astype(x.real.dtype)
+    cmap = xp.fft.fftshift(_irfft2(x, (h, w), xp))
     box = _search_box(h, w, max_shift, center)
     if box is None:
         r0 = c0 = 0
@@ -268,7 +300,7 @@ def register_two_pass(
         f_ref = coarse_spectrum(ref, double=double)
     if f_img is None:
         f_img = coarse_spectrum(img, double=double)
-    coarse = _coarse(f_ref, f_img, max_shift, center)
+    coarse = _coarse(f_ref, f_img, max_shift, center, tuple(ref.shape))
     dy, dx = coarse.dy, coarse.dx
     for _ in range(_MAX_CROPS):
         iy, ix = int(round(dy)), int(round(dx))
@@ -314,7 +346,8 @@ def _refine(
         fa = _spectrum(ref[ya : ya + hh, xa : xa + ww], win, double)
         if ref_cache is not None and len(ref_cache) * fa.nbytes < _CACHE_BYTES:
             ref_cache[(iy, ix)] = fa
-    x = _cross(fa, _spectrum(b, win, double))
+    # not normalised: the refined lag does not depend on the spectrum's scale
+    x = xp.conj(fa) * _spectrum(b, win, double)
     if method == "upsampled":
         fy, fx = _refine_lag(x, start, upsample)
     else:  # (rarely used methods; host)
