@@ -80,6 +80,12 @@ class DriftLockConfig:
         measured one, no velocity prediction).
     velocity_window_s : float
         Span of the velocity fit, s (> 0).
+    n_sigma : float
+        Do not act on a displacement within ``n_sigma`` times its uncertainty
+        of zero: the correction needs ``hypot(dy, dx) > n_sigma *
+        drift_sigma_px`` (per-axis sigma) as well as the threshold (>= 0; 0 =
+        threshold only). With 3, a sample at rest is moved by noise in about 1
+        estimate in 90 (Rayleigh tail ``exp(-n_sigma^2 / 2)``).
     """
 
     threshold_px: float = 0.2
@@ -89,6 +95,7 @@ class DriftLockConfig:
     settle_results: int = 2
     lead_s: float = 0.0
     velocity_window_s: float = 3.0
+    n_sigma: float = 3.0
 
     def __post_init__(self) -> None:
         t, g, s = self.threshold_px, self.gain, self.max_sigma_px
@@ -116,6 +123,12 @@ class DriftLockConfig:
         )
         w = self.velocity_window_s
         _check(_fin(w) and w > 0, "velocity_window_s", w, "a number of s > 0")
+        _check(
+            _fin(self.n_sigma) and self.n_sigma >= 0,
+            "n_sigma",
+            self.n_sigma,
+            "a finite number >= 0",
+        )
 
 
 class DriftLock:
@@ -132,6 +145,9 @@ class DriftLock:
     refused : int
         Corrections the controller's limits refused (logged; retried on later
         results).
+    within_sigma : int
+        Results not acted on because their displacement was within
+        ``n_sigma`` of their uncertainty of zero.
     corrected_um : (float, float)
         Total stage correction (x, y) commanded, um.
     """
@@ -143,6 +159,7 @@ class DriftLock:
         self.moves = 0
         self.refused = 0
         self.skipped = 0
+        self.within_sigma = 0
         self.corrected_um = (0.0, 0.0)
         self._last_move_wall: float | None = None
         self._skip_left = 0
@@ -192,6 +209,17 @@ class DriftLock:
                 dy, dx = self._predict(float(t_last), dy, dx)
             if math.hypot(dy, dx) <= cfg.threshold_px:
                 return
+            if math.isfinite(sig) and math.hypot(dy, dx) <= cfg.n_sigma * sig:
+                self.within_sigma += 1
+                logger.debug(
+                    "result %d: drift (%.3f, %.3f) px within %.1f sigma (%.3f px) of 0",
+                    result.index,
+                    dy,
+                    dx,
+                    cfg.n_sigma,
+                    sig,
+                )
+                return
             step_x, step_y = cfg.gain * dx * ps, cfg.gain * dy * ps
             try:
                 controller.move_xy_by(step_x, step_y)
@@ -238,12 +266,13 @@ class DriftLock:
     __call__ = on_result
 
     def report(self) -> dict[str, Any]:
-        """JSON-ready counters: ``moves``, ``refused``, ``skipped``,
+        """JSON-ready counters: ``moves``, ``refused``, ``skipped``, ``within_sigma``,
         ``corrected_um`` (total (x, y) stage correction commanded)."""
         with self._lock:
             return {
                 "moves": self.moves,
                 "refused": self.refused,
                 "skipped": self.skipped,
+                "within_sigma": self.within_sigma,
                 "corrected_um": list(self.corrected_um),
             }

@@ -60,21 +60,31 @@ Algorithm
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 from numbers import Integral, Real
 
 import numpy as np
 
-from livesr.kernels.drift._register import coarse_spectrum, register_two_pass
+from livesr.kernels.drift._causal import CausalShifts, fit_predictor
+from livesr.kernels.drift._register import (
+    array_module,
+    coarse_spectrum,
+    register_two_pass,
+    to_host,
+)
 
 __all__ = ["DriftEstimate", "RollingDrift", "RollingDriftParams"]
 
 logger = logging.getLogger(__name__)
 
 _N_FIT = 6  # accepted blocks in the prediction / extrapolation fit
+#: (shape, on device) warmed up in this process (RollingDrift.warm_up)
+_WARM: dict[tuple[tuple[int, int], bool], bool] = {}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -186,6 +196,20 @@ class RollingDriftParams:
         and :meth:`RollingDrift.displacement_at` apply to the block values, >= 0
         (0 = raw block values). A frame's smoothed value is final once
         ``smoothing`` more blocks have arrived; newer frames use a one-sided fit.
+    fit_blocks : int
+        Accepted blocks in the causal predictor (the shift of frames whose block
+        is not complete yet, :mod:`livesr.kernels.drift._causal`), >= 2.
+    horizon_blocks : float
+        Where the causal predictor chooses between a line and a parabola (the
+        one with the smaller expected error there), blocks past the newest block
+        centre, >= 0 (1: the middle of the frames it serves).
+    blend_blocks : float
+        Blocks over which a change of the causal prediction at a completed block
+        is spread (0 = applied at once), >= 0.
+    precision : {"single", "double"}
+        FFT precision of the registrations (complex64 or complex128).
+    history_blocks : int
+        Blocks whose causal predictors :meth:`RollingDrift.shifts_for` keeps.
     """
 
     block: int = 10
@@ -203,6 +227,11 @@ class RollingDriftParams:
     noise_window: int = 30
     noise_every: int = 4
     smoothing: int = 2
+    fit_blocks: int = 8
+    horizon_blocks: float = 1.0
+    blend_blocks: float = 1.0
+    precision: str = "single"
+    history_blocks: int = 1 << 14
 
     def __post_init__(self) -> None:
         _check_int("block", self.block, 1)
@@ -225,6 +254,15 @@ class RollingDriftParams:
         _check_int("noise_window", self.noise_window, 1)
         _check_int("noise_every", self.noise_every, 1)
         _check_int("smoothing", self.smoothing, 0)
+        _check_int("fit_blocks", self.fit_blocks, 2)
+        _check_real("horizon_blocks", self.horizon_blocks, 0.0, 1e3)
+        _check_real("blend_blocks", self.blend_blocks, 0.0, 1e6)
+        if self.precision not in ("single", "double"):
+            raise ValueError(
+                f"RollingDrift precision={self.precision!r} is not valid; "
+                "expected 'single' or 'double'"
+            )
+        _check_int("history_blocks", self.history_blocks, 1)
 
 
 @dataclass(slots=True)
@@ -232,41 +270,47 @@ class _Key:
     index: int
     offset: np.ndarray  # (2,) displacement of the template, px
     var: float  # offset variance per axis, px^2
-    acc: np.ndarray  # weighted sum of shifted blocks
-    wsum: np.ndarray  # weight of each pixel
+    acc: Any  # weighted sum of shifted blocks (numpy or cupy, as the frames)
+    wsum: Any  # weight of each pixel
     n: int = 1
     frozen: bool = False
-    image: np.ndarray | None = None
-    spectrum: np.ndarray | None = None
+    image: Any = None
+    spectrum: Any = None
     psr0: float = math.nan
     offset_samples: list[np.ndarray] = field(default_factory=list)
     sample_vars: list[float] = field(default_factory=list)
-    blocks: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)
-    crops: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
+    blocks: list[tuple[int, Any, np.ndarray]] = field(default_factory=list)
+    crops: dict[tuple[int, int], Any] = field(default_factory=dict)
 
-    def template(self) -> np.ndarray:
+    def template(self) -> Any:
         if self.image is not None:
             return self.image
+        xp = array_module(self.acc)
         valid = self.wsum > 0.5
-        img = np.where(valid, self.acc / np.maximum(self.wsum, 1e-12), 0.0)
-        if not valid.all():
-            img[~valid] = img[valid].mean() if valid.any() else 0.0
+        img = xp.where(valid, self.acc / xp.maximum(self.wsum, 1e-12), 0.0)
+        if not bool(valid.all()):
+            img[~valid] = img[valid].mean() if bool(valid.any()) else 0.0
         return img
 
-    def freeze(self) -> None:
+    def freeze(self, double: bool = False) -> None:
         self.image = self.template()
-        self.spectrum = coarse_spectrum(self.image)
+        self.spectrum = coarse_spectrum(self.image, double=double)
         self.frozen = True
-        self.acc = self.wsum = np.empty((0, 0))  # accumulators no longer needed
+        xp = array_module(self.image)
+        self.acc = self.wsum = xp.empty((0, 0))  # accumulators no longer needed
 
 
-def _shift_into(img: np.ndarray, lag: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _shift_into(img: Any, lag: np.ndarray) -> tuple[Any, Any]:
     """Shift ``img`` by ``-lag`` (cubic spline); returns (shifted, weight)."""
-    from scipy import ndimage
-
-    sh = ndimage.shift(img, -lag, order=3, mode="constant", cval=0.0)
-    w = ndimage.shift(np.ones_like(img), -lag, order=1, mode="constant", cval=0.0)
-    w = (w > 0.999).astype(np.float64)
+    xp = array_module(img)
+    if xp is np:
+        from scipy import ndimage
+    else:
+        from cupyx.scipy import ndimage
+    lag_t = (-float(lag[0]), -float(lag[1]))
+    sh = ndimage.shift(img, lag_t, order=3, mode="constant", cval=0.0)
+    w = ndimage.shift(xp.ones_like(img), lag_t, order=1, mode="constant", cval=0.0)
+    w = (w > 0.999).astype(xp.float64)
     return sh * w, w
 
 
@@ -318,64 +362,211 @@ class RollingDrift:
         self._psrs: deque[float] = deque(maxlen=p.noise_window)
         self._n_rejected = 0
         self._smooth_cache: tuple[int, np.ndarray] | None = None
+        self._xp: Any = None
+        self._double = p.precision == "double"
+        # accepted blocks (centre, dy, dx, sigma) of the causal predictor
+        self._track: deque[tuple[float, float, float, float]] = deque(
+            maxlen=p.fit_blocks
+        )
+        self._relocked = False
+        self._causal = CausalShifts(
+            p.block,
+            int(round(p.blend_blocks * p.block)),
+            history=p.history_blocks,
+        )
 
     # ------------------------------------------------------------------ input
-    def push(self, frame: np.ndarray) -> DriftEstimate | None:
+    def push(self, frame: Any) -> DriftEstimate | None:
         """Add one frame; return the new estimate if it completed a block.
 
         Parameters
         ----------
-        frame : numpy.ndarray
-            (h, w) real image; finite.
+        frame : numpy.ndarray or cupy.ndarray
+            (h, w) real image; finite. A CuPy frame keeps the estimator's
+            accumulation and registration on its device.
         """
-        a = np.asarray(frame)
+        xp = array_module(frame)
+        a = frame if xp is not np else np.asarray(frame)
         if a.ndim != 2:
             raise ValueError(f"frame must be 2-D (rows, cols); got shape {a.shape}")
-        if self._shape is None:
-            if a.shape[0] < 16 or a.shape[1] < 16:
-                raise ValueError(f"frames must be at least 16x16 px; got {a.shape}")
-            self._shape = (int(a.shape[0]), int(a.shape[1]))
-            self._acc = np.zeros(self._shape)
-            self._half = np.zeros(self._shape)
-        elif a.shape != self._shape:
-            raise ValueError(
-                f"frame shape {a.shape} differs from the stream's {self._shape}; "
-                "start a new RollingDrift for a new frame size"
-            )
-        f = a.astype(np.float64, copy=False)
-        if not np.all(np.isfinite(f)):
-            raise ValueError(
-                f"frame {self._n_frames} holds non-finite values; "
-                "replace them before pushing"
-            )
-        assert self._acc is not None and self._half is not None
-        self._acc += f
-        if self._count < self._n_half:
-            self._half += f
-        self._count += 1
-        self._n_frames += 1
-        if self._count < self.params.block:
-            return None
-        est = self._complete_block()
-        self._acc[...] = 0.0
-        self._half[...] = 0.0
-        self._count = 0
-        return est
+        out = self._ingest(a[None])
+        return out[-1] if out else None
 
-    def update(self, frames: np.ndarray) -> list[DriftEstimate]:
-        """Add (n, h, w) frames (or one (h, w) frame); return the estimates of
-        every block completed by them, oldest first."""
-        a = np.asarray(frames)
+    def push_many(self, frames: Any) -> list[DriftEstimate]:
+        """Add a batch of frames; return the estimates of the blocks they completed.
+
+        Equal to :meth:`push` frame by frame (the block sums are taken over the
+        batch at once); :meth:`shifts_for` then gives the causal shift of every
+        frame of the batch in one call.
+
+        Parameters
+        ----------
+        frames : numpy.ndarray or cupy.ndarray
+            (n, h, w) real frames (or one (h, w) frame), finite.
+
+        Returns
+        -------
+        list of DriftEstimate
+            Oldest first; empty when no block was completed.
+        """
+        xp = array_module(frames)
+        a = frames if xp is not np else np.asarray(frames)
         if a.ndim == 2:
             a = a[None]
         if a.ndim != 3:
             raise ValueError(f"frames must be (n, h, w) or (h, w); got shape {a.shape}")
-        out = []
-        for fr in a:
-            e = self.push(fr)
-            if e is not None:
-                out.append(e)
+        return self._ingest(a)
+
+    def update(self, frames: Any) -> list[DriftEstimate]:
+        """Add (n, h, w) frames (or one (h, w) frame); return the estimates of
+        every block completed by them, oldest first (same as :meth:`push_many`)."""
+        return self.push_many(frames)
+
+    def shifts_for(self, first_index: int, n: int) -> np.ndarray:
+        """Causal shift (dy, dx) of frames ``first_index .. first_index + n - 1``.
+
+        The shift each frame got when it arrived: the value of
+        ``displacement_at(i)`` right after frame ``i`` was pushed (the prediction
+        from the blocks complete by then), for frames already pushed.
+
+        Parameters
+        ----------
+        first_index : int
+            Index of the first frame (0 = the first frame pushed), >= 0.
+        n : int
+            Number of frames, >= 0; ``first_index + n <= n_frames``.
+
+        Returns
+        -------
+        numpy.ndarray
+            (n, 2) float64 displacement, px.
+        """
+        first, n = int(first_index), int(n)
+        if first < 0 or n < 0 or first + n > self._n_frames:
+            raise ValueError(
+                f"shifts_for({first_index}, {n}): frames {first}..{first + n - 1} "
+                f"are not all pushed yet; expected 0 <= first_index and "
+                f"first_index + n <= n_frames = {self._n_frames}"
+            )
+        return self._causal.shifts(first, n)
+
+    def _ingest(self, a: Any) -> list[DriftEstimate]:
+        """Accumulate (n, h, w) frames block by block; complete blocks on the way."""
+        xp = array_module(a)
+        shape = (int(a.shape[1]), int(a.shape[2]))
+        if self._shape is None:
+            if shape[0] < 16 or shape[1] < 16:
+                raise ValueError(f"frames must be at least 16x16 px; got {shape}")
+            if not _WARM.get((shape, xp is not np)):
+                # first-call set-up now, at the first frame, not at some block in
+                # the middle of the stream (a no-op after warm_up at this shape)
+                self.warm_up(shape, device=xp is not np)
+            self._shape = shape
+            self._xp = xp
+            self._acc = xp.zeros(shape)
+            self._half = xp.zeros(shape)
+        elif shape != self._shape:
+            raise ValueError(
+                f"frame shape {shape} differs from the stream's {self._shape}; "
+                "start a new RollingDrift for a new frame size"
+            )
+        if xp is not self._xp:  # keep the state where the first frames were
+            a = to_host(a) if self._xp is np else self._xp.asarray(a)
+            xp = self._xp
+        if a.dtype.kind not in "uif":
+            raise ValueError(f"frames must have a real dtype; got {a.dtype}")
+        if a.dtype.kind == "f" and not bool(xp.isfinite(a).all()):
+            raise ValueError(
+                f"frames {self._n_frames}..{self._n_frames + len(a) - 1} hold "
+                "non-finite values; replace them before pushing"
+            )
+        assert self._acc is not None and self._half is not None
+        p = self.params
+        out: list[DriftEstimate] = []
+        i, n = 0, int(a.shape[0])
+        while i < n:
+            take = min(n - i, p.block - self._count)
+            seg = a[i : i + take]
+            n_half = min(take, max(0, self._n_half - self._count))
+            if take == 1:
+                f = seg[0].astype(xp.float64, copy=False)
+                self._acc += f
+                if n_half:
+                    self._half += f
+            else:
+                if n_half:
+                    self._half += seg[:n_half].sum(axis=0, dtype=xp.float64)
+                self._acc += seg.sum(axis=0, dtype=xp.float64)
+            self._count += take
+            self._n_frames += take
+            i += take
+            if self._count < p.block:
+                continue
+            self._relocked = False
+            est = self._complete_block()
+            self._acc[...] = 0.0
+            self._half[...] = 0.0
+            self._count = 0
+            self._new_epoch()
+            out.append(est)
         return out
+
+    def _new_epoch(self) -> None:
+        """The causal predictor serving the frames from this one on."""
+        p = self.params
+        tr = np.asarray(self._track, dtype=np.float64).reshape(-1, 4)
+        t0, coef = fit_predictor(
+            tr[:, 0],
+            tr[:, 1:3],
+            np.maximum(tr[:, 3], 1e-3),
+            scale=float(p.block),
+            horizon=p.horizon_blocks,
+        )
+        self._causal.add(self._n_frames - 1, t0, coef, jump=self._relocked)
+
+    def warm_up(self, shape: tuple[int, int], *, device: bool = False) -> float:
+        """Run the registration path once at ``shape`` before acquisition starts.
+
+        Imports and first-call set-up (the engine's ``xcorr`` discovery, JIT and
+        OpenCL builds, the first choice of an implementation for these sizes,
+        FFT plans) cost 0.4 s or more here, several seconds on a loaded
+        machine: paid inside the stream, they are a backlog the drift estimate
+        (and a drift lock acting on it) lags behind. This estimator's state is
+        not touched.
+
+        Parameters
+        ----------
+        shape : (int, int)
+            (h, w) of the stream's frames, >= 16 each.
+        device : bool
+            Warm the CuPy path (frames on the GPU) instead of numpy.
+
+        Returns
+        -------
+        float
+            Seconds spent.
+        """
+        import time
+
+        t0 = time.perf_counter()
+        h, w = int(shape[0]), int(shape[1])
+        rng = np.random.default_rng(0)
+        base = rng.poisson(50.0, size=(h + 8, w + 8)).astype(np.float64)
+        from scipy import ndimage
+
+        base = ndimage.gaussian_filter(base, 1.5)
+        p = dataclasses.replace(self.params, key_blocks=1, noise_every=1)
+        tmp = RollingDrift(**dataclasses.asdict(p))
+        frames = np.stack(
+            [base[k % 3 : k % 3 + h, k % 2 : k % 2 + w] for k in range(3 * p.block)]
+        ).astype(np.float32)
+        if device:
+            import cupy
+
+            frames = cupy.asarray(frames)
+        _WARM[((h, w), device)] = True
+        tmp.push_many(frames)
+        return time.perf_counter() - t0
 
     # ------------------------------------------------------------- queries
     @property
@@ -408,12 +599,14 @@ class RollingDrift:
         """Displacement (dy, dx) at any frame index, px.
 
         Linear interpolation between block centres (of the block values smoothed
-        as ``smoothing`` says); before the first centre the first value; after
-        the last centre an extrapolation by a quadratic through the last 6
-        accepted blocks (linear with fewer than 5): what a causal consumer
-        applies to frames whose block is not complete yet (measured 0.055 px RMS
-        over the next 10 frames at 0.1 px/frame oscillating drift, vs 0.023 px
-        for interpolated frames).
+        as ``smoothing`` says); before the first centre the first value; from
+        the last centre on, the causal predictor of the newest block (a weighted
+        linear fit through the last ``fit_blocks`` accepted blocks, quadratic
+        when the curvature is significant, blended over ``blend_blocks`` from
+        the previous prediction; :mod:`livesr.kernels.drift._causal`): what a
+        causal consumer applies to frames whose block is not complete yet.
+        ``displacement_at(n_frames - 1)`` right after a push is the frame's
+        causal shift, as :meth:`shifts_for` keeps it.
         """
         if not self._values:
             return (0.0, 0.0)
@@ -421,7 +614,7 @@ class RollingDrift:
         t = float(frame_index)
         vals = self._smoothed()
         if t >= c[-1]:
-            out = self._extrapolate(np.array([t]))[0]
+            out = self._causal.current([t])[0]
             return float(out[0]), float(out[1])
         return (
             float(np.interp(t, c, vals[:, 0])),
@@ -442,7 +635,7 @@ class RollingDrift:
         )
         hi = t > c[-1]
         if hi.any():
-            out[hi] = self._extrapolate(t[hi])
+            out[hi] = self._causal.current(t[hi])
         return out
 
     # ------------------------------------------------------------ internals
@@ -487,12 +680,15 @@ class RollingDrift:
             return float(np.mean(self._noise))
         return 0.05**2
 
+    def _spectrum(self, img: Any) -> Any:
+        return coarse_spectrum(img, double=self._double)
+
     def _register(
-        self, key: _Key, img: np.ndarray, f_img: np.ndarray, pred: np.ndarray
+        self, key: _Key, img: Any, f_img: Any, pred: np.ndarray
     ) -> tuple[np.ndarray, float]:
         p = self.params
         ref = key.template()
-        f_ref = key.spectrum if key.spectrum is not None else coarse_spectrum(ref)
+        f_ref = key.spectrum if key.spectrum is not None else self._spectrum(ref)
         centre = pred - key.offset
         r = register_two_pass(
             ref,
@@ -504,6 +700,7 @@ class RollingDrift:
             f_img=f_img,
             # pass-2 crop spectra of a frozen key, by integer lag (<= 64 MiB)
             ref_cache=key.crops if key.frozen else None,
+            double=self._double,
         )
         return np.array([r.dy, r.dx]), r.psr
 
@@ -534,23 +731,25 @@ class RollingDrift:
         last = self._n_frames - 1
         centre = last - (p.block - 1) / 2.0
         img = self._acc / p.block
+        xp = self._xp
         if b == 0:
             root = _Key(
                 index=0,
                 offset=np.zeros(2),
                 var=0.0,
                 acc=img.copy(),
-                wsum=np.ones_like(img),
+                wsum=xp.ones_like(img),
             )
             root.blocks.append((0, img.copy(), np.zeros(2)))
             self._keys.append(root)
             est0 = self._record(b, last, centre, np.zeros(2), 0.0, False, math.nan, 0)
+            self._track.append((centre, 0.0, 0.0, math.sqrt(self._noise_var())))
             if p.key_blocks == 1:
                 self._freeze_root()
             return est0
 
         pred = self._predict(centre)
-        f_img = coarse_spectrum(img)
+        f_img = self._spectrum(img)
         refs = self._references(pred)
         ests, wts, psrs = [], [], []
         s2 = self._noise_var()
@@ -572,8 +771,8 @@ class RollingDrift:
             n_b = p.block - n_a
             img_a = self._half / n_a
             img_b = (self._acc - self._half) / n_b
-            la, _ = self._register(main, img_a, coarse_spectrum(img_a), pred)
-            lb, _ = self._register(main, img_b, coarse_spectrum(img_b), pred)
+            la, _ = self._register(main, img_a, self._spectrum(img_a), pred)
+            lb, _ = self._register(main, img_b, self._spectrum(img_b), pred)
             dt = (n_a + n_b) / 2.0  # distance between the half centres, frames
             v = self._fit()[1]
             resid = (lb - la) - v * dt
@@ -597,6 +796,8 @@ class RollingDrift:
                 self._n_rejected,
             )
             self._accepted.clear()
+            self._track.clear()
+            self._relocked = True
             rejected = False
         if rejected:
             self._n_rejected += 1
@@ -617,6 +818,7 @@ class RollingDrift:
         if math.isfinite(half_diff):
             self._noise.append(half_diff)
         self._accepted.append((centre, float(est[0]), float(est[1])))
+        self._track.append((centre, float(est[0]), float(est[1]), sigma))
         out = self._record(b, last, centre, est, sigma, False, psr, main.index)
         self._maintain_keys(img, est, psr, main)
         return out
@@ -626,15 +828,22 @@ class RollingDrift:
         its blocks (revising their values); the mean of ``key_blocks`` blocks is
         known ~sqrt(key_blocks) times better than the first block alone."""
         root = self._keys[0]
-        root.freeze()
+        root.freeze(self._double)
         lags = []
         for _, img, est in root.blocks:
-            lag, _ = self._register(root, img, coarse_spectrum(img), est)
+            lag, _ = self._register(root, img, self._spectrum(img), est)
             lags.append(lag)
         lags_a = np.asarray(lags)
-        root.offset = -lags_a.mean(axis=0)
         old = np.asarray([self._values[i] for i, _, _ in root.blocks])
-        new = root.offset + lags_a
+        # keep the run's coordinate frame (the first block's position, in which the
+        # provisional values were reported and applied): the template's offset is
+        # the one that matches the provisional values on average, so the revised
+        # values only lose their noise and the reference does not jump
+        offset = (old - lags_a).mean(axis=0)
+        new = offset + lags_a
+        origin = self._origin(root, new)
+        root.offset = offset - origin
+        new = new - origin
         delta = (new - old).mean(axis=0)
         for k, (i, _, _) in enumerate(root.blocks):
             self._values[i] = (float(new[k, 0]), float(new[k, 1]))
@@ -647,10 +856,31 @@ class RollingDrift:
             ((self._centres[i], *self._values[i]) for i in sorted(accepted)[-_N_FIT:]),
             maxlen=_N_FIT,
         )
+        sig = {e.block_index: e.sigma_px for e in self._estimates}
+        s0 = math.sqrt(self._noise_var())
+        self._track = deque(
+            (
+                (self._centres[i], *self._values[i], sig.get(i, 0.0) or s0)
+                for i in sorted(accepted)[-self.params.fit_blocks :]
+            ),
+            maxlen=self.params.fit_blocks,
+        )
         root.blocks = []
         logger.debug(
             "RollingDrift: root key frozen, reference moved by (%.4f, %.4f) px", *delta
         )
+
+    def _origin(self, root: _Key, new: np.ndarray) -> np.ndarray:
+        """Correction of the run's origin when the root key freezes (0: none).
+
+        The provisional values were reported (and applied) relative to the first
+        block; the revised ones keep that frame on average (their offset matches
+        the provisional values' mean). Re-fitting the first block's position
+        from the key's blocks (a line or parabola at its centre) was tried: on
+        fast drift (0.1 px/frame) it moved the origin by 0.06 px, more than it
+        saves on noise, so the frame is left as it is.
+        """
+        return np.zeros(2)
 
     def _smoothed(self) -> np.ndarray:
         """(B, 2) block values after the local quadratic fit (cached)."""
@@ -702,7 +932,7 @@ class RollingDrift:
         pk = self._pending
         if pk is not None:
             # measure the pending key's offset from this block, accumulate the block
-            lag, _ = self._register(pk, img, coarse_spectrum(img), est)
+            lag, _ = self._register(pk, img, self._spectrum(img), est)
             pk.offset_samples.append(est - lag)
             pk.sample_vars.append(self._noise_var() + main.var)
             pk.offset = np.mean(pk.offset_samples, axis=0)
@@ -713,7 +943,7 @@ class RollingDrift:
             if pk.n >= p.key_blocks:
                 m = len(pk.offset_samples)
                 pk.var = float(np.mean(pk.sample_vars)) / m
-                pk.freeze()
+                pk.freeze(self._double)
                 self._keys.append(pk)
                 self._current = len(self._keys) - 1
                 self._pending = None
@@ -754,7 +984,7 @@ class RollingDrift:
             offset=est.copy(),
             var=self._noise_var(),
             acc=img.copy(),
-            wsum=np.ones_like(img),
+            wsum=self._xp.ones_like(img),
             offset_samples=[est.copy()],
             sample_vars=[self._noise_var() + main.var],
         )

@@ -50,7 +50,14 @@ def _validate(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any,
         return cross_spectrum, lag, upsample, region, sweeps
 
     x, lag, upsample, region, sweeps = bind(*args, **kwargs)
-    x = np.ascontiguousarray(x, dtype=np.complex128)
+    if type(x).__module__.split(".", 1)[0] == "cupy":
+        # a device spectrum stays on its device (the cupy implementation takes it
+        # as it is; callers pass ``adapt`` to copy it for a host implementation)
+        import cupy
+
+        x = cupy.ascontiguousarray(x, dtype=cupy.complex128)
+    else:
+        x = np.ascontiguousarray(x, dtype=np.complex128)
     if x.ndim != 2:
         raise ValueError(f"cross_spectrum must be 2-D (h, w), got shape {x.shape}")
     if int(upsample) < 1 or not region > 0 or int(sweeps) < 1:
