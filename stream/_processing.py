@@ -89,6 +89,7 @@ class Processor:
         #: a caller's own per-frame map (tests, custom stages): host window, per frame
         self._user_map = user_map
         self._prepared: Any = None  # the window warmed up at the hinted shape
+        self._drift_xp: Any = None  # CuPy when drift registers on the GPU
         self._publish_cb = publish
         self._add_drift = add_drift
         self._stage_hook = stage_hook
@@ -148,6 +149,8 @@ class Processor:
             rd = RollingDrift(block=1)
             for f in frames:
                 rd.push(f)
+        import zarr  # noqa: F401  (the SR store's first image must not import it)
+
         shape = self._shape_hint
         if shape is not None:
             try:
@@ -160,10 +163,10 @@ class Processor:
             if not self._user_map:
                 self._time_candidates(shape)
             if self.config.drift.enabled:
-                synth = rng.poisson(100.0, size=shape).astype(np.float32)
+                synth = rng.poisson(100.0, size=(self.config.drift.block + 1, *shape))
                 rd = RollingDrift(block=self.config.drift.block)
-                for _ in range(self.config.drift.block + 1):
-                    rd.push(synth)
+                xp = self._drift_module(self._prepared)
+                rd.push_many(synth.astype(np.float32) if xp is None else xp.asarray(synth, dtype=xp.float32))
         logger.info("processing stages warmed up in %.2f s", time.perf_counter() - t0)
 
     def _params(self) -> Any:
@@ -444,8 +447,21 @@ class Processor:
             self.drift = RollingDrift(
                 block=self.config.drift.block, max_drift=self.config.drift.max_drift_px
             )
+        self._drift_xp = self._drift_module(self.sliding)
         self.base = int(batch.seqs[0])
         self.expected = self.base
+
+    @staticmethod
+    def _drift_module(window: Any) -> Any:
+        """CuPy when the window runs on the GPU (drift registers there too: the
+        frames are uploaded once more, a few MB per batch), else None (NumPy)."""
+        if type(window).__name__ != "DeviceSlidingEsrrf":
+            return None
+        try:
+            import cupy
+        except ImportError:  # pragma: no cover - a device window implies CuPy
+            return None
+        return cupy
 
     def _new_sliding(self, shape: tuple[int, int], frame: Any) -> Any:
         prepared, self._prepared = self._prepared, None
@@ -527,7 +543,8 @@ class Processor:
         first = d.n_frames
         self._drift_seqs.extend(int(s) for s in seqs)
         if hasattr(d, "push_many") and hasattr(d, "shifts_for"):
-            ests = list(d.push_many(frames))
+            xp = self._drift_xp
+            ests = list(d.push_many(frames if xp is None else xp.asarray(frames)))
             shifts = np.asarray(d.shifts_for(first, n), dtype=np.float64)
         else:
             ests = []
@@ -633,7 +650,7 @@ class Processor:
         """Implementation that ran each stage."""
         out = {"esrrf": self._map_name()}
         if self.config.drift.enabled:
-            out = {"drift": "numpy", **out}
+            out = {"drift": "numpy" if self._drift_xp is None else "cupy", **out}
         return out
 
     def _note_implementation(self, seq: int) -> None:

@@ -127,8 +127,11 @@ class ProcessingRing:
         self.capacity = capacity
         self.frame_bytes = frame_bytes
         self.device_budget_bytes = int(device_budget_bytes)
+        # np.zeros maps zeroed pages lazily: allocating costs nothing at the first
+        # frame (a memset of a 375 MiB ring stalled the ingest ~0.2 s there, longer
+        # than a fast camera's replay ring lasts); each slot's pages are touched
+        # by its first frame instead
         self._slots = np.zeros((capacity, *self.shape), dtype=dt)
-        self._slots.fill(0)  # pre-fault every page now, not on the first frames
         self._seq = np.zeros(capacity, dtype=np.int64)
         self._t = np.zeros((capacity, 2), dtype=np.float64)
         self._head = 0

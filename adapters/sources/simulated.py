@@ -41,6 +41,13 @@ __all__ = ["SimulatedSource"]
 logger = logging.getLogger(__name__)
 
 
+def _ring_frames(shape: tuple[int, ...], interval_ms: float) -> int:
+    """Replay ring slots: 1 s of frames, >= 256, <= 512 MiB of uint16 frames."""
+    frame_bytes = 2 * int(np.prod(shape))
+    one_second = int(1000.0 / interval_ms) if interval_ms > 0 else 256
+    return max(16, min(max(256, one_second), (512 * 2**20) // max(1, frame_bytes)))
+
+
 class SimulatedSource:
     """Push simulated camera frames to a pipeline ingest.
 
@@ -56,8 +63,10 @@ class SimulatedSource:
         Produce frames at the camera interval (True) or as fast as accepted (False).
     stream : str
         Stream id.
-    ring_frames : int
-        Replay ring slots of the link.
+    ring_frames : int, optional
+        Replay ring slots of the link (default: 1 s of frames at the camera's
+        rate, at least 256, at most 512 MiB of frames): what the source holds while
+        the pipeline has not acknowledged it.
     stop_event : threading.Event, optional
         Acquisition stops when it is set.
     context : zmq.Context, optional
@@ -80,7 +89,7 @@ class SimulatedSource:
         frames: int,
         pace: bool = True,
         stream: str = "sim",
-        ring_frames: int = 256,
+        ring_frames: int | None = None,
         stop_event: threading.Event | None = None,
         context: zmq.Context[Any] | None = None,
         send_timeout_s: float = 30.0,
@@ -103,7 +112,7 @@ class SimulatedSource:
         self.frames = frames
         self.pace = bool(pace)
         self.stream = stream
-        self.ring_frames = int(ring_frames)
+        self.ring_frames = None if ring_frames is None else int(ring_frames)
         self.stop_event = stop_event if stop_event is not None else threading.Event()
         self._ctx = context
         self._send_timeout = float(send_timeout_s)
@@ -158,7 +167,7 @@ class SimulatedSource:
             shape=shape,
             dtype="uint16",
             pixel_size_um=float(cam.pixel_size_um),
-            ring_frames=self.ring_frames,
+            ring_frames=self.ring_frames or _ring_frames(shape, cam.interval_ms),
             overflow="stop",
         )
         interval = max(cam.interval_ms, scope.exposure_ms) / 1e3
