@@ -152,12 +152,18 @@ class SlidingResult:
         Indices (arrival order, from 0) of the first and last frame of the window.
     n_frames : int
         Frames in the window, ``last_frame - first_frame + 1``.
+    quality : float or None
+        :func:`livesr.stream._quality.quality_metric` of the image, when computed
+        by the producer (None: compute it from ``image``).
     """
 
     image: np.ndarray
     first_frame: int
     last_frame: int
     n_frames: int
+    #: ``normalized_gradient_energy`` of the image when the producer computed it
+    #: where the image was made (the GPU window: no host pass over a large image)
+    quality: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

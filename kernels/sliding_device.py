@@ -931,7 +931,8 @@ class DeviceSlidingEsrrf:
             from livesr.kernels.macro_pixel._cupy import macro_pixel_cupy
 
             out = macro_pixel_cupy(out, self._params.magnification)
-        return SlidingResult(self._download(out), lo, hi - 1, n)
+        quality = _device_quality(out)
+        return SlidingResult(self._download(out), lo, hi - 1, n, quality)
 
     def _download(self, image: Any) -> np.ndarray:
         """The image on the host: a new array, or the next pinned result buffer (a
@@ -944,6 +945,22 @@ class DeviceSlidingEsrrf:
         self._next_result = (self._next_result + 1) % len(self._results)
         image.get(out=buf)
         return buf
+
+
+def _device_quality(img: Any) -> float:
+    """``normalized_gradient_energy`` of a device image, on the device:
+    ``mean(|grad I|^2) / mean(I)^2`` over finite pixels (as the host metric,
+    float64 accumulation), one scalar downloaded."""
+    if img.ndim != 2 or min(img.shape) < 2:
+        return float("nan")
+    x = cp.where(cp.isfinite(img), img, 0).astype(cp.float32, copy=False)
+    mean = float(x.mean(dtype=cp.float64))
+    if mean == 0.0:
+        return float("nan")
+    gy = cp.diff(x, axis=0)
+    gx = cp.diff(x, axis=1)
+    energy = cp.mean(gy * gy, dtype=cp.float64) + cp.mean(gx * gx, dtype=cp.float64)
+    return float(energy) / (mean * mean)
 
 
 def _pinned(shape: tuple[int, ...], dtype: Any) -> np.ndarray:

@@ -599,7 +599,9 @@ class Processor:
         image = result.image
         first = self.base + result.first_frame
         last = self.base + result.last_frame
-        quality = quality_metric(image)
+        quality = result.quality
+        if quality is None:  # the producer did not compute it where it made the image
+            quality = quality_metric(image)
         drift = None
         if self.drift is not None:
             ld = drift_known

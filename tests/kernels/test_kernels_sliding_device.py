@@ -162,3 +162,21 @@ def test_device_window_through_the_engine_survives_cpu_maps(cupy, stack):
     assert len(got) == len(want) > 10
     for g, w in zip(got, want, strict=True):
         assert _max_rel(g.image, w.image) <= 1e-5
+
+
+@pytest.mark.parametrize("temporal", ["avg", "var"])
+def test_device_quality_equals_the_host_metric(cupy, stack, temporal):
+    """The GPU window computes each image's quality metric on the device; it equals
+    the host metric of the downloaded image (float64 vs float32 BLAS sums)."""
+    from livesr.kernels.sliding_device import DeviceSlidingEsrrf
+    from livesr.stream._quality import quality_metric
+
+    frames, shifts = stack
+    dev = DeviceSlidingEsrrf(
+        20, 10, frame_shape=frames.shape[1:], magnification=3, temporal=temporal
+    )
+    results = dev.push_many(frames[:60], shifts[:60])
+    assert len(results) == 5
+    for r in results:
+        assert r.quality is not None
+        assert r.quality == pytest.approx(quality_metric(r.image), rel=1e-4)
