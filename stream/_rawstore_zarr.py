@@ -290,11 +290,12 @@ class OmeZarrRawStore:
 
     def append(
         self, seq: int, frame: np.ndarray, *, t_acq: float, t_recv: float
-    ) -> None:
+    ) -> bool:
         """Append one frame; in the OS on return; :class:`RawStoreError` on failure.
 
         A ``seq`` at or below the last one persisted is a frame already on disk (a
         retry): it is skipped, never written twice (counted in :attr:`duplicates`).
+        Returns True when the frame was written, False when it was such a retry.
         """
         if self._frames is None or self._closed:
             raise RawStoreError(errno.EBADF, f"raw store {self.path} is not open")
@@ -312,7 +313,7 @@ class OmeZarrRawStore:
                 seq,
                 self._last_seq,
             )
-            return
+            return False
         f = np.asarray(frame)
         if f.shape != self._shape:
             raise ValueError(
@@ -349,6 +350,7 @@ class OmeZarrRawStore:
             ) from exc
         self._last_seq = seq
         self.frames_written = i + 1
+        return True
 
     def _fail(self, exc: OSError, n: int) -> None:
         self._failed = describe_oserror(exc)

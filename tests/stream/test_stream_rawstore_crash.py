@@ -209,8 +209,11 @@ def test_recovery_refuses_a_store_still_being_written(tmp_path: Path) -> None:
 def test_a_frame_is_never_persisted_twice(fmt: str, tmp_path: Path) -> None:
     store = open_raw_store(fmt, tmp_path)
     store.open(SHAPE, "uint16", pixel_size_um=0.1, interval_s=0.01)
-    for s in (0, 1, 1, 0, 2):  # retries of seq 1 and 0
+    written = [
         store.append(s, frame(s), t_acq=float(s), t_recv=float(s))
+        for s in (0, 1, 1, 0, 2)  # retries of seq 1 and 0
+    ]
+    assert written == [True, True, False, False, True]
     store.close()
     assert store.frames_written == 3 and store.duplicates == 2
     with open_recording(store.path) as rec:
