@@ -8,14 +8,16 @@ uint16 with each candidate into a temporary folder and prints frames/s (JSON lin
                  written rewrites its shard (a partial shard write is read-modify-
                  write).
 ``tensorstore``  tensorstore zarr3 driver, chunk (K,H,W), one write per frame.
-``append``       livesr's own zarr v3 writer (:mod:`livesr.stream._rawstore`):
-                 chunk (K,H,W), frames appended to the open chunk file with os.write.
+``append-*``     livesr's own zarr v3 writer (:mod:`livesr.stream._rawstore`):
+                 chunk (K,H,W), frames appended to the open chunk file with os.write,
+                 buffered (page cache) or O_DIRECT (aligned staging buffer).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -73,10 +75,10 @@ def bench_tensorstore(path: Path, frames: list[np.ndarray], k: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def bench_append(path: Path, frames: list[np.ndarray]) -> float:
+def bench_append(path: Path, frames: list[np.ndarray], direct: bool) -> float:
     from livesr.stream._rawstore import OmeZarrRawStore
 
-    st = OmeZarrRawStore(path)
+    st = OmeZarrRawStore(path, direct=direct)
     st.open(frames[0].shape, "uint16", pixel_size_um=0.1, interval_s=0.001)
     t0 = time.perf_counter()
     for i, f in enumerate(frames):
@@ -97,23 +99,25 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for shape, k in (((256, 256), 256), ((2048, 2048), 4)):
             big = shape[0] > 256
-            n_fast = args.frames or (200 if big else 5000)
+            n_fast = args.frames or (400 if big else 20000)
             n_slow = max(8, n_fast // 10)  # the read-modify-write writers are slow
             mb = shape[0] * shape[1] * 2 / 2**20
             cases = {
                 "zarr-chunk1": (n_slow, lambda p, f, k=k: bench_zarr(p, f, k, False)),
                 "zarr-shard": (n_slow, lambda p, f, k=k: bench_zarr(p, f, k, True)),
                 "tensorstore": (n_slow, lambda p, f, k=k: bench_tensorstore(p, f, k)),
-                "append": (n_fast, bench_append),
+                "append-buffered": (n_fast, lambda p, f: bench_append(p, f, False)),
+                "append-direct": (n_fast, lambda p, f: bench_append(p, f, True)),
             }
             for name, (n, fn) in cases.items():
                 p = Path(tmp) / f"{name}-{shape[0]}.zarr"
                 fps = fn(p, _frames(shape, n))
                 shutil.rmtree(p, ignore_errors=True)
+                os.sync()  # each writer starts with no dirty pages
                 r = {
                     "writer": name,
                     "shape": list(shape),
-                    "chunk_frames": k if name != "append" else None,
+                    "chunk_frames": k if not name.startswith("append") else None,
                     "frames": n,
                     "frames_per_s": round(fps, 1),
                     "MB_per_s": round(fps * mb, 1),

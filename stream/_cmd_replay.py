@@ -216,7 +216,13 @@ def _failure(message: str) -> int:
 
 
 #: result files that mark an output folder as used (Pipeline.start refuses it too)
-_RESULT_NAMES = ("summary.json", "raw.ome.zarr", "raw.ome.tif", "sr.ome.zarr")
+_RESULT_NAMES = (
+    "summary.json",
+    "raw.ome.zarr",
+    "raw.ome.tif",
+    "raw.json",
+    "sr.ome.zarr",
+)
 
 
 def input_name(path: str | Path) -> str:

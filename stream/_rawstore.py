@@ -265,7 +265,7 @@ class ReferenceRawStore:
 
     def append(
         self, seq: int, frame: np.ndarray, *, t_acq: float, t_recv: float
-    ) -> None:
+    ) -> bool:
         """Record frame ``seq`` (file frame ``start + seq``); nothing is copied.
 
         Raises
@@ -279,7 +279,7 @@ class ReferenceRawStore:
         seq = int(seq)
         if seq < self.frames_written:
             self.duplicates += 1
-            return
+            return False
         if seq != self.frames_written or self.start + seq >= self.stop:
             raise RawStoreError(
                 errno.EINVAL,
@@ -291,6 +291,7 @@ class ReferenceRawStore:
         self._seq.append(seq)
         self._t.append((float(t_acq), float(t_recv)))
         self.frames_written = seq + 1
+        return True
 
     def close(
         self, *, gaps: Sequence[Sequence[Any]] = (), error: str | None = None

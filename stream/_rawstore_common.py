@@ -32,7 +32,11 @@ class RawStoreBusyError(RawStoreError):
 
 
 class RawStore(Protocol):
-    """What the pipeline needs from a raw-frame writer."""
+    """What the pipeline needs from a raw-frame writer.
+
+    ``append`` returns True when it wrote the frame, False when ``seq`` was already
+    persisted (a retry: nothing is written twice).
+    """
 
     path: Path
     frames_written: int
@@ -49,7 +53,7 @@ class RawStore(Protocol):
 
     def append(
         self, seq: int, frame: np.ndarray, *, t_acq: float, t_recv: float
-    ) -> None: ...
+    ) -> bool: ...
 
     def close(
         self, *, gaps: Sequence[Sequence[Any]] = (), error: str | None = None

@@ -112,7 +112,7 @@ class OmeTiffRawStore:
 
     def append(
         self, seq: int, frame: np.ndarray, *, t_acq: float, t_recv: float
-    ) -> None:
+    ) -> bool:
         """Append one page; raises :class:`RawStoreError` on failure."""
         if self._failed is not None:
             raise RawStoreError(
@@ -130,7 +130,7 @@ class OmeTiffRawStore:
                 seq,
                 self._last_seq,
             )
-            return
+            return False
         page: dict[str, Any] = {
             "seq": int(seq),
             "t_acq": float(t_acq),
@@ -160,6 +160,7 @@ class OmeTiffRawStore:
         self._good_size = self._tw.filehandle.tell()
         # tifffile's own bookkeeping: the next page will patch this offset
         self._next_ifd_at = int(getattr(self._tw, "_ifdoffset", -1))
+        return True
 
     def _close_file(self) -> None:
         f, self._file = self._file, None

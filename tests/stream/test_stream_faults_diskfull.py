@@ -32,7 +32,11 @@ from livesr.stream._config import (
     StreamConfig,
 )
 from livesr.stream._pipeline import Pipeline
-from livesr.stream._rawstore import OmeTiffRawStore, OmeZarrRawStore
+from livesr.stream._rawstore import (
+    OmeTiffRawStore,
+    OmeZarrRawStore,
+    RawStoreError,
+)
 from livesr.stream._transport import SourceLink, SourceLinkConfig
 
 pytestmark = pytest.mark.skipif(
@@ -164,3 +168,30 @@ def test_disk_full_ome_tiff(tmp_path: Path, small_fs: Path) -> None:
         "raw.ome.error.txt",
         "raw.ome.tif",
     ]  # the space reserve is gone
+
+
+def test_disk_full_ome_zarr_direct_writes(small_fs: Path) -> None:
+    """O_DIRECT frames (4 KiB) on a full disk: the prefix stays complete, the store
+    is cut back, the error recorded and the reserve freed, as with buffered writes."""
+    shape = (32, 64)
+    store = OmeZarrRawStore(small_fs / "raw.ome.zarr", chunk_frames=64)
+    store.open(shape, "uint16", pixel_size_um=0.1, interval_s=0.01)
+
+    def frame(seq: int) -> np.ndarray:
+        return np.random.default_rng(seq).integers(0, 65535, shape, dtype=np.uint16)
+
+    n = 0
+    with pytest.raises(RawStoreError, match="ENOSPC"):
+        for seq in range(1000):  # 4 MiB: more than the 1 MiB filesystem
+            store.append(seq, frame(seq), t_acq=float(seq), t_recv=float(seq))
+            n += 1
+    assert store.direct and 50 < n < 250
+    store.close(gaps=[[n, n, "raw store failed"]])
+    g = zarr.open_group(str(small_fs / "raw.ome.zarr"), mode="r")
+    assert g.attrs["livesr"]["frames"] == n and "ENOSPC" in g.attrs["livesr"]["error"]
+    raw = g["0"][:, 0, 0]
+    assert raw.shape == (n, *shape)
+    for seq in range(n):
+        np.testing.assert_array_equal(raw[seq], frame(seq))
+    np.testing.assert_array_equal(g["frames/seq"][:], np.arange(n))
+    assert [p.name for p in small_fs.iterdir()] == ["raw.ome.zarr"]

@@ -179,7 +179,11 @@ def test_stop_messages_are_validated(tmp_path: Path) -> None:
             router.send_multipart(
                 [peer]
                 + encode_control(
-                    "ready", stream="cam0", session=session, n=h["n"], upto=-1,
+                    "ready",
+                    stream="cam0",
+                    session=session,
+                    n=h["n"],
+                    upto=-1,
                     credit=8,
                 )
             )

@@ -33,7 +33,7 @@ from livesr.stream._rawstore import (
 )
 from livesr.stream.cli import main
 
-SHAPE = (16, 24)
+SHAPE = (32, 64)  # 4 KiB frames: the zarr store writes them with O_DIRECT
 CHUNK = 8  # zarr frames per chunk: small, so that a kill lands mid-chunk
 
 CHILD = r"""
@@ -209,8 +209,11 @@ def test_recovery_refuses_a_store_still_being_written(tmp_path: Path) -> None:
 def test_a_frame_is_never_persisted_twice(fmt: str, tmp_path: Path) -> None:
     store = open_raw_store(fmt, tmp_path)
     store.open(SHAPE, "uint16", pixel_size_um=0.1, interval_s=0.01)
-    for s in (0, 1, 1, 0, 2):  # retries of seq 1 and 0
+    written = [
         store.append(s, frame(s), t_acq=float(s), t_recv=float(s))
+        for s in (0, 1, 1, 0, 2)  # retries of seq 1 and 0
+    ]
+    assert written == [True, True, False, False, True]
     store.close()
     assert store.frames_written == 3 and store.duplicates == 2
     with open_recording(store.path) as rec:
@@ -260,6 +263,7 @@ def test_zarr_store_reads_back_with_zarr_python_across_chunks(tmp_path: Path) ->
     for s in range(n):
         store.append(100 + s, frame(s), t_acq=float(s), t_recv=float(s))
     store.close()
+    assert store.direct  # 4 KiB frames on a disk filesystem: O_DIRECT
     g = zarr.open_group(str(store.path), mode="r")
     assert g["0"].chunks == (5, 1, 1, *SHAPE)
     np.testing.assert_array_equal(
@@ -286,3 +290,25 @@ def test_tiff_store_is_recovered_when_killed_before_the_first_page(
     info = recover_raw_store(store.path)
     assert info["frames"] == 0 and info["recovered"] is True
     assert not (tmp_path / "raw.ome.tif.reserve").exists()
+
+
+def test_zarr_store_buffered_and_direct_write_the_same_bytes(tmp_path: Path) -> None:
+    stores = {}
+    for direct in (False, True):
+        st = OmeZarrRawStore(
+            tmp_path / f"{direct}.ome.zarr", chunk_frames=4, direct=direct
+        )
+        st.open(SHAPE, "uint16", pixel_size_um=0.1, interval_s=0.01)
+        for s in range(10):
+            st.append(s, frame(s), t_acq=float(s), t_recv=float(s))
+        st.close()
+        assert st.direct is direct
+        stores[direct] = st.path
+    for j in range(3):  # chunk files byte for byte (the last one padded whole)
+        rel = Path("0", "c", str(j), "0", "0", "0", "0")
+        a = (stores[False] / rel).read_bytes()
+        assert a == (stores[True] / rel).read_bytes() and len(a) == 4 * 2 * 32 * 64
+    with pytest.raises(ValueError, match="multiple of 4096 bytes"):
+        OmeZarrRawStore(tmp_path / "odd.ome.zarr", direct=True).open(
+            (3, 5), "uint16", pixel_size_um=0.1, interval_s=0.01
+        )
