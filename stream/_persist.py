@@ -217,7 +217,12 @@ class Persister:
         self.acquired_reported: int | None = None
         self.max_seq = -1
         self.on_frame_calls = 0
-        self.counts = {"frames_received": 0, "frames_persisted": 0, "frames_not_offered": 0}
+        self.counts = {
+            "frames_received": 0,
+            "frames_persisted": 0,
+            "frames_not_offered": 0,
+            "frames_duplicate": 0,
+        }
         self._session: str | None = None
         self.seq_offset = 0
         self.restarts: list[dict[str, Any]] = []
@@ -244,7 +249,7 @@ class Persister:
                 self.gaps.add(seq, seq, "raw store failed")
             return
         try:
-            self.raw.append(seq, frame, t_acq=header.t_acq, t_recv=t_recv)
+            wrote = self.raw.append(seq, frame, t_acq=header.t_acq, t_recv=t_recv)
         except (RawStoreError, OSError) as exc:
             self.store_error = str(exc)
             with self.lock:
@@ -256,6 +261,9 @@ class Persister:
                 seq,
             )
             self._on_store_error(f"raw store failed: {exc}")
+            return
+        if wrote is False:  # already persisted (a retry): never counted or offered twice
+            self.counts["frames_duplicate"] += 1
             return
         self.counts["frames_persisted"] += 1
         ring = self.ring

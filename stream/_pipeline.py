@@ -234,7 +234,7 @@ class Pipeline:
                 p.name
                 for p in self.output.iterdir()
                 if p.name
-                in ("summary.json", "raw.ome.zarr", "raw.ome.tif", "sr.ome.zarr")
+                in ("summary.json", "raw.ome.zarr", "raw.ome.tif", "raw.json", "sr.ome.zarr")
             ]
             if taken:
                 raise FileExistsError(
@@ -546,6 +546,10 @@ class Pipeline:
         raw_opened = p is not None and p.raw_opened
         files = {
             "raw": str(p.raw.path) if raw_opened and p is not None else None,
+            # replay without a copy: the source file, its format and frame range
+            "raw_reference": getattr(p.raw, "reference", None)
+            if raw_opened and p is not None
+            else None,
             "sr": str(self._writer.sr_path)
             if self._writer is not None and self._writer.sr_path is not None
             else None,
@@ -572,6 +576,7 @@ class Pipeline:
             "frames_processed": proc.c["frames_processed"],
             "frames_not_processed": persisted - proc.c["frames_processed"],
             "frames_not_offered": counts["frames_not_offered"],
+            "frames_duplicate": counts.get("frames_duplicate", 0),
             "frames_dropped_for_processing": proc.c["frames_dropped_for_processing"],
             "windows_published": proc.c["windows_published"],
             "windows_skipped": proc.c["windows_skipped"],
