@@ -592,7 +592,8 @@ def replay_on_dask(
                     job.input.path,
                     job.input.start,
                     job.input.stop,
-                    block=config.drift.block,
+                    # the live pipeline's block at the recording's frame interval
+                    block=config.drift.block_frames(job.input.interval_s),
                     max_drift_px=config.drift.max_drift_px,
                     pixel_size_um=job.input.pixel_size_um,
                     priority=10,  # drift passes first: they gate their chunks

@@ -444,9 +444,14 @@ class Processor:
         if self.config.drift.enabled:
             from livesr.kernels import RollingDrift
 
-            self.drift = RollingDrift(
-                block=self.config.drift.block, max_drift=self.config.drift.max_drift_px
-            )
+            block = self.config.drift.block_frames(self.interval_s)
+            self.drift = RollingDrift(block=block, max_drift=self.config.drift.max_drift_px)
+            if block != self.config.drift.block:
+                logger.info(
+                    "drift: %d frames per estimate (%.0f ms at %.0f frames/s)",
+                    block, block * (self.interval_s or 0) * 1e3,
+                    1.0 / (self.interval_s or 1.0),
+                )
         self._drift_xp = self._drift_module(self.sliding)
         self.base = int(batch.seqs[0])
         self.expected = self.base
