@@ -107,14 +107,6 @@ def _irfft2(a: Any, shape: tuple[int, int], xp: Any) -> Any:
     return xp.fft.irfft2(a, s=shape)
 
 
-def _half_energy(f: Any, width: int) -> Any:
-    """``sum |F|^2`` over the full spectrum from its ``rfft2`` half (Parseval)."""
-    xp = array_module(f)
-    p = xp.square(f.real) + xp.square(f.imag)
-    e = 2.0 * p.sum(dtype=xp.float64) - p[:, 0].sum(dtype=xp.float64)
-    if width % 2 == 0:
-        e = e - p[:, -1].sum(dtype=xp.float64)
-    return e
 
 
 def _apodised(image: Any, window: Any, double: bool) -> Any:
@@ -189,10 +181,9 @@ def _coarse(
     """
     xp = array_module(f_ref)
     h, w = shape
-    norm = xp.sqrt(_half_energy(f_ref, w) * _half_energy(f_img, w))
-    x = xp.conj(f_ref) * f_img
-    x = x * (float(h * w) / xp.maximum(norm, 1e-300)).astype(x.real.dtype)
-    cmap = xp.fft.fftshift(_irfft2(x, (h, w), xp))
+    # not normalised (location and PSR do not depend on the map's scale): the
+    # returned peak height is in arbitrary units
+    cmap = xp.fft.fftshift(_irfft2(xp.conj(f_ref) * f_img, (h, w), xp))
     box = _search_box(h, w, max_shift, center)
     if box is None:
         r0 = c0 = 0
@@ -294,7 +285,8 @@ def register_two_pass(
     Returns
     -------
     Registration
-        Full lag (px), and the peak height / PSR of the coarse pass.
+        Full lag (px), and the peak height (not normalised: arbitrary units) and
+        PSR of the coarse pass.
     """
     if f_ref is None:
         f_ref = coarse_spectrum(ref, double=double)

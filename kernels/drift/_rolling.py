@@ -484,19 +484,22 @@ class RollingDrift:
         p = self.params
         out: list[DriftEstimate] = []
         i, n = 0, int(a.shape[0])
+        exact32 = a.dtype.kind in "ui" and a.dtype.itemsize <= 2 and p.block <= 256
         while i < n:
             take = min(n - i, p.block - self._count)
             seg = a[i : i + take]
             n_half = min(take, max(0, self._n_half - self._count))
+            # integer frames (<= 16 bit) summed in float32: exact up to 256 frames
+            dt = xp.float32 if exact32 else xp.float64
             if take == 1:
-                f = seg[0].astype(xp.float64, copy=False)
+                f = seg[0].astype(dt, copy=False)
                 self._acc += f
                 if n_half:
                     self._half += f
             else:
                 if n_half:
-                    self._half += seg[:n_half].sum(axis=0, dtype=xp.float64)
-                self._acc += seg.sum(axis=0, dtype=xp.float64)
+                    self._half += seg[:n_half].sum(axis=0, dtype=dt)
+                self._acc += seg.sum(axis=0, dtype=dt)
             self._count += take
             self._n_frames += take
             i += take
