@@ -109,33 +109,28 @@ def _irfft2(a: Any, shape: tuple[int, int], xp: Any) -> Any:
 
 
 
-def _apodised(image: Any, window: Any, double: bool) -> Any:
+@lru_cache(maxsize=64)
+def _window_sum(shape: tuple[int, int], alpha: float) -> float:
+    return float(_window_host(shape, alpha).sum())
+
+
+def _apodised(image: Any, window: Any, double: bool, alpha: float) -> Any:
     xp = array_module(image)
     a = image.astype(xp.float64, copy=False)
-    m = (a * window).sum() / window.sum()  # stays on the device for CuPy
+    # weighted mean (stays on the device for CuPy); the window's sum is cached
+    m = (a * window).sum() / _window_sum(tuple(window.shape), alpha)
     b = (a - m) * window
     return b if double else b.astype(xp.float32)
 
 
-def _spectrum(image: Any, window: Any, double: bool = False) -> Any:
+def _spectrum(
+    image: Any, window: Any, double: bool = False, alpha: float = 0.1
+) -> Any:
     """Weighted mean subtracted, apodised, ``fft2`` (as
     :func:`livesr.kernels.xcorr.prepare_spectrum`). Single precision by default
     (complex64; 3-4x faster than double on the CPU, errors ~1e-7 relative, about
     1e-5 px, far below the noise); ``double=True`` for complex128."""
-    return _fft2(_apodised(image, window, double), array_module(image))
-
-
-def _cross(f_ref: Any, f_img: Any) -> Any:
-    """Normalised cross-power spectrum, as ``correlation_spectrum(..., "cc")``."""
-    xp = array_module(f_ref)
-    # element-wise sums, not vdot: BLAS threads stall on a loaded machine
-    e_ref = xp.square(f_ref.real).sum() + xp.square(f_ref.imag).sum()
-    e_img = xp.square(f_img.real).sum() + xp.square(f_img.imag).sum()
-    norm = xp.sqrt(e_ref.astype(xp.float64) * e_img.astype(xp.float64))
-    x = xp.conj(f_ref) * f_img
-    # a zero norm means a zero spectrum: scaling it by anything finite keeps it zero
-    scale = x.size / xp.maximum(norm, 1e-300)
-    return x * scale.astype(x.real.dtype)
+    return _fft2(_apodised(image, window, double, alpha), array_module(image))
 
 
 def coarse_spectrum(image: Any, *, double: bool = False) -> Any:
@@ -144,7 +139,7 @@ def coarse_spectrum(image: Any, *, double: bool = False) -> Any:
     work of ``fft2``)."""
     xp = array_module(image)
     w = _window(tuple(image.shape), COARSE_ALPHA, xp)
-    return _rfft2(_apodised(image, w, double), xp)
+    return _rfft2(_apodised(image, w, double, COARSE_ALPHA), xp)
 
 
 def _search_box(
@@ -335,11 +330,11 @@ def _refine(
     win = _window((hh, ww), FINE_ALPHA, xp)
     fa = None if ref_cache is None else ref_cache.get((iy, ix))
     if fa is None:
-        fa = _spectrum(ref[ya : ya + hh, xa : xa + ww], win, double)
+        fa = _spectrum(ref[ya : ya + hh, xa : xa + ww], win, double, FINE_ALPHA)
         if ref_cache is not None and len(ref_cache) * fa.nbytes < _CACHE_BYTES:
             ref_cache[(iy, ix)] = fa
     # not normalised: the refined lag does not depend on the spectrum's scale
-    x = xp.conj(fa) * _spectrum(b, win, double)
+    x = xp.conj(fa) * _spectrum(b, win, double, FINE_ALPHA)
     if method == "upsampled":
         fy, fx = _refine_lag(x, start, upsample)
     else:  # (rarely used methods; host)
