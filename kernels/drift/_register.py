@@ -107,43 +107,30 @@ def _irfft2(a: Any, shape: tuple[int, int], xp: Any) -> Any:
     return xp.fft.irfft2(a, s=shape)
 
 
-def _half_energy(f: Any, width: int) -> Any:
-    """``sum |F|^2`` over the full spectrum from its ``rfft2`` half (Parseval)."""
-    xp = array_module(f)
-    p = xp.square(f.real) + xp.square(f.imag)
-    e = 2.0 * p.sum(dtype=xp.float64) - p[:, 0].sum(dtype=xp.float64)
-    if width % 2 == 0:
-        e = e - p[:, -1].sum(dtype=xp.float64)
-    return e
 
 
-def _apodised(image: Any, window: Any, double: bool) -> Any:
+@lru_cache(maxsize=64)
+def _window_sum(shape: tuple[int, int], alpha: float) -> float:
+    return float(_window_host(shape, alpha).sum())
+
+
+def _apodised(image: Any, window: Any, double: bool, alpha: float) -> Any:
     xp = array_module(image)
     a = image.astype(xp.float64, copy=False)
-    m = (a * window).sum() / window.sum()  # stays on the device for CuPy
+    # weighted mean (stays on the device for CuPy); the window's sum is cached
+    m = (a * window).sum() / _window_sum(tuple(window.shape), alpha)
     b = (a - m) * window
     return b if double else b.astype(xp.float32)
 
 
-def _spectrum(image: Any, window: Any, double: bool = False) -> Any:
+def _spectrum(
+    image: Any, window: Any, double: bool = False, alpha: float = 0.1
+) -> Any:
     """Weighted mean subtracted, apodised, ``fft2`` (as
     :func:`livesr.kernels.xcorr.prepare_spectrum`). Single precision by default
     (complex64; 3-4x faster than double on the CPU, errors ~1e-7 relative, about
     1e-5 px, far below the noise); ``double=True`` for complex128."""
-    return _fft2(_apodised(image, window, double), array_module(image))
-
-
-def _cross(f_ref: Any, f_img: Any) -> Any:
-    """Normalised cross-power spectrum, as ``correlation_spectrum(..., "cc")``."""
-    xp = array_module(f_ref)
-    # element-wise sums, not vdot: BLAS threads stall on a loaded machine
-    e_ref = xp.square(f_ref.real).sum() + xp.square(f_ref.imag).sum()
-    e_img = xp.square(f_img.real).sum() + xp.square(f_img.imag).sum()
-    norm = xp.sqrt(e_ref.astype(xp.float64) * e_img.astype(xp.float64))
-    x = xp.conj(f_ref) * f_img
-    # a zero norm means a zero spectrum: scaling it by anything finite keeps it zero
-    scale = x.size / xp.maximum(norm, 1e-300)
-    return x * scale.astype(x.real.dtype)
+    return _fft2(_apodised(image, window, double, alpha), array_module(image))
 
 
 def coarse_spectrum(image: Any, *, double: bool = False) -> Any:
@@ -152,7 +139,7 @@ def coarse_spectrum(image: Any, *, double: bool = False) -> Any:
     work of ``fft2``)."""
     xp = array_module(image)
     w = _window(tuple(image.shape), COARSE_ALPHA, xp)
-    return _rfft2(_apodised(image, w, double), xp)
+    return _rfft2(_apodised(image, w, double, COARSE_ALPHA), xp)
 
 
 def _search_box(
@@ -189,10 +176,9 @@ def _coarse(
     """
     xp = array_module(f_ref)
     h, w = shape
-    norm = xp.sqrt(_half_energy(f_ref, w) * _half_energy(f_img, w))
-    x = xp.conj(f_ref) * f_img
-    x = x * (float(h * w) / xp.maximum(norm, 1e-300)).astype(x.real.dtype)
-    cmap = xp.fft.fftshift(_irfft2(x, (h, w), xp))
+    # not normalised (location and PSR do not depend on the map's scale): the
+    # returned peak height is in arbitrary units
+    cmap = xp.fft.fftshift(_irfft2(xp.conj(f_ref) * f_img, (h, w), xp))
     box = _search_box(h, w, max_shift, center)
     if box is None:
         r0 = c0 = 0
@@ -294,7 +280,8 @@ def register_two_pass(
     Returns
     -------
     Registration
-        Full lag (px), and the peak height / PSR of the coarse pass.
+        Full lag (px), and the peak height (not normalised: arbitrary units) and
+        PSR of the coarse pass.
     """
     if f_ref is None:
         f_ref = coarse_spectrum(ref, double=double)
@@ -343,11 +330,11 @@ def _refine(
     win = _window((hh, ww), FINE_ALPHA, xp)
     fa = None if ref_cache is None else ref_cache.get((iy, ix))
     if fa is None:
-        fa = _spectrum(ref[ya : ya + hh, xa : xa + ww], win, double)
+        fa = _spectrum(ref[ya : ya + hh, xa : xa + ww], win, double, FINE_ALPHA)
         if ref_cache is not None and len(ref_cache) * fa.nbytes < _CACHE_BYTES:
             ref_cache[(iy, ix)] = fa
     # not normalised: the refined lag does not depend on the spectrum's scale
-    x = xp.conj(fa) * _spectrum(b, win, double)
+    x = xp.conj(fa) * _spectrum(b, win, double, FINE_ALPHA)
     if method == "upsampled":
         fy, fx = _refine_lag(x, start, upsample)
     else:  # (rarely used methods; host)

@@ -1,22 +1,27 @@
 """Causal drift estimation for streams: :class:`RollingDrift`.
 
 Frames arrive one by one (:meth:`RollingDrift.push`) or in batches
-(:meth:`RollingDrift.update`). Every ``block`` frames are averaged into a block
-and registered as soon as the block is complete; the estimate is the
-displacement of the block's mean image, placed at the block's centre frame.
+(:meth:`RollingDrift.push_many`; numpy or CuPy arrays: CuPy frames keep the
+block sums, FFTs, peak search and crops on their device, a few scalars per
+block come back). Every ``block`` frames are averaged into a block and
+registered as soon as the block is complete; the estimate is the displacement
+of the block's mean image, placed at the block's centre frame. The causal
+shift of every frame (the prediction from the blocks complete when it arrived,
+what a stream applies) is kept per block: :meth:`RollingDrift.shifts_for`.
 
 Reference and sign
 ------------------
 (dy, dx) is the displacement of the sample in px, positive towards larger row /
-column index. The reference (0, 0) is the mean position of the blocks averaged
-into the first key frame (the first ``key_blocks`` accepted blocks, frames
-``0 .. block * key_blocks - 1`` when none is rejected): that mean is known about
-``sqrt(key_blocks)`` times better than the first block alone. Until the first
-key is complete the estimates are provisional, relative to the first block;
-:meth:`RollingDrift.drift_table` and :meth:`RollingDrift.displacement_at` use the
-revised values, the :class:`DriftEstimate` objects already returned are not
-changed. A constant offset is irrelevant to a stream (the reconstruction moves
-by a constant); to reference frame 0, subtract ``displacement_at(0)``.
+column index. The reference (0, 0) is the position of the first block (frames
+``0 .. block - 1``), for the whole run: one coordinate frame. When the first key
+frame is complete (``key_blocks`` blocks) its blocks are re-registered against
+it and revised, with the key's offset chosen so the revised values keep the
+provisional ones' mean: the reference does not jump (it used to move to the
+key's mean position, a jump of the drift over half the key, ~1 px in issue
+15). The origin is known to about the block noise (sigma of one block; 0.015-
+0.025 px at 256² on the quick start's sample). :meth:`RollingDrift.drift_table`
+and :meth:`RollingDrift.displacement_at` use the revised values, the
+:class:`DriftEstimate` objects already returned are not changed.
 
 Algorithm
 ---------
@@ -50,6 +55,12 @@ Algorithm
   does not enter templates or predictions. After ``relock_after`` consecutive
   rejections the next block with a good peak is accepted whatever its jump
   (a real sudden move, e.g. a stage step).
+* **Causal shift.** After each block a predictor for the frames that follow
+  (until the next block) is fitted: a weighted line through the last
+  ``fit_blocks`` accepted blocks, or a parabola where that is expected to
+  predict better ``horizon_blocks`` ahead; the change from the previous
+  prediction is spread over ``blend_blocks`` (no jumps between consecutive
+  frames). See :mod:`livesr.kernels.drift._causal`.
 * **Uncertainty.** Each block is also registered in two halves; the half-to-half
   difference (minus the predicted motion between the half centres) measures the
   block's own noise independently of the drift's shape
@@ -484,19 +495,22 @@ class RollingDrift:
         p = self.params
         out: list[DriftEstimate] = []
         i, n = 0, int(a.shape[0])
+        exact32 = a.dtype.kind in "ui" and a.dtype.itemsize <= 2 and p.block <= 256
         while i < n:
             take = min(n - i, p.block - self._count)
             seg = a[i : i + take]
             n_half = min(take, max(0, self._n_half - self._count))
+            # integer frames (<= 16 bit) summed in float32: exact up to 256 frames
+            dt = xp.float32 if exact32 else xp.float64
             if take == 1:
-                f = seg[0].astype(xp.float64, copy=False)
+                f = seg[0].astype(dt, copy=False)
                 self._acc += f
                 if n_half:
                     self._half += f
             else:
                 if n_half:
-                    self._half += seg[:n_half].sum(axis=0, dtype=xp.float64)
-                self._acc += seg.sum(axis=0, dtype=xp.float64)
+                    self._half += seg[:n_half].sum(axis=0, dtype=dt)
+                self._acc += seg.sum(axis=0, dtype=dt)
             self._count += take
             self._n_frames += take
             i += take
