@@ -456,11 +456,21 @@ class Processor:
         self.base = int(batch.seqs[0])
         self.expected = self.base
 
-    @staticmethod
-    def _drift_module(window: Any) -> Any:
-        """CuPy when the window runs on the GPU (drift registers there too: the
-        frames are uploaded once more, a few MB per batch), else None (NumPy)."""
+    #: frames of at least this many pixels register drift on the GPU (with the GPU
+    #: window); smaller ones on the host: per block, CuPy's launch and Python
+    #: overhead outweighs its FFTs below ~512² (H100: 2.0 vs 0.74 ms per frame at
+    #: 256², 1.8 vs 3.5 at 512², 11.6 vs 134 at 2048²; bench/results/drift_gpu_h100.log)
+    DRIFT_ON_DEVICE_MIN_PIXELS = 384 * 384
+
+    @classmethod
+    def _drift_module(cls, window: Any) -> Any:
+        """CuPy when the window runs on the GPU and frames are large (drift registers
+        there too: the frames are uploaded once more, a few MB per batch), else None
+        (NumPy)."""
         if type(window).__name__ != "DeviceSlidingEsrrf":
+            return None
+        shape = getattr(window, "_shape", None) or getattr(window, "_fixed_shape", None)
+        if shape is not None and int(shape[0]) * int(shape[1]) < cls.DRIFT_ON_DEVICE_MIN_PIXELS:
             return None
         try:
             import cupy
