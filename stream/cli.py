@@ -16,6 +16,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from types import ModuleType
+from typing import Any
 
 from livesr.stream._logging import LEVELS, configure_logging
 from livesr.stream._version import livesr_version
@@ -79,6 +80,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _sigterm_as_interrupt() -> Any:
+    """Treat SIGTERM like Ctrl-C (a clean stop: sources told to stop, every file
+    completed, the summary written) instead of dying mid-write.  Main thread only;
+    returns the previous handler (None when it could not be installed)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        logger.warning("SIGTERM: stopping as on Ctrl-C")
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError):  # pragma: no cover - exotic embedding
+        return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit status (0 success, 2 usage error)."""
     parser = build_parser()
@@ -94,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help(sys.stderr)
         return 2
+    previous = _sigterm_as_interrupt()
     try:
         return int(args._run(args))
     except KeyboardInterrupt:
@@ -103,6 +125,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error("%s", exc)
         sys.stderr.write(f"livesr: error: {exc}\n")
         return 1
+    finally:
+        if previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # python -m livesr.stream.cli (the benchmark spawns it)
