@@ -217,7 +217,7 @@ class StreamConfig:
     latency_budget_ms: float = 500.0
     ring_mb: float = 0.0
     memory_budget_mb: float = 0.0
-    max_batch: int = 32
+    max_batch: int = 16
     sr_budget_mb_s: float = 200.0
     credit: int = 64
     raw_format: str = "ome-zarr"

@@ -199,7 +199,7 @@ class Pipeline:
         self, shape: tuple[int, int], dtype: Any, interval_s: float | None
     ) -> MemoryPlan:
         s = self.config.stream
-        return check_memory(
+        plan = check_memory(
             shape,
             dtype,
             window=self._proc.esrrf.window,
@@ -209,6 +209,8 @@ class Pipeline:
             ring_mb=s.ring_mb,
             memory_budget_mb=s.memory_budget_mb,
         )
+        self._proc.check_window_memory(shape, plan.budget)
+        return plan
 
     def start(self) -> Pipeline:
         """Create the output folder, bind results PUB and ingest, start processing.
@@ -227,6 +229,13 @@ class Pipeline:
         if self._started:
             raise RuntimeError("Pipeline.start() called twice")
         self._started = True
+        frames = self.config.stream.frames
+        window = self._proc.esrrf.window
+        if 0 < frames < window:
+            raise ValueError(
+                f"window={window} is longer than the {frames} frames to acquire: no "
+                "image could be made; lower --window or raise --frames"
+            )
         if self._shape_hint is not None:  # refuse before anything is written
             self._plan_ring(self._shape_hint, np.uint16, None)
         if self.output.is_dir():

@@ -188,6 +188,9 @@ class Processor:
             prefer = "host"
         else:
             prefer = "auto"
+        host_options = {}
+        if getattr(self, "_window_budget", None):
+            host_options["memory_budget_bytes"] = self._window_budget
         return new_window(
             self._params(),
             e.window,
@@ -198,7 +201,36 @@ class Processor:
             macro_pixel_correction=e.macro_pixel_correction,
             max_batch=self.max_batch,
             frame_map=self.map if self._user_map else None,
+            **host_options,
         )
+
+    def check_window_memory(self, shape: tuple[int, int], budget_bytes: int) -> None:
+        """Refuse a window whose smallest host state cannot fit the memory budget.
+
+        Raises
+        ------
+        ValueError
+            Naming the window, the frame shape and what to change.
+        """
+        from livesr.kernels.sliding import estimate_memory
+
+        e = self.esrrf
+        need = estimate_memory(
+            "raw",
+            window=e.window,
+            frame_shape=(int(shape[0]), int(shape[1])),
+            magnification=e.magnification,
+            temporal=e.temporal,
+        )
+        if need > budget_bytes:
+            raise ValueError(
+                f"a window of {e.window} frames of {shape[0]}x{shape[1]} at "
+                f"magnification {e.magnification} needs {need / 2**20:.0f} MiB even "
+                f"storing raw frames; the memory budget is {budget_bytes / 2**20:.0f} "
+                "MiB: lower --window or --magnification, or raise [stream] "
+                "memory_budget_mb"
+            )
+        self._window_budget = int(budget_bytes)
 
     def _time_candidates(self, shape: tuple[int, int]) -> None:
         """Time (and so compile) the batch-map implementations the agent may choose.

@@ -444,3 +444,61 @@ def test_frame_shape_hint_times_implementations_before_streaming(
         assert calls == [((32, 32), True)]  # on the first real frame
     with pytest.raises(ValueError, match="frame_shape"):
         Pipeline(cfg, frame_shape=(0, 32))
+
+
+def test_a_window_that_cannot_work_is_refused_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    """Issue 14: a window longer than the run, or one whose ring and window state
+    cannot fit the memory budget, is refused at start with what to change; nothing
+    is created (a retry with the same output is not blocked)."""
+    out = tmp_path / "out"
+    cfg = _cfg(out, window=50, stride=10)
+    cfg = dataclasses.replace(cfg, stream=dataclasses.replace(cfg.stream, frames=30))
+    with pytest.raises(ValueError, match=r"window=50 is longer than the 30 frames"):
+        Pipeline(cfg, output=out).start()
+    assert not out.exists()
+    big = _cfg(out, window=500, stride=10)
+    big = dataclasses.replace(
+        big, stream=dataclasses.replace(big.stream, ring_mb=0.0, memory_budget_mb=8.0)
+    )
+    with pytest.raises(ValueError, match=r"memory_budget_mb"):
+        Pipeline(big, output=out, frame_shape=(256, 256)).start()
+    assert not out.exists()
+
+
+def test_the_ring_is_sized_from_the_frame_rate_and_stated(tmp_path: Path) -> None:
+    """The processing ring holds 3 latency budgets of frames at the camera's rate
+    (at least a window and two batches) within the budget; the summary states it."""
+    from livesr.stream._persist import check_memory, ring_frames
+
+    n = ring_frames(window=50, max_batch=16, interval_s=0.0005, latency_budget_s=0.5)
+    assert n == 3000  # 3 x 0.5 s at 2000 frames/s
+    assert ring_frames(window=50, max_batch=16, interval_s=None, latency_budget_s=0.5) == 100
+    plan = check_memory(
+        (2048, 2048), "uint16", window=50, max_batch=16, interval_s=0.01,
+        latency_budget_s=0.5, ring_mb=0.0, memory_budget_mb=4096.0,
+    )
+    assert plan.frames == 150 and plan.minimum == 66
+    with pytest.raises(ValueError, match="lower --window"):
+        check_memory(
+            (2048, 2048), "uint16", window=50, max_batch=16, interval_s=0.01,
+            latency_budget_s=0.5, ring_mb=0.0, memory_budget_mb=256.0,
+        )
+    out = tmp_path / "run"
+    cfg = _cfg(out, window=4, stride=4)
+    ctx = zmq.Context()
+    pipe = Pipeline(cfg, endpoint="inproc://ring-plan", context=ctx)
+    try:
+        pipe.start()
+        assert pipe.ready.wait(60)
+        src = SimulatedSource(_sim(), pipe.endpoint, frames=8, pace=False, context=ctx)
+        src.start()
+        assert src.join(60) is not None
+        assert pipe.wait(60)
+    finally:
+        summary = pipe.close()
+        ctx.term()
+    mem = summary["memory"]
+    assert mem["ring_frames"] == summary["ring"]["capacity"] >= mem["ring_min_frames"]
+    assert mem["ring_mb"] * 2**20 == pytest.approx(summary["ring"]["bytes"])
