@@ -544,11 +544,14 @@ def _run_pipeline(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
             line += (
                 f"; {stop['frames_saved']} of {stop['frames_planned']} frames saved"
             )
-    if summary.get("error"):
-        line += f"\nlivesr run: error: {summary['error']}"
+    from livesr.stream._run_session import run_failures
+
+    reasons = run_failures(summary)
+    for reason in reasons:
+        line += f"\nlivesr run: error: {reason}"
     assert status is not None
     status.final(line)
-    return 1 if summary.get("error") or summary.get("processing_error") else 0
+    return 1 if reasons else 0
 
 
 def _chain(source: Any, target: Any) -> None:

@@ -229,15 +229,6 @@ class Pipeline:
         if self._started:
             raise RuntimeError("Pipeline.start() called twice")
         self._started = True
-        frames = self.config.stream.frames
-        window = self._proc.esrrf.window
-        if 0 < frames < window:
-            raise ValueError(
-                f"window={window} is longer than the {frames} frames to acquire: no "
-                "image could be made; lower --window or raise --frames"
-            )
-        if self._shape_hint is not None:  # refuse before anything is written
-            self._plan_ring(self._shape_hint, np.uint16, None)
         if self.output.is_dir():
             taken = [
                 p.name
@@ -250,6 +241,15 @@ class Pipeline:
                     f"output folder {self.output} already holds results "
                     f"({', '.join(taken)}); choose another --output or remove them"
                 )
+        frames = self.config.stream.frames
+        window = self._proc.esrrf.window
+        if 0 < frames < window:
+            raise ValueError(
+                f"window={window} is longer than the {frames} frames to acquire: no "
+                "image could be made; lower --window or raise --frames"
+            )
+        if self._shape_hint is not None:  # refuse before anything is written
+            self._plan_ring(self._shape_hint, np.uint16, None)
         self.output.mkdir(parents=True, exist_ok=True)
         self._owns_output = True
         raw = self._raw_arg

@@ -652,10 +652,12 @@ class Processor:
         drift = None
         if self.drift is not None:
             ld = drift_known
+            sigma = float(ld["sigma_px"]) if ld else math.nan
             drift = {
                 "dy": shift[0],
                 "dx": shift[1],
-                "sigma_px": ld["sigma_px"] if ld else math.nan,
+                # JSON has no NaN: null until the first estimate (or a NaN sigma)
+                "sigma_px": sigma if math.isfinite(sigma) else None,
                 "rejected": bool(ld["rejected"]) if ld else False,
             }
         head: dict[str, Any] = {

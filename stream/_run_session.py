@@ -46,6 +46,29 @@ def result_text(summary: Mapping[str, Any]) -> str:
     )
 
 
+def run_failures(summary: Mapping[str, Any]) -> list[str]:
+    """Why a run is not complete (empty: every acquired frame persisted, processing
+    ran to the end): each reason makes the command exit non-zero."""
+    out = []
+    if summary.get("error"):
+        out.append(str(summary["error"]))
+    if summary.get("processing_error"):
+        out.append(f"processing failed: {summary['processing_error']}")
+    gaps = summary.get("frames_in_gaps") or 0
+    if gaps:
+        out.append(
+            f"{gaps} acquired frame(s) were lost before persistence (gaps: "
+            f"{summary.get('gaps')})"
+        )
+    if summary.get("accounting_ok") is False:
+        out.append(
+            "frame accounting does not add up: acquired "
+            f"{summary.get('frames_acquired')} != persisted "
+            f"{summary.get('frames_persisted')} + in gaps {gaps}"
+        )
+    return out
+
+
 def finish_run(
     prog: str,
     summary: Mapping[str, Any],
@@ -72,12 +95,14 @@ def finish_run(
     Returns
     -------
     int
-        1 when the summary or ``errors`` report an error, else 0.
+        1 when the summary (:func:`run_failures`) or ``errors`` report a failure,
+        else 0.
     """
     line = f"{prog}: {head}{result_text(summary)}"
-    failed = bool(summary.get("error") or summary.get("processing_error"))
-    if summary.get("error"):
-        line += f"\n{prog}: error: {summary['error']}"
+    reasons = run_failures(summary)
+    failed = bool(reasons)
+    for reason in reasons:
+        line += f"\n{prog}: error: {reason}"
     for err in errors:
         if err:
             line += f"\n{prog}: error: {err}"

@@ -329,3 +329,25 @@ def test_sigterm_stops_the_run_like_ctrl_c(tmp_path: Path) -> None:
     attrs = json.loads((out / "raw.ome.zarr" / "zarr.json").read_text())["attributes"]
     assert attrs["livesr"]["complete"] is True
     assert attrs["livesr"]["frames"] == summary["frames_persisted"]
+
+
+@pytest.mark.parametrize(
+    ("summary", "n_reasons"),
+    [
+        ({"accounting_ok": True, "frames_in_gaps": 0}, 0),
+        ({"accounting_ok": True, "frames_in_gaps": 3, "gaps": [[5, 7, "x"]]}, 1),
+        ({"accounting_ok": False, "frames_in_gaps": 0}, 1),
+        ({"accounting_ok": True, "frames_in_gaps": 0, "error": "disk full"}, 1),
+        ({"accounting_ok": True, "frames_in_gaps": 0, "processing_error": "E"}, 1),
+    ],
+)
+def test_exit_status_is_zero_only_for_a_complete_run(summary: dict, n_reasons: int) -> None:
+    """Issue 14: lost frames, broken accounting, a store or processing failure each
+    make `livesr run` / `livesr replay` exit non-zero, with the reason printed."""
+    from livesr.stream._run_session import finish_run, run_failures
+
+    assert len(run_failures(summary)) == n_reasons
+    full = {"frames_acquired": 10, "frames_persisted": 10, "windows_published": 1,
+            "windows_skipped": 0, "latency_ms": {"p50": 1.0, "p99": 2.0}, "output": "o",
+            **summary}
+    assert finish_run("livesr run", full, None) == (1 if n_reasons else 0)
