@@ -30,7 +30,9 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "livesr.stream.cli", *args]
 
 
-def bare_map_rate(size: int, magnification: int, calls: int = 8) -> tuple[str, float, dict]:
+def bare_map_rate(
+    size: int, magnification: int, calls: int = 8
+) -> tuple[str, float, dict]:
     from livesr.kernels.esrrf_map import kernel
 
     frame = np.random.default_rng(0).poisson(100.0, (size, size)).astype(np.float32)
@@ -73,16 +75,45 @@ def main() -> int:
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmpd = Path(tmp)
-        subprocess.run(_cli("sim", "--output", str(tmpd / "rec"), "--frames",
-                            str(a.frames), "--shape", str(a.size), str(a.size),
-                            "--drift", "linear", "--seed", "2", "--no-progress"),
-                       check=True, stdout=subprocess.DEVNULL)
-        rec = next((tmpd / "rec").glob("*.ome.tif*"), None) or next((tmpd / "rec").iterdir())
+        subprocess.run(
+            _cli(
+                "sim",
+                "--output",
+                str(tmpd / "rec"),
+                "--frames",
+                str(a.frames),
+                "--shape",
+                str(a.size),
+                str(a.size),
+                "--drift",
+                "linear",
+                "--seed",
+                "2",
+                "--no-progress",
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        rec = next((tmpd / "rec").glob("*.ome.tif*"), None) or next(
+            (tmpd / "rec").iterdir()
+        )
         best, best_rate, rates = bare_map_rate(a.size, a.magnification)
         out = tmpd / "replay"
-        subprocess.run(_cli("replay", str(rec), "--output", str(out), "--rate", "asap",
-                            "--magnification", str(a.magnification), "--no-status"),
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            _cli(
+                "replay",
+                str(rec),
+                "--output",
+                str(out),
+                "--rate",
+                "asap",
+                "--magnification",
+                str(a.magnification),
+                "--no-status",
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         summary = json.loads((out / "summary.json").read_text())
         rate = replay_rate(out)
         best2, best_rate2, rates2 = bare_map_rate(a.size, a.magnification)
@@ -102,7 +133,7 @@ def main() -> int:
         "replay_implementation": summary["implementation"],
         "drift": summary["params"]["drift"]["enabled"],
     }
-    print(json.dumps(res, indent=2))
+    sys.stdout.write(json.dumps(res, indent=2) + "\n")
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(res, indent=2))

@@ -128,7 +128,9 @@ def _devices_that_compile(cl: Any, devices: list[Any]) -> tuple[list[Any], str]:
             cl.Program(ctx, _PROBE_KERNEL).build()
         except Exception as exc:
             if not first_error:
-                lines = [ln.strip() for ln in str(exc).splitlines() if "error" in ln.lower()]
+                lines = [
+                    ln.strip() for ln in str(exc).splitlines() if "error" in ln.lower()
+                ]
                 detail = lines[-1] if lines else str(exc).splitlines()[0]
                 first_error = f"{getattr(dev, 'name', dev)}: {detail}"
             continue

@@ -55,7 +55,9 @@ def queue() -> Any:
         devices = [d for p in cl.get_platforms() for d in _safe_devices(p)]
         usable, why = _devices_that_compile(cl, devices)
         if not usable:
-            raise RuntimeError(f"no OpenCL device can compile a kernel ({why or 'none found'})")
+            raise RuntimeError(
+                f"no OpenCL device can compile a kernel ({why or 'none found'})"
+            )
         ctx = cl.Context([usable[0]])
     dev = ctx.devices[0]
     logger.info("opencl stages: device %r on %r", dev.name, dev.platform.name)

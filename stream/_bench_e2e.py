@@ -99,7 +99,9 @@ class E2eOptions:
             raise ValueError(f"--start-rate {self.start}: expected > 0 frames/s")
 
 
-def _config_toml(opts: E2eOptions, size: int, rate: float, frames: int, out: Path) -> str:
+def _config_toml(
+    opts: E2eOptions, size: int, rate: float, frames: int, out: Path
+) -> str:
     interval = 1000.0 / rate
     return "\n".join(
         [
@@ -124,16 +126,18 @@ def _config_toml(opts: E2eOptions, size: int, rate: float, frames: int, out: Pat
     )
 
 
-def kernel_rates(opts: E2eOptions, size: int, *, seconds: float = 3.0) -> dict[str, Any]:
+def kernel_rates(
+    opts: E2eOptions, size: int, *, seconds: float = 3.0
+) -> dict[str, Any]:
     """Bare processing rates at ``size``: engine map per frame, and the window."""
+    from livesr.kernels.esrrf_map import kernel as map_kernel
+    from livesr.kernels.framemap import MapStage
     from livesr.stream._config import (
         DriftCorrectionConfig,
         EsrrfConfig,
         LivesrConfig,
         StreamConfig,
     )
-    from livesr.kernels.esrrf_map import kernel as map_kernel
-    from livesr.kernels.framemap import MapStage
     from livesr.stream._processing import Processor
 
     cfg = LivesrConfig(
@@ -157,8 +161,14 @@ def kernel_rates(opts: E2eOptions, size: int, *, seconds: float = 3.0) -> dict[s
     n = 0
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < seconds / 2 or n < 3:
-        kernel(f32, e.magnification, e.radius, e.sensitivity, e.intensity_weighting,
-               shift=(0.1, 0.2))
+        kernel(
+            f32,
+            e.magnification,
+            e.radius,
+            e.sensitivity,
+            e.intensity_weighting,
+            shift=(0.1, 0.2),
+        )
         n += 1
     map_fps = n / (time.perf_counter() - t0)
     decision = getattr(kernel, "last_decision", None)
@@ -230,9 +240,20 @@ def run_trial(opts: E2eOptions, size: int, rate: float) -> dict[str, Any]:
     endpoint = f"ipc://{run_dir.resolve() / 'ingest.ipc'}"
     env = {**os.environ, **opts.extra_env}
     pipe = subprocess.Popen(
-        [*_cli(), "run", "--listen", endpoint, "--config", str(cfg_path),
-         "--frame-shape", f"{size}x{size}", "--no-status"],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env,
+        [
+            *_cli(),
+            "run",
+            "--listen",
+            endpoint,
+            "--config",
+            str(cfg_path),
+            "--frame-shape",
+            f"{size}x{size}",
+            "--no-status",
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        env=env,
     )
     lines = _Lines(pipe.stderr, run_dir / "pipeline.log")
     lines.start()
@@ -245,14 +266,26 @@ def run_trial(opts: E2eOptions, size: int, rate: float) -> dict[str, Any]:
         t0 = time.time()
         with (run_dir / "source.log").open("w") as src_log:
             src = subprocess.Popen(
-                [*_cli(), "run", "--connect", endpoint, "--config", str(cfg_path),
-                 "--bank", str(opts.bank), "--no-status"],
-                stderr=src_log, stdout=subprocess.DEVNULL, env=env,
+                [
+                    *_cli(),
+                    "run",
+                    "--connect",
+                    endpoint,
+                    "--config",
+                    str(cfg_path),
+                    "--bank",
+                    str(opts.bank),
+                    "--no-status",
+                ],
+                stderr=src_log,
+                stdout=subprocess.DEVNULL,
+                env=env,
             )
             src_rc = _reap(src, opts.seconds * 4 + 120)
         pipe_rc = _reap(pipe, 180)
-        result.update({"source_rc": src_rc, "pipeline_rc": pipe_rc,
-                       "wall_s": time.time() - t0})
+        result.update(
+            {"source_rc": src_rc, "pipeline_rc": pipe_rc, "wall_s": time.time() - t0}
+        )
     finally:
         for p in (src, pipe):
             if p is not None and p.poll() is None:
@@ -315,7 +348,9 @@ def _passed(r: dict[str, Any], opts: E2eOptions) -> bool:
     )
 
 
-def _ladder_search(opts: E2eOptions, size: int, rates: dict[str, Any]) -> list[dict[str, Any]]:
+def _ladder_search(
+    opts: E2eOptions, size: int, rates: dict[str, Any]
+) -> list[dict[str, Any]]:
     start = opts.start or max(10.0, round(rates["window_fps"] / 4, -1))
     top = opts.max_rate or 1.5 * rates["window_fps"]
     trials: list[dict[str, Any]] = []
@@ -360,20 +395,30 @@ def run_e2e(opts: E2eOptions) -> tuple[Path, dict[str, Any]]:
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
         "machine": machine_description(),
-        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()},
+        "options": {
+            k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()
+        },
         "sizes": [],
     }
     for size in opts.sizes:
         rates = kernel_rates(opts, size)
         logger.warning(
             "e2e %dx%d: map %.0f frames/s (%s), window %.0f frames/s (%s)",
-            size, size, rates["map_fps"], rates["map_implementation"],
-            rates["window_fps"], rates["window"],
+            size,
+            size,
+            rates["map_fps"],
+            rates["map_implementation"],
+            rates["window_fps"],
+            rates["window"],
         )
         trials = _ladder_search(opts, size, rates)
         passed = [t["offered_fps"] for t in trials if t.get("passed")]
         results["sizes"].append(
-            {**rates, "sustained_fps": max(passed) if passed else None, "trials": trials}
+            {
+                **rates,
+                "sustained_fps": max(passed) if passed else None,
+                "trials": trials,
+            }
         )
         _write(opts, results)
     return _write(opts, results), results
@@ -386,7 +431,9 @@ def _write(opts: E2eOptions, results: dict[str, Any]) -> Path:
     try:
         plot(results, opts.out_dir / "e2e.png")
     except ImportError:  # matplotlib is an extra ([report])
-        logger.warning("matplotlib not installed: no e2e.png (pip install livesr[report])")
+        logger.warning(
+            "matplotlib not installed: no e2e.png (pip install livesr[report])"
+        )
     return md
 
 
@@ -414,13 +461,19 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {s['size']}² | {sus} | {s['map_fps']:.0f} ({s['map_implementation']}) | "
             f"{s['window_fps']:.0f} ({s['window']}, batch {s['batch']}) |"
         )
-    lines += ["", "## Trials", "",
-              "| frame | offered | camera | persisted | published / skipped | p50 ms | p99 ms | result |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Trials",
+        "",
+        "| frame | offered | camera | persisted | published / skipped | p50 ms | p99 ms | result |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for s in results["sizes"]:
         for t in s["trials"]:
             if "error" in t:
-                lines.append(f"| {s['size']}² | {t['offered_fps']:.0f} | | | | | | error: {t['error']} |")
+                lines.append(
+                    f"| {s['size']}² | {t['offered_fps']:.0f} | | | | | | error: {t['error']} |"
+                )
                 continue
             lines.append(
                 f"| {s['size']}² | {t['offered_fps']:.0f} | {(t['achieved_fps'] or 0):.0f} | "
@@ -446,17 +499,28 @@ def plot(results: dict[str, Any], path: Path) -> None:
         x = [t["offered_fps"] for t in ok]
         p99 = [max(t["p99_ms"], 1e-1) for t in ok]
         frac = [
-            t["windows_published"] / max(1, t["windows_published"] + t["windows_skipped"])
+            t["windows_published"]
+            / max(1, t["windows_published"] + t["windows_skipped"])
             for t in ok
         ]
         (line,) = axes[0].plot(x, p99, "o-", label=f"{s['size']}²")
         axes[0].axvline(s["window_fps"], color=line.get_color(), ls=":", lw=1)
         axes[1].plot(x, frac, "o-", color=line.get_color(), label=f"{s['size']}²")
     axes[0].axhline(results["options"]["budget_ms"], color="k", ls="--", lw=1)
-    axes[0].set(xscale="log", yscale="log", xlabel="offered frames/s",
-                ylabel="latency p99, ms", title="end to end (dotted: window alone)")
-    axes[1].set(xscale="log", xlabel="offered frames/s", ylabel="windows published",
-                ylim=(0, 1.05), title="published / scheduled")
+    axes[0].set(
+        xscale="log",
+        yscale="log",
+        xlabel="offered frames/s",
+        ylabel="latency p99, ms",
+        title="end to end (dotted: window alone)",
+    )
+    axes[1].set(
+        xscale="log",
+        xlabel="offered frames/s",
+        ylabel="windows published",
+        ylim=(0, 1.05),
+        title="published / scheduled",
+    )
     for ax in axes:
         ax.legend()
         ax.grid(alpha=0.3)
@@ -472,4 +536,6 @@ def parse_sizes(values: Sequence[str] | None) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in values)
     except ValueError:
-        raise ValueError(f"--sizes {' '.join(values)}: expected integers (px)") from None
+        raise ValueError(
+            f"--sizes {' '.join(values)}: expected integers (px)"
+        ) from None

@@ -103,7 +103,9 @@ def ring_frames(
 class MemoryPlan:
     """Ring size chosen for a frame shape (what ``summary.json`` ``memory`` states)."""
 
-    def __init__(self, frames: int, frame_bytes: int, budget: int, minimum: int) -> None:
+    def __init__(
+        self, frames: int, frame_bytes: int, budget: int, minimum: int
+    ) -> None:
         self.frames = frames
         self.frame_bytes = frame_bytes
         self.budget = budget
@@ -149,7 +151,9 @@ def check_memory(
                 f"frames needs {minimum}: raise ring_mb to >= "
                 f"{minimum * frame_bytes / 2**20:.1f}, or set it to 0 (automatic)"
             )
-        return MemoryPlan(frames, frame_bytes, max(budget, frames * frame_bytes), minimum)
+        return MemoryPlan(
+            frames, frame_bytes, max(budget, frames * frame_bytes), minimum
+        )
     want = ring_frames(
         window=window,
         max_batch=max_batch,
@@ -262,7 +266,9 @@ class Persister:
             )
             self._on_store_error(f"raw store failed: {exc}")
             return
-        if wrote is False:  # already persisted (a retry): never counted or offered twice
+        if (
+            wrote is False
+        ):  # already persisted (a retry): never counted or offered twice
             self.counts["frames_duplicate"] += 1
             return
         self.counts["frames_persisted"] += 1

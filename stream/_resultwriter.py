@@ -135,7 +135,9 @@ class ResultWriter:
         from livesr.stream._results import SrSeriesWriter
 
         nbytes = int(shape[0]) * int(shape[1]) * 4
-        self.save_every = sr_save_every(nbytes, self._nominal, self._stride, self._budget)
+        self.save_every = sr_save_every(
+            nbytes, self._nominal, self._stride, self._budget
+        )
         if self.save_every > 1:
             logger.warning(
                 "SR images of %dx%d at %.0f frames/s, stride %d exceed the SR disk "
@@ -206,7 +208,10 @@ class ResultWriter:
         }
 
     def close(
-        self, *, param_changes: Sequence[Mapping[str, Any]] = (), error: str | None = None
+        self,
+        *,
+        param_changes: Sequence[Mapping[str, Any]] = (),
+        error: str | None = None,
     ) -> None:
         """Finish the SR store (its final attributes) and close the tables."""
         try:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from livesr.kernels.framemap import MapStage
 from livesr.sim import Microscope, SimConfig
 from livesr.stream._config import (
     DriftCorrectionConfig,
@@ -19,12 +20,13 @@ from livesr.stream._config import (
     StreamConfig,
 )
 from livesr.stream._latency import Timestamps
-from livesr.kernels.framemap import MapStage
 from livesr.stream._processing import Processor
 from livesr.stream._ring import ProcessingRing
 
 
-def _frames(n: int, shape: tuple[int, int] = (32, 32), drift: bool = True) -> np.ndarray:
+def _frames(
+    n: int, shape: tuple[int, int] = (32, 32), drift: bool = True
+) -> np.ndarray:
     from livesr.sim import DriftConfig
 
     sim = SimConfig.blinking(
@@ -34,11 +36,15 @@ def _frames(n: int, shape: tuple[int, int] = (32, 32), drift: bool = True) -> np
     return np.asarray(stack, dtype=np.uint16)
 
 
-def _cfg(*, window: int, stride: int, max_batch: int, drift: bool, budget_ms: float = 1e7) -> LivesrConfig:
+def _cfg(
+    *, window: int, stride: int, max_batch: int, drift: bool, budget_ms: float = 1e7
+) -> LivesrConfig:
     return LivesrConfig(
         esrrf=EsrrfConfig(window=window, stride=stride, magnification=2),
         drift=DriftCorrectionConfig(enabled=drift, block=5),
-        stream=StreamConfig(output="unused", latency_budget_ms=budget_ms, max_batch=max_batch),
+        stream=StreamConfig(
+            output="unused", latency_budget_ms=budget_ms, max_batch=max_batch
+        ),
     )
 
 
@@ -48,7 +54,9 @@ class _Collect:
         self.images: list[np.ndarray] = []
         self.stamps: list[Timestamps] = []
 
-    def __call__(self, head: dict[str, Any], image: np.ndarray, stamps: Timestamps) -> None:
+    def __call__(
+        self, head: dict[str, Any], image: np.ndarray, stamps: Timestamps
+    ) -> None:
         self.heads.append(dict(head))
         self.images.append(np.array(image))
         self.stamps.append(stamps)
@@ -63,7 +71,9 @@ def _run(
     interval_s: float | None = None,
 ) -> tuple[Processor, _Collect]:
     """Offer every frame to a ring, then process it all (synchronously)."""
-    ring = ProcessingRing(frames.shape[1:], frames.dtype, frames[0].nbytes * (len(frames) + 1))
+    ring = ProcessingRing(
+        frames.shape[1:], frames.dtype, frames[0].nbytes * (len(frames) + 1)
+    )
     now = time.time()
     for i, f in enumerate(frames):
         t = float(t_acq[i]) if t_acq is not None else now
@@ -75,7 +85,13 @@ def _run(
     done = threading.Event()
     worker = threading.Thread(
         target=proc.run,
-        args=(lambda: ring, lambda: True, threading.Event(), lambda: len(frames) - 1, lambda: 0),
+        args=(
+            lambda: ring,
+            lambda: True,
+            threading.Event(),
+            lambda: len(frames) - 1,
+            lambda: 0,
+        ),
         daemon=True,
     )
     worker.start()
@@ -90,13 +106,22 @@ def _run(
 @pytest.mark.parametrize(("window", "stride"), [(10, 5), (6, 6), (4, 9)])
 def test_batched_equals_frame_by_frame(drift: bool, window: int, stride: int) -> None:
     frames = _frames(60, drift=drift)
-    one, out1 = _run(frames, _cfg(window=window, stride=stride, max_batch=1, drift=drift))
-    many, out32 = _run(frames, _cfg(window=window, stride=stride, max_batch=32, drift=drift))
+    one, out1 = _run(
+        frames, _cfg(window=window, stride=stride, max_batch=1, drift=drift)
+    )
+    many, out32 = _run(
+        frames, _cfg(window=window, stride=stride, max_batch=32, drift=drift)
+    )
     assert one.c["batches"] == 60 and many.c["batches"] < 60  # batches really formed
     assert many.batch_peak > 1
     assert len(out1.images) == len(out32.images) == (60 - window) // stride + 1
-    for a, b, ha, hb in zip(out1.images, out32.images, out1.heads, out32.heads, strict=True):
-        assert (ha["first_frame"], ha["last_frame"]) == (hb["first_frame"], hb["last_frame"])
+    for a, b, ha, hb in zip(
+        out1.images, out32.images, out1.heads, out32.heads, strict=True
+    ):
+        assert (ha["first_frame"], ha["last_frame"]) == (
+            hb["first_frame"],
+            hb["last_frame"],
+        )
         assert np.max(np.abs(a - b)) <= 1e-6 * np.max(np.abs(a))
         if drift:
             assert ha["drift"]["dy"] == pytest.approx(hb["drift"]["dy"], abs=1e-9)
@@ -107,8 +132,14 @@ def test_batched_equals_frame_by_frame(drift: bool, window: int, stride: int) ->
 def _recording_map(log: list[float | None]) -> Any:
     from livesr.kernels import esrrf_frame
 
-    def fmap(frame: Any, params: Any, *, shift: Any = (0.0, 0.0), out: Any = None,
-             deadline_s: float | None = None) -> np.ndarray:
+    def fmap(
+        frame: Any,
+        params: Any,
+        *,
+        shift: Any = (0.0, 0.0),
+        out: Any = None,
+        deadline_s: float | None = None,
+    ) -> np.ndarray:
         if np.shape(frame) != (16, 16):  # not the warm-up's synthetic frames
             log.append(deadline_s)
         return esrrf_frame(frame, params, shift=shift, out=out)
@@ -121,8 +152,12 @@ def test_deadline_is_the_frame_interval() -> None:
     (a budget far larger than the interval leaves the window ends the same)."""
     frames = _frames(30, drift=False)
     log: list[float | None] = []
-    _run(frames, _cfg(window=10, stride=5, max_batch=8, drift=False),
-         frame_map=_recording_map(log), interval_s=0.004)
+    _run(
+        frames,
+        _cfg(window=10, stride=5, max_batch=8, drift=False),
+        frame_map=_recording_map(log),
+        interval_s=0.004,
+    )
     assert len(log) == 30
     assert all(d == pytest.approx(0.004) for d in log)
 
@@ -133,8 +168,13 @@ def test_late_frames_keep_the_throughput_deadline() -> None:
     frames = _frames(20, drift=False)
     log: list[float | None] = []
     old = np.full(20, time.time() - 100.0)
-    _run(frames, _cfg(window=20, stride=20, max_batch=32, drift=False, budget_ms=500),
-         frame_map=_recording_map(log), t_acq=old, interval_s=0.004)
+    _run(
+        frames,
+        _cfg(window=20, stride=20, max_batch=32, drift=False, budget_ms=500),
+        frame_map=_recording_map(log),
+        t_acq=old,
+        interval_s=0.004,
+    )
     assert len(log) == 20
     assert all(d == pytest.approx(0.004) for d in log)
 
@@ -148,8 +188,13 @@ def test_deadline_of_a_window_end_is_the_remaining_budget() -> None:
     # the 10 frames of the one step (max_batch 16) that ends the window -> ~5 s
     # each, under the 100 s frame interval
     ahead = np.full(10, time.time() + 50.0)
-    _run(frames, _cfg(window=10, stride=5, max_batch=16, drift=False, budget_ms=50),
-         frame_map=_recording_map(log), t_acq=ahead, interval_s=100.0)
+    _run(
+        frames,
+        _cfg(window=10, stride=5, max_batch=16, drift=False, budget_ms=50),
+        frame_map=_recording_map(log),
+        t_acq=ahead,
+        interval_s=100.0,
+    )
     assert len(log) == 10
     assert all(d is not None and 4.0 < d <= 5.006 for d in log)
 
@@ -157,8 +202,12 @@ def test_deadline_of_a_window_end_is_the_remaining_budget() -> None:
 def test_no_deadline_without_a_nominal_interval() -> None:
     frames = _frames(12, drift=False)
     log: list[float | None] = []
-    _run(frames, _cfg(window=6, stride=6, max_batch=4, drift=False),
-         frame_map=_recording_map(log), interval_s=None)
+    _run(
+        frames,
+        _cfg(window=6, stride=6, max_batch=4, drift=False),
+        frame_map=_recording_map(log),
+        interval_s=None,
+    )
     assert log == [None] * 12
 
 
@@ -169,8 +218,12 @@ def test_budget_skip_goes_to_the_newest_complete_window() -> None:
     frames = _frames(n, drift=False)
     t0 = time.time() - 30.0  # everything acquired 30 s ago at 100 frames/s
     t_acq = t0 + np.arange(n) * 0.01
-    proc, out = _run(frames, _cfg(window=window, stride=stride, max_batch=16, drift=False,
-                                  budget_ms=100), t_acq=t_acq, interval_s=0.01)
+    proc, out = _run(
+        frames,
+        _cfg(window=window, stride=stride, max_batch=16, drift=False, budget_ms=100),
+        t_acq=t_acq,
+        interval_s=0.01,
+    )
     scheduled = (n - window) // stride + 1
     assert proc.c["windows_published"] + proc.c["windows_skipped"] == scheduled
     assert proc.c["windows_skipped"] > 0
@@ -178,5 +231,7 @@ def test_budget_skip_goes_to_the_newest_complete_window() -> None:
     budget_skips = [e for e in proc.skips if "budget" in e["reason"]]
     assert budget_skips and budget_skips[0]["next_image_at"] == n - 1
     assert out.heads[-1]["last_frame"] == n - 1
-    assert proc.c["frames_dropped_for_processing"] == sum(e["frames_dropped"] for e in proc.skips)
+    assert proc.c["frames_dropped_for_processing"] == sum(
+        e["frames_dropped"] for e in proc.skips
+    )
     assert proc.c["frames_processed"] + proc.c["frames_dropped_for_processing"] == n

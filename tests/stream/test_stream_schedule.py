@@ -15,7 +15,13 @@ from livesr.stream._schedule import (
 
 @pytest.mark.parametrize(
     ("nxt", "stride", "newest", "want"),
-    [(49, 10, 48, None), (49, 10, 49, 49), (49, 10, 58, 49), (49, 10, 59, 59), (49, 1, 70, 70)],
+    [
+        (49, 10, 48, None),
+        (49, 10, 49, 49),
+        (49, 10, 58, 49),
+        (49, 10, 59, 59),
+        (49, 1, 70, 70),
+    ],
 )
 def test_newest_scheduled(nxt: int, stride: int, newest: int, want: int | None) -> None:
     assert newest_scheduled(nxt, stride, newest) == want
@@ -44,17 +50,17 @@ def test_predicted_latency() -> None:
 
 
 def _plan(**kw):  # type: ignore[no-untyped-def]
-    base = dict(
-        oldest=0,
-        newest=199,
-        nxt=49,
-        window=50,
-        stride=10,
-        cost_per_frame_s=0.01,
-        budget_s=0.5,
-        age_of_next_s=0.0,
-        filling_after_skip=False,
-    )
+    base = {
+        "oldest": 0,
+        "newest": 199,
+        "nxt": 49,
+        "window": 50,
+        "stride": 10,
+        "cost_per_frame_s": 0.01,
+        "budget_s": 0.5,
+        "age_of_next_s": 0.0,
+        "filling_after_skip": False,
+    }
     base.update(kw)
     return plan_budget_skip(**base)
 
