@@ -259,7 +259,9 @@ def connect(
             n_workers=n,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=":0",
+            # loopback only: the dashboard and scheduler have no authentication
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
         )
         try:
             return Client(cluster), cluster

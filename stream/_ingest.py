@@ -105,6 +105,11 @@ class IngestConfig:
     log_interval_s
         Minimum seconds between two log lines about the same kind of rejection, and
         between two INFO summaries.
+    takeover_after_s
+        A ``hello`` with a new session id for a stream whose current session has not
+        ended is refused (``session-conflict``) while that session's connection is
+        still up and has sent something within the last ``takeover_after_s`` seconds;
+        once it disconnected or fell silent that long, the new session replaces it.
     """
 
     endpoint: str
@@ -118,6 +123,7 @@ class IngestConfig:
     heartbeat_timeout_ms: int = 3000
     rcvhwm: int = 0
     log_interval_s: float = 5.0
+    takeover_after_s: float = 10.0
 
     def __post_init__(self) -> None:
         name = "IngestConfig"
@@ -141,6 +147,7 @@ class IngestConfig:
         check_range(name, "heartbeat_timeout_ms", self.heartbeat_timeout_ms, 0, 600_000)
         check_range(name, "rcvhwm", self.rcvhwm, 0, 1_000_000)
         check_range(name, "log_interval_s", self.log_interval_s, 0.0, 3600)
+        check_range(name, "takeover_after_s", self.takeover_after_s, 0.0, 86400)
 
     @property
     def effective_ack_every(self) -> int:
@@ -178,6 +185,8 @@ class _Stream:
         "acquired",
         "source_gap_frames",
         "stop_sent",
+        "reported_gap_frames",
+        "last_seen",
     )
 
     def __init__(self, name: str, session: str, expected: int) -> None:
@@ -202,6 +211,8 @@ class _Stream:
         self.acquired: int | None = None
         self.source_gap_frames: int | None = None
         self.stop_sent = False  # a stop message reached this stream's connection
+        self.reported_gap_frames = 0  # frames in gaps the source reported (no restart)
+        self.last_seen = time.monotonic()  # last message from this stream's peer
 
     def summary(self) -> dict[str, Any]:
         acquired = self.acquired
@@ -305,6 +316,10 @@ class Ingest:
         }
         self._last_info = time.monotonic()
         self.endpoint = config.endpoint
+        #: the serving thread died (a bug): nothing more is persisted or acknowledged
+        self.failed = False
+        #: what killed it (``None`` while it runs); see :attr:`failed`
+        self.error: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> Ingest:
@@ -551,6 +566,8 @@ class Ingest:
                 "rejected": sum(self._rejected.values()),
                 "rejected_by_reason": dict(self._rejected),
                 **self._c,
+                "failed": self.failed,
+                "error": self.error,
             }
 
     # ------------------------------------------------------------------ serving
@@ -578,8 +595,10 @@ class Ingest:
                 if self._stop:
                     break
                 self.serve(0, flush=False)
-        except Exception:  # pragma: no cover - a bug; make it visible
-            logger.exception("ingest thread failed")
+        except BaseException as exc:  # a bug: make it visible to the pipeline
+            self.error = f"{type(exc).__name__}: {exc}"
+            self.failed = True
+            logger.exception("ingest thread failed; nothing more is persisted")
 
     def serve(self, timeout_ms: int = 100, *, flush: bool = True) -> int:
         """Handle every message available (waiting up to ``timeout_ms`` for the first).
@@ -651,6 +670,17 @@ class Ingest:
                 raise _Reject("malformed", str(exc)) from None
         except _Reject as rej:
             self._reject(rej.key, str(rej))
+        except Exception as exc:  # never let one message kill the ingest
+            with self._lock:
+                self._rejected["internal-error"] = (
+                    self._rejected.get("internal-error", 0) + 1
+                )
+            self._rlog.log(
+                logging.ERROR,
+                "internal-error",
+                "ingest: dropped a message after an unexpected error: %r",
+                exc,
+            )
 
     # --- frames
     def _owner(self, peer: bytes, stream: Any) -> _Stream:
@@ -666,6 +696,7 @@ class Ingest:
             raise _Reject(
                 "wrong-peer", f"stream {stream!r} belongs to another connection"
             )
+        st.last_seen = time.monotonic()
         return st
 
     def _on_frame_msg(self, peer: bytes, body: list[Any], ack_every: int) -> None:
@@ -684,6 +715,12 @@ class Ingest:
                 f"differs from the hello's {st.shape} {st.dtype}",
             )
         seq = header.seq
+        if st.ended and seq >= st.expected:
+            raise _Reject(
+                "after-end",
+                f"stream {st.name!r} seq {seq}: the stream ended at seq "
+                f"{st.expected - 1} (a new acquisition starts a new session)",
+            )
         if seq > st.granted:  # the source must never exceed its credit
             with self._lock:
                 st.credit_violations += 1
@@ -746,6 +783,20 @@ class Ingest:
             if kind == "gap":
                 first = field_int(obj, "first", 0, _SEQ_MAX)
                 last = field_int(obj, "last", first, _SEQ_MAX)
+                if st.ended and last >= st.expected:
+                    raise _Reject(
+                        "after-end",
+                        f"stream {st.name!r}: gap {first}-{last} after the stream "
+                        f"ended at seq {st.expected - 1}",
+                    )
+                if last > st.granted:
+                    # the source may only report seqs within the credit it was given
+                    # (a longer gap comes in credit-sized parts)
+                    raise _Reject(
+                        "gap-beyond-credit",
+                        f"stream {st.name!r}: gap {first}-{last} reaches past seq "
+                        f"{st.granted}, the last one the source was allowed to send",
+                    )
                 self._on_gap_msg(peer, st, first, last)
             else:
                 upto = field_int(obj, "upto", -1, _SEQ_MAX)
@@ -753,6 +804,13 @@ class Ingest:
                 gap_frames = field_int(obj, "gap_frames", 0, _SEQ_MAX)
                 if acquired != upto + 1:
                     raise WireError(f"end: n={acquired} must be upto + 1 = {upto + 1}")
+                if not st.reported_gap_frames <= gap_frames <= acquired:
+                    raise _Reject(
+                        "inconsistent",
+                        f"stream {st.name!r}: end says {gap_frames} frame(s) in gaps; "
+                        f"expected between the {st.reported_gap_frames} the source "
+                        f"reported and the {acquired} it acquired",
+                    )
                 self._on_end_msg(peer, st, upto, acquired, gap_frames)
         except WireError as exc:
             raise _Reject("malformed", str(exc)) from None
@@ -796,6 +854,16 @@ class Ingest:
                 "IngestConfig.max_frame_bytes)",
             )
         st = self._streams.get(stream)
+        if st is not None and st.session != session:
+            self._check_takeover(st, peer, session)
+        elif st is not None and first > st.expected:
+            # the source's oldest unacknowledged seq lies beyond what was persisted
+            # here: it would skip frames nobody acknowledged
+            raise _Reject(
+                "inconsistent",
+                f"hello for {stream!r} (same session) resumes at seq {first}, but "
+                f"seq {st.expected} was never acknowledged",
+            )
         restart_gap: tuple[int, int] | None = None
         with self._lock:
             if st is None or st.session != session:
@@ -823,6 +891,7 @@ class Ingest:
                 st.old_peers = (st.old_peers + [st.peer])[-8:]
                 self._peers.pop(st.peer, None)
             st.peer = peer
+            st.last_seen = time.monotonic()
             st.shape = (shape[0], shape[1])
             st.dtype = dtype
             st.resync_at = -1
@@ -854,6 +923,42 @@ class Ingest:
             st.stop_sent = False
             self._send_stop(st, final=False)
 
+    def _check_takeover(self, st: _Stream, peer: bytes, session: str) -> None:
+        """Refuse a new session for ``st`` while its current session is alive.
+
+        Alive: not ended, heard from within ``takeover_after_s``, and its connection
+        still routable (ZeroMQ drops a disconnected peer's route, so a probe, a
+        harmless repeat of the last ACK, fails with EHOSTUNREACH).
+        """
+        if st.ended or not st.peer or st.peer == peer:
+            return
+        silent = time.monotonic() - st.last_seen
+        if silent >= self.config.takeover_after_s:
+            return
+        assert self._sock is not None
+        try:
+            self._sock.send_multipart(
+                [
+                    st.peer,
+                    *encode_control(
+                        "ack",
+                        stream=st.name,
+                        upto=st.expected - 1,
+                        credit=self.config.window,
+                    ),
+                ],
+                zmq.NOBLOCK,
+            )
+        except zmq.ZMQError as exc:
+            if exc.errno == zmq.EHOSTUNREACH:
+                return  # the current session's connection is gone
+        raise _Reject(
+            "session-conflict",
+            f"hello for stream {st.name!r} with session {session!r}: session "
+            f"{st.session!r} is still connected (last message {silent:.1f} s ago); "
+            "a second source for a live stream is refused",
+        )
+
     def _on_gap_msg(self, peer: bytes, st: _Stream, first: int, last: int) -> None:
         if last < st.expected:
             with self._lock:
@@ -876,8 +981,12 @@ class Ingest:
                 )
             return
         with self._lock:
-            st.gaps.append([first, last])
+            if st.gaps and st.gaps[-1][1] == first - 1:
+                st.gaps[-1][1] = last  # a long gap arrives in credit-sized parts
+            else:
+                st.gaps.append([first, last])
             st.gap_frames += last - first + 1
+            st.reported_gap_frames += last - first + 1
             st.expected = last + 1
         self._rlog.log(
             logging.WARNING,

@@ -875,6 +875,15 @@ class SourceLink:
                 e = pending[self._send_idx]
                 if e.first > self._credit_limit:
                     return True
+                if e.slot < 0 and e.last > self._credit_limit:
+                    # the ingest accepts a gap only within the credit it gave: send
+                    # the part up to the credit limit now, the rest as more comes
+                    cut = self._credit_limit
+                    pending[self._send_idx] = _Entry(e.first, cut, -1, None)
+                    pending.insert(
+                        self._send_idx + 1, _Entry(cut + 1, e.last, -1, None)
+                    )
+                    e = pending[self._send_idx]
                 try:
                     if e.slot < 0:
                         sock.send_multipart(

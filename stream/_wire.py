@@ -119,15 +119,24 @@ def _stream_field(obj: Mapping[str, Any]) -> str:
     return str(value)
 
 
+def _no_constant(name: str) -> Any:
+    """``json.loads`` hook: ``NaN``/``Infinity`` are not JSON; refuse them."""
+    raise WireError(
+        f"header holds {name}, which is not valid JSON (numbers must be finite)"
+    )
+
+
 def _parse_json(raw: bytes | memoryview) -> dict[str, Any]:
     _require(
         len(raw) <= MAX_HEADER_BYTES,
         f"header is {len(raw)} bytes; at most {MAX_HEADER_BYTES} allowed",
     )
     try:
-        obj = json.loads(bytes(raw).decode("utf-8"))
+        obj = json.loads(bytes(raw).decode("utf-8"), parse_constant=_no_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise WireError(f"header is not UTF-8 JSON: {exc}") from None
+    except RecursionError:  # e.g. 2000 nested '[': the parser recurses per level
+        raise WireError("header JSON is nested too deeply") from None
     _require(isinstance(obj, dict), f"header must be a JSON object, got {type(obj).__name__}")
     version = obj.get("v")
     _require(

@@ -38,6 +38,49 @@ logger = logging.getLogger(__name__)
 _STOP = object()
 
 
+#: core methods a hook may call besides the ``get*`` / ``is*`` readers
+_CORE_ALLOWED = frozenset({"stopSequenceAcquisition"})
+
+
+class _CoreView:
+    """What :attr:`MicroscopeController.core` gives a hook: the core's readers only.
+
+    Hooks are trusted code in this process, so this is no sandbox; it keeps a hook
+    from moving hardware around the limits by accident (``ctl.core.setXYPosition``).
+    """
+
+    __slots__ = ("_ctl",)
+
+    def __init__(self, ctl: MicroscopeController) -> None:
+        object.__setattr__(self, "_ctl", ctl)
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        ctl: MicroscopeController = object.__getattribute__(self, "_ctl")
+        allowed = name in _CORE_ALLOWED or (
+            (name.startswith("get") or name.startswith("is")) and name.isidentifier()
+        )
+        method = getattr(ctl._core, name, None) if allowed else None
+        if not callable(method):
+            with ctl._lock:
+                ctl.refusals += 1
+            msg = (
+                f"ctl.core.{name}: hooks may only call the core's get*/is* methods "
+                "(and stopSequenceAcquisition); move the stage with ctl.move_xy_by, "
+                "move_xy_to, move_z_by or move_z_to, which check the limits"
+            )
+            logger.warning("feedback command refused: %s", msg)
+            raise LimitError(msg)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return method(*args, **kwargs)
+
+        call.__name__ = name
+        return call
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise LimitError(f"ctl.core is read-only (cannot set {name!r})")
+
+
 @dataclass(frozen=True, slots=True)
 class Command:
     """One accepted hardware command (kept in :attr:`MicroscopeController.history`).
@@ -113,9 +156,15 @@ class MicroscopeController:
 
     # ------------------------------------------------------------------ reading
     @property
-    def core(self) -> Any:
-        """The wrapped core (read-only use by hooks: positions, pixel size)."""
-        return self._core
+    def core(self) -> _CoreView:
+        """Read-only view of the core for hooks: its ``get*`` / ``is*`` methods.
+
+        Everything else (``setXYPosition``, ``setPosition``, ``mda``, ...) is refused
+        with :class:`LimitError` and counted in :attr:`refusals`: hardware commands
+        go through the limit-checked methods of this controller.
+        ``stopSequenceAcquisition`` (the safe direction) is allowed.
+        """
+        return _CoreView(self)
 
     def position_xy(self) -> tuple[float, float]:
         """Current stage (x, y), um."""

@@ -261,6 +261,40 @@ def test_adapters_feedback_misbehaving_hooks(ctl, core, clock, caplog):
     assert runner.submitted == 100
 
 
+def test_adapters_feedback_hook_cannot_reach_the_raw_core(ctl, core):
+    """``ctl.core.setXYPosition(+500 um)`` from a hook moved the stage past the
+    limits; the core a hook sees only reads (and may stop a sequence)."""
+    seen: list[tuple[float, float]] = []
+
+    def bypass(result, controller):
+        seen.append(controller.core.getXYPosition())
+        controller.core.setXYPosition(500.0, 0.0)
+
+    def bypass_z(result, controller):
+        controller.core.setPosition(9.5)
+
+    def bypass_mda(result, controller):
+        controller.core.mda.cancel()
+
+    before = _where(core)
+    with HookRunner([bypass, bypass_z, bypass_mda], ctl) as runner:
+        runner.submit(Result(index=0))
+        assert runner.wait_idle(30)
+        st = runner.stats()
+    assert _where(core) == before
+    assert seen == [before[0]]
+    assert [s.failures for s in st] == [1, 1, 1]
+    assert "setXYPosition" in st[0].last_error and "move_xy_by" in st[0].last_error
+    assert ctl.refusals == 3 and len(ctl.history) == 0
+    with pytest.raises(LimitError):
+        ctl.core.snapImage()
+    with pytest.raises(LimitError):
+        ctl.core.setXYPosition = None
+    assert not hasattr(ctl.core.getXYPosition, "__self__")
+    assert ctl.core.isSequenceRunning() is False
+    assert ctl.core.getPosition() == before[1]
+
+
 def test_adapters_feedback_on_result_objects_and_bad_hooks(ctl):
     class Obs:
         def __init__(self):

@@ -522,6 +522,25 @@ def test_unreachable_scheduler_exit_2(
     )
 
 
+def test_scheduler_local_listens_on_loopback_only() -> None:
+    """``--scheduler local``: scheduler, dashboard/HTTP server and its link on
+    127.0.0.1 (the HTTP server answered ``/json/identity.json`` on 0.0.0.0)."""
+    from urllib.parse import urlparse
+
+    from livesr.stream._dask_replay import connect
+
+    client, cluster = connect("local", workers=1)
+    try:
+        sched = cluster.scheduler
+        assert urlparse(sched.address).hostname == "127.0.0.1"
+        bound = [s.getsockname()[0] for s in sched.http_server._sockets.values()]
+        assert bound and set(bound) == {"127.0.0.1"}, bound
+        assert urlparse(client.dashboard_link).hostname == "127.0.0.1"
+    finally:
+        client.close()
+        cluster.close()
+
+
 def test_used_output_folder_refused_before_anything_runs(
     recordings: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -49,7 +49,12 @@ class Store:
             self.order.append(header.seq)
 
     def on_gap(self, stream: str, first: int, last: int) -> None:
-        self.gaps.append((first, last))
+        # a long gap arrives in credit-sized parts; record contiguous runs (as the
+        # Persister does)
+        if self.gaps and self.gaps[-1][1] == first - 1:
+            self.gaps[-1] = (self.gaps[-1][0], last)
+        else:
+            self.gaps.append((first, last))
 
     def last_seq(self, stream: str, session: str) -> int:  # one session per test
         with self.lock:

@@ -103,6 +103,28 @@ def test_oversized_and_non_json_headers_are_rejected():
         decode_frame([raw, np.zeros((4, 5), np.uint16).tobytes()])
 
 
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_metadata_is_rejected(constant):
+    """``meta`` with NaN was accepted and later written as bare ``NaN`` to zarr.json."""
+    head = _header().to_json()
+    head["meta"] = {"Exposure": 10.0, "nested": {"z": [1.0, 2.5]}}
+    raw = json.dumps(head).replace("2.5", constant).encode()
+    with pytest.raises(WireError, match=f"{constant}.*must be finite"):
+        decode_frame([raw, np.zeros((4, 5), np.uint16).tobytes()])
+    with pytest.raises(WireError, match="must be finite"):
+        decode_control([b'{"v": 1, "kind": "gap", "first": NaN}', b""])
+
+
+@pytest.mark.parametrize("opener", [b"[", b'{"a":['])
+def test_deeply_nested_header_is_rejected_not_raised(opener):
+    """2000 nested ``[`` raised RecursionError (and killed the ingest thread)."""
+    raw = opener * (4000 // len(opener))  # within MAX_HEADER_BYTES
+    with pytest.raises(WireError, match="nested too deeply"):
+        decode_frame([raw, b"x"])
+    with pytest.raises(WireError, match="nested too deeply"):
+        decode_control([raw, b""])
+
+
 def test_encode_refuses_inconsistent_frames():
     with pytest.raises(WireError, match="does not match header"):
         encode_frame(_header(), np.zeros((5, 4), np.uint16))
