@@ -354,12 +354,36 @@ class Pipeline:
         self.close()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait until the source ended and every frame in the ring is processed."""
+        """Wait until the source ended and every frame in the ring is processed.
+
+        Returns at once (True) when the ingest thread died: nothing more can arrive;
+        acquisition is told to stop and the summary reports the error.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
-        if not self.source_ended.wait(timeout):
-            return False
+        while not self.source_ended.wait(0.2):
+            if self._ingest_dead():
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         return self._processing_done.wait(left)
+
+    def _ingest_dead(self) -> bool:
+        """Whether the ingest thread died (then: stop the source, end processing)."""
+        ingest = self._ingest
+        if ingest is None or not getattr(ingest, "failed", False):
+            return False
+        if not self.stop_requested.is_set():
+            logger.error(
+                "the ingest thread failed (%s): no frame can arrive any more; "
+                "stopping the run",
+                getattr(ingest, "error", None),
+            )
+            self.stop_requested.set()
+            p = self._persist
+            if p is not None and p.ring is not None:
+                p.ring.close()
+        return True
 
     def close(self) -> dict[str, Any]:
         """Stop the ingest, finish processing, write the result files; the summary."""
@@ -570,6 +594,9 @@ class Pipeline:
         error = None
         if p is not None:
             error = p.store_error or p.refused
+        ingest = self._ingest
+        if error is None and ingest is not None and getattr(ingest, "failed", False):
+            error = f"the ingest thread failed: {getattr(ingest, 'error', None)}"
         interval = p.interval_s if p is not None else 1.0
         pixel = p.pixel_size_um if p is not None else 1.0
         memory = p.memory.report() if p is not None and p.memory is not None else None

@@ -502,3 +502,37 @@ def test_the_ring_is_sized_from_the_frame_rate_and_stated(tmp_path: Path) -> Non
     mem = summary["memory"]
     assert mem["ring_frames"] == summary["ring"]["capacity"] >= mem["ring_min_frames"]
     assert mem["ring_mb"] * 2**20 == pytest.approx(summary["ring"]["bytes"])
+
+
+def test_a_dead_ingest_thread_ends_the_run_with_an_error(tmp_path: Path) -> None:
+    """Issue 14: if the ingest thread dies anyway (a bug), the run does not wait
+    forever for frames that cannot arrive: wait() returns, acquisition is told to
+    stop, and the summary reports the error (so the command exits non-zero)."""
+    from livesr.stream._run_session import run_failures
+
+    cfg = _cfg(tmp_path / "out", window=4, stride=4)
+    ctx = zmq.Context()
+    pipe = Pipeline(cfg, endpoint=f"ipc://{tmp_path}/dead.ipc", context=ctx)
+    try:
+        pipe.start()
+        assert pipe.ready.wait(60)
+
+        def broken(*a: Any, **k: Any) -> int:
+            raise RuntimeError("simulated ingest bug")
+
+        pipe._ingest.serve = broken  # the next message kills the thread
+        dealer = ctx.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.LINGER, 0)
+        dealer.connect(pipe.endpoint)
+        dealer.send_multipart([b'{"v":1}', b""])
+        t0 = time.monotonic()
+        assert pipe.wait(30.0)
+        assert time.monotonic() - t0 < 10.0
+        assert pipe.stop_requested.is_set()
+        dealer.close()
+    finally:
+        summary = pipe.close()
+        ctx.term()
+    assert "ingest thread failed" in (summary["error"] or "")
+    assert "simulated ingest bug" in summary["error"]
+    assert run_failures(summary)
