@@ -338,7 +338,8 @@ def run(args: argparse.Namespace) -> int:
                 a, b = check_replay(rec, rcfg)
             except RecordingError as exc:
                 return _usage_error(str(exc))
-            if used := _used(out):
+            # --connect only sends: it writes no output folder, so never checks one
+            if getattr(args, "connect", None) is None and (used := _used(out)):
                 return _usage_error(
                     f"output folder {out} already holds results ({', '.join(used)}); "
                     "choose another --output or remove them"

@@ -426,7 +426,8 @@ def _run_pipeline(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
     ctx = zmq.Context()
     token = secrets.token_hex(4)
     in_process = args.listen is None
-    endpoint = args.listen if not in_process else f"inproc://livesr-ingest-{token}"
+    # [stream] endpoint: where the ingest binds (the in-process source connects there)
+    endpoint = args.listen or cfg.stream.endpoint or f"inproc://livesr-ingest-{token}"
     mm = _MMSim(sim) if in_process and args.source == "mm-sim" else None
     truth = None
     if in_process:

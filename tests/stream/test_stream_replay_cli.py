@@ -346,11 +346,23 @@ def test_replay_into_used_output_refused(
     assert "already holds results" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("stale_cwd", [False, True])
 def test_replay_connect_to_a_listening_pipeline(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    stale_cwd: bool,
 ) -> None:
+    """`replay --connect` only sends: a ./livesr-out holding results (it writes no
+    output folder) must not stop it (issue 14: it refused, and the listener then
+    waited forever and hung pytest)."""
     import threading
 
+    if stale_cwd:
+        cwd = tmp_path / "cwd"
+        (cwd / "livesr-out").mkdir(parents=True)
+        (cwd / "livesr-out" / "summary.json").write_text("{}")
+        monkeypatch.chdir(cwd)
     stack = np.random.default_rng(2).integers(0, 3000, (24, 16, 16)).astype(np.uint16)
     np.save(tmp_path / "s.npy", stack)
     ep = f"ipc://{tmp_path}/ingest.ipc"
@@ -358,10 +370,12 @@ def test_replay_connect_to_a_listening_pipeline(
     result: dict[str, int] = {}
     listen_argv = ["run", "--listen", ep, "--output", str(out), "--no-status"]
     listen_argv += ["--window", "4", "--stride", "4", "--drift", "off"]
-    t = threading.Thread(target=lambda: result.update(rc=main(listen_argv)))
+    t = threading.Thread(
+        target=lambda: result.update(rc=main(listen_argv)), daemon=True
+    )
     t.start()
     rc = main(["replay", str(tmp_path / "s.npy"), "--connect", ep, "--range", "4:"])
-    t.join(60.0)
+    t.join(60.0)  # a daemon thread: a listener left waiting cannot hang pytest
     assert not t.is_alive()
     assert rc == 0 and result["rc"] == 0
     assert "20 acknowledged, 0 in gaps, 0 unacknowledged" in capsys.readouterr().err

@@ -351,3 +351,21 @@ def test_exit_status_is_zero_only_for_a_complete_run(summary: dict, n_reasons: i
             "windows_skipped": 0, "latency_ms": {"p50": 1.0, "p99": 2.0}, "output": "o",
             **summary}
     assert finish_run("livesr run", full, None) == (1 if n_reasons else 0)
+
+
+def test_config_endpoint_is_where_the_ingest_binds(tmp_path: Path) -> None:
+    """Issue 14: an accepted `[stream] endpoint` takes effect (it was ignored)."""
+    import json
+
+    ep = f"ipc://{tmp_path}/cfg-ingest.ipc"
+    cfg = tmp_path / "ep.toml"
+    cfg.write_text(
+        f'[esrrf]\nwindow = 4\nstride = 4\nmagnification = 2\n[drift]\nenabled = false\n'
+        f'[stream]\nendpoint = "{ep}"\n[sim.camera]\nshape = [32, 32]\n'
+    )
+    out = tmp_path / "run"
+    assert main(["run", "--config", str(cfg), "--output", str(out), "--frames", "8",
+                 "--no-status"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["endpoints"]["ingest"] == ep
+    assert summary["frames_persisted"] == 8 and summary["windows_published"] == 2
