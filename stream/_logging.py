@@ -4,8 +4,27 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+from typing import Any
 
 LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler writing to whatever ``sys.stderr`` is at emit time (the
+    status line and test harnesses replace it; a handler bound to the old stream
+    would write to a closed file)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:  # StreamHandler.__init__ assigns it
+        pass
 
 
 def configure_logging(level: str | None = None) -> None:
@@ -24,8 +43,12 @@ def configure_logging(level: str | None = None) -> None:
         )
     logger = logging.getLogger("livesr")
     logger.setLevel(name.upper())
+    if name != "debug":
+        # tifffile warns on stderr about each damaged tag or page offset (through
+        # Python's last-resort handler); livesr reports a damaged file in one line
+        logging.getLogger("tifffile").setLevel(logging.CRITICAL)
     if not any(getattr(h, "_livesr", False) for h in logger.handlers):
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
         )

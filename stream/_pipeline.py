@@ -199,6 +199,7 @@ class Pipeline:
         self, shape: tuple[int, int], dtype: Any, interval_s: float | None
     ) -> MemoryPlan:
         s = self.config.stream
+        self._proc.check_frame_shape(shape)
         plan = check_memory(
             shape,
             dtype,
@@ -249,6 +250,7 @@ class Pipeline:
                 "image could be made; lower --window or raise --frames"
             )
         if self._shape_hint is not None:  # refuse before anything is written
+            self._proc.check_frame_shape(self._shape_hint)
             self._plan_ring(self._shape_hint, np.uint16, None)
         self.output.mkdir(parents=True, exist_ok=True)
         self._owns_output = True
@@ -534,6 +536,7 @@ class Pipeline:
             "frames_not_offered": p.counts["frames_not_offered"] if p is not None else 0,
             "frames_processed": c["frames_processed"],
             "frames_dropped_for_processing": c["frames_dropped_for_processing"],
+            "processing_failed": int(self._proc.error is not None),
         }
 
     def snapshot(self) -> dict[str, Any]:

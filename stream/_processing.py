@@ -204,6 +204,21 @@ class Processor:
             **host_options,
         )
 
+    def check_frame_shape(self, shape: tuple[int, int]) -> None:
+        """Refuse frames too small to process, naming what to change."""
+        rows, cols = (int(v) for v in shape)
+        if min(rows, cols) < 3:
+            raise ValueError(
+                f"frames of {rows}x{cols} px are smaller than eSRRF's 3x3 gradient "
+                "footprint; acquire a larger region (ROI)"
+            )
+        if self.config.drift.enabled and min(rows, cols) < 16:
+            raise ValueError(
+                f"frames of {rows}x{cols} px are smaller than drift estimation needs "
+                "(16x16); acquire a larger region or turn drift correction off "
+                "(--drift off, [drift] enabled = false)"
+            )
+
     def check_window_memory(self, shape: tuple[int, int], budget_bytes: int) -> None:
         """Refuse a window whose smallest host state cannot fit the memory budget.
 
@@ -337,7 +352,10 @@ class Processor:
                 self._loop(get_ring, stopping)
             except Exception as exc:  # a bug or a kernel failure: keep persisting
                 self.error = f"{type(exc).__name__}: {exc}"
-                logger.exception("processing stopped; raw frames are still persisted")
+                logger.error(
+                    "processing stopped (%s); raw frames are still persisted", self.error
+                )
+                logger.debug("processing failure", exc_info=True)
             finally:
                 self._account_tail(max_seq(), first_seq())
         finally:

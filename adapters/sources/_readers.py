@@ -698,10 +698,12 @@ def _open_tiff(path: Path) -> Recording:
     import tifffile
     import zarr
 
-    if path.name.lower().endswith((".ome.tif", ".ome.tiff")):
+    named_ome = path.name.lower().endswith((".ome.tif", ".ome.tiff"))
+    if named_ome:
         _recover_if_crashed(path)
     try:
         tif = tifffile.TiffFile(path)
+        n_pages = len(tif.pages)
     except (tifffile.TiffFileError, OSError, ValueError, struct_error()) as exc:
         raise CorruptRecordingError(
             f"recording {path}: not a readable TIFF file: {exc}"
@@ -722,6 +724,19 @@ def _open_tiff(path: Path) -> Recording:
                 tuple(series.shape),
             )
         axes, shape = str(series.axes), tuple(int(s) for s in series.shape)
+        page_bytes = int(np.prod(shape[-2:])) * np.dtype(series.dtype or "u1").itemsize
+        size = path.stat().st_size
+        if named_ome and not tif.is_ome and n_pages <= 1 and size > 2 * page_bytes:
+            raise CorruptRecordingError(
+                f"recording {path}: damaged or truncated OME-TIFF: its OME metadata "
+                f"cannot be read and only {n_pages} page of {shape[-2]}x{shape[-1]} "
+                f"is readable in a {size}-byte file"
+            )
+        if len(shape) == 2 and size > 3 * page_bytes:
+            raise CorruptRecordingError(
+                f"recording {path}: damaged or truncated TIFF: only one readable "
+                f"{shape[0]}x{shape[1]} page in a {size}-byte file"
+            )
         if series.dtype is None:
             raise CorruptRecordingError(
                 f"recording {path}: TIFF series 0 has no sample type"

@@ -230,6 +230,9 @@ def processing_throttle(
             return
         last, t_last = -1, time.monotonic()
         while not stop.is_set():
+            if snapshot().get("processing_failed"):  # it will make no progress
+                state["off"] = True
+                return
             d = done()
             if d >= sent - max_lag:
                 return

@@ -479,3 +479,34 @@ def test_copy_raw_writes_the_frames_again(
     src = zarr.open_group(str(live / "raw.ome.zarr"), mode="r")["0"][5:35, 0, 0]
     np.testing.assert_array_equal(copy, src)
     assert _summary(out)["files"]["raw"] == str(out / "raw.ome.zarr")
+
+
+def test_bad_input_gets_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 14: NaN frames, frames under the kernels' footprint and a truncated
+    OME-TIFF each give a clear one-line error and a non-zero exit, no traceback."""
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    nan = (rng.random((30, 32, 32)) * 100).astype(np.float32)
+    nan[5, 3, 3] = np.nan
+    np.save(tmp_path / "nan.npy", nan)
+    np.save(tmp_path / "tiny.npy", np.ones((30, 2, 2), np.uint16))
+    tifffile.imwrite(tmp_path / "f.ome.tif", np.full((20, 32, 32), 7, np.uint16), ome=True)
+    data = (tmp_path / "f.ome.tif").read_bytes()
+    (tmp_path / "cut.ome.tif").write_bytes(data[: len(data) // 2])
+    common = ["--window", "4", "--stride", "4", "--no-status"]
+    cases = [
+        ("nan.npy", 1, "non-finite values"),
+        ("tiny.npy", 2, "smaller than eSRRF's 3x3 gradient footprint"),
+        ("cut.ome.tif", 1, "damaged or truncated OME-TIFF"),
+    ]
+    for name, rc_want, text in cases:
+        rc = main(["replay", str(tmp_path / name), "-o", str(tmp_path / f"o-{name}"),
+                   *common])
+        err = capsys.readouterr().err
+        assert rc == rc_want, (name, err)
+        assert text in err, (name, err)
+        assert "Traceback" not in err, (name, err)
+    assert not (tmp_path / "o-tiny.npy").exists()  # refused before anything
