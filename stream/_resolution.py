@@ -177,6 +177,9 @@ class LiveResolution:
         #: the newest estimate (status line, summary)
         self.latest: ResolutionEstimate | None = None
         self.estimates = 0
+        #: estimates handed to a published image (the last may finish after the
+        #: last image: it is in ``latest`` and the summary only)
+        self.published = 0
         self.failures = 0
         self.skipped_small = False
 
@@ -247,6 +250,8 @@ class LiveResolution:
         """The estimate finished since the last call (each one is given once)."""
         with self._lock:
             est, self._ready = self._ready, None
+            if est is not None:
+                self.published += 1
         return est
 
     def wait_idle(self, timeout_s: float) -> bool:
@@ -279,6 +284,7 @@ class LiveResolution:
             "min_interval_s": self.min_interval_s,
             "kc_resolved": self.kc_resolved,
             "estimates": self.estimates,
+            "published": self.published,
             "failures": self.failures,
             "latest": None if last is None else last.to_json(None),
         }
