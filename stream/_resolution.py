@@ -197,7 +197,8 @@ class LiveResolution:
         with self._lock:
             if self._busy or self._pending is not None:
                 return False
-            if self._last_take is not None and now - self._last_take < self.min_interval_s:
+            last = self._last_take
+            if last is not None and now - last < self.min_interval_s:
                 return False
             self._last_take = now
             if not self._background:
@@ -273,7 +274,9 @@ class LiveResolution:
         if self._thread is not None:
             self._thread.join(timeout_s)
             if self._thread.is_alive():
-                logger.warning("the resolution thread did not stop in %.0f s", timeout_s)
+                logger.warning(
+                    "the resolution thread did not stop in %.0f s", timeout_s
+                )
             self._thread = None
 
     def report(self) -> dict[str, Any]:

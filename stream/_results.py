@@ -262,7 +262,7 @@ class SrSeriesWriter:
                 "step_s": self._interval_s,
                 "reason": "frames of the images not recorded: nominal step",
             }
-        steps = sorted({b - a for a, b in zip(ends, ends[1:])})
+        steps = sorted({b - a for a, b in zip(ends[:-1], ends[1:], strict=True)})
         if len(steps) > 1 or (steps and steps[0] <= 0):
             return {
                 "regular": False,

@@ -194,7 +194,8 @@ class ResultWriter:
             )
             self.images_saved += 1
         self.windows.add(
-            index, first, last, stamps, shift, sigma, quality, save, resolution=resolution
+            index, first, last, stamps, shift, sigma, quality, save,
+            resolution=resolution,
         )
         return save
 

@@ -346,7 +346,9 @@ class StopWhenConverged:
         # twice the data must not have helped either: the resolution at half the
         # frames (same method, resolved) within rel_change of the newest
         half = [
-            r for f, r in self._resolved if 0 < f <= frames // 2 and r.method == m.method
+            r
+            for f, r in self._resolved
+            if 0 < f <= frames // 2 and r.method == m.method
         ]
         if not half:
             return

@@ -73,9 +73,11 @@ def test_estimate_resolution_flags_the_nyquist_floor() -> None:
     # white noise: no peak below Nyquist -> null value, unresolved; strict JSON
     noise = estimate_resolution(rng.random((128, 128)))
     assert noise.value_px is None and not noise.resolved
-    assert json.loads(json.dumps(noise.to_json(20.0), allow_nan=False))["value_nm"] is None
+    text = json.dumps(noise.to_json(20.0), allow_nan=False)
+    assert json.loads(text)["value_nm"] is None
     # a peak at/near Nyquist (pixel-scale detail, blur 0.5 px) is never "resolved"
-    sharp = estimate_resolution(gaussian_filter(obj, 0.5) + 0.01 * rng.random((128, 128)))
+    fine = gaussian_filter(obj, 0.5) + 0.01 * rng.random((128, 128))
+    sharp = estimate_resolution(fine)
     assert not sharp.resolved and (sharp.value_px is None or sharp.value_px < 2.5)
 
 
@@ -174,7 +176,7 @@ def test_sr_store_has_each_images_frames_and_a_regular_t_scale(tmp_path: Path) -
         assert f["t_last"] == pytest.approx(float(r["t_acquired"]), abs=1e-6)
         assert f["t_first"] <= f["t_last"]
     # stride 9, window 10: image k+1 starts on the frame image k ends on
-    for a, b in zip(frames, frames[1:]):
+    for a, b in zip(frames[:-1], frames[1:], strict=True):
         assert b["first_frame"] == a["last_frame"]
         assert b["t_first"] == pytest.approx(a["t_last"], abs=1e-9)
     axis = live["time_axis"]
@@ -209,7 +211,7 @@ def test_sr_store_after_skips_has_the_true_frames_and_no_fake_t_scale(
     ]
     assert all(f["last_frame"] - f["first_frame"] == window - 1 for f in frames)
     ends = [f["last_frame"] for f in frames]
-    steps = {b - a for a, b in zip(ends, ends[1:])}
+    steps = {b - a for a, b in zip(ends[:-1], ends[1:], strict=True)}
     assert stride in steps and max(steps) > stride  # the skip is in the store
     assert [f["t_last"] for f in frames] == pytest.approx(
         [float(r["t_acquired"]) for r in rows], abs=1e-6
