@@ -482,6 +482,9 @@ class Pipeline:
         head["pixel_size_um"] = p.pixel_size_um / m
         stamps = Timestamps(stamps.acquired, stamps.received, stamps.processed, time.time())
         head["timestamps"] = stamps.to_json()
+        res = head.get("resolution")
+        if res is not None and res.get("value_px") is not None:  # nm: SR pixel known here
+            res["value_nm"] = res["value_px"] * head["pixel_size_um"] * 1e3
         self._pub.publish(
             [
                 json.dumps(head, allow_nan=False, default=_none).encode(),
@@ -501,6 +504,9 @@ class Pipeline:
             (float(drift.get("dy", 0.0)), float(drift.get("dx", 0.0))),
             float(drift["sigma_px"]) if drift.get("sigma_px") is not None else math.nan,
             head["quality"]["value"] if head["quality"]["value"] is not None else math.nan,
+            resolution=res,
+            t_first=head.get("first_frame_acquired"),
+            t_last=stamps.acquired,
         )
 
     # ------------------------------------------------------------------ params
@@ -562,7 +568,17 @@ class Pipeline:
             "latency_p99_ms": recent["p99"],
             "ring_used": len(ring) if ring is not None else 0,
             "implementation": self.implementations(),
+            "resolution": self._latest_resolution(),
         }
+
+    def _latest_resolution(self) -> dict[str, Any] | None:
+        """The newest live resolution estimate (header form, nm filled) or None."""
+        est = self._proc.resolution.latest
+        p = self._persist
+        if est is None:
+            return None
+        m = self._proc.esrrf.magnification
+        return est.to_json(p.pixel_size_um / m * 1e3 if p is not None else None)
 
     def summary(self) -> dict[str, Any]:
         """Run summary (also written to ``summary.json`` by :meth:`close`)."""
@@ -659,6 +675,10 @@ class Pipeline:
             "files": files,
             "output": str(self.output),
             "hooks": self._hooks_report,
+            "resolution": {
+                **self._proc.resolution.report(),
+                "latest": self._latest_resolution(),
+            },
         }
 
 

@@ -126,6 +126,13 @@ class Processor:
         self._impl_switches: list[dict[str, Any]] = []
         self._last_impl: str | None = None
         self._engine_stats0: tuple[Any, ...] | None = None
+        from livesr.stream._resolution import LiveResolution
+
+        #: live decorrelation resolution of the newest image (stream/_resolution.py)
+        self.resolution = LiveResolution()
+        # acquisition time of recent frames by seq (an image's first frame's time)
+        self._tq_seq = np.full(4096, -1, dtype=np.int64)
+        self._tq_t = np.zeros(4096)
 
     # ------------------------------------------------------------------ warm-up
     def warm_up(self) -> None:
@@ -358,6 +365,7 @@ class Processor:
                 logger.debug("processing failure", exc_info=True)
             finally:
                 self._account_tail(max_seq(), first_seq())
+                self.resolution.close()
         finally:
             if sys.getswitchinterval() == switch < old_switch:
                 sys.setswitchinterval(old_switch)
@@ -569,6 +577,7 @@ class Processor:
             for s in batch.seqs:
                 self._stage_hook(int(s))
         frames = batch.frames
+        self._remember_t_acq(batch)
         shifts, known = self._drift_shifts(frames, batch.seqs)
         k0 = max(0, self.base - seq0)
         if k0 < n:
@@ -595,6 +604,30 @@ class Processor:
         if self.c["batches"] > 1:  # the first batch pays one-off set-up costs
             self.cost_s = cost if self.cost_s <= 0 else 0.8 * self.cost_s + 0.2 * cost
         return n
+
+    def _remember_t_acq(self, batch: RingBatch) -> None:
+        """Keep each frame's acquisition time, by seq, for a few windows."""
+        cap = self._tq_seq.shape[0]
+        need = 2 * (int(self.esrrf.window) + len(batch))
+        if need > cap:  # a longer window (set_params): grow, keeping what is there
+            seq, t = self._tq_seq, self._tq_t
+            self._tq_seq = np.full(need, -1, dtype=np.int64)
+            self._tq_t = np.zeros(need)
+            ok = seq >= 0
+            self._tq_seq[seq[ok] % need] = seq[ok]
+            self._tq_t[seq[ok] % need] = t[ok]
+            cap = need
+        slots = batch.seqs % cap
+        self._tq_seq[slots] = batch.seqs
+        self._tq_t[slots] = batch.t_acq
+
+    def _t_acq_of(self, seq: int) -> float | None:
+        """Acquisition time of frame ``seq``, s since the epoch (None: not kept)."""
+        k = seq % self._tq_seq.shape[0]
+        if self._tq_seq[k] != seq:
+            return None
+        t = float(self._tq_t[k])
+        return t if math.isfinite(t) else None
 
     def _drift_shifts(
         self, frames: np.ndarray, seqs: np.ndarray
@@ -678,12 +711,20 @@ class Processor:
                 "sigma_px": sigma if math.isfinite(sigma) else None,
                 "rejected": bool(ld["rejected"]) if ld else False,
             }
+        index = self.c["windows_published"]
+        # decorrelation resolution: the newest image goes to the analysis thread when
+        # the schedule allows; an estimate finished since the last image is published
+        # once, naming the image it measured (null otherwise; stream/_resolution.py)
+        self.resolution.offer(index, image)
+        est = self.resolution.take()
         head: dict[str, Any] = {
             "v": 1,
             "kind": "sr",
-            "index": self.c["windows_published"],
+            "index": index,
             "first_frame": first,
             "last_frame": last,
+            # acquisition time of the first frame, s since the epoch (null: unknown)
+            "first_frame_acquired": self._t_acq_of(first),
             "shape": list(image.shape),
             "dtype": "float32",
             "drift": drift,
@@ -691,6 +732,7 @@ class Processor:
                 "metric": QUALITY_METRIC,
                 "value": quality if math.isfinite(quality) else None,
             },
+            "resolution": None if est is None else est.to_json(None),
             "implementation": self.implementations(),
             "params": live_params(self.esrrf),
         }

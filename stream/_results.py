@@ -4,7 +4,16 @@
     The super-resolved time series, OME-Zarr v0.5 (zarr v3), array ``0`` with axes
     ``t c z y x``; ``scale`` = (stride x frame interval s, 1, 1, raw pixel size /
     magnification um, the same).  One chunk per image.  Attributes under ``livesr``:
-    eSRRF parameters, ``param_changes`` (``[{frame_index, changes}]``), ``complete``.
+    eSRRF parameters, ``param_changes`` (``[{frame_index, changes}]``), ``complete``,
+    ``image_frames`` (per stored image, in store order: ``{window, first_frame,
+    last_frame, t_first, t_last}``: the published window's index, its first and
+    last frame (seq) and their acquisition times, s since the epoch, null where
+    unknown) and ``time_axis``.  The OME ``scale`` on t is seconds per image only
+    when the images are regular (every stored image ends the same number of
+    frames after the previous one: no skips, no stride change; a constant
+    decimation is regular); otherwise t is the image index (no unit, scale 1)
+    and ``time_axis.regular`` is false with the reason: read the times from
+    ``image_frames``.
 ``windows.csv``
     One row per image: index, first/last frame (seq), newest frame's timestamps,
     end-to-end latency, drift applied to the newest frame, quality metric.
@@ -57,6 +66,13 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
+def _finite_or_none(x: float | None) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
 class SrSeriesWriter:
     """Append SR images to ``sr.ome.zarr`` (see the module docstring).
 
@@ -81,6 +97,10 @@ class SrSeriesWriter:
         :meth:`append` or by :meth:`close`.
     queue_images : int
         Images that may wait for the writer thread, >= 1.
+    frame_interval_s : float, optional
+        Camera frame interval, s: the t scale of regular images is their step in
+        frames times this (None: ``interval_s`` is kept when the images are
+        regular).
     """
 
     def __init__(
@@ -93,6 +113,7 @@ class SrSeriesWriter:
         params: Mapping[str, Any],
         background: bool = False,
         queue_images: int = 4,
+        frame_interval_s: float | None = None,
     ) -> None:
         import zarr
 
@@ -130,6 +151,10 @@ class SrSeriesWriter:
             fill_value=0.0,
         )
         self._group = g
+        self._frame_interval_s = frame_interval_s
+        self._pixel_size_um = float(pixel_size_um)
+        self._interval_s = float(interval_s)
+        self._image_frames: list[dict[str, Any]] = []
         if background:
             self._queue = queue.Queue(maxsize=int(queue_images))
             self._thread = threading.Thread(
@@ -137,12 +162,35 @@ class SrSeriesWriter:
             )
             self._thread.start()
 
-    def append(self, image: np.ndarray) -> int:
-        """Write (or, in background mode, queue) one image; returns its index."""
+    def append(
+        self,
+        image: np.ndarray,
+        *,
+        window: int | None = None,
+        first_frame: int | None = None,
+        last_frame: int | None = None,
+        t_first: float | None = None,
+        t_last: float | None = None,
+    ) -> int:
+        """Write (or, in background mode, queue) one image; returns its index.
+
+        ``window`` (published index), ``first_frame`` / ``last_frame`` (seq) and
+        ``t_first`` / ``t_last`` (acquisition times of those frames, s) go to the
+        ``image_frames`` attribute at :meth:`close` (None: unknown).
+        """
         if self._error is not None:
             raise OSError(f"writing {self.path} failed: {self._error}") from self._error
         i = self.count
         self.count = i + 1
+        self._image_frames.append(
+            {
+                "window": None if window is None else int(window),
+                "first_frame": None if first_frame is None else int(first_frame),
+                "last_frame": None if last_frame is None else int(last_frame),
+                "t_first": _finite_or_none(t_first),
+                "t_last": _finite_or_none(t_last),
+            }
+        )
         if self._queue is not None:
             self._queue.put((i, image))
         else:
@@ -184,14 +232,63 @@ class SrSeriesWriter:
             error = error or f"writing SR images failed: {self._error}"
             self.count = self._written
         self._arr.resize((self.count, *self._arr.shape[1:]))
+        frames = self._image_frames[: self.count]
+        axis = self._time_axis(frames)
         live = dict(self._group.attrs["livesr"])
         live.update(
             complete=error is None,
             images=self.count,
             param_changes=_json_safe(list(param_changes)),
             error=error,
+            image_frames=frames,
+            time_axis=axis,
         )
-        self._group.attrs["livesr"] = live
+        ome = ome_multiscales(
+            "sr",
+            pixel_size_um=self._pixel_size_um,
+            interval_s=axis["step_s"] if axis["regular"] else 1.0,
+        )
+        if not axis["regular"]:  # t is the image index: no time unit, no fake step
+            ome["multiscales"][0]["axes"][0] = {"name": "t", "type": "time"}
+        self._group.attrs.update({"ome": ome, "livesr": live})
+
+    def _time_axis(self, frames: list[dict[str, Any]]) -> dict[str, Any]:
+        """Whether the stored images are regular in time, and their step."""
+        ends = [f["last_frame"] for f in frames]
+        if any(e is None for e in ends):
+            return {
+                "regular": True,
+                "step_frames": None,
+                "step_s": self._interval_s,
+                "reason": "frames of the images not recorded: nominal step",
+            }
+        steps = sorted({b - a for a, b in zip(ends[:-1], ends[1:], strict=True)})
+        if len(steps) > 1 or (steps and steps[0] <= 0):
+            return {
+                "regular": False,
+                "step_frames": None,
+                "step_s": None,
+                "reason": (
+                    f"images end {steps[0]} to {steps[-1]} frames apart (skipped "
+                    "windows or a stride change): t is the image index, times in "
+                    "image_frames"
+                ),
+            }
+        if not steps:  # 0 or 1 image: the nominal step
+            return {
+                "regular": True,
+                "step_frames": None,
+                "step_s": self._interval_s,
+                "reason": "fewer than 2 images: nominal step",
+            }
+        fi = self._frame_interval_s
+        step_s = steps[0] * fi if fi is not None and fi > 0 else self._interval_s
+        return {
+            "regular": True,
+            "step_frames": steps[0],
+            "step_s": step_s,
+            "reason": None,
+        }
 
 
 class _Csv:
@@ -238,6 +335,11 @@ class WindowTable(_Csv):
         "sigma_px",
         "quality",
         "saved",
+        "resolution_nm",
+        "resolution_px",
+        "resolution_method",
+        "resolved",
+        "resolution_image",
     )
 
     def add(
@@ -250,8 +352,13 @@ class WindowTable(_Csv):
         sigma: float,
         quality: float,
         saved: bool = True,
+        *,
+        resolution: Mapping[str, Any] | None = None,
     ) -> None:
+        """One row; ``resolution`` is the header's (None: empty resolution cells)."""
         lat = (stamps["published"] - stamps["acquired"]) * 1e3
+        r = resolution or {}
+        nm, px = r.get("value_nm"), r.get("value_px")
         self._row(
             (
                 index,
@@ -267,6 +374,11 @@ class WindowTable(_Csv):
                 f"{sigma:.5f}",
                 f"{quality:.6g}",
                 int(bool(saved)),
+                "" if nm is None else f"{nm:.3f}",
+                "" if px is None else f"{px:.5f}",
+                r.get("method", ""),
+                "" if not r else int(bool(r.get("resolved"))),
+                "" if r.get("image_index") is None else int(r["image_index"]),
             )
         )
 

@@ -157,6 +157,7 @@ class ResultWriter:
             interval_s=self._stride * self._interval_s * self.save_every,
             params=self._params,
             background=self._background,
+            frame_interval_s=self._interval_s,
         )
 
     def add_window(
@@ -169,15 +170,35 @@ class ResultWriter:
         shift: tuple[float, float],
         sigma: float,
         quality: float,
+        *,
+        resolution: Mapping[str, Any] | None = None,
+        t_first: float | None = None,
+        t_last: float | None = None,
     ) -> bool:
-        """Record one published image; returns whether it was saved to the SR store."""
+        """Record one published image; returns whether it was saved to the SR store.
+
+        ``resolution`` is the header's live resolution (``method, value_px,
+        value_nm, resolved, image_index``) or None (no fresh estimate: empty cells).
+        ``t_first`` / ``t_last``: acquisition times of the first / last frame, s (the
+        SR store's ``image_frames``; None: unknown, e.g. a replay).
+        """
         if self._sr is None:
             self._open_sr((int(image.shape[0]), int(image.shape[1])))
         save = index % self.save_every == 0
         if save:
-            self._sr.append(image)
+            self._sr.append(
+                image,
+                window=index,
+                first_frame=first,
+                last_frame=last,
+                t_first=t_first,
+                t_last=t_last,
+            )
             self.images_saved += 1
-        self.windows.add(index, first, last, stamps, shift, sigma, quality, save)
+        self.windows.add(
+            index, first, last, stamps, shift, sigma, quality, save,
+            resolution=resolution,
+        )
         return save
 
     def add_drift(

@@ -32,6 +32,17 @@ def _ms(x: Any) -> str:
     )
 
 
+def _resolution(r: Mapping[str, Any] | None) -> str:
+    """``res 123 nm`` (decorrelation, newest estimate); ``res <=2.0 px (floor)`` when
+    unresolved (a Nyquist-floor value is never shown as a measurement); ``res -``."""
+    if not r or r.get("value_px") is None:
+        return "res -"
+    if not r.get("resolved"):
+        return "res unresolved (Nyquist floor)"
+    nm = r.get("value_nm")
+    return f"res {nm:.0f} nm" if nm is not None else f"res {r['value_px']:.2f} px"
+
+
 def format_status(s: Mapping[str, Any]) -> str:
     """One status line from a pipeline snapshot."""
     impl = s.get("implementation") or {}
@@ -43,6 +54,7 @@ def format_status(s: Mapping[str, Any]) -> str:
         f"p99 {_ms(s.get('latency_p99_ms'))} "
         "ms | "
         f"skipped {s.get('windows_skipped', 0)} | gaps {s.get('frames_in_gaps', 0)} | "
+        f"{_resolution(s.get('resolution'))} | "
         f"{impl_txt}"
     )
 

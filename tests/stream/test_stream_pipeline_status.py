@@ -31,12 +31,20 @@ def test_format_status_has_every_field() -> None:
     line = format_status(SNAP)
     assert line == (
         "frames 1200 (100/s) | windows 57 | latency p50 41 p99 180 ms | skipped 3 | "
-        "gaps 0 | "
+        "gaps 0 | res - | "
         "drift=numpy,esrrf=numba"
     )
     assert "latency p50 - p99 - ms" in format_status(
         {**SNAP, "latency_p50_ms": math.nan, "latency_p99_ms": None}
     )
+    res = {"method": "decorrelation", "value_px": 3.25, "value_nm": 65.04,
+           "resolved": True, "image_index": 40}
+    assert "| res 65 nm |" in format_status({**SNAP, "resolution": res})
+    no_nm = {**res, "value_nm": None}
+    assert "| res 3.25 px |" in format_status({**SNAP, "resolution": no_nm})
+    floor = {**res, "value_px": 2.0, "value_nm": 40.0, "resolved": False}
+    line = format_status({**SNAP, "resolution": floor})
+    assert "| res unresolved (Nyquist floor) |" in line and "40 nm" not in line
 
 
 def test_reporter_draws_only_on_a_tty_and_always_writes_the_final_line() -> None:
