@@ -318,6 +318,19 @@ def mda_output(output_dir: str | Path, config: Any = None) -> MDAOutput:
 class AcquisitionListener:
     """Streams a running sequence acquisition into a livesr pipeline (see :func:`attach`).
 
+    Parameters
+    ----------
+    core : pymmcore_plus.CMMCorePlus
+        A core whose sequence acquisition is running.
+    output_dir : path-like
+        Output folder of the run.
+    config : LivesrConfig, path-like or None
+        Run configuration.
+    ring_frames : int
+        Replay-ring slots of the link.
+    on_frame : callable, optional
+        ``on_frame(image_number, frame, meta)`` before each frame is sent.
+
     Attributes
     ----------
     source : MMCorePushSource
@@ -333,6 +346,7 @@ class AcquisitionListener:
         config: Any = None,
         *,
         ring_frames: int = 256,
+        on_frame: Any = None,
     ) -> None:
         from livesr.adapters.sources.mmcore_push import MMCorePushSource
 
@@ -354,6 +368,7 @@ class AcquisitionListener:
             ring_frames=ring_frames,
             stop_event=self._run.pipe.stop_requested,
             context=self._run.ctx,
+            on_frame=on_frame,
             attach=True,
         ).start()
         self._closed = False
@@ -382,12 +397,14 @@ class AcquisitionListener:
 
 
 def attach(
-    core: Any, output_dir: str | Path, config: Any = None
+    core: Any, output_dir: str | Path, config: Any = None, *, on_frame: Any = None
 ) -> AcquisitionListener:
     """Reconstruct a sequence acquisition that is already running on ``core``, live.
 
     Frames are popped from the core's circular buffer; the acquisition is neither
     started nor stopped. Returns the started listener; :meth:`~AcquisitionListener.close`
     detaches and returns the pipeline's summary (overwritten frames are gaps).
+    ``on_frame(image_number, frame, meta)``, optional, sees every frame taken before
+    it is sent (on the listener's thread; keep it short).
     """
-    return AcquisitionListener(core, output_dir, config)
+    return AcquisitionListener(core, output_dir, config, on_frame=on_frame)
