@@ -59,7 +59,8 @@ def _config(config: Any) -> Any:
     if isinstance(config, (str, Path)):
         return load_config(config)
     raise TypeError(
-        f"config must be a LivesrConfig, a TOML path or None, got {type(config).__name__}"
+        "config must be a LivesrConfig, a TOML path or None, got "
+        f"{type(config).__name__}"
     )
 
 
@@ -308,7 +309,8 @@ def mda_output(output_dir: str | Path, config: Any = None) -> MDAOutput:
     Examples
     --------
     >>> import useq                                              # doctest: +SKIP
-    >>> handler = mda_output("out", LivesrConfig().replace("esrrf", window=20))  # doctest: +SKIP
+    >>> cfg = LivesrConfig().replace("esrrf", window=20)         # doctest: +SKIP
+    >>> handler = mda_output("out", cfg)                         # doctest: +SKIP
     >>> core.mda.run(useq.MDASequence(time_plan={"interval": 0, "loops": 200}),
     ...              output=handler)                             # doctest: +SKIP
     """
@@ -316,7 +318,7 @@ def mda_output(output_dir: str | Path, config: Any = None) -> MDAOutput:
 
 
 class AcquisitionListener:
-    """Streams a running sequence acquisition into a livesr pipeline (see :func:`attach`).
+    """Streams a running sequence acquisition into a livesr pipeline (:func:`attach`).
 
     Parameters
     ----------
@@ -402,8 +404,9 @@ def attach(
     """Reconstruct a sequence acquisition that is already running on ``core``, live.
 
     Frames are popped from the core's circular buffer; the acquisition is neither
-    started nor stopped. Returns the started listener; :meth:`~AcquisitionListener.close`
-    detaches and returns the pipeline's summary (overwritten frames are gaps).
+    started nor stopped. Returns the started listener;
+    :meth:`~AcquisitionListener.close` detaches and returns the pipeline's summary
+    (overwritten frames are gaps).
     ``on_frame(image_number, frame, meta)``, optional, sees every frame taken before
     it is sent (on the listener's thread; keep it short).
     """

@@ -17,12 +17,13 @@ focus stage, :func:`livesr.sim.make_core`) through pymmcore-plus sequence acquis
 so feedback hooks can move its stage; ``mm`` loads a Micro-Manager configuration
 (``--mm-config FILE.cfg``, C++ adapters from ``--mm-path`` or pymmcore-plus's
 discovery, ``#py`` Python devices; :mod:`livesr.adapters.sources.mm_config`) and
-acquires from its camera the same way.  ``sim`` and ``mm-sim`` also write ``sim_truth.csv`` (per-frame
-ground truth: true displacement, drift, stage, photons;
+acquires from its camera the same way.  ``sim`` and ``mm-sim`` also write
+``sim_truth.csv`` (per-frame ground truth: true displacement, drift, stage, photons;
 :mod:`livesr.adapters.sources.sim_truth`).
 
 Feedback hooks (``--hook NAME``, repeatable, or ``[hooks] enabled``): ``drift-lock``
-(needs ``--source mm-sim``), ``stop-when-converged``, or ``package.module:callable``.
+(needs ``--source mm-sim`` or ``mm``), ``stop-when-converged``, or
+``package.module:callable``.
 They receive every published window off the processing thread; stage commands go
 through a :class:`~livesr.adapters.feedback.MicroscopeController` with the
 ``[hooks.limits]`` limits.  ``summary.json`` reports them under ``hooks`` (calls,
@@ -47,7 +48,7 @@ import sys
 from typing import Any
 
 NAME = "run"
-HELP = "acquire (simulated microscope or Micro-Manager) and reconstruct eSRRF images live"
+HELP = "acquire (simulated microscope, Micro-Manager) and reconstruct eSRRF images live"
 
 logger = logging.getLogger(__name__)
 
@@ -382,8 +383,8 @@ def _check_hooks(cfg: Any, args: argparse.Namespace) -> str | None:
     if stage and args.source not in ("mm-sim", "mm"):
         return (
             f"hook {stage[0]} moves the stage: it needs a source through a "
-            f"pymmcore-plus core with an XY stage (--source mm-sim or mm), not --source "
-            f"{args.source}"
+            "pymmcore-plus core with an XY stage (--source mm-sim or mm), not "
+            f"--source {args.source}"
         )
     try:
         make_hooks(names, cfg.hooks)  # user hooks import now: errors before acquiring

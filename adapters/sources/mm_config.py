@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 #: What to tell a user without pymmcore-plus.
 PYMMCORE_MISSING = (
     "pymmcore-plus is not installed; install the Micro-Manager extra: "
-    "pip install \"livesr[mm]\" (from a checkout: pip install \".[mm]\")"
+    'pip install "livesr[mm]" (from a checkout: pip install ".[mm]")'
 )
 
 _CPP_DEVICE = re.compile(r"^\s*Device\s*,\s*([^,]+),\s*([^,]+),")
@@ -100,9 +100,9 @@ def load_mm_config(
     if (missing := pymmcore_plus_missing()) is not None:
         raise MMConfigError(missing)
     cfg = Path(path).expanduser()
-    if not cfg.is_file():
+    if not str(path) or not cfg.is_file():
         raise MMConfigError(
-            f"Micro-Manager configuration {str(cfg)!r} does not exist; expected a "
+            f"Micro-Manager configuration {str(path)!r} does not exist; expected a "
             ".cfg file (e.g. from Micro-Manager's Hardware Configuration Wizard)"
         )
     if mm_path is not None and not Path(mm_path).expanduser().is_dir():
@@ -200,7 +200,7 @@ class MMConfigSession:
         mm_path: str | Path | None = None,
         buffer_mb: int | None = None,
     ) -> None:
-        self.config_file = Path(config_file)
+        self.config_file = config_file
         self.mm_path = mm_path
         self.buffer_mb = buffer_mb
         self.core: Any = None

@@ -204,3 +204,34 @@ def test_without_pymmcore_plus_the_error_names_the_extra(
     assert f"livesr run: error: --source {source}: {PYMMCORE_MISSING}" in err
     with pytest.raises(MMConfigError, match="pip install"):
         MMConfigSession(SIM_CFG).open()
+
+
+def test_drift_lock_moves_the_stage_of_a_loaded_configuration(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The stage hook reaches the XY stage the .cfg declared (not a SimCore)."""
+    out = tmp_path / "out"
+    rc = main(
+        [
+            "run",
+            "--source",
+            "mm",
+            "--mm-config",
+            str(SIM_CFG),
+            "--hook",
+            "drift-lock",
+            "--frames",
+            "300",
+            "--output",
+            str(out),
+            "--no-status",
+        ]
+    )
+    assert rc == 0, capsys.readouterr().err[-2000:]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["frames_persisted"] == 300 and s["frames_in_gaps"] == 0
+    hooks = s["hooks"]
+    assert hooks["controller"]["kind"] == "microscope"
+    assert hooks["hooks"][0]["failures"] == 0
+    assert hooks["controller"]["refusals"] == 0
+    assert hooks["controller"]["commands"]["xy"] >= 1  # the seeded drift was corrected

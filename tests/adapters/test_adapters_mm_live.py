@@ -94,7 +94,8 @@ def test_mda_output_refuses_an_output_with_results_and_says_why(
     out.mkdir()
     (out / "summary.json").write_text("{}")
     handler = mda_output(out, _cfg(4))
-    core.mda.run(useq.MDASequence(time_plan={"interval": 0, "loops": 4}), output=handler)
+    seq = useq.MDASequence(time_plan={"interval": 0, "loops": 4})
+    core.mda.run(seq, output=handler)
     assert handler.summary is None and handler.frames_sent == 0
     assert "already holds results" in str(handler.error)
     assert (out / "summary.json").read_text() == "{}"
@@ -120,9 +121,7 @@ def test_attach_streams_a_running_acquisition_without_stopping_it(
     _check_sr_equals_batch(tmp_path / "out", _raw(tmp_path / "out"), n // 10)
 
 
-def test_attach_refuses_a_core_that_is_not_acquiring(
-    core: Any, tmp_path: Path
-) -> None:
+def test_attach_refuses_a_core_that_is_not_acquiring(core: Any, tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="no sequence acquisition is running"):
         attach(core, tmp_path / "out")
     with pytest.raises(RuntimeError, match="no sequence acquisition is running"):
