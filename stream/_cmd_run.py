@@ -272,6 +272,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: pymmcore-plus's discovery; not needed for Python devices only)",
     )
     parser.add_argument(
+        "--mda",
+        metavar="FILE",
+        default=None,
+        help="--source mm: run this useq-schema MDA sequence (YAML/JSON) instead of "
+        "a sequence acquisition",
+    )
+    parser.add_argument(
         "--hook",
         action="append",
         metavar="NAME",
@@ -395,9 +402,19 @@ def _check_hooks(cfg: Any, args: argparse.Namespace) -> str | None:
 
 def _check_mm(args: argparse.Namespace) -> str | None:
     """Why the Micro-Manager flags cannot run (None: they can)."""
-    mm_flags = args.mm_config is not None or args.mm_path is not None
+    mm_flags = any(v is not None for v in (args.mm_config, args.mm_path, args.mda))
     if args.source != "mm" and mm_flags:
-        return "--mm-config / --mm-path apply to --source mm"
+        return "--mm-config / --mm-path / --mda apply to --source mm"
+    if args.mda is not None:
+        from pathlib import Path
+
+        if args.frames is not None:
+            return "--frames does not apply to --mda (the MDA sequence sets the frames)"
+        if not Path(args.mda).is_file():
+            return (
+                f"--mda {args.mda!r} does not exist; expected a useq-schema MDA "
+                "sequence (YAML or JSON)"
+            )
     if args.source == "mm" and args.listen is not None:
         return "--source mm acquires; with --listen this process only processes"
     if args.source == "mm" and args.mm_config is None:
@@ -408,6 +425,14 @@ def _check_mm(args: argparse.Namespace) -> str | None:
         if (missing := pymmcore_plus_missing()) is not None:
             return f"--source {args.source}: {missing}"
     return None
+
+
+def _mm_frames(cfg: Any, args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    """Frames to acquire and the ``mda`` keyword of ``source()`` (``--mda``: the
+    sequence sets the length)."""
+    if args.mda is not None:
+        return 0, {"mda": args.mda}
+    return cfg.stream.frames, {}
 
 
 def _mm_session(args: argparse.Namespace, sim: Any) -> Any:
@@ -432,7 +457,7 @@ def _run_connect(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
             except MMConfigError as exc:
                 return _usage_error(str(exc))
             with mm:
-                src = mm.source(args.connect, cfg.stream.frames, ctx).start()
+                src = mm.source(args.connect, *_mm_frames(cfg, args), ctx).start()
                 try:
                     while src.join(0.2) is None:
                         pass
@@ -534,12 +559,14 @@ def _run_pipeline(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
         # kernels loaded and implementations timed before the first frame arrives
         pipe.ready.wait(READY_TIMEOUT_S)
         if mm is not None:
+            frames, mda = _mm_frames(cfg, args)
             src = mm.source(
                 pipe.endpoint,
-                cfg.stream.frames,
+                frames,
                 ctx,
                 stop_event=pipe.stop_requested,
                 on_frame=truth,
+                **mda,
             ).start()
         elif in_process:
             from livesr.adapters.sources.simulated import SimulatedSource

@@ -240,9 +240,11 @@ class MMConfigSession:
         *,
         stop_event: Any = None,
         on_frame: Any = None,
+        mda: Any = None,
     ) -> Any:
-        """A :class:`MMCorePushSource` on the core (sequence acquisition, paced by
-        the camera; the header's interval is the camera's exposure)."""
+        """A :class:`MMCorePushSource` on the core: sequence acquisition (paced by
+        the camera; the header's interval is the camera's exposure) or, with ``mda``
+        (a useq YAML/JSON file or sequence), that MDA."""
         from livesr.adapters.sources.mmcore_push import MMCorePushSource
 
         return MMCorePushSource(
@@ -253,4 +255,5 @@ class MMConfigSession:
             stop_event=stop_event,
             context=ctx,
             on_frame=on_frame,
+            mda=mda,
         )

@@ -80,6 +80,10 @@ class MMCorePushSource:
     attach : bool
         Listen to the core's running sequence acquisition instead of starting one
         (``frames`` must be 0).
+    mda : useq.MDASequence or path-like, optional
+        Run this MDA (a sequence or a useq YAML/JSON file) instead of a sequence
+        acquisition (``frames`` must be 0: the sequence sets the length); frames come
+        from the runner's ``frameReady`` (``MMCoreSource`` mode ``"mda"``).
     """
 
     def __init__(
@@ -96,7 +100,13 @@ class MMCorePushSource:
         send_timeout_s: float = 10.0,
         on_frame: Callable[[int, np.ndarray, dict[str, Any]], None] | None = None,
         attach: bool = False,
+        mda: Any = None,
     ) -> None:
+        if mda is not None and (frames != 0 or attach):
+            raise ValueError(
+                "MMCorePushSource(mda=...): the MDA sequence sets the frames; expected "
+                "frames=0 and attach=False"
+            )
         if attach and frames != 0:
             raise ValueError(
                 f"MMCorePushSource(attach=True, frames={frames!r}): a listener takes "
@@ -137,6 +147,7 @@ class MMCorePushSource:
         self._send_timeout = float(send_timeout_s)
         self._on_frame = on_frame
         self.attach = bool(attach)
+        self.mda = mda
         self._thread: threading.Thread | None = None
         self._src: Any = None
         self._done = threading.Event()
@@ -225,6 +236,8 @@ class MMCorePushSource:
         ).start()
         if self.attach:
             src = MMCoreSource(core, attach=True)
+        elif self.mda is not None:
+            src = MMCoreSource(core, mda=self.mda)
         else:
             src = MMCoreSource(core, frames=self.frames or None, stop_on_overflow=True)
         self._src = src

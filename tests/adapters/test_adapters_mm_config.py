@@ -168,7 +168,10 @@ def test_bad_configurations_are_one_line_usage_errors(
         assert "Traceback" not in err
     assert not (tmp_path / "o").exists()  # nothing written
     assert main(["run", "--mm-config", str(SIM_CFG), "--output", out]) == 2
-    assert "--mm-config / --mm-path apply to --source mm" in capsys.readouterr().err
+    assert (
+        "--mm-config / --mm-path / --mda apply to --source mm"
+        in capsys.readouterr().err
+    )
 
 
 def test_cpp_adapters_without_micro_manager_say_what_to_do(tmp_path: Path) -> None:
@@ -235,3 +238,38 @@ def test_drift_lock_moves_the_stage_of_a_loaded_configuration(
     assert hooks["hooks"][0]["failures"] == 0
     assert hooks["controller"]["refusals"] == 0
     assert hooks["controller"]["commands"]["xy"] >= 1  # the seeded drift was corrected
+
+
+def test_run_source_mm_with_an_mda_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seq = _write(tmp_path, "seq.yaml", "time_plan:\n  interval: 0\n  loops: 30\n")
+    out = tmp_path / "out"
+    argv = ["run", "--source", "mm", "--mm-config", str(SIM_CFG), "--mda", str(seq)]
+    rc = main([*argv, "--window", "10", "--stride", "10", "--output", str(out)])
+    assert rc == 0, capsys.readouterr().err[-2000:]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["frames_acquired"] == s["frames_persisted"] == 30
+    assert s["frames_in_gaps"] == 0 and s["windows_published"] == 3
+    raw = zarr.open_group(str(out / "raw.ome.zarr"), mode="r")["0"][:, 0, 0]
+    scope = Microscope(SimConfig.blinking(seed=0, shape=(64, 64)))
+    np.testing.assert_array_equal(
+        raw, np.stack([scope.next_frame()[0] for _ in range(30)])
+    )
+    assert main([*argv, "--frames", "5"]) == 2
+    assert "--frames does not apply to --mda" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "run",
+                "--source",
+                "mm",
+                "--mm-config",
+                str(SIM_CFG),
+                "--mda",
+                str(tmp_path / "none.yaml"),
+            ]
+        )
+        == 2
+    )
+    assert "expected a useq-schema MDA sequence" in capsys.readouterr().err
