@@ -457,7 +457,8 @@ def _run_connect(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
             except MMConfigError as exc:
                 return _usage_error(str(exc))
             with mm:
-                src = mm.source(args.connect, *_mm_frames(cfg, args), ctx).start()
+                frames, mda = _mm_frames(cfg, args)
+                src = mm.source(args.connect, frames, ctx, **mda).start()
                 try:
                     while src.join(0.2) is None:
                         pass

@@ -12,6 +12,7 @@ import csv
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -273,3 +274,36 @@ def test_run_source_mm_with_an_mda_file(
         == 2
     )
     assert "expected a useq-schema MDA sequence" in capsys.readouterr().err
+
+
+def test_connect_sends_a_loaded_configuration_to_a_listening_pipeline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ep = f"ipc://{tmp_path}/ingest.ipc"
+    out = tmp_path / "out"
+    result: dict[str, int] = {}
+
+    def listen() -> None:
+        result["listen"] = main(
+            ["run", "--listen", ep, "--frame-shape", "64x64", "--window", "10"]
+            + ["--stride", "10", "--drift", "off", "--output", str(out), "--no-status"]
+        )
+
+    t = threading.Thread(target=listen, name="test-mm-listen", daemon=True)
+    t.start()
+    rc = main(
+        ["run", "--source", "mm", "--mm-config", str(SIM_CFG), "--connect", ep]
+        + ["--frames", "30", "--no-status"]
+    )
+    t.join(120.0)
+    assert not t.is_alive()
+    assert rc == 0 and result["listen"] == 0
+    assert "30 acknowledged, 0 in gaps, 0 unacknowledged" in capsys.readouterr().err
+    s = json.loads((out / "summary.json").read_text())
+    assert s["frames_acquired"] == s["frames_persisted"] == 30
+    assert s["windows_published"] == 3
+    raw = zarr.open_group(str(out / "raw.ome.zarr"), mode="r")["0"][:, 0, 0]
+    scope = Microscope(SimConfig.blinking(seed=0, shape=(64, 64)))
+    np.testing.assert_array_equal(
+        raw, np.stack([scope.next_frame()[0] for _ in range(30)])
+    )
