@@ -8,17 +8,22 @@ Examples::
     livesr run --listen ipc:///tmp/livesr.ipc --output out   # processing only
     livesr run --connect ipc:///tmp/livesr.ipc --frames 500  # acquisition only
     livesr run --source mm-sim --hook drift-lock --frames 2000   # closed loop
+    livesr run --source mm --mm-config scope.cfg --mm-path /opt/Micro-Manager
     livesr run --hook stop-when-converged --frames 5000 --window 20 --stride 20
 
 Sources: ``sim`` renders the simulated camera straight into the link; ``mm-sim`` runs
 the same simulated microscope as Micro-Manager devices (``UniMMCore``: camera, XY and
 focus stage, :func:`livesr.sim.make_core`) through pymmcore-plus sequence acquisition,
-so feedback hooks can move its stage.  Both also write ``sim_truth.csv`` (per-frame
-ground truth: true displacement, drift, stage, photons;
+so feedback hooks can move its stage; ``mm`` loads a Micro-Manager configuration
+(``--mm-config FILE.cfg``, C++ adapters from ``--mm-path`` or pymmcore-plus's
+discovery, ``#py`` Python devices; :mod:`livesr.adapters.sources.mm_config`) and
+acquires from its camera the same way.  ``sim`` and ``mm-sim`` also write
+``sim_truth.csv`` (per-frame ground truth: true displacement, drift, stage, photons;
 :mod:`livesr.adapters.sources.sim_truth`).
 
 Feedback hooks (``--hook NAME``, repeatable, or ``[hooks] enabled``): ``drift-lock``
-(needs ``--source mm-sim``), ``stop-when-converged``, or ``package.module:callable``.
+(needs ``--source mm-sim`` or ``mm``), ``stop-when-converged``, or
+``package.module:callable``.
 They receive every published window off the processing thread; stage commands go
 through a :class:`~livesr.adapters.feedback.MicroscopeController` with the
 ``[hooks.limits]`` limits.  ``summary.json`` reports them under ``hooks`` (calls,
@@ -43,12 +48,12 @@ import sys
 from typing import Any
 
 NAME = "run"
-HELP = "acquire from the simulated microscope and reconstruct eSRRF images live"
+HELP = "acquire (simulated microscope, Micro-Manager) and reconstruct eSRRF images live"
 
 logger = logging.getLogger(__name__)
 
 TEMPORAL_CHOICES = ("avg", "var", "tac2")
-SOURCES = ("sim", "mm-sim")
+SOURCES = ("sim", "mm-sim", "mm")
 RAW_FORMATS = ("ome-zarr", "ome-tiff")
 #: simulated sensor when the configuration's [sim.camera] gives no shape
 DEFAULT_SIM_SHAPE = (64, 64)
@@ -249,9 +254,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--source",
         choices=SOURCES,
         default="sim",
-        help="frame source: sim (simulated camera) or mm-sim (the simulated "
-        "microscope as Micro-Manager devices through pymmcore-plus, with stages) "
-        "(default sim)",
+        help="frame source: sim (simulated camera), mm-sim (the simulated "
+        "microscope as Micro-Manager devices through pymmcore-plus, with stages) or "
+        "mm (a Micro-Manager configuration, --mm-config) (default sim)",
+    )
+    parser.add_argument(
+        "--mm-config",
+        metavar="FILE",
+        default=None,
+        help="--source mm: Micro-Manager configuration file (.cfg; livesr[mm])",
+    )
+    parser.add_argument(
+        "--mm-path",
+        metavar="DIR",
+        default=None,
+        help="--source mm: Micro-Manager installation holding the device adapters "
+        "(default: pymmcore-plus's discovery; not needed for Python devices only)",
+    )
+    parser.add_argument(
+        "--mda",
+        metavar="FILE",
+        default=None,
+        help="--source mm: run this useq-schema MDA sequence (YAML/JSON) instead of "
+        "a sequence acquisition",
     )
     parser.add_argument(
         "--hook",
@@ -259,7 +284,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         default=None,
         help="feedback hook run on every result (repeatable): drift-lock (needs "
-        "--source mm-sim), stop-when-converged, or package.module:callable; "
+        "--source mm-sim or mm), stop-when-converged, or package.module:callable; "
         "parameters in the [hooks] config section",
     )
     where = parser.add_mutually_exclusive_group()
@@ -311,9 +336,15 @@ def _usage_error(message: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command; 0 success, 1 failure (e.g. raw store error), 2 bad arguments."""
+    if (problem := _check_mm(args)) is not None:
+        return _usage_error(problem)
     try:
         cfg = config_from_args(args)
-        sim = sim_config_from(cfg) if args.listen is None else None
+        sim = (
+            sim_config_from(cfg)
+            if args.listen is None and args.source != "mm"
+            else None
+        )
     except ValueError as exc:
         return _usage_error(str(exc))
     if (problem := _check_hooks(cfg, args)) is not None:
@@ -356,11 +387,11 @@ def _check_hooks(cfg: Any, args: argparse.Namespace) -> str | None:
             f"pipeline in this process, not {where}"
         )
     stage = [n for n in names if n in HOOKS_NEEDING_STAGE]
-    if stage and args.source != "mm-sim":
+    if stage and args.source not in ("mm-sim", "mm"):
         return (
             f"hook {stage[0]} moves the stage: it needs a source through a "
-            f"pymmcore-plus core with an XY stage (--source mm-sim), not --source "
-            f"{args.source}"
+            "pymmcore-plus core with an XY stage (--source mm-sim or mm), not "
+            f"--source {args.source}"
         )
     try:
         make_hooks(names, cfg.hooks)  # user hooks import now: errors before acquiring
@@ -369,14 +400,65 @@ def _check_hooks(cfg: Any, args: argparse.Namespace) -> str | None:
     return None
 
 
+def _check_mm(args: argparse.Namespace) -> str | None:
+    """Why the Micro-Manager flags cannot run (None: they can)."""
+    mm_flags = any(v is not None for v in (args.mm_config, args.mm_path, args.mda))
+    if args.source != "mm" and mm_flags:
+        return "--mm-config / --mm-path / --mda apply to --source mm"
+    if args.mda is not None:
+        from pathlib import Path
+
+        if args.frames is not None:
+            return "--frames does not apply to --mda (the MDA sequence sets the frames)"
+        if not Path(args.mda).is_file():
+            return (
+                f"--mda {args.mda!r} does not exist; expected a useq-schema MDA "
+                "sequence (YAML or JSON)"
+            )
+    if args.source == "mm" and args.listen is not None:
+        return "--source mm acquires; with --listen this process only processes"
+    if args.source == "mm" and args.mm_config is None:
+        return "--source mm needs --mm-config FILE.cfg (a Micro-Manager configuration)"
+    if args.source in ("mm", "mm-sim") and args.listen is None:
+        from livesr.adapters.sources.mm_config import pymmcore_plus_missing
+
+        if (missing := pymmcore_plus_missing()) is not None:
+            return f"--source {args.source}: {missing}"
+    return None
+
+
+def _mm_frames(cfg: Any, args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    """Frames to acquire and the ``mda`` keyword of ``source()`` (``--mda``: the
+    sequence sets the length)."""
+    if args.mda is not None:
+        return 0, {"mda": args.mda}
+    return cfg.stream.frames, {}
+
+
+def _mm_session(args: argparse.Namespace, sim: Any) -> Any:
+    """The run's pymmcore-plus core (``--source mm-sim`` or ``mm``), not yet open."""
+    if args.source == "mm":
+        from livesr.adapters.sources.mm_config import MMConfigSession
+
+        return MMConfigSession(args.mm_config, mm_path=args.mm_path)
+    return _MMSim(sim)
+
+
 def _run_connect(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
-    if args.source == "mm-sim":
+    if args.source in ("mm-sim", "mm"):
         import zmq
+
+        from livesr.adapters.sources.mm_config import MMConfigError
 
         ctx = zmq.Context()
         try:
-            with _MMSim(sim) as mm:
-                src = mm.source(args.connect, cfg.stream.frames, ctx).start()
+            try:
+                mm = _mm_session(args, sim).open()
+            except MMConfigError as exc:
+                return _usage_error(str(exc))
+            with mm:
+                frames, mda = _mm_frames(cfg, args)
+                src = mm.source(args.connect, frames, ctx, **mda).start()
                 try:
                     while src.join(0.2) is None:
                         pass
@@ -428,16 +510,22 @@ def _run_pipeline(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
     in_process = args.listen is None
     # [stream] endpoint: where the ingest binds (the in-process source connects there)
     endpoint = args.listen or cfg.stream.endpoint or f"inproc://livesr-ingest-{token}"
-    mm = _MMSim(sim) if in_process and args.source == "mm-sim" else None
+    mm = _mm_session(args, sim) if in_process and args.source != "sim" else None
     truth = None
-    if in_process:
+    if in_process and sim is not None:
         from livesr.adapters.sources.sim_truth import SimTruthRecorder
 
         truth = SimTruthRecorder(sim.camera)
     runner = None
     try:
         if mm is not None:
-            mm.open()
+            from livesr.adapters.sources.mm_config import MMConfigError
+
+            try:
+                mm.open()
+            except MMConfigError as exc:
+                ctx.term()
+                return _usage_error(str(exc))
         runner = _hook_runner(cfg, mm)
     except BaseException:
         if mm is not None:
@@ -449,7 +537,13 @@ def _run_pipeline(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
         endpoint=endpoint,
         context=ctx,
         hooks=runner,
-        frame_shape=sim.camera.roi_or_full[2:] if sim is not None else args.frame_shape,
+        frame_shape=(
+            sim.camera.roi_or_full[2:]
+            if sim is not None
+            else mm.frame_shape
+            if mm is not None
+            else args.frame_shape
+        ),
     )
     src = None
     status = None
@@ -467,12 +561,14 @@ def _run_pipeline(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
         # kernels loaded and implementations timed before the first frame arrives
         pipe.ready.wait(READY_TIMEOUT_S)
         if mm is not None:
+            frames, mda = _mm_frames(cfg, args)
             src = mm.source(
                 pipe.endpoint,
-                cfg.stream.frames,
+                frames,
                 ctx,
                 stop_event=pipe.stop_requested,
                 on_frame=truth,
+                **mda,
             ).start()
         elif in_process:
             from livesr.adapters.sources.simulated import SimulatedSource
@@ -619,9 +715,9 @@ class _MMSim:
         )
 
 
-def _hook_runner(cfg: Any, mm: _MMSim | None) -> Any:
+def _hook_runner(cfg: Any, mm: Any) -> Any:
     """The run's HookRunner (None without hooks): a MicroscopeController over the
-    mm-sim core, else a stop-only controller."""
+    mm-sim / mm core, else a stop-only controller."""
     names = cfg.hooks.enabled
     if not names:
         return None

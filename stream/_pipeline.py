@@ -437,6 +437,10 @@ class Pipeline:
                 frame_interval_s=p.interval_s if p is not None else 1.0,
             )
             self._summary["hooks"] = self._hooks_report
+            stop = (self._hooks_report or {}).get("stop")
+            if stop:  # a hook ended acquisition on purpose (stop-when-converged)
+                self._summary["stopped"] = True
+                self._summary["stop_reason"] = stop.get("reason")
         if not self._owns_output:  # start() refused the folder: leave it untouched
             return self._summary
         from livesr.stream._results import write_config, write_summary

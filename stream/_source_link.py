@@ -535,6 +535,34 @@ class SourceLink:
             self._c["frames_acquired"] += 1
         return self._queue(seq, slot, t_acq, meta)
 
+    def report_gap(self, frames: int) -> None:
+        """Record ``frames`` frames lost before they reached the link (>= 1).
+
+        For a source that knows it missed frames (a camera's circular buffer
+        overwrote them): they take the next seqs and travel to the ingest as a gap,
+        so ``frames_acquired == frames_acked + frames_in_gaps + frames_unacked``
+        still holds and the pipeline's summary counts them.
+        """
+        if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+            raise ValueError(f"report_gap(frames={frames!r}); expected an integer >= 1")
+        if self._closed or self._thread is None:
+            raise TransportError(
+                "SourceLink.report_gap(): the link is not started or already closed"
+            )
+        with self._lock:
+            first = self._next_seq
+            last = first + frames - 1
+            self._next_seq = last + 1
+            self._c["frames_acquired"] += frames
+            self._c["frames_in_gaps"] += frames
+            if self._open_gap is not None and self._open_gap[1] == first - 1:
+                self._open_gap[1] = last
+            else:
+                if self._open_gap is not None:
+                    self._add_gap(*self._open_gap)
+                self._open_gap = [first, last]
+        self._ring_bell()
+
     def _wait_for_slot(self, timeout: float) -> None:
         """With the lock held: wait up to ``timeout`` s while the ring is full."""
         if timeout > 0 and self._ring.used == self._ring.capacity:

@@ -18,6 +18,16 @@ Modes
     consumer had not taken) is recorded in :attr:`MMCoreSource.gaps` as the
     (first, last) seq range lost, so ``frames_delivered + frames_in_gaps ==
     frames_acquired`` always holds.
+``"attach"`` (``attach=True``)
+    Listen to a sequence acquisition someone else started (e.g. live mode of
+    napari-micromanager, ``startContinuousSequenceAcquisition``): frames are
+    popped from the circular buffer as in sequence mode, the acquisition is
+    neither started nor stopped, and iteration ends when it stops (or on
+    :meth:`MMCoreSource.close`). ``seq`` is the camera's ``ImageNumber``; frames
+    before the first one taken are not counted; a jump (a continuous acquisition
+    overwrote frames not yet taken) is a gap. Popping consumes the frames: a
+    second consumer of ``popNextImage`` would miss them (live views use
+    ``getLastImage``, which is unaffected).
 ``"mda"``
     ``core.run_mda(sequence)`` for a ``useq.MDASequence`` (or a YAML/JSON file
     read with ``useq.MDASequence.from_file``); frames come from the runner's
@@ -90,6 +100,9 @@ class MMCoreSource:
         stops the acquisition it started, it does not shut the core down.
     frames : int or None
         Sequence mode: frames to acquire (>= 1), None for continuous acquisition.
+    attach : bool
+        Listen to the sequence acquisition already running on the core (mode
+        ``"attach"``): it is neither started nor stopped here.
     mda : useq.MDASequence, str or Path, optional
         Run this MDA (a sequence object or a YAML/JSON file) instead of a
         sequence acquisition.
@@ -126,7 +139,13 @@ class MMCoreSource:
         poll_s: float = 0.0005,
         max_pending: int = 1024,
         timeout_s: float = 10.0,
+        attach: bool = False,
     ) -> None:
+        if attach and (frames is not None or mda is not None):
+            raise ValueError(
+                "MMCoreSource(attach=True) listens to a running acquisition; frames "
+                "and mda do not apply"
+            )
         if frames is not None and (
             not isinstance(frames, (int, np.integer))
             or isinstance(frames, bool)
@@ -168,6 +187,8 @@ class MMCoreSource:
         self._mda_seq = 0
         self._mda_thread: Any = None
         self._stop = threading.Event()
+        self._attach = bool(attach)
+        self._first_seq: int | None = None
 
     # ------------------------------------------------------------------ set-up
     @staticmethod
@@ -192,6 +213,8 @@ class MMCoreSource:
     @property
     def mode(self) -> str:
         """``"sequence"`` or ``"mda"``."""
+        if self._attach:
+            return "attach"
         return "mda" if self._sequence is not None else "sequence"
 
     @property
@@ -213,6 +236,17 @@ class MMCoreSource:
             ev.sequenceFinished.connect(self._on_finished)
             self._mda_thread = core.run_mda(self._sequence)
             logger.info("MDA started: sizes %s", str(dict(self._sequence.sizes)))
+        elif self._attach:
+            if not core.isSequenceRunning():
+                self._started = False
+                raise RuntimeError(
+                    "MMCoreSource(attach=True): no sequence acquisition is running on "
+                    "this core; start one (e.g. live mode) or use attach=False"
+                )
+            logger.info(
+                "attached to the running sequence acquisition of camera %s",
+                core.getCameraDevice(),
+            )
         else:
             if core.isSequenceRunning():
                 raise RuntimeError(
@@ -246,6 +280,8 @@ class MMCoreSource:
                 last_arrival = time.monotonic()
                 yield self._deliver_sequence(frame, md)
                 continue
+            if self._attach and self._stop.is_set():
+                break  # detach: the acquisition goes on without us
             if self._stop.is_set() or not core.isSequenceRunning():
                 if core.getRemainingImageCount() == 0:
                     break
@@ -267,6 +303,9 @@ class MMCoreSource:
     ) -> tuple[int, np.ndarray, dict[str, Any]]:
         core = self._core
         n = int(md.get("ImageNumber", self._next_seq))
+        if self._first_seq is None:
+            self._first_seq = n if self._attach else 0
+            self._next_seq = self._first_seq
         if n > self._next_seq:
             self._gap(self._next_seq, n - 1)
         elif n < self._next_seq:  # a camera restarting its numbering: keep counting
@@ -278,7 +317,7 @@ class MMCoreSource:
             )
             n = self._next_seq
         self._next_seq = n + 1
-        self.frames_acquired = max(self.frames_acquired, n + 1)
+        self.frames_acquired = max(self.frames_acquired, n + 1 - self._first_seq)
         try:
             x, y = core.getXYPosition()
         except Exception:  # no XY stage
@@ -444,7 +483,7 @@ class MMCoreSource:
                 while core.mda.is_running() and time.monotonic() < deadline:
                     time.sleep(0.005)
             self._disconnect()
-        elif core.isSequenceRunning():
+        elif core.isSequenceRunning() and not self._attach:
             core.stopSequenceAcquisition()
         if core.isBufferOverflowed():
             self.overflowed = True

@@ -19,6 +19,12 @@ sequence acquisition is stopped by someone else (a feedback hook's
 ``MicroscopeController.stop_acquisition``); the link is then closed cleanly
 (END, END_ACK) so the pipeline accounts for every frame.
 
+With ``attach=True`` the source listens to a sequence acquisition that is already
+running (started by someone else, e.g. live mode): it neither starts nor stops it,
+ends when it stops or on :meth:`stop`, and frames the circular buffer overwrote
+before they were taken (``ImageNumber`` jumps) are reported to the link as gaps
+(:meth:`SourceLink.report_gap`), so the pipeline's summary counts them.
+
 Each frame's header ``meta`` carries ``ImageNumber``, ``camera``, ``exposure_ms``,
 ``interval_ms`` and the stage position read when the frame was taken
 (``x_um``, ``y_um``, ``z_um``); ``on_frame(seq, frame, meta)`` (optional) sees the
@@ -71,6 +77,13 @@ class MMCorePushSource:
     on_frame : callable, optional
         ``on_frame(seq, frame, meta)`` for every frame, before it is sent (on the
         source thread; keep it short).
+    attach : bool
+        Listen to the core's running sequence acquisition instead of starting one
+        (``frames`` must be 0).
+    mda : useq.MDASequence or path-like, optional
+        Run this MDA (a sequence or a useq YAML/JSON file) instead of a sequence
+        acquisition (``frames`` must be 0: the sequence sets the length); frames come
+        from the runner's ``frameReady`` (``MMCoreSource`` mode ``"mda"``).
     """
 
     def __init__(
@@ -86,7 +99,19 @@ class MMCorePushSource:
         context: Any = None,
         send_timeout_s: float = 10.0,
         on_frame: Callable[[int, np.ndarray, dict[str, Any]], None] | None = None,
+        attach: bool = False,
+        mda: Any = None,
     ) -> None:
+        if mda is not None and (frames != 0 or attach):
+            raise ValueError(
+                "MMCorePushSource(mda=...): the MDA sequence sets the frames; expected "
+                "frames=0 and attach=False"
+            )
+        if attach and frames != 0:
+            raise ValueError(
+                f"MMCorePushSource(attach=True, frames={frames!r}): a listener takes "
+                "what the running acquisition produces; expected frames=0"
+            )
         if isinstance(frames, bool) or not isinstance(frames, int) or frames < 0:
             raise ValueError(
                 f"MMCorePushSource frames={frames!r}; expected an integer >= 0 "
@@ -121,6 +146,8 @@ class MMCorePushSource:
         self._ctx = context
         self._send_timeout = float(send_timeout_s)
         self._on_frame = on_frame
+        self.attach = bool(attach)
+        self.mda = mda
         self._thread: threading.Thread | None = None
         self._src: Any = None
         self._done = threading.Event()
@@ -207,7 +234,12 @@ class MMCorePushSource:
             ),
             context=self._ctx,
         ).start()
-        src = MMCoreSource(core, frames=self.frames or None, stop_on_overflow=True)
+        if self.attach:
+            src = MMCoreSource(core, attach=True)
+        elif self.mda is not None:
+            src = MMCoreSource(core, mda=self.mda)
+        else:
+            src = MMCoreSource(core, frames=self.frames or None, stop_on_overflow=True)
         self._src = src
         watcher = threading.Thread(
             target=self._watch_stop, name="livesr-mm-source-stop", daemon=True
@@ -216,7 +248,12 @@ class MMCorePushSource:
             if self.stop_event.is_set():  # stopped before the first frame
                 src.close()
             watcher.start()
+            reported = 0
             for seq, frame, meta in src:
+                if len(src.gaps) > reported:  # overwritten before we took them
+                    lost = sum(b - a + 1 for a, b in src.gaps[reported:])
+                    reported = len(src.gaps)
+                    link.report_gap(lost)
                 if self._on_frame is not None:
                     self._on_frame(seq, frame, meta)
                 head = {
@@ -249,13 +286,20 @@ class MMCorePushSource:
                 "gaps": [list(g) for g in src.gaps],
                 "overflowed": src.overflowed,
             }
-        if src.gaps:  # cannot happen with stopOnOverflow; never pass silently
+        if src.gaps and self.attach:
+            logger.warning(
+                "%d frame(s) in %d gap(s) were overwritten in the circular buffer "
+                "before they were taken (reported to the pipeline as gaps)",
+                src.frames_in_gaps,
+                len(src.gaps),
+            )
+        elif src.gaps:  # cannot happen with stopOnOverflow; never pass silently
             logger.error(
                 "the camera lost %d frame(s) before they reached the link: %s",
                 src.frames_in_gaps,
                 src.gaps,
             )
-        if src.overflowed:
+        if src.overflowed and not self.attach:
             logger.error(
                 "the camera's circular buffer filled up (the pipeline fell behind); "
                 "acquisition stopped after %d frame(s)",

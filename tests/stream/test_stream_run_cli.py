@@ -107,7 +107,7 @@ def test_run_sim_writes_all_files(
             "invalid choice: 'median' (choose from 'avg', 'var', 'tac2')",
         ),
         (["--drift", "maybe"], "invalid choice: 'maybe' (choose from 'on', 'off')"),
-        (["--source", "camera"], "invalid choice: 'camera' (choose from 'sim', 'mm-sim')"),
+        (["--source", "camera"], "invalid choice: 'camera' (choose from 'sim', 'mm-sim', 'mm')"),
         (["--window", "1"], "expected an integer >= 2, got 1"),
         (["--magnification", "40"], "expected an integer in 1..16, got 40"),
         (["--radius", "abc"], "expected a number, got 'abc'"),
