@@ -237,6 +237,7 @@ def test_adapters_feedback_run_stop_when_converged_dense(tmp_path: Path) -> None
     assert s["frames_in_gaps"] == 0
     assert stop["by"] == "stop_when_converged"
     assert rep["stopped"] is True and rep["reason"] == stop["reason"]
+    assert s["stopped"] is True and s["stop_reason"] == stop["reason"]  # top level too
     assert stop["reason"].startswith("decorrelation resolution converged at")
     # 6 results (min_results) of 20 frames, min_frames 100: result 5, 120 frames
     assert rep["stop"]["result_index"] == 5 and rep["stop"]["frames"] == 120
