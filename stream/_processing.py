@@ -158,6 +158,12 @@ class Processor:
                 rd.push(f)
         import zarr  # noqa: F401  (the SR store's first image must not import it)
 
+        from livesr.stream._resolution import estimate_resolution
+
+        # the live resolution's first analysis imports and plans (hundreds of ms
+        # holding the GIL): pay it now, not beside the first images
+        estimate_resolution(rng.poisson(100.0, size=(64, 64)).astype(np.float32))
+
         shape = self._shape_hint
         if shape is not None:
             try:
