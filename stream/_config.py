@@ -202,6 +202,9 @@ class StreamConfig:
         SR images saved to ``sr.ome.zarr`` per second at most, MB/s (every image is
         published; beyond the budget every k-th is saved, see
         :mod:`livesr.stream._resultwriter`); 0 = no limit.
+    resolution_interval_s : float
+        Live resolution (decorrelation analysis of the newest SR image, in a worker
+        process): at most one image per this many seconds; 0 = off.
     credit : int
         Frames in flight on the lossless link, 1..1024.
     raw_format : str
@@ -219,6 +222,7 @@ class StreamConfig:
     memory_budget_mb: float = 0.0
     max_batch: int = 16
     sr_budget_mb_s: float = 200.0
+    resolution_interval_s: float = 1.0
     credit: int = 64
     raw_format: str = "ome-zarr"
     endpoint: str = ""
@@ -237,6 +241,11 @@ class StreamConfig:
             _fail(
                 "stream", "memory_budget_mb", self.memory_budget_mb,
                 "a number >= 0 (MiB; 0 = a quarter of the physical memory)",
+            )
+        if not (_is_num(self.resolution_interval_s) and self.resolution_interval_s >= 0):
+            _fail(
+                "stream", "resolution_interval_s", self.resolution_interval_s,
+                "a number >= 0 (s; 0 = no live resolution)",
             )
         if not (_is_int(self.max_batch) and 1 <= self.max_batch <= 1024):
             _fail("stream", "max_batch", self.max_batch, "an integer in 1..1024")

@@ -129,7 +129,10 @@ class Processor:
         from livesr.stream._resolution import LiveResolution
 
         #: live decorrelation resolution of the newest image (stream/_resolution.py)
-        self.resolution = LiveResolution()
+        interval = float(config.stream.resolution_interval_s)
+        self.resolution = LiveResolution(
+            min_interval_s=interval if interval > 0 else 0.0, enabled=interval > 0
+        )
         # acquisition time of recent frames by seq (an image's first frame's time)
         self._tq_seq = np.full(4096, -1, dtype=np.int64)
         self._tq_t = np.zeros(4096)
@@ -158,11 +161,15 @@ class Processor:
                 rd.push(f)
         import zarr  # noqa: F401  (the SR store's first image must not import it)
 
-        from livesr.stream._resolution import estimate_resolution
+        from livesr.stream._resolution import warm_worker
 
-        # the live resolution's first analysis imports and plans (hundreds of ms
-        # holding the GIL): pay it now, not beside the first images
-        estimate_resolution(rng.poisson(100.0, size=(64, 64)).astype(np.float32))
+        # the live resolution's worker process starts and plans now, not beside
+        # the first images
+        try:
+            if self.resolution.enabled:
+                warm_worker()
+        except Exception as exc:  # the analysis reports its own failures later
+            logger.warning("live resolution worker could not start: %s", exc)
 
         shape = self._shape_hint
         if shape is not None:

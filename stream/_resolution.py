@@ -136,8 +136,53 @@ def estimate_resolution(
     )
 
 
+#: longest one analysis may take in the worker process, s
+WORKER_TIMEOUT_S = 120.0
+_WORKER: Any = None
+_WORKER_LOCK = threading.Lock()
+
+
+def _lower_priority() -> None:
+    """The worker yields the CPU to the pipeline (nice +10): on a 2-core machine
+    an analysis competing at equal priority delayed the images published meanwhile."""
+    import os
+
+    try:
+        os.nice(10)
+    except (AttributeError, OSError):  # pragma: no cover - not POSIX
+        pass
+
+
+def _worker() -> Any:
+    """The process-wide analysis worker (one process, started on first use, shared
+    by every pipeline of this process, shut down at exit)."""
+    global _WORKER
+    with _WORKER_LOCK:
+        if _WORKER is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            _WORKER = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_lower_priority,
+            )
+        return _WORKER
+
+
+def warm_worker(timeout_s: float = 60.0) -> None:
+    """Start the worker process and run one small analysis in it (imports, plans):
+    called by the pipeline's warm-up, before acquisition."""
+    img = np.random.default_rng(0).poisson(100.0, (64, 64)).astype(np.float32)
+    _worker().submit(estimate_resolution, img).result(timeout=timeout_s)
+
+
 class LiveResolution:
     """Background decorrelation analysis of the newest image (module docstring).
+
+    With ``background`` the analysis runs in a worker process (the GIL stays with
+    the pipeline's threads); a thread of this object hands the newest image over
+    and waits for the result.
 
     Parameters
     ----------
@@ -159,7 +204,10 @@ class LiveResolution:
         kc_resolved: float = DEFAULT_KC_RESOLVED,
         background: bool = True,
         clock: Any = time.monotonic,
+        enabled: bool = True,
     ) -> None:
+        #: False: :meth:`offer` never takes an image (``resolution_interval_s = 0``)
+        self.enabled = bool(enabled)
         if not (math.isfinite(min_interval_s) and min_interval_s >= 0):
             raise ValueError(f"min_interval_s={min_interval_s!r}; expected >= 0")
         self.min_interval_s = float(min_interval_s)
@@ -185,6 +233,8 @@ class LiveResolution:
 
     def offer(self, index: int, image: np.ndarray) -> bool:
         """Hand ``image`` over if the schedule allows; whether it was taken."""
+        if not self.enabled:
+            return False
         if self._closed or image.ndim != 2 or min(image.shape) < MIN_SIDE_PX:
             if not self.skipped_small and image.ndim == 2:
                 self.skipped_small = True
@@ -221,7 +271,15 @@ class LiveResolution:
 
     def _analyse(self, index: int, image: np.ndarray) -> None:
         try:
-            est = estimate_resolution(image, index, kc_resolved=self.kc_resolved)
+            if self._background:
+                # in a worker process: the analysis holds the GIL for long numpy
+                # stretches, which delayed the images published meanwhile (p99 x5
+                # on 2 cores); here this thread only waits on a pipe
+                est = _worker().submit(
+                    estimate_resolution, image, index, kc_resolved=self.kc_resolved
+                ).result(timeout=WORKER_TIMEOUT_S)
+            else:
+                est = estimate_resolution(image, index, kc_resolved=self.kc_resolved)
         except Exception as exc:  # never stops processing
             self.failures += 1
             logger.warning("resolution of image %d failed: %s", index, exc)
