@@ -18,7 +18,8 @@ A trial passes when every frame was persisted (accounting identity, no gap), no
 window was skipped, the end-to-end latency p99 (newest frame acquired -> image
 published) is within ``budget_ms``, and the camera really ran at >= 95 % of the
 offered rate.  Results: ``e2e.json`` (every trial), ``e2e.md`` (a table per size:
-sustained rate beside the kernel rates) and ``e2e.png``.
+sustained rate beside the kernel rates) and ``e2e.png``; each trial's logs, summary
+and tables stay under ``runs/`` (its raw and SR stores are deleted once read).
 """
 
 from __future__ import annotations
@@ -297,6 +298,10 @@ def run_trial(opts: E2eOptions, size: int, rate: float) -> dict[str, Any]:
         return result
     s = json.loads(summary_path.read_text())
     achieved = _achieved_rate(out / "windows.csv")
+    import shutil
+
+    for store in ("raw.ome.zarr", "sr.ome.zarr"):  # GBs per trial; the figures stay
+        shutil.rmtree(out / store, ignore_errors=True)
     result.update(
         {
             "frames_acquired": s["frames_acquired"],
