@@ -252,6 +252,7 @@ class Pipeline:
         if self._shape_hint is not None:  # refuse before anything is written
             self._proc.check_frame_shape(self._shape_hint)
             self._plan_ring(self._shape_hint, np.uint16, None)
+        created = not self.output.exists()
         self.output.mkdir(parents=True, exist_ok=True)
         self._owns_output = True
         raw = self._raw_arg
@@ -269,25 +270,33 @@ class Pipeline:
         ).start()
         self._publish_ep = self._pub.endpoint
         self._hooks = _hook_runner(self._hooks_arg)
-        cfg = IngestConfig(
-            endpoint=self._endpoint or self._auto_endpoint("ingest"),
-            window=self.config.stream.credit,
-        )
-        p = self._persist
-        self._ingest = Ingest(
-            cfg,
-            p.on_frame,
-            on_gap=p.on_gap,
-            on_end=p.on_end,
-            context=self._ctx,
-            stop_event=self.stop_requested,  # a stop tells remote sources too
-        )
         try:
+            cfg = IngestConfig(
+                endpoint=self._endpoint or self._auto_endpoint("ingest"),
+                window=self.config.stream.credit,
+            )
+            p = self._persist
+            self._ingest = Ingest(
+                cfg,
+                p.on_frame,
+                on_gap=p.on_gap,
+                on_end=p.on_end,
+                context=self._ctx,
+                stop_event=self.stop_requested,  # a stop tells remote sources too
+            )
             self._ingest.start()
         except Exception:
+            # a refused start (endpoint taken, non-loopback without keys...) leaves
+            # nothing behind that would block a retry with the same --output
             self._pub.close()
             if self._hooks is not None:
                 self._hooks.close()
+            self._owns_output = False
+            self._ingest = None
+            if created:
+                import shutil
+
+                shutil.rmtree(self.output, ignore_errors=True)
             raise
         self._endpoint = self._ingest.endpoint
         self._t_start = self._rate_t0 = time.time()

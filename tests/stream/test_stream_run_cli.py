@@ -369,3 +369,17 @@ def test_config_endpoint_is_where_the_ingest_binds(tmp_path: Path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["endpoints"]["ingest"] == ep
     assert summary["frames_persisted"] == 8 and summary["windows_published"] == 2
+
+
+def test_a_refused_start_leaves_nothing_behind(tmp_path: Path) -> None:
+    """Issue 14: a start refused at the ingest (here: a non-loopback endpoint
+    without keys) leaves no folder or summary that would block the retry."""
+    out = tmp_path / "refused"
+    rc = main(["run", "--listen", "tcp://0.0.0.0:5999", "--output", str(out),
+               "--no-status"])
+    assert rc == 1
+    assert not out.exists()
+    # the retry with the same --output is not refused for a used folder
+    rc = main(["run", "--output", str(out), "--frames", "10", "--window", "5",
+               "--stride", "5", "--magnification", "2", "--no-status"])
+    assert rc == 0 and (out / "summary.json").is_file()
