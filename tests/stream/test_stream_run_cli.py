@@ -377,7 +377,7 @@ def test_a_refused_start_leaves_nothing_behind(tmp_path: Path) -> None:
     out = tmp_path / "refused"
     rc = main(["run", "--listen", "tcp://0.0.0.0:5999", "--output", str(out),
                "--no-status"])
-    assert rc == 1
+    assert rc == 2  # refused: a setting to change
     assert not out.exists()
     # the retry with the same --output is not refused for a used folder
     rc = main(["run", "--output", str(out), "--frames", "10", "--window", "5",
