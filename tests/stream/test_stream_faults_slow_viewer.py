@@ -46,7 +46,9 @@ import json, signal, sys, time
 from livesr.stream._pubsub import LatestSubscriber
 stop = []
 signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
-sub = LatestSubscriber(sys.argv[1], hwm=2).start()
+# a queue deeper than the copies re-sent at close: a SUB whose queue is full drops
+# what arrives meanwhile, which lost the final image ~1 run in 3 under load
+sub = LatestSubscriber(sys.argv[1], hwm=64).start()
 sys.stdout.write("up\n"); sys.stdout.flush()
 seen = []
 while not stop:
