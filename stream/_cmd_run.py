@@ -180,6 +180,13 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
         "--drift", choices=("on", "off"), default=None, help="rolling drift correction"
     )
     parser.add_argument(
+        "--auto-params",
+        action="store_true",
+        help="choose radius and sensitivity from the data while acquiring (QnR sweep "
+        "in the background every [esrrf] auto_params_every windows, best pair applied "
+        "live)",
+    )
+    parser.add_argument(
         "--latency-budget-ms",
         type=_positive_float,
         default=None,
@@ -211,6 +218,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
     }
     if esrrf:
         cfg = cfg.replace("esrrf", **esrrf)
+    if getattr(args, "auto_params", False):
+        cfg = cfg.replace("esrrf", auto_params=True)
     if args.drift is not None:
         cfg = cfg.replace("drift", enabled=args.drift == "on")
     stream: dict[str, Any] = {}

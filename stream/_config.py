@@ -99,6 +99,14 @@ class EsrrfConfig:
         As NanoPyx.
     geometry : str
         ``"nanopyx"`` (bit-compatible) or ``"corrected"`` (no +0.45 px offset).
+    auto_params : bool
+        Choose radius and sensitivity from the data during acquisition: every
+        ``auto_params_every`` published windows, the QnR sweep
+        (:class:`livesr.kernels.AutoParams`, NanoPyx's sweep) runs in the
+        background on the newest window's raw frames and its best pair is applied
+        as a live parameter change (recorded with the frame it took effect at).
+    auto_params_every : int
+        Published windows between two sweeps, >= 1.
     """
 
     window: int = 50
@@ -110,8 +118,14 @@ class EsrrfConfig:
     intensity_weighting: bool = True
     macro_pixel_correction: bool = True
     geometry: str = "nanopyx"
+    auto_params: bool = False
+    auto_params_every: int = 10
 
     def __post_init__(self) -> None:
+        if not isinstance(self.auto_params, bool):
+            _fail("esrrf", "auto_params", self.auto_params, "true or false")
+        if not (_is_int(self.auto_params_every) and self.auto_params_every >= 1):
+            _fail("esrrf", "auto_params_every", self.auto_params_every, "an integer >= 1")
         if not (_is_int(self.window) and self.window >= 2):
             _fail("esrrf", "window", self.window, "an integer >= 2")
         if not (_is_int(self.stride) and self.stride >= 1):

@@ -663,6 +663,9 @@ class Pipeline:
             },
             "params_final": asdict(proc.esrrf),
             "param_changes": proc.param_changes,
+            "auto_params": {"choices": proc.auto_choices}
+            if proc.auto is not None
+            else None,
             "implementation": self.implementations(),
             "engine": proc.engine_summary(),
             "quality_metric": QUALITY_METRIC,

@@ -129,6 +129,23 @@ class Processor:
         from livesr.stream._resolution import LiveResolution
 
         #: live decorrelation resolution of the newest image (stream/_resolution.py)
+        #: live parameter choice (``[esrrf] auto_params``): the sweep, its inputs
+        self.auto: Any = None
+        self.auto_choices: list[dict[str, Any]] = []
+        self._auto_buf: list[tuple[int, np.ndarray]] = []
+        self._auto_block: tuple[int, int] | None = None
+        self._auto_applied = 0
+        self._auto_windows = 0
+        if config.esrrf.auto_params:
+            from livesr.kernels.auto_params import AutoParams
+
+            e = config.esrrf
+            self.auto = AutoParams(
+                magnification=e.magnification,
+                temporal=e.temporal if e.temporal in ("avg", "var") else "avg",
+                budget_s=2.0,
+                max_frames=e.window,
+            )
         interval = float(config.stream.resolution_interval_s)
         self.resolution = LiveResolution(
             min_interval_s=interval if interval > 0 else 0.0, enabled=interval > 0
@@ -379,6 +396,8 @@ class Processor:
             finally:
                 self._account_tail(max_seq(), first_seq())
                 self.resolution.close()
+                if self.auto is not None:
+                    self.auto.close(timeout=30.0)
         finally:
             if sys.getswitchinterval() == switch < old_switch:
                 sys.setswitchinterval(old_switch)
@@ -609,6 +628,8 @@ class Processor:
                     (float(shifts[k, 0]), float(shifts[k, 1])),
                     known[k],
                 )
+        if self.auto is not None:
+            self._auto_step(frames, batch.seqs, ring)
         self.expected = seq0 + n
         self.c["frames_processed"] += n
         self.c["batches"] += 1
@@ -641,6 +662,42 @@ class Processor:
             return None
         t = float(self._tq_t[k])
         return t if math.isfinite(t) else None
+
+    def _auto_step(self, frames: np.ndarray, seqs: np.ndarray, ring: Any) -> None:
+        """``[esrrf] auto_params``: keep the newest window of raw frames, start a
+        sweep every ``auto_params_every`` windows, apply a finished sweep's best pair
+        as a live change (between batches; recorded in ``param_changes``)."""
+        e = self.esrrf
+        for k in range(len(seqs)):
+            self._auto_buf.append((int(seqs[k]), np.array(frames[k])))
+        del self._auto_buf[: max(0, len(self._auto_buf) - e.window)]
+        # a finished sweep first (it belongs to the newest accepted submission)
+        choice = self.auto.latest()
+        if choice is not None and choice.serial != self._auto_applied:
+            self._auto_applied = choice.serial
+            last = None if self._auto_block is None else self._auto_block[1]
+            entry = {
+                "serial": choice.serial,
+                "sensitivity": choice.sensitivity,
+                "radius": choice.radius,
+                "qnr": choice.qnr,
+                "frames": None if last is None else [last - choice.n_frames + 1, last],
+                "seconds": choice.seconds,
+                "applied_from_frame": None,
+            }
+            if (choice.radius, choice.sensitivity) != (e.radius, e.sensitivity):
+                self.set_params(
+                    ring, radius=choice.radius, sensitivity=choice.sensitivity
+                )
+                entry["applied_from_frame"] = int(seqs[-1]) + 1
+            self.auto_choices.append(entry)
+        published = self.c["windows_published"]
+        due = published - self._auto_windows >= self.config.esrrf.auto_params_every
+        if due and len(self._auto_buf) >= min(e.window, 10):
+            block = np.stack([f for _, f in self._auto_buf])
+            if self.auto.submit(block):  # False while a sweep runs
+                self._auto_windows = published
+                self._auto_block = (self._auto_buf[0][0], self._auto_buf[-1][0])
 
     def _drift_shifts(
         self, frames: np.ndarray, seqs: np.ndarray
