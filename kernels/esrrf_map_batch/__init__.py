@@ -58,7 +58,8 @@ def validate_batch(frames: Any, shifts: Any) -> tuple[Any, Any]:
     else:
         arr = np.asarray(frames)
         if arr.ndim == 3 and not (
-            np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
+            np.issubdtype(arr.dtype, np.integer)
+            or np.issubdtype(arr.dtype, np.floating)
         ):
             raise ValueError(f"frames must have a real dtype, got {arr.dtype}")
     if arr.ndim != 3 or min(arr.shape) < 1:
@@ -95,7 +96,15 @@ def _validate(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         shifts: Any = None,
         out: Any = None,
     ) -> tuple[Any, ...]:
-        return frames, magnification, radius, sensitivity, intensity_weighting, shifts, out
+        return (
+            frames,
+            magnification,
+            radius,
+            sensitivity,
+            intensity_weighting,
+            shifts,
+            out,
+        )
 
     frames, m, r, s, iw, shifts, out = bind(*args, **kwargs)
     p = EsrrfParams(magnification=m, radius=r, sensitivity=s, intensity_weighting=iw)

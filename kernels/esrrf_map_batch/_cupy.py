@@ -76,8 +76,9 @@ def esrrf_map_batch_cupy(
         size = next(b for b in BATCHES if b <= n - c0)
         plan, lock = batch_plan(*key[:5], key[5], size)
         with lock:
-            plan.maps_shifted(dev[c0 : c0 + size], sh[c0 : c0 + size],
-                              out=out[c0 : c0 + size])
+            plan.maps_shifted(
+                dev[c0 : c0 + size], sh[c0 : c0 + size], out=out[c0 : c0 + size]
+            )
         c0 += size
     return cp.asnumpy(out) if on_host else out
 

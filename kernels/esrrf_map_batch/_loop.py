@@ -25,7 +25,9 @@ def map_loop(
     if out is None:
         out = np.empty((n, h * m, w * m), dtype=np.float32)
     for k in range(n):
-        shift = (0.0, 0.0) if shifts is None else (float(shifts[k, 0]), float(shifts[k, 1]))
+        shift = (
+            (0.0, 0.0) if shifts is None else (float(shifts[k, 0]), float(shifts[k, 1]))
+        )
         out[k] = per_frame(
             np.ascontiguousarray(frames[k]),
             m,
@@ -35,3 +37,36 @@ def map_loop(
             shift,
         )
     return out
+
+
+def batch_of(
+    per_frame: Callable[..., np.ndarray], name: str, what: str
+) -> Callable[..., np.ndarray]:
+    """The ``esrrf_map_batch`` implementation looping over ``per_frame``
+    (``per_frame(frame, M, R, S, weighting, shift)``), named ``name``."""
+
+    def esrrf_map_batch(
+        frames: np.ndarray,
+        magnification: int,
+        radius: float,
+        sensitivity: float,
+        intensity_weighting: bool,
+        shifts: np.ndarray | None = None,
+        out: Any = None,
+    ) -> np.ndarray:
+        return map_loop(
+            per_frame,
+            frames,
+            magnification,
+            radius,
+            sensitivity,
+            intensity_weighting,
+            shifts,
+            out,
+        )
+
+    esrrf_map_batch.__name__ = esrrf_map_batch.__qualname__ = name
+    esrrf_map_batch.__doc__ = (
+        f"Maps of a ``(N, H, W)`` float32 batch ({what} per frame); ``(N, H*M, W*M)``."
+    )
+    return esrrf_map_batch

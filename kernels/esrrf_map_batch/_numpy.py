@@ -26,6 +26,12 @@ def esrrf_map_batch_numpy(
     """Maps of a ``(N, H, W)`` float32 batch, frame ``k`` shifted by ``shifts[k]``
     (input px); ``(N, H*M, W*M)`` float32 (the reference)."""
     return map_loop(
-        esrrf_map_numpy, frames, magnification, radius, sensitivity,
-        intensity_weighting, shifts, out,
+        esrrf_map_numpy,
+        frames,
+        magnification,
+        radius,
+        sensitivity,
+        intensity_weighting,
+        shifts,
+        out,
     )

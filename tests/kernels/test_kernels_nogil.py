@@ -54,8 +54,10 @@ def test_window_sums_release_the_gil(serial, monkeypatch):
     from livesr.kernels import _window
     from livesr.kernels._window import WindowMoments, numba_kernels
 
-    if numba_kernels() is None:
-        pytest.skip("numba unavailable")
+    if numba_kernels() is None:  # numba is a dependency: fails when required
+        from livesr.engine.testing import skip_backend
+
+        skip_backend("numba", "numba unavailable")
     if serial:
         monkeypatch.setattr(_window, "PARALLEL_MIN_PIXELS", 1 << 40)
     shape = (1024, 1024)
