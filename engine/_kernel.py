@@ -562,7 +562,7 @@ class Kernel:
                 if len(candidates) == 1:
                     # Every implementation failed on this input: the input is the
                     # problem, not a backend.  Disable nothing, raise the first error.
-                    raise failed[0][1]
+                    raise failed[0][1] from None
                 continue
             break
         if failed:

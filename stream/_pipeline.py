@@ -45,9 +45,9 @@ from typing import Any
 import numpy as np
 import zmq
 
+from livesr.kernels.framemap import MapStage, default_map, engine_map
 from livesr.stream._config import EsrrfConfig, LivesrConfig
 from livesr.stream._latency import Timestamps
-from livesr.kernels.framemap import MapStage, default_map, engine_map
 from livesr.stream._persist import MemoryPlan, Persister, check_memory
 from livesr.stream._processing import LIVE_PARAMS, Processor
 from livesr.stream._quality import QUALITY_METRIC, quality_metric

@@ -40,9 +40,9 @@ from typing import Any
 
 import numpy as np
 
+from livesr.kernels.framemap import MapStage
 from livesr.stream._config import EsrrfConfig, LivesrConfig
 from livesr.stream._latency import LatencyTracker, Timestamps
-from livesr.kernels.framemap import MapStage
 from livesr.stream._quality import QUALITY_METRIC, quality_metric
 from livesr.stream._ring import ProcessingRing, RingBatch
 from livesr.stream._schedule import plan_budget_skip, scheduled_at_or_after

@@ -76,8 +76,8 @@ import logging
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
 from numbers import Integral, Real
+from typing import Any
 
 import numpy as np
 
