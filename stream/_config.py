@@ -62,6 +62,7 @@ __all__ = [
 TEMPORAL_MODES = ("avg", "var", "tac2")
 GEOMETRIES = ("nanopyx", "corrected")
 RAW_FORMATS = ("ome-zarr", "ome-tiff")
+INGEST_MODES = ("auto", "process", "thread")
 _CFG = dict(frozen=True, slots=True, kw_only=True)
 
 
@@ -227,6 +228,13 @@ class StreamConfig:
         Ingest endpoint (``ipc://``, ``tcp://``, ``inproc://``); empty = automatic.
     publish : str
         Results PUB endpoint; empty = automatic (ipc in the output folder).
+    ingest : str
+        Where the ingest and the raw-frame persistence run: ``"process"`` (their own
+        process, frames shared with processing through shared memory; what fast
+        cameras need: no GIL shared with processing), ``"thread"`` (a thread of the
+        processing process), or ``"auto"`` (default): the process, except for
+        ``inproc://`` endpoints and raw stores given as objects, which cannot cross
+        a process boundary.
     """
 
     frames: int = 0
@@ -241,8 +249,11 @@ class StreamConfig:
     raw_format: str = "ome-zarr"
     endpoint: str = ""
     publish: str = ""
+    ingest: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.ingest not in INGEST_MODES:
+            _fail("stream", "ingest", self.ingest, f"one of {', '.join(INGEST_MODES)}")
         if not (_is_int(self.frames) and self.frames >= 0):
             _fail("stream", "frames", self.frames, "an integer >= 0 (0 = until the source ends)")
         if not (isinstance(self.output, str) and self.output):

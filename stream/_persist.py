@@ -199,8 +199,12 @@ class Persister:
         session_of: Callable[[str], str | None],
         on_store_error: Callable[[str], None],
         on_end: Callable[[], None],
+        make_ring: Callable[..., Any] | None = None,
     ) -> None:
         self.raw = raw
+        #: ``make_ring(shape, dtype, budget_bytes, min_frames=...)``: the processing
+        #: ring (a :class:`~livesr.stream._shmring.SharedRing` in the ingest process)
+        self._make_ring = make_ring or ProcessingRing
         self._plan_ring = plan_ring
         self._session_of = session_of
         self._on_store_error = on_store_error
@@ -208,7 +212,7 @@ class Persister:
         self._rlog = RateLimitedLog(logger, 2.0)
         self.lock = threading.Lock()
         self.gaps = Gaps()
-        self.ring: ProcessingRing | None = None
+        self.ring: Any = None  # ProcessingRing or SharedRing
         self.memory: MemoryPlan | None = None
         self.raw_opened = False
         self.stream: str | None = None
@@ -341,7 +345,7 @@ class Persister:
                 self._on_store_error(str(exc))
             raise
         self.memory = plan
-        self.ring = ProcessingRing(
+        self.ring = self._make_ring(
             header.shape,
             header.dtype,
             plan.frames * plan.frame_bytes,

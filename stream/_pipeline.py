@@ -255,36 +255,39 @@ class Pipeline:
         created = not self.output.exists()
         self.output.mkdir(parents=True, exist_ok=True)
         self._owns_output = True
-        raw = self._raw_arg
-        if raw is None:
-            raw = open_raw_store(self.config.stream.raw_format, self.output)
-        self._persist = Persister(
-            raw,
-            plan_ring=self._plan_ring,
-            session_of=self._session_of,
-            on_store_error=self._on_store_error,
-            on_end=self._on_source_end,
-        )
+        process = self._ingest_in_process()
+        if not process:
+            raw = self._raw_arg
+            if raw is None:
+                raw = open_raw_store(self.config.stream.raw_format, self.output)
+            self._persist = Persister(
+                raw,
+                plan_ring=self._plan_ring,
+                session_of=self._session_of,
+                on_store_error=self._on_store_error,
+                on_end=self._on_source_end,
+            )
         self._pub = ResultPublisher(
             self._publish_ep or self._auto_endpoint("results"), context=self._ctx
         ).start()
         self._publish_ep = self._pub.endpoint
         self._hooks = _hook_runner(self._hooks_arg)
         try:
-            cfg = IngestConfig(
-                endpoint=self._endpoint or self._auto_endpoint("ingest"),
-                window=self.config.stream.credit,
-            )
-            p = self._persist
-            self._ingest = Ingest(
-                cfg,
-                p.on_frame,
-                on_gap=p.on_gap,
-                on_end=p.on_end,
-                context=self._ctx,
-                stop_event=self.stop_requested,  # a stop tells remote sources too
-            )
-            self._ingest.start()
+            endpoint = self._endpoint or self._auto_endpoint("ingest")
+            if process:
+                self._start_ingest_process(endpoint)
+            else:
+                p = self._persist
+                assert p is not None
+                self._ingest = Ingest(
+                    IngestConfig(endpoint=endpoint, window=self.config.stream.credit),
+                    p.on_frame,
+                    on_gap=p.on_gap,
+                    on_end=p.on_end,
+                    context=self._ctx,
+                    stop_event=self.stop_requested,  # a stop tells remote sources too
+                )
+                self._ingest.start()
         except Exception:
             # a refused start (endpoint taken, non-loopback without keys...) leaves
             # nothing behind that would block a retry with the same --output
@@ -311,6 +314,41 @@ class Pipeline:
             self.output,
         )
         return self
+
+    def _ingest_in_process(self) -> bool:
+        """Whether the ingest runs in its own process (``[stream] ingest``)."""
+        mode = self.config.stream.ingest
+        if mode == "thread":
+            return False
+        endpoint = self._endpoint or ""
+        unfit = endpoint.startswith("inproc://") or self._raw_arg is not None
+        if mode == "process" and unfit:
+            raise ValueError(
+                "[stream] ingest = \"process\" cannot serve an inproc:// endpoint or a "
+                "raw store given as an object; use ingest = \"auto\" or \"thread\""
+            )
+        return not unfit
+
+    def _start_ingest_process(self, endpoint: str) -> None:
+        from livesr.stream._ingest_process import IngestProcess, IngestProcessSpec
+
+        level = logging.getLogger("livesr").getEffectiveLevel()
+        ingest = IngestProcess(
+            IngestProcessSpec(
+                endpoint=endpoint,
+                credit=self.config.stream.credit,
+                raw_format=self.config.stream.raw_format,
+                output=str(self.output),
+                log_level=level,
+            ),
+            plan_ring=self._plan_ring,
+            on_store_error=self._on_store_error,
+            on_end=self._on_source_end,
+            stop_event=self.stop_requested,
+        )
+        self._persist = ingest.persist  # type: ignore[assignment]
+        self._ingest = ingest
+        ingest.start()
 
     def _writer_for_first_image(self) -> Any:
         """The result files, opened once the stream's interval and pixel are known."""
@@ -416,6 +454,8 @@ class Pipeline:
             self._thread.join(60.0)
             if self._thread.is_alive():  # pragma: no cover - a stuck stage
                 logger.error("processing thread did not finish within 60 s")
+        if hasattr(self._ingest, "release_ring"):  # the shared ring of the ingest process
+            self._ingest.release_ring()
         if self._hooks is not None:  # no more results: hooks finish their pending one
             self._hooks.close()
         if p is not None and p.raw_opened:

@@ -8,8 +8,10 @@ import csv
 import dataclasses
 import errno
 import json
+import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -511,6 +513,9 @@ def test_a_dead_ingest_thread_ends_the_run_with_an_error(tmp_path: Path) -> None
     from livesr.stream._run_session import run_failures
 
     cfg = _cfg(tmp_path / "out", window=4, stride=4)
+    # the ingest thread of this process is the one broken here; the ingest process
+    # has its own test below
+    cfg = replace(cfg, stream=replace(cfg.stream, ingest="thread"))
     ctx = zmq.Context()
     pipe = Pipeline(cfg, endpoint=f"ipc://{tmp_path}/dead.ipc", context=ctx)
     try:
@@ -535,4 +540,42 @@ def test_a_dead_ingest_thread_ends_the_run_with_an_error(tmp_path: Path) -> None
         ctx.term()
     assert "ingest thread failed" in (summary["error"] or "")
     assert "simulated ingest bug" in summary["error"]
+    assert run_failures(summary)
+
+
+def test_a_killed_ingest_process_ends_the_run_with_an_error(tmp_path: Path) -> None:
+    """The ingest process (the default for ipc/tcp endpoints) killed mid-stream: the
+    run ends (wait() returns), acquisition is told to stop, the frames persisted
+    before the kill are counted, and the summary names the process's exit."""
+    from livesr.stream._run_session import run_failures
+    from livesr.stream._source_link import SourceLink, SourceLinkConfig
+
+    cfg = _cfg(tmp_path / "out", window=4, stride=4)
+    assert cfg.stream.ingest == "auto"
+    pipe = Pipeline(cfg, endpoint=f"ipc://{tmp_path}/killed.ipc", frame_map=cheap_map)
+    link = None
+    try:
+        pipe.start()
+        proc = pipe._ingest._proc
+        assert proc.is_alive() and proc.pid != os.getpid()
+        assert pipe.ready.wait(60)
+        link = SourceLink(
+            SourceLinkConfig(endpoint=pipe.endpoint, stream="cam0", shape=(8, 8))
+        ).start()
+        frame = np.ones((8, 8), np.uint16)
+        for _ in range(12):
+            link.send(frame, t_acq=time.time())
+        deadline = time.monotonic() + 30
+        while pipe.progress()["frames_received"] < 12 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert pipe.progress()["frames_received"] == 12
+        proc.kill()
+        assert pipe.wait(30.0)
+        assert pipe.stop_requested.is_set()
+    finally:
+        if link is not None:
+            link.close(timeout=1.0)
+        summary = pipe.close()
+    assert "ingest process exited with code -9" in (summary["error"] or "")
+    assert summary["frames_persisted"] == 12
     assert run_failures(summary)
