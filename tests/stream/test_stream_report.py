@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from livesr.stream import _report
-from livesr.stream import _report_measure as measure
-from livesr.stream.cli import main
+from livesr.stream.cli import _report, main
+from livesr.stream.cli import _report_measure as measure
 
 ROOT = Path(__file__).resolve().parents[2]
 GPU_JSON = ROOT / "bench" / "results" / "h100_gpu_esrrf.json"

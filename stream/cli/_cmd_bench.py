@@ -14,7 +14,7 @@ compile) and is not recorded; the timed runs are synchronised with the device an
 written to the benchmark store (``$LIVESR_CACHE_DIR`` or the user cache directory),
 where the dispatcher uses them from then on.
 
-``--report DIR`` runs the report instead (:mod:`livesr.stream._report`): eSRRF
+``--report DIR`` runs the report instead (:mod:`livesr.stream.cli._report`): eSRRF
 throughput vs frame size beside NanoPyx, transport and end-to-end latency
 histograms, the delay agent under an induced delay, and (``--gpu-json``) the GPU
 streaming figures of ``bench/gpu_esrrf.py``; ``--quick`` makes it small,
@@ -29,7 +29,7 @@ import logging
 import statistics
 import sys
 
-from livesr.stream._cmd_backends import _table, select_kernels
+from livesr.stream.cli._cmd_backends import _table, select_kernels
 
 NAME = "bench"
 HELP = "benchmark every available implementation of the kernels and store the timings"
@@ -160,7 +160,7 @@ def _add_e2e_arguments(parser: argparse.ArgumentParser) -> None:
 def _run_e2e(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from livesr.stream._bench_e2e import E2eOptions, parse_sizes, run_e2e
+    from livesr.stream.cli._bench_e2e import E2eOptions, parse_sizes, run_e2e
 
     opts = E2eOptions(
         out_dir=Path(args.e2e),
@@ -187,7 +187,7 @@ def _run_e2e(args: argparse.Namespace) -> int:
 def _run_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from livesr.stream._report import Options, write_report
+    from livesr.stream.cli._report import Options, write_report
 
     if args.gpu_json is not None and not Path(args.gpu_json).is_file():
         raise ValueError(

@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from livesr.stream import _report_measure as measure
-from livesr.stream import _report_plots as plots
+from livesr.stream.cli import _report_measure as measure
+from livesr.stream.cli import _report_plots as plots
 
 logger = logging.getLogger(__name__)
 
