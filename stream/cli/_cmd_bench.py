@@ -28,6 +28,7 @@ import json
 import logging
 import statistics
 import sys
+from typing import Any
 
 from livesr.stream.cli._cmd_backends import _table, select_kernels
 
@@ -227,6 +228,32 @@ def run(args: argparse.Namespace) -> int:
     return _run_store(args)
 
 
+def _time_case(
+    kernel: Any, case: Any, wanted: list[Any], repeats: int
+) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """Time each of the ``wanted`` implementations on one bench case.
+
+    Returns the run times per implementation id, s, and a note per implementation
+    that was not timed (``"unavailable: ..."`` or ``"failed: ..."``).
+    """
+    times: dict[str, list[float]] = {}
+    notes: dict[str, str] = {}
+    for info in wanted:
+        if not info.available:
+            notes[info.id] = f"unavailable: {info.reason}"
+            continue
+        try:
+            got = kernel.benchmark(
+                *case.args, repeats=repeats, impls=[info.id], **dict(case.kwargs)
+            )
+        except Exception as exc:  # report and go on with the others
+            notes[info.id] = f"failed: {type(exc).__name__}: {exc}"
+            logger.error("%s %s on %s failed: %s", kernel.name, info.id, case.name, exc)
+            continue
+        times.update(got)
+    return times, notes
+
+
 def _run_store(args: argparse.Namespace) -> int:
     from livesr.engine import default_store
     from livesr.engine._fingerprint import machine_description
@@ -252,24 +279,8 @@ def _run_store(args: argparse.Namespace) -> int:
         wanted = [i for i in infos if not args.impl or i.id in args.impl]
         for case in cases:
             case_kwargs = dict(case.kwargs)
-            times: dict[str, list[float]] = {}
-            notes: dict[str, str] = {}
-            for info in wanted:
-                if not info.available:
-                    notes[info.id] = f"unavailable: {info.reason}"
-                    continue
-                try:
-                    got = kernel.benchmark(
-                        *case.args, repeats=args.repeats, impls=[info.id], **case_kwargs
-                    )
-                except Exception as exc:  # report and go on with the others
-                    failed += 1
-                    notes[info.id] = f"failed: {type(exc).__name__}: {exc}"
-                    logger.error(
-                        "%s %s on %s failed: %s", kernel.name, info.id, case.name, exc
-                    )
-                    continue
-                times.update(got)
+            times, notes = _time_case(kernel, case, wanted, args.repeats)
+            failed += sum(n.startswith("failed:") for n in notes.values())
             best = min(
                 (statistics.median(t) for t in times.values()), default=float("nan")
             )

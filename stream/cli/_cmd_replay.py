@@ -304,7 +304,7 @@ def run(args: argparse.Namespace) -> int:
         return _usage_error(str(exc))
     outputs = output_folders(list(args.files), Path(cfg.stream.output))
     # check every input, range and output folder before anything runs
-    plans: list[tuple[str, Path, Any]] = []
+    plans: list[tuple[str, Path, Any, Any]] = []
     start, stop = args.frame_range if args.frame_range is not None else (0, None)
     for file, out in zip(args.files, outputs, strict=True):
         try:

@@ -55,60 +55,24 @@ def measure_agent(
         their ratio (``ratio`` = always / agent), and the means over the delayed
         stretch.
     """
-    import random
+    from livesr.engine._registry import unregister
 
-    from livesr.engine import DelayAgent, Kernel, implementation
-    from livesr.engine._registry import registrations, unregister
-    from livesr.engine._timing import timed_call
-
-    if len(impls) < 2:
-        raise RuntimeError(
-            "the agent experiment needs two esrrf_map implementations; run "
-            "'livesr backends --kernel esrrf_map' to see which are missing"
-        )
-    regs = registrations("esrrf_map")
-    pair = [i for i in impls if i.id in regs][:2]
-    if len(pair) < 2:
-        raise RuntimeError("fewer than two esrrf_map backends are registered")
+    pair = _registered_pair(impls)
     package = _empty_package()
     name = package.lstrip("_")
-    state = {"call": -1, "extra": 0.0, "slowed": ""}
+    state: dict[str, Any] = {"call": -1, "extra": 0.0, "slowed": ""}
     frame = emitter_frame(size, seed=1)
     try:
-        kernel = Kernel(name, package=package)
-        for impl in pair:
-            reg = regs[impl.id]
-
-            def run(x: np.ndarray, reg: Any = reg) -> Any:
-                result, _ = timed_call(reg, (x, M, R, S, IW, (0.0, 0.0)), {})
-                if reg.id == state["slowed"] and state["call"] in delayed:
-                    time.sleep(state["extra"])
-                return result
-
-            implementation(name, backend=reg.backend, variant=reg.variant)(run)
-        kernel.configure(agent=DelayAgent(name, rng=random.Random(seed)), store=None)
+        kernel = _toy_kernel(name, package, pair, state, delayed, seed)
         bench = kernel.benchmark(frame, repeats=warm_runs)
         medians = {k: statistics.median(v) for k, v in bench.items()}
         favourite = min(medians, key=medians.__getitem__)
         other = next(k for k in medians if k != favourite)
         state["slowed"] = favourite
         state["extra"] = delay_factor * medians[other]
-        always = kernel.using(favourite)
-        always_s: list[float] = []
-        agent_s: list[float] = []
-        agent_impl: list[str] = []
-        for i in range(calls):
-            state["call"] = i
-            for which in (0, 1) if i % 2 == 0 else (1, 0):
-                start = time.perf_counter()
-                if which == 0:
-                    always(frame)
-                    always_s.append(time.perf_counter() - start)
-                else:
-                    kernel(frame)
-                    agent_s.append(time.perf_counter() - start)
-                    decision = kernel.last_decision
-                    agent_impl.append(decision.impl if decision else "?")
+        always_s, agent_s, agent_impl = _race(
+            kernel.using(favourite), kernel, frame, calls, state
+        )
     finally:
         unregister(name)
         sys.modules.pop(package, None)
@@ -136,3 +100,76 @@ def measure_agent(
             agent_impl[i] == other for i in range(calls) if i not in delayed
         ),
     }
+
+
+def _registered_pair(impls: Sequence[MapImpl]) -> list[Any]:
+    """The engine registrations of the first two of ``impls`` that are registered."""
+    from livesr.engine._registry import registrations
+
+    if len(impls) < 2:
+        raise RuntimeError(
+            "the agent experiment needs two esrrf_map implementations; run "
+            "'livesr backends --kernel esrrf_map' to see which are missing"
+        )
+    regs = registrations("esrrf_map")
+    pair = [regs[i.id] for i in impls if i.id in regs][:2]
+    if len(pair) < 2:
+        raise RuntimeError("fewer than two esrrf_map backends are registered")
+    return pair
+
+
+def _toy_kernel(
+    name: str,
+    package: str,
+    pair: Sequence[Any],
+    state: dict[str, Any],
+    delayed: range,
+    seed: int,
+) -> Any:
+    """The private kernel ``name`` (discovering ``package``) with one implementation
+    per registration in ``pair``, each running that ``esrrf_map`` backend and then
+    sleeping ``state["extra"]`` s when it is ``state["slowed"]`` during a call in
+    ``delayed``; dispatched by a :class:`~livesr.engine.DelayAgent`, no store."""
+    import random
+
+    from livesr.engine import DelayAgent, Kernel, implementation
+    from livesr.engine._timing import timed_call
+
+    kernel = Kernel(name, package=package)
+    for reg in pair:
+
+        def run(x: np.ndarray, reg: Any = reg) -> Any:
+            result, _ = timed_call(reg, (x, M, R, S, IW, (0.0, 0.0)), {})
+            if reg.id == state["slowed"] and state["call"] in delayed:
+                time.sleep(state["extra"])
+            return result
+
+        implementation(name, backend=reg.backend, variant=reg.variant)(run)
+    kernel.configure(agent=DelayAgent(name, rng=random.Random(seed)), store=None)
+    return kernel
+
+
+def _race(
+    always: Any, kernel: Any, frame: np.ndarray, calls: int, state: dict[str, Any]
+) -> tuple[list[float], list[float], list[str]]:
+    """``calls`` calls of ``always`` (one implementation) and of ``kernel`` (the
+    agent chooses), interleaved call by call, alternating which goes first.
+
+    Returns the seconds per call of each and the agent's choice per call.
+    """
+    always_s: list[float] = []
+    agent_s: list[float] = []
+    agent_impl: list[str] = []
+    for i in range(calls):
+        state["call"] = i
+        for which in (0, 1) if i % 2 == 0 else (1, 0):
+            start = time.perf_counter()
+            if which == 0:
+                always(frame)
+                always_s.append(time.perf_counter() - start)
+            else:
+                kernel(frame)
+                agent_s.append(time.perf_counter() - start)
+                decision = kernel.last_decision
+                agent_impl.append(decision.impl if decision else "?")
+    return always_s, agent_s, agent_impl

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import importlib
 import logging
 import os
@@ -86,12 +87,11 @@ def esrrf_map_impls() -> tuple[list[MapImpl], list[str]]:
             if not info.available:
                 notes.append(f"`{info.id}` unavailable: {info.reason}")
                 continue
-            fn = kernel.using(info.id)
             impls.append(
                 MapImpl(
                     info.id,
                     info.backend.value,
-                    lambda frame, fn=fn: fn(frame, *args_tail),
+                    functools.partial(_call_tail, kernel.using(info.id), args_tail),
                     "kernel.using",
                 )
             )
@@ -107,11 +107,23 @@ def esrrf_map_impls() -> tuple[list[MapImpl], list[str]]:
             MapImpl(
                 rid,
                 reg.backend.value,
-                lambda frame, reg=reg: timed_call(reg, (frame, *args_tail), {})[0],
+                functools.partial(_call_timed, timed_call, reg, args_tail),
                 "backend function",
             )
         )
     return impls, notes
+
+
+def _call_tail(fn: Callable[..., Any], tail: tuple[Any, ...], frame: np.ndarray) -> Any:
+    """``fn(frame, *tail)``: an engine dispatch with the report's eSRRF parameters."""
+    return fn(frame, *tail)
+
+
+def _call_timed(
+    timed_call: Callable[..., Any], reg: Any, tail: tuple[Any, ...], frame: np.ndarray
+) -> Any:
+    """One registered backend function on ``frame``, timed to completion."""
+    return timed_call(reg, (frame, *tail), {})[0]
 
 
 @contextlib.contextmanager

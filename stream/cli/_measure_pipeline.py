@@ -76,34 +76,12 @@ def measure_pipeline(
     import zmq
 
     from livesr.adapters.sources.simulated import SimulatedSource
-    from livesr.sim import SimConfig
-    from livesr.stream._config import (
-        DriftCorrectionConfig,
-        EsrrfConfig,
-        LivesrConfig,
-        StreamConfig,
-    )
     from livesr.stream._pipeline import Pipeline
 
-    sim = SimConfig.blinking(shape=(size, size), seed=1)
-    interval_ms = 1000.0 / fps
-    sim = dataclasses.replace(
-        sim,
-        camera=dataclasses.replace(
-            sim.camera, interval_ms=interval_ms, exposure_ms=min(10.0, interval_ms)
-        ),
-    )
+    sim = _paced_sim(size, fps)
     with tempfile.TemporaryDirectory(prefix="livesr-report-") as folder:
         out = Path(folder) / "run"
-        cfg = LivesrConfig(
-            esrrf=EsrrfConfig(
-                window=window, stride=stride, magnification=M, radius=R, sensitivity=S
-            ),
-            drift=DriftCorrectionConfig(enabled=False),
-            stream=StreamConfig(
-                output=str(out), latency_budget_ms=budget_ms, ring_mb=16.0
-            ),
-        )
+        cfg = _run_config(out, window, stride, budget_ms)
         ctx = zmq.Context()
         pipe = Pipeline(
             cfg,
@@ -157,3 +135,35 @@ def _window_latencies(path: Path) -> list[float]:
         return []
     with open(path, newline="", encoding="utf-8") as fh:
         return [float(row["latency_ms"]) for row in csv.DictReader(fh)]
+
+
+def _paced_sim(size: int, fps: float) -> Any:
+    """The blinking simulated microscope at ``size``², its camera paced at ``fps``."""
+    from livesr.sim import SimConfig
+
+    sim = SimConfig.blinking(shape=(size, size), seed=1)
+    interval_ms = 1000.0 / fps
+    return dataclasses.replace(
+        sim,
+        camera=dataclasses.replace(
+            sim.camera, interval_ms=interval_ms, exposure_ms=min(10.0, interval_ms)
+        ),
+    )
+
+
+def _run_config(out: Path, window: int, stride: int, budget_ms: float) -> Any:
+    """The run configuration: M=5, R=1.5, S=1, drift off, results in ``out``."""
+    from livesr.stream._config import (
+        DriftCorrectionConfig,
+        EsrrfConfig,
+        LivesrConfig,
+        StreamConfig,
+    )
+
+    return LivesrConfig(
+        esrrf=EsrrfConfig(
+            window=window, stride=stride, magnification=M, radius=R, sensitivity=S
+        ),
+        drift=DriftCorrectionConfig(enabled=False),
+        stream=StreamConfig(output=str(out), latency_budget_ms=budget_ms, ring_mb=16.0),
+    )

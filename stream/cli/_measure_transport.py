@@ -56,8 +56,6 @@ def measure_transport(
         ``frames_in_gaps``, ``producer_late``), rates and the per-frame latency and
         age arrays in ms (``latency_ms``, ``age_ms``).
     """
-    from livesr.stream._transport import SourceLink, SourceLinkConfig
-
     n = max(1, int(fps * seconds))
     frame_bytes = shape[0] * shape[1] * 2
     with tempfile.TemporaryDirectory(prefix="livesr-report-") as folder:
@@ -83,42 +81,7 @@ def measure_transport(
                     f"the ingest child process did not start (said {line!r}); run "
                     "'python -c \"import livesr.stream._ingest\"' to see why"
                 )
-            link = SourceLink(
-                SourceLinkConfig(
-                    endpoint=endpoint,
-                    stream="report",
-                    shape=shape,
-                    ring_frames=ring_frames,
-                    overflow="continue",
-                )
-            ).start()
-            frames = [
-                np.random.default_rng(i).integers(0, 4000, shape, dtype=np.uint16)
-                for i in range(2)
-            ]
-            try:
-                if not link.wait_ready(10):
-                    raise RuntimeError(
-                        "the ingest did not answer the handshake in 10 s"
-                    )
-                period = 1.0 / fps
-                late = 0
-                t0 = time.perf_counter()
-                for s in range(n):
-                    wait = t0 + s * period - time.perf_counter()
-                    if wait > 0:
-                        time.sleep(wait)
-                    elif wait < -period:
-                        late += 1
-                    f = frames[s & 1]
-                    f[0, 0] = s & 0xFFFF
-                    f[-1, -1] = (s >> 16) & 0xFFFF
-                    link.send(f, t_acq=time.time(), timeout=0.0)
-                t_sent = time.perf_counter()
-                summary = link.close(timeout=30)
-                t_done = time.perf_counter()
-            finally:
-                link.close(timeout=0)
+            sent = _send_paced(endpoint, shape, fps, n, ring_frames)
             if child.wait(60) != 0:
                 raise RuntimeError(
                     f"the ingest child process exited with {child.returncode}"
@@ -131,7 +94,9 @@ def measure_transport(
         with np.load(out) as z:
             lat, age, seen, bad = z["lat"], z["age"], z["seen"], int(z["bad"][0])
     got = seen > 0
+    summary = sent["summary"]
     gaps = int(summary["frames_in_gaps"])
+    t0, t_sent, t_done = sent["t0"], sent["t_sent"], sent["t_done"]
     return {
         "shape": list(shape),
         "offered_fps": fps,
@@ -142,11 +107,63 @@ def measure_transport(
         "frames_in_gaps": gaps,
         "duplicates": int((seen > 1).sum()),
         "corrupted": bad,
-        "producer_late": late,
+        "producer_late": sent["late"],
         "producer_fps": n / (t_sent - t0),
         "achieved_fps": n / (t_done - t0),
         "MB_per_s": n * frame_bytes / (t_done - t0) / 1e6,
         "ring_peak": summary.get("ring_peak"),
         "latency_ms": (lat[got] * 1e3).tolist(),
         "age_ms": (age[got] * 1e3).tolist(),
+    }
+
+
+def _send_paced(
+    endpoint: str, shape: tuple[int, int], fps: float, n: int, ring_frames: int
+) -> dict[str, Any]:
+    """Send ``n`` seq-stamped frames at ``fps`` through a SourceLink to ``endpoint``
+    and close it; returns the link's ``summary``, the frames sent later than one
+    period (``late``) and the ``perf_counter`` times of the first send (``t0``), the
+    last send (``t_sent``) and the link's close (``t_done``)."""
+    from livesr.stream._transport import SourceLink, SourceLinkConfig
+
+    link = SourceLink(
+        SourceLinkConfig(
+            endpoint=endpoint,
+            stream="report",
+            shape=shape,
+            ring_frames=ring_frames,
+            overflow="continue",
+        )
+    ).start()
+    frames = [
+        np.random.default_rng(i).integers(0, 4000, shape, dtype=np.uint16)
+        for i in range(2)
+    ]
+    try:
+        if not link.wait_ready(10):
+            raise RuntimeError("the ingest did not answer the handshake in 10 s")
+        period = 1.0 / fps
+        late = 0
+        t0 = time.perf_counter()
+        for s in range(n):
+            wait = t0 + s * period - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            elif wait < -period:
+                late += 1
+            f = frames[s & 1]
+            f[0, 0] = s & 0xFFFF
+            f[-1, -1] = (s >> 16) & 0xFFFF
+            link.send(f, t_acq=time.time(), timeout=0.0)
+        t_sent = time.perf_counter()
+        summary = link.close(timeout=30)
+        t_done = time.perf_counter()
+    finally:
+        link.close(timeout=0)
+    return {
+        "summary": summary,
+        "late": late,
+        "t0": t0,
+        "t_sent": t_sent,
+        "t_done": t_done,
     }

@@ -70,7 +70,8 @@ def machine() -> dict[str, Any]:
     from livesr.engine._fingerprint import machine_description
 
     desc = dict(machine_description())
-    gpus = list(desc.get("gpus") or [])
+    listed = desc.get("gpus")
+    gpus = [str(g) for g in listed] if isinstance(listed, (list, tuple)) else []
     if not gpus and "cupy" in sys.modules:
         with contextlib.suppress(Exception):
             cupy = sys.modules["cupy"]

@@ -119,7 +119,7 @@ class MMSim:
         self.core: Any = None
 
     def open(self) -> MMSim:
-        from livesr.sim import make_core
+        from livesr.sim._core import make_core
 
         if self.core is None:
             # 64 MiB holds >= 500 frames of 256 x 256 behind a slow link; the camera
