@@ -41,27 +41,15 @@ it completes.
 from __future__ import annotations
 
 import logging
-import math
 import re
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TextIO
 
-import numpy as np
-
-from livesr.stream._replay_chunks import (
-    ChunkResult,
-    ChunkSpec,
-    DriftPass,
-    compute_chunk,
-    drift_pass,
-    n_windows,
-    plan_chunks,
-    window_end,
-)
+from livesr.stream._replay_chunks import compute_chunk, drift_pass
+from livesr.stream._replay_job import FileJob, FileResult, ReplayInput
 
 __all__ = [
     "DaskReplayConfig",
@@ -150,71 +138,6 @@ class DaskReplayConfig:
                 )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ReplayInput:
-    """One recording to replay (checked on the client before anything runs).
-
-    Attributes
-    ----------
-    path : str
-        The recording (must be readable at this path by every worker).
-    output : Path
-        Its output folder.
-    start, stop : int
-        Frames ``[start, stop)`` of the file.
-    shape : (int, int)
-        Frame rows, cols.
-    pixel_size_um : float
-        Effective pixel size, um.
-    interval_s : float or None
-        Recorded frame interval, s.
-    recording : dict
-        :meth:`Recording.describe` of the file.
-    """
-
-    path: str
-    output: Path
-    start: int
-    stop: int
-    shape: tuple[int, int]
-    pixel_size_um: float
-    interval_s: float | None
-    recording: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def n_frames(self) -> int:
-        """Frames replayed."""
-        return self.stop - self.start
-
-    @classmethod
-    def of(cls, rec: Any, output: Path, start: int, stop: int) -> ReplayInput:
-        """From an open :class:`~livesr.adapters.sources._readers.Recording`."""
-        return cls(
-            path=str(rec.path),
-            output=Path(output),
-            start=int(start),
-            stop=int(stop),
-            shape=(int(rec.shape[1]), int(rec.shape[2])),
-            pixel_size_um=float(rec.pixel_size_um),
-            interval_s=rec.interval_s,
-            recording=rec.describe(),
-        )
-
-
-@dataclass(slots=True)
-class FileResult:
-    """What happened to one recording (also its ``summary.json``)."""
-
-    input: ReplayInput
-    windows: int = 0
-    error: str | None = None
-    summary: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
 def connect(
     scheduler: str, *, workers: int | None = None, timeout_s: float | None = None
 ) -> tuple[Any, Any]:
@@ -288,195 +211,6 @@ def connect(
     return client, None
 
 
-# --------------------------------------------------------------------------- writing
-class _FileJob:
-    """Client-side state of one recording: plan, pending chunks, result files."""
-
-    def __init__(self, index: int, inp: ReplayInput, config: Any, chunk_frames: int):
-        self.index = index
-        self.input = inp
-        self.config = config
-        e = config.esrrf
-        self.chunks: list[ChunkSpec] = plan_chunks(
-            inp.n_frames, e.window, e.stride, chunk_frames
-        )
-        self.total = n_windows(inp.n_frames, e.window, e.stride)
-        self.drift: DriftPass | None = None
-        self.pending: dict[int, ChunkResult] = {}
-        self.next_chunk = 0
-        self.written = 0
-        self.error: str | None = None
-        self.done = False
-        self.workers: set[str] = set()
-        self.implementations: dict[str, int] = {}
-        self.t0 = time.time()
-        self._out: Any = None  # the ResultWriter (shared with the live pipeline)
-
-    @property
-    def n_tasks(self) -> int:
-        return len(self.chunks) + (1 if self.config.drift.enabled else 0)
-
-    def open(self) -> None:
-        from livesr.stream._resultwriter import ResultWriter
-
-        out = self.input.output
-        out.mkdir(parents=True, exist_ok=True)
-        e = self.config.esrrf
-        self._out = ResultWriter(
-            out,
-            pixel_size_um=self.input.pixel_size_um,
-            magnification=e.magnification,
-            interval_s=self.input.interval_s or 1.0,
-            stride=e.stride,
-            params=asdict(e),
-        )
-
-    def shifts_for(self, spec: ChunkSpec) -> np.ndarray | None:
-        if self.drift is None:
-            return None
-        return np.ascontiguousarray(self.drift.shifts[spec.read_start : spec.read_stop])
-
-    def set_drift(self, dp: DriftPass) -> None:
-        self.drift = dp
-        for row in dp.rows:
-            self._out.add_drift(*row)
-        self._out.flush()
-        if not self.chunks:  # fewer frames than a window: the drift table only
-            self.done = True
-
-    def add_chunk(self, res: ChunkResult) -> None:
-        self.pending[res.index] = res
-        self.workers.add(res.worker)
-        self.implementations[res.implementation] = (
-            self.implementations.get(res.implementation, 0) + 1
-        )
-        while self.next_chunk in self.pending:
-            self._write(self.pending.pop(self.next_chunk))
-            self.next_chunk += 1
-        if self.next_chunk == len(self.chunks):
-            self.done = True
-
-    def _write(self, res: ChunkResult) -> None:
-        e = self.config.esrrf
-        for j, image in enumerate(res.images):
-            k = res.first_window + j
-            if k != self.written:  # the plan guarantees order; never write a hole
-                raise RuntimeError(
-                    f"{self.input.path}: window {k} arrived, {self.written} was due"
-                )
-            last = window_end(k, e.window, e.stride)
-            shift: tuple[float, float] = (0.0, 0.0)
-            sigma = math.nan
-            if self.drift is not None:
-                shift = (
-                    float(self.drift.shifts[last, 0]),
-                    float(self.drift.shifts[last, 1]),
-                )
-                sigma = float(self.drift.last_sigma[last])
-            stamps = {
-                "acquired": res.t_read,
-                "received": res.t_read,
-                "processed": res.t_done,
-                "published": time.time(),
-            }
-            self._out.add_window(
-                k,
-                last - e.window + 1,
-                last,
-                image,
-                stamps,
-                shift,
-                sigma,
-                float(res.quality[j]),
-            )
-            self.written += 1
-        self._out.flush()
-
-    def fail(self, error: str) -> None:
-        if self.error is None:
-            self.error = error
-        self.done = True
-
-    def finish(self, scheduler: str) -> FileResult:
-        """Close the result files and write the summary; the file's result."""
-        from livesr.stream._pipeline import QUALITY_METRIC
-        from livesr.stream._results import write_config, write_summary
-
-        if self.error is None and self.written != self.total:
-            self.error = f"{self.written} of {self.total} images written"
-        if self._out is not None:
-            self._out.close(param_changes=[], error=self.error)
-        duration = max(1e-9, time.time() - self.t0)
-        inp, e = self.input, self.config.esrrf
-        impl = max(
-            self.implementations, key=self.implementations.__getitem__, default=None
-        )
-        summary: dict[str, Any] = {
-            "mode": "dask",
-            "scheduler": scheduler,
-            "recording": inp.path,
-            "range": [inp.start, inp.stop],
-            "frames_acquired": inp.n_frames,
-            "frames_processed": inp.n_frames if self.error is None else None,
-            "windows_published": self.written,
-            "windows_expected": self.total,
-            "windows_skipped": 0,
-            "chunks": len(self.chunks),
-            "chunk_frames": self.chunks[0].read_stop - self.chunks[0].read_start
-            if self.chunks
-            else 0,
-            "workers": sorted(self.workers),
-            "implementations": dict(self.implementations),
-            "implementation": {
-                **({"drift": "numpy"} if self.config.drift.enabled else {}),
-                "esrrf": impl,
-            },
-            "drift_pass_s": self.drift.seconds if self.drift is not None else None,
-            "params": {
-                "esrrf": asdict(e),
-                "drift": asdict(self.config.drift),
-            },
-            "params_final": asdict(e),
-            "param_changes": [],
-            "quality_metric": QUALITY_METRIC,
-            "pixel_size_um": inp.pixel_size_um,
-            "sr_pixel_size_um": inp.pixel_size_um / e.magnification,
-            "frame_interval_s": inp.interval_s or 1.0,
-            "duration_s": duration,
-            "frames_per_s": inp.n_frames / duration,
-            "error": self.error,
-            "processing_error": self.error,
-            "files": {
-                "raw": None,
-                "sr": str(self._out.sr_path)
-                if self._out is not None and self._out.sr_path is not None
-                else None,
-                "windows": "windows.csv",
-                "drift": "drift.csv",
-                "config": "config.toml",
-            },
-            "output": str(inp.output),
-        }
-        out = inp.output
-        try:
-            write_summary(out / "summary.json", summary)
-            write_config(out / "config.toml", self.config)
-            write_summary(
-                out / "replay.json",
-                {
-                    "recording": dict(inp.recording),
-                    "range": [inp.start, inp.stop],
-                    "rate": "asap",
-                    "scheduler": scheduler,
-                    "error": self.error,
-                },
-            )
-        except OSError as exc:
-            logger.error("could not write the summary into %s: %s", out, exc)
-            self.error = self.error or f"cannot write {out}: {exc}"
-        return FileResult(inp, self.written, self.error, summary)
-
-
 # --------------------------------------------------------------------------- running
 def replay_on_dask(
     client: Any,
@@ -511,137 +245,174 @@ def replay_on_dask(
     list of FileResult
         In input order.
     """
-    from distributed import as_completed
-    from tqdm import tqdm
-
     dcfg = dask_config or DaskReplayConfig()
     out = stream if stream is not None else sys.stderr
     e = config.esrrf
     chunk_frames = dcfg.chunk_frames or auto_chunk_frames(e.window, e.stride)
-    jobs = [_FileJob(i, inp, config, chunk_frames) for i, inp in enumerate(inputs)]
-    scheduler = str(client.scheduler.address)
+    jobs = [FileJob(i, inp, config, chunk_frames) for i, inp in enumerate(inputs)]
+    run = _DaskRun(client, config, dcfg, out, on_result)
     n_workers = len(client.scheduler_info().get("workers", {}))
-    dash = _dashboard(client)
     _say(
         out,
         f"livesr replay: {len(jobs)} recording(s), "
         f"{sum(len(j.chunks) for j in jobs)} chunk(s) of {chunk_frames} frames on the "
-        f"Dask scheduler {scheduler} ({n_workers} worker(s)); dashboard: {dash}",
+        f"Dask scheduler {run.scheduler} ({n_workers} worker(s)); dashboard: "
+        f"{_dashboard(client)}",
     )
-    results: dict[int, FileResult] = {}
-    futures: dict[str, tuple[Any, _FileJob, str]] = {}
-    ac = as_completed()
-    token = f"{time.time_ns():x}"
+    return run.run(jobs)
+
+
+class _DaskRun:
+    """The client's loop of one :func:`replay_on_dask`: submits each recording's
+    tasks (the drift pass first, its chunks once it is done), writes every result as
+    it completes, finishes a recording when its last chunk is written or a task of
+    it failed, and cancels what is left on an interrupt."""
+
+    def __init__(
+        self,
+        client: Any,
+        config: Any,
+        dcfg: DaskReplayConfig,
+        out: TextIO,
+        on_result: Callable[[int, str, Any], None] | None,
+    ) -> None:
+        from distributed import as_completed
+
+        self.client = client
+        self.config = config
+        self.dcfg = dcfg
+        self.out = out
+        self.on_result = on_result
+        self.scheduler = str(client.scheduler.address)
+        self.results: dict[int, FileResult] = {}
+        self.futures: dict[str, tuple[Any, FileJob, str]] = {}
+        self.ac = as_completed()
+        self.token = f"{time.time_ns():x}"
+
+    def run(self, jobs: list[FileJob]) -> list[FileResult]:
+        """Submit every recording, handle results until all are written."""
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=sum(j.n_tasks for j in jobs),
+            desc="livesr replay",
+            unit="task",
+            file=self.out,
+            disable=True if self.dcfg.progress is False else None,
+            leave=False,
+        )
+        try:
+            for job in jobs:
+                self.start(job)
+            for fut in self.ac:
+                self.on_done(fut, bar)
+        except BaseException:
+            for fut, _, _ in self.futures.values():
+                fut.cancel()
+            for job in jobs:
+                if job.index not in self.results:
+                    job.fail("interrupted")
+                    self.results[job.index] = job.finish(self.scheduler)
+            raise
+        finally:
+            bar.close()
+        return [self.results[j.index] for j in jobs]
 
     def submit(
-        job: _FileJob, kind: str, fn: Callable[..., Any], *args: Any, **kw: Any
+        self, job: FileJob, kind: str, fn: Callable[..., Any], *args: Any, **kw: Any
     ) -> None:
-        key = f"livesr-{kind}-{job.index}-{kw.pop('_n', 0)}-{token}"
-        fut = client.submit(fn, *args, key=key, retries=dcfg.retries, pure=False, **kw)
-        futures[key] = (fut, job, kind)
-        ac.add(fut)
+        key = f"livesr-{kind}-{job.index}-{kw.pop('_n', 0)}-{self.token}"
+        fut = self.client.submit(
+            fn, *args, key=key, retries=self.dcfg.retries, pure=False, **kw
+        )
+        self.futures[key] = (fut, job, kind)
+        self.ac.add(fut)
 
-    def submit_chunks(job: _FileJob) -> None:
+    def start(self, job: FileJob) -> None:
+        """Open the recording's result files and submit its first tasks."""
+        drift = self.config.drift
+        job.open()
+        if job.total == 0 and not drift.enabled:
+            self.finish(job)
+        elif drift.enabled:
+            self.submit(
+                job,
+                "drift",
+                drift_pass,
+                job.input.path,
+                job.input.start,
+                job.input.stop,
+                # the live pipeline's block at the recording's frame interval
+                block=drift.block_frames(job.input.interval_s),
+                max_drift_px=drift.max_drift_px,
+                pixel_size_um=job.input.pixel_size_um,
+                priority=10,  # drift passes first: they gate their chunks
+            )
+        else:
+            self.submit_chunks(job)
+
+    def submit_chunks(self, job: FileJob) -> None:
         for spec in job.chunks:
-            submit(
+            self.submit(
                 job,
                 "chunk",
                 compute_chunk,
                 job.input.path,
                 job.input.start,
                 spec,
-                config.esrrf,
+                self.config.esrrf,
                 job.shifts_for(spec),
                 pixel_size_um=job.input.pixel_size_um,
                 _n=spec.index,
             )
 
-    def finish(job: _FileJob) -> None:
-        for key in [k for k, v in futures.items() if v[1] is job]:
-            futures.pop(key)[0].cancel()
-        res = job.finish(scheduler)
-        results[job.index] = res
+    def on_done(self, fut: Any, bar: Any) -> None:
+        """Write one completed task's result (a failed task fails its recording)."""
+        entry = self.futures.pop(fut.key, None)
+        if entry is None:  # cancelled with its recording
+            return
+        _, job, kind = entry
+        if job.done:
+            return
+        try:
+            res = fut.result()
+        except Exception as exc:  # noqa: BLE001 - reported per recording
+            logger.error("%s: %s task failed: %s", job.input.path, kind, exc)
+            job.fail(f"{kind} task failed: {type(exc).__name__}: {exc}")
+            self.finish(job)
+            return
+        finally:
+            bar.update(1)
+            fut.release()  # the client holds the result now; free the worker's
+        try:
+            if kind == "drift":
+                job.set_drift(res)
+                self.submit_chunks(job)
+            else:
+                job.add_chunk(res)
+        except (OSError, RuntimeError, ValueError) as exc:
+            job.fail(f"writing results: {type(exc).__name__}: {exc}")
+        if self.on_result is not None:
+            self.on_result(job.index, kind, res)
+        if job.done:
+            self.finish(job)
+
+    def finish(self, job: FileJob) -> None:
+        """Cancel the recording's remaining tasks, close its files, say so."""
+        for key in [k for k, v in self.futures.items() if v[1] is job]:
+            self.futures.pop(key)[0].cancel()
+        res = job.finish(self.scheduler)
+        self.results[job.index] = res
         if res.ok:
             _say(
-                out,
+                self.out,
                 f"livesr replay: {job.input.path}: frames {job.input.start}.."
                 f"{job.input.stop - 1}: {res.windows} images ({len(job.chunks)} "
                 f"chunk(s) on {len(job.workers)} worker(s)); results in "
                 f"{job.input.output}/ (summary.json)",
             )
         else:
-            _say(out, f"livesr replay: {job.input.path}: error: {res.error}")
-
-    bar = tqdm(
-        total=sum(j.n_tasks for j in jobs),
-        desc="livesr replay",
-        unit="task",
-        file=out,
-        disable=True if dcfg.progress is False else None,
-        leave=False,
-    )
-    try:
-        for job in jobs:
-            job.open()
-            if job.total == 0 and not config.drift.enabled:
-                finish(job)
-                continue
-            if config.drift.enabled:
-                submit(
-                    job,
-                    "drift",
-                    drift_pass,
-                    job.input.path,
-                    job.input.start,
-                    job.input.stop,
-                    # the live pipeline's block at the recording's frame interval
-                    block=config.drift.block_frames(job.input.interval_s),
-                    max_drift_px=config.drift.max_drift_px,
-                    pixel_size_um=job.input.pixel_size_um,
-                    priority=10,  # drift passes first: they gate their chunks
-                )
-            else:
-                submit_chunks(job)
-        for fut in ac:
-            entry = futures.pop(fut.key, None)
-            if entry is None:  # cancelled with its recording
-                continue
-            _, job, kind = entry
-            if job.done:
-                continue
-            try:
-                res = fut.result()
-            except Exception as exc:  # noqa: BLE001 - reported per recording
-                logger.error("%s: %s task failed: %s", job.input.path, kind, exc)
-                job.fail(f"{kind} task failed: {type(exc).__name__}: {exc}")
-                finish(job)
-                continue
-            finally:
-                bar.update(1)
-                fut.release()  # the client holds the result now; free the worker's
-            try:
-                if kind == "drift":
-                    job.set_drift(res)
-                    submit_chunks(job)
-                else:
-                    job.add_chunk(res)
-            except (OSError, RuntimeError, ValueError) as exc:
-                job.fail(f"writing results: {type(exc).__name__}: {exc}")
-            if on_result is not None:
-                on_result(job.index, kind, res)
-            if job.done:
-                finish(job)
-    except BaseException:
-        for fut, _, _ in futures.values():
-            fut.cancel()
-        for job in jobs:
-            if job.index not in results:
-                job.fail("interrupted")
-                results[job.index] = job.finish(scheduler)
-        raise
-    finally:
-        bar.close()
-    return [results[j.index] for j in jobs]
+            _say(self.out, f"livesr replay: {job.input.path}: error: {res.error}")
 
 
 def _dashboard(client: Any) -> str:

@@ -111,8 +111,8 @@ class SimulatedDemo:
     def _run(self) -> None:
         import zmq
 
+        from livesr.adapters.sources._sim_config import sim_config_from
         from livesr.adapters.sources.simulated import SimulatedSource
-        from livesr.stream._cmd_run import sim_config_from
         from livesr.stream._pipeline import Pipeline
 
         ctx = zmq.Context()

@@ -437,7 +437,7 @@ def test_several_inputs_without_scheduler_replay_one_after_the_other(
 
 
 def test_output_folder_names() -> None:
-    from livesr.stream._cmd_replay import input_name, output_folders
+    from livesr.stream.cli._cmd_replay import input_name, output_folders
 
     assert input_name("/d/run1.ome.tif") == "run1"
     assert input_name("/d/raw.ome.zarr") == "raw" and input_name("x.npy") == "x"

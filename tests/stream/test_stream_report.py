@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from livesr.stream import _report
-from livesr.stream import _report_measure as measure
-from livesr.stream.cli import main
+from livesr.stream.cli import _report, main
+from livesr.stream.cli import _report_measure as measure
+from livesr.stream.cli._report_sections import gpu_section
 
 ROOT = Path(__file__).resolve().parents[2]
 GPU_JSON = ROOT / "bench" / "results" / "h100_gpu_esrrf.json"
@@ -152,7 +152,7 @@ def test_gpu_section_reads_gpu_esrrf_json(tmp_path: Path) -> None:
     if not GPU_JSON.is_file():
         pytest.skip(f"{GPU_JSON} not in this checkout")
     opts = _report.Options(out_dir=tmp_path, mode="quick", gpu_json=GPU_JSON)
-    sec = _report._gpu_section(opts, _report.Settings.for_mode("quick"))
+    sec = gpu_section(opts, _report.Settings.for_mode("quick"))
     body = "\n".join(sec.body)
     assert "H100" in body
     (table,) = _tables(body)
@@ -181,7 +181,7 @@ def test_gpu_json_errors_say_what_to_do(
     bad.write_text("{}")
     opts = _report.Options(out_dir=tmp_path, gpu_json=bad)
     with pytest.raises(ValueError, match="no 'stream' list"):
-        _report._gpu_section(opts, _report.Settings.for_mode("quick"))
+        gpu_section(opts, _report.Settings.for_mode("quick"))
 
 
 def test_report_flags_need_report(capsys: pytest.CaptureFixture[str]) -> None:

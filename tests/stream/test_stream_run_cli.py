@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import zarr
 
-from livesr.stream._cmd_run import add_pipeline_arguments, config_from_args
 from livesr.stream.cli import main
+from livesr.stream.cli._run_args import add_pipeline_arguments, config_from_args
 
 CONFIG = """
 [esrrf]

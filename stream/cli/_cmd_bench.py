@@ -14,7 +14,7 @@ compile) and is not recorded; the timed runs are synchronised with the device an
 written to the benchmark store (``$LIVESR_CACHE_DIR`` or the user cache directory),
 where the dispatcher uses them from then on.
 
-``--report DIR`` runs the report instead (:mod:`livesr.stream._report`): eSRRF
+``--report DIR`` runs the report instead (:mod:`livesr.stream.cli._report`): eSRRF
 throughput vs frame size beside NanoPyx, transport and end-to-end latency
 histograms, the delay agent under an induced delay, and (``--gpu-json``) the GPU
 streaming figures of ``bench/gpu_esrrf.py``; ``--quick`` makes it small,
@@ -28,8 +28,9 @@ import json
 import logging
 import statistics
 import sys
+from typing import Any
 
-from livesr.stream._cmd_backends import _table, select_kernels
+from livesr.stream.cli._cmd_backends import _table, select_kernels
 
 NAME = "bench"
 HELP = "benchmark every available implementation of the kernels and store the timings"
@@ -160,7 +161,7 @@ def _add_e2e_arguments(parser: argparse.ArgumentParser) -> None:
 def _run_e2e(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from livesr.stream._bench_e2e import E2eOptions, parse_sizes, run_e2e
+    from livesr.stream.cli._bench_e2e import E2eOptions, parse_sizes, run_e2e
 
     opts = E2eOptions(
         out_dir=Path(args.e2e),
@@ -187,7 +188,7 @@ def _run_e2e(args: argparse.Namespace) -> int:
 def _run_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from livesr.stream._report import Options, write_report
+    from livesr.stream.cli._report import Options, write_report
 
     if args.gpu_json is not None and not Path(args.gpu_json).is_file():
         raise ValueError(
@@ -227,6 +228,32 @@ def run(args: argparse.Namespace) -> int:
     return _run_store(args)
 
 
+def _time_case(
+    kernel: Any, case: Any, wanted: list[Any], repeats: int
+) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """Time each of the ``wanted`` implementations on one bench case.
+
+    Returns the run times per implementation id, s, and a note per implementation
+    that was not timed (``"unavailable: ..."`` or ``"failed: ..."``).
+    """
+    times: dict[str, list[float]] = {}
+    notes: dict[str, str] = {}
+    for info in wanted:
+        if not info.available:
+            notes[info.id] = f"unavailable: {info.reason}"
+            continue
+        try:
+            got = kernel.benchmark(
+                *case.args, repeats=repeats, impls=[info.id], **dict(case.kwargs)
+            )
+        except Exception as exc:  # report and go on with the others
+            notes[info.id] = f"failed: {type(exc).__name__}: {exc}"
+            logger.error("%s %s on %s failed: %s", kernel.name, info.id, case.name, exc)
+            continue
+        times.update(got)
+    return times, notes
+
+
 def _run_store(args: argparse.Namespace) -> int:
     from livesr.engine import default_store
     from livesr.engine._fingerprint import machine_description
@@ -252,24 +279,8 @@ def _run_store(args: argparse.Namespace) -> int:
         wanted = [i for i in infos if not args.impl or i.id in args.impl]
         for case in cases:
             case_kwargs = dict(case.kwargs)
-            times: dict[str, list[float]] = {}
-            notes: dict[str, str] = {}
-            for info in wanted:
-                if not info.available:
-                    notes[info.id] = f"unavailable: {info.reason}"
-                    continue
-                try:
-                    got = kernel.benchmark(
-                        *case.args, repeats=args.repeats, impls=[info.id], **case_kwargs
-                    )
-                except Exception as exc:  # report and go on with the others
-                    failed += 1
-                    notes[info.id] = f"failed: {type(exc).__name__}: {exc}"
-                    logger.error(
-                        "%s %s on %s failed: %s", kernel.name, info.id, case.name, exc
-                    )
-                    continue
-                times.update(got)
+            times, notes = _time_case(kernel, case, wanted, args.repeats)
+            failed += sum(n.startswith("failed:") for n in notes.values())
             best = min(
                 (statistics.median(t) for t in times.values()), default=float("nan")
             )

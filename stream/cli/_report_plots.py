@@ -1,6 +1,6 @@
 """PNG figures of ``livesr bench --report`` (matplotlib, Agg canvas, no pyplot).
 
-Each function takes the plain data of one :mod:`livesr.stream._report_measure`
+Each function takes the plain data of one :mod:`livesr.stream.cli._report_measure`
 experiment and writes one small PNG (about 800×450 px, well under 300 KB).
 matplotlib is imported inside the functions; no global backend is set.
 """

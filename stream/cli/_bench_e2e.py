@@ -292,6 +292,15 @@ def run_trial(opts: E2eOptions, size: int, rate: float) -> dict[str, Any]:
             if p is not None and p.poll() is None:
                 _reap(p, 1)
         lines.join(5)
+    return _add_figures(result, out, opts)
+
+
+def _add_figures(
+    result: dict[str, Any], out: Path, opts: E2eOptions
+) -> dict[str, Any]:
+    """Add the run's figures from ``out/summary.json`` and ``windows.csv`` to a
+    trial's ``result`` (an ``error`` without a summary), remove its image stores and
+    judge it (``passed``)."""
     summary_path = out / "summary.json"
     if not summary_path.is_file():
         result["error"] = "no summary.json"

@@ -4,8 +4,11 @@ Each subcommand lives in its own module listed in :data:`COMMANDS`; the module
 provides ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``.
 Modules are imported only when the parser is built (never at ``import livesr``).
 
-This module is the composition root: it is the one place allowed to wire
-``livesr.adapters`` and ``livesr.sim`` into the pipeline.
+This package is the composition root: it is the one place allowed to wire
+``livesr.adapters`` and ``livesr.sim`` into the pipeline (the import-linter
+contracts in ``pyproject.toml`` say so).  Its modules are the commands and what
+only they use (the report, the end-to-end benchmark); ``python -m
+livesr.stream.cli`` runs :func:`main` (:mod:`livesr.stream.cli.__main__`).
 """
 
 from __future__ import annotations
@@ -25,13 +28,13 @@ logger = logging.getLogger(__name__)
 
 #: Subcommand modules, in the order ``livesr --help`` lists them.
 COMMANDS: tuple[str, ...] = (
-    "livesr.stream._cmd_run",
-    "livesr.stream._cmd_replay",
-    "livesr.stream._cmd_sweep",
+    "livesr.stream.cli._cmd_run",
+    "livesr.stream.cli._cmd_replay",
+    "livesr.stream.cli._cmd_sweep",
     "livesr.sim._cli",
-    "livesr.stream._cmd_keys",
-    "livesr.stream._cmd_bench",
-    "livesr.stream._cmd_backends",
+    "livesr.stream.cli._cmd_keys",
+    "livesr.stream.cli._cmd_bench",
+    "livesr.stream.cli._cmd_backends",
 )
 
 
@@ -130,7 +133,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             import signal
 
             signal.signal(signal.SIGTERM, previous)
-
-
-if __name__ == "__main__":  # python -m livesr.stream.cli (the benchmark spawns it)
-    sys.exit(main())

@@ -13,7 +13,7 @@ Examples::
 Reads OME-TIFF, plain TIFF, OME-Zarr (folder) and ``.npy`` stacks frame by frame (memory
 map or zarr chunks; never the whole file) and pushes the frames over the same lossless
 link as ``livesr run``'s simulated camera, into the same pipeline with the same flags
-(:func:`livesr.stream._cmd_run.add_pipeline_arguments`) and the same outputs:
+(:func:`livesr.stream.cli._run_args.add_pipeline_arguments`) and the same outputs:
 ``sr.ome.zarr``, ``windows.csv``, ``drift.csv``, ``summary.json``, ``config.toml``,
 plus ``replay.json`` (file, range, rate, pixel size and where it came from, link
 counters).  The raw frames are not copied: they are already in the file, so
@@ -74,7 +74,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from livesr.stream._cmd_run import add_pipeline_arguments, config_from_args
+from livesr.stream.cli._run_args import add_pipeline_arguments, config_from_args
 
 NAME = "replay"
 HELP = "replay a recording (OME-TIFF, TIFF, OME-Zarr, .npy) through the live pipeline"
@@ -304,7 +304,7 @@ def run(args: argparse.Namespace) -> int:
         return _usage_error(str(exc))
     outputs = output_folders(list(args.files), Path(cfg.stream.output))
     # check every input, range and output folder before anything runs
-    plans: list[tuple[str, Path, Any]] = []
+    plans: list[tuple[str, Path, Any, Any]] = []
     start, stop = args.frame_range if args.frame_range is not None else (0, None)
     for file, out in zip(args.files, outputs, strict=True):
         try:
