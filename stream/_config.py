@@ -228,6 +228,9 @@ class StreamConfig:
         Ingest endpoint (``ipc://``, ``tcp://``, ``inproc://``); empty = automatic.
     publish : str
         Results PUB endpoint; empty = automatic (ipc in the output folder).
+    error_map : bool
+        Compute the SQUIRREL error map (RSP, RSE) of published images in the
+        background (``--error-map``; :mod:`livesr.stream._errormap_live`).
     ingest : str
         Where the ingest and the raw-frame persistence run: ``"process"`` (their own
         process, frames shared with processing through shared memory; what fast
@@ -250,8 +253,11 @@ class StreamConfig:
     endpoint: str = ""
     publish: str = ""
     ingest: str = "auto"
+    error_map: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.error_map, bool):
+            _fail("stream", "error_map", self.error_map, "true or false")
         if self.ingest not in INGEST_MODES:
             _fail("stream", "ingest", self.ingest, f"one of {', '.join(INGEST_MODES)}")
         if not (_is_int(self.frames) and self.frames >= 0):

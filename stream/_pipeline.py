@@ -473,6 +473,10 @@ class Pipeline:
                 DriftTable(self.output / "drift.csv"),
             ):
                 table.close()
+        try:
+            self._proc.error_map.write(self.output)
+        except OSError as exc:
+            logger.error("could not write the error maps into %s: %s", self.output, exc)
         if self._pub is not None:
             # the final image must reach viewers whose queue was full at that moment
             self._pub.close(resend_latest=True)
@@ -558,6 +562,7 @@ class Pipeline:
             float(drift["sigma_px"]) if drift.get("sigma_px") is not None else math.nan,
             head["quality"]["value"] if head["quality"]["value"] is not None else math.nan,
             resolution=res,
+            error_map=head.get("error_map"),
             t_first=head.get("first_frame_acquired"),
             t_last=stamps.acquired,
         )
@@ -731,6 +736,7 @@ class Pipeline:
             "files": files,
             "output": str(self.output),
             "hooks": self._hooks_report,
+            "error_map": self._proc.error_map.report(),
             "resolution": {
                 **self._proc.resolution.report(),
                 "latest": self._latest_resolution(),

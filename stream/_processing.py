@@ -150,6 +150,10 @@ class Processor:
         self.resolution = LiveResolution(
             min_interval_s=interval if interval > 0 else 0.0, enabled=interval > 0
         )
+        from livesr.stream._errormap_live import LiveErrorMap
+
+        #: SQUIRREL error map of published images (``[stream] error_map``)
+        self.error_map = LiveErrorMap(enabled=config.stream.error_map)
         # acquisition time of recent frames by seq (an image's first frame's time)
         self._tq_seq = np.full(4096, -1, dtype=np.int64)
         self._tq_t = np.zeros(4096)
@@ -396,6 +400,7 @@ class Processor:
             finally:
                 self._account_tail(max_seq(), first_seq())
                 self.resolution.close()
+                self.error_map.close()
                 if self.auto is not None:
                     self.auto.close(timeout=30.0)
         finally:
@@ -611,6 +616,7 @@ class Processor:
         frames = batch.frames
         self._remember_t_acq(batch)
         shifts, known = self._drift_shifts(frames, batch.seqs)
+        self.error_map.push(batch.seqs, frames, shifts, int(self.esrrf.window))
         k0 = max(0, self.base - seq0)
         if k0 < n:
             deadline = self._deadline(batch, k0, n - k0)  # per frame
@@ -787,6 +793,10 @@ class Processor:
         # once, naming the image it measured (null otherwise; stream/_resolution.py)
         self.resolution.offer(index, image)
         est = self.resolution.take()
+        # the SQUIRREL error map of this window when the worker is idle; a map
+        # finished since the last image is published once (stream/_errormap_live.py)
+        self.error_map.offer(index, first, last, image)
+        emap = self.error_map.take()
         head: dict[str, Any] = {
             "v": 1,
             "kind": "sr",
@@ -803,6 +813,7 @@ class Processor:
                 "value": quality if math.isfinite(quality) else None,
             },
             "resolution": None if est is None else est.to_json(None),
+            "error_map": None if emap is None else emap.to_json(),
             "implementation": self.implementations(),
             "params": live_params(self.esrrf),
         }

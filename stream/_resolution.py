@@ -153,7 +153,7 @@ def _lower_priority() -> None:
         pass
 
 
-def _worker() -> Any:
+def worker() -> Any:
     """The process-wide analysis worker (one process, started on first use, shared
     by every pipeline of this process, shut down at exit)."""
     global _WORKER
@@ -174,7 +174,7 @@ def warm_worker(timeout_s: float = 60.0) -> None:
     """Start the worker process and run one small analysis in it (imports, plans):
     called by the pipeline's warm-up, before acquisition."""
     img = np.random.default_rng(0).poisson(100.0, (64, 64)).astype(np.float32)
-    _worker().submit(estimate_resolution, img).result(timeout=timeout_s)
+    worker().submit(estimate_resolution, img).result(timeout=timeout_s)
 
 
 class LiveResolution:
@@ -275,7 +275,7 @@ class LiveResolution:
                 # in a worker process: the analysis holds the GIL for long numpy
                 # stretches, which delayed the images published meanwhile (p99 x5
                 # on 2 cores); here this thread only waits on a pipe
-                est = _worker().submit(
+                est = worker().submit(
                     estimate_resolution, image, index, kc_resolved=self.kc_resolved
                 ).result(timeout=WORKER_TIMEOUT_S)
             else:

@@ -16,7 +16,9 @@
     ``image_frames``.
 ``windows.csv``
     One row per image: index, first/last frame (seq), newest frame's timestamps,
-    end-to-end latency, drift applied to the newest frame, quality metric.
+    end-to-end latency, drift applied to the newest frame, quality metric, live
+    resolution and (``--error-map``) the SQUIRREL RSP/RSE of the image named in
+    ``error_map_image``.
 ``drift.csv``
     One row per rolling drift estimate (block): block, last frame seq, centre (seq),
     dy/dx px, sigma px, rejected, PSR.
@@ -340,6 +342,9 @@ class WindowTable(_Csv):
         "resolution_method",
         "resolved",
         "resolution_image",
+        "rsp",
+        "rse",
+        "error_map_image",
     )
 
     def add(
@@ -354,10 +359,13 @@ class WindowTable(_Csv):
         saved: bool = True,
         *,
         resolution: Mapping[str, Any] | None = None,
+        error_map: Mapping[str, Any] | None = None,
     ) -> None:
-        """One row; ``resolution`` is the header's (None: empty resolution cells)."""
+        """One row; ``resolution`` and ``error_map`` are the header's (None: empty
+        cells)."""
         lat = (stamps["published"] - stamps["acquired"]) * 1e3
         r = resolution or {}
+        e = error_map or {}
         nm, px = r.get("value_nm"), r.get("value_px")
         self._row(
             (
@@ -379,6 +387,9 @@ class WindowTable(_Csv):
                 r.get("method", ""),
                 "" if not r else int(bool(r.get("resolved"))),
                 "" if r.get("image_index") is None else int(r["image_index"]),
+                "" if e.get("rsp") is None else f"{e['rsp']:.6f}",
+                "" if e.get("rse") is None else f"{e['rse']:.6g}",
+                "" if e.get("image_index") is None else int(e["image_index"]),
             )
         )
 

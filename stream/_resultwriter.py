@@ -172,6 +172,7 @@ class ResultWriter:
         quality: float,
         *,
         resolution: Mapping[str, Any] | None = None,
+        error_map: Mapping[str, Any] | None = None,
         t_first: float | None = None,
         t_last: float | None = None,
     ) -> bool:
@@ -198,6 +199,7 @@ class ResultWriter:
         self.windows.add(
             index, first, last, stamps, shift, sigma, quality, save,
             resolution=resolution,
+            error_map=error_map,
         )
         return save
 

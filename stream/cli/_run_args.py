@@ -170,6 +170,12 @@ def _esrrf_arguments(parser: argparse.ArgumentParser) -> None:
         "in the background every [esrrf] auto_params_every windows, best pair applied "
         "live)",
     )
+    parser.add_argument(
+        "--error-map",
+        action="store_true",
+        help="SQUIRREL error map (RSP, RSE) of the published images, in the background: "
+        "in each image's header (error_map) and in error_maps.npz ([stream] error_map)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
@@ -205,6 +211,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         enabled = list(cfg.hooks.enabled)
         enabled += [h for h in hooks if h not in enabled]
         cfg = cfg.replace("hooks", enabled=tuple(enabled))
+    if getattr(args, "error_map", False):
+        stream["error_map"] = True
     if args.latency_budget_ms is not None:
         stream["latency_budget_ms"] = args.latency_budget_ms
     if args.raw_format is not None:
