@@ -629,6 +629,25 @@ class Pipeline:
             "resolution": self._latest_resolution(),
         }
 
+    def _resumed_from(self) -> int:
+        """First seq this run is accountable for: where the ingest's first session of
+        the stream started (the source's oldest unacknowledged frame when it
+        connected; 0 for a fresh source).  Before close (no ingest summary yet): the
+        first frame received."""
+        p = self._persist
+        if p is None or p.stream is None:
+            return 0
+        ing = self._ingest_summary or {}
+        sessions = [
+            s for s in ing.get("previous_sessions", []) if s.get("stream") == p.stream
+        ]
+        current = ing.get("streams", {}).get(p.stream)
+        if current:
+            sessions.append(current)
+        if sessions:
+            return min(int(s["resumed_from"]) for s in sessions)
+        return int(p.first_seq or 0)
+
     def _latest_resolution(self) -> dict[str, Any] | None:
         """The newest live resolution estimate (header form, nm filled) or None."""
         est = self._proc.resolution.latest
@@ -647,9 +666,13 @@ class Pipeline:
             "frames_received": 0, "frames_persisted": 0, "frames_not_offered": 0
         }
         persisted = counts["frames_persisted"]
+        # frames before the first one this run received were persisted by an earlier
+        # session of the listener (a restart: the source resends only what that one
+        # never acknowledged) or belong to the source's earlier numbering
+        resumed_from = self._resumed_from()
         acquired = p.acquired_reported if p is not None else None
         if acquired is None:
-            acquired = persisted + gap_frames
+            acquired = resumed_from + persisted + gap_frames
         lat = proc.latency.summary_ms()
         e2e = lat["end_to_end"]
         duration = max(1e-9, time.time() - self._t_start) if self._t_start else 0.0
@@ -679,9 +702,10 @@ class Pipeline:
         memory = p.memory.report() if p is not None and p.memory is not None else None
         return {
             "frames_acquired": acquired,
+            "resumed_from": resumed_from,
             "frames_persisted": persisted,
             "frames_in_gaps": gap_frames,
-            "accounting_ok": acquired == persisted + gap_frames,
+            "accounting_ok": acquired - resumed_from == persisted + gap_frames,
             "source_ended": self.source_ended.is_set(),
             "gaps": gaps,
             "source_restarts": list(p.restarts) if p is not None else [],
