@@ -33,7 +33,7 @@ One implementation per file, ``kernels/toy_scale/_numba.py``::
     def _scale(x, factor):
         return x * factor
 
-Using it::
+Using it (from the kernels layer or above)::
 
     from livesr.kernels.toy_scale import kernel as toy_scale
     y = toy_scale(x, factor=2.0)                    # dispatched, timed, recorded
@@ -52,7 +52,7 @@ from livesr.engine._backends import (
     report_header,
     synchronize,
 )
-from livesr.engine._catalog import kernel_packages, load_kernel, load_kernels
+from livesr.engine._catalog import load_kernel, load_kernels
 from livesr.engine._kernel import BENCH_SIZES, Kernel, KernelStats
 from livesr.engine._registry import impl_id, implementation
 from livesr.engine._store import (
@@ -94,7 +94,6 @@ __all__ = [
     "default_store",
     "impl_id",
     "implementation",
-    "kernel_packages",
     "load_kernel",
     "load_kernels",
     "probe",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-#: The engine kernels livesr ships (read by ``livesr.engine.kernel_packages``): each is
+#: The engine kernels livesr ships (passed to ``livesr.engine.load_kernels``): each is
 #: a folder whose ``__init__`` declares ``kernel = Kernel(...)``.  Plain strings, so
 #: reading this imports nothing.
 KERNEL_PACKAGES: tuple[str, ...] = (
