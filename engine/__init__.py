@@ -44,7 +44,7 @@ Using it (from the kernels layer or above)::
 
 from __future__ import annotations
 
-from livesr.engine._agent import AgentConfig, Decision, DelayAgent, Stats
+from livesr.engine._agent import AgentConfig, Decision, DelayAgent
 from livesr.engine._backends import (
     Availability,
     probe,
@@ -53,7 +53,9 @@ from livesr.engine._backends import (
     synchronize,
 )
 from livesr.engine._catalog import load_kernel, load_kernels
-from livesr.engine._kernel import BENCH_SIZES, Kernel, KernelStats
+from livesr.engine._delay_model import Stats
+from livesr.engine._kernel import BENCH_SIZES, Kernel
+from livesr.engine._kernel_stats import KernelStats
 from livesr.engine._registry import impl_id, implementation
 from livesr.engine._store import (
     BenchmarkStore,

@@ -29,7 +29,7 @@ def release() -> str:
     """The installed livesr version, or ``"0+unknown"`` from a bare tree."""
     try:
         return metadata.version(DISTRIBUTION)
-    except metadata.PackageNotFoundError:  # pragma: no cover - only from a bare checkout
+    except metadata.PackageNotFoundError:  # pragma: no cover - a bare checkout
         return "0+unknown"
 
 
