@@ -33,10 +33,10 @@ KERNEL_PACKAGES: tuple[str, ...] = (
 )
 
 _EXPORTS: dict[str, str] = {
-    "esrrf": "livesr.kernels.esrrf",
-    "esrrf_frame": "livesr.kernels.esrrf",
-    "EsrrfParams": "livesr.kernels.esrrf",
-    "macro_pixel_correction": "livesr.kernels.esrrf",
+    "esrrf": "livesr.kernels.esrrf_stack",
+    "esrrf_frame": "livesr.kernels.esrrf_stack",
+    "EsrrfParams": "livesr.kernels.esrrf_stack",
+    "macro_pixel_correction": "livesr.kernels.esrrf_stack",
     "SlidingEsrrf": "livesr.kernels.sliding",
     "esrrf_movie": "livesr.kernels.sliding",
     "estimate_drift": "livesr.kernels.drift",

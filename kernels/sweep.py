@@ -176,7 +176,7 @@ class _FrameMaps:
             magnification_coordinates,
         )
         from livesr.kernels.catmull_rom import kernel as catmull_rom
-        from livesr.kernels.esrrf import _run
+        from livesr.kernels.esrrf_stack import _run
         from livesr.kernels.roberts_cross import kernel as roberts
 
         h, w = img.shape
@@ -257,7 +257,7 @@ def esrrf_sweep(
     SweepResult
     """
     from livesr.kernels.decorr import decorrelation_analysis
-    from livesr.kernels.esrrf import _run
+    from livesr.kernels.esrrf_stack import _run
     from livesr.kernels.frc import fire_number
     from livesr.kernels.rgc import kernel as rgc
     from livesr.kernels.squirrel import error_map

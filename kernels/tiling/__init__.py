@@ -19,7 +19,7 @@ Exactness
 With the default ``map_fn=None`` each tile is computed by :func:`tile_map`: the
 numpy reference stages of eSRRF (``catmull_rom.magnify`` / ``upsample_gradient``,
 ``roberts_cross``, ``rgc.radial_gradient_convergence``, the oracle every backend of
-:func:`livesr.kernels.esrrf.esrrf_frame` is checked against) but with the
+:func:`livesr.kernels.esrrf_frame` is checked against) but with the
 Catmull-Rom taps computed on *global* coordinates and then re-based into the tile:
 the stitched map is **bitwise equal** to those stages run on the whole frame, for
 both geometries and any shift (tested). Merely translating (calling a per-frame map

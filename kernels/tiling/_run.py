@@ -15,6 +15,7 @@ from livesr.kernels._params import (
     stack_shape,
     validate_frame,
     validate_frames_per_timepoint,
+    validate_out,
     validate_shift,
     validate_temporal,
 )
@@ -189,7 +190,7 @@ def esrrf_frame_tiled(
         the CuPy backend (one host thread per device).  Needs CuPy, geometry
         ``"nanopyx"`` and no ``map_fn``.
     shift : (dy, dx), input pixels
-        As :func:`livesr.kernels.esrrf.esrrf_frame`.
+        As :func:`livesr.kernels.esrrf_frame`.
     map_fn : callable, optional
         ``map_fn(tile_frame, params, shift=...) -> (h_in*M, w_in*M)`` applied to
         the cut-out haloed tile (translation; equal to the untiled ``map_fn`` up
@@ -221,7 +222,10 @@ def esrrf_frame_tiled(
         comp = _TileComputer(img.shape, params, tiles, sh, map_fn, devs, backend)
     tiles = comp.tiles
     m = params.magnification
-    image = _output((img.shape[0] * m, img.shape[1] * m), out)
+    shape_out = (img.shape[0] * m, img.shape[1] * m)
+    image = validate_out(out, shape_out)
+    if image is None:
+        image = np.empty(shape_out, dtype=np.float32)
 
     def job(n: int) -> None:
         image[tiles[n].output] = comp(n, img)
@@ -230,18 +234,6 @@ def esrrf_frame_tiled(
     if _keep is not None:
         _keep(comp)
     return image
-
-
-def _output(shape: tuple[int, int], out: np.ndarray | None) -> np.ndarray:
-    """``out`` checked to be a float32 array of ``shape``, or a new one."""
-    if out is None:
-        return np.empty(shape, dtype=np.float32)
-    if not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != np.float32:
-        raise ValueError(
-            f"out must be a float32 array of shape {shape}, got "
-            f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}"
-        )
-    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,7 +310,7 @@ def esrrf_tiled(
     frames_per_timepoint: int = 0,
     geometry: str = "nanopyx",
 ) -> np.ndarray:
-    """Batch eSRRF (:func:`livesr.kernels.esrrf.esrrf`) computed tile by tile.
+    """Batch eSRRF (:func:`livesr.kernels.esrrf`) computed tile by tile.
 
     Each worker / device takes whole tiles and runs every frame of a block
     through them, accumulating the temporal statistic (per pixel) for its core
