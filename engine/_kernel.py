@@ -438,6 +438,7 @@ class Kernel:
                 if decision.expected_s is None
                 else f"{decision.expected_s * 1e3:.3g} ms",
             )
+            run_args: Sequence[Any]
             try:
                 if adapt is None:
                     run_args, run_kwargs = args, kwargs

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -302,13 +303,13 @@ def esrrf_sweep(
         logger.debug("esrrf_sweep: batch %d-%d scored", b0, b1)
     rsp, res = _over_batches(rsp_vals, res_vals)
     qnr = qnr_score(rsp, res)
-    i, j = np.unravel_index(int(np.argmax(qnr)), qnr.shape)
+    best_s, best_r = np.unravel_index(int(np.argmax(qnr)), qnr.shape)
     images = np.stack([np.stack([acc.result() for acc in row]) for row in accs.whole])
     result = SweepResult(
         qnr=qnr,
         rsp=rsp,
         resolution=res,
-        best=(sens[i], rads[j]),
+        best=(sens[best_s], rads[best_r]),
         sensitivities=sens,
         radii=rads,
         magnification=m,
@@ -467,22 +468,10 @@ def _over_batches(
     no batch has one)."""
     if len(rsp_vals) == 1:
         return rsp_vals[0], np.where(np.isnan(res_vals[0]), 0.0, res_vals[0])
-    with np.errstate(invalid="ignore"), _quiet_nanmean():
+    # all-NaN cells are handled: no "Mean of empty slice" warning
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
         rsp = np.nanmean(np.stack(rsp_vals), axis=0)
         stacked = np.stack(res_vals)
         res = np.where(np.isnan(stacked).all(axis=0), 0.0, np.nanmean(stacked, axis=0))
     return rsp, res
-
-
-class _quiet_nanmean:
-    """Silence numpy's 'Mean of empty slice' warning (all-NaN cells are handled)."""
-
-    def __enter__(self) -> None:
-        import warnings
-
-        self._ctx = warnings.catch_warnings()
-        self._ctx.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc: object) -> None:
-        self._ctx.__exit__(*exc)

@@ -51,6 +51,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -68,7 +69,10 @@ from livesr.kernels.esrrf_map._weights import (
 
 __all__ = ["CUDA_SOURCE", "CupyEsrrfMap", "esrrf_map_cupy", "flops_per_output_pixel"]
 
-cp = LazyModule("cupy")  # imported on first use, never at import
+if TYPE_CHECKING:
+    import cupy as cp
+else:
+    cp = LazyModule("cupy")  # imported on first use, never at import
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +114,17 @@ class CupyEsrrfMap:
     batch : int
         Frames per launch (reduced to fit the shared-memory tile budget).
     """
+
+    # Catmull-Rom tap tables on the device: views into one buffer, set by
+    # set_shift (the tiled runner of livesr.kernels.tiling replaces them)
+    _r_idx: Any
+    _r_wt: Any
+    _c_idx: Any
+    _c_wt: Any
+    _gr_idx: Any
+    _gr_wt: Any
+    _gc_idx: Any
+    _gc_wt: Any
 
     def __init__(
         self,
@@ -169,7 +184,7 @@ class CupyEsrrfMap:
         self._radius = float(radius)
         self.shift: tuple[float, float] | None = None
         self._tables_host: np.ndarray | None = None
-        self._tables_dev = None
+        self._tables_dev: Any = None
         self.set_shift(shift)
         self._grid = cp.empty((self.batch, 2 * h + 1, 2 * w + 1, 2), dtype=cp.float32)
         self._dummy = cp.zeros(1, dtype=cp.float32)
@@ -346,7 +361,13 @@ class CupyEsrrfMap:
         for c0 in range(0, n, self.batch):
             c1 = min(n, c0 + self.batch)
             self._launch(
-                frames[c0:c1], out[c0:c1], self._dummy, self._dummy, 0, 1, 0,
+                frames[c0:c1],
+                out[c0:c1],
+                self._dummy,
+                self._dummy,
+                0,
+                1,
+                0,
                 shifts[c0:c1],
             )
         return out
@@ -443,4 +464,3 @@ def esrrf_map_cupy(
     with lock:
         out = plan.maps_shifted(cp.ascontiguousarray(dev)[None], shifts)[0]
     return cp.asnumpy(out) if on_host else out
-

@@ -75,7 +75,7 @@ def offset_tables(
     offsets, _, delta = window_tables(params)
     tss = params.two_sigma_squared
     tso = params.cutoff
-    out = []
+    out: list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]] = []
     for oj, j in enumerate(offsets):
         dy = delta[:, oj][:, None]  # (M, 1) per row phase
         for oi, i in enumerate(offsets):
@@ -88,10 +88,12 @@ def offset_tables(
             weight = np.where(keep, (dsafe * np.exp(-(dsafe**2) / tss)) ** 4, 0.0)
             ux = np.where(keep, dx / dsafe, 0.0)
             uy = np.where(keep, dy / dsafe, 0.0)
-            shaped = [a.astype(np.float32)[None, :, None, :] for a in (weight, ux, uy)]
-            for a in shaped:
+            w4, ux4, uy4 = (
+                a.astype(np.float32)[None, :, None, :] for a in (weight, ux, uy)
+            )
+            for a in (w4, ux4, uy4):
                 a.setflags(write=False)
-            out.append((int(j), int(i), *shaped))
+            out.append((int(j), int(i), w4, ux4, uy4))
     return tuple(out)
 
 
@@ -120,13 +122,15 @@ def _row_tables(
     """
     m = params.magnification
     kx = np.arange(w * m)
-    out = []
+    out: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     for j, i, weight, ux, uy in offset_tables(params):
-        tiled = [np.tile(a.reshape(m, m), (1, w))[None] for a in (weight, ux, uy)]
+        tw, tux, tuy = (
+            np.tile(a.reshape(m, m), (1, w))[None] for a in (weight, ux, uy)
+        )
         ix = _sample_index(kx, i, m, w)
-        for a in (*tiled, ix):
+        for a in (tw, tux, tuy, ix):
             a.setflags(write=False)
-        out.append((j, *tiled, ix))
+        out.append((j, tw, tux, tuy, ix))
     return tuple(out)
 
 
