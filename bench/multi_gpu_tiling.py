@@ -16,7 +16,7 @@ no-op registration decorator).  Run from anywhere::
    alone.  Reported: bitwise equality and the largest difference relative to the
    map maximum; with ``--shift`` also a shifted frame.  Pass: bitwise equal (the
    tiles use the frame's own Catmull-Rom tap tables, re-based; see the module
-   docstring of ``livesr/kernels/tiling.py``); a non-bitwise result within 1e-6
+   docstring of ``livesr.kernels.tiling``); a non-bitwise result within 1e-6
    of the maximum is reported as ``close`` and fails.
 2. Throughput in input frames/s, streaming AVG over ``--frames`` frames: one
    GPU maps the whole frame; N GPUs each map their strip (one host thread per

@@ -33,7 +33,7 @@ One implementation per file, ``kernels/toy_scale/_numba.py``::
     def _scale(x, factor):
         return x * factor
 
-Using it::
+Using it (from the kernels layer or above)::
 
     from livesr.kernels.toy_scale import kernel as toy_scale
     y = toy_scale(x, factor=2.0)                    # dispatched, timed, recorded
@@ -44,7 +44,7 @@ Using it::
 
 from __future__ import annotations
 
-from livesr.engine._agent import AgentConfig, Decision, DelayAgent, Stats
+from livesr.engine._agent import AgentConfig, Decision, DelayAgent
 from livesr.engine._backends import (
     Availability,
     probe,
@@ -52,8 +52,10 @@ from livesr.engine._backends import (
     report_header,
     synchronize,
 )
-from livesr.engine._catalog import kernel_packages, load_kernel, load_kernels
-from livesr.engine._kernel import BENCH_SIZES, Kernel, KernelStats
+from livesr.engine._catalog import load_kernel, load_kernels
+from livesr.engine._delay_model import Stats
+from livesr.engine._kernel import BENCH_SIZES, Kernel
+from livesr.engine._kernel_stats import KernelStats
 from livesr.engine._registry import impl_id, implementation
 from livesr.engine._store import (
     BenchmarkStore,
@@ -94,7 +96,6 @@ __all__ = [
     "default_store",
     "impl_id",
     "implementation",
-    "kernel_packages",
     "load_kernel",
     "load_kernels",
     "probe",

@@ -74,6 +74,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from livesr.engine._delay_model import (
+    Stats,
+    logistic_p_delay,
+    phi,
+    sklearn_p_delay,
+)
+
 logger = logging.getLogger(__name__)
 
 
@@ -132,41 +139,6 @@ class AgentConfig:
                 )
 
 
-@dataclass(frozen=True)
-class Stats:
-    """Fast/slow half statistics of a run-time history (seconds)."""
-
-    fast_avg: float
-    fast_std: float
-    slow_avg: float
-    slow_std: float
-    n: int
-
-    @classmethod
-    def of(cls, times: Iterable[float]) -> Stats:
-        """Split ``times`` (non-empty) into fastest and slowest halves, NanoPyx style."""
-        values = sorted(times)
-        n = len(values)
-        if n == 0:
-            raise ValueError("Stats.of: no run times")
-        half = max(1, n // 2)
-        fast, slow = values[:half], values[half:] or values[:half]
-        return cls(_mean(fast), _pstd(fast), _mean(slow), _pstd(slow), n)
-
-
-def _mean(xs: Sequence[float]) -> float:
-    return sum(xs) / len(xs)
-
-
-def _pstd(xs: Sequence[float]) -> float:
-    m = _mean(xs)
-    return math.sqrt(sum((x - m) ** 2 for x in xs) / len(xs))
-
-
-def _phi(z: float) -> float:
-    return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
-
-
 @dataclass
 class _Track:
     runs: deque[float]
@@ -182,6 +154,19 @@ class _Track:
     cached: Stats | None = (
         None  # statistics of ``runs``/``prior``, reset when they change
     )
+
+
+@dataclass(frozen=True)
+class _Candidates:
+    """One call's view of its implementations: tracks, timed (``known``) and untimed
+    ones in the caller's order, FastAverage, Adjusted and ``P(meet deadline)``."""
+
+    tracks: Mapping[str, _Track]
+    known: list[str]
+    unknown: list[str]
+    fast: Mapping[str, float]
+    adjusted: Mapping[str, float]
+    p_meet: Mapping[str, float]
 
 
 @dataclass(frozen=True)
@@ -315,44 +300,72 @@ class DelayAgent:
 
     def _p_meet(self, track: _Track, st: Stats, deadline: float) -> float:
         sd = max(st.fast_std, self.config.rel_std_floor * st.fast_avg, 1e-9)
-        normal = _phi((deadline - st.fast_avg) / sd)
+        normal = phi((deadline - st.fast_avg) / sd)
         if not track.delayed:
             return normal
         f = track.delay_factor
-        slowed = _phi((deadline - st.fast_avg * f) / (sd * f))
+        slowed = phi((deadline - st.fast_avg * f) / (sd * f))
         return (1.0 - track.p_delay) * normal + track.p_delay * slowed
 
     # -- choosing ---------------------------------------------------------------
     def choose(
         self, sig: str, impls: Sequence[str], deadline_s: float | None = None
     ) -> Decision:
-        """Pick one of ``impls`` (available implementations, in exploration order)."""
+        """Pick one of ``impls`` (available implementations, in exploration order).
+
+        In order: explore an untimed implementation, probe a flagged one that would
+        be the favourite without its delay, else choose among the timed ones (those
+        likely to meet ``deadline_s``, if given) by eq. 4.
+        """
         if not impls:
             raise ValueError(f"{self.name}: no implementation to choose from")
-        cfg = self.config
+        view = self._candidates(sig, impls, deadline_s)
+        decision = self._explore(sig, view, deadline_s)
+        if decision is None:
+            decision = self._probe(view)
+        if decision is None:
+            decision = self._choose_timed(sig, view, deadline_s)
+        return decision
+
+    def _candidates(
+        self, sig: str, impls: Sequence[str], deadline_s: float | None
+    ) -> _Candidates:
         tracks = {i: self._track(sig, i) for i in impls}
         stats = {i: self._stats(t) for i, t in tracks.items()}
-        known = [i for i in impls if stats[i] is not None]
-        unknown = [i for i in impls if stats[i] is None]
-        fast = {i: stats[i].fast_avg for i in known}  # type: ignore[union-attr]
-        adjusted = {i: self._adjusted(tracks[i], stats[i]) for i in known}  # type: ignore[arg-type]
+        timed = {i: st for i, st in stats.items() if st is not None}
+        known = [i for i in impls if i in timed]
         p_meet: dict[str, float] = {}
         if deadline_s is not None:
-            p_meet = {i: self._p_meet(tracks[i], stats[i], deadline_s) for i in known}  # type: ignore[arg-type]
+            p_meet = {i: self._p_meet(tracks[i], timed[i], deadline_s) for i in known}
+        return _Candidates(
+            tracks=tracks,
+            known=known,
+            unknown=[i for i in impls if i not in timed],
+            fast={i: timed[i].fast_avg for i in known},
+            adjusted={i: self._adjusted(tracks[i], timed[i]) for i in known},
+            p_meet=p_meet,
+        )
 
-        if unknown and (
-            deadline_s is None
-            or not any(p >= cfg.deadline_confidence for p in p_meet.values())
-        ):
-            return Decision(unknown[0], "explore", None, expected=dict(adjusted))
-        if unknown and deadline_s is not None:
-            explored = self._explore_under_deadline(
-                sig, unknown, tracks, adjusted, p_meet, deadline_s
+    def _explore(
+        self, sig: str, view: _Candidates, deadline_s: float | None
+    ) -> Decision | None:
+        """An untimed implementation: at once without a deadline or when no timed one
+        is likely to meet it, else rationed (:meth:`_explore_under_deadline`)."""
+        if not view.unknown:
+            return None
+        confidence = self.config.deadline_confidence
+        if deadline_s is None or not any(p >= confidence for p in view.p_meet.values()):
+            return Decision(
+                view.unknown[0], "explore", None, expected=dict(view.adjusted)
             )
-            if explored is not None:
-                return explored
+        return self._explore_under_deadline(
+            sig, view.unknown, view.tracks, view.adjusted, view.p_meet, deadline_s
+        )
 
-        # Probe a flagged implementation that would be the favourite without its delay.
+    def _probe(self, view: _Candidates) -> Decision | None:
+        """Probe a flagged implementation that would be the favourite without its
+        delay, once its probe interval has passed."""
+        known, tracks, adjusted = view.known, view.tracks, view.adjusted
         best_other = {
             i: min((adjusted[j] for j in known if j != i), default=math.inf)
             for i in known
@@ -361,21 +374,30 @@ class DelayAgent:
             i
             for i in known
             if tracks[i].delayed
-            and fast[i] < best_other[i]
+            and view.fast[i] < best_other[i]
             and tracks[i].since_run >= tracks[i].probe_interval
         ]
-        if due:
-            impl = min(due, key=lambda i: fast[i])
-            logger.debug(
-                "%s: probing delayed %s after %d calls",
-                self.name,
-                impl,
-                tracks[impl].since_run,
-            )
-            p = p_meet.get(impl)
-            miss = p is not None and p < cfg.deadline_confidence
-            return Decision(impl, "probe", adjusted[impl], p, miss, dict(adjusted))
+        if not due:
+            return None
+        impl = min(due, key=lambda i: view.fast[i])
+        logger.debug(
+            "%s: probing delayed %s after %d calls",
+            self.name,
+            impl,
+            tracks[impl].since_run,
+        )
+        p = view.p_meet.get(impl)
+        miss = p is not None and p < self.config.deadline_confidence
+        return Decision(impl, "probe", adjusted[impl], p, miss, dict(adjusted))
 
+    def _choose_timed(
+        self, sig: str, view: _Candidates, deadline_s: float | None
+    ) -> Decision:
+        """Among the timed implementations: restricted to those likely to meet the
+        deadline, the fastest, or a draw ∝ ``1 / Adjusted²`` when delays reorder
+        them (eq. 4)."""
+        cfg = self.config
+        known, adjusted, p_meet = view.known, view.adjusted, view.p_meet
         pool = known
         hopeless = False
         if deadline_s is not None:
@@ -394,24 +416,26 @@ class DelayAgent:
                     impl, "deadline", adjusted[impl], p_meet[impl], True, dict(adjusted)
                 )
 
-        by_fast = min(pool, key=lambda i: fast[i])
+        by_fast = min(pool, key=lambda i: view.fast[i])
         by_adjusted = min(pool, key=lambda i: adjusted[i])
         self._log_preference(sig, by_adjusted, adjusted, deadline_s, p_meet)
-        if by_fast == by_adjusted or not any(tracks[i].delayed for i in pool):
+        if by_fast == by_adjusted or not any(view.tracks[i].delayed for i in pool):
             impl, reason = by_fast, "fastest"
         else:
-            weights = [max(adjusted[i], 1e-12) ** -cfg.exponent for i in pool]
-            r = self.rng.random() * sum(weights)
-            impl = pool[-1]
-            for i, w in zip(pool, weights, strict=True):
-                r -= w
-                if r < 0:
-                    impl = i
-                    break
-            reason = "stochastic"
+            impl, reason = self._draw(pool, adjusted), "stochastic"
         return Decision(
             impl, reason, adjusted[impl], p_meet.get(impl), hopeless, dict(adjusted)
         )
+
+    def _draw(self, pool: Sequence[str], adjusted: Mapping[str, float]) -> str:
+        """Eq. 4: draw with probability ∝ ``1 / Adjusted^exponent`` (``self.rng``)."""
+        weights = [max(adjusted[i], 1e-12) ** -self.config.exponent for i in pool]
+        r = self.rng.random() * sum(weights)
+        for i, w in zip(pool, weights, strict=True):
+            r -= w
+            if r < 0:
+                return i
+        return pool[-1]
 
     def _explore_under_deadline(
         self,
@@ -569,74 +593,3 @@ class DelayAgent:
             t > threshold
         ]
         return float(self._p_delay_fn(labels, self.config.regularization_c))
-
-
-def logistic_p_delay(
-    labels: list[bool], c: float = 100.0, no_evidence_p: float = 0.01
-) -> float:
-    """P(next run delayed | this run delayed) by logistic regression on label pairs.
-
-    Fits ``delayed[k+1] ~ delayed[k]`` with an intercept and an L2 penalty on the
-    coefficient, the objective of scikit-learn's ``LogisticRegression(C=c)``
-    (``0.5·w² + C·Σ log-loss``), and returns the predicted probability for
-    ``delayed[k] = True``.  With one binary feature the data reduce to four counts,
-    so the fit is a few Newton steps in plain Python (microseconds; scikit-learn
-    takes ~1.5 ms per fit here plus ~0.8 s to import, on the hot path of the first
-    delay).  :func:`sklearn_p_delay` is the same model through scikit-learn (tests
-    check they agree).  With one class only: ``no_evidence_p`` if no run was
-    delayed, ``1 − no_evidence_p`` if all were.
-    """
-    y = labels[1:]
-    if len(y) < 1 or not any(y):
-        return no_evidence_p
-    if all(y):
-        return 1.0 - no_evidence_p
-    x = labels[:-1]
-    n1 = sum(1 for xi in x if xi)
-    k1 = sum(1 for xi, yi in zip(x, y, strict=True) if xi and yi)
-    n0 = len(x) - n1
-    k0 = sum(1 for xi, yi in zip(x, y, strict=True) if not xi and yi)
-    b = w = 0.0
-    for _ in range(100):
-        p0, p1 = _sigmoid(b), _sigmoid(b + w)
-        gw = w + c * (n1 * p1 - k1)
-        gb = c * (n0 * p0 - k0 + n1 * p1 - k1)
-        h1 = c * n1 * p1 * (1.0 - p1)
-        hww = 1.0 + h1
-        hbb = c * n0 * p0 * (1.0 - p0) + h1
-        det = hww * hbb - h1 * h1
-        if det <= 1e-300:
-            break
-        dw = (hbb * gw - h1 * gb) / det
-        db = (hww * gb - h1 * gw) / det
-        w, b = w - dw, b - db
-        if abs(dw) < 1e-10 and abs(db) < 1e-10:
-            break
-    return _sigmoid(b + w)
-
-
-def _sigmoid(z: float) -> float:
-    if z >= 0:
-        return 1.0 / (1.0 + math.exp(-z))
-    e = math.exp(z)
-    return e / (1.0 + e)
-
-
-def sklearn_p_delay(
-    labels: list[bool], c: float = 100.0, no_evidence_p: float = 0.01
-) -> float:
-    """:func:`logistic_p_delay` through scikit-learn (imported here, on first use)."""
-    y = labels[1:]
-    if len(y) < 1 or not any(y):
-        return no_evidence_p
-    if all(y):
-        return 1.0 - no_evidence_p
-    import numpy as np
-    from sklearn.linear_model import LogisticRegression
-
-    x = np.asarray(labels[:-1], dtype=float).reshape(-1, 1)
-    model = LogisticRegression(C=c, tol=1e-8, max_iter=1000).fit(
-        x, np.asarray(y, dtype=bool)
-    )
-    proba = model.predict_proba(np.array([[1.0]]))[0]
-    return float(proba[list(model.classes_).index(True)])

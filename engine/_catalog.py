@@ -1,4 +1,9 @@
-"""Which kernels exist: ``livesr.kernels.KERNEL_PACKAGES`` and their ``kernel`` objects."""
+"""Loading kernels by package name.
+
+The engine does not know which kernels exist: the layer above owns the catalogue
+(``livesr.kernels.KERNEL_PACKAGES``) and passes package names in, so the engine
+imports nothing above itself.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,6 @@ import importlib
 from collections.abc import Iterable
 
 from livesr.engine._kernel import Kernel
-
-
-def kernel_packages() -> tuple[str, ...]:
-    """The kernel package names livesr ships (``livesr.kernels.KERNEL_PACKAGES``, or ``()``)."""
-    try:
-        kernels = importlib.import_module("livesr.kernels")
-    except ImportError:
-        return ()
-    return tuple(getattr(kernels, "KERNEL_PACKAGES", ()) or ())
 
 
 def load_kernel(package: str) -> Kernel:
@@ -29,8 +25,7 @@ def load_kernel(package: str) -> Kernel:
     return kernel
 
 
-def load_kernels(packages: Iterable[str] | None = None) -> list[Kernel]:
-    """The :class:`Kernel` of each package (default: :func:`kernel_packages`)."""
-    return [
-        load_kernel(p) for p in (kernel_packages() if packages is None else packages)
-    ]
+def load_kernels(packages: Iterable[str]) -> list[Kernel]:
+    """The :class:`Kernel` of each package, in order (e.g. of
+    ``livesr.kernels.KERNEL_PACKAGES``)."""
+    return [load_kernel(p) for p in packages]

@@ -2,7 +2,10 @@
 
 Read from cheap sources only (``/proc/cpuinfo``, ``/proc/driver/nvidia``, the
 ``platform`` module, package metadata): no backend is imported, no subprocess is
-run.  Benchmarks recorded under one fingerprint are never used under another, so a
+run.  The livesr release is the version of the installed distribution the engine
+ships in, read from package metadata here (the engine imports nothing above itself;
+a version handed down by the stream layer would leave the default store of a
+library user who never imports stream without one).  Benchmarks recorded under one fingerprint are never used under another, so a
 new GPU, driver or livesr release starts from the factory defaults again.  (OpenCL
 device identity is not part of it: probing OpenCL costs a platform scan; an OpenCL
 device change on the same machine shows up as a delay and then as new timings.)
@@ -15,9 +18,19 @@ import hashlib
 import json
 import os
 import platform
+from importlib import metadata
 from pathlib import Path
 
-from livesr.stream._version import livesr_version
+#: The distribution whose version is part of the fingerprint.
+DISTRIBUTION = "livesr"
+
+
+def release() -> str:
+    """The installed livesr version, or ``"0+unknown"`` from a bare tree."""
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:  # pragma: no cover - a bare checkout
+        return "0+unknown"
 
 
 def _cpu_model() -> str:
@@ -59,7 +72,7 @@ def machine_description() -> dict[str, object]:
         "machine": platform.machine(),
         "gpus": gpus,
         "nvidia_driver": driver,
-        "livesr": livesr_version(),
+        "livesr": release(),
     }
 
 

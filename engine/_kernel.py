@@ -34,22 +34,15 @@ import logging
 import math
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from livesr.engine._agent import AgentConfig, Decision, DelayAgent
-from livesr.engine._backends import probe
-from livesr.engine._registry import (
-    Registration,
-    discover_modules,
-    generation,
-    registrations,
-)
+from livesr.engine._implementations import ImplementationSet
+from livesr.engine._kernel_stats import DeadlineAccount, KernelStats
+from livesr.engine._registry import Registration
 from livesr.engine._timing import Clock, timed_call
 from livesr.engine._types import (
-    Backend,
     DeadlineMiss,
     ImplInfo,
     InputSignature,
@@ -68,31 +61,9 @@ AdaptFn = Callable[
     [str, tuple[Any, ...], dict[str, Any]], tuple[Sequence[Any], dict[str, Any]]
 ]
 
-#: Exploration order: compiled/device backends first, the reference last.
-_BACKEND_ORDER = {
-    Backend.CUPY: 0,
-    Backend.OPENCL: 1,
-    Backend.CYTHON: 2,
-    Backend.NUMBA: 3,
-    Backend.NUMPY: 4,
-}
 _MAX_SEEN = 4096
 #: The sizes ``livesr bench --size`` offers to ``bench_cases``.
 BENCH_SIZES: tuple[str, ...] = ("small", "medium", "large")
-
-
-@dataclass
-class KernelStats:
-    """Counters of one kernel in this process (read them, do not write)."""
-
-    calls: int = 0
-    recorded: int = 0
-    warmup_calls: int = 0
-    failures: int = 0
-    deadline_calls: int = 0
-    deadline_misses: int = 0
-    predicted_misses: int = 0
-    by_impl: Counter[str] = field(default_factory=Counter)
 
 
 class Kernel:
@@ -154,11 +125,9 @@ class Kernel:
         self.params = params
         self.stats = KernelStats()
         self.last_decision: Decision | None = None
-        self.last_deadline_miss: DeadlineMiss | None = None
+        self._deadlines = DeadlineAccount(name, self.stats)
         self._lock = threading.RLock()
-        self._discovered = False
-        self._failures: dict[str, ImplInfo] = {}
-        self._broken: dict[str, str] = {}
+        self._impls = ImplementationSet(name, package, self._lock)
         # (impl, exact signature) pairs already run once in this process (insertion
         # ordered, capped at _MAX_SEEN: a forgotten pair only costs one unrecorded run)
         self._seen: dict[tuple[str, str], None] = {}
@@ -169,8 +138,6 @@ class Kernel:
         self._defaults_source: (
             Callable[[str], Mapping[tuple[str, str], list[float]]] | None
         ) = None
-        self._missing_deadline = False
-        self._available_cache: tuple[int, list[Registration]] | None = None
         # (signature key, record) -> implementation id kept by fastest()
         self._fastest: dict[tuple[str, bool], str] = {}
 
@@ -203,7 +170,7 @@ class Kernel:
             if factory_defaults is not None:
                 self._defaults_source = factory_defaults
             self._seen.clear()
-            self._available_cache = None
+            self._impls.invalidate()
             self._fastest.clear()
         return self
 
@@ -223,97 +190,21 @@ class Kernel:
             self._store_set = True
         return self._store
 
-    # -- registry -------------------------------------------------------------------
-    def _discover(self) -> None:
-        if self._discovered:
-            return
-        with self._lock:
-            if self._discovered:
-                return
-            for f in discover_modules(self.package):
-                variant = f.id.split("-", 1)[1] if "-" in f.id else ""
-                self._failures[f.id] = ImplInfo(
-                    f.id, f.backend, variant, False, f.reason, f.module
-                )
-            self._discovered = True
-
-    def _registrations(self) -> dict[str, Registration]:
-        self._discover()
-        return registrations(self.name)
-
+    # -- implementations ------------------------------------------------------------
     def implementations(self, include_unavailable: bool = True) -> list[ImplInfo]:
         """The kernel's implementations, sorted by id (discovers them on first call)."""
-        regs = self._registrations()
-        infos: dict[str, ImplInfo] = {}
-        for rid, reg in regs.items():
-            avail = probe(reg.backend)
-            reason = "" if avail.ok else avail.reason
-            if rid in self._broken:
-                reason = self._broken[rid]
-            infos[rid] = ImplInfo(
-                rid, reg.backend, reg.variant, not reason, reason, reg.module
-            )
-        for fid, info in self._failures.items():
-            infos.setdefault(fid, info)
-        out = sorted(infos.values(), key=lambda i: i.id)
-        return out if include_unavailable else [i for i in out if i.available]
+        return self._impls.infos(include_unavailable)
 
     def refresh(self) -> None:
         """Recompute which implementations are available (after changing the
         environment, e.g. ``LIVESR_DISABLE_BACKENDS``); discovery is not repeated."""
-        from livesr.engine._backends import clear_probe_cache
-
-        clear_probe_cache()
-        self._available_cache = None
+        self._impls.refresh()
 
     def _available(self) -> list[Registration]:
-        cache = self._available_cache
-        if cache is not None and cache[0] == generation():
-            return cache[1]
-        gen = generation()
-        chosen = self._compute_available()
-        self._available_cache = (gen, chosen)
-        return chosen
-
-    def _compute_available(self) -> list[Registration]:
-        regs = self._registrations()
-        ok = {i.id for i in self.implementations(include_unavailable=False)}
-        chosen = [r for rid, r in regs.items() if rid in ok]
-        chosen.sort(key=lambda r: (_BACKEND_ORDER[r.backend], r.variant))
-        if not chosen:
-            reasons = (
-                "; ".join(
-                    f"{i.id}: {i.reason}"
-                    for i in self.implementations()
-                    if not i.available
-                )
-                or f"no module matching _<backend>*.py in {self.package}"
-            )
-            raise RuntimeError(
-                f"kernel {self.name!r} has no available implementation ({reasons}); "
-                "run 'livesr backends' to see what is missing"
-            )
-        return chosen
+        return self._impls.available()
 
     def _registration(self, impl: str) -> Registration:
-        regs = self._registrations()
-        reg = regs.get(impl)
-        if reg is None:
-            info = self._failures.get(impl)
-            if info is not None:
-                raise RuntimeError(
-                    f"{self.name}: implementation {impl!r} is unavailable: {info.reason}"
-                )
-            raise KeyError(
-                f"{self.name}: no implementation {impl!r}; registered: "
-                f"{', '.join(sorted(regs)) or 'none'}"
-            )
-        avail = probe(reg.backend)
-        if not avail.ok:
-            raise RuntimeError(
-                f"{self.name}: implementation {impl!r} is unavailable: {avail.reason}"
-            )
-        return reg
+        return self._impls.get(impl)
 
     # -- inputs -----------------------------------------------------------------------
     def prepare(
@@ -547,6 +438,7 @@ class Kernel:
                 if decision.expected_s is None
                 else f"{decision.expected_s * 1e3:.3g} ms",
             )
+            run_args: Sequence[Any]
             try:
                 if adapt is None:
                     run_args, run_kwargs = args, kwargs
@@ -582,8 +474,8 @@ class Kernel:
         with self._lock:
             for impl, exc in failed:
                 self.stats.failures += 1
-                self._broken[impl] = (
-                    f"{impl}: failed on {sig} ({type(exc).__name__}: {exc})"
+                self._impls.disable(
+                    impl, f"{impl}: failed on {sig} ({type(exc).__name__}: {exc})"
                 )
                 logger.error(
                     "%s: %s raised %s: %s where %s succeeded; disabled for this "
@@ -597,7 +489,6 @@ class Kernel:
                     if logger.isEnabledFor(logging.DEBUG)
                     else None,
                 )
-            self._available_cache = None
 
     def _seed(self, sig: InputSignature, by_id: Mapping[str, Registration]) -> None:
         agent = self.agent
@@ -659,54 +550,13 @@ class Kernel:
                 store = self._get_store()
                 if store is not None:
                     store.record(self.name, impl, sig.key, seconds)
-            if deadline_s is None:
-                return
-            self.stats.deadline_calls += 1
-            predicted = bool(decision and decision.predicted_miss)
-            if predicted:
-                self.stats.predicted_misses += 1
-            if seconds <= deadline_s:
-                if self._missing_deadline and not predicted:
-                    self._missing_deadline = False
-                    logger.info(
-                        "%s: meeting the %.3g ms deadline again",
-                        self.name,
-                        deadline_s * 1e3,
-                    )
-                return
-            self.stats.deadline_misses += 1
-            miss = DeadlineMiss(
-                self.name,
-                impl,
-                deadline_s,
-                decision.expected_s
-                if decision and decision.expected_s is not None
-                else math.nan,
-                seconds,
-                decision.p_meet
-                if decision and decision.p_meet is not None
-                else math.nan,
-                predicted,
-            )
-            self.last_deadline_miss = miss
-            if not self._missing_deadline:
-                self._missing_deadline = True
-                logger.warning(
-                    "%s: %s took %.3g ms, over the %.3g ms deadline (%s; %d of %d calls missed)",
-                    self.name,
-                    impl,
-                    seconds * 1e3,
-                    deadline_s * 1e3,
-                    "no implementation was expected to meet it"
-                    if predicted
-                    else "unexpected",
-                    self.stats.deadline_misses,
-                    self.stats.deadline_calls,
-                )
-            else:
-                logger.debug(
-                    "%s: deadline miss %s %.3g ms", self.name, impl, seconds * 1e3
-                )
+            if deadline_s is not None:
+                self._deadlines.account(impl, seconds, deadline_s, decision)
+
+    @property
+    def last_deadline_miss(self) -> DeadlineMiss | None:
+        """The latest call that ran over its ``deadline_s`` (None if none did)."""
+        return self._deadlines.last_miss
 
     @property
     def deadline_misses(self) -> int:

@@ -204,7 +204,7 @@ class InputSignature:
         For a kernel's ``signature=`` hook, e.g.
         ``lambda args, kwargs: InputSignature.of(args[0], magnification=args[1].magnification)``.
         """
-        return cls(tuple(array.shape) or (1,), str(array.dtype), params)
+        return cls(tuple(array.shape) or (1,), str(array.dtype), tuple(params.items()))
 
     @classmethod
     def from_key(cls, key: str) -> InputSignature:
@@ -235,10 +235,8 @@ class InputSignature:
                 d += 1.0
                 continue
             x, y = pa[name], pb[name]
-            numeric = all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in (x, y)
-            )
-            if numeric:
+            if _is_number(x) and _is_number(y):
+                assert isinstance(x, (int, float)) and isinstance(y, (int, float))
                 m = max(abs(x), abs(y))
                 d += abs(x - y) / m if m else 0.0
             elif x != y:
@@ -326,3 +324,8 @@ class DeadlineMiss:
     measured_s: float | None
     p_meet: float
     predicted: bool
+
+
+def _is_number(v: object) -> bool:
+    """An int or float parameter value (bools are not numbers here)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)

@@ -3,7 +3,8 @@
 Used by ``tests/conftest.py``; importable by any plugin (imports pytest when called).
 
 - :func:`parametrize_kernel_impls` parametrises a test argument ``kernel_impl`` over
-  every kernel of ``KERNEL_PACKAGES`` × its implementations, ids ``<kernel>-<impl>``
+  every kernel of the caller's catalogue (``livesr.kernels.KERNEL_PACKAGES``,
+  passed in) × its implementations, ids ``<kernel>-<impl>``
   (``esrrf_map-numba``), so ``pytest -k numba`` and ``-k esrrf_map`` work.  An
   unavailable implementation is a skip with its reason.
 - ``LIVESR_REQUIRE_BACKENDS=cupy,opencl`` (or ``all``) turns the skips of those
@@ -21,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from livesr.engine._catalog import kernel_packages, load_kernel
+from livesr.engine._catalog import load_kernel
 from livesr.engine._kernel import Kernel
 from livesr.engine._types import ImplInfo, Tolerance
 
@@ -76,21 +77,27 @@ def skip_backend(backend: str, reason: str) -> None:
     pytest.skip(f"{backend}: {reason}" if not reason.startswith(backend) else reason)
 
 
-def packages_under_test(packages: Iterable[str] | None = None) -> list[str]:
-    """``KERNEL_PACKAGES`` plus the ones in ``LIVESR_TEST_KERNEL_PACKAGES``."""
+def packages_under_test(
+    packages: Iterable[str] | None = None, catalogue: Iterable[str] = ()
+) -> list[str]:
+    """``packages`` if given, else ``catalogue`` (the caller's, e.g.
+    ``livesr.kernels.KERNEL_PACKAGES``) plus the ones in ``LIVESR_TEST_KERNEL_PACKAGES``."""
     if packages is not None:
         return list(packages)
     extra = [p.strip() for p in os.environ.get(EXTRA_ENV, "").split(",") if p.strip()]
-    return list(dict.fromkeys([*kernel_packages(), *extra]))
+    return list(dict.fromkeys([*catalogue, *extra]))
 
 
-def kernel_impl_params(packages: Iterable[str] | None = None) -> list[Any]:
-    """``pytest.param`` objects, one per (kernel, implementation)."""
+def kernel_impl_params(
+    packages: Iterable[str] | None = None, catalogue: Iterable[str] = ()
+) -> list[Any]:
+    """``pytest.param`` objects, one per (kernel, implementation) of
+    :func:`packages_under_test`."""
     import pytest
 
     required = required_backends()
     params = []
-    for package in packages_under_test(packages):
+    for package in packages_under_test(packages, catalogue):
         try:
             kernel = load_kernel(package)
             infos = kernel.implementations(include_unavailable=True)
@@ -110,11 +117,16 @@ def kernel_impl_params(packages: Iterable[str] | None = None) -> list[Any]:
 
 
 def parametrize_kernel_impls(
-    metafunc: Any, packages: Iterable[str] | None = None
+    metafunc: Any,
+    packages: Iterable[str] | None = None,
+    catalogue: Iterable[str] = (),
 ) -> None:
-    """Call from ``pytest_generate_tests``: parametrise ``kernel_impl`` if requested."""
+    """Call from ``pytest_generate_tests``: parametrise ``kernel_impl`` if requested
+    (over ``packages``, or ``catalogue`` plus ``LIVESR_TEST_KERNEL_PACKAGES``)."""
     if ARGNAME in metafunc.fixturenames:
-        metafunc.parametrize(ARGNAME, kernel_impl_params(packages), indirect=True)
+        metafunc.parametrize(
+            ARGNAME, kernel_impl_params(packages, catalogue), indirect=True
+        )
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-#: The engine kernels livesr ships (read by ``livesr.engine.kernel_packages``): each is
+#: The engine kernels livesr ships (passed to ``livesr.engine.load_kernels``): each is
 #: a folder whose ``__init__`` declares ``kernel = Kernel(...)``.  Plain strings, so
 #: reading this imports nothing.
 KERNEL_PACKAGES: tuple[str, ...] = (
@@ -33,10 +33,10 @@ KERNEL_PACKAGES: tuple[str, ...] = (
 )
 
 _EXPORTS: dict[str, str] = {
-    "esrrf": "livesr.kernels.esrrf",
-    "esrrf_frame": "livesr.kernels.esrrf",
-    "EsrrfParams": "livesr.kernels.esrrf",
-    "macro_pixel_correction": "livesr.kernels.esrrf",
+    "esrrf": "livesr.kernels.esrrf_stack",
+    "esrrf_frame": "livesr.kernels.esrrf_stack",
+    "EsrrfParams": "livesr.kernels.esrrf_stack",
+    "macro_pixel_correction": "livesr.kernels.esrrf_stack",
     "SlidingEsrrf": "livesr.kernels.sliding",
     "esrrf_movie": "livesr.kernels.sliding",
     "estimate_drift": "livesr.kernels.drift",

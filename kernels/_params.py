@@ -218,3 +218,15 @@ def validate_shift(shift: Any) -> tuple[float, float]:
             f"shift must be finite (dy, dx) in input pixels, got {shift!r}"
         )
     return dy, dx
+
+
+def validate_out(out: Any, shape: tuple[int, int]) -> np.ndarray | None:
+    """``out`` (None, or a float32 array of ``shape`` to write into), checked."""
+    if out is not None and (
+        not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != np.float32
+    ):
+        raise ValueError(
+            f"out must be a float32 array of shape {shape}, got "
+            f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}"
+        )
+    return out

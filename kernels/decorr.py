@@ -133,8 +133,9 @@ def _circular_mask(w: int) -> np.ndarray:
 class _Analysis:
     """The state of one NanoPyx ``DecorrAnalysis`` run (rmin 0, rmax 1)."""
 
-    def __init__(self, n_r: int, n_g: int) -> None:
+    def __init__(self, n_r: int, n_g: int, pixel_size: float = 1.0) -> None:
         self.n_r, self.n_g = n_r, n_g
+        self.pixel_size = pixel_size
         self.rmin, self.rmax = _F32(0), _F32(1)
 
     # -- the ring sums -------------------------------------------------------
@@ -384,6 +385,4 @@ def decorrelation_analysis(
         raise ValueError(f"pixel_size must be > 0, got {pixel_size!r}")
     if int(n_r) < 2 or int(n_g) < 2:
         raise ValueError(f"n_r and n_g must be >= 2, got n_r={n_r}, n_g={n_g}")
-    analysis = _Analysis(int(n_r), int(n_g))
-    analysis.pixel_size = float(pixel_size)
-    return analysis.run(img)
+    return _Analysis(int(n_r), int(n_g), float(pixel_size)).run(img)

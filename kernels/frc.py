@@ -181,6 +181,35 @@ def _decorr_peak(d: np.ndarray, r: np.ndarray, min_drop: float) -> tuple[float, 
     return 0.0, 0.0
 
 
+def _decorr_image(
+    image: np.ndarray,
+    pixel_size: float,
+    n_radii: int,
+    n_filters: int,
+    min_amplitude: float,
+) -> np.ndarray:
+    """``image`` as float64, with the arguments of :func:`decorrelation_resolution`
+    checked."""
+    img = np.asarray(image, dtype=np.float64)
+    if img.ndim != 2 or min(img.shape) < 16:
+        raise ValueError(
+            f"decorrelation_resolution needs a 2-D image, each side >= 16; got "
+            f"{img.shape}"
+        )
+    if not np.isfinite(img).all():
+        raise ValueError("decorrelation_resolution: image must be finite")
+    if not (math.isfinite(pixel_size) and pixel_size > 0):
+        raise ValueError(
+            f"decorrelation_resolution pixel_size={pixel_size!r}; expected > 0"
+        )
+    if n_radii < 10 or n_filters < 1 or not 0 < min_amplitude < 1:
+        raise ValueError(
+            f"decorrelation_resolution n_radii={n_radii!r} (>= 10), n_filters="
+            f"{n_filters!r} (>= 1), min_amplitude={min_amplitude!r} (in (0, 1))"
+        )
+    return img
+
+
 def decorrelation_resolution(
     image: np.ndarray,
     *,
@@ -212,23 +241,7 @@ def decorrelation_resolution(
     float
         ``2 * pixel_size / kc``; NaN when no curve has a peak (no structure).
     """
-    img = np.asarray(image, dtype=np.float64)
-    if img.ndim != 2 or min(img.shape) < 16:
-        raise ValueError(
-            f"decorrelation_resolution needs a 2-D image, each side >= 16; got "
-            f"{img.shape}"
-        )
-    if not np.isfinite(img).all():
-        raise ValueError("decorrelation_resolution: image must be finite")
-    if not (math.isfinite(pixel_size) and pixel_size > 0):
-        raise ValueError(
-            f"decorrelation_resolution pixel_size={pixel_size!r}; expected > 0"
-        )
-    if n_radii < 10 or n_filters < 1 or not 0 < min_amplitude < 1:
-        raise ValueError(
-            f"decorrelation_resolution n_radii={n_radii!r} (>= 10), n_filters="
-            f"{n_filters!r} (>= 1), min_amplitude={min_amplitude!r} (in (0, 1))"
-        )
+    img = _decorr_image(image, pixel_size, n_radii, n_filters, min_amplitude)
     h, w = img.shape
     win = np.outer(_tukey(h, edge_fraction), _tukey(w, edge_fraction))
     spec = np.abs(np.fft.fft2((img - img.mean()) * win))

@@ -545,7 +545,7 @@ class SlidingEsrrf:
         rng = np.random.default_rng(0)
         frame = rng.poisson(100.0, (h, w)).astype(np.float32)
         if self._map_fn is None:
-            from livesr.kernels.esrrf import esrrf_frame
+            from livesr.kernels.esrrf_stack import esrrf_frame
 
             self._map_fn = esrrf_frame
         self._map_fn(frame, self._params, shift=(0.25, -0.25), out=None)
@@ -1112,7 +1112,7 @@ class SlidingEsrrf:
     ) -> np.ndarray:
         fn = self._map_fn
         if fn is None:
-            from livesr.kernels.esrrf import esrrf_frame
+            from livesr.kernels.esrrf_stack import esrrf_frame
 
             fn = self._map_fn = esrrf_frame
         result = fn(frame32, self._params, shift=shift, out=out)
@@ -1206,7 +1206,7 @@ class SlidingEsrrf:
         )
         if self._cfg.macro_pixel_correction:
             if self._mpc is None:
-                from livesr.kernels.esrrf import macro_pixel_correction
+                from livesr.kernels.esrrf_stack import macro_pixel_correction
 
                 self._mpc = macro_pixel_correction
             image = self._mpc(image, self._params.magnification)

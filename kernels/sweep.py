@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -176,7 +177,7 @@ class _FrameMaps:
             magnification_coordinates,
         )
         from livesr.kernels.catmull_rom import kernel as catmull_rom
-        from livesr.kernels.esrrf import _run
+        from livesr.kernels.esrrf_stack import _run
         from livesr.kernels.roberts_cross import kernel as roberts
 
         h, w = img.shape
@@ -214,6 +215,8 @@ def esrrf_sweep(
     progress: Callable[[int], None] | None = None,
     deadline: float | None = None,
 ) -> SweepResult:
+    # Long because of its docstring (NanoPyx's options and where the results may
+    # differ from it); the body is 70 lines, the steps in the helpers below.
     """Sweep eSRRF radius x sensitivity and score each pair by QnR (as NanoPyx).
 
     ``qnr`` equals NanoPyx 2.1.5's ``run_esrrf_parameter_sweep(stack, magnification,
@@ -256,13 +259,6 @@ def esrrf_sweep(
     -------
     SweepResult
     """
-    from livesr.kernels.decorr import decorrelation_analysis
-    from livesr.kernels.esrrf import _run
-    from livesr.kernels.frc import fire_number
-    from livesr.kernels.rgc import kernel as rgc
-    from livesr.kernels.squirrel import error_map
-    from livesr.kernels.temporal import TemporalAccumulator
-
     start_time = time.perf_counter()
     sens = _validate_values("sensitivities", sensitivities, 0.0, strict=False)
     rads = _validate_values("radii", radii, 0.0, strict=True)
@@ -279,115 +275,41 @@ def esrrf_sweep(
         for s in sens
     ]
     m = params[0][0].magnification
-    t, h, w = stack_shape(stack)
-    if getattr(stack, "ndim", 3) != 3:
-        raise ValueError(
-            f"stack must be (t, H, W), got shape {getattr(stack, 'shape', None)}"
-        )
-    if t < 2:
-        raise ValueError(f"the sweep needs at least 2 frames (odd and even), got {t}")
-    if frames_per_batch is None:
-        batch = t
-    else:
-        if (
-            isinstance(frames_per_batch, bool)
-            or int(frames_per_batch) != frames_per_batch
-            or frames_per_batch < 1
-        ):
-            raise ValueError(
-                "frames_per_batch must be a positive integer or None, got "
-                f"{frames_per_batch!r}"
-            )
-        batch = int(frames_per_batch)
-    if use_decorr and min(h, w) * m <= 40:
-        raise ValueError(
-            f"use_decorr needs SR images > 40 px a side; {h}x{w} at M={m} is too small"
-        )
-    ns, nr = len(sens), len(rads)
-    shape_sr = (h * m, w * m)
+    t, h, w = _stack_shape(stack, m, use_decorr)
+    batch = _batch_size(frames_per_batch, t)
+    accs = _Accumulators(mode, (h * m, w * m), len(sens), len(rads), batch < t)
     maps = _FrameMaps(m, impl)
-
-    def accs() -> list[list[Any]]:
-        return [[TemporalAccumulator(mode, shape_sr) for _ in rads] for _ in sens]
-
-    whole = accs()
-    parity = (accs(), accs())  # [0] even frames of a batch, [1] odd
-    batch_all = accs() if batch < t else whole
     raw_sum = np.zeros((h, w), np.float64)
     rsp_vals: list[np.ndarray] = []
     res_vals: list[np.ndarray] = []
     for b0 in range(0, t, batch):
         b1 = min(b0 + batch, t)
         raw_batch = np.zeros((h, w), np.float64)
-        for group in (*parity, *(() if batch_all is whole else (batch_all,))):
-            for row in group:
-                for acc in row:
-                    acc.reset()
+        accs.new_batch()
         for i in range(b0, b1):
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"esrrf_sweep: time budget ran out at frame {i}/{t}")
-            try:
-                frame = np.asarray(stack[i])
-                if frame.shape != (h, w):
-                    raise ValueError(f"frame shape {frame.shape}, expected {(h, w)}")
-                img = frame.astype(np.float32)
-                if not np.isfinite(img).all():
-                    raise ValueError("frame contains NaN or inf")
-            except ValueError as err:
-                raise ValueError(f"stack frame {i}: {err}") from None
+            img = _read_frame(stack, i, (h, w))
             raw_batch += img
-            gx2, gy2, intensity = maps(img)
-            for si in range(ns):
-                for ri in range(nr):
-                    fmap = _run(rgc, impl, (gx2, gy2, intensity, params[si][ri]), {})
-                    parity[(i - b0) % 2][si][ri].add(fmap)
-                    whole[si][ri].add(fmap)
-                    if batch_all is not whole:
-                        batch_all[si][ri].add(fmap)
+            accs.add_frame((i - b0) % 2, maps(img), params, impl)
             if progress is not None:
                 progress(1)
         raw_sum += raw_batch
-        n_b = b1 - b0
-        raw_mean_b = (raw_batch / n_b).astype(np.float32)
-        rsp_b = np.zeros((ns, nr))
-        res_b = np.full((ns, nr), np.nan)
-        for si in range(ns):
-            for ri in range(nr):
-                recon = batch_all[si][ri].result()
-                if np.ptp(recon) > 0:
-                    rsp_b[si, ri] = error_map(raw_mean_b, recon, magnification=m).rsp
-                else:  # VAR of a one-frame batch: no fit possible (NanoPyx raises)
-                    rsp_b[si, ri] = np.nan
-                if use_decorr:
-                    res_b[si, ri] = decorrelation_analysis(recon).resolution
-                elif n_b >= 2:
-                    odd = parity[1][si][ri].result()
-                    even = parity[0][si][ri].result()
-                    try:
-                        res_b[si, ri] = fire_number(odd, even)
-                    except ValueError as err:  # e.g. VAR of a one-frame half: NaN
-                        logger.debug("esrrf_sweep: batch %d-%d: %s", b0, b1, err)
+        rsp_b, res_b = accs.score_batch(
+            (raw_batch / (b1 - b0)).astype(np.float32), m, use_decorr, (b0, b1)
+        )
         rsp_vals.append(rsp_b)
         res_vals.append(res_b)
         logger.debug("esrrf_sweep: batch %d-%d scored", b0, b1)
-    if len(rsp_vals) == 1:
-        rsp = rsp_vals[0]
-        res = np.where(np.isnan(res_vals[0]), 0.0, res_vals[0])
-    else:
-        with np.errstate(invalid="ignore"), _quiet_nanmean():
-            rsp = np.nanmean(np.stack(rsp_vals), axis=0)
-            stacked = np.stack(res_vals)
-            res = np.where(
-                np.isnan(stacked).all(axis=0), 0.0, np.nanmean(stacked, axis=0)
-            )
+    rsp, res = _over_batches(rsp_vals, res_vals)
     qnr = qnr_score(rsp, res)
-    i, j = np.unravel_index(int(np.argmax(qnr)), qnr.shape)
-    images = np.stack([np.stack([acc.result() for acc in row]) for row in whole])
+    best_s, best_r = np.unravel_index(int(np.argmax(qnr)), qnr.shape)
+    images = np.stack([np.stack([acc.result() for acc in row]) for row in accs.whole])
     result = SweepResult(
         qnr=qnr,
         rsp=rsp,
         resolution=res,
-        best=(sens[i], rads[j]),
+        best=(sens[best_s], rads[best_r]),
         sensitivities=sens,
         radii=rads,
         magnification=m,
@@ -401,7 +323,7 @@ def esrrf_sweep(
     logger.info(
         "esrrf_sweep: %d pairs x %d frames in %.2f s, best sensitivity %g radius %g "
         "(QnR %.4f)",
-        ns * nr,
+        len(sens) * len(rads),
         t,
         result.seconds,
         *result.best,
@@ -410,15 +332,146 @@ def esrrf_sweep(
     return result
 
 
-class _quiet_nanmean:
-    """Silence numpy's 'Mean of empty slice' warning (all-NaN cells are handled)."""
+def _stack_shape(stack: Any, m: int, use_decorr: bool) -> tuple[int, int, int]:
+    """(t, H, W) of a sweepable stack: 3-D, two frames or more, and SR images
+    large enough for the decorrelation analysis when it is used."""
+    t, h, w = stack_shape(stack)
+    if getattr(stack, "ndim", 3) != 3:
+        raise ValueError(
+            f"stack must be (t, H, W), got shape {getattr(stack, 'shape', None)}"
+        )
+    if t < 2:
+        raise ValueError(f"the sweep needs at least 2 frames (odd and even), got {t}")
+    if use_decorr and min(h, w) * m <= 40:
+        raise ValueError(
+            f"use_decorr needs SR images > 40 px a side; {h}x{w} at M={m} is too small"
+        )
+    return t, h, w
 
-    def __enter__(self) -> None:
-        import warnings
 
-        self._ctx = warnings.catch_warnings()
-        self._ctx.__enter__()
+def _batch_size(frames_per_batch: Any, t: int) -> int:
+    """Frames per scored batch (``t`` for None), validated."""
+    if frames_per_batch is None:
+        return t
+    if (
+        isinstance(frames_per_batch, bool)
+        or int(frames_per_batch) != frames_per_batch
+        or frames_per_batch < 1
+    ):
+        raise ValueError(
+            "frames_per_batch must be a positive integer or None, got "
+            f"{frames_per_batch!r}"
+        )
+    return int(frames_per_batch)
+
+
+def _read_frame(stack: Any, i: int, shape: tuple[int, int]) -> np.ndarray:
+    """Frame ``i`` of ``stack`` as float32, checked for shape and finiteness."""
+    try:
+        frame = np.asarray(stack[i])
+        if frame.shape != shape:
+            raise ValueError(f"frame shape {frame.shape}, expected {shape}")
+        img = frame.astype(np.float32)
+        if not np.isfinite(img).all():
+            raise ValueError("frame contains NaN or inf")
+    except ValueError as err:
+        raise ValueError(f"stack frame {i}: {err}") from None
+    return img
+
+
+class _Accumulators:
+    """Temporal accumulators per (sensitivity, radius): over all frames
+    (``whole``), over the even / odd frames of the current batch (``parity``) and
+    over the whole batch (``batch_all``, the same as ``whole`` with one batch)."""
+
+    def __init__(
+        self, mode: str, shape: tuple[int, int], ns: int, nr: int, batched: bool
+    ) -> None:
+        from livesr.kernels.temporal import TemporalAccumulator
+
+        def grid() -> list[list[Any]]:
+            return [
+                [TemporalAccumulator(mode, shape) for _ in range(nr)] for _ in range(ns)
+            ]
+
+        self.ns, self.nr = ns, nr
+        self.whole = grid()
+        self.parity = (grid(), grid())  # [0] even frames of a batch, [1] odd
+        self.batch_all = grid() if batched else self.whole
+
+    def new_batch(self) -> None:
+        own = () if self.batch_all is self.whole else (self.batch_all,)
+        for group in (*self.parity, *own):
+            for row in group:
+                for acc in row:
+                    acc.reset()
+
+    def add_frame(
+        self,
+        parity: int,
+        stages: tuple[np.ndarray, np.ndarray, np.ndarray],
+        params: list[list[EsrrfParams]],
+        impl: str | None,
+    ) -> None:
+        """Add the RGC map of every pair, from the frame's shared ``stages``
+        (upsampled gradients and magnified intensity)."""
+        from livesr.kernels.esrrf_stack import _run
+        from livesr.kernels.rgc import kernel as rgc
+
+        gx2, gy2, intensity = stages
+        for si in range(self.ns):
+            for ri in range(self.nr):
+                fmap = _run(rgc, impl, (gx2, gy2, intensity, params[si][ri]), {})
+                self.parity[parity][si][ri].add(fmap)
+                self.whole[si][ri].add(fmap)
+                if self.batch_all is not self.whole:
+                    self.batch_all[si][ri].add(fmap)
+
+    def score_batch(
+        self,
+        raw_mean: np.ndarray,
+        m: int,
+        use_decorr: bool,
+        frames: tuple[int, int],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(RSP, resolution) per pair of the batch ``frames`` = (first, stop)."""
+        from livesr.kernels.decorr import decorrelation_analysis
+        from livesr.kernels.frc import fire_number
+        from livesr.kernels.squirrel import error_map
+
+        b0, b1 = frames
+        rsp_b = np.zeros((self.ns, self.nr))
+        res_b = np.full((self.ns, self.nr), np.nan)
+        for si in range(self.ns):
+            for ri in range(self.nr):
+                recon = self.batch_all[si][ri].result()
+                if np.ptp(recon) > 0:
+                    rsp_b[si, ri] = error_map(raw_mean, recon, magnification=m).rsp
+                else:  # VAR of a one-frame batch: no fit possible (NanoPyx raises)
+                    rsp_b[si, ri] = np.nan
+                if use_decorr:
+                    res_b[si, ri] = decorrelation_analysis(recon).resolution
+                elif b1 - b0 >= 2:
+                    odd = self.parity[1][si][ri].result()
+                    even = self.parity[0][si][ri].result()
+                    try:
+                        res_b[si, ri] = fire_number(odd, even)
+                    except ValueError as err:  # e.g. VAR of a one-frame half: NaN
+                        logger.debug("esrrf_sweep: batch %d-%d: %s", b0, b1, err)
+        return rsp_b, res_b
+
+
+def _over_batches(
+    rsp_vals: list[np.ndarray], res_vals: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """RSP and resolution averaged over batches, NaN-ignoring (resolution 0 where
+    no batch has one)."""
+    if len(rsp_vals) == 1:
+        return rsp_vals[0], np.where(np.isnan(res_vals[0]), 0.0, res_vals[0])
+    # all-NaN cells are handled: no "Mean of empty slice" warning
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc: object) -> None:
-        self._ctx.__exit__(*exc)
+        rsp = np.nanmean(np.stack(rsp_vals), axis=0)
+        stacked = np.stack(res_vals)
+        res = np.where(np.isnan(stacked).all(axis=0), 0.0, np.nanmean(stacked, axis=0))
+    return rsp, res

@@ -54,8 +54,9 @@ def pytest_collection_modifyitems(
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "kernel_impl" in metafunc.fixturenames:
         from livesr.engine.testing import parametrize_kernel_impls
+        from livesr.kernels import KERNEL_PACKAGES
 
-        parametrize_kernel_impls(metafunc)
+        parametrize_kernel_impls(metafunc, catalogue=KERNEL_PACKAGES)
 
 
 @pytest.fixture

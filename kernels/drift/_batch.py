@@ -178,6 +178,30 @@ def estimate_drift(
     starts = np.arange(0, n, ta)
     centres = np.array([(s + min(s + ta, n) - 1) / 2.0 for s in starts])
 
+    values = _block_values(a, starts, ta, reference, float(max_drift), int(upsample))
+    logger.debug(
+        "estimate_drift: %d blocks of %d frames, reference=%s",
+        len(starts),
+        ta,
+        reference,
+    )
+    if ta == 1:
+        return values
+    per_frame = _interpolate(centres, values, n)
+    return per_frame - per_frame[0]
+
+
+def _block_values(
+    a: np.ndarray,
+    starts: np.ndarray,
+    ta: int,
+    reference: str,
+    max_drift: float,
+    upsample: int,
+) -> np.ndarray:
+    """(n_blocks, 2) displacement of each block of ``ta`` frames (starting at
+    ``starts``) against the first block, or chained through the previous ones."""
+
     def block(s: int) -> np.ndarray:
         return np.asarray(a[s : s + ta], dtype=np.float64).mean(axis=0)
 
@@ -191,8 +215,8 @@ def estimate_drift(
         r = register_two_pass(
             ref,
             img,
-            upsample=int(upsample),
-            max_shift=float(max_drift),
+            upsample=upsample,
+            max_shift=max_drift,
             f_ref=f_ref,
             f_img=f_img,
             ref_cache=cache,
@@ -202,16 +226,7 @@ def estimate_drift(
             values[b] += values[b - 1]
             ref, f_ref = img, f_img
             cache = {}
-    logger.debug(
-        "estimate_drift: %d blocks of %d frames, reference=%s",
-        len(starts),
-        ta,
-        reference,
-    )
-    if ta == 1:
-        return values
-    per_frame = _interpolate(centres, values, n)
-    return per_frame - per_frame[0]
+    return values
 
 
 def to_nanopyx_table(drift: np.ndarray) -> np.ndarray:

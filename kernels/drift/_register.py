@@ -227,7 +227,7 @@ def _refine_lag(x: Any, start: tuple[float, float], upsample: int) -> tuple[floa
     """
     from livesr.kernels.xcorr import kernel as xcorr
 
-    kw = {"upsample": upsample, "region": 1.0, "sweeps": 2}
+    kw: dict[str, Any] = {"upsample": upsample, "region": 1.0, "sweeps": 2}
     if array_module(x) is np:
         return xcorr(x, start, **kw)
 

@@ -6,7 +6,7 @@ magnification, Roberts-cross gradients, their half-pixel samples, radial gradien
 convergence, exponent and intensity weighting in one call, NanoPyx geometry
 (``shift`` in input pixels, added to every sample coordinate).
 
-The reference (``_numpy.py``) is :func:`livesr.kernels.esrrf.esrrf_frame` with
+The reference (``_numpy.py``) is :func:`livesr.kernels.esrrf_frame` with
 ``EsrrfParams(magnification, radius, sensitivity, intensity_weighting)``.  The
 fused implementations (``_numba``, ``_cython`` with OpenMP schedules static /
 guided / dynamic, ``_opencl`` with a Mako template, ``_cupy``) keep the float32

@@ -127,6 +127,9 @@ def _fused(  # noqa: PLR0913
     weighted,
     out,
 ):
+    # Long because it is one fused numba kernel: intensity taps, window walk over
+    # phase runs, sensitivity and weighting in one parallel loop (splitting it
+    # into jitted helpers costs calls in the innermost loop).
     h_m, w_m = out.shape
     w_in = frame.shape[1]
     n = table.shape[2]

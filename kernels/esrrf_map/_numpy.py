@@ -1,4 +1,4 @@
-"""``esrrf_map`` reference: :func:`livesr.kernels.esrrf.esrrf_frame` (numpy stages)."""
+"""``esrrf_map`` reference: :func:`livesr.kernels.esrrf_frame` (numpy stages)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def esrrf_map_numpy(
     (H*M, W*M) float32
     """
     from livesr.kernels._params import EsrrfParams
-    from livesr.kernels.esrrf import _esrrf_frame_numpy
+    from livesr.kernels.esrrf_stack import _esrrf_frame_numpy
 
     params = EsrrfParams(
         magnification=magnification,

@@ -18,6 +18,7 @@ import functools
 import logging
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from mako.template import Template
@@ -33,7 +34,10 @@ from livesr.kernels.esrrf_map._weights import (
 
 __all__ = ["esrrf_map_opencl", "render_source"]
 
-cl = LazyModule("pyopencl")  # imported on first use, never at import
+if TYPE_CHECKING:
+    import pyopencl as cl
+else:
+    cl = LazyModule("pyopencl")  # imported on first use, never at import
 
 logger = logging.getLogger(__name__)
 

@@ -75,7 +75,7 @@ def offset_tables(
     offsets, _, delta = window_tables(params)
     tss = params.two_sigma_squared
     tso = params.cutoff
-    out = []
+    out: list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]] = []
     for oj, j in enumerate(offsets):
         dy = delta[:, oj][:, None]  # (M, 1) per row phase
         for oi, i in enumerate(offsets):
@@ -88,10 +88,12 @@ def offset_tables(
             weight = np.where(keep, (dsafe * np.exp(-(dsafe**2) / tss)) ** 4, 0.0)
             ux = np.where(keep, dx / dsafe, 0.0)
             uy = np.where(keep, dy / dsafe, 0.0)
-            shaped = [a.astype(np.float32)[None, :, None, :] for a in (weight, ux, uy)]
-            for a in shaped:
+            w4, ux4, uy4 = (
+                a.astype(np.float32)[None, :, None, :] for a in (weight, ux, uy)
+            )
+            for a in (w4, ux4, uy4):
                 a.setflags(write=False)
-            out.append((int(j), int(i), *shaped))
+            out.append((int(j), int(i), w4, ux4, uy4))
     return tuple(out)
 
 
@@ -120,13 +122,15 @@ def _row_tables(
     """
     m = params.magnification
     kx = np.arange(w * m)
-    out = []
+    out: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     for j, i, weight, ux, uy in offset_tables(params):
-        tiled = [np.tile(a.reshape(m, m), (1, w))[None] for a in (weight, ux, uy)]
+        tw, tux, tuy = (
+            np.tile(a.reshape(m, m), (1, w))[None] for a in (weight, ux, uy)
+        )
         ix = _sample_index(kx, i, m, w)
-        for a in (*tiled, ix):
+        for a in (tw, tux, tuy, ix):
             a.setflags(write=False)
-        out.append((j, *tiled, ix))
+        out.append((j, tw, tux, tuy, ix))
     return tuple(out)
 
 
@@ -195,10 +199,25 @@ def radial_gradient_convergence(
                 f"intensity_weighting=True, got {got}"
             )
 
-    # Only the gradient's direction matters: normalise once on the half-pixel grid,
-    # then Dk = 1 - |g x u| / |g| = 1 - |g_hat x u| with u the unit sample direction,
-    # and "points inwards" is g_hat . u < 0 (zero gradients never point inwards).
-    # One extra row and column of zeros receives the rejected samples.
+    gxn, gyn = _unit_gradients(gx2, gy2)
+    rgc = _window_sum(gxn, gyn, params, h, w)
+    result = _finish(rgc, intensity, params, h, w)
+    if out is None:
+        return result
+    out[...] = result
+    return out
+
+
+def _unit_gradients(gx2: np.ndarray, gy2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The gradient directions (unit vectors, zero where the gradient is zero) on
+    the half-pixel grid, plus one extra row and column of zeros.
+
+    Only the gradient's direction matters: normalise once on the half-pixel grid,
+    then Dk = 1 - |g x u| / |g| = 1 - |g_hat x u| with u the unit sample direction,
+    and "points inwards" is g_hat . u < 0 (zero gradients never point inwards).
+    The extra row and column of zeros receive the rejected samples.
+    """
+    h2, w2 = gx2.shape
     gx2 = np.asarray(gx2, dtype=np.float32)
     gy2 = np.asarray(gy2, dtype=np.float32)
     norm = np.sqrt(gx2 * gx2 + gy2 * gy2)
@@ -206,10 +225,21 @@ def radial_gradient_convergence(
     gyn = np.zeros((h2 + 1, w2 + 1), dtype=np.float32)
     np.divide(gx2, norm, out=gxn[:h2, :w2], where=norm > 0)
     np.divide(gy2, norm, out=gyn[:h2, :w2], where=norm > 0)
+    return gxn, gyn
 
-    # Work on an (H, M, W*M) view: row phase on axis 1, whole output rows on axis 2
-    # (numpy broadcasts fast over long inner axes, slowly over an inner axis of M).
-    # Scratch buffers are reused across offsets (no per-offset allocation).
+
+def _window_sum(
+    gxn: np.ndarray, gyn: np.ndarray, params: EsrrfParams, h: int, w: int
+) -> np.ndarray:
+    """(H, M, W*M) weighted sum over the window of ``1 - |g_hat x u|`` where the
+    gradient points inwards.
+
+    Works on an (H, M, W*M) view: row phase on axis 1, whole output rows on axis 2
+    (numpy broadcasts fast over long inner axes, slowly over an inner axis of M).
+    Scratch buffers are reused across offsets (no per-offset allocation).
+    """
+    m = params.magnification
+    hm, wm = h * m, w * m
     shape3 = (h, m, wm)
     rgc = np.zeros(shape3, dtype=np.float32)
     gx = np.empty((hm, wm), dtype=np.float32)
@@ -241,7 +271,19 @@ def radial_gradient_convergence(
         np.subtract(1, t1, out=t1)
         np.multiply(t1, weight, out=t1)
         np.add(rgc, t1, out=rgc, where=inward)
+    return rgc
 
+
+def _finish(
+    rgc: np.ndarray,
+    intensity: np.ndarray | None,
+    params: EsrrfParams,
+    h: int,
+    w: int,
+) -> np.ndarray:
+    """(H*M, W*M) RGC from the window sum: divided by the weight sum, raised to
+    the sensitivity, times the intensity, zero in the margin."""
+    hm, wm = h * params.magnification, w * params.magnification
     wsum = _weight_sum(params, h, w)
     np.divide(rgc, wsum, out=rgc, where=wsum > 0)
     rgc[wsum <= 0] = 0
@@ -257,10 +299,7 @@ def radial_gradient_convergence(
     result[hm - margin :, :] = 0
     result[:, :margin] = 0
     result[:, wm - margin :] = 0
-    if out is None:
-        return result
-    out[...] = result
-    return out
+    return result
 
 
 def _register() -> None:

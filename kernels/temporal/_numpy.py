@@ -78,10 +78,10 @@ class TemporalAccumulator:
 
     def __init__(self, mode: str, shape: tuple[int, int]) -> None:
         self.mode = validate_temporal(mode)
-        shape = tuple(int(s) for s in shape)
-        if len(shape) != 2 or min(shape) < 1:
-            raise ValueError(f"shape must be (Y, X) with Y, X >= 1, got {shape}")
-        self.shape: tuple[int, int] = shape  # type: ignore[assignment]
+        dims = tuple(int(s) for s in shape)
+        if len(dims) != 2 or min(dims) < 1:
+            raise ValueError(f"shape must be (Y, X) with Y, X >= 1, got {dims}")
+        self.shape: tuple[int, int] = (dims[0], dims[1])
         self.reset()
 
     def reset(self) -> None:

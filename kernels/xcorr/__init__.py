@@ -8,6 +8,7 @@ row / column relative to the reference).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from livesr.engine import Case, InputSignature, Kernel, Tolerance
@@ -43,7 +44,9 @@ __all__ = [
 ]
 
 
-def _validate(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+def _validate(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
     import numpy as np
 
     def bind(cross_spectrum, lag, *, upsample=20, region=1.0, sweeps=3):  # type: ignore[no-untyped-def]
@@ -72,7 +75,7 @@ def _validate(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any,
     }
 
 
-def _signature(args: tuple[Any, ...], kwargs: dict[str, Any]) -> InputSignature:
+def _signature(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> InputSignature:
     # called with validated or with raw keyword arguments (livesr bench): same defaults
     return InputSignature.of(
         args[0],
@@ -88,7 +91,12 @@ def _cases() -> list[Case]:
     out = []
     for name, (h, w), d, kw in [
         ("odd_33x40", (33, 40), (1.3, -2.6), {}),
-        ("48x31_up10_r1.5", (48, 31), (-0.4, 0.45), {"upsample": 10, "region": 1.5, "sweeps": 2}),
+        (
+            "48x31_up10_r1.5",
+            (48, 31),
+            (-0.4, 0.45),
+            {"upsample": 10, "region": 1.5, "sweeps": 2},
+        ),
     ]:
         rng = np.random.default_rng(h)
         fa = np.fft.fft2(rng.random((h, w)))

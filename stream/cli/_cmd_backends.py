@@ -43,9 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def select_kernels(args: argparse.Namespace) -> list:
     """The kernels named by ``--package``/``--kernel`` (shared with ``livesr bench``)."""
-    from livesr.engine import kernel_packages, load_kernels
+    from livesr.engine import load_kernels
+    from livesr.kernels import KERNEL_PACKAGES
 
-    packages = list(args.package or kernel_packages())
+    packages = list(args.package or KERNEL_PACKAGES)
     kernels = load_kernels(packages)
     if args.kernel:
         wanted = set(args.kernel)

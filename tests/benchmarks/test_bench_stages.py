@@ -42,7 +42,7 @@ def _inputs(stage: str) -> tuple:
         magnify,
         upsample_gradient,
     )
-    from livesr.kernels.esrrf import _esrrf_frame_numpy
+    from livesr.kernels.esrrf_stack import _esrrf_frame_numpy
     from livesr.kernels.roberts_cross import roberts_cross
 
     img = _frame()

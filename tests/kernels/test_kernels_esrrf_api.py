@@ -10,7 +10,7 @@ import pytest
 
 import livesr.kernels as kernels
 from livesr.kernels import EsrrfParams, esrrf_frame
-from livesr.kernels.esrrf import esrrf
+from livesr.kernels.esrrf_stack import esrrf
 from livesr.sim import (
     CameraConfig,
     DriftConfig,
@@ -216,7 +216,7 @@ def test_output_shapes_dtype_and_public_api():
 
 def test_tac2_single_frame_block_is_nan_and_logged(caplog):
     stack, _ = simulate_stack(5, SimConfig(camera=CameraConfig(shape=(8, 8)), seed=2))
-    with caplog.at_level(logging.WARNING, logger="livesr.kernels.esrrf"):
+    with caplog.at_level(logging.WARNING, logger="livesr.kernels.esrrf_stack"):
         out = esrrf(stack, magnification=2, temporal="tac2", frames_per_timepoint=4)
     assert out.shape == (2, 16, 16)
     assert np.isfinite(out[0]).all() and np.isnan(out[1]).all()

@@ -291,7 +291,8 @@ def _emulated_cuda(tmp_path: Path, shape, m, r, s, iw, batch):
     from livesr.kernels.esrrf_map import _weights
 
     text = (KERNEL_DIR / "_cupy.py").read_text()
-    cuda = re.search(r'CUDA_SOURCE = r"""(.*?)"""', text, re.S).group(1)
+    source = (KERNEL_DIR / "_cuda_source.py").read_text()
+    cuda = re.search(r'CUDA_SOURCE = r"""(.*?)"""', source, re.S).group(1)
     bx, by = (
         int(v) for v in re.search(r"^BX, BY = (\d+), (\d+)$", text, re.M).groups()
     )

@@ -374,7 +374,7 @@ def test_stack_tiled_equals_untiled(temporal, fpt, mp):
 
 def test_stack_tiled_matches_esrrf_api():
     """Against livesr's own esrrf (whichever per-frame implementation it runs)."""
-    from livesr.kernels.esrrf import esrrf
+    from livesr.kernels.esrrf_stack import esrrf
 
     stack = np.stack([_frame((12, 12), seed=s) for s in range(3)])
     ref = esrrf(stack, magnification=2, radius=1.5)

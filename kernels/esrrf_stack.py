@@ -1,4 +1,7 @@
-"""eSRRF, numerically equal to NanoPyx 2.1.5, run through the engine.
+"""eSRRF of a stack and of one frame, numerically equal to NanoPyx 2.1.5, run
+through the engine (``livesr.kernels`` exports :func:`esrrf` and
+:func:`esrrf_frame` from here; the module is not named ``esrrf`` so that it does
+not shadow the function).
 
 Per frame (:func:`esrrf_frame`): Catmull-Rom magnification of the frame, Roberts-
 cross gradients, their half-pixel Catmull-Rom samples (the "2x gradient trick"),
@@ -20,8 +23,6 @@ through the delay agent; ``impl="<id>"`` pins one implementation.
 from __future__ import annotations
 
 import logging
-import sys
-import types
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,7 @@ from livesr.kernels._params import (
     stack_shape,
     validate_frame,
     validate_frames_per_timepoint,
+    validate_out,
     validate_shift,
     validate_temporal,
 )
@@ -104,16 +106,7 @@ def esrrf_frame(
     img = validate_frame(frame)
     dy, dx = validate_shift(shift)
     m = params.magnification
-    shape_out = (img.shape[0] * m, img.shape[1] * m)
-    if out is not None and (
-        not isinstance(out, np.ndarray)
-        or out.shape != shape_out
-        or out.dtype != np.float32
-    ):
-        raise ValueError(
-            f"out must be a float32 array of shape {shape_out}, got "
-            f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}"
-        )
+    out = validate_out(out, (img.shape[0] * m, img.shape[1] * m))
     if impl is not None and not isinstance(impl, str):
         raise ValueError(
             f"impl must be None, 'auto' or an implementation id, got {impl!r}"
@@ -232,6 +225,8 @@ def esrrf(
     geometry: str = "nanopyx",
     impl: str | None = None,
 ) -> np.ndarray:
+    # Long because of its docstring (every option, as NanoPyx's, with its numbers);
+    # the body is 35 lines.
     """Batch eSRRF, numerically equal to ``nanopyx.eSRRF`` 2.1.5.
 
     Frames are processed one at a time and the temporal statistic is accumulated
@@ -322,14 +317,8 @@ def esrrf(
     frame_map = np.empty((h * m, w * m), dtype=np.float32)
     acc = TemporalAccumulator(mode, (h * m, w * m))
     for b in range(n_blocks):
-        acc.reset()
-        for i in range(b * block, min((b + 1) * block, t)):
-            try:
-                frame = stack[i]
-                esrrf_frame(frame, params, out=frame_map, impl=impl)
-            except ValueError as err:
-                raise ValueError(f"stack frame {i}: {err}") from None
-            acc.add(frame_map)
+        frames = range(b * block, min((b + 1) * block, t))
+        image = _block_image(stack, frames, params, acc, frame_map, impl)
         if mode == "tac2" and acc.count < 2:
             logger.warning(
                 "temporal='tac2' needs at least 2 frames per block; block %d has "
@@ -337,7 +326,6 @@ def esrrf(
                 b,
                 acc.count,
             )
-        image = acc.result()
         if macro_pixel_correction:
             from livesr.kernels.macro_pixel import kernel as macro_pixel
 
@@ -348,18 +336,22 @@ def esrrf(
     return out[0] if f_per == 0 else out
 
 
-class _CallableModule(types.ModuleType):
-    """This module, callable as :func:`esrrf`.
-
-    ``livesr.kernels`` exports the *function* ``esrrf`` from this module of the same
-    name; importing the module makes Python bind the package attribute
-    ``livesr.kernels.esrrf`` to the module, shadowing the lazy export. Making the
-    module callable keeps ``livesr.kernels.esrrf(stack, ...)`` working whatever
-    was imported first.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> np.ndarray:
-        return esrrf(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+def _block_image(
+    stack: Any,
+    frames: range,
+    params: EsrrfParams,
+    acc: TemporalAccumulator,
+    frame_map: np.ndarray,
+    impl: str | None,
+) -> np.ndarray:
+    """The temporal statistic of ``acc`` over the maps of ``stack[i]`` for ``i`` in
+    ``frames``, read and mapped one frame at a time into ``frame_map``."""
+    acc.reset()
+    for i in frames:
+        try:
+            frame = stack[i]
+            esrrf_frame(frame, params, out=frame_map, impl=impl)
+        except ValueError as err:
+            raise ValueError(f"stack frame {i}: {err}") from None
+        acc.add(frame_map)
+    return acc.result()
