@@ -53,9 +53,9 @@ class _ChildPersister(Persister):
         self._sent_gaps = 0
         self._sent_restarts = 0
 
-    def on_frame(self, header: FrameHeader, frame: np.ndarray) -> None:
+    def on_frame(self, header: FrameHeader, frame: np.ndarray) -> bool:
         try:
-            super().on_frame(header, frame)
+            return super().on_frame(header, frame)
         finally:
             s, c = self._stats, self.counts
             s[_RECEIVED] = c["frames_received"]

@@ -237,8 +237,14 @@ class Persister:
         self.source_ended = threading.Event()
 
     # ------------------------------------------------------------------ frames
-    def on_frame(self, header: FrameHeader, frame: np.ndarray) -> None:
-        """Persist ``frame``, then offer it to processing (the ingest ACKs after)."""
+    def on_frame(self, header: FrameHeader, frame: np.ndarray) -> bool:
+        """Persist ``frame``, then offer it to processing (the ingest ACKs after).
+
+        Returns True when the frame is on disk (or was already), False when it could
+        not be written and is recorded as a gap here (the raw store failed): the
+        ingest acknowledges it (the source must not resend it forever) but counts it
+        as lost at the pipeline, never as persisted.
+        """
         t_recv = time.time()
         self.on_frame_calls += 1
         if self.stream is None:
@@ -255,7 +261,7 @@ class Persister:
         if self.store_error is not None:
             with self.lock:
                 self.gaps.add(seq, seq, "raw store failed")
-            return
+            return False
         try:
             wrote = self.raw.append(seq, frame, t_acq=header.t_acq, t_recv=t_recv)
         except (RawStoreError, OSError) as exc:
@@ -269,12 +275,12 @@ class Persister:
                 seq,
             )
             self._on_store_error(f"raw store failed: {exc}")
-            return
+            return False
         if (
             wrote is False
         ):  # already persisted (a retry): never counted or offered twice
             self.counts["frames_duplicate"] += 1
-            return
+            return True
         self.counts["frames_persisted"] += 1
         ring = self.ring
         assert ring is not None
@@ -287,6 +293,7 @@ class Persister:
                 ring.capacity,
                 seq,
             )
+        return True
 
     def _source_offset(self, header: FrameHeader) -> int:
         """Offset from the source's seq to the pipeline's (0 unless it restarted low).

@@ -244,17 +244,26 @@ def _run_connect(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
             summary = src.summary or {}
     acked = summary.get("frames_acked", 0)
     gaps = summary.get("frames_in_gaps", 0)
+    # acknowledged is not persisted when the pipeline's raw store failed: the
+    # pipeline's own count (its answer to "end") says how many it could not write
+    remote = summary.get("ingest") or {}
+    lost = int(remote.get("frames_lost_at_pipeline") or 0)
     sys.stderr.write(
         f"livesr run: sent {summary.get('frames_acquired', 0)} frame(s) to "
         f"{args.connect}: "
         f"{acked} acknowledged, {gaps} in gaps, {summary.get('frames_unacked', 0)} "
         "unacknowledged\n"
     )
+    if lost:
+        sys.stderr.write(
+            f"livesr run: error: {lost} acknowledged frame(s) could not be written by "
+            f"the pipeline ({acked - lost} persisted there); see its summary.json\n"
+        )
     if summary.get("stop_reason"):  # the pipeline sent "stop"
         sys.stderr.write(
             f"livesr run: stopped by the pipeline: {summary['stop_reason']}\n"
         )
-    return 0 if summary.get("frames_unacked", 1) == 0 else 1
+    return 0 if summary.get("frames_unacked", 1) == 0 and not lost else 1
 
 
 
