@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
             help="logging level (default: $LIVESR_LOG_LEVEL or warning)",
         )
         module.add_arguments(p)
+        if module.NAME in ("run", "replay"):  # every default in --help
+            from livesr.stream.cli._run_args import show_defaults
+
+            p.formatter_class = argparse.RawDescriptionHelpFormatter
+            show_defaults(p)
         p.set_defaults(_run=module.run)
     return parser
 

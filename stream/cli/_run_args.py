@@ -9,6 +9,7 @@ converters (``int_range`` ...) reject bad values with a message naming the range
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -96,7 +97,7 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
         "-o",
         metavar="DIR",
         default=None,
-        help="output folder (default [stream] output)",
+        help="output folder",
     )
     parser.add_argument(
         "--frames",
@@ -219,4 +220,76 @@ def config_from_args(args: argparse.Namespace) -> Any:
         stream["raw_format"] = args.raw_format
     if stream:
         cfg = cfg.replace("stream", **stream)
+    if args.output is None and cfg.stream.output == DEFAULT_OUTPUT:
+        # neither --output nor [stream] output: a folder of its own for this run, so
+        # that two runs (two README examples, two hooks) never collide
+        cfg = cfg.replace("stream", output=unique_output_dir())
     return cfg
+
+
+#: ``[stream] output``'s default: a run given neither it nor ``--output`` gets
+#: ``livesr-out-YYYYmmdd-HHMMSS`` instead (:func:`unique_output_dir`)
+DEFAULT_OUTPUT = "livesr-out"
+
+
+def unique_output_dir(now: float | None = None, parent: Path | None = None) -> str:
+    """A new output folder name: ``livesr-out-YYYYmmdd-HHMMSS`` (``-2``, ``-3``... when
+    taken), relative to the current directory (or ``parent``)."""
+    import time
+
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    base = f"{DEFAULT_OUTPUT}-{stamp}"
+    where = parent if parent is not None else Path.cwd()
+    name, k = base, 1
+    while (where / name).exists():
+        k += 1
+        name = f"{base}-{k}"
+    return name
+
+
+#: flag dest -> (config section, field): their defaults are shown by ``--help``
+_DEFAULTS_SHOWN = {
+    "output": ("stream", "output"),
+    "frames": ("stream", "frames"),
+    "window": ("esrrf", "window"),
+    "stride": ("esrrf", "stride"),
+    "magnification": ("esrrf", "magnification"),
+    "radius": ("esrrf", "radius"),
+    "sensitivity": ("esrrf", "sensitivity"),
+    "temporal": ("esrrf", "temporal"),
+    "drift": ("drift", "enabled"),
+    "latency_budget_ms": ("stream", "latency_budget_ms"),
+    "raw_format": ("stream", "raw_format"),
+}
+
+
+def show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Append each flag's effective default (the configuration's) to its help, and
+    the simulated camera's shape and rate to the parser's epilog."""
+    from livesr.adapters.sources._sim_config import DEFAULT_SIM_SHAPE
+    from livesr.sim import SimConfig
+    from livesr.stream._config import LivesrConfig
+
+    cfg = LivesrConfig()
+    for action in parser._actions:
+        where = _DEFAULTS_SHOWN.get(action.dest)
+        if where is None or action.help in (None, argparse.SUPPRESS):
+            continue
+        value = getattr(getattr(cfg, where[0]), where[1])
+        if action.dest == "output":
+            shown = f"{DEFAULT_OUTPUT}-YYYYmmdd-HHMMSS, new per run"
+        elif action.dest == "drift":
+            shown = "on" if value else "off"
+        elif action.dest == "frames" and value == 0:
+            shown = "0, until the source ends"
+        else:
+            shown = str(value)
+        action.help = f"{action.help} (default: {shown}; [{where[0]}] {where[1]})"
+    cam = SimConfig().camera
+    rate = 1e3 / cam.interval_ms if cam.interval_ms > 0 else 0.0
+    parser.epilog = (
+        (parser.epilog + "\n\n" if parser.epilog else "")
+        + f"simulated camera (--source sim, the default): {DEFAULT_SIM_SHAPE[0]}x"
+        f"{DEFAULT_SIM_SHAPE[1]} "
+        f"px at {rate:g} frames/s ([sim.camera] shape, interval_ms = {cam.interval_ms:g})"
+    )

@@ -383,3 +383,50 @@ def test_a_refused_start_leaves_nothing_behind(tmp_path: Path) -> None:
     rc = main(["run", "--output", str(out), "--frames", "10", "--window", "5",
                "--stride", "5", "--magnification", "2", "--no-status"])
     assert rc == 0 and (out / "summary.json").is_file()
+
+
+def test_help_shows_every_default(capsys) -> None:
+    """Issue 16: `livesr run --help` shows the effective defaults (the
+    configuration's), the output folder rule and the simulated camera's rate."""
+    from livesr.stream._config import LivesrConfig
+    from livesr.stream.cli import main as cli_main
+
+    try:
+        rc = cli_main(["run", "--help"])
+    except SystemExit as exc:
+        rc = exc.code
+    assert rc == 0
+    text = " ".join(capsys.readouterr().out.split())
+    e = LivesrConfig().esrrf
+    for flag, value in (
+        ("window", e.window),
+        ("stride", e.stride),
+        ("magnification", e.magnification),
+        ("radius", e.radius),
+    ):
+        assert f"(default: {value}; [esrrf] {flag})" in text
+    assert "(default: livesr-out-YYYYmmdd-HHMMSS, new per run; [stream] output)" in text
+    assert "(default: on; [drift] enabled)" in text
+    assert "64x64 px at 100 frames/s" in text
+
+
+def test_default_output_folders_are_unique_per_run(tmp_path: Path, monkeypatch) -> None:
+    """Issue 16: without --output (or [stream] output) each run gets its own
+    timestamped folder, so two runs never collide on ./livesr-out."""
+    from livesr.stream.cli import main as cli_main
+    from livesr.stream.cli._run_args import unique_output_dir
+
+    t = 1.8e9
+    (tmp_path / unique_output_dir(t, tmp_path)).mkdir()
+    second = unique_output_dir(t, tmp_path)
+    assert second.endswith("-2") and not (tmp_path / second).exists()
+    monkeypatch.chdir(tmp_path)
+    args = ["run", "--frames", "12", "--window", "6", "--stride", "6",
+            "--magnification", "2", "--drift", "off", "--no-status"]
+    assert cli_main(args) == 0
+    assert cli_main(args) == 0
+    runs = sorted(p for p in tmp_path.glob("livesr-out-*") if (p / "summary.json").is_file())
+    assert len(runs) == 2
+    for run in runs:
+        s = json.loads((run / "summary.json").read_text())
+        assert s["frames_persisted"] == 12 and s["accounting_ok"] is True
