@@ -498,6 +498,11 @@ class Pipeline:
             return self._summary
         from livesr.stream._results import write_config, write_summary
 
+        from livesr.stream._preview import write_preview
+
+        preview = write_preview(self.output)  # the last SR image beside its raw mean
+        self._summary["files"]["preview"] = preview.name if preview else None
+        self._summary["preview"] = preview is not None
         try:
             write_summary(self.output / "summary.json", self._summary)
             write_config(self.output / "config.toml", self.config)

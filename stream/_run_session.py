@@ -42,7 +42,9 @@ def result_text(summary: Mapping[str, Any]) -> str:
         f"{summary['windows_published']} images published, "
         f"{summary['windows_skipped']} skipped; "
         f"latency p50 {_ms(lat['p50'])} ms p99 {_ms(lat['p99'])} ms; "
-        f"results in {summary['output']}/ (summary.json)"
+        f"results in {summary['output']}/ (summary.json"
+        + (", preview.png" if summary.get("preview") else "")
+        + ")"
     )
 
 
