@@ -44,29 +44,25 @@ import zmq
 
 from livesr.stream._endpoints import parse_endpoint, require_secure
 from livesr.stream._keys import CurveServerKeys, apply_server_keys, start_authenticator
-from livesr.stream._transport import (
+from livesr.stream._link_base import (
     RateLimitedLog,
     TransportError,
     check_range,
-    field_int,
     set_common_options,
 )
 from livesr.stream._wire import (
-    _STREAM_RE,
-    FRAME_DTYPES,
     MAX_HEADER_BYTES,
     MAX_REASON_CHARS,
-    MAX_SIDE,
     FrameHeader,
     WireError,
     decode_control,
     decode_frame,
     encode_control,
 )
+from livesr.stream._wire_control import Hello, read_end, read_gap, read_hello
 
 logger = logging.getLogger(__name__)
 
-_SEQ_MAX = 2**63 - 1
 _EVENT_COUNTERS = {
     zmq.EVENT_DISCONNECTED: "disconnects",
     zmq.EVENT_HANDSHAKE_FAILED_AUTH: "handshake_failed_auth",
@@ -781,8 +777,8 @@ class Ingest:
             return
         try:
             if kind == "gap":
-                first = field_int(obj, "first", 0, _SEQ_MAX)
-                last = field_int(obj, "last", first, _SEQ_MAX)
+                gap = read_gap(obj)
+                first, last = gap.first, gap.last
                 if st.ended and last >= st.expected:
                     raise _Reject(
                         "after-end",
@@ -799,11 +795,8 @@ class Ingest:
                     )
                 self._on_gap_msg(peer, st, first, last)
             else:
-                upto = field_int(obj, "upto", -1, _SEQ_MAX)
-                acquired = field_int(obj, "n", 0, _SEQ_MAX)
-                gap_frames = field_int(obj, "gap_frames", 0, _SEQ_MAX)
-                if acquired != upto + 1:
-                    raise WireError(f"end: n={acquired} must be upto + 1 = {upto + 1}")
+                end = read_end(obj)
+                upto, acquired, gap_frames = end.upto, end.n, end.gap_frames
                 if not st.reported_gap_frames <= gap_frames <= acquired:
                     raise _Reject(
                         "inconsistent",
@@ -817,53 +810,62 @@ class Ingest:
 
     def _on_hello(self, peer: bytes, obj: dict[str, Any]) -> None:
         cfg = self.config
-        stream = obj.get("stream")
-        if not isinstance(stream, str) or not _STREAM_RE.match(stream):
-            raise WireError(
-                f"hello: 'stream' must be 1-64 of [A-Za-z0-9_.:-], got {stream!r}"
-            )
-        session = obj.get("session")
-        if not isinstance(session, str) or not 1 <= len(session) <= 64:
-            raise WireError(
-                f"hello: 'session' must be a 1-64 character string, got {session!r}"
-            )
-        nonce = field_int(obj, "n", 0, _SEQ_MAX)
-        first = field_int(obj, "first", 0, _SEQ_MAX)
-        shape = obj.get("shape")
-        if not (
-            isinstance(shape, list)
-            and len(shape) == 2
-            and all(
-                isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= MAX_SIDE
-                for s in shape
-            )
-        ):
-            raise WireError(
-                f"hello: 'shape' must be [rows, cols] in [1, {MAX_SIDE}], got {shape!r}"
-            )
-        dtype = obj.get("dtype")
-        if dtype not in FRAME_DTYPES:
-            raise WireError(f"hello: 'dtype'={dtype!r} not in {FRAME_DTYPES}")
-        nbytes = shape[0] * shape[1] * np.dtype(dtype).itemsize
-        if nbytes > cfg.max_frame_bytes:
+        hello = read_hello(obj)
+        stream = hello.stream
+        if hello.frame_bytes > cfg.max_frame_bytes:
             raise _Reject(
                 "oversized",
-                f"hello for {stream!r} declares {shape[0]}x{shape[1]} {dtype} = "
-                f"{nbytes} bytes "
-                f"per frame > max_frame_bytes={cfg.max_frame_bytes} (raise "
+                f"hello for {stream!r} declares {hello.shape[0]}x{hello.shape[1]} "
+                f"{hello.dtype} = {hello.frame_bytes} bytes per frame > "
+                f"max_frame_bytes={cfg.max_frame_bytes} (raise "
                 "IngestConfig.max_frame_bytes)",
             )
         st = self._streams.get(stream)
-        if st is not None and st.session != session:
-            self._check_takeover(st, peer, session)
-        elif st is not None and first > st.expected:
+        if st is not None and st.session != hello.session:
+            self._check_takeover(st, peer, hello.session)
+        elif st is not None and hello.first > st.expected:
             # the source's oldest unacknowledged seq lies beyond what was persisted
             # here: it would skip frames nobody acknowledged
             raise _Reject(
                 "inconsistent",
-                f"hello for {stream!r} (same session) resumes at seq {first}, but "
-                f"seq {st.expected} was never acknowledged",
+                f"hello for {stream!r} (same session) resumes at seq {hello.first}, "
+                f"but seq {st.expected} was never acknowledged",
             )
+        st, restart_gap = self._adopt(peer, hello)
+        if restart_gap is not None:
+            logger.warning(
+                "ingest: stream %s restarted at seq %d: frames %d-%d were never "
+                "delivered (recorded as a gap)",
+                stream,
+                restart_gap[1] + 1,
+                *restart_gap,
+            )
+            if self._on_gap is not None:
+                self._on_gap(stream, *restart_gap)
+        self._send(
+            peer,
+            "ready",
+            stream=stream,
+            session=hello.session,
+            n=hello.n,
+            upto=st.expected - 1,
+            credit=cfg.window,
+        )
+        st.unacked = 0
+        logger.info(
+            "ingest: hello from stream %s, resuming at seq %d", stream, st.expected
+        )
+        if self._stop_reason is not None:  # stopping: tell a (re)connected source too
+            st.stop_sent = False
+            self._send_stop(st, final=False)
+
+    def _adopt(
+        self, peer: bytes, hello: Hello
+    ) -> tuple[_Stream, tuple[int, int] | None]:
+        """The stream's state after ``hello`` from ``peer``, and the frames skipped by
+        a session that restarted further on (a gap), if any."""
+        stream, session, first = hello.stream, hello.session, hello.first
+        st = self._streams.get(stream)
         restart_gap: tuple[int, int] | None = None
         with self._lock:
             if st is None or st.session != session:
@@ -892,36 +894,11 @@ class Ingest:
                 self._peers.pop(st.peer, None)
             st.peer = peer
             st.last_seen = time.monotonic()
-            st.shape = (shape[0], shape[1])
-            st.dtype = dtype
+            st.shape = hello.shape
+            st.dtype = hello.dtype
             st.resync_at = -1
         self._peers[peer] = stream
-        if restart_gap is not None:
-            logger.warning(
-                "ingest: stream %s restarted at seq %d: frames %d-%d were never "
-                "delivered (recorded as a gap)",
-                stream,
-                restart_gap[1] + 1,
-                *restart_gap,
-            )
-            if self._on_gap is not None:
-                self._on_gap(stream, *restart_gap)
-        self._send(
-            peer,
-            "ready",
-            stream=stream,
-            session=session,
-            n=nonce,
-            upto=st.expected - 1,
-            credit=cfg.window,
-        )
-        st.unacked = 0
-        logger.info(
-            "ingest: hello from stream %s, resuming at seq %d", stream, st.expected
-        )
-        if self._stop_reason is not None:  # stopping: tell a (re)connected source too
-            st.stop_sent = False
-            self._send_stop(st, final=False)
+        return st, restart_gap
 
     def _check_takeover(self, st: _Stream, peer: bytes, session: str) -> None:
         """Refuse a new session for ``st`` while its current session is alive.

@@ -26,7 +26,6 @@ frames left unacknowledged.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
@@ -41,27 +40,28 @@ import zmq
 
 from livesr.stream._endpoints import parse_endpoint, require_secure
 from livesr.stream._keys import CurveClientKeys, apply_client_keys
-from livesr.stream._replay_ring import ReplayRing
-from livesr.stream._transport import (
+from livesr.stream._link_base import (
     RateLimitedLog,
     TransportError,
     check_range,
-    field_int,
     set_common_options,
 )
+from livesr.stream._replay_ring import ReplayRing
 from livesr.stream._wire import (
     _STREAM_RE,  # the one stream-id rule
     FRAME_DTYPES,
     MAX_SIDE,
+    FrameHeaderEncoder,
+    PreparedHeader,
     WireError,
     decode_control,
     encode_control,
 )
+from livesr.stream._wire_control import Credit, read_credit, read_end_ack, read_stop
 
 logger = logging.getLogger(__name__)
 
 OVERFLOW_POLICIES = ("stop", "continue")
-_SEQ_MAX = 2**63 - 1
 _MONITOR_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
 
 
@@ -197,7 +197,7 @@ class _Entry:
     __slots__ = ("first", "last", "slot", "head", "sent")
 
     def __init__(
-        self, first: int, last: int, slot: int, head: dict[str, Any] | None
+        self, first: int, last: int, slot: int, head: PreparedHeader | None
     ) -> None:
         self.first = first
         self.last = last
@@ -241,6 +241,12 @@ class SourceLink:
         self._stop_reason: str | None = None
         self._ingest_closed = False  # a final stop: nothing more will be acked
         self._ring = ReplayRing(config.ring_frames, config.shape, config.dtype)
+        self._headers = FrameHeaderEncoder(
+            stream=config.stream,
+            shape=config.shape,
+            dtype=config.dtype,
+            pixel_size_um=config.pixel_size_um,
+        )
         self._ctx = context
         self._own_ctx = context is None
         self._lock = threading.Lock()
@@ -431,6 +437,7 @@ class SourceLink:
                 f"{self._ring.shape} {self._ring.dtype}; every frame of a stream "
                 "must have the same shape and dtype"
             )
+        t = time.time() if t_acq is None else float(t_acq)
         with self._lock:
             if self._stopped:
                 raise RingOverflowError(
@@ -439,46 +446,51 @@ class SourceLink:
                 )
             self._wait_for_slot(timeout)
             seq = self._next_seq
+            head = self._headers.prepare(seq, t, meta)  # WireError: nothing taken
             slot = self._ring.take()
             self._next_seq += 1
             self._c["frames_acquired"] += 1
             if slot is None:
-                self._c["frames_in_gaps"] += 1
-                if cfg.overflow == "stop":
-                    self._stopped = True
-                    self._add_gap(seq, seq)
-                    self._rlog.log(
-                        logging.ERROR,
-                        "overflow",
-                        "source %s: ring of %d frames full at seq %d; stopping "
-                        "(overflow='stop')",
-                        cfg.stream,
-                        cfg.ring_frames,
-                        seq,
-                    )
-                    self._ring_bell()
-                    raise RingOverflowError(
-                        f"stream {cfg.stream!r}: replay ring ({cfg.ring_frames} "
-                        f"frames) full at seq {seq}: the pipeline is gone or too "
-                        "slow; frame reported as a gap, acquisition must stop (or use "
-                        "overflow='continue')"
-                    )
-                if self._open_gap is None:
-                    self._open_gap = [seq, seq]
-                else:
-                    self._open_gap[1] = seq
-                self._rlog.log(
-                    logging.WARNING,
-                    "overflow",
-                    "source %s: ring full, dropping frames from seq %d (reported as "
-                    "a gap)",
-                    cfg.stream,
-                    self._open_gap[0],
-                )
+                self._overflow(seq)  # raises with policy "stop"
                 return seq
         # copy outside the lock: the I/O thread keeps sending meanwhile
         np.copyto(self._ring.view(slot), frame)
-        return self._queue(seq, slot, t_acq, meta)
+        return self._queue(seq, slot, head)
+
+    def _overflow(self, seq: int) -> None:
+        """With the lock held: the ring was full for ``seq``; apply the policy."""
+        cfg = self.config
+        self._c["frames_in_gaps"] += 1
+        if cfg.overflow == "stop":
+            self._stopped = True
+            self._add_gap(seq, seq)
+            self._rlog.log(
+                logging.ERROR,
+                "overflow",
+                "source %s: ring of %d frames full at seq %d; stopping "
+                "(overflow='stop')",
+                cfg.stream,
+                cfg.ring_frames,
+                seq,
+            )
+            self._ring_bell()
+            raise RingOverflowError(
+                f"stream {cfg.stream!r}: replay ring ({cfg.ring_frames} "
+                f"frames) full at seq {seq}: the pipeline is gone or too "
+                "slow; frame reported as a gap, acquisition must stop (or use "
+                "overflow='continue')"
+            )
+        if self._open_gap is None:
+            self._open_gap = [seq, seq]
+        else:
+            self._open_gap[1] = seq
+        self._rlog.log(
+            logging.WARNING,
+            "overflow",
+            "source %s: ring full, dropping frames from seq %d (reported as a gap)",
+            cfg.stream,
+            self._open_gap[0],
+        )
 
     def reserve(self, timeout: float = 0.0) -> np.ndarray | None:
         """A free ring slot to acquire the next frame into (zero-copy acquisition).
@@ -521,19 +533,27 @@ class SourceLink:
         t_acq: float | None = None,
         meta: dict[str, Any] | None = None,
     ) -> int:
-        """Queue the frame acquired into ``buf`` (from :meth:`reserve`); return seq."""
+        """Queue the frame acquired into ``buf`` (from :meth:`reserve`); return seq.
+
+        Raises
+        ------
+        WireError
+            ``t_acq`` or ``meta`` cannot go into a header (the slot stays reserved).
+        """
+        t = time.time() if t_acq is None else float(t_acq)
         with self._lock:
             if self._reserved is None or buf is not self._reserved[1]:
                 raise ValueError(
                     "SourceLink.commit(): buf is not the array returned by reserve(); "
                     "use send() for other buffers"
                 )
+            seq = self._next_seq
+            head = self._headers.prepare(seq, t, meta)
             slot = self._reserved[0]
             self._reserved = None
-            seq = self._next_seq
             self._next_seq += 1
             self._c["frames_acquired"] += 1
-        return self._queue(seq, slot, t_acq, meta)
+        return self._queue(seq, slot, head)
 
     def report_gap(self, frames: int) -> None:
         """Record ``frames`` frames lost before they reached the link (>= 1).
@@ -577,27 +597,12 @@ class SourceLink:
                     break
                 self._acked_event.wait(left)
 
-    def _queue(
-        self, seq: int, slot: int, t_acq: float | None, meta: dict[str, Any] | None
-    ) -> int:
+    def _queue(self, seq: int, slot: int, head: PreparedHeader) -> int:
         """Append the frame in ``slot`` as ``seq`` (after any open gap) and wake I/O."""
-        cfg = self.config
         with self._lock:
             if self._open_gap is not None:
                 self._add_gap(*self._open_gap)
                 self._open_gap = None
-            head = {
-                "v": 1,
-                "kind": "frame",
-                "stream": cfg.stream,
-                "seq": seq,
-                "t_acq": time.time() if t_acq is None else float(t_acq),
-                "t_send": 0.0,
-                "shape": list(cfg.shape),
-                "dtype": cfg.dtype,
-                "pixel_size_um": cfg.pixel_size_um,
-                "meta": meta or {},
-            }
             self._pending.append(_Entry(seq, seq, slot, head))
         if self._io_idle:  # else the I/O thread finds the frame on its next pass
             self._ring_bell()
@@ -702,42 +707,19 @@ class SourceLink:
                         pass
                 except BlockingIOError:
                     pass
-            if monitor in events:
-                while True:
-                    try:
-                        msg = monitor.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    event = int.from_bytes(msg[0][:2], "little")
-                    if event == zmq.EVENT_DISCONNECTED:
-                        self._c["disconnects"] += 1
-                        logger.info("source %s: ingest disconnected", cfg.stream)
-                        if self._stop_reason is not None and not self._ingest_closed:
-                            # it asked us to stop, then went away: it has closed (the
-                            # final stop can be lost with the connection, IMMEDIATE=1)
-                            self._on_stop(self._stop_reason, True)
-                    self._ready = False
-                    next_hello = 0.0
+            if monitor in events and self._drain_monitor():
+                self._ready = False
+                next_hello = 0.0
             if sock in events:
-                for _ in range(1024):
-                    try:
-                        parts = sock.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    last_heard = time.monotonic()
-                    self._on_control(parts)
-                    if self._end_acked:
-                        return
+                heard = self._read_controls()
+                if heard:
+                    last_heard = heard
+                if self._end_acked:
+                    return
             now = time.monotonic()
             if now >= next_info:
                 next_info = now + cfg.log_interval_s
-                if logger.isEnabledFor(logging.INFO):
-                    info = {
-                        k: v
-                        for k, v in self.summary().items()
-                        if k not in ("gaps", "ingest")
-                    }
-                    logger.info("source %s: %s", cfg.stream, info)
+                self._log_counters()
             if (
                 self._ready
                 and self._has_inflight()
@@ -762,6 +744,45 @@ class SourceLink:
                 retry_send = not self._pump()
                 if self._finishing and not self._end_sent:
                     self._maybe_send_end()
+
+    def _drain_monitor(self) -> bool:
+        """Read the socket monitor's events; True if there were any (re-handshake)."""
+        any_event = False
+        while True:
+            try:
+                msg = self._monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return any_event
+            any_event = True
+            event = int.from_bytes(msg[0][:2], "little")
+            if event == zmq.EVENT_DISCONNECTED:
+                self._c["disconnects"] += 1
+                logger.info("source %s: ingest disconnected", self.config.stream)
+                if self._stop_reason is not None and not self._ingest_closed:
+                    # it asked us to stop, then went away: it has closed (the
+                    # final stop can be lost with the connection, IMMEDIATE=1)
+                    self._on_stop(self._stop_reason, True)
+
+    def _read_controls(self) -> float:
+        """Handle up to 1024 control messages; the time of the last one (0: none)."""
+        heard = 0.0
+        for _ in range(1024):
+            try:
+                parts = self._sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            heard = time.monotonic()
+            self._on_control(parts)
+            if self._end_acked:
+                break
+        return heard
+
+    def _log_counters(self) -> None:
+        if logger.isEnabledFor(logging.INFO):
+            info = {
+                k: v for k, v in self.summary().items() if k not in ("gaps", "ingest")
+            }
+            logger.info("source %s: %s", self.config.stream, info)
 
     def _has_work(self) -> bool:
         """A frame is queued and may go now (checked after setting ``_io_idle``)."""
@@ -808,39 +829,15 @@ class SourceLink:
                 )
             kind = obj["kind"]
             if kind in ("ready", "ack", "credit"):
-                upto = field_int(obj, "upto", -1, _SEQ_MAX)
-                credit = field_int(obj, "credit", 1, 1_000_000)
-            if kind == "ready":
-                if obj.get("session") != self._session:
-                    return  # meant for an earlier run of this stream
-                if obj.get("n") == 0 and self._ready:
-                    self._apply_ack(
-                        upto, credit, rewind=True
-                    )  # the ingest asks for a replay
-                    self._end_sent = False
-                    return
-                if obj.get("n") != self._nonce:
-                    return  # answer to an older hello
-                self._apply_ack(upto, credit, rewind=True)
-                self._ready = True
-                self._end_sent = False
-                self._c["handshakes"] += 1
-                logger.info(
-                    "source %s: ingest ready, resuming after seq %d (credit %d)",
-                    cfg.stream,
-                    upto,
-                    credit,
-                )
-            elif kind in ("ack", "credit"):
-                self._apply_ack(upto, credit, rewind=False)
+                self._on_credit(read_credit(obj))
             elif kind == "stop":
-                if obj.get("session") != self._session:
+                stop = read_stop(obj)
+                if stop.session != self._session:
                     return  # meant for an earlier run of this stream
                 self._c["stops_received"] += 1
-                self._on_stop(str(obj["reason"]), bool(obj.get("final", False)))
+                self._on_stop(stop.reason, stop.final)
             elif kind == "end_ack":
-                summary = obj.get("summary")
-                self._ingest_summary = summary if isinstance(summary, dict) else None
+                self._ingest_summary = read_end_ack(obj)
                 with self._lock:
                     self._end_acked = not self._pending
             else:
@@ -854,6 +851,30 @@ class SourceLink:
                 cfg.stream,
                 exc,
             )
+
+    def _on_credit(self, msg: Credit) -> None:
+        """``ready`` (answer to a hello, or ``n=0``: replay) or ``ack``/``credit``."""
+        if msg.kind != "ready":
+            self._apply_ack(msg.upto, msg.credit, rewind=False)
+            return
+        if msg.session != self._session:
+            return  # meant for an earlier run of this stream
+        if msg.n == 0 and self._ready:  # the ingest asks for a replay
+            self._apply_ack(msg.upto, msg.credit, rewind=True)
+            self._end_sent = False
+            return
+        if msg.n != self._nonce:
+            return  # answer to an older hello
+        self._apply_ack(msg.upto, msg.credit, rewind=True)
+        self._ready = True
+        self._end_sent = False
+        self._c["handshakes"] += 1
+        logger.info(
+            "source %s: ingest ready, resuming after seq %d (credit %d)",
+            self.config.stream,
+            msg.upto,
+            msg.credit,
+        )
 
     def _on_stop(self, reason: str, final: bool) -> None:
         cfg = self.config
@@ -921,12 +942,8 @@ class SourceLink:
                             zmq.NOBLOCK,
                         )
                     else:
-                        head = e.head
-                        assert head is not None
-                        head["t_send"] = time.time()
-                        raw = json.dumps(
-                            head, separators=(",", ":"), allow_nan=False
-                        ).encode()
+                        assert e.head is not None
+                        raw = FrameHeaderEncoder.finish(e.head, time.time())
                         sock.send(raw, zmq.NOBLOCK | zmq.SNDMORE)
                         view = self._ring.view(e.slot)
                         big = view.nbytes >= zc_min
