@@ -277,6 +277,9 @@ def encode_frame_header(header: FrameHeader) -> bytes:
     return raw
 
 
+#: compact, strict JSON (what json.dumps(..., separators=(",", ":"), allow_nan=False) does)
+_dumps_compact = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
 #: a frame header encoded up to ``t_send`` and from after it (see FrameHeaderEncoder)
 PreparedHeader = tuple[bytes, bytes]
 
@@ -335,31 +338,30 @@ class FrameHeaderEncoder:
             JSON, or the header could exceed :data:`MAX_HEADER_BYTES` (checked with
             the longest ``t_send`` a float can have, so :meth:`finish` never exceeds it).
         """
-        _require(
-            isinstance(seq, int) and 0 <= seq <= SEQ_MAX, f"seq {seq!r} outside [0, {SEQ_MAX}]"
-        )
-        _require(
-            isinstance(t_acq, float) and math.isfinite(t_acq),
-            f"t_acq must be a finite float (seconds since the epoch), got {t_acq!r}",
-        )
+        # plain ifs, not _require: no message is formatted on the hot path
+        if not (isinstance(seq, int) and 0 <= seq <= SEQ_MAX):
+            raise WireError(f"seq {seq!r} outside [0, {SEQ_MAX}]")
+        if not (isinstance(t_acq, float) and math.isfinite(t_acq)):
+            raise WireError(
+                f"t_acq must be a finite float (seconds since the epoch), got {t_acq!r}"
+            )
         if meta:
-            _require(isinstance(meta, Mapping), f"frame meta must be a mapping, got {meta!r}")
+            if not isinstance(meta, Mapping):
+                raise WireError(f"frame meta must be a mapping, got {meta!r}")
             try:
-                meta_raw = json.dumps(
-                    meta, separators=(",", ":"), allow_nan=False
-                ).encode()
+                meta_raw = _dumps_compact(meta).encode()
             except (TypeError, ValueError) as exc:
                 raise WireError(f"frame meta of seq {seq} is not JSON: {exc}") from None
         else:
             meta_raw = b"{}"
         head = b'%s%d,"t_acq":%s,"t_send":' % (self._head, seq, float.__repr__(t_acq).encode())
-        tail = self._tail + meta_raw + b"}"
+        tail = b"%s%s}" % (self._tail, meta_raw)
         size = len(head) + len(tail) + _MAX_FLOAT_CHARS
-        _require(
-            size <= MAX_HEADER_BYTES,
-            f"frame header of seq {seq} would be up to {size} bytes; at most "
-            f"{MAX_HEADER_BYTES} allowed (metadata too large: {len(meta_raw)} bytes)",
-        )
+        if size > MAX_HEADER_BYTES:
+            raise WireError(
+                f"frame header of seq {seq} would be up to {size} bytes; at most "
+                f"{MAX_HEADER_BYTES} allowed (metadata too large: {len(meta_raw)} bytes)"
+            )
         return head, tail
 
     @staticmethod
