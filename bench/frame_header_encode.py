@@ -56,7 +56,7 @@ def main(repeats: int = 7) -> None:
         ).encode()
         res = {}
         for name, fn in (("old", old), ("new", new)):
-            best = min(timeit.repeat(lambda fn=fn: fn(123456, meta), number=n, repeat=repeats))
+            best = min(timeit.repeat(lambda fn=fn, meta=meta: fn(123456, meta), number=n, repeat=repeats))
             res[name] = best / n * 1e6
         print(
             f"{label:8s}: old {res['old']:.2f} us/header, new {res['new']:.2f} us/header, "
