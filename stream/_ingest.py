@@ -66,7 +66,7 @@ __all__ = ["Ingest", "IngestConfig", "OnEnd", "OnFrame", "OnGap"]
 
 logger = logging.getLogger(__name__)
 
-_EVENT_COUNTERS = {
+_EVENT_COUNTERS: dict[int, str] = {
     zmq.EVENT_DISCONNECTED: "disconnects",
     zmq.EVENT_HANDSHAKE_FAILED_AUTH: "handshake_failed_auth",
     zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "handshake_failed_protocol",

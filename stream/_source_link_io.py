@@ -10,6 +10,7 @@ declared on :class:`_LinkIO` under ``_lock``.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -131,7 +132,7 @@ class _LinkIO:
             self._io_idle = True  # from here on, a new frame rings the bell
             if self._has_work():
                 timeout = 0.0
-            events = dict(poller.poll(timeout * 1000.0))
+            events = dict(poller.poll(math.ceil(timeout * 1000.0)))
             self._io_idle = False
             if self._bell_r in events:
                 try:
@@ -379,7 +380,8 @@ class _LinkIO:
                         sock.send(raw, zmq.NOBLOCK | zmq.SNDMORE)
                         view = self._ring.view(e.slot)
                         big = view.nbytes >= zc_min
-                        sock.send(view, 0, copy=not big)
+                        # an ndarray is a buffer; pyzmq's stubs do not say so
+                        sock.send(view, 0, copy=not big)  # type: ignore[call-overload]
                         self._c["frames_sent"] += 1
                         if e.sent:
                             self._c["frames_replayed"] += 1

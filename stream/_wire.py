@@ -114,7 +114,7 @@ def field_int(obj: Mapping[str, Any], key: str, lo: int, hi: int) -> int:
 
 
 def _int_field(obj: Mapping[str, Any], key: str, lo: int, hi: int) -> int:
-    value = obj.get(key)
+    value: Any = obj.get(key)
     _require(
         isinstance(value, int) and not isinstance(value, bool),
         f"header field {key!r} must be an integer, got {value!r}",
@@ -124,7 +124,7 @@ def _int_field(obj: Mapping[str, Any], key: str, lo: int, hi: int) -> int:
 
 
 def _float_field(obj: Mapping[str, Any], key: str, *, positive: bool = False) -> float:
-    value = obj.get(key)
+    value: Any = obj.get(key)
     _require(
         isinstance(value, (int, float)) and not isinstance(value, bool),
         f"header field {key!r} must be a number, got {value!r}",
@@ -206,7 +206,7 @@ def decode_frame(parts: Sequence[bytes | memoryview | Any]) -> tuple[FrameHeader
     raw_header, raw_payload = (getattr(p, "buffer", p) for p in parts)
     obj = _parse_json(raw_header)
     _require(obj.get("kind") == "frame", f"expected kind 'frame', got {obj.get('kind')!r}")
-    shape = obj.get("shape")
+    shape: Any = obj.get("shape")
     _require(
         isinstance(shape, list) and len(shape) == 2,
         f"header field 'shape' must be [rows, cols], got {shape!r}",

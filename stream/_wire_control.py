@@ -107,7 +107,7 @@ def read_hello(obj: Mapping[str, Any]) -> Hello:
     session = _session_field(obj, "hello")
     nonce = field_int(obj, "n", 0, SEQ_MAX)
     first = field_int(obj, "first", 0, SEQ_MAX)
-    shape = obj.get("shape")
+    shape: Any = obj.get("shape")
     _require(
         isinstance(shape, list)
         and len(shape) == 2
