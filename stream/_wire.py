@@ -54,7 +54,6 @@ MAX_REASON_CHARS = 256
 _STREAM_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
 #: largest sequence number (and largest integer control field)
 SEQ_MAX = 2**63 - 1
-_SEQ_MAX = SEQ_MAX  # the old private name
 #: largest credit a ``ready``/``ack`` may grant (frames)
 MAX_CREDIT = 1_000_000
 #: longest ``float.__repr__`` (``-1.7976931348623157e+308``): bounds a header's size
