@@ -52,7 +52,6 @@ from livesr.stream._link_base import (
     check_range,
     set_common_options,
 )
-from livesr.stream._wire import field_int
 
 if TYPE_CHECKING:  # the lazy public names, for type checkers
     from livesr.stream._ingest import Ingest, IngestConfig
@@ -65,7 +64,6 @@ if TYPE_CHECKING:  # the lazy public names, for type checkers
 __all__ = [
     "RateLimitedLog",
     "check_range",
-    "field_int",
     "set_common_options",
     "Ingest",
     "IngestConfig",
