@@ -127,7 +127,11 @@ def parse_endpoint(text: str, *, for_bind: bool = False) -> Endpoint:
                 text, "inproc name must be 1-256 characters of [A-Za-z0-9_.:/-]"
             )
         return Endpoint(url=text, scheme="inproc", path=rest)
-    # tcp
+    return _parse_tcp(text, rest, for_bind=for_bind)
+
+
+def _parse_tcp(text: str, rest: str, *, for_bind: bool) -> Endpoint:
+    """``tcp://`` + ``rest`` (``HOST:PORT``, IPv6 in brackets); see parse_endpoint."""
     host, colon, port_text = rest.rpartition(":")
     if not colon or not host:
         raise _fail(text, "tcp needs HOST:PORT")

@@ -27,6 +27,11 @@ Stopping the sources: :meth:`Ingest.request_stop` (or a set ``stop_event``) send
 (``end``) as usual; ``close(stop_reason=..., drain_s=...)`` does the same and waits
 up to ``drain_s`` for those streams to end before it closes (``stop final=true`` to
 any still open).  A plain :meth:`Ingest.close` is abrupt (no message at all).
+
+The module holds the lifecycle, the serving loop and the frames; control messages
+are handled in :mod:`~livesr.stream._ingest_control`, per-stream state is in
+:mod:`~livesr.stream._ingest_streams` and the configuration in
+:mod:`~livesr.stream._ingest_config`.
 """
 
 from __future__ import annotations
@@ -36,215 +41,41 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import zmq
 
-from livesr.stream._endpoints import parse_endpoint, require_secure
-from livesr.stream._keys import CurveServerKeys, apply_server_keys, start_authenticator
-from livesr.stream._transport import (
+from livesr.stream._ingest_config import IngestConfig, OnEnd, OnFrame, OnGap
+from livesr.stream._ingest_control import _IngestControl
+from livesr.stream._ingest_streams import _Reject, _Stale, _Stream
+from livesr.stream._keys import apply_server_keys, start_authenticator
+from livesr.stream._link_base import (
     RateLimitedLog,
     TransportError,
     check_range,
-    field_int,
     set_common_options,
 )
 from livesr.stream._wire import (
-    _STREAM_RE,
-    FRAME_DTYPES,
-    MAX_HEADER_BYTES,
     MAX_REASON_CHARS,
-    MAX_SIDE,
-    FrameHeader,
     WireError,
     decode_control,
     decode_frame,
-    encode_control,
 )
+
+__all__ = ["Ingest", "IngestConfig", "OnEnd", "OnFrame", "OnGap"]
 
 logger = logging.getLogger(__name__)
 
-_SEQ_MAX = 2**63 - 1
-_EVENT_COUNTERS = {
+_EVENT_COUNTERS: dict[int, str] = {
     zmq.EVENT_DISCONNECTED: "disconnects",
     zmq.EVENT_HANDSHAKE_FAILED_AUTH: "handshake_failed_auth",
     zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "handshake_failed_protocol",
     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "handshake_failed_other",
 }
 _MONITOR_EVENTS = sum(_EVENT_COUNTERS)
-OnFrame = Callable[[FrameHeader, np.ndarray], None]
-OnGap = Callable[[str, int, int], None]
-OnEnd = Callable[[str, dict[str, Any]], None]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class IngestConfig:
-    """Configuration of an :class:`Ingest`.
-
-    Parameters
-    ----------
-    endpoint
-        Where to bind (``ipc://PATH``, ``tcp://127.0.0.1:PORT`` or ``:*``, ``inproc://``).
-        A non-loopback TCP endpoint requires ``curve``.
-    window
-        Credit window: frames a source may have in flight (1..1024; 8-16 recommended).
-    ack_every
-        Send an ACK at least every this many persisted frames (0: ``window // 2``);
-        ACKs are also sent whenever the socket has nothing more to read.
-    max_frame_bytes
-        Largest frame payload accepted (a HELLO declaring more is rejected).
-    max_message_bytes
-        ``ZMQ_MAXMSGSIZE`` (0: ``1.5 * max_frame_bytes + 4 KiB``); a peer sending a
-        larger message part is disconnected by ZeroMQ.
-    curve
-        Server CURVE keys and allow-list; required for non-loopback TCP.
-    linger_ms, heartbeat_ivl_ms, heartbeat_timeout_ms, rcvhwm
-        ZeroMQ socket options (``rcvhwm`` 0: ``4 * window + 64``).
-    log_interval_s
-        Minimum seconds between two log lines about the same kind of rejection, and
-        between two INFO summaries.
-    takeover_after_s
-        A ``hello`` with a new session id for a stream whose current session has not
-        ended is refused (``session-conflict``) while that session's connection is
-        still up and has sent something within the last ``takeover_after_s`` seconds;
-        once it disconnected or fell silent that long, the new session replaces it.
-    """
-
-    endpoint: str
-    window: int = 16
-    ack_every: int = 0
-    max_frame_bytes: int = 2048 * 2048 * 2
-    max_message_bytes: int = 0
-    curve: CurveServerKeys | None = None
-    linger_ms: int = 100
-    heartbeat_ivl_ms: int = 1000
-    heartbeat_timeout_ms: int = 3000
-    rcvhwm: int = 0
-    log_interval_s: float = 5.0
-    takeover_after_s: float = 10.0
-
-    def __post_init__(self) -> None:
-        name = "IngestConfig"
-        ep = parse_endpoint(self.endpoint, for_bind=True)
-        require_secure(ep, curve=self.curve is not None, role="bind")
-        check_range(name, "window", self.window, 1, 1024)
-        check_range(name, "ack_every", self.ack_every, 0, self.window)
-        check_range(name, "max_frame_bytes", self.max_frame_bytes, 1, 2**40)
-        check_range(name, "max_message_bytes", self.max_message_bytes, 0, 2**41)
-        if (
-            self.max_message_bytes
-            and self.max_message_bytes < self.max_frame_bytes + MAX_HEADER_BYTES
-        ):
-            raise ValueError(
-                f"{name}.max_message_bytes={self.max_message_bytes} is smaller than "
-                f"max_frame_bytes + {MAX_HEADER_BYTES}; raise it or leave it 0 "
-                "(automatic)"
-            )
-        check_range(name, "linger_ms", self.linger_ms, 0, 600_000)
-        check_range(name, "heartbeat_ivl_ms", self.heartbeat_ivl_ms, 0, 600_000)
-        check_range(name, "heartbeat_timeout_ms", self.heartbeat_timeout_ms, 0, 600_000)
-        check_range(name, "rcvhwm", self.rcvhwm, 0, 1_000_000)
-        check_range(name, "log_interval_s", self.log_interval_s, 0.0, 3600)
-        check_range(name, "takeover_after_s", self.takeover_after_s, 0.0, 86400)
-
-    @property
-    def effective_ack_every(self) -> int:
-        return self.ack_every or max(1, self.window // 2)
-
-    @property
-    def effective_max_message_bytes(self) -> int:
-        return (
-            self.max_message_bytes or int(1.5 * self.max_frame_bytes) + MAX_HEADER_BYTES
-        )
-
-
-class _Stream:
-    """Per-stream state at the ingest."""
-
-    __slots__ = (
-        "name",
-        "session",
-        "peer",
-        "old_peers",
-        "shape",
-        "dtype",
-        "expected",
-        "resumed_from",
-        "persisted",
-        "duplicates",
-        "out_of_order",
-        "gaps",
-        "gap_frames",
-        "unacked",
-        "resync_at",
-        "granted",
-        "credit_violations",
-        "ended",
-        "acquired",
-        "source_gap_frames",
-        "stop_sent",
-        "reported_gap_frames",
-        "last_seen",
-    )
-
-    def __init__(self, name: str, session: str, expected: int) -> None:
-        self.name = name
-        self.session = session
-        self.peer = b""
-        self.old_peers: list[bytes] = []
-        self.shape: tuple[int, int] = (0, 0)
-        self.dtype = ""
-        self.expected = expected
-        self.resumed_from = expected
-        self.persisted = 0
-        self.duplicates = 0
-        self.out_of_order = 0
-        self.gaps: list[list[int]] = []
-        self.gap_frames = 0
-        self.unacked = 0
-        self.resync_at = -1
-        self.granted = -1  # highest seq the source was allowed to send
-        self.credit_violations = 0
-        self.ended = False
-        self.acquired: int | None = None
-        self.source_gap_frames: int | None = None
-        self.stop_sent = False  # a stop message reached this stream's connection
-        self.reported_gap_frames = 0  # frames in gaps the source reported (no restart)
-        self.last_seen = time.monotonic()  # last message from this stream's peer
-
-    def summary(self) -> dict[str, Any]:
-        acquired = self.acquired
-        return {
-            "stream": self.name,
-            "session": self.session,
-            "resumed_from": self.resumed_from,
-            "next_seq": self.expected,
-            "frames_persisted": self.persisted,
-            "duplicates": self.duplicates,
-            "out_of_order": self.out_of_order,
-            "credit_violations": self.credit_violations,
-            "gaps": [list(g) for g in self.gaps],
-            "frames_in_reported_gaps": self.gap_frames,
-            "ended": self.ended,
-            "frames_acquired": acquired,
-            # everything acquired from resumed_from on is persisted here or in a gap
-            "accounting_ok": (
-                None
-                if acquired is None
-                else acquired - self.resumed_from == self.persisted + self.gap_frames
-            ),
-        }
-
-
-class _Reject(Exception):
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(message)
-        self.key = key
-
-
-class Ingest:
+class Ingest(_IngestControl):
     """The pipeline end of the lossless frame path (see the module docstring).
 
     Parameters
@@ -431,26 +262,6 @@ class Ingest:
         for st in list(self._streams.values()):
             self._send_stop(st, final=False)
 
-    def _send_stop(self, st: _Stream, *, final: bool) -> None:
-        if st.ended or not st.peer or (st.stop_sent and not final):
-            return
-        reason = self._stop_reason or "the ingest is closing"
-        if self._send(
-            st.peer,
-            "stop",
-            stream=st.name,
-            session=st.session,
-            reason=reason,
-            final=final,
-        ):
-            st.stop_sent = True
-            self._c["stop_sent"] += 1
-            logger.info(
-                "ingest: asked stream %s to stop%s: %s",
-                st.name,
-                " (final)" if final else "",
-                reason,
-            )
 
     def close(
         self, *, stop_reason: str | None = None, drain_s: float = 0.0
@@ -682,22 +493,6 @@ class Ingest:
                 exc,
             )
 
-    # --- frames
-    def _owner(self, peer: bytes, stream: Any) -> _Stream:
-        st = self._streams.get(stream) if isinstance(stream, str) else None
-        if st is None:
-            raise _Reject(
-                "unknown-stream", f"message for stream {stream!r} before its hello"
-            )
-        if st.peer != peer:
-            if peer in st.old_peers:
-                self._c["stale"] += 1
-                raise _Stale
-            raise _Reject(
-                "wrong-peer", f"stream {stream!r} belongs to another connection"
-            )
-        st.last_seen = time.monotonic()
-        return st
 
     def _on_frame_msg(self, peer: bytes, body: list[Any], ack_every: int) -> None:
         if len(body) != 2:
@@ -764,305 +559,3 @@ class Ingest:
         st.unacked += 1
         if st.unacked >= ack_every:
             self._send_ack(st)
-
-    # --- control
-    def _on_control_msg(self, peer: bytes, obj: dict[str, Any]) -> None:
-        kind = obj["kind"]
-        if kind == "hello":
-            self._on_hello(peer, obj)
-            return
-        if kind not in ("gap", "end"):
-            raise _Reject(
-                "unexpected", f"control kind {kind!r} is not sent to an ingest"
-            )
-        try:
-            st = self._owner(peer, obj.get("stream"))
-        except _Stale:
-            return
-        try:
-            if kind == "gap":
-                first = field_int(obj, "first", 0, _SEQ_MAX)
-                last = field_int(obj, "last", first, _SEQ_MAX)
-                if st.ended and last >= st.expected:
-                    raise _Reject(
-                        "after-end",
-                        f"stream {st.name!r}: gap {first}-{last} after the stream "
-                        f"ended at seq {st.expected - 1}",
-                    )
-                if last > st.granted:
-                    # the source may only report seqs within the credit it was given
-                    # (a longer gap comes in credit-sized parts)
-                    raise _Reject(
-                        "gap-beyond-credit",
-                        f"stream {st.name!r}: gap {first}-{last} reaches past seq "
-                        f"{st.granted}, the last one the source was allowed to send",
-                    )
-                self._on_gap_msg(peer, st, first, last)
-            else:
-                upto = field_int(obj, "upto", -1, _SEQ_MAX)
-                acquired = field_int(obj, "n", 0, _SEQ_MAX)
-                gap_frames = field_int(obj, "gap_frames", 0, _SEQ_MAX)
-                if acquired != upto + 1:
-                    raise WireError(f"end: n={acquired} must be upto + 1 = {upto + 1}")
-                if not st.reported_gap_frames <= gap_frames <= acquired:
-                    raise _Reject(
-                        "inconsistent",
-                        f"stream {st.name!r}: end says {gap_frames} frame(s) in gaps; "
-                        f"expected between the {st.reported_gap_frames} the source "
-                        f"reported and the {acquired} it acquired",
-                    )
-                self._on_end_msg(peer, st, upto, acquired, gap_frames)
-        except WireError as exc:
-            raise _Reject("malformed", str(exc)) from None
-
-    def _on_hello(self, peer: bytes, obj: dict[str, Any]) -> None:
-        cfg = self.config
-        stream = obj.get("stream")
-        if not isinstance(stream, str) or not _STREAM_RE.match(stream):
-            raise WireError(
-                f"hello: 'stream' must be 1-64 of [A-Za-z0-9_.:-], got {stream!r}"
-            )
-        session = obj.get("session")
-        if not isinstance(session, str) or not 1 <= len(session) <= 64:
-            raise WireError(
-                f"hello: 'session' must be a 1-64 character string, got {session!r}"
-            )
-        nonce = field_int(obj, "n", 0, _SEQ_MAX)
-        first = field_int(obj, "first", 0, _SEQ_MAX)
-        shape = obj.get("shape")
-        if not (
-            isinstance(shape, list)
-            and len(shape) == 2
-            and all(
-                isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= MAX_SIDE
-                for s in shape
-            )
-        ):
-            raise WireError(
-                f"hello: 'shape' must be [rows, cols] in [1, {MAX_SIDE}], got {shape!r}"
-            )
-        dtype = obj.get("dtype")
-        if dtype not in FRAME_DTYPES:
-            raise WireError(f"hello: 'dtype'={dtype!r} not in {FRAME_DTYPES}")
-        nbytes = shape[0] * shape[1] * np.dtype(dtype).itemsize
-        if nbytes > cfg.max_frame_bytes:
-            raise _Reject(
-                "oversized",
-                f"hello for {stream!r} declares {shape[0]}x{shape[1]} {dtype} = "
-                f"{nbytes} bytes "
-                f"per frame > max_frame_bytes={cfg.max_frame_bytes} (raise "
-                "IngestConfig.max_frame_bytes)",
-            )
-        st = self._streams.get(stream)
-        if st is not None and st.session != session:
-            self._check_takeover(st, peer, session)
-        elif st is not None and first > st.expected:
-            # the source's oldest unacknowledged seq lies beyond what was persisted
-            # here: it would skip frames nobody acknowledged
-            raise _Reject(
-                "inconsistent",
-                f"hello for {stream!r} (same session) resumes at seq {first}, but "
-                f"seq {st.expected} was never acknowledged",
-            )
-        restart_gap: tuple[int, int] | None = None
-        with self._lock:
-            if st is None or st.session != session:
-                if st is not None:
-                    logger.info(
-                        "ingest: stream %s restarted with a new session", stream
-                    )
-                    self._previous.append(st.summary())
-                base = first
-                if self._resume is not None:
-                    base = max(base, int(self._resume(stream, session)) + 1)
-                old = st
-                st = _Stream(stream, session, base)
-                if old is not None and base > old.expected:
-                    # the source restarted further on (e.g. at the camera's frame
-                    # counter): what lies between was never delivered, it is a gap
-                    restart_gap = (old.expected, base - 1)
-                    st.resumed_from = old.expected
-                    st.gaps.append(list(restart_gap))
-                    st.gap_frames += base - old.expected
-                self._streams[stream] = st
-            else:
-                st.expected = max(st.expected, first)
-            if st.peer and st.peer != peer:
-                st.old_peers = (st.old_peers + [st.peer])[-8:]
-                self._peers.pop(st.peer, None)
-            st.peer = peer
-            st.last_seen = time.monotonic()
-            st.shape = (shape[0], shape[1])
-            st.dtype = dtype
-            st.resync_at = -1
-        self._peers[peer] = stream
-        if restart_gap is not None:
-            logger.warning(
-                "ingest: stream %s restarted at seq %d: frames %d-%d were never "
-                "delivered (recorded as a gap)",
-                stream,
-                restart_gap[1] + 1,
-                *restart_gap,
-            )
-            if self._on_gap is not None:
-                self._on_gap(stream, *restart_gap)
-        self._send(
-            peer,
-            "ready",
-            stream=stream,
-            session=session,
-            n=nonce,
-            upto=st.expected - 1,
-            credit=cfg.window,
-        )
-        st.unacked = 0
-        logger.info(
-            "ingest: hello from stream %s, resuming at seq %d", stream, st.expected
-        )
-        if self._stop_reason is not None:  # stopping: tell a (re)connected source too
-            st.stop_sent = False
-            self._send_stop(st, final=False)
-
-    def _check_takeover(self, st: _Stream, peer: bytes, session: str) -> None:
-        """Refuse a new session for ``st`` while its current session is alive.
-
-        Alive: not ended, heard from within ``takeover_after_s``, and its connection
-        still routable (ZeroMQ drops a disconnected peer's route, so a probe, a
-        harmless repeat of the last ACK, fails with EHOSTUNREACH).
-        """
-        if st.ended or not st.peer or st.peer == peer:
-            return
-        silent = time.monotonic() - st.last_seen
-        if silent >= self.config.takeover_after_s:
-            return
-        assert self._sock is not None
-        try:
-            self._sock.send_multipart(
-                [
-                    st.peer,
-                    *encode_control(
-                        "ack",
-                        stream=st.name,
-                        upto=st.expected - 1,
-                        credit=self.config.window,
-                    ),
-                ],
-                zmq.NOBLOCK,
-            )
-        except zmq.ZMQError as exc:
-            if exc.errno == zmq.EHOSTUNREACH:
-                return  # the current session's connection is gone
-        raise _Reject(
-            "session-conflict",
-            f"hello for stream {st.name!r} with session {session!r}: session "
-            f"{st.session!r} is still connected (last message {silent:.1f} s ago); "
-            "a second source for a live stream is refused",
-        )
-
-    def _on_gap_msg(self, peer: bytes, st: _Stream, first: int, last: int) -> None:
-        if last < st.expected:
-            with self._lock:
-                st.duplicates += 1
-            st.unacked = max(st.unacked, 1)
-            return
-        if first != st.expected:
-            with self._lock:
-                st.out_of_order += 1
-            if first > st.expected and st.resync_at != st.expected:
-                st.resync_at = st.expected
-                self._send(
-                    peer,
-                    "ready",
-                    stream=st.name,
-                    session=st.session,
-                    n=0,
-                    upto=st.expected - 1,
-                    credit=self.config.window,
-                )
-            return
-        with self._lock:
-            if st.gaps and st.gaps[-1][1] == first - 1:
-                st.gaps[-1][1] = last  # a long gap arrives in credit-sized parts
-            else:
-                st.gaps.append([first, last])
-            st.gap_frames += last - first + 1
-            st.reported_gap_frames += last - first + 1
-            st.expected = last + 1
-        self._rlog.log(
-            logging.WARNING,
-            "gap",
-            "ingest: stream %s lost frames %d-%d at the source (ring overflow)",
-            st.name,
-            first,
-            last,
-        )
-        if self._on_gap is not None:
-            self._on_gap(st.name, first, last)
-        self._send_ack(st)
-
-    def _on_end_msg(
-        self, peer: bytes, st: _Stream, upto: int, acquired: int, gap_frames: int
-    ) -> None:
-        if st.expected - 1 != upto:
-            # not everything arrived: ask for a replay from our point
-            self._send(
-                peer,
-                "ready",
-                stream=st.name,
-                session=st.session,
-                n=0,
-                upto=st.expected - 1,
-                credit=self.config.window,
-            )
-            return
-        first_end = not st.ended
-        with self._lock:
-            st.ended = True
-            st.acquired = acquired
-            st.source_gap_frames = gap_frames
-        summary = st.summary()
-        brief = {k: v for k, v in summary.items() if k != "gaps"}  # fits in one header
-        brief["n_gaps"] = len(summary["gaps"])
-        self._send(peer, "end_ack", stream=st.name, upto=upto, summary=brief)
-        if first_end:
-            logger.info("ingest: stream %s ended: %s", st.name, summary)
-            if self._on_end is not None:
-                self._on_end(st.name, summary)
-
-    # --- sending
-    def _send_ack(self, st: _Stream) -> None:
-        st.unacked = 0
-        self._send(
-            st.peer,
-            "ack",
-            stream=st.name,
-            upto=st.expected - 1,
-            credit=self.config.window,
-        )
-
-    def _send(self, peer: bytes, kind: str, **fields: Any) -> bool:
-        """Send a control message to ``peer`` (no wait); False when it could not go."""
-        assert self._sock is not None
-        try:
-            self._sock.send_multipart(
-                [peer, *encode_control(kind, **fields)], zmq.NOBLOCK
-            )
-            if "credit" in fields:
-                st = self._streams.get(fields["stream"])
-                if st is not None:
-                    st.granted = max(st.granted, fields["upto"] + fields["credit"])
-            return True
-        except zmq.ZMQError as exc:  # EHOSTUNREACH (peer gone) or EAGAIN (HWM)
-            self._c["control_send_failed"] += 1
-            self._rlog.log(
-                logging.INFO,
-                "send",
-                "ingest: could not send %s to a peer: %s",
-                kind,
-                exc,
-            )
-            return False
-
-
-class _Stale(Exception):
-    """A message from a connection the stream has since replaced (dropped, counted)."""

@@ -164,8 +164,8 @@ def create_keys(
         os.chmod(sec, 0o600)
         os.chmod(pub, 0o644)
         written.append((Path(pub), Path(sec)))
-    for (pub, _), name in zip(written[1:], clients, strict=True):
-        shutil.copyfile(pub, allow / f"{name}.key")
+    for (client_pub, _), name in zip(written[1:], clients, strict=True):
+        shutil.copyfile(client_pub, allow / f"{name}.key")
     logger.info(
         "wrote CURVE keys for server and %d client(s) to %s", len(clients), root
     )

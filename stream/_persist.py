@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from livesr.stream._link_base import RateLimitedLog
 from livesr.stream._rawstore import RawStore, RawStoreError
 from livesr.stream._ring import ProcessingRing
-from livesr.stream._transport import RateLimitedLog
 from livesr.stream._wire import FrameHeader
 
 __all__ = [

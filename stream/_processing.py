@@ -43,10 +43,10 @@ import numpy as np
 from livesr.kernels.framemap import MapStage
 from livesr.stream._config import EsrrfConfig, LivesrConfig
 from livesr.stream._latency import LatencyTracker, Timestamps
+from livesr.stream._link_base import RateLimitedLog
 from livesr.stream._quality import QUALITY_METRIC, quality_metric
 from livesr.stream._ring import ProcessingRing, RingBatch
 from livesr.stream._schedule import plan_budget_skip, scheduled_at_or_after
-from livesr.stream._transport import RateLimitedLog
 
 __all__ = ["LIVE_PARAMS", "Processor"]
 

@@ -29,7 +29,7 @@ from livesr.stream._keys import (
     apply_server_keys,
     start_authenticator,
 )
-from livesr.stream._transport import TransportError
+from livesr.stream._link_base import TransportError
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,8 @@
-"""The lossless frame path (source -> pipeline ingest): shared pieces, public names.
+"""The lossless frame path (source -> pipeline ingest): the protocol, public names.
 
-Public names (imported lazily from their modules, so this import stays cheap)::
+A facade above both ends: the shared pieces live in :mod:`livesr.stream._link_base`
+(re-exported here), the codec in :mod:`livesr.stream._wire`; neither end imports this
+module.  Public names (the ends imported lazily, so this import stays cheap)::
 
     from livesr.stream._transport import (
         SourceLink, SourceLinkConfig,    # camera/adapter side (DEALER, connect)
@@ -42,11 +44,14 @@ duplicates, out-of-order frames and credit violations.
 from __future__ import annotations
 
 import importlib
-import logging
-import time
 from typing import TYPE_CHECKING, Any
 
-import zmq
+from livesr.stream._link_base import (
+    RateLimitedLog,
+    TransportError,
+    check_range,
+    set_common_options,
+)
 
 if TYPE_CHECKING:  # the lazy public names, for type checkers
     from livesr.stream._ingest import Ingest, IngestConfig
@@ -57,6 +62,9 @@ if TYPE_CHECKING:  # the lazy public names, for type checkers
     )
 
 __all__ = [
+    "RateLimitedLog",
+    "check_range",
+    "set_common_options",
     "Ingest",
     "IngestConfig",
     "RingOverflowError",
@@ -78,77 +86,3 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-class TransportError(RuntimeError):
-    """The link cannot work as configured (bind/connect failure, closed link...)."""
-
-
-class RateLimitedLog:
-    """Log one message per key at most every ``interval_s`` seconds; count the rest.
-
-    Parameters
-    ----------
-    logger
-        Where to log.
-    interval_s
-        Minimum seconds between two messages with the same key.
-    """
-
-    def __init__(self, logger: logging.Logger, interval_s: float = 1.0) -> None:
-        self._logger = logger
-        self._interval = float(interval_s)
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def log(self, level: int, key: str, message: str, *args: Any) -> None:
-        now = time.monotonic()
-        last = self._last.get(key)
-        if last is not None and now - last < self._interval:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
-        self._last[key] = now
-        hidden = self._suppressed.pop(key, 0)
-        if hidden:
-            message += " (%d similar messages suppressed)"
-            args = (*args, hidden)
-        self._logger.log(level, message, *args)
-
-
-def set_common_options(
-    sock: zmq.Socket[Any],
-    *,
-    linger_ms: int,
-    heartbeat_ivl_ms: int,
-    heartbeat_timeout_ms: int,
-) -> None:
-    """LINGER and ZMTP heartbeats (so a dead TCP peer is noticed and reconnected)."""
-    sock.setsockopt(zmq.LINGER, linger_ms)
-    if heartbeat_ivl_ms > 0:
-        sock.setsockopt(zmq.HEARTBEAT_IVL, heartbeat_ivl_ms)
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, heartbeat_timeout_ms)
-        sock.setsockopt(zmq.HEARTBEAT_TTL, heartbeat_timeout_ms)
-
-
-def check_range(owner: str, name: str, value: Any, lo: float, hi: float) -> None:
-    """Raise ``ValueError`` naming ``owner.name``, its value and the valid range."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not lo <= value <= hi
-    ):
-        raise ValueError(
-            f"{owner}.{name}={value!r} is not valid; expected a number in [{lo}, {hi}]"
-        )
-
-
-def field_int(obj: dict[str, Any], key: str, lo: int, hi: int) -> int:
-    """An integer control-message field in ``[lo, hi]``, else :class:`WireError`."""
-    from livesr.stream._wire import WireError
-
-    value = obj.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise WireError(
-            f"control field {key!r}={value!r} must be an integer in [{lo}, {hi}]"
-        )
-    return value

@@ -1,5 +1,8 @@
 """Shared test fixtures, the backend report header and registry-driven parametrisation.
 
+``nanopyx`` (module scope) is the NanoPyx reference every parity test and benchmark
+uses: one place that sets its scratch HOME and turns its OpenCL off.
+
 Any test taking ``kernel_impl`` runs once per kernel of ``livesr.kernels.KERNEL_PACKAGES``
 × implementation (ids ``esrrf_map-numba``); unavailable implementations are skipped
 with their reason, or fail when their backend is listed in
@@ -22,6 +25,28 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     except Exception as exc:  # the header must never break collection
         lines.append(f"backends: unknown ({type(exc).__name__}: {exc})")
     return lines
+
+
+@pytest.fixture(scope="module")
+def nanopyx(tmp_path_factory: pytest.TempPathFactory):
+    """The ``nanopyx`` package, the reference eSRRF and drift implementation.
+
+    Imported with a scratch ``HOME`` (NanoPyx writes its benchmark files there) and
+    OpenCL off (``NANOPYX_DISABLE_OPENCL=1``: the threaded CPU reference, the same on
+    every machine); both are restored after the test module.  ``nanopyx.core.transform``
+    is imported too.  Skipped when NanoPyx is not installed.
+    """
+    import warnings
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HOME", str(tmp_path_factory.mktemp("nanopyx_home")))
+        mp.setenv("NANOPYX_DISABLE_OPENCL", "1")
+        with warnings.catch_warnings():  # its import warns (OpenCL off, old APIs)
+            warnings.simplefilter("ignore")
+            mod = pytest.importorskip("nanopyx")
+            import nanopyx.core.transform  # noqa: F401
+
+        yield mod
 
 
 @pytest.fixture(autouse=True, scope="session")

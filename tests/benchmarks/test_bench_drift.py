@@ -50,10 +50,7 @@ def test_bench_drift_batch_livesr(benchmark, stack):
     benchmark.extra_info["frames_per_s"] = 200 / benchmark.stats.stats.median
 
 
-def test_bench_drift_batch_nanopyx(benchmark, stack, tmp_path, monkeypatch):
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("NANOPYX_DISABLE_OPENCL", "1")
-    pytest.importorskip("nanopyx")
+def test_bench_drift_batch_nanopyx(benchmark, stack, nanopyx):
     from nanopyx.core.analysis._le_drift_calculator import DriftEstimator
 
     img = stack.astype(np.float32)

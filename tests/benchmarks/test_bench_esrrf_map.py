@@ -67,15 +67,8 @@ def test_bench_esrrf_map(benchmark, frame, backend):
 
 
 @pytest.mark.nanopyx
-def test_bench_esrrf_map_nanopyx_threaded(
-    benchmark, frame, tmp_path_factory, monkeypatch
-):
-    monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("nanopyx_home")))
-    monkeypatch.setenv("NANOPYX_DISABLE_OPENCL", "1")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        pytest.importorskip("nanopyx")
-        from nanopyx.core.transform import eSRRF_ST
+def test_bench_esrrf_map_nanopyx_threaded(benchmark, frame, nanopyx):
+    eSRRF_ST = nanopyx.core.transform.eSRRF_ST
 
     stack = frame[None]
 

@@ -10,8 +10,6 @@ implementations on the same stack; s / frame = mean / frames (``extra_info``).
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
@@ -35,21 +33,8 @@ def _stack(shape: tuple[int, int, int]) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def esrrf_st(tmp_path_factory):
-    saved = {k: os.environ.get(k) for k in ("HOME", "NANOPYX_DISABLE_OPENCL")}
-    os.environ["HOME"] = str(tmp_path_factory.mktemp("nanopyx_home"))
-    os.environ["NANOPYX_DISABLE_OPENCL"] = "1"
-    try:
-        pytest.importorskip("nanopyx")
-        from nanopyx.core.transform import eSRRF_ST
-
-        yield eSRRF_ST(verbose=False)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+def esrrf_st(nanopyx):
+    return nanopyx.core.transform.eSRRF_ST(verbose=False)
 
 
 def _numpy_reference(stack: np.ndarray) -> np.ndarray:

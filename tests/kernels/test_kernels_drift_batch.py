@@ -104,18 +104,13 @@ def blinking_dim():
 
 
 @pytest.fixture(scope="module")
-def nanopyx_run(tmp_path_factory):
+def nanopyx_run(nanopyx):
     """Call NanoPyx's drift engine (threaded CPU), returning our (t, 2) displacement."""
     import os
 
-    home = tmp_path_factory.mktemp("nanopyx_home")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("HOME", str(home))
-    mp.setenv("NANOPYX_DISABLE_OPENCL", "1")
-    pytest.importorskip("nanopyx")
     from nanopyx.core.analysis._le_drift_calculator import DriftEstimator
 
-    assert os.environ["HOME"] == str(home)
+    assert os.environ["NANOPYX_DISABLE_OPENCL"] == "1"
 
     def run(
         stack: np.ndarray,
@@ -135,8 +130,7 @@ def nanopyx_run(tmp_path_factory):
         assert table.shape == (stack.shape[0], 3) and table.dtype == np.float32
         return from_nanopyx_table(table)
 
-    yield run
-    mp.undo()
+    return run
 
 
 # --------------------------------------------------------------------- validation

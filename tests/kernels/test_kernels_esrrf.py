@@ -8,8 +8,6 @@ Each case is tiny (<= 9 frames, <= 31 px per side).
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
@@ -23,25 +21,6 @@ pytestmark = [
 
 RTOL = 1e-4  # interior max |ours - ref| / max |ref|
 MIN_PEARSON = 0.9999
-
-
-@pytest.fixture(scope="module")
-def nanopyx(tmp_path_factory):
-    """The ``nanopyx`` package, imported with a scratch HOME and OpenCL off."""
-    saved = {k: os.environ.get(k) for k in ("HOME", "NANOPYX_DISABLE_OPENCL")}
-    os.environ["HOME"] = str(tmp_path_factory.mktemp("nanopyx_home"))
-    os.environ["NANOPYX_DISABLE_OPENCL"] = "1"
-    try:
-        mod = pytest.importorskip("nanopyx")
-        import nanopyx.core.transform  # noqa: F401
-
-        yield mod
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 _STACKS: dict[tuple[int, int, int, int], np.ndarray] = {}

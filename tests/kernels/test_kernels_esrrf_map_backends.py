@@ -105,34 +105,25 @@ def stack() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def nanopyx_maps(stack, tmp_path_factory):
+def nanopyx_maps(stack, nanopyx):
     """NanoPyx eSRRF_ST per-frame maps for every case (computed once)."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("HOME", str(tmp_path_factory.mktemp("nanopyx_home")))
-    mp.setenv("NANOPYX_DISABLE_OPENCL", "1")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            pytest.importorskip("nanopyx")
-            from nanopyx.core.transform import eSRRF_ST
-
-            maps = {
-                case: np.asarray(
-                    eSRRF_ST(verbose=False).run(
-                        stack,
-                        magnification=case[0],
-                        radius=case[1],
-                        sensitivity=case[2],
-                        doIntensityWeighting=case[3],
-                        run_type="threaded",
-                    ),
-                    dtype=np.float32,
-                )
-                for case in CASES
-            }
-    finally:
-        mp.undo()
-    return maps
+    eSRRF_ST = nanopyx.core.transform.eSRRF_ST
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {
+            case: np.asarray(
+                eSRRF_ST(verbose=False).run(
+                    stack,
+                    magnification=case[0],
+                    radius=case[1],
+                    sensitivity=case[2],
+                    doIntensityWeighting=case[3],
+                    run_type="threaded",
+                ),
+                dtype=np.float32,
+            )
+            for case in CASES
+        }
 
 
 def assert_map_equal(got: np.ndarray, want: np.ndarray, margin: int) -> None:

@@ -7,8 +7,6 @@ folder and OpenCL disabled.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
@@ -30,22 +28,9 @@ MIN_PEARSON = 0.9999
 
 
 @pytest.fixture(scope="module")
-def nptf(tmp_path_factory):
-    """``nanopyx.core.transform``, imported with a scratch HOME and OpenCL off."""
-    saved = {k: os.environ.get(k) for k in ("HOME", "NANOPYX_DISABLE_OPENCL")}
-    os.environ["HOME"] = str(tmp_path_factory.mktemp("nanopyx_home"))
-    os.environ["NANOPYX_DISABLE_OPENCL"] = "1"
-    try:
-        pytest.importorskip("nanopyx")
-        import nanopyx.core.transform as tf
-
-        yield tf
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+def nptf(nanopyx):
+    """``nanopyx.core.transform`` (the ``nanopyx`` fixture of tests/conftest.py)."""
+    return nanopyx.core.transform
 
 
 _STACKS: dict[tuple[int, int, int, int], np.ndarray] = {}

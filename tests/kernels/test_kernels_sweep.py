@@ -6,8 +6,6 @@ few minutes on 2 cores."""
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
@@ -42,25 +40,6 @@ def sim_stack(kind: str, t: int, side: int, seed: int) -> np.ndarray:
         )
         _STACKS[key] = simulate_stack(t, cfg)[0]
     return _STACKS[key]
-
-
-@pytest.fixture(scope="module")
-def nanopyx(tmp_path_factory):
-    """The ``nanopyx`` package, imported with a scratch HOME and OpenCL off."""
-    saved = {k: os.environ.get(k) for k in ("HOME", "NANOPYX_DISABLE_OPENCL")}
-    os.environ["HOME"] = str(tmp_path_factory.mktemp("nanopyx_home"))
-    os.environ["NANOPYX_DISABLE_OPENCL"] = "1"
-    try:
-        mod = pytest.importorskip("nanopyx")
-        import nanopyx.core.transform  # noqa: F401
-
-        yield mod
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 _NANOPYX = [

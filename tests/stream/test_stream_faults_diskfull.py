@@ -17,7 +17,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +25,7 @@ import pytest
 import tifffile
 import zarr
 
-from livesr.stream._config import (
-    DriftCorrectionConfig,
-    EsrrfConfig,
-    LivesrConfig,
-    StreamConfig,
-)
+from livesr.stream._config import LivesrConfig
 from livesr.stream._pipeline import Pipeline
 from livesr.stream._rawstore import (
     OmeTiffRawStore,
@@ -77,19 +72,12 @@ def noise(seq: int) -> np.ndarray:
     return f
 
 
-def _config(out: Path) -> LivesrConfig:
-    return LivesrConfig(
-        esrrf=EsrrfConfig(window=4, stride=4, magnification=2, radius=1.0),
-        drift=DriftCorrectionConfig(enabled=False),
-        stream=StreamConfig(output=str(out), latency_budget_ms=1e7, ring_mb=1.0),
-    )
-
-
-def _stream_until_stopped(tmp_path: Path, store) -> tuple[dict, dict, Path]:
+def _stream_until_stopped(
+    tmp_path: Path, store, pipeline_config: Callable[..., LivesrConfig]
+) -> tuple[dict, dict, Path]:
     out = tmp_path / "out"  # results elsewhere: only the raw frames fill the disk
-    pipe = Pipeline(
-        _config(out), endpoint=f"ipc://{tmp_path}/in.ipc", raw_store=store
-    ).start()
+    cfg = pipeline_config(out, window=4, stride=4, radius=1.0, ring_mb=1.0)
+    pipe = Pipeline(cfg, endpoint=f"ipc://{tmp_path}/in.ipc", raw_store=store).start()
     link = SourceLink(
         SourceLinkConfig(
             endpoint=pipe.endpoint, stream="cam", shape=SHAPE, ring_frames=64
@@ -132,9 +120,11 @@ def _check_accounting(source: dict, summary: dict) -> int:
     return persisted
 
 
-def test_disk_full_ome_zarr(tmp_path: Path, small_fs: Path) -> None:
+def test_disk_full_ome_zarr(
+    tmp_path: Path, small_fs: Path, pipeline_config: Callable[..., LivesrConfig]
+) -> None:
     store = OmeZarrRawStore(small_fs / "raw.ome.zarr")
-    source, summary, _ = _stream_until_stopped(tmp_path, store)
+    source, summary, _ = _stream_until_stopped(tmp_path, store, pipeline_config)
     n = _check_accounting(source, summary)
     g = zarr.open_group(str(small_fs / "raw.ome.zarr"), mode="r")
     live = g.attrs["livesr"]
@@ -148,9 +138,11 @@ def test_disk_full_ome_zarr(tmp_path: Path, small_fs: Path) -> None:
     assert [p.name for p in small_fs.iterdir()] == ["raw.ome.zarr"]  # reserve freed
 
 
-def test_disk_full_ome_tiff(tmp_path: Path, small_fs: Path) -> None:
+def test_disk_full_ome_tiff(
+    tmp_path: Path, small_fs: Path, pipeline_config: Callable[..., LivesrConfig]
+) -> None:
     store = OmeTiffRawStore(small_fs / "raw.ome.tif")
-    source, summary, _ = _stream_until_stopped(tmp_path, store)
+    source, summary, _ = _stream_until_stopped(tmp_path, store, pipeline_config)
     n = _check_accounting(source, summary)
     with tifffile.TiffFile(small_fs / "raw.ome.tif") as tf:
         pages = [p.asarray() for p in tf.pages]

@@ -25,12 +25,7 @@ import numpy as np
 import pytest
 import zarr
 
-from livesr.stream._config import (
-    DriftCorrectionConfig,
-    EsrrfConfig,
-    LivesrConfig,
-    StreamConfig,
-)
+from livesr.stream._config import LivesrConfig
 from livesr.stream._pipeline import Pipeline
 from livesr.stream._transport import Ingest, IngestConfig
 
@@ -158,16 +153,16 @@ def _replicate(frame, params, *, shift=(0.0, 0.0), out=None):  # type: ignore[no
     return out
 
 
-def test_pipeline_numbers_on_a_source_restarted_at_seq_zero(tmp_path: Path) -> None:
+def test_pipeline_numbers_on_a_source_restarted_at_seq_zero(
+    tmp_path: Path, pipeline_config: Callable[..., LivesrConfig]
+) -> None:
     """A camera whose counter was reset: the new session starts at seq 0 again.
 
     The pipeline must not take its frames for old ones (nor crash processing): they
     are numbered on from the last frame seen, persisted, processed and accounted.
     """
-    cfg = LivesrConfig(
-        esrrf=EsrrfConfig(window=4, stride=4, magnification=2),
-        drift=DriftCorrectionConfig(enabled=False),
-        stream=StreamConfig(output=str(tmp_path / "out"), ring_mb=1.0),
+    cfg = pipeline_config(
+        tmp_path / "out", window=4, stride=4, budget_ms=None, ring_mb=1.0
     )
     pipe = Pipeline(
         cfg, endpoint=f"ipc://{tmp_path}/r2p.ipc", frame_map=_replicate

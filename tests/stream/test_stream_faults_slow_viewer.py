@@ -21,18 +21,14 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from livesr.stream._config import (
-    DriftCorrectionConfig,
-    EsrrfConfig,
-    LivesrConfig,
-    StreamConfig,
-)
+from livesr.stream._config import LivesrConfig
 from livesr.stream._pipeline import Pipeline
 from livesr.stream._transport import SourceLink, SourceLinkConfig
 
@@ -77,14 +73,13 @@ def cheap_map(frame, params, *, shift=(0.0, 0.0), out=None):
     return out
 
 
-def _run(tmp_path: Path, tag: str, viewer: bool) -> dict[str, Any]:
-    cfg = LivesrConfig(
-        esrrf=EsrrfConfig(window=4, stride=1, magnification=2, radius=1.0),
-        drift=DriftCorrectionConfig(enabled=False),
-        stream=StreamConfig(
-            output=str(tmp_path / tag), latency_budget_ms=1e7, ring_mb=1.0
-        ),
-    )
+def _run(
+    tmp_path: Path,
+    tag: str,
+    viewer: bool,
+    pipeline_config: Callable[..., LivesrConfig],
+) -> dict[str, Any]:
+    cfg = pipeline_config(tmp_path / tag, window=4, stride=1, radius=1.0, ring_mb=1.0)
     pub = f"ipc://{tmp_path}/{tag}-pub.ipc"
     pipe = Pipeline(
         cfg, endpoint=f"ipc://{tmp_path}/{tag}-in.ipc", publish=pub, frame_map=cheap_map
@@ -135,11 +130,13 @@ def _run(tmp_path: Path, tag: str, viewer: bool) -> dict[str, Any]:
     return out
 
 
-def test_slow_viewer_does_not_slow_the_pipeline(tmp_path: Path) -> None:
+def test_slow_viewer_does_not_slow_the_pipeline(
+    tmp_path: Path, pipeline_config: Callable[..., LivesrConfig]
+) -> None:
     runs = {"alone": [], "viewer": []}
     for i in range(2):  # side by side: A, B, A, B
-        runs["alone"].append(_run(tmp_path, f"a{i}", viewer=False))
-        runs["viewer"].append(_run(tmp_path, f"b{i}", viewer=True))
+        runs["alone"].append(_run(tmp_path, f"a{i}", False, pipeline_config))
+        runs["viewer"].append(_run(tmp_path, f"b{i}", True, pipeline_config))
     scheduled = N - 4 + 1
     for r in runs["alone"] + runs["viewer"]:
         s = r["summary"]

@@ -20,6 +20,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,7 @@ import numpy as np
 import pytest
 import zarr
 
-from livesr.stream._config import (
-    DriftCorrectionConfig,
-    EsrrfConfig,
-    LivesrConfig,
-    StreamConfig,
-)
+from livesr.stream._config import LivesrConfig
 from livesr.stream._pipeline import Pipeline
 from livesr.stream._transport import SourceLink, SourceLinkConfig
 
@@ -58,22 +54,19 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def soak_config(out: Path) -> LivesrConfig:
-    """Cheap reconstruction: 16x16 frames, window 4, one image per 100 frames."""
-    return LivesrConfig(
-        esrrf=EsrrfConfig(window=4, stride=100, magnification=2, radius=1.0),
-        drift=DriftCorrectionConfig(enabled=False),
-        stream=StreamConfig(
-            output=str(out), latency_budget_ms=1e7, ring_mb=1.0, credit=32
-        ),
-    )
-
-
-def run_soak(tmp_path: Path, n: int, *, samples: int = 10) -> dict[str, Any]:
+def run_soak(
+    tmp_path: Path,
+    n: int,
+    pipeline_config: Callable[..., LivesrConfig],
+    *,
+    samples: int = 10,
+) -> dict[str, Any]:
     """Push ``n`` stamped frames through a Pipeline; counts and resource samples."""
     out = tmp_path / "out"
+    # cheap reconstruction: 16x16 frames, window 4, one image per 100 frames
+    cfg = pipeline_config(out, window=4, stride=100, radius=1.0, ring_mb=1.0, credit=32)
     pipe = Pipeline(
-        soak_config(out),
+        cfg,
         endpoint=f"ipc://{tmp_path}/soak-in.ipc",
         publish=f"ipc://{tmp_path}/soak-pub.ipc",
     ).start()
@@ -138,9 +131,11 @@ def check_soak(res: dict[str, Any], n: int) -> None:
     assert last["fds"] <= 1.05 * first["fds"], res["trace"]
 
 
-def test_soak_ci_20k_frames(tmp_path: Path) -> None:
+def test_soak_ci_20k_frames(
+    tmp_path: Path, pipeline_config: Callable[..., LivesrConfig]
+) -> None:
     n = 20_000
-    res = run_soak(tmp_path, n, samples=5)
+    res = run_soak(tmp_path, n, pipeline_config, samples=5)
     check_soak(res, n)
     # the pixels too (seq stamp): a sample across the run, read back from disk
     raw = zarr.open_group(str(res["out"] / "raw.ome.zarr"), mode="r")["0"]
@@ -151,9 +146,11 @@ def test_soak_ci_20k_frames(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_soak_1m_frames(tmp_path: Path) -> None:
+def test_soak_1m_frames(
+    tmp_path: Path, pipeline_config: Callable[..., LivesrConfig]
+) -> None:
     n = int(os.environ.get("LIVESR_SOAK_FRAMES", "1000000"))
-    res = run_soak(tmp_path, n, samples=11)
+    res = run_soak(tmp_path, n, pipeline_config, samples=11)
     report = os.environ.get("LIVESR_SOAK_REPORT")
     if report:
         keep = {k: v for k, v in res.items() if k not in ("raw_seqs", "out")}

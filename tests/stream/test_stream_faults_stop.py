@@ -128,6 +128,11 @@ def test_close_with_stop_drains_then_final_stop_never_hangs(tmp_path: Path) -> N
         deadline = time.monotonic() + 10
         while not link.summary()["ingest_closed"] and time.monotonic() < deadline:
             time.sleep(0.005)
+        # the producer keeps acquiring after the final stop (what it sends now stays
+        # unacknowledged); without this wait it may be halted before its next frame
+        sent = prod.sent
+        while prod.sent < sent + 5 and time.monotonic() < deadline:
+            time.sleep(0.001)
         prod.halt.set()
         prod.join(30)  # close(timeout=20) must not wait for acks that never come
         assert not prod.is_alive(), "the link's close hung after a final stop"

@@ -11,6 +11,7 @@ import zmq
 
 from livesr.stream._transport import Ingest, IngestConfig
 from livesr.stream._wire import (
+    SEQ_MAX,
     FrameHeader,
     decode_control,
     encode_control,
@@ -18,7 +19,6 @@ from livesr.stream._wire import (
 )
 
 SHAPE = (4, 4)
-_SEQ_MAX = 2**63 - 1
 
 
 @pytest.fixture
@@ -225,7 +225,7 @@ def test_gap_beyond_the_credit_is_refused(bound, context, endpoint):
     try:
         ready = raw.hello()[-1]
         assert ready["upto"] + ready["credit"] == 3
-        raw.send(encode_control("gap", stream="cam0", first=0, last=_SEQ_MAX))
+        raw.send(encode_control("gap", stream="cam0", first=0, last=SEQ_MAX))
         raw.send(encode_control("gap", stream="cam0", first=0, last=4))
         raw.pump(0.3)
         for seq in range(4):

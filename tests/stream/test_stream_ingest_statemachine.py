@@ -43,6 +43,7 @@ from hypothesis.stateful import (
 
 from livesr.stream._transport import Ingest, IngestConfig
 from livesr.stream._wire import (
+    SEQ_MAX,
     FrameHeader,
     decode_control,
     encode_control,
@@ -51,7 +52,6 @@ from livesr.stream._wire import (
 
 SHAPE = (2, 3)
 WINDOW = 4
-_SEQ_MAX = 2**63 - 1
 
 
 def _malformed(kind: str, stream: str) -> list[bytes]:
@@ -277,7 +277,7 @@ class IngestMachine(RuleBasedStateMachine):
         if not c.open:
             return
         first = max(0, c.next + offset)
-        last = _SEQ_MAX if length == "max" else first + length - 1
+        last = SEQ_MAX if length == "max" else first + length - 1
         self.send(c, encode_control("gap", stream=c.stream, first=first, last=last))
         self.pump()
 
@@ -286,7 +286,7 @@ class IngestMachine(RuleBasedStateMachine):
         if not c.open:
             return
         upto = c.next - 1 + (2 if late else 0)
-        g = _SEQ_MAX if gap_frames == "huge" else gap_frames
+        g = SEQ_MAX if gap_frames == "huge" else gap_frames
         self.send(
             c,
             encode_control("end", stream=c.stream, upto=upto, n=upto + 1, gap_frames=g),

@@ -23,12 +23,7 @@ import zmq
 from livesr.adapters.sources.simulated import SimulatedSource
 from livesr.kernels import esrrf
 from livesr.sim import Microscope, SimConfig
-from livesr.stream._config import (
-    DriftCorrectionConfig,
-    EsrrfConfig,
-    LivesrConfig,
-    StreamConfig,
-)
+from livesr.stream._config import LivesrConfig
 from livesr.stream._pipeline import Pipeline, quality_metric
 from livesr.stream._pubsub import LatestSubscriber
 from livesr.stream._rawstore import OmeZarrRawStore
@@ -52,22 +47,6 @@ def _sim(**drift: Any) -> SimConfig:
         ),
     )
     return sim
-
-
-def _cfg(
-    out: Path,
-    *,
-    window: int,
-    stride: int,
-    drift: bool = False,
-    budget_ms: float = 1e7,
-    **esrrf_kw: Any,
-) -> LivesrConfig:
-    return LivesrConfig(
-        esrrf=EsrrfConfig(window=window, stride=stride, magnification=2, **esrrf_kw),
-        drift=DriftCorrectionConfig(enabled=drift, block=10),
-        stream=StreamConfig(output=str(out), latency_budget_ms=budget_ms, ring_mb=1.0),
-    )
 
 
 def cheap_map(
@@ -169,10 +148,12 @@ def _sr(out: Path) -> tuple[np.ndarray, dict[str, Any]]:
     return g["0"][:, 0, 0], dict(g.attrs)
 
 
-def test_windows_equal_batch_esrrf_and_raw_equals_source(tmp_path: Path) -> None:
+def test_windows_equal_batch_esrrf_and_raw_equals_source(
+    tmp_path: Path, pipeline_config: Callable[..., LivesrConfig]
+) -> None:
     out = tmp_path / "out"
     n, window, stride = 80, 20, 10
-    cfg = _cfg(out, window=window, stride=stride)
+    cfg = pipeline_config(out, window=window, stride=stride, ring_mb=1.0)
     summary, msgs = _run(tmp_path, cfg, n, subscribe=True)
     expected_windows = (n - window) // stride + 1
     assert summary["frames_acquired"] == n
@@ -229,10 +210,12 @@ def test_windows_equal_batch_esrrf_and_raw_equals_source(tmp_path: Path) -> None
         assert (out / name).is_file()
 
 
-def test_param_change_recorded_and_applied_from_next_window(tmp_path: Path) -> None:
+def test_param_change_recorded_and_applied_from_next_window(
+    tmp_path: Path, pipeline_config: Callable[..., LivesrConfig]
+) -> None:
     out = tmp_path / "out"
     n, window, stride = 60, 10, 5
-    cfg = _cfg(out, window=window, stride=stride, radius=1.5)
+    cfg = pipeline_config(out, window=window, stride=stride, radius=1.5, ring_mb=1.0)
     state: dict[str, Any] = {}
 
     def hook(seq: int) -> None:
@@ -270,10 +253,14 @@ def test_param_change_recorded_and_applied_from_next_window(tmp_path: Path) -> N
         Pipeline(cfg).set_params(magnification=3)
 
 
-def test_slow_stretch_skips_windows_never_raw_frames(tmp_path: Path) -> None:
+def test_slow_stretch_skips_windows_never_raw_frames(
+    tmp_path: Path, pipeline_config: Callable[..., LivesrConfig]
+) -> None:
     out = tmp_path / "out"
     n, window, stride = 150, 10, 5
-    cfg = _cfg(out, window=window, stride=stride, budget_ms=100.0)
+    cfg = pipeline_config(
+        out, window=window, stride=stride, budget_ms=100.0, ring_mb=1.0
+    )
 
     def hook(seq: int) -> None:
         if 30 <= seq < 40:
@@ -302,10 +289,12 @@ def test_slow_stretch_skips_windows_never_raw_frames(tmp_path: Path) -> None:
 
 
 def test_disk_full_stops_acquisition_and_records_the_gap(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    pipeline_config: Callable[..., LivesrConfig],
 ) -> None:
     out = tmp_path / "out"
-    cfg = _cfg(out, window=10, stride=5)
+    cfg = pipeline_config(out, window=10, stride=5, ring_mb=1.0)
     real = OmeZarrRawStore._write_frame
 
     def failing(self: OmeZarrRawStore, index: int, frame: np.ndarray) -> None:
@@ -332,10 +321,12 @@ def test_disk_full_stops_acquisition_and_records_the_gap(
     assert summary["windows_published"] == (25 - 10) // 5 + 1
 
 
-def test_drift_on_writes_table_and_publishes_estimates(tmp_path: Path) -> None:
+def test_drift_on_writes_table_and_publishes_estimates(
+    tmp_path: Path, pipeline_config: Callable[..., LivesrConfig]
+) -> None:
     out = tmp_path / "out"
     n = 60
-    cfg = _cfg(out, window=20, stride=20, drift=True)
+    cfg = pipeline_config(out, window=20, stride=20, drift=True, ring_mb=1.0)
     summary, msgs = _run(tmp_path, cfg, n, frame_map=cheap_map, subscribe=True)
     assert summary["implementation"] == {"drift": "numpy", "esrrf": "cheap_map"}
     with open(out / "drift.csv", newline="") as fh:
@@ -349,19 +340,23 @@ def test_drift_on_writes_table_and_publishes_estimates(tmp_path: Path) -> None:
     assert head["implementation"] == {"drift": "numpy", "esrrf": "cheap_map"}
 
 
-def test_output_with_results_is_refused(tmp_path: Path) -> None:
+def test_output_with_results_is_refused(
+    tmp_path: Path, pipeline_config: Callable[..., LivesrConfig]
+) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "summary.json").write_text("{}")
-    pipe = Pipeline(_cfg(out, window=10, stride=5))
+    pipe = Pipeline(pipeline_config(out, window=10, stride=5, ring_mb=1.0))
     with pytest.raises(FileExistsError, match="already holds results"):
         pipe.start()
     pipe.close()
     assert (out / "summary.json").read_text() == "{}"  # untouched
 
 
-def test_set_params_validation_is_clear(tmp_path: Path) -> None:
-    pipe = Pipeline(_cfg(tmp_path / "o", window=10, stride=5))
+def test_set_params_validation_is_clear(
+    tmp_path: Path, pipeline_config: Callable[..., LivesrConfig]
+) -> None:
+    pipe = Pipeline(pipeline_config(tmp_path / "o", window=10, stride=5, ring_mb=1.0))
     with pytest.raises(ValueError, match="temporal"):
         pipe.set_params(temporal="median")
     with pytest.raises(ValueError, match="window"):
@@ -369,10 +364,14 @@ def test_set_params_validation_is_clear(tmp_path: Path) -> None:
     pipe.set_params(window=12)  # accepted before start; applied at the first frame
 
 
-def test_full_ring_refuses_frames_for_processing_only(tmp_path: Path) -> None:
+def test_full_ring_refuses_frames_for_processing_only(
+    tmp_path: Path, pipeline_config: Callable[..., LivesrConfig]
+) -> None:
     out = tmp_path / "out"
     n, window, stride = 200, 10, 5
-    cfg = _cfg(out, window=window, stride=stride)  # budget 1e7 ms: no backlog skips
+    cfg = pipeline_config(
+        out, window=window, stride=stride, ring_mb=1.0
+    )  # budget 1e7 ms: no backlog skips
     cfg = cfg.replace("stream", ring_mb=12 * 32 * 32 * 2 / 2**20)  # 12 frames
 
     def hook(seq: int) -> None:
@@ -397,7 +396,10 @@ def test_full_ring_refuses_frames_for_processing_only(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("hint", [True, False])
 def test_frame_shape_hint_times_implementations_before_streaming(
-    tmp_path: Path, hint: bool, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    hint: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    pipeline_config: Callable[..., LivesrConfig],
 ) -> None:
     """With the camera's shape known, the batch-map implementations are timed (and
     the host or GPU window chosen) during the warm-up, before ``ready``; without it,
@@ -415,7 +417,7 @@ def test_frame_shape_hint_times_implementations_before_streaming(
         return real(frames, *args, **kwargs)
 
     monkeypatch.setattr(kernel, "fastest", fastest)
-    cfg = _cfg(tmp_path / "out", window=4, stride=4)
+    cfg = pipeline_config(tmp_path / "out", window=4, stride=4, ring_mb=1.0)
     ctx = zmq.Context()
     pipe = Pipeline(
         cfg,
@@ -450,17 +452,18 @@ def test_frame_shape_hint_times_implementations_before_streaming(
 
 def test_a_window_that_cannot_work_is_refused_before_anything_is_written(
     tmp_path: Path,
+    pipeline_config: Callable[..., LivesrConfig],
 ) -> None:
     """Issue 14: a window longer than the run, or one whose ring and window state
     cannot fit the memory budget, is refused at start with what to change; nothing
     is created (a retry with the same output is not blocked)."""
     out = tmp_path / "out"
-    cfg = _cfg(out, window=50, stride=10)
+    cfg = pipeline_config(out, window=50, stride=10, ring_mb=1.0)
     cfg = dataclasses.replace(cfg, stream=dataclasses.replace(cfg.stream, frames=30))
     with pytest.raises(ValueError, match=r"window=50 is longer than the 30 frames"):
         Pipeline(cfg, output=out).start()
     assert not out.exists()
-    big = _cfg(out, window=500, stride=10)
+    big = pipeline_config(out, window=500, stride=10, ring_mb=1.0)
     big = dataclasses.replace(
         big, stream=dataclasses.replace(big.stream, ring_mb=0.0, memory_budget_mb=8.0)
     )
@@ -469,26 +472,43 @@ def test_a_window_that_cannot_work_is_refused_before_anything_is_written(
     assert not out.exists()
 
 
-def test_the_ring_is_sized_from_the_frame_rate_and_stated(tmp_path: Path) -> None:
+def test_the_ring_is_sized_from_the_frame_rate_and_stated(
+    tmp_path: Path, pipeline_config: Callable[..., LivesrConfig]
+) -> None:
     """The processing ring holds 3 latency budgets of frames at the camera's rate
     (at least a window and two batches) within the budget; the summary states it."""
     from livesr.stream._persist import check_memory, ring_frames
 
     n = ring_frames(window=50, max_batch=16, interval_s=0.0005, latency_budget_s=0.5)
     assert n == 3000  # 3 x 0.5 s at 2000 frames/s
-    assert ring_frames(window=50, max_batch=16, interval_s=None, latency_budget_s=0.5) == 100
+    assert (
+        ring_frames(window=50, max_batch=16, interval_s=None, latency_budget_s=0.5)
+        == 100
+    )
     plan = check_memory(
-        (2048, 2048), "uint16", window=50, max_batch=16, interval_s=0.01,
-        latency_budget_s=0.5, ring_mb=0.0, memory_budget_mb=4096.0,
+        (2048, 2048),
+        "uint16",
+        window=50,
+        max_batch=16,
+        interval_s=0.01,
+        latency_budget_s=0.5,
+        ring_mb=0.0,
+        memory_budget_mb=4096.0,
     )
     assert plan.frames == 150 and plan.minimum == 66
     with pytest.raises(ValueError, match="lower --window"):
         check_memory(
-            (2048, 2048), "uint16", window=50, max_batch=16, interval_s=0.01,
-            latency_budget_s=0.5, ring_mb=0.0, memory_budget_mb=256.0,
+            (2048, 2048),
+            "uint16",
+            window=50,
+            max_batch=16,
+            interval_s=0.01,
+            latency_budget_s=0.5,
+            ring_mb=0.0,
+            memory_budget_mb=256.0,
         )
     out = tmp_path / "run"
-    cfg = _cfg(out, window=4, stride=4)
+    cfg = pipeline_config(out, window=4, stride=4, ring_mb=1.0)
     ctx = zmq.Context()
     pipe = Pipeline(cfg, endpoint="inproc://ring-plan", context=ctx)
     try:
@@ -506,13 +526,15 @@ def test_the_ring_is_sized_from_the_frame_rate_and_stated(tmp_path: Path) -> Non
     assert mem["ring_mb"] * 2**20 == pytest.approx(summary["ring"]["bytes"])
 
 
-def test_a_dead_ingest_thread_ends_the_run_with_an_error(tmp_path: Path) -> None:
+def test_a_dead_ingest_thread_ends_the_run_with_an_error(
+    tmp_path: Path, pipeline_config: Callable[..., LivesrConfig]
+) -> None:
     """Issue 14: if the ingest thread dies anyway (a bug), the run does not wait
     forever for frames that cannot arrive: wait() returns, acquisition is told to
     stop, and the summary reports the error (so the command exits non-zero)."""
     from livesr.stream._run_session import run_failures
 
-    cfg = _cfg(tmp_path / "out", window=4, stride=4)
+    cfg = pipeline_config(tmp_path / "out", window=4, stride=4, ring_mb=1.0)
     # the ingest thread of this process is the one broken here; the ingest process
     # has its own test below
     cfg = replace(cfg, stream=replace(cfg.stream, ingest="thread"))
@@ -543,14 +565,16 @@ def test_a_dead_ingest_thread_ends_the_run_with_an_error(tmp_path: Path) -> None
     assert run_failures(summary)
 
 
-def test_a_killed_ingest_process_ends_the_run_with_an_error(tmp_path: Path) -> None:
+def test_a_killed_ingest_process_ends_the_run_with_an_error(
+    tmp_path: Path, pipeline_config: Callable[..., LivesrConfig]
+) -> None:
     """The ingest process (the default for ipc/tcp endpoints) killed mid-stream: the
     run ends (wait() returns), acquisition is told to stop, the frames persisted
     before the kill are counted, and the summary names the process's exit."""
     from livesr.stream._run_session import run_failures
     from livesr.stream._source_link import SourceLink, SourceLinkConfig
 
-    cfg = _cfg(tmp_path / "out", window=4, stride=4)
+    cfg = pipeline_config(tmp_path / "out", window=4, stride=4, ring_mb=1.0)
     assert cfg.stream.ingest == "auto"
     pipe = Pipeline(cfg, endpoint=f"ipc://{tmp_path}/killed.ipc", frame_map=cheap_map)
     link = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -13,12 +14,7 @@ import pytest
 
 from livesr.kernels.framemap import MapStage
 from livesr.sim import Microscope, SimConfig
-from livesr.stream._config import (
-    DriftCorrectionConfig,
-    EsrrfConfig,
-    LivesrConfig,
-    StreamConfig,
-)
+from livesr.stream._config import LivesrConfig
 from livesr.stream._latency import Timestamps
 from livesr.stream._processing import Processor
 from livesr.stream._ring import ProcessingRing
@@ -34,18 +30,6 @@ def _frames(
     )
     stack, _truth = Microscope(sim).acquire(n)
     return np.asarray(stack, dtype=np.uint16)
-
-
-def _cfg(
-    *, window: int, stride: int, max_batch: int, drift: bool, budget_ms: float = 1e7
-) -> LivesrConfig:
-    return LivesrConfig(
-        esrrf=EsrrfConfig(window=window, stride=stride, magnification=2),
-        drift=DriftCorrectionConfig(enabled=drift, block=5),
-        stream=StreamConfig(
-            output="unused", latency_budget_ms=budget_ms, max_batch=max_batch
-        ),
-    )
 
 
 class _Collect:
@@ -104,13 +88,21 @@ def _run(
 
 @pytest.mark.parametrize("drift", [False, True])
 @pytest.mark.parametrize(("window", "stride"), [(10, 5), (6, 6), (4, 9)])
-def test_batched_equals_frame_by_frame(drift: bool, window: int, stride: int) -> None:
+def test_batched_equals_frame_by_frame(
+    drift: bool, window: int, stride: int, pipeline_config: Callable[..., LivesrConfig]
+) -> None:
     frames = _frames(60, drift=drift)
     one, out1 = _run(
-        frames, _cfg(window=window, stride=stride, max_batch=1, drift=drift)
+        frames,
+        pipeline_config(
+            drift_block=5, window=window, stride=stride, max_batch=1, drift=drift
+        ),
     )
     many, out32 = _run(
-        frames, _cfg(window=window, stride=stride, max_batch=32, drift=drift)
+        frames,
+        pipeline_config(
+            drift_block=5, window=window, stride=stride, max_batch=32, drift=drift
+        ),
     )
     assert one.c["batches"] == 60 and many.c["batches"] < 60  # batches really formed
     assert many.batch_peak > 1
@@ -147,14 +139,16 @@ def _recording_map(log: list[float | None]) -> Any:
     return fmap
 
 
-def test_deadline_is_the_frame_interval() -> None:
+def test_deadline_is_the_frame_interval(
+    pipeline_config: Callable[..., LivesrConfig],
+) -> None:
     """Throughput: every map call gets the camera's frame interval as its deadline
     (a budget far larger than the interval leaves the window ends the same)."""
     frames = _frames(30, drift=False)
     log: list[float | None] = []
     _run(
         frames,
-        _cfg(window=10, stride=5, max_batch=8, drift=False),
+        pipeline_config(drift_block=5, window=10, stride=5, max_batch=8, drift=False),
         frame_map=_recording_map(log),
         interval_s=0.004,
     )
@@ -162,7 +156,9 @@ def test_deadline_is_the_frame_interval() -> None:
     assert all(d == pytest.approx(0.004) for d in log)
 
 
-def test_late_frames_keep_the_throughput_deadline() -> None:
+def test_late_frames_keep_the_throughput_deadline(
+    pipeline_config: Callable[..., LivesrConfig],
+) -> None:
     """A window whose frames are already older than the budget gets the frame
     interval, never a zero or negative deadline (every call a "miss" otherwise)."""
     frames = _frames(20, drift=False)
@@ -170,7 +166,14 @@ def test_late_frames_keep_the_throughput_deadline() -> None:
     old = np.full(20, time.time() - 100.0)
     _run(
         frames,
-        _cfg(window=20, stride=20, max_batch=32, drift=False, budget_ms=500),
+        pipeline_config(
+            drift_block=5,
+            window=20,
+            stride=20,
+            max_batch=32,
+            drift=False,
+            budget_ms=500,
+        ),
         frame_map=_recording_map(log),
         t_acq=old,
         interval_s=0.004,
@@ -179,7 +182,9 @@ def test_late_frames_keep_the_throughput_deadline() -> None:
     assert all(d == pytest.approx(0.004) for d in log)
 
 
-def test_deadline_of_a_window_end_is_the_remaining_budget() -> None:
+def test_deadline_of_a_window_end_is_the_remaining_budget(
+    pipeline_config: Callable[..., LivesrConfig],
+) -> None:
     """A window's last frame must also finish within what is left of the budget:
     the step that ends a window shares the remaining budget among its frames."""
     frames = _frames(10, drift=False)
@@ -190,7 +195,9 @@ def test_deadline_of_a_window_end_is_the_remaining_budget() -> None:
     ahead = np.full(10, time.time() + 50.0)
     _run(
         frames,
-        _cfg(window=10, stride=5, max_batch=16, drift=False, budget_ms=50),
+        pipeline_config(
+            drift_block=5, window=10, stride=5, max_batch=16, drift=False, budget_ms=50
+        ),
         frame_map=_recording_map(log),
         t_acq=ahead,
         interval_s=100.0,
@@ -199,19 +206,23 @@ def test_deadline_of_a_window_end_is_the_remaining_budget() -> None:
     assert all(d is not None and 4.0 < d <= 5.006 for d in log)
 
 
-def test_no_deadline_without_a_nominal_interval() -> None:
+def test_no_deadline_without_a_nominal_interval(
+    pipeline_config: Callable[..., LivesrConfig],
+) -> None:
     frames = _frames(12, drift=False)
     log: list[float | None] = []
     _run(
         frames,
-        _cfg(window=6, stride=6, max_batch=4, drift=False),
+        pipeline_config(drift_block=5, window=6, stride=6, max_batch=4, drift=False),
         frame_map=_recording_map(log),
         interval_s=None,
     )
     assert log == [None] * 12
 
 
-def test_budget_skip_goes_to_the_newest_complete_window() -> None:
+def test_budget_skip_goes_to_the_newest_complete_window(
+    pipeline_config: Callable[..., LivesrConfig],
+) -> None:
     """A backlog older than the budget: processing restarts at the newest window whose
     frames are all waiting, skips are counted, and the accounting identity holds."""
     n, window, stride = 200, 10, 10
@@ -220,7 +231,14 @@ def test_budget_skip_goes_to_the_newest_complete_window() -> None:
     t_acq = t0 + np.arange(n) * 0.01
     proc, out = _run(
         frames,
-        _cfg(window=window, stride=stride, max_batch=16, drift=False, budget_ms=100),
+        pipeline_config(
+            drift_block=5,
+            window=window,
+            stride=stride,
+            max_batch=16,
+            drift=False,
+            budget_ms=100,
+        ),
         t_acq=t_acq,
         interval_s=0.01,
     )
