@@ -540,7 +540,7 @@ class Ingest(_IngestControl):
                 )
             return
         try:
-            self._on_frame(header, frame)
+            stored = self._on_frame(header, frame)
         except Exception as exc:
             self._c["on_frame_errors"] += 1
             self._rlog.log(
@@ -555,7 +555,12 @@ class Ingest(_IngestControl):
             return
         with self._lock:
             st.expected = seq + 1
-            st.persisted += 1
+            if stored is False:
+                # the pipeline could not write it and recorded it as a gap: it is
+                # acknowledged (resending cannot help) but never counted as persisted
+                st.lost_at_pipeline += 1
+            else:
+                st.persisted += 1
         st.unacked += 1
         if st.unacked >= ack_every:
             self._send_ack(st)

@@ -13,7 +13,7 @@ from livesr.stream._keys import CurveServerKeys
 from livesr.stream._link_base import check_range
 from livesr.stream._wire import MAX_HEADER_BYTES, FrameHeader
 
-OnFrame = Callable[[FrameHeader, np.ndarray], None]
+OnFrame = Callable[[FrameHeader, np.ndarray], "bool | None"]  # False: not written (a gap)
 OnGap = Callable[[str, int, int], None]
 OnEnd = Callable[[str, dict[str, Any]], None]
 

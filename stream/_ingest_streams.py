@@ -19,6 +19,7 @@ class _Stream:
         "expected",
         "resumed_from",
         "persisted",
+        "lost_at_pipeline",
         "duplicates",
         "out_of_order",
         "gaps",
@@ -45,6 +46,7 @@ class _Stream:
         self.expected = expected
         self.resumed_from = expected
         self.persisted = 0
+        self.lost_at_pipeline = 0
         self.duplicates = 0
         self.out_of_order = 0
         self.gaps: list[list[int]] = []
@@ -68,6 +70,9 @@ class _Stream:
             "resumed_from": self.resumed_from,
             "next_seq": self.expected,
             "frames_persisted": self.persisted,
+            # acknowledged but not written (the pipeline's raw store failed): a gap
+            # of the pipeline's run, never persisted
+            "frames_lost_at_pipeline": self.lost_at_pipeline,
             "duplicates": self.duplicates,
             "out_of_order": self.out_of_order,
             "credit_violations": self.credit_violations,
@@ -79,7 +84,8 @@ class _Stream:
             "accounting_ok": (
                 None
                 if acquired is None
-                else acquired - self.resumed_from == self.persisted + self.gap_frames
+                else acquired - self.resumed_from
+                == self.persisted + self.gap_frames + self.lost_at_pipeline
             ),
         }
 

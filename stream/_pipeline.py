@@ -496,9 +496,8 @@ class Pipeline:
                 self._summary["stop_reason"] = stop.get("reason")
         if not self._owns_output:  # start() refused the folder: leave it untouched
             return self._summary
-        from livesr.stream._results import write_config, write_summary
-
         from livesr.stream._preview import write_preview
+        from livesr.stream._results import write_config, write_summary
 
         preview = write_preview(self.output)  # the last SR image beside its raw mean
         self._summary["files"]["preview"] = preview.name if preview else None

@@ -108,6 +108,12 @@ def _check_accounting(source: dict, summary: dict) -> int:
     assert "No space left on device" in source["stop_reason"]
     assert source["frames_acked"] == n_acq and source["end_acked"] is True
     persisted = summary["frames_persisted"]
+    # acknowledged is not persisted: the pipeline's answer to "end" says which of
+    # the acknowledged frames it could not write
+    remote = source["ingest"]
+    assert remote["frames_persisted"] == persisted
+    assert remote["frames_lost_at_pipeline"] == summary["frames_in_gaps"] > 0
+    assert remote["accounting_ok"] is True
     assert summary["stopped"] is True and "ENOSPC" in summary["error"]
     assert summary["frames_acquired"] == n_acq
     assert summary["accounting_ok"] is True
@@ -187,3 +193,53 @@ def test_disk_full_ome_zarr_direct_writes(small_fs: Path) -> None:
         np.testing.assert_array_equal(raw[seq], frame(seq))
     np.testing.assert_array_equal(g["frames/seq"][:], np.arange(n))
     assert [p.name for p in small_fs.iterdir()] == ["raw.ome.zarr"]
+
+
+def test_disk_full_on_the_listening_side_fails_the_remote_acquisition(
+    tmp_path: Path, small_fs: Path
+) -> None:
+    """Issue 14: `livesr run --connect` into a `--listen` pipeline whose disk fills:
+    the acquisition stops, says how many acknowledged frames the pipeline could not
+    write, and exits 1 (it used to print "N acknowledged, 0 in gaps" and exit 0)."""
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(
+        "[esrrf]\nwindow = 4\nstride = 4\nmagnification = 2\n[drift]\nenabled = false\n"
+        "[stream]\nresolution_interval_s = 0\nsr_budget_mb_s = 0.001\n"
+        "[sim]\nseed = 1\n[sim.camera]\nshape = [32, 32]\ninterval_ms = 2.0\n"
+        "exposure_ms = 2.0\n"
+    )
+    ep = f"ipc://{tmp_path}/in.ipc"
+    out = small_fs / "run"
+    env = {**__import__("os").environ, "PYTHONUNBUFFERED": "1"}
+    base = [sys.executable, "-m", "livesr.stream", "run", "--config", str(cfg), "--no-status"]
+    with open(tmp_path / "listen.log", "wb") as log:
+        listen = subprocess.Popen(
+            [*base, "--listen", ep, "--output", str(out)], stdout=log,
+            stderr=subprocess.STDOUT, env=env,
+        )
+    connect = None
+    try:
+        deadline = time.monotonic() + 90
+        while "listening on" not in (tmp_path / "listen.log").read_text():
+            assert listen.poll() is None and time.monotonic() < deadline, (
+                tmp_path / "listen.log"
+            ).read_text()
+            time.sleep(0.05)
+        connect = subprocess.run(
+            [*base, "--connect", ep, "--frames", str(MAX_FRAMES)],
+            capture_output=True, text=True, env=env, timeout=240,
+        )
+        listen.wait(120)
+    finally:
+        for p in (listen,):
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+    s = json.loads((out / "summary.json").read_text())
+    assert s["frames_in_gaps"] > 0 and "ENOSPC" in (s["error"] or "")
+    assert connect is not None and connect.returncode == 1, connect.stderr
+    lost = s["frames_in_gaps"]
+    assert (
+        f"error: {lost} acknowledged frame(s) could not be written by the pipeline "
+        f"({s['frames_persisted']} persisted there)"
+    ) in connect.stderr
