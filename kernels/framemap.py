@@ -47,7 +47,7 @@ Pieces
     ``fn(frames, params, shifts, deadline_s)``: the engine-dispatched
     ``esrrf_map_batch`` for the host window's ``batch_map``.
 :func:`engine_device_map`, :func:`engine_device_map_batch`
-    The device window's maps (re-exported from :mod:`livesr.kernels.sliding_device`).
+    The device window's maps (re-exported from :mod:`livesr.kernels.sliding`).
 :func:`choose_window`, :func:`new_window`, :func:`batch_deadline`
     See above.
 """
@@ -63,7 +63,7 @@ from typing import Any, Literal
 import numpy as np
 
 from livesr.kernels._params import EsrrfParams
-from livesr.kernels.sliding_device import engine_device_map, engine_device_map_batch
+from livesr.kernels.sliding import engine_device_map, engine_device_map_batch
 
 __all__ = [
     "MapStage",
@@ -361,7 +361,7 @@ def new_window(
         the device window fits ``device_fraction`` of the free device memory).
     result_buffers : int
         Device window: pinned result buffers (see
-        :class:`~livesr.kernels.sliding_device.DeviceSlidingEsrrf`).
+        :class:`~livesr.kernels.sliding.DeviceSlidingEsrrf`).
     device_fraction : float
         Device window: largest share of the free device memory it may take.
     frame_map : callable, optional
@@ -389,7 +389,7 @@ def new_window(
         "temporal": temporal,
     }
     if where == "device" and params.geometry == "nanopyx":
-        from livesr.kernels.sliding_device import DeviceSlidingEsrrf, device_available
+        from livesr.kernels.sliding import DeviceSlidingEsrrf, device_available
 
         ok, why = device_available()
         if ok:
