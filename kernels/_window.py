@@ -369,25 +369,7 @@ class WindowMoments:
             if first is None or last is None:
                 raise ValueError("TAC2 needs the first and last image of the window")
         if self._kernels is not None and _fits(first, last):
-            out = np.empty(self.shape, dtype=np.float32)
-            q = self.q if self.q is not None else None
-            p = self.p if self.p is not None else None
-            self._kernels[1 + self._serial](
-                TEMPORAL_MODES.index(mode),
-                n,
-                _flat(self.s.hi),
-                _flat(self.s.lo),
-                _flat(q.hi) if q is not None else _E64,
-                _flat(q.lo) if q is not None else _E64,
-                _flat(p.hi) if p is not None else _E64,
-                _flat(p.lo) if p is not None else _E64,
-                _flat(self._ref) if self._centred else _E32,
-                self._centred,
-                _flat(first) if first is not None else _E32,
-                _flat(last) if last is not None else _E32,
-                out.reshape(-1),
-            )
-            return out
+            return self._run_combine(mode, first, last)
         mean = self.s.value()
         mean /= n
         if mode == "avg":
@@ -401,11 +383,7 @@ class WindowMoments:
             var -= mean * mean
             np.maximum(var, 0.0, out=var)
             return var.astype(np.float32)
-        assert self.p is not None
-        if n < 2:
-            raise ValueError("TAC2 needs at least 2 images in the window, got 1")
-        if first is None or last is None:
-            raise ValueError("TAC2 needs the first and last image of the window")
+        assert self.p is not None and first is not None and last is not None
         a_plus_b = self.s.value()
         a_plus_b *= 2.0
         a_plus_b -= self._centre(first, self._scratch.get("ya"))
@@ -415,6 +393,30 @@ class WindowMoments:
         acc += (n - 1) * (mean * mean)
         acc /= n - 1
         return acc.astype(np.float32)
+
+    def _run_combine(
+        self, mode: str, first: np.ndarray | None, last: np.ndarray | None
+    ) -> np.ndarray:
+        """:meth:`combine` by the numba kernel (same bits as the numpy path)."""
+        assert self._kernels is not None
+        out = np.empty(self.shape, dtype=np.float32)
+        q, p = self.q, self.p
+        self._kernels[1 + self._serial](
+            TEMPORAL_MODES.index(mode),
+            self.n,
+            _flat(self.s.hi),
+            _flat(self.s.lo),
+            _flat(q.hi) if q is not None else _E64,
+            _flat(q.lo) if q is not None else _E64,
+            _flat(p.hi) if p is not None else _E64,
+            _flat(p.lo) if p is not None else _E64,
+            _flat(self._ref) if self._centred else _E32,
+            self._centred,
+            _flat(first) if first is not None else _E32,
+            _flat(last) if last is not None else _E32,
+            out.reshape(-1),
+        )
+        return out
 
 
 # ---------------------------------------------------------------------------- numba

@@ -210,6 +210,7 @@ class DeviceStorage(SlidingBase):
         lo, hi = self._lo, self._hi
         if hi == lo:
             return
+        assert self._pinned is not None
         cap = self._cfg.window
         nb = self._max_batch
         for c0 in range(lo, hi, nb):

@@ -205,22 +205,6 @@ class SlidingEsrrf(HostStorage):
         """Frames currently held in the window (at most ``window``)."""
         return self._hi - self._lo
 
-    @property
-    def memory_bytes(self) -> int:
-        """Bytes held now by stored frames, maps and running sums (arrays only)."""
-        total = 0
-        for arr in (self._raw, self._shifts, self._maps):
-            if arr is not None:
-                total += arr.nbytes
-        for mom in (self._moments, self._shadow):
-            if mom is not None:
-                total += mom.nbytes
-        if self._strategy == "raw":
-            for arr in (self._head, self._tail, *self._spare):
-                if arr is not None:
-                    total += arr.nbytes
-        return total
-
     def warm_up(
         self, frame_shape: tuple[int, int] | None = None, max_batch: int | None = None
     ) -> None:
@@ -311,23 +295,7 @@ class SlidingEsrrf(HostStorage):
             self._shadow_append(x, old_tail)
             self._release(old_tail)
         self._hi = i + 1
-        if (
-            self._shadow is not None
-            and self._shadow.n == window
-            and self._hi - self._lo == window
-        ):
-            # the shadow sums hold exactly this window, built by additions only
-            self._moments, self._shadow = self._shadow, self._moments
-            self._shadow.clear()
-            self._shadow_swaps += 1
-        self._frames_seen += 1
-
-        self._since_resync += 1
-        period = self._cfg.resync_every
-        if period and self._since_resync >= period:
-            logger.debug("resynchronising sums from %d stored frames", self.n_stored)
-            self._rebuild(recompute_maps=False)
-
+        self._after_push()
         if i == self._next_emit:
             result = self._emit()
             self._emitted(i)
@@ -460,19 +428,7 @@ class SlidingEsrrf(HostStorage):
             self._restart()
             return
         self._next_emit = self._schedule_after_change(old_cfg)
-        keep_from = self._next_emit - new_cfg.window + 1
-        if maps_invalid:
-            if self._hi > self._lo:
-                self._lo = min(max(self._lo, keep_from), self._hi)
-        else:
-            while self._hi > self._lo and self._lo < keep_from:
-                self._evict_first()
-        if (
-            new_cfg.window != old_cfg.window
-            or new_cfg.memory_budget_bytes != old_cfg.memory_budget_bytes
-            or new_params.magnification != old_params.magnification
-        ):
-            self._resize_storage()
+        self._keep_window(old_cfg, old_params, maps_invalid=maps_invalid)
         if self._hi == self._lo:
             self._clear_window()
             if not self._moments.supports(new_cfg.temporal):  # type: ignore[union-attr]

@@ -9,6 +9,7 @@ sums) and keeps the running sums in step with the stored frames ``[lo, hi)``.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 
@@ -44,6 +45,23 @@ class HostStorage(SlidingBase):
     _since_resync: int
     _map_fn: FrameMap | None
     _premapped: dict[int, np.ndarray]
+    _shadow_swaps: int
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes held now by stored frames, maps and running sums (arrays only)."""
+        total = 0
+        for arr in (self._raw, self._shifts, self._maps):
+            if arr is not None:
+                total += arr.nbytes
+        for mom in (self._moments, self._shadow):
+            if mom is not None:
+                total += mom.nbytes
+        if self._strategy == "raw":
+            for arr in (self._head, self._tail, *self._spare):
+                if arr is not None:
+                    total += arr.nbytes
+        return total
 
     def _map_shape(self, shape: tuple[int, int] | None = None) -> tuple[int, int]:
         h, w = shape if shape is not None else self._shape  # type: ignore[misc]
@@ -53,7 +71,7 @@ class HostStorage(SlidingBase):
     def _check_budget(self, cfg: SlidingConfig, params: EsrrfParams) -> None:
         """Raise (changing nothing) if ``cfg``/``params`` cannot fit the budget."""
         assert self._shape is not None and self._raw is not None
-        kw = {
+        kw: dict[str, Any] = {
             "window": cfg.window,
             "frame_shape": self._shape,
             "magnification": params.magnification,
@@ -74,7 +92,7 @@ class HostStorage(SlidingBase):
 
     def _choose_strategy(self, shape: tuple[int, int], raw_itemsize: int) -> Strategy:
         cfg = self._cfg
-        kw = {
+        kw: dict[str, Any] = {
             "window": cfg.window,
             "frame_shape": shape,
             "magnification": self._params.magnification,
@@ -139,6 +157,41 @@ class HostStorage(SlidingBase):
             self.memory_bytes,
         )
 
+    def _strategy_after_resize(self, raw_itemsize: int) -> Strategy | None:
+        """The strategy for the current settings: re-chosen when the window is
+        empty, else kept -- but maps move to raw when they no longer fit."""
+        assert self._shape is not None
+        cfg = self._cfg
+        cap = cfg.window
+        new_strategy: Strategy | None
+        if self._hi == self._lo:
+            new_strategy = self._choose_strategy(self._shape, raw_itemsize)
+        else:
+            new_strategy = self._strategy
+            need_maps = estimate_memory(
+                "maps",
+                window=cap,
+                frame_shape=self._shape,
+                magnification=self._params.magnification,
+                temporal=cfg.temporal,
+                raw_itemsize=raw_itemsize,
+                sums_backend=self._sums_backend,
+                shadow_sums=cfg.shadow_for("maps"),
+            )
+            if self._strategy == "maps" and need_maps > cfg.memory_budget_bytes:
+                if cfg.strategy == "maps":
+                    raise ValueError(
+                        f"strategy='maps' needs about {need_maps} bytes with "
+                        f"window={cap}, more than memory_budget_bytes="
+                        f"{cfg.memory_budget_bytes}; raise "
+                        "the budget or use strategy='auto'"
+                    )
+                logger.info(
+                    "window %d no longer fits the maps strategy: switching to raw", cap
+                )
+                new_strategy = "raw"
+        return new_strategy
+
     def _resize_storage(self) -> None:
         """Fit storage to the current window, magnification and budget.
 
@@ -163,32 +216,7 @@ class HostStorage(SlidingBase):
             )  # pragma: no cover
         raw_dtype = old_raw.dtype
         mshape = self._map_shape()
-        if self._hi == self._lo:
-            new_strategy = self._choose_strategy(self._shape, raw_dtype.itemsize)
-        else:
-            new_strategy = self._strategy
-            need_maps = estimate_memory(
-                "maps",
-                window=cap,
-                frame_shape=self._shape,
-                magnification=self._params.magnification,
-                temporal=cfg.temporal,
-                raw_itemsize=raw_dtype.itemsize,
-                sums_backend=self._sums_backend,
-                shadow_sums=cfg.shadow_for("maps"),
-            )
-            if self._strategy == "maps" and need_maps > cfg.memory_budget_bytes:
-                if cfg.strategy == "maps":
-                    raise ValueError(
-                        f"strategy='maps' needs about {need_maps} bytes with "
-                        f"window={cap}, more than memory_budget_bytes="
-                        f"{cfg.memory_budget_bytes}; raise "
-                        "the budget or use strategy='auto'"
-                    )
-                logger.info(
-                    "window %d no longer fits the maps strategy: switching to raw", cap
-                )
-                new_strategy = "raw"
+        new_strategy = self._strategy_after_resize(raw_dtype.itemsize)
         self._raw = np.empty((cap, *self._shape), dtype=raw_dtype)
         self._shifts = np.zeros((cap, 2), dtype=np.float64)
         for j in range(self._lo, self._hi):
@@ -220,6 +248,46 @@ class HostStorage(SlidingBase):
             self._moments = WindowMoments.for_mode(
                 mshape, cfg.temporal, self._sums_backend
             )
+
+    def _keep_window(
+        self, old_cfg: SlidingConfig, old_params: EsrrfParams, *, maps_invalid: bool
+    ) -> None:
+        """After a settings change that keeps the window: drop the stored frames
+        before the new window start and fit the storage to the new settings."""
+        cfg, params = self._cfg, self._params
+        keep_from = self._next_emit - cfg.window + 1
+        if maps_invalid:
+            if self._hi > self._lo:
+                self._lo = min(max(self._lo, keep_from), self._hi)
+        else:
+            while self._hi > self._lo and self._lo < keep_from:
+                self._evict_first()
+        if (
+            cfg.window != old_cfg.window
+            or cfg.memory_budget_bytes != old_cfg.memory_budget_bytes
+            or params.magnification != old_params.magnification
+        ):
+            self._resize_storage()
+
+    def _after_push(self) -> None:
+        """Swap in the shadow sums when they hold exactly the window, count the
+        frame, and resynchronise the sums when ``resync_every`` says so."""
+        window = self._cfg.window
+        if (
+            self._shadow is not None
+            and self._shadow.n == window
+            and self._hi - self._lo == window
+        ):
+            # the shadow sums hold exactly this window, built by additions only
+            self._moments, self._shadow = self._shadow, self._moments
+            self._shadow.clear()
+            self._shadow_swaps += 1
+        self._frames_seen += 1
+        self._since_resync += 1
+        period = self._cfg.resync_every
+        if period and self._since_resync >= period:
+            logger.debug("resynchronising sums from %d stored frames", self.n_stored)
+            self._rebuild(recompute_maps=False)
 
     def _clear_window(self) -> None:
         self._lo = self._hi = self._frames_seen

@@ -112,12 +112,17 @@ def combine(  # type: ignore[no-untyped-def]  # noqa: PLR0913
 # nogil: the window update runs on the processing thread beside the ingest
 # thread (ZeroMQ receive + persist); holding the GIL for milliseconds per frame
 # starved it (the source ring overflowed on a 256² @ 200 fps run).
-_OPTS: dict[str, bool] = {"cache": True, "fastmath": False, "boundscheck": False, "nogil": True}
+def _jit(parallel: bool) -> Any:
+    return numba.njit(
+        parallel=parallel, cache=True, fastmath=False, boundscheck=False, nogil=True
+    )
+
+
 KERNELS: tuple[Any, Any, Any, Any] = (
-    numba.njit(parallel=True, **_OPTS)(update),
-    numba.njit(parallel=True, **_OPTS)(combine),
-    numba.njit(parallel=False, **_OPTS)(update),
-    numba.njit(parallel=False, **_OPTS)(combine),
+    _jit(True)(update),
+    _jit(True)(combine),
+    _jit(False)(update),
+    _jit(False)(combine),
 )
 
 
