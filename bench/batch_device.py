@@ -10,7 +10,7 @@ reference (``esrrf_map_batch`` cases).
 (b) frames/s of ``push_many`` at M=5, R=1.5, window 50, stride 10 for batch
 sizes 1 / 8 / 32 (pinned CuPy batch map, and the engine-dispatched one at the
 smallest size), beside the per-frame ``push`` of the previous window
-(``--old`` module, main's ``kernels/sliding_device.py``), and the cost of the
+(``--old`` module, a previous ``kernels/sliding_device.py``), and the cost of the
 host tap re-planning per new shift that the device taps removed
 (``CupyEsrrfMap.set_shift`` + ``maps`` vs ``maps_shifted``).  Every frame has
 its own shift (a random walk), uint16 frames from host memory, images
@@ -77,7 +77,7 @@ def parity() -> dict:
     from livesr.kernels import SlidingEsrrf
     from livesr.kernels.esrrf_map import kernel as one
     from livesr.kernels.esrrf_map_batch import kernel as many
-    from livesr.kernels.sliding_device import DeviceSlidingEsrrf
+    from livesr.kernels.sliding import DeviceSlidingEsrrf
 
     out: dict = {"kernel_cases": {}, "push_many_vs_push": 0.0, "device_vs_host": 0.0,
                  "set_params_reset": 0.0, "checks": 0}
@@ -197,7 +197,7 @@ def _throughput_one(n, old_module) -> dict:
     import cupy as cp
 
     from livesr.kernels.esrrf_map._cupy import CupyEsrrfMap
-    from livesr.kernels.sliding_device import DeviceSlidingEsrrf
+    from livesr.kernels.sliding import DeviceSlidingEsrrf
 
     kw = {"magnification": 5, "radius": 1.5, "temporal": "avg"}
     if True:  # one frame size

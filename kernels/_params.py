@@ -197,12 +197,7 @@ def validate_temporal(temporal: Any) -> str:
 
 def validate_frames_per_timepoint(value: Any) -> int:
     """``frames_per_timepoint`` must be an integer >= 0 (0 = all frames, one block)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(
-            "frames_per_timepoint must be an integer >= 0 (0 = all frames), "
-            f"got {value!r}"
-        )
-    return int(value)
+    return validate_int("frames_per_timepoint", value, 0, ">= 0 (0 = all frames)")
 
 
 def validate_shift(shift: Any) -> tuple[float, float]:
@@ -230,3 +225,72 @@ def validate_out(out: Any, shape: tuple[int, int]) -> np.ndarray | None:
             f"{getattr(out, 'dtype', type(out).__name__)} {getattr(out, 'shape', '')}"
         )
     return out
+
+
+def validate_int(name: str, value: Any, minimum: int, what: str) -> int:
+    """``value`` as an int ``>= minimum`` (no bool) or a ValueError reading
+    ``"{name} must be an integer {what}, got {value!r}"`` (``what`` e.g.
+    ``">= 1 (frames)"``)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or value < minimum
+    ):
+        raise ValueError(f"{name} must be an integer {what}, got {value!r}")
+    return int(value)
+
+
+def validate_flag(name: str, value: Any, what: str = "True or False") -> bool:
+    """``value`` as a bool (``bool`` or ``numpy.bool_`` only) or a ValueError."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return bool(value)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSettings:
+    """The validated settings of one batch-eSRRF call (:func:`validate_batch`)."""
+
+    params: EsrrfParams
+    temporal: str
+    frames_per_timepoint: int
+    macro_pixel_correction: bool
+
+
+def validate_batch(
+    *,
+    magnification: Any,
+    radius: Any,
+    sensitivity: Any,
+    intensity_weighting: Any,
+    geometry: Any,
+    temporal: Any,
+    frames_per_timepoint: Any,
+    macro_pixel_correction: Any,
+) -> BatchSettings:
+    """Validate the parameters of a batch eSRRF (:func:`livesr.kernels.esrrf`, the
+    tiled and sweep variants) in one place; errors name the parameter, the value and
+    the valid range."""
+    params = EsrrfParams(
+        magnification=magnification,
+        radius=radius,
+        sensitivity=sensitivity,
+        intensity_weighting=intensity_weighting,
+        geometry=geometry,
+    )
+    return BatchSettings(
+        params,
+        validate_temporal(temporal),
+        validate_frames_per_timepoint(frames_per_timepoint),
+        validate_flag("macro_pixel_correction", macro_pixel_correction),
+    )
+
+
+def validate_temporal_in(temporal: Any, allowed: tuple[str, ...], where: str = "") -> str:
+    """:func:`validate_temporal` restricted to ``allowed`` modes (``where`` names the
+    caller in the error, e.g. ``" for the sweep"``)."""
+    mode = validate_temporal(temporal)
+    if mode not in allowed:
+        choices = " or ".join(repr(a) for a in allowed)
+        raise ValueError(f"temporal must be {choices}{where}, got {temporal!r}")
+    return mode

@@ -22,7 +22,9 @@ scene changes completely (then ``|y|`` is at most about ``|x| + |K|``).
 
 Two backends give the same bits: numpy (one array operation at a time, needs
 float64 work arrays) and fused numba kernels (one pass over the pixels per update,
-multi-threaded from :data:`PARALLEL_MIN_PIXELS`; :func:`numba_kernels`).
+multi-threaded from :data:`PARALLEL_MIN_PIXELS`; :func:`numba_kernels`). Their code
+lives in :mod:`livesr.kernels.window_sums` (one file per implementation, with the
+CUDA kernels of the GPU window); this module keeps the window state and picks.
 
 The combination into AVG / VAR / TAC2 (:meth:`WindowMoments.combine`) follows
 NanoPyx 2.1.5 (``/work/shared/ESRRF.md`` section 2.2): mean, population variance
@@ -38,6 +40,7 @@ from typing import Any, Literal
 import numpy as np
 
 from livesr.kernels._params import TEMPORAL_MODES
+from livesr.kernels.window_sums._numpy import CompensatedSum, Scratch
 
 __all__ = [
     "CompensatedSum",
@@ -65,111 +68,6 @@ def _fits(*images: np.ndarray | None) -> bool:
 
 def _flat(x: np.ndarray) -> np.ndarray:
     return x.reshape(-1)
-
-
-class _Scratch:
-    """Float64 work arrays shared by the sums of one :class:`WindowMoments`.
-
-    Allocated on first use only: the numba kernels need none of them.
-    """
-
-    __slots__ = ("shape", "t", "z", "e", "prod", "ya", "yb")
-
-    def __init__(self, shape: tuple[int, ...]) -> None:
-        self.shape = tuple(shape)
-        self.t: np.ndarray | None = None
-        self.z: np.ndarray | None = None
-        self.e: np.ndarray | None = None
-        self.prod: np.ndarray | None = None
-        self.ya: np.ndarray | None = None
-        self.yb: np.ndarray | None = None
-
-    def get(self, name: str) -> np.ndarray:
-        """The work array ``name`` (allocated now if needed)."""
-        arr = getattr(self, name)
-        if arr is None:
-            arr = np.empty(self.shape, dtype=np.float64)
-            setattr(self, name, arr)
-        return arr
-
-    @property
-    def nbytes(self) -> int:
-        total = 0
-        for name in ("t", "z", "e", "prod", "ya", "yb"):
-            arr = getattr(self, name)
-            if arr is not None:
-                total += arr.nbytes
-        return total
-
-
-class CompensatedSum:
-    """An element-wise float64 sum with a TwoSum compensation term.
-
-    The represented value is ``hi + lo``; ``add``/``subtract`` apply Knuth's
-    branch-free TwoSum per element, so the rounding error of every update is captured
-    exactly in ``lo`` (it is itself accumulated in float64, so its own error is of
-    order ``2**-53`` of the lost bits: negligible for any stream length).
-
-    Parameters
-    ----------
-    shape : tuple of int
-        Shape of the summed images.
-    """
-
-    __slots__ = ("hi", "lo", "_scratch")
-
-    def __init__(self, shape: tuple[int, ...], scratch: _Scratch | None = None) -> None:
-        self.hi = np.zeros(shape, dtype=np.float64)
-        self.lo = np.zeros(shape, dtype=np.float64)
-        self._scratch = scratch if scratch is not None else _Scratch(shape)
-        if self._scratch.shape != self.hi.shape:
-            raise ValueError(
-                f"scratch arrays have shape {self._scratch.shape}, "
-                f"expected {self.hi.shape}"
-            )
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes held by the sum itself (``hi`` and ``lo``; scratch not included)."""
-        return 2 * self.hi.nbytes
-
-    def clear(self) -> None:
-        """Set the sum to exactly zero."""
-        self.hi.fill(0.0)
-        self.lo.fill(0.0)
-
-    def add(self, x: np.ndarray) -> None:
-        """Add ``x`` (any real dtype; converted to float64) element-wise."""
-        self._two_sum(x, np.add)
-
-    def subtract(self, x: np.ndarray) -> None:
-        """Subtract ``x`` element-wise (exactly the inverse of :meth:`add`)."""
-        self._two_sum(x, np.subtract)
-
-    def _two_sum(self, x: np.ndarray, op: np.ufunc) -> None:
-        sc = self._scratch
-        s, t, z, e = self.hi, sc.get("t"), sc.get("z"), sc.get("e")
-        # y = op(0, x) is +x or -x; TwoSum(s, y): t = s + y, z = t - s,
-        # e = (s - (t - z)) + (y - z); then s = t, lo += e.
-        op(s, x, out=t)
-        np.subtract(t, s, out=z)
-        # e = y - z
-        if op is np.add:
-            np.subtract(x, z, out=e, dtype=np.float64)
-        else:
-            np.add(x, z, out=e, dtype=np.float64)
-            np.negative(e, out=e)
-        # z <- t - z ; z <- s - z ; e += z
-        np.subtract(t, z, out=z)
-        np.subtract(s, z, out=z)
-        np.add(e, z, out=e)
-        np.add(self.lo, e, out=self.lo)
-        # the old sum array becomes the shared scratch ``t`` (no copy)
-        self.hi, sc.t = t, s
-
-    def value(self, out: np.ndarray | None = None) -> np.ndarray:
-        """The sum ``hi + lo`` as float64 (written to ``out`` if given)."""
-        return np.add(self.hi, self.lo, out=out)
 
 
 class WindowMoments:
@@ -223,7 +121,7 @@ class WindowMoments:
         self.backend = "numba" if self._kernels is not None else "numpy"
         # offset into the kernel tuple: 0 = multi-threaded, 2 = serial
         self._serial = 0 if math.prod(self.shape) >= PARALLEL_MIN_PIXELS else 2
-        self._scratch = _Scratch(self.shape)
+        self._scratch = Scratch(self.shape)
         self.s = CompensatedSum(self.shape, self._scratch)
         self.q = CompensatedSum(self.shape, self._scratch) if need_squares else None
         self.p = CompensatedSum(self.shape, self._scratch) if need_lag else None
@@ -471,25 +369,7 @@ class WindowMoments:
             if first is None or last is None:
                 raise ValueError("TAC2 needs the first and last image of the window")
         if self._kernels is not None and _fits(first, last):
-            out = np.empty(self.shape, dtype=np.float32)
-            q = self.q if self.q is not None else None
-            p = self.p if self.p is not None else None
-            self._kernels[1 + self._serial](
-                TEMPORAL_MODES.index(mode),
-                n,
-                _flat(self.s.hi),
-                _flat(self.s.lo),
-                _flat(q.hi) if q is not None else _E64,
-                _flat(q.lo) if q is not None else _E64,
-                _flat(p.hi) if p is not None else _E64,
-                _flat(p.lo) if p is not None else _E64,
-                _flat(self._ref) if self._centred else _E32,
-                self._centred,
-                _flat(first) if first is not None else _E32,
-                _flat(last) if last is not None else _E32,
-                out.reshape(-1),
-            )
-            return out
+            return self._run_combine(mode, first, last)
         mean = self.s.value()
         mean /= n
         if mode == "avg":
@@ -503,11 +383,7 @@ class WindowMoments:
             var -= mean * mean
             np.maximum(var, 0.0, out=var)
             return var.astype(np.float32)
-        assert self.p is not None
-        if n < 2:
-            raise ValueError("TAC2 needs at least 2 images in the window, got 1")
-        if first is None or last is None:
-            raise ValueError("TAC2 needs the first and last image of the window")
+        assert self.p is not None and first is not None and last is not None
         a_plus_b = self.s.value()
         a_plus_b *= 2.0
         a_plus_b -= self._centre(first, self._scratch.get("ya"))
@@ -517,6 +393,30 @@ class WindowMoments:
         acc += (n - 1) * (mean * mean)
         acc /= n - 1
         return acc.astype(np.float32)
+
+    def _run_combine(
+        self, mode: str, first: np.ndarray | None, last: np.ndarray | None
+    ) -> np.ndarray:
+        """:meth:`combine` by the numba kernel (same bits as the numpy path)."""
+        assert self._kernels is not None
+        out = np.empty(self.shape, dtype=np.float32)
+        q, p = self.q, self.p
+        self._kernels[1 + self._serial](
+            TEMPORAL_MODES.index(mode),
+            self.n,
+            _flat(self.s.hi),
+            _flat(self.s.lo),
+            _flat(q.hi) if q is not None else _E64,
+            _flat(q.lo) if q is not None else _E64,
+            _flat(p.hi) if p is not None else _E64,
+            _flat(p.lo) if p is not None else _E64,
+            _flat(self._ref) if self._centred else _E32,
+            self._centred,
+            _flat(first) if first is not None else _E32,
+            _flat(last) if last is not None else _E32,
+            out.reshape(-1),
+        )
+        return out
 
 
 # ---------------------------------------------------------------------------- numba
@@ -530,120 +430,20 @@ _NUMBA_FAILED: str | None = None
 def numba_kernels() -> tuple[Any, Any, Any, Any] | None:
     """Compile (once, cached on disk) and return the fused numba kernels, or None.
 
-    ``(update, combine)`` multi-threaded, then the same two single-threaded.
-    ``update(sums..., x_rem, x_next, do_rem, x_add, x_prev, do_add, ...)`` removes
-    then adds an image in one pass over the pixels; ``combine(...)`` writes the
-    statistic. Each performs, per element, exactly the float64 operations of the
-    numpy path in the same order (no fast-math, so no contraction into FMA), hence
-    the same bits. Returns None when numba cannot be imported.
+    ``(update, combine)`` multi-threaded, then the same two single-threaded
+    (:data:`livesr.kernels.window_sums._numba.KERNELS`, where they are described).
+    They give the bits of the numpy path. Returns None when numba cannot be imported.
     """
     global _NUMBA_KERNELS, _NUMBA_FAILED
     if _NUMBA_KERNELS is not None or _NUMBA_FAILED is not None:
         return _NUMBA_KERNELS
     try:
-        import numba
+        from livesr.kernels.window_sums._numba import KERNELS
     except ImportError as err:  # pragma: no cover - numba is a dependency
         _NUMBA_FAILED = str(err)
         logger.info("numba unavailable (%s): window sums use numpy", err)
         return None
-
-    @numba.njit(inline="always", cache=True, nogil=True)
-    def two_sum(hi, lo, y):  # type: ignore[no-untyped-def]
-        t = hi + y
-        z = t - hi
-        e = (y - z) + (hi - (t - z))
-        return t, lo + e
-
-    def update(  # type: ignore[no-untyped-def]  # noqa: PLR0913
-        s_hi,
-        s_lo,
-        q_hi,
-        q_lo,
-        p_hi,
-        p_lo,
-        ref,
-        centred,
-        need_q,
-        need_p,
-        x_rem,
-        x_next,
-        do_rem,
-        x_add,
-        x_prev,
-        do_add,
-        add_lag,
-    ):
-        for k in numba.prange(s_hi.shape[0]):
-            r = np.float64(ref[k]) if centred else 0.0
-            sh = s_hi[k]
-            sl = s_lo[k]
-            if do_rem:
-                y = np.float64(x_rem[k]) - r
-                sh, sl = two_sum(sh, sl, -y)
-                if need_q:
-                    q_hi[k], q_lo[k] = two_sum(q_hi[k], q_lo[k], -(y * y))
-                if need_p:
-                    yf = np.float64(x_next[k]) - r
-                    p_hi[k], p_lo[k] = two_sum(p_hi[k], p_lo[k], -(y * yf))
-            if do_add:
-                y = np.float64(x_add[k]) - r
-                sh, sl = two_sum(sh, sl, y)
-                if need_q:
-                    q_hi[k], q_lo[k] = two_sum(q_hi[k], q_lo[k], y * y)
-                if need_p and add_lag:
-                    yp = np.float64(x_prev[k]) - r
-                    p_hi[k], p_lo[k] = two_sum(p_hi[k], p_lo[k], yp * y)
-            s_hi[k] = sh
-            s_lo[k] = sl
-
-    def combine(  # type: ignore[no-untyped-def]  # noqa: PLR0913
-        mode,
-        n,
-        s_hi,
-        s_lo,
-        q_hi,
-        q_lo,
-        p_hi,
-        p_lo,
-        ref,
-        centred,
-        first,
-        last,
-        out,
-    ):
-        nf = np.float64(n)
-        for k in numba.prange(s_hi.shape[0]):
-            mean = (s_hi[k] + s_lo[k]) / nf
-            if mode == 0:
-                if centred:
-                    mean = mean + np.float64(ref[k])
-                out[k] = np.float32(mean)
-            elif mode == 1:
-                v = (q_hi[k] + q_lo[k]) / nf
-                v = v - mean * mean
-                if v < 0.0:
-                    v = 0.0
-                out[k] = np.float32(v)
-            else:
-                r = np.float64(ref[k])
-                ab = (s_hi[k] + s_lo[k]) * 2.0
-                ab = ab - (np.float64(first[k]) - r)
-                ab = ab - (np.float64(last[k]) - r)
-                acc = p_hi[k] + p_lo[k]
-                acc = acc - mean * ab
-                acc = acc + np.float64(n - 1) * (mean * mean)
-                out[k] = np.float32(acc / np.float64(n - 1))
-
-    # nogil: the window update runs on the processing thread beside the ingest
-    # thread (ZeroMQ receive + persist); holding the GIL for milliseconds per frame
-    # starved it (the source ring overflowed on a 256² @ 200 fps run).
-    opts = {"cache": True, "fastmath": False, "boundscheck": False, "nogil": True}
-    _NUMBA_KERNELS = (
-        numba.njit(parallel=True, **opts)(update),
-        numba.njit(parallel=True, **opts)(combine),
-        numba.njit(parallel=False, **opts)(update),
-        numba.njit(parallel=False, **opts)(combine),
-    )
+    _NUMBA_KERNELS = KERNELS
     return _NUMBA_KERNELS
 
 
@@ -653,31 +453,9 @@ def warm_up_kernels() -> bool:
     Call before a live stream starts so its first frame does not wait for the
     compiler. Returns False when numba is unavailable (numpy is used then).
     """
-    kernels = numba_kernels()
-    if kernels is None:
+    if numba_kernels() is None:
         return False
-    x = np.ones(1, dtype=np.float32)
-    for offset in (0, 2):
-        update, combine = kernels[offset], kernels[offset + 1]
-        hi, lo = np.zeros(1), np.zeros(1)
-        update(
-            hi,
-            lo,
-            hi.copy(),
-            lo.copy(),
-            hi.copy(),
-            lo.copy(),
-            x,
-            True,
-            True,
-            True,
-            x,
-            x,
-            True,
-            x,
-            x,
-            True,
-            True,
-        )
-        combine(2, 2, hi, lo, hi, lo, hi, lo, x, True, x, x, np.empty(1, np.float32))
+    from livesr.kernels.window_sums._numba import warm_up
+
+    warm_up()
     return True

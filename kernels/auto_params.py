@@ -107,7 +107,7 @@ class AutoParams:
         max_frames: int = 200,
         impl: str | None = None,
     ) -> None:
-        from livesr.kernels._params import EsrrfParams, validate_temporal
+        from livesr.kernels._params import EsrrfParams, validate_temporal_in
 
         if not budget_s > 0:
             raise ValueError(f"budget_s must be > 0 seconds, got {budget_s!r}")
@@ -115,9 +115,7 @@ class AutoParams:
             raise ValueError(
                 f"need 2 <= min_frames <= max_frames, got {min_frames}, {max_frames}"
             )
-        mode = validate_temporal(temporal)
-        if mode not in ("avg", "var"):
-            raise ValueError(f"temporal must be 'avg' or 'var', got {temporal!r}")
+        mode = validate_temporal_in(temporal, ("avg", "var"))
         self.sensitivities = tuple(float(s) for s in sensitivities)
         self.radii = tuple(float(r) for r in radii)
         if not self.sensitivities or not self.radii:

@@ -30,11 +30,10 @@ import numpy as np
 from livesr.kernels._params import (
     EsrrfParams,
     stack_shape,
+    validate_batch,
     validate_frame,
-    validate_frames_per_timepoint,
     validate_out,
     validate_shift,
-    validate_temporal,
 )
 from livesr.kernels.catmull_rom import magnify, upsample_gradient
 from livesr.kernels.macro_pixel import macro_pixel_correction
@@ -290,20 +289,17 @@ def esrrf(
     CPU paths of NanoPyx do the same; its OpenCL path leaves garbage there). The
     correction includes that zero border in its per-phase means, as NanoPyx.
     """
-    params = EsrrfParams(
+    settings = validate_batch(
         magnification=magnification,
         radius=radius,
         sensitivity=sensitivity,
         intensity_weighting=intensity_weighting,
         geometry=geometry,
+        temporal=temporal,
+        frames_per_timepoint=frames_per_timepoint,
+        macro_pixel_correction=macro_pixel_correction,
     )
-    mode = validate_temporal(temporal)
-    f_per = validate_frames_per_timepoint(frames_per_timepoint)
-    if not isinstance(macro_pixel_correction, (bool, np.bool_)):
-        raise ValueError(
-            "macro_pixel_correction must be True or False, "
-            f"got {macro_pixel_correction!r}"
-        )
+    params, mode, f_per = settings.params, settings.temporal, settings.frames_per_timepoint
     t, h, w = stack_shape(stack)
     two_d = getattr(stack, "ndim", None) == 2 or (
         getattr(stack, "shape", None) is None and np.ndim(stack) == 2

@@ -47,7 +47,7 @@ Pieces
     ``fn(frames, params, shifts, deadline_s)``: the engine-dispatched
     ``esrrf_map_batch`` for the host window's ``batch_map``.
 :func:`engine_device_map`, :func:`engine_device_map_batch`
-    The device window's maps (re-exported from :mod:`livesr.kernels.sliding_device`).
+    The device window's maps (re-exported from :mod:`livesr.kernels.sliding`).
 :func:`choose_window`, :func:`new_window`, :func:`batch_deadline`
     See above.
 """
@@ -63,7 +63,7 @@ from typing import Any, Literal
 import numpy as np
 
 from livesr.kernels._params import EsrrfParams
-from livesr.kernels.sliding_device import engine_device_map, engine_device_map_batch
+from livesr.kernels.sliding import engine_device_map, engine_device_map_batch
 
 __all__ = [
     "MapStage",
@@ -361,7 +361,7 @@ def new_window(
         the device window fits ``device_fraction`` of the free device memory).
     result_buffers : int
         Device window: pinned result buffers (see
-        :class:`~livesr.kernels.sliding_device.DeviceSlidingEsrrf`).
+        :class:`~livesr.kernels.sliding.DeviceSlidingEsrrf`).
     device_fraction : float
         Device window: largest share of the free device memory it may take.
     frame_map : callable, optional
@@ -371,8 +371,6 @@ def new_window(
     **host_options
         More :class:`SlidingEsrrf` options (``memory_budget_bytes``, ...).
     """
-    from livesr.kernels.sliding import SlidingEsrrf
-
     if prefer not in ("auto", "host", "device"):
         raise ValueError(f"prefer must be 'auto', 'host' or 'device', got {prefer!r}")
     where = prefer
@@ -380,7 +378,7 @@ def new_window(
         where = choose_window(
             esrrf_map_batch_kernel(), frame_shape, params, batch=max_batch
         )
-    common = {
+    common: dict[str, Any] = {
         "magnification": params.magnification,
         "radius": params.radius,
         "sensitivity": params.sensitivity,
@@ -389,36 +387,34 @@ def new_window(
         "temporal": temporal,
     }
     if where == "device" and params.geometry == "nanopyx":
-        from livesr.kernels.sliding_device import DeviceSlidingEsrrf, device_available
+        device = _device_window(
+            window,
+            stride,
+            frame_shape,
+            max_batch=max_batch,
+            result_buffers=result_buffers,
+            device_fraction=device_fraction,
+            **common,
+        )
+        if device is not None:
+            return device
+    return _host_window(
+        params, window, stride, frame_shape, frame_map, **common, **host_options
+    )
 
-        ok, why = device_available()
-        if ok:
-            sl = None
-            mb = max(1, int(max_batch))
-            while sl is None:  # halve the batch buffers until they fit
-                try:
-                    sl = DeviceSlidingEsrrf(
-                        window,
-                        stride,
-                        frame_shape=frame_shape,
-                        max_batch=mb,
-                        result_buffers=result_buffers,
-                        device_fraction=device_fraction,
-                        **common,
-                    )
-                except MemoryError as exc:
-                    if mb == 1:
-                        logger.warning("GPU-resident window not used: %s", exc)
-                        break
-                    mb //= 2
-            if sl is not None:
-                logger.info(
-                    "sliding window on the GPU (frames stay on the device; %d MiB)",
-                    sl.memory_bytes // 2**20,
-                )
-                return sl
-        else:
-            logger.warning("GPU-resident window not used: %s", why)
+
+def _host_window(
+    params: EsrrfParams,
+    window: int,
+    stride: int,
+    frame_shape: tuple[int, int],
+    frame_map: Callable[..., np.ndarray] | None,
+    **options: Any,
+) -> Any:
+    """A :class:`SlidingEsrrf`; without ``frame_map``, the stream's default map and,
+    for the ``"nanopyx"`` geometry, the engine's batch map (same engine kernels)."""
+    from livesr.kernels.sliding import SlidingEsrrf
+
     batch_map = None
     if frame_map is None:
         frame_map = default_map()
@@ -431,6 +427,41 @@ def new_window(
         frame_shape=frame_shape,
         frame_map=frame_map,
         batch_map=batch_map,
-        **common,
-        **host_options,
+        **options,
     )
+
+
+def _device_window(
+    window: int,
+    stride: int,
+    frame_shape: tuple[int, int],
+    *,
+    max_batch: int,
+    **options: Any,
+) -> Any:
+    """A :class:`DeviceSlidingEsrrf` with batch buffers halved from ``max_batch``
+    until it fits the device, or None (logged) when there is no usable device or
+    not even one frame per batch fits."""
+    from livesr.kernels.sliding import DeviceSlidingEsrrf, device_available
+
+    ok, why = device_available()
+    if not ok:
+        logger.warning("GPU-resident window not used: %s", why)
+        return None
+    mb = max(1, int(max_batch))
+    while True:
+        try:
+            sl = DeviceSlidingEsrrf(
+                window, stride, frame_shape=frame_shape, max_batch=mb, **options
+            )
+        except MemoryError as exc:
+            if mb == 1:
+                logger.warning("GPU-resident window not used: %s", exc)
+                return None
+            mb //= 2
+            continue
+        logger.info(
+            "sliding window on the GPU (frames stay on the device; %d MiB)",
+            sl.memory_bytes // 2**20,
+        )
+        return sl

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from livesr.kernels._params import EsrrfParams, stack_shape, validate_temporal
+from livesr.kernels._params import EsrrfParams, stack_shape, validate_temporal_in
 
 __all__ = ["SweepResult", "esrrf_sweep", "logistic_normalise", "qnr_score"]
 
@@ -262,11 +262,7 @@ def esrrf_sweep(
     start_time = time.perf_counter()
     sens = _validate_values("sensitivities", sensitivities, 0.0, strict=False)
     rads = _validate_values("radii", radii, 0.0, strict=True)
-    mode = validate_temporal(temporal)
-    if mode not in ("avg", "var"):
-        raise ValueError(
-            f"temporal must be 'avg' or 'var' for the sweep, got {temporal!r}"
-        )
+    mode = validate_temporal_in(temporal, ("avg", "var"), " for the sweep")
     params = [
         [
             EsrrfParams(magnification=magnification, radius=r, sensitivity=s)

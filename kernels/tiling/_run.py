@@ -13,11 +13,10 @@ import numpy as np
 from livesr.kernels._params import (
     EsrrfParams,
     stack_shape,
+    validate_batch,
     validate_frame,
-    validate_frames_per_timepoint,
     validate_out,
     validate_shift,
-    validate_temporal,
 )
 from livesr.kernels.tiling._maps import (
     _CUPY_LOCK,
@@ -328,20 +327,17 @@ def esrrf_tiled(
     """
     from livesr.kernels.macro_pixel import macro_pixel_correction as mp_correct
 
-    params = EsrrfParams(
+    settings = validate_batch(
         magnification=magnification,
         radius=radius,
         sensitivity=sensitivity,
         intensity_weighting=intensity_weighting,
         geometry=geometry,
+        temporal=temporal,
+        frames_per_timepoint=frames_per_timepoint,
+        macro_pixel_correction=macro_pixel_correction,
     )
-    mode = validate_temporal(temporal)
-    f_per = validate_frames_per_timepoint(frames_per_timepoint)
-    if not isinstance(macro_pixel_correction, (bool, np.bool_)):
-        raise ValueError(
-            "macro_pixel_correction must be True or False, "
-            f"got {macro_pixel_correction!r}"
-        )
+    params, mode, f_per = settings.params, settings.temporal, settings.frames_per_timepoint
     nw = _validate_workers(workers)
     devs = _validate_devices(devices)
     t, h, w = stack_shape(stack)

@@ -186,7 +186,7 @@ def _cupy_batch(host, dev, params, shifts, deadline_s, out=None):
 
 @pytest.mark.gpu
 def test_device_push_many_equals_push(cupy, movie):
-    from livesr.kernels.sliding_device import DeviceSlidingEsrrf
+    from livesr.kernels.sliding import DeviceSlidingEsrrf
 
     frames, shifts = movie
     kw = {"magnification": 3, "radius": 1.5, "batch_map": _cupy_batch}
@@ -205,7 +205,7 @@ def test_device_push_many_equals_push(cupy, movie):
 @pytest.mark.gpu
 def test_device_push_many_equals_host_window(cupy, movie):
     from livesr.kernels import SlidingEsrrf
-    from livesr.kernels.sliding_device import DeviceSlidingEsrrf
+    from livesr.kernels.sliding import DeviceSlidingEsrrf
 
     frames, shifts = movie
     frame_map, batch_map = _maps("cupy")
@@ -233,7 +233,7 @@ def _copy(r):
 
 @pytest.mark.gpu
 def test_device_push_many_set_params_reset_and_warm_up(cupy, movie):
-    from livesr.kernels.sliding_device import DeviceSlidingEsrrf
+    from livesr.kernels.sliding import DeviceSlidingEsrrf
 
     frames, shifts = movie
     kw = {"magnification": 2, "batch_map": _cupy_batch}
@@ -260,7 +260,7 @@ def test_device_window_through_the_engine_batch(cupy, movie):
     """The default batch map is the engine's esrrf_map_batch (CuPy gets the device
     frames); images equal the host window within 1e-5 whichever implementation ran."""
     from livesr.kernels import SlidingEsrrf
-    from livesr.kernels.sliding_device import DeviceSlidingEsrrf
+    from livesr.kernels.sliding import DeviceSlidingEsrrf
 
     frames, shifts = movie
     frame_map, _ = _maps("numpy")

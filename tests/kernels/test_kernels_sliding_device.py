@@ -81,7 +81,7 @@ def _cupy_map(host, dev, params, shift, deadline_s):
 @pytest.mark.parametrize("temporal", ["avg", "var", "tac2"])
 @pytest.mark.parametrize(("window", "stride"), [(2, 1), (10, 7), (10, 10), (25, 30)])
 def test_device_window_equals_host_window(cupy, stack, window, stride, temporal):
-    from livesr.kernels.sliding_device import DeviceSlidingEsrrf
+    from livesr.kernels.sliding import DeviceSlidingEsrrf
 
     frames, shifts = stack
     kw = {"magnification": 3, "radius": 1.5}
@@ -104,7 +104,7 @@ def test_device_window_equals_host_window(cupy, stack, window, stride, temporal)
 
 def test_device_window_does_not_drift_over_many_frames(cupy, stack):
     from livesr.kernels import esrrf
-    from livesr.kernels.sliding_device import DeviceSlidingEsrrf
+    from livesr.kernels.sliding import DeviceSlidingEsrrf
 
     frames, _ = stack
     rng = np.random.default_rng(1)
@@ -124,7 +124,7 @@ def test_device_window_does_not_drift_over_many_frames(cupy, stack):
 
 @pytest.mark.parametrize("recompute", [True, False])
 def test_device_window_set_params_matches_host(cupy, stack, recompute):
-    from livesr.kernels.sliding_device import DeviceSlidingEsrrf
+    from livesr.kernels.sliding import DeviceSlidingEsrrf
 
     frames, shifts = stack
     dev = DeviceSlidingEsrrf(10, 5, magnification=2, frame_map=_cupy_map)
@@ -152,7 +152,7 @@ def test_device_window_through_the_engine_survives_cpu_maps(cupy, stack):
     # The default map is the engine's: while it explores (or the delay agent flees
     # a busy GPU) some maps come from CPU implementations and are uploaded; the
     # images must not depend on which implementation ran.
-    from livesr.kernels.sliding_device import DeviceSlidingEsrrf
+    from livesr.kernels.sliding import DeviceSlidingEsrrf
 
     frames, shifts = stack
     dev = DeviceSlidingEsrrf(10, 7, magnification=3, temporal="tac2")
@@ -168,7 +168,7 @@ def test_device_window_through_the_engine_survives_cpu_maps(cupy, stack):
 def test_device_quality_equals_the_host_metric(cupy, stack, temporal):
     """The GPU window computes each image's quality metric on the device; it equals
     the host metric of the downloaded image (float64 vs float32 BLAS sums)."""
-    from livesr.kernels.sliding_device import DeviceSlidingEsrrf
+    from livesr.kernels.sliding import DeviceSlidingEsrrf
     from livesr.stream._quality import quality_metric
 
     frames, shifts = stack
