@@ -54,7 +54,7 @@ from typing import Any
 
 import zmq
 
-from livesr.adapters.sources._readers import Recording, RecordingError, resolve_range
+from livesr.stream._rawread import Recording, RecordingError, resolve_range
 
 __all__ = [
     "RATE_MODES",
@@ -258,7 +258,7 @@ class ReplaySource:
     Parameters
     ----------
     recording : Recording
-        The open file (see :func:`livesr.adapters.sources._readers.open_recording`);
+        The open file (see :func:`livesr.stream._rawread.open_recording`);
         used from the source's thread only, not closed here.
     endpoint : str
         Ingest endpoint to connect to.
