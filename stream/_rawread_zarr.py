@@ -102,7 +102,7 @@ class _ChunkFiles:
             try:
                 with open(path, "rb", buffering=0) as fh:
                     fh.seek(a * self.frame_bytes)
-                    got = fh.readinto(memoryview(dst).cast("B"))
+                    got = fh.readinto(dst.data.cast("B"))
             except FileNotFoundError:  # never written: the fill value (zarr's rule)
                 dst[...] = self.fill
                 got = dst.nbytes

@@ -419,10 +419,10 @@ def encode_result(header: Mapping[str, Any], image: np.ndarray) -> list[Any]:
 
 def _positive(h: Mapping[str, Any], key: str, what: str) -> float:
     v = h.get(key)
-    _require(
-        not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and v > 0,
-        f"results message: {key}={v!r} is not valid; expected {what}",
-    )
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (
+        math.isfinite(v) and v > 0
+    ):
+        raise WireError(f"results message: {key}={v!r} is not valid; expected {what}")
     return float(v)
 
 
@@ -447,12 +447,12 @@ def result_message(h: Mapping[str, Any], payload: Any = None) -> ResultMessage:
         kind = "raw"
     _require(kind in ("sr", "raw"), f"results message kind={kind!r}; expected 'sr' or 'raw'")
     shape = h.get("shape")
-    _require(
+    if not (
         isinstance(shape, list)
         and len(shape) == 2
-        and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape),
-        f"results message shape={shape!r}; expected [rows, cols] > 0",
-    )
+        and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)
+    ):
+        raise WireError(f"results message shape={shape!r}; expected [rows, cols] > 0")
     dtype = h.get("dtype", "float32")
     _require(
         dtype in FRAME_DTYPES,
@@ -469,7 +469,8 @@ def result_message(h: Mapping[str, Any], payload: Any = None) -> ResultMessage:
         )
         image = np.frombuffer(buf, dtype=dtype).reshape(shape)
     px = _positive(h, "pixel_size_um", "a pixel size in um > 0")
-    params = h.get("params") if isinstance(h.get("params"), Mapping) else {}
+    p = h.get("params")
+    params: Mapping[str, Any] = p if isinstance(p, Mapping) else {}
     if kind == "sr":
         m = params.get("magnification", 1)
         _require(
@@ -484,10 +485,8 @@ def result_message(h: Mapping[str, Any], payload: Any = None) -> ResultMessage:
         index = h.get("index")
     else:
         m, raw_px, index = 1, px, h.get("seq")
-    _require(
-        isinstance(index, int) and not isinstance(index, bool),
-        f"results message index/seq={index!r}; expected an int",
-    )
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise WireError(f"results message index/seq={index!r}; expected an int")
     geometry = str(params.get("geometry", h.get("geometry", "nanopyx")))
     stamps = h.get("timestamps")
     if not isinstance(stamps, Mapping):

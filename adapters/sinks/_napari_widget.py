@@ -63,7 +63,7 @@ class SimulatedDemo:
         config: Any = None,
         pace: bool = True,
     ) -> None:
-        from livesr.stream._config import LivesrConfig
+        from livesr.stream import LivesrConfig
 
         if config is None:  # the demo's defaults; a given config keeps its own
             cfg = LivesrConfig().replace("esrrf", window=20, stride=10, magnification=4)
@@ -111,9 +111,8 @@ class SimulatedDemo:
     def _run(self) -> None:
         import zmq
 
-        from livesr.adapters.sources.simulated import SimulatedSource
-        from livesr.stream._cmd_run import sim_config_from
-        from livesr.stream._pipeline import Pipeline
+        from livesr.adapters.sources.simulated import SimulatedSource, sim_config_from
+        from livesr.stream import Pipeline
 
         ctx = zmq.Context()
         pipe = Pipeline(
