@@ -135,63 +135,91 @@ def _imagej_meta(path: Path, tif: Any) -> tuple[float | None, float | None]:
     return px, interval
 
 
-def open_tiff(path: Path) -> Recording:
+def _check_series(
+    path: Path, tif: Any, named_ome: bool, n_pages: int
+) -> tuple[Any, str, tuple[int, ...]]:
+    """Series 0 of ``tif``, its axes and shape; refuses damaged files and RGB."""
+    if not tif.series:
+        raise CorruptRecordingError(
+            f"recording {path}: not a readable TIFF file: no image found (damaged "
+            "or truncated?)"
+        )
+    series = tif.series[0]
+    if len(tif.series) > 1:
+        logger.warning(
+            "recording %s holds %d image series; replaying series 0 (%s %s)",
+            path,
+            len(tif.series),
+            series.axes,
+            tuple(series.shape),
+        )
+    axes, shape = str(series.axes), tuple(int(s) for s in series.shape)
+    page_bytes = int(np.prod(shape[-2:])) * np.dtype(series.dtype or "u1").itemsize
+    size = path.stat().st_size
+    if named_ome and not tif.is_ome and n_pages <= 1 and size > 2 * page_bytes:
+        raise CorruptRecordingError(
+            f"recording {path}: damaged or truncated OME-TIFF: its OME metadata "
+            f"cannot be read and only {n_pages} page of {shape[-2]}x{shape[-1]} "
+            f"is readable in a {size}-byte file"
+        )
+    if len(shape) == 2 and size > 3 * page_bytes:
+        raise CorruptRecordingError(
+            f"recording {path}: damaged or truncated TIFF: only one readable "
+            f"{shape[0]}x{shape[1]} page in a {size}-byte file"
+        )
+    if series.dtype is None:
+        raise CorruptRecordingError(f"recording {path}: TIFF series 0 has no sample type")
+    if axes.endswith("S") or (len(axes) >= 3 and axes[-3:] in ("YXS", "SYX")):
+        raise RecordingError(
+            f"recording {path}: TIFF series 0 has samples per pixel (axes {axes}, "
+            f"shape {shape}, RGB?); "
+            "expected grey-level frames"
+        )
+    if not axes.endswith("YX"):
+        raise RecordingError(f"recording {path}: TIFF series 0 axes {axes} do not end in YX")
+    return series, axes, shape
+
+
+def _frame_source(
+    path: Path, series: Any, shape: tuple[int, ...], t_axis: int
+) -> tuple[Any, int]:
+    """A memory map of series 0 (contiguous uncompressed data), else its zarr store
+    read page by page; and the frames read together."""
     import tifffile
     import zarr
+
+    try:
+        source: Any = tifffile.memmap(path, series=0, mode="r")
+        source = source.reshape(shape)
+        block = 1  # the memory map closes when the last view is dropped
+    except (ValueError, OSError):
+        source = zarr.open(series.aszarr(), mode="r")
+        chunks = getattr(source, "chunks", None) or (1,)
+        block = int(chunks[t_axis]) if len(chunks) == len(shape) else 1
+    if tuple(source.shape) != shape:
+        raise CorruptRecordingError(
+            f"recording {path}: TIFF series 0 reads as {tuple(source.shape)}, "
+            f"expected {shape}"
+        )
+    return source, block
+
+
+def open_tiff(path: Path) -> Recording:
+    """Open a TIFF or OME-TIFF file (see the module docstring)."""
+    import tifffile
 
     named_ome = path.name.lower().endswith((".ome.tif", ".ome.tiff"))
     if named_ome:
         _recover_if_crashed(path)
     try:
         tif = tifffile.TiffFile(path)
-        n_pages = len(tif.pages)
+        n_pages = len(tif.pages)  # reading the page index fails on a damaged file
     except (tifffile.TiffFileError, OSError, ValueError, struct_error()) as exc:
         raise CorruptRecordingError(
             f"recording {path}: not a readable TIFF file: {exc}"
         ) from exc
     try:
-        if not tif.series:
-            raise CorruptRecordingError(
-                f"recording {path}: not a readable TIFF file: no image found (damaged "
-                "or truncated?)"
-            )
-        series = tif.series[0]
-        if len(tif.series) > 1:
-            logger.warning(
-                "recording %s holds %d image series; replaying series 0 (%s %s)",
-                path,
-                len(tif.series),
-                series.axes,
-                tuple(series.shape),
-            )
-        axes, shape = str(series.axes), tuple(int(s) for s in series.shape)
-        page_bytes = int(np.prod(shape[-2:])) * np.dtype(series.dtype or "u1").itemsize
-        size = path.stat().st_size
-        if named_ome and not tif.is_ome and n_pages <= 1 and size > 2 * page_bytes:
-            raise CorruptRecordingError(
-                f"recording {path}: damaged or truncated OME-TIFF: its OME metadata "
-                f"cannot be read and only {n_pages} page of {shape[-2]}x{shape[-1]} "
-                f"is readable in a {size}-byte file"
-            )
-        if len(shape) == 2 and size > 3 * page_bytes:
-            raise CorruptRecordingError(
-                f"recording {path}: damaged or truncated TIFF: only one readable "
-                f"{shape[0]}x{shape[1]} page in a {size}-byte file"
-            )
-        if series.dtype is None:
-            raise CorruptRecordingError(
-                f"recording {path}: TIFF series 0 has no sample type"
-            )
-        if axes.endswith("S") or (len(axes) >= 3 and axes[-3:] in ("YXS", "SYX")):
-            raise RecordingError(
-                f"recording {path}: TIFF series 0 has samples per pixel (axes {axes}, "
-                f"shape {shape}, RGB?); "
-                "expected grey-level frames"
-            )
-        if not axes.endswith("YX"):
-            raise RecordingError(
-                f"recording {path}: TIFF series 0 axes {axes} do not end in YX"
-            )
+        series, axes, shape = _check_series(path, tif, named_ome, n_pages)
         t_axis = _time_axis(path, axes, shape)
         px = interval = ts = None
         fmt = "tiff"
@@ -202,23 +230,7 @@ def open_tiff(path: Path) -> Recording:
                 ts = _relative_times(path, ts_t, shape[t_axis])
         elif tif.is_imagej:
             px, interval = _imagej_meta(path, tif)
-        try:
-            source: Any = tifffile.memmap(path, series=0, mode="r")
-            source = source.reshape(shape)
-            closers: list[Any] = [
-                tif
-            ]  # the memory map closes when the last view is dropped
-            block = 1
-        except (ValueError, OSError):
-            source = zarr.open(series.aszarr(), mode="r")
-            closers = [tif]
-            chunks = getattr(source, "chunks", None) or (1,)
-            block = int(chunks[t_axis]) if len(chunks) == len(shape) else 1
-        if tuple(source.shape) != shape:
-            raise CorruptRecordingError(
-                f"recording {path}: TIFF series 0 reads as {tuple(source.shape)}, "
-                f"expected {shape}"
-            )
+        source, block = _frame_source(path, series, shape, t_axis)
     except BaseException:
         tif.close()
         raise
@@ -233,7 +245,7 @@ def open_tiff(path: Path) -> Recording:
         interval_s=interval,
         timestamps_s=ts,
         block_frames=block,
-        closers=closers,
+        closers=[tif],
         acquisition=livesr_acquisition(path, None) if fmt == "ome-tiff" else None,
     )
 

@@ -117,6 +117,7 @@ class _ChunkFiles:
 
 
 def open_zarr(path: Path) -> Recording:
+    """Open an OME-Zarr image or a bare 3-D zarr array (see the module docstring)."""
     import zarr
 
     _recover_if_crashed(path)
@@ -140,6 +141,45 @@ def open_zarr(path: Path) -> Recording:
             timestamps_s=None,
             block_frames=int(node.chunks[t_axis]),
         )
+    group, attrs, ms, ds, arr = _ome_image(path, node)
+    ax_meta: list[Any] = ms.get("axes") or []
+    names = [(a.get("name", "?") if isinstance(a, dict) else str(a)) for a in ax_meta]
+    if names and len(names) != arr.ndim:
+        raise CorruptRecordingError(
+            f"recording {path}: {len(names)} axes in the metadata ({names}) for a "
+            f"{arr.ndim}-D array"
+        )
+    if not names:
+        names = ["t", "y", "x"] if arr.ndim == 3 else [f"d{i}" for i in range(arr.ndim)]
+    axes = "".join(n[0] if len(n) else "?" for n in names)
+    if [n.lower() for n in names[-2:]] != ["y", "x"]:
+        raise RecordingError(f"recording {path}: axes {names} do not end in y, x")
+    t_axis = _time_axis(path, axes, arr.shape)
+    px, interval = _calibration(ms, ds, arr.ndim, ax_meta, names, t_axis)
+    ts = _livesr_timestamps(path, group, arr.shape[t_axis])
+    _check_livesr_raw(path, attrs.get("livesr"))
+    source: Any = _ChunkFiles.of(arr, t_axis) or arr
+    return Recording(
+        path,
+        "ome-zarr",
+        source,
+        axes,
+        t_axis,
+        pixel_size_um=px,
+        interval_s=interval,
+        timestamps_s=ts,
+        block_frames=int(arr.chunks[t_axis]),
+        acquisition=livesr_acquisition(path, attrs.get("livesr")),
+    )
+
+
+def _ome_image(
+    path: Path, node: Any
+) -> tuple[Any, dict[str, Any], dict[str, Any], dict[str, Any], Any]:
+    """The image of an OME-Zarr group: ``(group, attrs, multiscale 0, dataset 0,
+    array)`` (through a ``bioformats2raw.layout`` to its image ``0``)."""
+    import zarr
+
     group: Any = node
     attrs: dict[str, Any] = dict(group.attrs)
     ome: Any = attrs.get("ome", attrs)
@@ -178,52 +218,32 @@ def open_zarr(path: Path) -> Recording:
         raise CorruptRecordingError(
             f"recording {path}: dataset {ds['path']!r} is not an array"
         )
-    ax_meta: list[Any] = ms.get("axes") or []
-    names = [(a.get("name", "?") if isinstance(a, dict) else str(a)) for a in ax_meta]
-    if names and len(names) != arr.ndim:
-        raise CorruptRecordingError(
-            f"recording {path}: {len(names)} axes in the metadata ({names}) for a "
-            f"{arr.ndim}-D array"
-        )
-    if not names:
-        names = ["t", "y", "x"] if arr.ndim == 3 else [f"d{i}" for i in range(arr.ndim)]
-    axes = "".join(n[0] if len(n) else "?" for n in names)
-    if [n.lower() for n in names[-2:]] != ["y", "x"]:
-        raise RecordingError(f"recording {path}: axes {names} do not end in y, x")
-    t_axis = _time_axis(path, axes, arr.shape)
-    scale = _ngff_scale(ms, ds, arr.ndim)
+    return group, attrs, ms, ds, arr
+
+
+def _calibration(
+    ms: Mapping[str, Any],
+    ds: Mapping[str, Any],
+    ndim: int,
+    ax_meta: list[Any],
+    names: list[str],
+    t_axis: int,
+) -> tuple[float | None, float | None]:
+    """Pixel size (um) and frame interval (s) from the NGFF scale and axis units."""
+    scale = _ngff_scale(ms, ds, ndim)
     px = interval = None
-    if scale is not None:
-        unit = (
-            ax_meta[-1].get("unit")
-            if ax_meta and isinstance(ax_meta[-1], dict)
-            else None
-        )
-        f = _unit_factor(unit, _SPACE_UNITS_UM, 1.0)
-        if f is not None and _finite_positive(scale[-1]):
-            px = float(scale[-1]) * f
-        t_meta = (
-            ax_meta[t_axis] if ax_meta and isinstance(ax_meta[t_axis], dict) else {}
-        )
-        if t_meta.get("type") == "time" or names[t_axis].lower() == "t":
-            tf = _unit_factor(t_meta.get("unit"), _TIME_UNITS_S, 1.0)
-            if tf is not None and _finite_positive(scale[t_axis]):
-                interval = float(scale[t_axis]) * tf
-    ts = _livesr_timestamps(path, group, arr.shape[t_axis])
-    _check_livesr_raw(path, attrs.get("livesr"))
-    source: Any = _ChunkFiles.of(arr, t_axis) or arr
-    return Recording(
-        path,
-        "ome-zarr",
-        source,
-        axes,
-        t_axis,
-        pixel_size_um=px,
-        interval_s=interval,
-        timestamps_s=ts,
-        block_frames=int(arr.chunks[t_axis]),
-        acquisition=livesr_acquisition(path, attrs.get("livesr")),
-    )
+    if scale is None:
+        return px, interval
+    unit = ax_meta[-1].get("unit") if ax_meta and isinstance(ax_meta[-1], dict) else None
+    f = _unit_factor(unit, _SPACE_UNITS_UM, 1.0)
+    if f is not None and _finite_positive(scale[-1]):
+        px = float(scale[-1]) * f
+    t_meta = ax_meta[t_axis] if ax_meta and isinstance(ax_meta[t_axis], dict) else {}
+    if t_meta.get("type") == "time" or names[t_axis].lower() == "t":
+        tf = _unit_factor(t_meta.get("unit"), _TIME_UNITS_S, 1.0)
+        if tf is not None and _finite_positive(scale[t_axis]):
+            interval = float(scale[t_axis]) * tf
+    return px, interval
 
 
 def _ngff_scale(

@@ -180,7 +180,11 @@ _WIDGET_CLASS: Any = None
 
 
 def _widget_class() -> Any:
-    """Build the QWidget subclass on first use (Qt is imported here, not at import)."""
+    """Build the QWidget subclass on first use (Qt is imported here, not at import).
+
+    Long because the QWidget subclass has to be defined inside this function (Qt is
+    imported on first use, never at import); each of its methods is short.
+    """
     global _WIDGET_CLASS
     if _WIDGET_CLASS is not None:
         return _WIDGET_CLASS
