@@ -14,8 +14,8 @@ run summary). It receives every published window of the live pipeline as a
 - ``metrics`` (``quality``...), ``timestamps`` (``t_acq_last``, ``t_recv``,
   ``t_proc``, ``t_publish``: ``time.time()`` s).
 
-``Result.from_header(header, image)`` rebuilds one from a results-stream message
-(a subscriber in another process can run the same hooks).
+``Result.from_message(livesr.stream.decode_result(parts))`` rebuilds one from a
+results-stream message (a subscriber in another process can run the same hooks).
 
 Hooks run off the processing thread (:class:`HookRunner`: one worker thread and a
 newest-only slot per hook; :meth:`HookRunner.submit` never blocks). A hook that
