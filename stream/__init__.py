@@ -40,12 +40,8 @@ if TYPE_CHECKING:
         SourceLink,
         SourceLinkConfig,
     )
-    from livesr.stream._wire import (
-        ResultMessage,
-        WireError,
-        decode_result,
-        encode_result,
-    )
+    from livesr.stream._wire import WireError
+    from livesr.stream._wire_result import ResultMessage, decode_result, encode_result
 
 #: public name -> the module that defines it (imported on first access)
 _EXPORTS: dict[str, str] = {
@@ -74,10 +70,10 @@ _EXPORTS: dict[str, str] = {
     "RingOverflowError": "_source_link",
     "SourceLink": "_source_link",
     "SourceLinkConfig": "_source_link",
-    "ResultMessage": "_wire",
     "WireError": "_wire",
-    "decode_result": "_wire",
-    "encode_result": "_wire",
+    "ResultMessage": "_wire_result",
+    "decode_result": "_wire_result",
+    "encode_result": "_wire_result",
 }
 
 __all__ = [

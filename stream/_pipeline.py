@@ -53,7 +53,7 @@ from livesr.stream._processing import LIVE_PARAMS, Processor
 from livesr.stream._protocols import Result
 from livesr.stream._quality import QUALITY_METRIC, quality_metric
 from livesr.stream._rawstore import RawStore, open_raw_store
-from livesr.stream._wire import encode_result
+from livesr.stream._wire_result import encode_result
 
 __all__ = [
     "LIVE_PARAMS",

@@ -33,7 +33,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from livesr.stream._wire import (
+from livesr.stream._wire_result import (
     RESULT_TIMESTAMPS,
     ResultMessage,
     finite_or_nan,
@@ -159,7 +159,7 @@ class Result:
         cls, header: Mapping[str, Any], image: np.ndarray | None = None
     ) -> Result:
         """The Result of one published window from its header (decoded by
-        :func:`livesr.stream._wire.result_message`, the results-stream codec) and
+        :func:`livesr.stream._wire_result.result_message`, the results-stream codec) and
         image; see :meth:`from_message`.
 
         Raises

@@ -1,4 +1,4 @@
-"""The results-stream codec (``_wire.encode_result`` / ``decode_result``) and the
+"""The results-stream codec (``_wire_result.encode_result`` / ``decode_result``) and the
 :class:`Result` hooks rebuild from it."""
 
 from __future__ import annotations
