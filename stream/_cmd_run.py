@@ -55,6 +55,8 @@ logger = logging.getLogger(__name__)
 TEMPORAL_CHOICES = ("avg", "var", "tac2")
 SOURCES = ("sim", "mm-sim", "mm")
 RAW_FORMATS = ("ome-zarr", "ome-tiff")
+#: simulated sensor when the configuration's [sim.camera] gives no shape
+DEFAULT_SIM_SHAPE = (64, 64)
 
 
 def _int_range(lo: int, hi: int | None = None) -> Any:
@@ -239,6 +241,21 @@ def config_from_args(args: argparse.Namespace) -> Any:
     return cfg
 
 
+def sim_config_from(cfg: Any) -> Any:
+    """The run's simulated microscope: blinking preset at the [sim] shape + [sim]."""
+    from livesr.sim import SimConfig
+    from livesr.sim._toml import config_from_mapping
+
+    table = dict(cfg.sim)
+    shape = tuple(table.get("camera", {}).get("shape", DEFAULT_SIM_SHAPE))
+    if len(shape) != 2:
+        raise ValueError(
+            f"[sim.camera] shape={list(shape)!r} is not valid; expected [rows, cols]"
+        )
+    base = SimConfig.blinking(shape=(int(shape[0]), int(shape[1])))
+    return config_from_mapping(table, base=base)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``livesr run`` flags to ``parser``."""
     add_pipeline_arguments(parser)
@@ -328,8 +345,6 @@ def _usage_error(message: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command; 0 success, 1 failure (e.g. raw store error), 2 bad arguments."""
-    from livesr.adapters.sources.simulated import sim_config_from
-
     if (problem := _check_mm(args)) is not None:
         return _usage_error(problem)
     try:

@@ -111,7 +111,8 @@ class SimulatedDemo:
     def _run(self) -> None:
         import zmq
 
-        from livesr.adapters.sources.simulated import SimulatedSource, sim_config_from
+        from livesr.adapters.sources._sim_config import sim_config_from
+        from livesr.adapters.sources.simulated import SimulatedSource
         from livesr.stream import Pipeline
 
         ctx = zmq.Context()

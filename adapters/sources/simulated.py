@@ -38,44 +38,9 @@ import zmq
 
 from livesr.adapters.sources._base import ThreadedSource
 
-__all__ = ["DEFAULT_SIM_SHAPE", "SimulatedSource", "sim_config_from"]
+__all__ = ["SimulatedSource"]
 
 logger = logging.getLogger(__name__)
-
-
-#: Camera shape of the simulated microscope when ``[sim.camera] shape`` is not set.
-DEFAULT_SIM_SHAPE = (64, 64)
-
-
-def sim_config_from(cfg: Any) -> Any:
-    """The run's simulated microscope: blinking preset at the [sim] shape + [sim].
-
-    Parameters
-    ----------
-    cfg : livesr.stream.LivesrConfig
-        Its ``sim`` table (the simulated microscope's TOML table) is applied on top
-        of ``SimConfig.blinking`` at ``[sim.camera] shape`` (default
-        :data:`DEFAULT_SIM_SHAPE`).
-
-    Returns
-    -------
-    livesr.sim.SimConfig
-
-    Raises
-    ------
-    ValueError
-        A shape that is not ``[rows, cols]`` or an invalid ``[sim]`` table.
-    """
-    from livesr.sim import SimConfig, config_from_mapping
-
-    table = dict(cfg.sim)
-    shape = tuple(table.get("camera", {}).get("shape", DEFAULT_SIM_SHAPE))
-    if len(shape) != 2:
-        raise ValueError(
-            f"[sim.camera] shape={list(shape)!r} is not valid; expected [rows, cols]"
-        )
-    base = SimConfig.blinking(shape=(int(shape[0]), int(shape[1])))
-    return config_from_mapping(table, base=base)
 
 
 def _ring_frames(shape: tuple[int, ...], interval_ms: float) -> int:

@@ -19,8 +19,9 @@ from livesr.adapters.feedback import (
 )
 from livesr.adapters.feedback import Result as FeedbackResult
 from livesr.adapters.sources import ThreadedSource
+from livesr.adapters.sources._sim_config import sim_config_from
 from livesr.adapters.sources.replay import ReplayConfig, ReplaySource
-from livesr.adapters.sources.simulated import SimulatedSource, sim_config_from
+from livesr.adapters.sources.simulated import SimulatedSource
 from livesr.stream import (
     Hook,
     LivesrConfig,
