@@ -50,7 +50,7 @@ DRAIN_TIMEOUT_S = 600.0
 
 
 def _config(config: Any) -> Any:
-    from livesr.stream._config import LivesrConfig, load_config
+    from livesr.stream import LivesrConfig, load_config
 
     if config is None:
         return LivesrConfig()
@@ -72,7 +72,7 @@ class _PipelineRun:
     ) -> None:
         import zmq
 
-        from livesr.stream._pipeline import READY_TIMEOUT_S, Pipeline
+        from livesr.stream import READY_TIMEOUT_S, Pipeline
 
         self.ctx = zmq.Context()
         self.pipe = Pipeline(
@@ -216,7 +216,7 @@ class MDAOutput:
                 logger.error("livesr MDA output: pipeline did not start: %s", exc)
 
     def _open_link(self, img: np.ndarray, fm: dict[str, Any]) -> None:
-        from livesr.stream._source_link import SourceLink, SourceLinkConfig
+        from livesr.stream import SourceLink, SourceLinkConfig
 
         assert self._run is not None
         px = _num(fm.get("pixel_size_um")) or self._px

@@ -124,8 +124,8 @@ class NoStore:
 def run_case(
     size: int, rate: str, seconds: float, folder: Path, writer: str = "append"
 ) -> dict[str, Any]:
-    from livesr.adapters.sources._readers import open_recording
     from livesr.stream._ingest import Ingest, IngestConfig
+    from livesr.stream._rawread import open_recording
     from livesr.stream._rawstore import OmeZarrRawStore
 
     fps = None if rate == "asap" else float(rate)

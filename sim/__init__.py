@@ -44,6 +44,7 @@ from livesr.sim._config import (
 from livesr.sim._io import write_acquisition
 from livesr.sim._microscope import FrameTruth, Microscope, simulate_stack
 from livesr.sim._toml import config_from_mapping, load_config
+from livesr.sim._truth import truth_from_metadata
 
 # Micro-Manager (UniMMCore) devices: imported on first use, they need pymmcore_plus
 _LAZY = {
@@ -51,7 +52,6 @@ _LAZY = {
     "shutdown_core": "_core",
     "SimCore": "_core",
     "StageLimits": "_devices",
-    "truth_from_metadata": "_devices",
 }
 
 
@@ -75,5 +75,6 @@ __all__ = [
     "load_config",
     "simulate_stack",
     "steady_state_on_fraction",
+    "truth_from_metadata",
     "write_acquisition",
 ]

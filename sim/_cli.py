@@ -16,7 +16,7 @@ import argparse
 import dataclasses
 import logging
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from livesr.sim._config import SimConfig
@@ -146,7 +146,7 @@ def build_config(args: argparse.Namespace) -> SimConfig:
         cam = dataclasses.replace(cam, shape=tuple(args.shape), roi=None)
     if args.stamp_index:
         cam = dataclasses.replace(cam, stamp_index=True)
-    changes: dict[str, object] = {"camera": cam}
+    changes: dict[str, Any] = {"camera": cam}
     if args.seed is not None:
         changes["seed"] = args.seed
     if args.drift is not None:

@@ -43,10 +43,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from livesr.stream._hook_registry import check_hook_name, hook_config
 
 __all__ = [
     "DriftCorrectionConfig",
@@ -291,32 +293,14 @@ class StreamConfig:
                 _fail("stream", name, getattr(self, name), "a string")
 
 
-def _default_drift_lock() -> Any:
-    from livesr.adapters.feedback import DriftLockConfig
-
-    # the live pipeline's drift is the rolling estimate at the window's newest
-    # frame: trust it once a few drift blocks after a move are in (settle_s)
-    return DriftLockConfig(threshold_px=0.1, gain=0.8, settle_s=0.2)
+def _registered_default(table: str) -> Callable[[], Any]:
+    """Default factory of a ``[hooks.<table>]`` field: the registered settings class's
+    default (:mod:`livesr.stream._hook_registry`; the hooks' package registers it)."""
+    return lambda: hook_config(table).default()
 
 
-def _default_converged() -> Any:
-    from livesr.adapters.feedback import ConvergedConfig
-
-    return ConvergedConfig(rel_change=0.05, windows=4, min_results=6, accumulate=True)
-
-
-def _default_limits() -> Any:
-    from livesr.adapters.feedback import FeedbackLimits
-
-    return FeedbackLimits(max_step_xy_um=1.0, max_moves_per_s=10.0)
-
-
-#: sub-tables of [hooks] -> (attribute, class name in livesr.adapters.feedback)
-_HOOK_TABLES = {
-    "drift_lock": "DriftLockConfig",
-    "stop_when_converged": "ConvergedConfig",
-    "limits": "FeedbackLimits",
-}
+#: sub-tables of [hooks] (their classes are registered by name with the hook registry)
+_HOOK_TABLES = ("drift_lock", "stop_when_converged", "limits")
 
 
 @dataclass(**_CFG)
@@ -343,14 +327,13 @@ class HooksConfig:
 
     enabled: tuple[str, ...] = ()
     slow_call_s: float = 0.5
-    drift_lock: Any = field(default_factory=_default_drift_lock)
-    stop_when_converged: Any = field(default_factory=_default_converged)
-    limits: Any = field(default_factory=_default_limits)
+    drift_lock: Any = field(default_factory=_registered_default("drift_lock"))
+    stop_when_converged: Any = field(
+        default_factory=_registered_default("stop_when_converged")
+    )
+    limits: Any = field(default_factory=_registered_default("limits"))
 
     def __post_init__(self) -> None:
-        from livesr.adapters import feedback
-        from livesr.adapters.feedback._builtin import check_hook_name
-
         en = self.enabled
         if isinstance(en, str) or not isinstance(en, (list, tuple)):
             _fail("hooks", "enabled", en, "a list of hook names")
@@ -365,16 +348,14 @@ class HooksConfig:
         object.__setattr__(self, "enabled", tuple(en))
         if not (_is_num(self.slow_call_s) and self.slow_call_s > 0):
             _fail("hooks", "slow_call_s", self.slow_call_s, "a number > 0 (s)")
-        for attr, cls_name in _HOOK_TABLES.items():
-            cls = getattr(feedback, cls_name)
+        for attr in _HOOK_TABLES:
+            cls = hook_config(attr).cls
             if not isinstance(getattr(self, attr), cls):
-                _fail("hooks", attr, getattr(self, attr), f"a {cls_name}")
+                _fail("hooks", attr, getattr(self, attr), f"a {cls.__name__}")
 
     @classmethod
     def from_mapping(cls, table: Mapping[str, Any], base: HooksConfig) -> HooksConfig:
         """``[hooks]`` (with its sub-tables) on top of ``base``; errors name the key."""
-        from livesr.adapters import feedback
-
         changes: dict[str, Any] = {}
         valid = ["enabled", "slow_call_s", *_HOOK_TABLES]
         for key, value in table.items():
@@ -403,7 +384,7 @@ class HooksConfig:
                 changes[key] = dataclasses.replace(current, **sub)
             except (ValueError, TypeError) as exc:
                 raise ValueError(f"[hooks.{key}] {exc}") from None
-            assert isinstance(changes[key], getattr(feedback, _HOOK_TABLES[key]))
+            assert isinstance(changes[key], hook_config(key).cls)
         return dataclasses.replace(base, **changes)
 
     def to_dict(self) -> dict[str, Any]:

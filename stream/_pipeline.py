@@ -29,7 +29,6 @@ written).  ``summary.json`` ``memory`` states the budget and what the ring holds
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -47,11 +46,14 @@ import zmq
 
 from livesr.kernels.framemap import MapStage, default_map, engine_map
 from livesr.stream._config import EsrrfConfig, LivesrConfig
+from livesr.stream._hooks import HookRunner
 from livesr.stream._latency import Timestamps
 from livesr.stream._persist import MemoryPlan, Persister, check_memory
 from livesr.stream._processing import LIVE_PARAMS, Processor
+from livesr.stream._protocols import Result
 from livesr.stream._quality import QUALITY_METRIC, quality_metric
 from livesr.stream._rawstore import RawStore, open_raw_store
+from livesr.stream._wire_result import encode_result
 
 __all__ = [
     "LIVE_PARAMS",
@@ -546,12 +548,7 @@ class Pipeline:
         res = head.get("resolution")
         if res is not None and res.get("value_px") is not None:  # nm: SR pixel known here
             res["value_nm"] = res["value_px"] * head["pixel_size_um"] * 1e3
-        self._pub.publish(
-            [
-                json.dumps(head, allow_nan=False, default=_none).encode(),
-                np.ascontiguousarray(image),
-            ]
-        )
+        self._pub.publish(encode_result(head, image))
         if self._hooks is not None:  # never blocks: newest-only slots, hook threads
             self._hooks.submit(_hook_result(head, image))
         writer = self._writer_for_first_image()
@@ -773,27 +770,15 @@ class Pipeline:
 
 
 def _hook_runner(hooks: Any) -> Any:
-    """The pipeline's ``hooks`` argument as a started HookRunner (None: no hooks)."""
+    """The pipeline's ``hooks`` argument as a started :class:`~livesr.stream.Sink`
+    (a :class:`HookRunner` over callables; None: no hooks)."""
     if hooks is None:
         return None
     if callable(getattr(hooks, "submit", None)):
         return hooks
-    from livesr.adapters.feedback import HookRunner
-
     return HookRunner([hooks] if callable(hooks) else list(hooks))
 
 
-def _hook_result(head: Mapping[str, Any], image: np.ndarray) -> Any:
-    """The :class:`livesr.adapters.feedback.Result` of one published window."""
-    from livesr.adapters.feedback import Result
-
+def _hook_result(head: Mapping[str, Any], image: np.ndarray) -> Result:
+    """The :class:`~livesr.stream.Result` of one published window."""
     return Result.from_header(head, image)
-
-
-def _none(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return None
-
-
-

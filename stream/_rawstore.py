@@ -41,7 +41,7 @@ write frees it first, so the final metadata still fits on a full disk.
 Crash (``kill -9``, power kept): :func:`recover_raw_store` restores the exact count of
 frames whose ``append`` completed, their per-frame metadata, a readable store
 (nothing unwritten appears as a frame), and removes the leftover ``.reserve``.
-:func:`livesr.adapters.sources._readers.open_recording` does this by itself for a
+:func:`livesr.stream._rawread.open_recording` does this by itself for a
 crashed livesr raw store.  A store whose writer is still alive is refused
 (:class:`RawStoreBusyError`).
 """
@@ -153,7 +153,7 @@ def recover_raw_store(path: str | Path) -> dict[str, Any]:
 
     Afterwards the store holds exactly the frames whose ``append`` completed, with
     their per-frame metadata, readable by zarr-python / tifffile and by
-    :func:`~livesr.adapters.sources._readers.open_recording`; it stays marked as not
+    :func:`~livesr.stream._rawread.open_recording`; it stays marked as not
     closed cleanly (zarr: ``livesr.complete`` false, ``livesr.recovered`` true; TIFF:
     ``raw.ome.error.txt``).  The leftover ``.reserve`` file is removed.  A store that
     was closed cleanly is left as it is.

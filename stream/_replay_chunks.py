@@ -175,7 +175,7 @@ def drift_pass(
     Parameters
     ----------
     path : str
-        Recording (any format :func:`~livesr.adapters.sources._readers.open_recording`
+        Recording (any format :func:`~livesr.stream._rawread.open_recording`
         reads).
     start, stop : int
         Frame range of the file (stop exclusive).
@@ -184,8 +184,8 @@ def drift_pass(
     pixel_size_um : float, optional
         Pixel size override (not used by the estimate; passed on to the reader).
     """
-    from livesr.adapters.sources._readers import open_recording
     from livesr.kernels import RollingDrift
+    from livesr.stream._rawread import open_recording
 
     t0 = time.perf_counter()
     n = stop - start
@@ -281,9 +281,9 @@ def compute_chunk(
     pixel_size_um : float, optional
         Pixel size override passed to the reader.
     """
-    from livesr.adapters.sources._readers import open_recording
     from livesr.kernels import SlidingEsrrf
     from livesr.stream._pipeline import MapStage, quality_metric
+    from livesr.stream._rawread import open_recording
 
     n_read = spec.read_stop - spec.read_start
     if shifts is not None and np.shape(shifts) != (n_read, 2):

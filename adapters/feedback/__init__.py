@@ -14,8 +14,8 @@ run summary). It receives every published window of the live pipeline as a
 - ``metrics`` (``quality``...), ``timestamps`` (``t_acq_last``, ``t_recv``,
   ``t_proc``, ``t_publish``: ``time.time()`` s).
 
-``Result.from_header(header, image)`` rebuilds one from a results-stream message
-(a subscriber in another process can run the same hooks).
+``Result.from_message(livesr.stream.decode_result(parts))`` rebuilds one from a
+results-stream message (a subscriber in another process can run the same hooks).
 
 Hooks run off the processing thread (:class:`HookRunner`: one worker thread and a
 newest-only slot per hook; :meth:`HookRunner.submit` never blocks). A hook that
@@ -38,8 +38,10 @@ In a run::
     livesr run --source mm-sim --hook drift-lock --frames 2000
     livesr run --hook stop-when-converged --hook mypkg.hooks:notify --frames 5000
 
-(parameters in the ``[hooks]`` config section, :class:`livesr.stream._config.
-HooksConfig`); in Python, ``Pipeline(config, hooks=HookRunner([...], controller))``.
+(parameters in the ``[hooks]`` config section, ``livesr.stream.HooksConfig``; the
+classes of its sub-tables are registered with stream when this package is imported);
+in Python, ``Pipeline(config, hooks=HookRunner([...], controller))``.  ``Result``,
+``Hook`` and ``HookRunner`` are defined in :mod:`livesr.stream` and re-exported here.
 ``summary.json`` then has ``hooks``: per-hook ``calls, failures, drops,
 slow_calls, stuck, last_error, report``, the controller's commands and refusals,
 and ``stop`` (which hook stopped the acquisition, why, frames / time saved).
@@ -56,6 +58,7 @@ Importing this package imports neither pymmcore_plus nor useq.
 
 from __future__ import annotations
 
+from livesr.adapters.feedback import _builtin
 from livesr.adapters.feedback._api import Hook, HookRunner, HookStats, Result
 from livesr.adapters.feedback._controller import (
     Command,
@@ -66,6 +69,8 @@ from livesr.adapters.feedback._converged import ConvergedConfig, StopWhenConverg
 from livesr.adapters.feedback._drift_lock import DriftLock, DriftLockConfig
 from livesr.adapters.feedback._event_trigger import EventTrigger
 from livesr.adapters.feedback._limits import FeedbackLimits, LimitError
+
+_builtin.register()  # the built-in hooks and their [hooks.*] settings, by name
 
 __all__ = [
     "Command",

@@ -17,8 +17,10 @@ hooks of a run:
 from __future__ import annotations
 
 import importlib
-import re
 from typing import Any
+
+from livesr.stream import check_hook_name as stream_check_hook_name
+from livesr.stream import register_hook, register_hook_config
 
 __all__ = [
     "BUILTIN_HOOKS",
@@ -26,6 +28,7 @@ __all__ = [
     "check_hook_name",
     "load_hook",
     "make_hooks",
+    "register",
 ]
 
 #: Built-in hook names.
@@ -33,22 +36,47 @@ BUILTIN_HOOKS: tuple[str, ...] = ("drift-lock", "stop-when-converged")
 #: Built-in hooks that move a stage (need a source through a pymmcore-plus core).
 HOOKS_NEEDING_STAGE: tuple[str, ...] = ("drift-lock",)
 
-_USER_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
-
-
 def check_hook_name(name: Any) -> str:
-    """Validate a hook name; returns it.
+    """Validate a hook name; returns it (:func:`livesr.stream.check_hook_name`).
 
     Raises
     ------
     ValueError
         Neither a built-in name nor ``module:callable``.
     """
-    if isinstance(name, str) and (name in BUILTIN_HOOKS or _USER_RE.match(name)):
-        return name
-    raise ValueError(
-        f"hook {name!r} is not valid; expected one of {', '.join(BUILTIN_HOOKS)} or "
-        "a user hook as 'package.module:callable'"
+    return stream_check_hook_name(name)
+
+
+def register() -> None:
+    """Register the built-in hooks and their ``[hooks.<table>]`` settings with stream.
+
+    Called when :mod:`livesr.adapters.feedback` is imported (which the stream hook
+    registry does on the first lookup of a name it does not know).  The defaults are
+    those of the live pipeline: its drift is the rolling estimate at the window's
+    newest frame, trusted once a few drift blocks after a move are in (``settle_s``).
+    """
+    from livesr.adapters.feedback._converged import ConvergedConfig
+    from livesr.adapters.feedback._drift_lock import DriftLockConfig
+    from livesr.adapters.feedback._limits import FeedbackLimits
+
+    for name in BUILTIN_HOOKS:
+        register_hook(name, needs_stage=name in HOOKS_NEEDING_STAGE)
+    register_hook_config(
+        "drift_lock",
+        DriftLockConfig,
+        lambda: DriftLockConfig(threshold_px=0.1, gain=0.8, settle_s=0.2),
+    )
+    register_hook_config(
+        "stop_when_converged",
+        ConvergedConfig,
+        lambda: ConvergedConfig(
+            rel_change=0.05, windows=4, min_results=6, accumulate=True
+        ),
+    )
+    register_hook_config(
+        "limits",
+        FeedbackLimits,
+        lambda: FeedbackLimits(max_step_xy_um=1.0, max_moves_per_s=10.0),
     )
 
 

@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from livesr.adapters.feedback._api import Result
+from livesr.stream import Result
 
 __all__ = ["ConvergedConfig", "Measured", "StopWhenConverged"]
 

@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from livesr.adapters.feedback._api import Result
 from livesr.adapters.feedback._limits import LimitError
+from livesr.stream import Result
 
 __all__ = ["DriftLock", "DriftLockConfig"]
 

@@ -19,8 +19,8 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from livesr.adapters.feedback._api import Result
 from livesr.adapters.feedback._limits import LimitError
+from livesr.stream import Result
 
 __all__ = ["EventTrigger"]
 

@@ -86,6 +86,100 @@ def _drift_trace(folder: Path) -> np.ndarray | None:
     return np.asarray(rows, dtype=float) if len(rows) >= 2 else None
 
 
+def _attr_dict(group: Any, key: str) -> dict[str, Any]:
+    """A JSON-object attribute of a zarr group as a dict (empty when absent or not one)."""
+    value = group.attrs.get(key)
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def _raw_layers(folder: Path, raw_px: Any, interval: float) -> tuple[list[LayerData], Any]:
+    """The ``raw`` layer (zarr or TIFF store) and the raw pixel size it gives, um."""
+    raw_zarr, raw_tif = folder / "raw.ome.zarr", folder / "raw.ome.tif"
+    if raw_zarr.is_dir():
+        import zarr
+
+        g = zarr.open_group(str(raw_zarr), mode="r")
+        scale = _ome_scale(g)
+        kwargs = {
+            "name": "raw",
+            "scale": scale,
+            "units": _UNITS5,
+            "axis_labels": ("t", "c", "z", "y", "x"),
+            "colormap": "gray",
+            "metadata": {"livesr": _attr_dict(g, "livesr"), "path": str(raw_zarr)},
+        }
+        return [(g["0"], kwargs, "image")], scale[-1]
+    if raw_tif.is_file():
+        import tifffile
+
+        data = tifffile.imread(raw_tif)
+        if data.ndim == 2:
+            data = data[None]
+        px = float(raw_px or 1.0)
+        kwargs = {
+            "name": "raw",
+            "scale": (interval, px, px),
+            "units": ("second", "micrometer", "micrometer"),
+            "axis_labels": ("t", "y", "x"),
+            "colormap": "gray",
+            "metadata": {"path": str(raw_tif)},
+        }
+        return [(data, kwargs, "image")], raw_px
+    return [], raw_px
+
+
+def _sr_layers(
+    folder: Path, summary: dict[str, Any], raw_px: Any, interval: float
+) -> list[LayerData]:
+    """The ``SR`` layer (placed by the half-pixel mapping) and the ``drift`` trace."""
+    import zarr
+
+    from livesr.adapters.sinks._viewer_layers import sr_transform
+
+    sr_zarr = folder / "sr.ome.zarr"
+    if not sr_zarr.is_dir():
+        return []
+    g = zarr.open_group(str(sr_zarr), mode="r")
+    arr: Any = g["0"]
+    scale = _ome_scale(g)
+    live = _attr_dict(g, "livesr")
+    params = live.get("params") or {}
+    m = int(
+        params.get("magnification")
+        or summary.get("params", {}).get("esrrf", {}).get("magnification", 1)
+    )
+    geometry = str(params.get("geometry", "nanopyx"))
+    p = float(raw_px) if raw_px else scale[-1] * m
+    _, offset = sr_transform(p, m, geometry)
+    t0 = _first_sr_frame(folder, summary) * interval
+    sr_kwargs = {
+        "name": "SR",
+        "scale": scale,
+        "translate": (t0, 0.0, 0.0, offset, offset),
+        "units": _UNITS5,
+        "axis_labels": ("t", "c", "z", "y", "x"),
+        "colormap": "magma",
+        "blending": "additive",
+        "metadata": {"livesr": live, "path": str(sr_zarr), "geometry": geometry},
+    }
+    layers: list[LayerData] = [(arr, sr_kwargs, "image")]
+    trace = _drift_trace(folder)
+    if trace is not None and summary.get("params", {}).get("drift", {}).get(
+        "enabled", True
+    ):
+        h, w = arr.shape[-2:]
+        centre = np.array([(h / m - 1) / 2 * p, (w / m - 1) / 2 * p])
+        drift_kwargs = {
+            "name": "drift",
+            "shape_type": "path",
+            "edge_color": "cyan",
+            "edge_width": p / 10,
+            "units": ("micrometer", "micrometer"),
+        }
+        layers.append(([trace * p + centre], drift_kwargs, "shapes"))
+    return layers
+
+
 def read_livesr_folder(path: Any) -> list[LayerData]:
     """Layers of a livesr output folder (see the module docstring).
 
@@ -103,115 +197,13 @@ def read_livesr_folder(path: Any) -> list[LayerData]:
     ValueError
         ``path`` is not a livesr output folder, or it holds no image.
     """
-    import zarr
-
-    from livesr.adapters.sinks.napari_viewer import sr_transform
-
     folder = _folder(path)
     if folder is None:
         raise ValueError(f"{path}: not a livesr output folder (it has no summary.json)")
     summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
-    layers: list[LayerData] = []
-    raw_px = summary.get("pixel_size_um")
     interval = float(summary.get("frame_interval_s") or 1.0)
-
-    raw_zarr, raw_tif = folder / "raw.ome.zarr", folder / "raw.ome.tif"
-    if raw_zarr.is_dir():
-        g = zarr.open_group(str(raw_zarr), mode="r")
-        scale = _ome_scale(g)
-        raw_px = scale[-1]
-        layers.append(
-            (
-                g["0"],
-                {
-                    "name": "raw",
-                    "scale": scale,
-                    "units": _UNITS5,
-                    "axis_labels": ("t", "c", "z", "y", "x"),
-                    "colormap": "gray",
-                    "metadata": {
-                        "livesr": dict(g.attrs.get("livesr", {})),
-                        "path": str(raw_zarr),
-                    },
-                },
-                "image",
-            )
-        )
-    elif raw_tif.is_file():
-        import tifffile
-
-        data = tifffile.imread(raw_tif)
-        if data.ndim == 2:
-            data = data[None]
-        px = float(raw_px or 1.0)
-        layers.append(
-            (
-                data,
-                {
-                    "name": "raw",
-                    "scale": (interval, px, px),
-                    "units": ("second", "micrometer", "micrometer"),
-                    "axis_labels": ("t", "y", "x"),
-                    "colormap": "gray",
-                    "metadata": {"path": str(raw_tif)},
-                },
-                "image",
-            )
-        )
-
-    sr_zarr = folder / "sr.ome.zarr"
-    if sr_zarr.is_dir():
-        g = zarr.open_group(str(sr_zarr), mode="r")
-        scale = _ome_scale(g)
-        live = dict(g.attrs.get("livesr", {}))
-        params = live.get("params") or {}
-        m = int(
-            params.get("magnification")
-            or summary.get("params", {}).get("esrrf", {}).get("magnification", 1)
-        )
-        geometry = str(params.get("geometry", "nanopyx"))
-        p = float(raw_px) if raw_px else scale[-1] * m
-        _, offset = sr_transform(p, m, geometry)
-        t0 = _first_sr_frame(folder, summary) * interval
-        layers.append(
-            (
-                g["0"],
-                {
-                    "name": "SR",
-                    "scale": scale,
-                    "translate": (t0, 0.0, 0.0, offset, offset),
-                    "units": _UNITS5,
-                    "axis_labels": ("t", "c", "z", "y", "x"),
-                    "colormap": "magma",
-                    "blending": "additive",
-                    "metadata": {
-                        "livesr": live,
-                        "path": str(sr_zarr),
-                        "geometry": geometry,
-                    },
-                },
-                "image",
-            )
-        )
-        trace = _drift_trace(folder)
-        if trace is not None and summary.get("params", {}).get("drift", {}).get(
-            "enabled", True
-        ):
-            h, w = g["0"].shape[-2:]
-            centre = np.array([(h / m - 1) / 2 * p, (w / m - 1) / 2 * p])
-            layers.append(
-                (
-                    [trace * p + centre],
-                    {
-                        "name": "drift",
-                        "shape_type": "path",
-                        "edge_color": "cyan",
-                        "edge_width": p / 10,
-                        "units": ("micrometer", "micrometer"),
-                    },
-                    "shapes",
-                )
-            )
+    layers, raw_px = _raw_layers(folder, summary.get("pixel_size_um"), interval)
+    layers += _sr_layers(folder, summary, raw_px, interval)
     if not layers:
         raise ValueError(
             f"{folder}: no raw.ome.zarr, raw.ome.tif or sr.ome.zarr in this livesr "

@@ -63,7 +63,7 @@ class SimulatedDemo:
         config: Any = None,
         pace: bool = True,
     ) -> None:
-        from livesr.stream._config import LivesrConfig
+        from livesr.stream import LivesrConfig
 
         if config is None:  # the demo's defaults; a given config keeps its own
             cfg = LivesrConfig().replace("esrrf", window=20, stride=10, magnification=4)
@@ -113,7 +113,7 @@ class SimulatedDemo:
 
         from livesr.adapters.sources._sim_config import sim_config_from
         from livesr.adapters.sources.simulated import SimulatedSource
-        from livesr.stream._pipeline import Pipeline
+        from livesr.stream import Pipeline
 
         ctx = zmq.Context()
         pipe = Pipeline(
@@ -181,7 +181,11 @@ _WIDGET_CLASS: Any = None
 
 
 def _widget_class() -> Any:
-    """Build the QWidget subclass on first use (Qt is imported here, not at import)."""
+    """Build the QWidget subclass on first use (Qt is imported here, not at import).
+
+    Long because the QWidget subclass has to be defined inside this function (Qt is
+    imported on first use, never at import); each of its methods is short.
+    """
     global _WIDGET_CLASS
     if _WIDGET_CLASS is not None:
         return _WIDGET_CLASS

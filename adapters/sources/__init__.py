@@ -10,9 +10,13 @@
   :mod:`~livesr.adapters.sources.mm_devices` -- the simulated microscope as Python
   devices for such a file (``livesr_sim.cfg``, shipped here).
 
-Importing this package starts nothing.
+All of them derive from :class:`ThreadedSource` (start / stop / join on a daemon
+thread: the :class:`livesr.stream.Source` protocol).  Importing this package starts
+nothing.
 """
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from livesr.adapters.sources._base import ThreadedSource
+
+__all__: list[str] = ["ThreadedSource"]

@@ -97,6 +97,33 @@ def load_mm_config(
         pymmcore-plus is missing, the file or ``mm_path`` does not exist, the
         configuration does not load, or it sets no camera or no pixel size.
     """
+    cfg, text = _read_config(path, mm_path)
+    cpp = _cpp_devices(text)
+
+    from livesr.sim._core import shutdown_core
+
+    core = _new_core(cfg, cpp, mm_path)
+    try:
+        px = _load_into(core, cfg, buffer_mb)
+    except BaseException:
+        shutdown_core(core)
+        raise
+    logger.info(
+        "Micro-Manager configuration %s loaded: camera %s %dx%d, %.4g um/px, "
+        "XY stage %r, focus %r",
+        cfg,
+        core.getCameraDevice(),
+        core.getImageWidth(),
+        core.getImageHeight(),
+        px,
+        core.getXYStageDevice(),
+        core.getFocusDevice(),
+    )
+    return core
+
+
+def _read_config(path: str | Path, mm_path: str | Path | None) -> tuple[Path, str]:
+    """The configuration file and its text; pymmcore-plus and the paths checked."""
     if (missing := pymmcore_plus_missing()) is not None:
         raise MMConfigError(missing)
     cfg = Path(path).expanduser()
@@ -114,11 +141,14 @@ def load_mm_config(
         text = cfg.read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
         raise MMConfigError(f"cannot read {str(cfg)!r}: {exc}") from exc
-    cpp = _cpp_devices(text)
+    return cfg, text
 
+
+def _new_core(cfg: Path, cpp: list[str], mm_path: str | Path | None) -> Any:
+    """A ``UniMMCore``; with C++ devices, a Micro-Manager installation is required."""
     from pymmcore_plus.experimental.unicore import UniMMCore
 
-    from livesr.sim._core import _no_mm_discovery_error, shutdown_core
+    from livesr.sim._core import _no_mm_discovery_error
 
     mm_dir = str(Path(mm_path).expanduser().resolve()) if mm_path is not None else None
     if cpp and mm_dir is None:
@@ -133,46 +163,34 @@ def load_mm_config(
                 "installation was found; pass --mm-path DIR or run 'mmcore install'"
             )
     if cpp:
-        core = UniMMCore(mm_path=mm_dir)
-    else:  # Python devices only: no installation needed, no discovery error
-        with _no_mm_discovery_error():
-            core = UniMMCore(mm_path=mm_dir)
+        return UniMMCore(mm_path=mm_dir)
+    with _no_mm_discovery_error():  # Python devices only: no installation needed
+        return UniMMCore(mm_path=mm_dir)
+
+
+def _load_into(core: Any, cfg: Path, buffer_mb: int | None) -> float:
+    """Load ``cfg`` into ``core``; checks a camera and a pixel size (returned, um)."""
+    if buffer_mb is not None:
+        core.setCircularBufferMemoryFootprint(int(buffer_mb))
     try:
-        if buffer_mb is not None:
-            core.setCircularBufferMemoryFootprint(int(buffer_mb))
-        try:
-            core.loadSystemConfiguration(str(cfg))
-        except Exception as exc:  # pymmcore-plus wraps the failing line
-            first = " ".join(str(exc).split())
-            raise MMConfigError(
-                f"could not load the Micro-Manager configuration {str(cfg)!r}: {first}"
-            ) from exc
-        if not core.getCameraDevice():
-            raise MMConfigError(
-                f"{cfg.name} sets no camera; expected a 'Property,Core,Camera,LABEL' "
-                "line"
-            )
-        px = float(core.getPixelSizeUm() or 0.0)
-        if not px > 0:
-            raise MMConfigError(
-                f"{cfg.name} defines no pixel size for the current state; expected "
-                "'ConfigPixelSize' and 'PixelSize_um' lines"
-            )
-    except BaseException:
-        shutdown_core(core)
-        raise
-    logger.info(
-        "Micro-Manager configuration %s loaded: camera %s %dx%d, %.4g um/px, "
-        "XY stage %r, focus %r",
-        cfg,
-        core.getCameraDevice(),
-        core.getImageWidth(),
-        core.getImageHeight(),
-        px,
-        core.getXYStageDevice(),
-        core.getFocusDevice(),
-    )
-    return core
+        core.loadSystemConfiguration(str(cfg))
+    except Exception as exc:  # pymmcore-plus wraps the failing line
+        first = " ".join(str(exc).split())
+        raise MMConfigError(
+            f"could not load the Micro-Manager configuration {str(cfg)!r}: {first}"
+        ) from exc
+    if not core.getCameraDevice():
+        raise MMConfigError(
+            f"{cfg.name} sets no camera; expected a 'Property,Core,Camera,LABEL' "
+            "line"
+        )
+    px = float(core.getPixelSizeUm() or 0.0)
+    if not px > 0:
+        raise MMConfigError(
+            f"{cfg.name} defines no pixel size for the current state; expected "
+            "'ConfigPixelSize' and 'PixelSize_um' lines"
+        )
+    return px
 
 
 class MMConfigSession:

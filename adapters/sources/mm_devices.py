@@ -99,7 +99,7 @@ class LivesrSimHub(HubDevice):
         """Sensor rows, px."""
         return self._rows
 
-    @Rows.setter
+    @Rows.setter  # type: ignore[no-redef]  # pymm_property setter
     def Rows(self, value: int) -> None:  # noqa: N802
         self._rows = int(value)
 
@@ -108,7 +108,7 @@ class LivesrSimHub(HubDevice):
         """Sensor columns, px."""
         return self._cols
 
-    @Cols.setter
+    @Cols.setter  # type: ignore[no-redef]  # pymm_property setter
     def Cols(self, value: int) -> None:  # noqa: N802
         self._cols = int(value)
 
@@ -117,7 +117,7 @@ class LivesrSimHub(HubDevice):
         """Simulation seed."""
         return self._seed
 
-    @Seed.setter
+    @Seed.setter  # type: ignore[no-redef]  # pymm_property setter
     def Seed(self, value: int) -> None:  # noqa: N802
         self._seed = int(value)
 

@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from livesr.adapters.sources._base import ThreadedSource
+
 __all__ = ["MMCorePushSource"]
 
 logger = logging.getLogger(__name__)
@@ -49,7 +51,7 @@ logger = logging.getLogger(__name__)
 _DTYPES = {1: "uint8", 2: "uint16"}
 
 
-class MMCorePushSource:
+class MMCorePushSource(ThreadedSource):
     """Push a pymmcore-plus core's sequence acquisition to a pipeline ingest.
 
     Parameters
@@ -85,6 +87,9 @@ class MMCorePushSource:
         acquisition (``frames`` must be 0: the sequence sets the length); frames come
         from the runner's ``frameReady`` (``MMCoreSource`` mode ``"mda"``).
     """
+
+    thread_name = "livesr-mm-source"
+    label = "Micro-Manager source"
 
     def __init__(
         self,
@@ -136,23 +141,20 @@ class MMCorePushSource:
                 f"MMCorePushSource send_timeout_s={send_timeout_s!r}; expected "
                 "seconds >= 0"
             )
+        super().__init__(stop_event)
         self.core = core
         self.endpoint = endpoint
         self.frames = frames
         self.interval_ms = interval_ms
         self.stream = stream
         self.ring_frames = ring_frames
-        self.stop_event = stop_event if stop_event is not None else threading.Event()
         self._ctx = context
         self._send_timeout = float(send_timeout_s)
         self._on_frame = on_frame
         self.attach = bool(attach)
         self.mda = mda
-        self._thread: threading.Thread | None = None
         self._src: Any = None
         self._done = threading.Event()
-        self.summary: dict[str, Any] | None = None
-        self.error: BaseException | None = None
         self.frames_sent = 0
         #: camera-side counters of the last run (MMCoreSource)
         self.camera: dict[str, Any] = {}
@@ -160,29 +162,6 @@ class MMCorePushSource:
     def stop(self) -> None:
         """Stop acquiring: the camera stops, frames already taken are still sent."""
         self.stop_event.set()
-
-    def start(self) -> MMCorePushSource:
-        """Run :meth:`run` on a background thread."""
-        self._thread = threading.Thread(
-            target=self._run_thread, name="livesr-mm-source", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def _run_thread(self) -> None:
-        try:
-            self.run()
-        except BaseException as exc:  # reported by join() / error
-            self.error = exc
-            logger.exception("Micro-Manager source failed")
-
-    def join(self, timeout: float | None = None) -> dict[str, Any] | None:
-        """Wait for the background run; the link summary (None while running)."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                return None
-        return self.summary
 
     def _watch_stop(self) -> None:
         """Stop the camera as soon as ``stop_event`` is set (the loop may be
@@ -197,43 +176,10 @@ class MMCorePushSource:
     def run(self) -> dict[str, Any]:
         """Acquire and send (blocking); returns the link summary."""
         from livesr.adapters.sources.mmcore import MMCoreSource
-        from livesr.stream._source_link import (
-            RingOverflowError,
-            SourceLink,
-            SourceLinkConfig,
-        )
+        from livesr.stream import SourceLink
 
         core = self.core
-        shape = (int(core.getImageHeight()), int(core.getImageWidth()))
-        bpp = int(core.getBytesPerPixel())
-        if bpp not in _DTYPES:
-            raise ValueError(
-                f"camera {core.getCameraDevice()!r} has {bpp} bytes per pixel; "
-                "expected 1 (uint8) or 2 (uint16)"
-            )
-        px = float(core.getPixelSizeUm() or 0.0)
-        if not (math.isfinite(px) and px > 0):
-            raise ValueError(
-                "the core has no pixel size (getPixelSizeUm() == 0); define a pixel "
-                "size configuration"
-            )
-        interval = (
-            float(self.interval_ms)
-            if self.interval_ms is not None
-            else float(core.getExposure())
-        )
-        link = SourceLink(
-            SourceLinkConfig(
-                endpoint=self.endpoint,
-                stream=self.stream,
-                shape=shape,
-                dtype=_DTYPES[bpp],
-                pixel_size_um=px,
-                ring_frames=self.ring_frames,
-                overflow="stop",
-            ),
-            context=self._ctx,
-        ).start()
+        link = SourceLink(self._link_config(), context=self._ctx).start()
         if self.attach:
             src = MMCoreSource(core, attach=True)
         elif self.mda is not None:
@@ -248,34 +194,7 @@ class MMCorePushSource:
             if self.stop_event.is_set():  # stopped before the first frame
                 src.close()
             watcher.start()
-            reported = 0
-            for seq, frame, meta in src:
-                if len(src.gaps) > reported:  # overwritten before we took them
-                    lost = sum(b - a + 1 for a, b in src.gaps[reported:])
-                    reported = len(src.gaps)
-                    link.report_gap(lost)
-                if self._on_frame is not None:
-                    self._on_frame(seq, frame, meta)
-                head = {
-                    "ImageNumber": meta["ImageNumber"],
-                    "camera": meta["camera"],
-                    "exposure_ms": meta["exposure_ms"],
-                    "interval_ms": interval,
-                    "x_um": meta["x_um"],
-                    "y_um": meta["y_um"],
-                    "z_um": meta["z_um"],
-                }
-                try:
-                    link.send(
-                        frame,
-                        t_acq=meta["t_acq"],
-                        meta=head,
-                        timeout=self._send_timeout,
-                    )
-                except RingOverflowError as exc:
-                    logger.error("Micro-Manager source: %s", exc)
-                    break
-                self.frames_sent += 1
+            self._send_frames(src, link)
         finally:
             self._done.set()
             src.close()
@@ -286,6 +205,73 @@ class MMCorePushSource:
                 "gaps": [list(g) for g in src.gaps],
                 "overflowed": src.overflowed,
             }
+        self._log_end(src)
+        return self.summary
+
+    def _link_config(self) -> Any:
+        """The link of the core's camera: shape, dtype and pixel size checked."""
+        from livesr.stream import SourceLinkConfig
+
+        core = self.core
+        bpp = int(core.getBytesPerPixel())
+        if bpp not in _DTYPES:
+            raise ValueError(
+                f"camera {core.getCameraDevice()!r} has {bpp} bytes per pixel; "
+                "expected 1 (uint8) or 2 (uint16)"
+            )
+        px = float(core.getPixelSizeUm() or 0.0)
+        if not (math.isfinite(px) and px > 0):
+            raise ValueError(
+                "the core has no pixel size (getPixelSizeUm() == 0); define a pixel "
+                "size configuration"
+            )
+        return SourceLinkConfig(
+            endpoint=self.endpoint,
+            stream=self.stream,
+            shape=(int(core.getImageHeight()), int(core.getImageWidth())),
+            dtype=_DTYPES[bpp],
+            pixel_size_um=px,
+            ring_frames=self.ring_frames,
+            overflow="stop",
+        )
+
+    def _send_frames(self, src: Any, link: Any) -> None:
+        """Send every frame ``src`` delivers; camera-side gaps go to the link."""
+        from livesr.stream import RingOverflowError
+
+        interval = (
+            float(self.interval_ms)
+            if self.interval_ms is not None
+            else float(self.core.getExposure())
+        )
+        reported = 0
+        for seq, frame, meta in src:
+            if len(src.gaps) > reported:  # overwritten before we took them
+                lost = sum(b - a + 1 for a, b in src.gaps[reported:])
+                reported = len(src.gaps)
+                link.report_gap(lost)
+            if self._on_frame is not None:
+                self._on_frame(seq, frame, meta)
+            head = {
+                "ImageNumber": meta["ImageNumber"],
+                "camera": meta["camera"],
+                "exposure_ms": meta["exposure_ms"],
+                "interval_ms": interval,
+                "x_um": meta["x_um"],
+                "y_um": meta["y_um"],
+                "z_um": meta["z_um"],
+            }
+            try:
+                link.send(
+                    frame, t_acq=meta["t_acq"], meta=head, timeout=self._send_timeout
+                )
+            except RingOverflowError as exc:
+                logger.error("Micro-Manager source: %s", exc)
+                break
+            self.frames_sent += 1
+
+    def _log_end(self, src: Any) -> None:
+        """Report camera-side losses (gaps, a full circular buffer) and the counts."""
         if src.gaps and self.attach:
             logger.warning(
                 "%d frame(s) in %d gap(s) were overwritten in the circular buffer "
@@ -310,4 +296,3 @@ class MMCorePushSource:
             src.frames_acquired,
             self.frames_sent,
         )
-        return self.summary

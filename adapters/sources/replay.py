@@ -54,7 +54,8 @@ from typing import Any
 
 import zmq
 
-from livesr.adapters.sources._readers import Recording, RecordingError, resolve_range
+from livesr.adapters.sources._base import ThreadedSource
+from livesr.stream import Recording, RecordingError, resolve_range
 
 __all__ = [
     "RATE_MODES",
@@ -252,13 +253,13 @@ def processing_throttle(
     return throttle
 
 
-class ReplaySource:
+class ReplaySource(ThreadedSource):
     """Push the frames of a :class:`Recording` to a pipeline ingest.
 
     Parameters
     ----------
     recording : Recording
-        The open file (see :func:`livesr.adapters.sources._readers.open_recording`);
+        The open file (see :func:`livesr.stream._rawread.open_recording`);
         used from the source's thread only, not closed here.
     endpoint : str
         Ingest endpoint to connect to.
@@ -278,6 +279,10 @@ class ReplaySource:
         Range out of bounds, or ``rate="recorded"`` for a file without timing.
     """
 
+    thread_name = "livesr-replay-source"
+    label = "replay source"
+    log_traceback = False  # a bad file is the user's error: the message says it all
+
     def __init__(
         self,
         recording: Recording,
@@ -288,17 +293,14 @@ class ReplaySource:
         context: zmq.Context[Any] | None = None,
         throttle: Callable[[int], None] | None = None,
     ) -> None:
+        super().__init__(stop_event)
         self.recording = recording
         self.endpoint = endpoint
         self.config = cfg = config if config is not None else ReplayConfig()
         #: frames ``[start, stop)`` of the file are replayed
         self.range = check_replay(recording, cfg)
-        self.stop_event = stop_event if stop_event is not None else threading.Event()
         self._ctx = context
         self._throttle = throttle
-        self._thread: threading.Thread | None = None
-        self.summary: dict[str, Any] | None = None
-        self.error: BaseException | None = None
         self.frames_sent = 0
 
     @property
@@ -328,36 +330,8 @@ class ReplaySource:
             return max(0.0, t - t0)
         return k / float(rate)
 
-    # ------------------------------------------------------------------ lifecycle
-    def stop(self) -> None:
-        """Ask the replay to stop after the current frame."""
-        self.stop_event.set()
-
-    def start(self) -> ReplaySource:
-        """Run :meth:`run` on a background thread."""
-        self._thread = threading.Thread(
-            target=self._run_thread, name="livesr-replay-source", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def _run_thread(self) -> None:
-        try:
-            self.run()
-        except BaseException as exc:  # reported by join() / .error
-            self.error = exc
-            logger.error("replay source failed: %s", exc)
-
-    def join(self, timeout: float | None = None) -> dict[str, Any] | None:
-        """Wait for the background run; the link summary (None while still running)."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                return None
-        return self.summary
-
     def _link_config(self) -> Any:
-        from livesr.stream._source_link import SourceLinkConfig
+        from livesr.stream import SourceLinkConfig
 
         rec = self.recording
         ring = self.config.ring_frames or max(
@@ -382,20 +356,10 @@ class ReplaySource:
             A frame could not be read (the frames before it were delivered and the
             link was closed cleanly).
         """
-        from livesr.stream._source_link import RingOverflowError, SourceLink
+        from livesr.stream import SourceLink
 
         rec = self.recording
         start, stop = self.range
-        name = rec.path.name[-128:]
-        base: dict[str, Any] = {
-            "camera": "livesr-replay",
-            "source": name,
-            "format": rec.format,
-        }
-        interval_ms = self.interval_ms()
-        if interval_ms is not None:
-            base["interval_ms"] = float(interval_ms)
-        timeout = float(self.config.send_timeout_s)
         # the ingest's "stop" message (run ended, disk full) sets stop_event
         link = SourceLink(
             self._link_config(), context=self._ctx, stop_event=self.stop_event
@@ -408,45 +372,8 @@ class ReplaySource:
             self.config.rate,
             self.endpoint,
         )
-        t0_mono = time.monotonic()
-        t0_wall = time.time()
         try:
-            for k in range(stop - start):
-                if self.stop_event.is_set():
-                    break
-                if self._throttle is not None:
-                    self._throttle(k)
-                    if self.stop_event.is_set():
-                        break
-                i = start + k
-                meta = {**base, "ImageNumber": i}
-                rt = rec.frame_time(i)
-                if rt is not None:
-                    meta["recorded_t_s"] = rt
-                buf = link.reserve(timeout)
-                if (
-                    buf is None
-                ):  # nothing freed a slot in time: send() reports the overflow
-                    try:
-                        link.send(
-                            rec.read(i), t_acq=time.time(), meta=meta, timeout=0.0
-                        )
-                    except RingOverflowError as exc:
-                        logger.error("replay source: %s", exc)
-                        break
-                    self.frames_sent = k + 1
-                    continue
-                rec.read_into(i, buf)
-                off = self.offset_s(k)
-                if off is None:
-                    t_acq = time.time()
-                else:
-                    delay = t0_mono + off - time.monotonic()
-                    if delay > 0 and self.stop_event.wait(delay):
-                        break
-                    t_acq = t0_wall + off
-                link.commit(buf, t_acq=t_acq, meta=meta)
-                self.frames_sent = k + 1
+            self._send_frames(link)
         finally:
             self.summary = link.close(timeout=30.0)
         if self.stop_event.is_set() and self.frames_sent < stop - start:
@@ -461,3 +388,59 @@ class ReplaySource:
             self.summary.get("frames_acked", 0),
         )
         return self.summary
+
+    def _meta_base(self) -> dict[str, Any]:
+        """Metadata every replayed frame carries (plus its ``ImageNumber``)."""
+        rec = self.recording
+        base: dict[str, Any] = {
+            "camera": "livesr-replay",
+            "source": rec.path.name[-128:],
+            "format": rec.format,
+        }
+        interval_ms = self.interval_ms()
+        if interval_ms is not None:
+            base["interval_ms"] = float(interval_ms)
+        return base
+
+    def _send_frames(self, link: Any) -> None:
+        """Read the range frame by frame into the link's ring, paced by the rate."""
+        from livesr.stream import RingOverflowError
+
+        rec = self.recording
+        start, stop = self.range
+        base = self._meta_base()
+        timeout = float(self.config.send_timeout_s)
+        t0_mono = time.monotonic()
+        t0_wall = time.time()
+        for k in range(stop - start):
+            if self.stop_event.is_set():
+                break
+            if self._throttle is not None:
+                self._throttle(k)
+                if self.stop_event.is_set():
+                    break
+            i = start + k
+            meta = {**base, "ImageNumber": i}
+            rt = rec.frame_time(i)
+            if rt is not None:
+                meta["recorded_t_s"] = rt
+            buf = link.reserve(timeout)
+            if buf is None:  # nothing freed a slot in time: send() reports the overflow
+                try:
+                    link.send(rec.read(i), t_acq=time.time(), meta=meta, timeout=0.0)
+                except RingOverflowError as exc:
+                    logger.error("replay source: %s", exc)
+                    break
+                self.frames_sent = k + 1
+                continue
+            rec.read_into(i, buf)
+            off = self.offset_s(k)
+            if off is None:
+                t_acq = time.time()
+            else:
+                delay = t0_mono + off - time.monotonic()
+                if delay > 0 and self.stop_event.wait(delay):
+                    break
+                t_acq = t0_wall + off
+            link.commit(buf, t_acq=t_acq, meta=meta)
+            self.frames_sent = k + 1

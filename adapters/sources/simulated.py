@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 import zmq
 
+from livesr.adapters.sources._base import ThreadedSource
+
 __all__ = ["SimulatedSource"]
 
 logger = logging.getLogger(__name__)
@@ -48,7 +50,7 @@ def _ring_frames(shape: tuple[int, ...], interval_ms: float) -> int:
     return max(16, min(max(256, one_second), (512 * 2**20) // max(1, frame_bytes)))
 
 
-class SimulatedSource:
+class SimulatedSource(ThreadedSource):
     """Push simulated camera frames to a pipeline ingest.
 
     Parameters
@@ -81,6 +83,9 @@ class SimulatedSource:
         Pre-render this many frames and cycle them (0: render every frame).
     """
 
+    thread_name = "livesr-sim-source"
+    label = "simulated source"
+
     def __init__(
         self,
         sim_config: Any,
@@ -107,136 +112,34 @@ class SimulatedSource:
                 f"SimulatedSource frames={frames!r}; expected an integer >= 0 (0 = "
                 "until stopped)"
             )
+        super().__init__(stop_event)
         self.sim_config = sim_config
         self.endpoint = endpoint
         self.frames = frames
         self.pace = bool(pace)
         self.stream = stream
         self.ring_frames = None if ring_frames is None else int(ring_frames)
-        self.stop_event = stop_event if stop_event is not None else threading.Event()
         self._ctx = context
         self._send_timeout = float(send_timeout_s)
         self._on_frame = on_frame
-        self._thread: threading.Thread | None = None
-        self.summary: dict[str, Any] | None = None
-        self.error: BaseException | None = None
         self.frames_sent = 0
-
-    def stop(self) -> None:
-        """Ask the acquisition loop to stop after the current frame."""
-        self.stop_event.set()
-
-    def start(self) -> SimulatedSource:
-        """Run :meth:`run` on a background thread."""
-        self._thread = threading.Thread(
-            target=self._run_thread, name="livesr-sim-source", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def _run_thread(self) -> None:
-        try:
-            self.run()
-        except BaseException as exc:  # reported by join()
-            self.error = exc
-            logger.exception("simulated source failed")
-
-    def join(self, timeout: float | None = None) -> dict[str, Any] | None:
-        """Wait for the background run; the link summary (None while running)."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                return None
-        return self.summary
 
     def run(self) -> dict[str, Any]:
         """Acquire and send (blocking); returns the link summary."""
         from livesr.sim import Microscope
-        from livesr.stream._source_link import (
-            RingOverflowError,
-            SourceLink,
-            SourceLinkConfig,
-        )
+        from livesr.stream import SourceLink
 
         scope = Microscope(self.sim_config)
         cam = self.sim_config.camera
-        shape = tuple(int(s) for s in scope.shape)
-        link_cfg = SourceLinkConfig(
-            endpoint=self.endpoint,
-            stream=self.stream,
-            shape=shape,
-            dtype="uint16",
-            pixel_size_um=float(cam.pixel_size_um),
-            ring_frames=self.ring_frames or _ring_frames(shape, cam.interval_ms),
-            overflow="stop",
-        )
+        shape = (int(scope.shape[0]), int(scope.shape[1]))
         interval = max(cam.interval_ms, scope.exposure_ms) / 1e3
-        meta_base = {
-            "camera": "livesr-sim",
-            "exposure_ms": float(scope.exposure_ms),
-            "interval_ms": float(cam.interval_ms),
-        }
-        buf = np.empty(shape, dtype=np.uint16)
-        bank_frames: np.ndarray | None = None
-        bank_truth: list[Any] = []
-        if self.bank:
-            t_bank = time.monotonic()
-            bank_frames = np.empty((self.bank, *shape), dtype=np.uint16)
-            for k in range(self.bank):
-                bank_truth.append(scope.render_into(bank_frames[k]))
-            logger.info(
-                "simulated source: %d frames rendered into the bank in %.1f s",
-                self.bank,
-                time.monotonic() - t_bank,
-            )
+        bank = self._render_bank(scope, shape)
         # the pipeline's "stop" message (run ended, disk full...) sets stop_event
         link = SourceLink(
-            link_cfg, context=self._ctx, stop_event=self.stop_event
+            self._link_config(shape), context=self._ctx, stop_event=self.stop_event
         ).start()
-        t0 = time.monotonic()
         try:
-            i = 0
-            while (
-                self.frames == 0 or i < self.frames
-            ) and not self.stop_event.is_set():
-                if self.pace:
-                    delay = t0 + i * interval - time.monotonic()
-                    if delay > 0:
-                        if self.stop_event.wait(delay):
-                            break
-                timeout = 0.0 if self.pace else self._send_timeout
-                try:
-                    slot = link.reserve(
-                        timeout=timeout
-                    )  # render straight into the replay ring
-                    target = buf if slot is None else slot
-                    if bank_frames is None:
-                        truth = scope.render_into(target)
-                    else:
-                        np.copyto(target, bank_frames[i % self.bank])
-                        truth = bank_truth[i % self.bank]
-                    t_acq = time.time()
-                    meta = {
-                        **meta_base,
-                        "ImageNumber": i if bank_frames is not None else truth.index,
-                        "displacement_px": [
-                            float(truth.displacement_px[0]),
-                            float(truth.displacement_px[1]),
-                        ],
-                    }
-                    if self._on_frame is not None:
-                        self._on_frame(truth.index, target, {**meta, "t_acq": t_acq})
-                    if (
-                        slot is None
-                    ):  # ring full: send() reports the overflow per the policy
-                        link.send(buf, t_acq=t_acq, meta=meta, timeout=0.0)
-                    else:
-                        link.commit(slot, t_acq=t_acq, meta=meta)
-                except RingOverflowError as exc:
-                    logger.error("simulated source: %s", exc)
-                    break
-                i += 1
-                self.frames_sent = i
+            self._acquire(link, scope, shape, interval, bank)
         finally:
             self.summary = link.close(timeout=30.0)
         if self.stop_event.is_set():
@@ -249,3 +152,87 @@ class SimulatedSource:
             self.summary.get("frames_acquired", 0),
         )
         return self.summary
+
+    def _link_config(self, shape: tuple[int, int]) -> Any:
+        from livesr.stream import SourceLinkConfig
+
+        cam = self.sim_config.camera
+        return SourceLinkConfig(
+            endpoint=self.endpoint,
+            stream=self.stream,
+            shape=shape,
+            dtype="uint16",
+            pixel_size_um=float(cam.pixel_size_um),
+            ring_frames=self.ring_frames or _ring_frames(shape, cam.interval_ms),
+            overflow="stop",
+        )
+
+    def _render_bank(
+        self, scope: Any, shape: tuple[int, int]
+    ) -> tuple[np.ndarray, list[Any]] | None:
+        """The pre-rendered frames and their truth (``bank=N``), None without a bank."""
+        if not self.bank:
+            return None
+        t_bank = time.monotonic()
+        frames = np.empty((self.bank, *shape), dtype=np.uint16)
+        truth = [scope.render_into(frames[k]) for k in range(self.bank)]
+        logger.info(
+            "simulated source: %d frames rendered into the bank in %.1f s",
+            self.bank,
+            time.monotonic() - t_bank,
+        )
+        return frames, truth
+
+    def _acquire(
+        self,
+        link: Any,
+        scope: Any,
+        shape: tuple[int, int],
+        interval: float,
+        bank: tuple[np.ndarray, list[Any]] | None,
+    ) -> None:
+        """The acquisition loop: pace, render (or copy from the bank), send."""
+        from livesr.stream import RingOverflowError
+
+        meta_base = {
+            "camera": "livesr-sim",
+            "exposure_ms": float(scope.exposure_ms),
+            "interval_ms": float(self.sim_config.camera.interval_ms),
+        }
+        buf = np.empty(shape, dtype=np.uint16)
+        t0 = time.monotonic()
+        i = 0
+        while (self.frames == 0 or i < self.frames) and not self.stop_event.is_set():
+            if self.pace:
+                delay = t0 + i * interval - time.monotonic()
+                if delay > 0 and self.stop_event.wait(delay):
+                    break
+            timeout = 0.0 if self.pace else self._send_timeout
+            try:
+                slot = link.reserve(timeout=timeout)  # render straight into the ring
+                target = buf if slot is None else slot
+                if bank is None:
+                    truth = scope.render_into(target)
+                else:
+                    np.copyto(target, bank[0][i % self.bank])
+                    truth = bank[1][i % self.bank]
+                t_acq = time.time()
+                meta = {
+                    **meta_base,
+                    "ImageNumber": i if bank is not None else truth.index,
+                    "displacement_px": [
+                        float(truth.displacement_px[0]),
+                        float(truth.displacement_px[1]),
+                    ],
+                }
+                if self._on_frame is not None:
+                    self._on_frame(truth.index, target, {**meta, "t_acq": t_acq})
+                if slot is None:  # ring full: send() reports the overflow per the policy
+                    link.send(buf, t_acq=t_acq, meta=meta, timeout=0.0)
+                else:
+                    link.commit(slot, t_acq=t_acq, meta=meta)
+            except RingOverflowError as exc:
+                logger.error("simulated source: %s", exc)
+                break
+            i += 1
+            self.frames_sent = i

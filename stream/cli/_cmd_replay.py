@@ -83,8 +83,8 @@ logger = logging.getLogger(__name__)
 
 
 def _rate(text: str) -> str | float:
-    from livesr.adapters.sources._readers import RecordingError
     from livesr.adapters.sources.replay import parse_rate
+    from livesr.stream._rawread import RecordingError
 
     try:
         return parse_rate(text)
@@ -93,7 +93,7 @@ def _rate(text: str) -> str | float:
 
 
 def _frame_range(text: str) -> tuple[int, int | None]:
-    from livesr.adapters.sources._readers import RecordingError, parse_range
+    from livesr.stream._rawread import RecordingError, parse_range
 
     try:
         return parse_range(text)
@@ -227,7 +227,7 @@ _RESULT_NAMES = (
 
 def input_name(path: str | Path) -> str:
     """An input's name for its output folder: the file name without its extension."""
-    from livesr.adapters.sources._readers import SUPPORTED
+    from livesr.stream._rawread import SUPPORTED
 
     name = Path(path).name
     for suffix in sorted(SUPPORTED, key=len, reverse=True):
@@ -289,12 +289,12 @@ def _check_flags(args: argparse.Namespace) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command; 0 success, 1 failure (damaged file, run error), 2 bad input."""
-    from livesr.adapters.sources._readers import (
+    from livesr.adapters.sources.replay import ReplayConfig, check_replay
+    from livesr.stream._rawread import (
         CorruptRecordingError,
         RecordingError,
         open_recording,
     )
-    from livesr.adapters.sources.replay import ReplayConfig, check_replay
 
     if (problem := _check_flags(args)) is not None:
         return _usage_error(problem)
@@ -411,7 +411,7 @@ def _recording_config(cfg: Any, rec: Any, args: argparse.Namespace) -> Any:
 
 
 def _replay_one(cfg: Any, file: str, rcfg: Any, args: argparse.Namespace) -> int:
-    from livesr.adapters.sources._readers import (
+    from livesr.stream._rawread import (
         CorruptRecordingError,
         RecordingError,
         open_recording,
@@ -462,8 +462,8 @@ def _run_dask(cfg: Any, inputs: list[Any], args: argparse.Namespace) -> int:
 
 
 def _run_connect(rec: Any, rcfg: Any, args: argparse.Namespace) -> int:
-    from livesr.adapters.sources._readers import CorruptRecordingError
     from livesr.adapters.sources.replay import ReplaySource
+    from livesr.stream._rawread import CorruptRecordingError
 
     src = ReplaySource(rec, args.connect, rcfg)
     error = None

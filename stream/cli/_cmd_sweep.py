@@ -239,12 +239,12 @@ def write_error_map(folder: Path, res: Any) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from livesr.adapters.sources._readers import (
+    from livesr.kernels.sweep import esrrf_sweep
+    from livesr.stream._rawread import (
         CorruptRecordingError,
         RecordingError,
         open_recording,
     )
-    from livesr.kernels.sweep import esrrf_sweep
 
     out: Path = args.output
     if out.exists() and not out.is_dir():

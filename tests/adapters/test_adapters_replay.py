@@ -13,14 +13,6 @@ import pytest
 import tifffile
 import zarr
 
-from livesr.adapters.sources._readers import (
-    DEFAULT_PIXEL_SIZE_UM,
-    CorruptRecordingError,
-    RecordingError,
-    open_recording,
-    parse_range,
-    resolve_range,
-)
 from livesr.adapters.sources.replay import (
     ReplayConfig,
     ReplaySource,
@@ -28,6 +20,14 @@ from livesr.adapters.sources.replay import (
     processing_throttle,
 )
 from livesr.stream._ingest import Ingest, IngestConfig
+from livesr.stream._rawread import (
+    DEFAULT_PIXEL_SIZE_UM,
+    CorruptRecordingError,
+    RecordingError,
+    open_recording,
+    parse_range,
+    resolve_range,
+)
 from livesr.stream._rawstore import OmeTiffRawStore, OmeZarrRawStore
 
 

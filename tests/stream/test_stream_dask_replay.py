@@ -141,8 +141,8 @@ def _config(drift: bool = True) -> Any:
 
 
 def _inputs(files: list[Path], out: Path) -> list[Any]:
-    from livesr.adapters.sources._readers import open_recording
     from livesr.stream._dask_replay import ReplayInput
+    from livesr.stream._rawread import open_recording
 
     inputs = []
     for p in files:

@@ -22,7 +22,7 @@ import pytest
 import tifffile
 import zarr
 
-from livesr.adapters.sources._readers import open_recording
+from livesr.stream._rawread import open_recording
 from livesr.stream._rawstore import (
     OmeTiffRawStore,
     OmeZarrRawStore,

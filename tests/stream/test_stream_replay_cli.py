@@ -439,7 +439,7 @@ def test_replay_of_a_livesr_run_folder_uses_its_own_acquisition_settings(
 ) -> None:
     """No --config, no flags: the run's eSRRF/drift settings, stream name, pixel size
     and frame interval; the images equal the live ones.  A flag still overrides."""
-    from livesr.adapters.sources._readers import open_recording
+    from livesr.stream._rawread import open_recording
 
     _, live = live_run
     with open_recording(live) as rec:  # the run folder opens its raw store
