@@ -67,7 +67,7 @@ class ReplayInput:
 
     @classmethod
     def of(cls, rec: Any, output: Path, start: int, stop: int) -> ReplayInput:
-        """From an open :class:`~livesr.adapters.sources._readers.Recording`."""
+        """From an open :class:`~livesr.stream._rawread.Recording`."""
         return cls(
             path=str(rec.path),
             output=Path(output),
