@@ -41,7 +41,26 @@ def _helpers() -> Any:
 
 
 _h = _helpers()
-_cfg, _run, cheap_map = _h._cfg, _h._run, _h.cheap_map
+_run, cheap_map = _h._run, _h.cheap_map
+
+
+def _cfg(out: Path, **kw: Any) -> Any:
+    """The pipeline tests' configuration (tests/stream/conftest.py's factory)."""
+    import importlib.util
+    import sys
+
+    name = "_livesr_test_stream_conftest"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, Path(__file__).with_name("conftest.py")
+        )
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[name].make_pipeline_config(
+        out, ring_mb=1.0, drift_block=10, **kw
+    )
 
 WINDOW, STRIDE = 10, 9
 

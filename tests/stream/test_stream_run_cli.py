@@ -70,7 +70,20 @@ def test_run_sim_writes_all_files(
     )
     err = capsys.readouterr().err
     assert rc == 0, err
-    assert f"results in {out}/ (summary.json)" in err
+    assert f"results in {out}/ (summary.json, preview.png)" in err
+    # issue 16: the run ends with a picture, the raw mean beside the last SR image
+    png = (out / "preview.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    import struct
+    import zlib
+
+    w, h = struct.unpack(">II", png[16:24])
+    m = json.loads((out / "summary.json").read_text())["params"]["esrrf"]["magnification"]
+    sr_side = int(np.asarray(zarr.open_group(str(out / "sr.ome.zarr"), mode="r")["0"]).shape[-1])
+    assert (w, h) == (2 * sr_side + 4, sr_side) and sr_side % m == 0
+    idat = png[png.index(b"IDAT") + 4 : png.index(b"IEND") - 8]
+    pixels = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(h, w + 1)[:, 1:]
+    assert pixels[:, :sr_side].std() > 0 and pixels[:, sr_side + 4 :].std() > 0
     for name in (
         "raw.ome.zarr",
         "sr.ome.zarr",
