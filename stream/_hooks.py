@@ -379,3 +379,13 @@ class HookRunner:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def hook_runner(hooks: Any) -> Any:
+    """A pipeline's ``hooks`` argument as a started sink: a :class:`HookRunner` over
+    callables (one or several), an object with ``submit`` as it is; None: no hooks."""
+    if hooks is None:
+        return None
+    if callable(getattr(hooks, "submit", None)):
+        return hooks
+    return HookRunner([hooks] if callable(hooks) else list(hooks))

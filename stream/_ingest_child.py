@@ -110,9 +110,11 @@ class _ChildPersister(Persister):
 
 
 def serve_ingest(spec: Any, conn: Any, stats: np.ndarray, logq: Any) -> None:
-    """Main of the ingest process: serve until the parent says close (or is gone)."""
-    # Long because it is the process's whole life: set-up, the command loop, and the
-    # orderly close (ingest, then raw store, then report) in one readable sequence.
+    """Main of the ingest process: serve until the parent says close (or is gone).
+
+    Long because it is the process's whole life: set-up, the command loop, and the
+    orderly close (ingest, then raw store, then report) in one readable sequence.
+    """
     root = logging.getLogger()
     root.handlers[:] = [logging.handlers.QueueHandler(logq)]
     root.setLevel(spec.log_level)

@@ -21,7 +21,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -336,7 +336,7 @@ class Persister:
             and math.isfinite(interval_ms)
             and interval_ms > 0
         )
-        self.interval_s = float(interval_ms) / 1e3 if self.interval_known else 1.0
+        self.interval_s = float(cast(float, interval_ms)) / 1e3 if self.interval_known else 1.0
         # the ring first: a stream that cannot be processed is refused before any
         # frame of it is written (ValueError: the ingest rejects the frame)
         try:

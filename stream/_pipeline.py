@@ -36,7 +36,7 @@ import secrets
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -46,9 +46,10 @@ import zmq
 
 from livesr.kernels.framemap import MapStage, default_map, engine_map
 from livesr.stream._config import EsrrfConfig, LivesrConfig
-from livesr.stream._hooks import HookRunner
+from livesr.stream._hooks import hook_runner
 from livesr.stream._latency import Timestamps
 from livesr.stream._persist import MemoryPlan, Persister, check_memory
+from livesr.stream._pipeline_report import _PipelineReport
 from livesr.stream._processing import LIVE_PARAMS, Processor
 from livesr.stream._protocols import Result
 from livesr.stream._quality import QUALITY_METRIC, quality_metric
@@ -73,7 +74,7 @@ logger = logging.getLogger(__name__)
 READY_TIMEOUT_S = 300.0
 
 
-class Pipeline:
+class Pipeline(_PipelineReport):
     """Persistence-first live eSRRF pipeline (see the module docstring).
 
     Parameters
@@ -232,28 +233,7 @@ class Pipeline:
         if self._started:
             raise RuntimeError("Pipeline.start() called twice")
         self._started = True
-        if self.output.is_dir():
-            taken = [
-                p.name
-                for p in self.output.iterdir()
-                if p.name
-                in ("summary.json", "raw.ome.zarr", "raw.ome.tif", "raw.json", "sr.ome.zarr")
-            ]
-            if taken:
-                raise FileExistsError(
-                    f"output folder {self.output} already holds results "
-                    f"({', '.join(taken)}); choose another --output or remove them"
-                )
-        frames = self.config.stream.frames
-        window = self._proc.esrrf.window
-        if 0 < frames < window:
-            raise ValueError(
-                f"window={window} is longer than the {frames} frames to acquire: no "
-                "image could be made; lower --window or raise --frames"
-            )
-        if self._shape_hint is not None:  # refuse before anything is written
-            self._proc.check_frame_shape(self._shape_hint)
-            self._plan_ring(self._shape_hint, np.uint16, None)
+        self._refuse_before_start()
         created = not self.output.exists()
         self.output.mkdir(parents=True, exist_ok=True)
         self._owns_output = True
@@ -273,7 +253,7 @@ class Pipeline:
             self._publish_ep or self._auto_endpoint("results"), context=self._ctx
         ).start()
         self._publish_ep = self._pub.endpoint
-        self._hooks = _hook_runner(self._hooks_arg)
+        self._hooks = hook_runner(self._hooks_arg)
         try:
             endpoint = self._endpoint or self._auto_endpoint("ingest")
             if process:
@@ -316,6 +296,32 @@ class Pipeline:
             self.output,
         )
         return self
+
+    def _refuse_before_start(self) -> None:
+        """Refuse, before anything is written, an output folder that holds results
+        and parameters that cannot make an image (FileExistsError, ValueError)."""
+        if self.output.is_dir():
+            taken = [
+                p.name
+                for p in self.output.iterdir()
+                if p.name
+                in ("summary.json", "raw.ome.zarr", "raw.ome.tif", "raw.json", "sr.ome.zarr")
+            ]
+            if taken:
+                raise FileExistsError(
+                    f"output folder {self.output} already holds results "
+                    f"({', '.join(taken)}); choose another --output or remove them"
+                )
+        frames = self.config.stream.frames
+        window = self._proc.esrrf.window
+        if 0 < frames < window:
+            raise ValueError(
+                f"window={window} is longer than the {frames} frames to acquire: no "
+                "image could be made; lower --window or raise --frames"
+            )
+        if self._shape_hint is not None:
+            self._proc.check_frame_shape(self._shape_hint)
+            self._plan_ring(self._shape_hint, np.uint16, None)
 
     def _ingest_in_process(self) -> bool:
         """Whether the ingest runs in its own process (``[stream] ingest``)."""
@@ -550,7 +556,7 @@ class Pipeline:
             res["value_nm"] = res["value_px"] * head["pixel_size_um"] * 1e3
         self._pub.publish(encode_result(head, image))
         if self._hooks is not None:  # never blocks: newest-only slots, hook threads
-            self._hooks.submit(_hook_result(head, image))
+            self._hooks.submit(Result.from_header(head, image))
         writer = self._writer_for_first_image()
         drift = head.get("drift") or {}
         writer.add_window(
@@ -586,199 +592,3 @@ class Pipeline:
     def params(self) -> EsrrfConfig:
         """eSRRF parameters in force now."""
         return self._proc.esrrf
-
-    # ------------------------------------------------------------------ reporting
-    def implementations(self) -> dict[str, str]:
-        """Implementation that ran each stage."""
-        return self._proc.implementations()
-
-    def progress(self) -> dict[str, int]:
-        """Cheap frame counters (no latency statistics): for throttles that poll."""
-        p = self._persist
-        c = self._proc.c
-        return {
-            "frames_received": p.counts["frames_received"] if p is not None else 0,
-            "frames_not_offered": p.counts["frames_not_offered"] if p is not None else 0,
-            "frames_processed": c["frames_processed"],
-            "frames_dropped_for_processing": c["frames_dropped_for_processing"],
-            "processing_failed": int(self._proc.error is not None),
-        }
-
-    def snapshot(self) -> dict[str, Any]:
-        """Live counters for the status line."""
-        now = time.time()
-        p = self._persist
-        counts = dict(p.counts) if p is not None else {
-            "frames_received": 0, "frames_persisted": 0, "frames_not_offered": 0
-        }
-        n = counts["frames_received"]
-        if now - self._rate_t0 >= 0.5:
-            self._fps = (n - self._rate_n0) / (now - self._rate_t0)
-            self._rate_t0, self._rate_n0 = now, n
-        recent = self._proc.latency.recent_ms()
-        gaps = p.gap_runs()[1] if p is not None else 0
-        ring = p.ring if p is not None else None
-        return {
-            **counts,
-            **self._proc.c,
-            "fps": self._fps,
-            "frames_in_gaps": gaps,
-            "latency_p50_ms": recent["p50"],
-            "latency_p99_ms": recent["p99"],
-            "ring_used": len(ring) if ring is not None else 0,
-            "implementation": self.implementations(),
-            "resolution": self._latest_resolution(),
-        }
-
-    def _resumed_from(self) -> int:
-        """First seq this run is accountable for: where the ingest's first session of
-        the stream started (the source's oldest unacknowledged frame when it
-        connected; 0 for a fresh source).  Before close (no ingest summary yet): the
-        first frame received."""
-        p = self._persist
-        if p is None or p.stream is None:
-            return 0
-        ing = self._ingest_summary or {}
-        sessions = [
-            s for s in ing.get("previous_sessions", []) if s.get("stream") == p.stream
-        ]
-        current = ing.get("streams", {}).get(p.stream)
-        if current:
-            sessions.append(current)
-        if sessions:
-            return min(int(s["resumed_from"]) for s in sessions)
-        return int(p.first_seq or 0)
-
-    def _latest_resolution(self) -> dict[str, Any] | None:
-        """The newest live resolution estimate (header form, nm filled) or None."""
-        est = self._proc.resolution.latest
-        p = self._persist
-        if est is None:
-            return None
-        m = self._proc.esrrf.magnification
-        return est.to_json(p.pixel_size_um / m * 1e3 if p is not None else None)
-
-    def summary(self) -> dict[str, Any]:
-        """Run summary (also written to ``summary.json`` by :meth:`close`)."""
-        p = self._persist
-        proc = self._proc
-        gaps, gap_frames = p.gap_runs() if p is not None else ([], 0)
-        counts = p.counts if p is not None else {
-            "frames_received": 0, "frames_persisted": 0, "frames_not_offered": 0
-        }
-        persisted = counts["frames_persisted"]
-        # frames before the first one this run received were persisted by an earlier
-        # session of the listener (a restart: the source resends only what that one
-        # never acknowledged) or belong to the source's earlier numbering
-        resumed_from = self._resumed_from()
-        acquired = p.acquired_reported if p is not None else None
-        if acquired is None:
-            acquired = resumed_from + persisted + gap_frames
-        lat = proc.latency.summary_ms()
-        e2e = lat["end_to_end"]
-        duration = max(1e-9, time.time() - self._t_start) if self._t_start else 0.0
-        raw_opened = p is not None and p.raw_opened
-        files = {
-            "raw": str(p.raw.path) if raw_opened and p is not None else None,
-            # replay without a copy: the source file, its format and frame range
-            "raw_reference": getattr(p.raw, "reference", None)
-            if raw_opened and p is not None
-            else None,
-            "sr": str(self._writer.sr_path)
-            if self._writer is not None and self._writer.sr_path is not None
-            else None,
-            "windows": "windows.csv",
-            "drift": "drift.csv",
-            "config": "config.toml",
-        }
-        ring = p.ring if p is not None else None
-        error = None
-        if p is not None:
-            error = p.store_error or p.refused
-        ingest = self._ingest
-        if error is None and ingest is not None and getattr(ingest, "failed", False):
-            error = f"the ingest thread failed: {getattr(ingest, 'error', None)}"
-        interval = p.interval_s if p is not None else 1.0
-        pixel = p.pixel_size_um if p is not None else 1.0
-        memory = p.memory.report() if p is not None and p.memory is not None else None
-        return {
-            "frames_acquired": acquired,
-            "resumed_from": resumed_from,
-            "frames_persisted": persisted,
-            "frames_in_gaps": gap_frames,
-            "accounting_ok": acquired - resumed_from == persisted + gap_frames,
-            "source_ended": self.source_ended.is_set(),
-            "gaps": gaps,
-            "source_restarts": list(p.restarts) if p is not None else [],
-            "frames_received": counts["frames_received"],
-            "frames_processed": proc.c["frames_processed"],
-            "frames_not_processed": persisted - proc.c["frames_processed"],
-            "frames_not_offered": counts["frames_not_offered"],
-            "frames_duplicate": counts.get("frames_duplicate", 0),
-            "frames_dropped_for_processing": proc.c["frames_dropped_for_processing"],
-            "windows_published": proc.c["windows_published"],
-            "windows_skipped": proc.c["windows_skipped"],
-            "skip_events": proc.skips,
-            "latency_ms": {
-                "p50": e2e["p50"],
-                "p99": e2e["p99"],
-                "max": e2e["max"],
-                "n": e2e["n"],
-                "by_path": lat,
-            },
-            "latency_budget_ms": proc.budget_s * 1e3,
-            "params": {
-                "esrrf": asdict(self.config.esrrf),
-                "drift": asdict(self.config.drift),
-            },
-            "params_final": asdict(proc.esrrf),
-            "param_changes": proc.param_changes,
-            "auto_params": {"choices": proc.auto_choices}
-            if proc.auto is not None
-            else None,
-            "implementation": self.implementations(),
-            "engine": proc.engine_summary(),
-            "quality_metric": QUALITY_METRIC,
-            "stopped": error is not None,
-            "error": error,
-            "processing_error": proc.error,
-            "stream": p.stream if p is not None else None,
-            "pixel_size_um": pixel,
-            "sr_pixel_size_um": pixel / proc.esrrf.magnification,
-            "frame_interval_s": interval,
-            "ring": {
-                "capacity": ring.capacity if ring is not None else 0,
-                "peak": ring.peak if ring is not None else 0,
-                "bytes": ring.nbytes if ring is not None else 0,
-            },
-            "memory": memory,
-            "sr_saved": self._writer.report() if self._writer is not None else None,
-            "duration_s": duration,
-            "frames_per_s": persisted / duration if duration else 0.0,
-            "endpoints": {"ingest": self._endpoint, "results": self._publish_ep},
-            "ingest": self._ingest_summary,
-            "on_frame_calls": p.on_frame_calls if p is not None else 0,
-            "files": files,
-            "output": str(self.output),
-            "hooks": self._hooks_report,
-            "error_map": self._proc.error_map.report(),
-            "resolution": {
-                **self._proc.resolution.report(),
-                "latest": self._latest_resolution(),
-            },
-        }
-
-
-def _hook_runner(hooks: Any) -> Any:
-    """The pipeline's ``hooks`` argument as a started :class:`~livesr.stream.Sink`
-    (a :class:`HookRunner` over callables; None: no hooks)."""
-    if hooks is None:
-        return None
-    if callable(getattr(hooks, "submit", None)):
-        return hooks
-    return HookRunner([hooks] if callable(hooks) else list(hooks))
-
-
-def _hook_result(head: Mapping[str, Any], image: np.ndarray) -> Result:
-    """The :class:`~livesr.stream.Result` of one published window."""
-    return Result.from_header(head, image)

@@ -13,6 +13,7 @@ import logging
 import struct
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -64,7 +65,7 @@ def _raw_frames(output: Path, first: int, last: int) -> np.ndarray | None:
     if zpath.is_dir():
         import zarr
 
-        root = zarr.open_group(str(zpath), mode="r")
+        root: Any = zarr.open_group(str(zpath), mode="r")
         seqs = np.asarray(root["frames/seq"])
         pos = np.flatnonzero((seqs >= first) & (seqs <= last))
         if pos.size == 0:
@@ -95,8 +96,8 @@ def write_preview(output: str | Path) -> Path | None:
     try:
         import zarr
 
-        sr_root = zarr.open_group(str(spath), mode="r")
-        info = sr_root.attrs.get("livesr", {}).get("image_frames") or []
+        sr_root: Any = zarr.open_group(str(spath), mode="r")
+        info: Any = dict(sr_root.attrs).get("livesr", {}).get("image_frames") or []
         data = sr_root["0"]
         n = min(len(info), int(data.shape[0]))
         if n == 0:

@@ -35,7 +35,7 @@ import threading
 import time
 from array import array
 from collections.abc import Callable
-from dataclasses import asdict, fields, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -44,7 +44,8 @@ from livesr.kernels.framemap import MapStage
 from livesr.stream._config import EsrrfConfig, LivesrConfig
 from livesr.stream._latency import LatencyTracker, Timestamps
 from livesr.stream._link_base import RateLimitedLog
-from livesr.stream._quality import QUALITY_METRIC, quality_metric
+from livesr.stream._processing_report import _ReportMixin
+from livesr.stream._processing_setup import _SetupMixin
 from livesr.stream._ring import ProcessingRing, RingBatch
 from livesr.stream._schedule import plan_budget_skip, scheduled_at_or_after
 
@@ -56,7 +57,7 @@ logger = logging.getLogger(__name__)
 LIVE_PARAMS: tuple[str, ...] = ("window", "stride", "radius", "sensitivity", "temporal")
 
 
-class Processor:
+class Processor(_SetupMixin, _ReportMixin):
     """State and loop of the processing thread (module docstring).
 
     Parameters
@@ -130,22 +131,12 @@ class Processor:
 
         #: live decorrelation resolution of the newest image (stream/_resolution.py)
         #: live parameter choice (``[esrrf] auto_params``): the sweep, its inputs
-        self.auto: Any = None
+        self.auto: Any = _auto_params(config)
         self.auto_choices: list[dict[str, Any]] = []
         self._auto_buf: list[tuple[int, np.ndarray]] = []
         self._auto_block: tuple[int, int] | None = None
         self._auto_applied = 0
         self._auto_windows = 0
-        if config.esrrf.auto_params:
-            from livesr.kernels.auto_params import AutoParams
-
-            e = config.esrrf
-            self.auto = AutoParams(
-                magnification=e.magnification,
-                temporal=e.temporal if e.temporal in ("avg", "var") else "avg",
-                budget_s=2.0,
-                max_frames=e.window,
-            )
         interval = float(config.stream.resolution_interval_s)
         self.resolution = LiveResolution(
             min_interval_s=interval if interval > 0 else 0.0, enabled=interval > 0
@@ -157,187 +148,6 @@ class Processor:
         # acquisition time of recent frames by seq (an image's first frame's time)
         self._tq_seq = np.full(4096, -1, dtype=np.int64)
         self._tq_t = np.zeros(4096)
-
-    # ------------------------------------------------------------------ warm-up
-    def warm_up(self) -> None:
-        """Load, time and compile the stages before acquisition (module docstring).
-
-        Without a frame shape hint only the code paths are loaded (16x16); with it,
-        the window for the stream is chosen (host or GPU-resident, by the engine's
-        fastest batch map), made and warmed up at that shape for every batch size up
-        to ``max_batch``, and kept for the stream.
-        """
-        from livesr.kernels import RollingDrift, SlidingEsrrf
-
-        t0 = time.perf_counter()
-        rng = np.random.default_rng(0)
-        frames = rng.poisson(100.0, size=(2, 16, 16)).astype(np.uint16)
-        sl = SlidingEsrrf(
-            2, 1, frame_shape=(16, 16), frame_map=self.map, **self.window_kwargs()
-        )
-        sl.push_many(frames, np.zeros((2, 2)))
-        if self.config.drift.enabled:
-            rd = RollingDrift(block=1)
-            for f in frames:
-                rd.push(f)
-        import zarr  # noqa: F401  (the SR store's first image must not import it)
-
-        from livesr.stream._resolution import warm_worker
-
-        # the live resolution's worker process starts and plans now, not beside
-        # the first images
-        try:
-            if self.resolution.enabled:
-                warm_worker()
-        except Exception as exc:  # the analysis reports its own failures later
-            logger.warning("live resolution worker could not start: %s", exc)
-
-        shape = self._shape_hint
-        if shape is not None:
-            try:
-                self._prepared = self._make_window(shape)
-                self._prepared.warm_up(shape, self.max_batch)
-                self._prepared.reset()
-            except Exception as exc:  # the first real frame decides again
-                logger.warning("the sliding window could not be warmed up: %s", exc)
-                self._prepared = None
-            if not self._user_map:
-                self._time_candidates(shape)
-            if self.config.drift.enabled:
-                synth = rng.poisson(100.0, size=(self.config.drift.block + 1, *shape))
-                rd = RollingDrift(block=self.config.drift.block)
-                xp = self._drift_module(self._prepared)
-                rd.push_many(synth.astype(np.float32) if xp is None else xp.asarray(synth, dtype=xp.float32))
-        logger.info("processing stages warmed up in %.2f s", time.perf_counter() - t0)
-
-    def _params(self) -> Any:
-        from livesr.kernels._params import EsrrfParams
-
-        names = {f.name for f in fields(EsrrfParams)}
-        return EsrrfParams(
-            **{k: v for k, v in self.window_kwargs().items() if k in names}
-        )
-
-    def _make_window(self, shape: tuple[int, int]) -> Any:
-        """The sliding window for ``shape`` frames (host or GPU-resident)."""
-        from livesr.kernels.framemap import new_window
-
-        e = self.esrrf
-        if self._user_map:
-            prefer = "host"
-        elif os.environ.get("LIVESR_DEVICE_WINDOW", "auto").lower() in ("off", "0"):
-            prefer = "host"
-        else:
-            prefer = "auto"
-        host_options = {}
-        if getattr(self, "_window_budget", None):
-            host_options["memory_budget_bytes"] = self._window_budget
-        return new_window(
-            self._params(),
-            e.window,
-            e.stride,
-            (int(shape[0]), int(shape[1])),
-            prefer=prefer,
-            temporal=e.temporal,
-            macro_pixel_correction=e.macro_pixel_correction,
-            max_batch=self.max_batch,
-            frame_map=self.map if self._user_map else None,
-            **host_options,
-        )
-
-    def check_frame_shape(self, shape: tuple[int, int]) -> None:
-        """Refuse frames too small to process, naming what to change."""
-        rows, cols = (int(v) for v in shape)
-        if min(rows, cols) < 3:
-            raise ValueError(
-                f"frames of {rows}x{cols} px are smaller than eSRRF's 3x3 gradient "
-                "footprint; acquire a larger region (ROI)"
-            )
-        if self.config.drift.enabled and min(rows, cols) < 16:
-            raise ValueError(
-                f"frames of {rows}x{cols} px are smaller than drift estimation needs "
-                "(16x16); acquire a larger region or turn drift correction off "
-                "(--drift off, [drift] enabled = false)"
-            )
-
-    def check_window_memory(self, shape: tuple[int, int], budget_bytes: int) -> None:
-        """Refuse a window whose smallest host state cannot fit the memory budget.
-
-        Raises
-        ------
-        ValueError
-            Naming the window, the frame shape and what to change.
-        """
-        from livesr.kernels.sliding import estimate_memory
-
-        e = self.esrrf
-        need = estimate_memory(
-            "raw",
-            window=e.window,
-            frame_shape=(int(shape[0]), int(shape[1])),
-            magnification=e.magnification,
-            temporal=e.temporal,
-        )
-        if need > budget_bytes:
-            raise ValueError(
-                f"a window of {e.window} frames of {shape[0]}x{shape[1]} at "
-                f"magnification {e.magnification} needs {need / 2**20:.0f} MiB even "
-                f"storing raw frames; the memory budget is {budget_bytes / 2**20:.0f} "
-                "MiB: lower --window or --magnification, or raise [stream] "
-                "memory_budget_mb"
-            )
-        self._window_budget = int(budget_bytes)
-
-    def _time_candidates(self, shape: tuple[int, int]) -> None:
-        """Time (and so compile) the batch-map implementations the agent may choose.
-
-        Stored timings come from other runs (other load, other versions); the
-        candidates within 10x of the best known one are run at the camera's shape
-        now, which also pays their first-call set-up (numba compiles for seconds)
-        before acquisition instead of mid-stream.
-        """
-        from livesr.kernels.framemap import esrrf_map_batch_kernel
-
-        e = self.esrrf
-        if e.geometry != "nanopyx":
-            return
-        kernel = esrrf_map_batch_kernel()
-        n = min(4, self.max_batch)
-        frames = (
-            np.random.default_rng(1).poisson(100.0, size=(n, *shape)).astype(np.float32)
-        )
-        args = (frames, e.magnification, e.radius, e.sensitivity, e.intensity_weighting)
-        try:
-            sig = kernel.signature(*args)
-            avail = [i.id for i in kernel.implementations(include_unavailable=False)]
-            stats = {i: kernel.agent.stats(sig.key, i) for i in avail}
-            timed = {i: st.fast_avg for i, st in stats.items() if st is not None}
-            if not timed:
-                return
-            best = min(timed.values())
-            cands = [i for i, t in timed.items() if t <= 10 * best]
-            t0 = time.perf_counter()
-            kernel.benchmark(*args, repeats=2, impls=cands, shifts=np.zeros((n, 2)))
-            logger.info(
-                "esrrf_map_batch: %s timed at %dx%d before acquisition (%.2f s)",
-                ", ".join(cands), shape[0], shape[1], time.perf_counter() - t0,
-            )
-        except Exception as exc:  # an implementation failing here must not stop us
-            logger.warning("could not time esrrf_map_batch implementations: %s", exc)
-
-    # ------------------------------------------------------------------ params
-    def window_kwargs(self) -> dict[str, Any]:
-        """The eSRRF settings in force, as sliding-window keyword arguments."""
-        e = self.esrrf
-        return {
-            "magnification": e.magnification,
-            "radius": e.radius,
-            "sensitivity": e.sensitivity,
-            "intensity_weighting": e.intensity_weighting,
-            "macro_pixel_correction": e.macro_pixel_correction,
-            "temporal": e.temporal,
-            "geometry": e.geometry,
-        }
 
     def set_params(self, ring: ProcessingRing | None, **changes: Any) -> None:
         """Queue a live parameter change (validated now, applied between batches)."""
@@ -524,60 +334,11 @@ class Processor:
                 "%d scheduled window(s) up to frame %d were not processed", skipped, last
             )
 
-    # ------------------------------------------------------------------ processing
-    def _start(self, batch: RingBatch) -> None:
-        kernel = self._map_kernel()
-        stats = getattr(kernel, "stats", None)
-        if stats is not None:
-            self._engine_stats0 = (
-                dict(stats.by_impl),
-                stats.deadline_misses,
-                stats.deadline_calls,
-            )
-        frame = batch.frames[0]
-        self.sliding = self._new_sliding(frame.shape, frame)
-        if self.config.drift.enabled:
-            from livesr.kernels import RollingDrift
-
-            block = self.config.drift.block_frames(self.interval_s)
-            self.drift = RollingDrift(block=block, max_drift=self.config.drift.max_drift_px)
-            if block != self.config.drift.block:
-                logger.info(
-                    "drift: %d frames per estimate (%.0f ms at %.0f frames/s)",
-                    block, block * (self.interval_s or 0) * 1e3,
-                    1.0 / (self.interval_s or 1.0),
-                )
-        self._drift_xp = self._drift_module(self.sliding)
-        self.base = int(batch.seqs[0])
-        self.expected = self.base
-
     #: frames of at least this many pixels register drift on the GPU (with the GPU
     #: window); smaller ones on the host: per block, CuPy's launch and Python
     #: overhead outweighs its FFTs below ~512² (H100: 2.0 vs 0.74 ms per frame at
     #: 256², 1.8 vs 3.5 at 512², 11.6 vs 134 at 2048²; bench/results/drift_gpu_h100.log)
     DRIFT_ON_DEVICE_MIN_PIXELS = 384 * 384
-
-    @classmethod
-    def _drift_module(cls, window: Any) -> Any:
-        """CuPy when the window runs on the GPU and frames are large (drift registers
-        there too: the frames are uploaded once more, a few MB per batch), else None
-        (NumPy)."""
-        if type(window).__name__ != "DeviceSlidingEsrrf":
-            return None
-        shape = getattr(window, "_shape", None) or getattr(window, "_fixed_shape", None)
-        if shape is not None and int(shape[0]) * int(shape[1]) < cls.DRIFT_ON_DEVICE_MIN_PIXELS:
-            return None
-        try:
-            import cupy
-        except ImportError:  # pragma: no cover - a device window implies CuPy
-            return None
-        return cupy
-
-    def _new_sliding(self, shape: tuple[int, int], frame: Any) -> Any:
-        prepared, self._prepared = self._prepared, None
-        if prepared is not None and tuple(shape) == tuple(self._shape_hint or ()):
-            return prepared
-        return self._make_window(shape)
 
     def _deadline(self, batch: RingBatch, k0: int, n: int) -> float | None:
         """Per-frame deadline of the map for frames ``k0 .. k0+n-1`` of the batch."""
@@ -644,30 +405,6 @@ class Processor:
         if self.c["batches"] > 1:  # the first batch pays one-off set-up costs
             self.cost_s = cost if self.cost_s <= 0 else 0.8 * self.cost_s + 0.2 * cost
         return n
-
-    def _remember_t_acq(self, batch: RingBatch) -> None:
-        """Keep each frame's acquisition time, by seq, for a few windows."""
-        cap = self._tq_seq.shape[0]
-        need = 2 * (int(self.esrrf.window) + len(batch))
-        if need > cap:  # a longer window (set_params): grow, keeping what is there
-            seq, t = self._tq_seq, self._tq_t
-            self._tq_seq = np.full(need, -1, dtype=np.int64)
-            self._tq_t = np.zeros(need)
-            ok = seq >= 0
-            self._tq_seq[seq[ok] % need] = seq[ok]
-            self._tq_t[seq[ok] % need] = t[ok]
-            cap = need
-        slots = batch.seqs % cap
-        self._tq_seq[slots] = batch.seqs
-        self._tq_t[slots] = batch.t_acq
-
-    def _t_acq_of(self, seq: int) -> float | None:
-        """Acquisition time of frame ``seq``, s since the epoch (None: not kept)."""
-        k = seq % self._tq_seq.shape[0]
-        if self._tq_seq[k] != seq:
-            return None
-        t = float(self._tq_t[k])
-        return t if math.isfinite(t) else None
 
     def _auto_step(self, frames: np.ndarray, seqs: np.ndarray, ring: Any) -> None:
         """``[esrrf] auto_params``: keep the newest window of raw frames, start a
@@ -741,157 +478,7 @@ class Processor:
             j += 1
         return shifts, known
 
-    def _record_drift(self, est: Any) -> dict[str, Any]:
-        seqs = self._drift_seqs
-        frame = seqs[est.frame_index]
-        c = est.center
-        lo = int(math.floor(c))
-        center = seqs[lo] + (c - lo) * ((seqs[lo + 1] - seqs[lo]) if lo + 1 < len(seqs) else 1)
-        state = {
-            "dy": est.dy,
-            "dx": est.dx,
-            "sigma_px": est.sigma_px,
-            "rejected": est.rejected,
-            "frame": frame,
-        }
-        self.last_drift = state
-        if self._add_drift is not None:
-            self._add_drift(
-                est.block_index, frame, center, est.dy, est.dx, est.sigma_px,
-                est.rejected, est.psr,
-            )
-        return state
 
-    def _publish(
-        self,
-        result: Any,
-        item: Any,
-        shift: tuple[float, float],
-        drift_known: dict[str, Any] | None,
-    ) -> None:
-        t_proc = time.time()
-        image = result.image
-        first = self.base + result.first_frame
-        last = self.base + result.last_frame
-        quality = result.quality
-        if quality is None:  # the producer did not compute it where it made the image
-            quality = quality_metric(image)
-        drift = None
-        if self.drift is not None:
-            ld = drift_known
-            sigma = float(ld["sigma_px"]) if ld else math.nan
-            drift = {
-                "dy": shift[0],
-                "dx": shift[1],
-                # JSON has no NaN: null until the first estimate (or a NaN sigma)
-                "sigma_px": sigma if math.isfinite(sigma) else None,
-                "rejected": bool(ld["rejected"]) if ld else False,
-            }
-        index = self.c["windows_published"]
-        # decorrelation resolution: the newest image goes to the analysis thread when
-        # the schedule allows; an estimate finished since the last image is published
-        # once, naming the image it measured (null otherwise; stream/_resolution.py)
-        self.resolution.offer(index, image)
-        est = self.resolution.take()
-        # the SQUIRREL error map of this window when the worker is idle; a map
-        # finished since the last image is published once (stream/_errormap_live.py)
-        self.error_map.offer(index, first, last, image)
-        emap = self.error_map.take()
-        head: dict[str, Any] = {
-            "v": 1,
-            "kind": "sr",
-            "index": index,
-            "first_frame": first,
-            "last_frame": last,
-            # acquisition time of the first frame, s since the epoch (null: unknown)
-            "first_frame_acquired": self._t_acq_of(first),
-            "shape": list(image.shape),
-            "dtype": "float32",
-            "drift": drift,
-            "quality": {
-                "metric": QUALITY_METRIC,
-                "value": quality if math.isfinite(quality) else None,
-            },
-            "resolution": None if est is None else est.to_json(None),
-            "error_map": None if emap is None else emap.to_json(),
-            "implementation": self.implementations(),
-            "params": live_params(self.esrrf),
-        }
-        stamps = Timestamps(item.t_acq, item.t_recv, t_proc, time.time())
-        self._publish_cb(head, image, stamps)
-        self.latency.record(stamps)
-        self.c["windows_published"] += 1
-
-    # ------------------------------------------------------------------ reporting
-    def _map_kernel(self) -> Any:
-        """The engine kernel that maps frames for the window in use."""
-        if self._user_map:
-            return getattr(self.map, "_engine", None)
-        from livesr.kernels.framemap import esrrf_map_batch_kernel
-
-        return esrrf_map_batch_kernel()
-
-    def _map_name(self) -> str:
-        if self._user_map:
-            return self.map.name
-        decision = getattr(self._map_kernel(), "last_decision", None)
-        impl = getattr(decision, "impl", None)
-        return str(impl) if impl else "esrrf_map_batch"
-
-    def implementations(self) -> dict[str, str]:
-        """Implementation that ran each stage."""
-        out = {"esrrf": self._map_name()}
-        if self.config.drift.enabled:
-            out = {"drift": "numpy" if self._drift_xp is None else "cupy", **out}
-        return out
-
-    def _note_implementation(self, seq: int) -> None:
-        impl = self._map_name()
-        last = self._last_impl
-        if impl == last:
-            return
-        if last is not None:
-            if len(self._impl_switches) < 100:
-                self._impl_switches.append({"frame": seq, "from": last, "to": impl})
-            logger.info("map stage switched from %s to %s at frame %d", last, impl, seq)
-        self._last_impl = impl
-
-    def engine_summary(self) -> dict[str, Any]:
-        """What the engine did for the map stage during this run."""
-        kernel = self._map_kernel()
-        stats = getattr(kernel, "stats", None)
-        out: dict[str, Any] = {
-            "window": getattr(self.sliding, "strategy", None),
-            "switches": list(self._impl_switches),
-            "batches": self.c["batches"],
-            "batch_peak": self.batch_peak,
-            "frame_deadline_ms": None if self.interval_s is None else self.interval_s * 1e3,
-        }
-        if stats is not None and self._engine_stats0 is not None:
-            by_impl, misses, calls = self._engine_stats0
-            out["calls_by_impl"] = {
-                k: v - by_impl.get(k, 0)
-                for k, v in stats.by_impl.items()
-                if v - by_impl.get(k, 0)
-            }
-            out["deadline_misses"] = stats.deadline_misses - misses
-            out["deadline_calls"] = stats.deadline_calls - calls
-        return out
-
-    def params_report(self) -> dict[str, Any]:
-        return asdict(self.esrrf)
-
-
-def live_params(e: EsrrfConfig) -> dict[str, Any]:
-    """The eSRRF parameters published with every image."""
-    return {
-        "window": e.window,
-        "stride": e.stride,
-        "magnification": e.magnification,
-        "radius": e.radius,
-        "sensitivity": e.sensitivity,
-        "temporal": e.temporal,
-    }
 
 
 #: GIL switch interval while a pipeline processes, s (``LIVESR_GIL_SWITCH_MS``).
@@ -907,7 +494,6 @@ def _gil_switch_interval() -> float:
     keeps it up to 5 ms per hand-over.  ``LIVESR_GIL_SWITCH_MS`` overrides the 0.5 ms
     default (0 or less: leave it).
     """
-    import os
 
     text = os.environ.get("LIVESR_GIL_SWITCH_MS", "")
     if not text:
@@ -919,3 +505,18 @@ def _gil_switch_interval() -> float:
             f"LIVESR_GIL_SWITCH_MS={text!r}: expected a number of milliseconds"
         ) from None
     return ms / 1e3 if ms > 0 else math.inf
+
+
+def _auto_params(config: LivesrConfig) -> Any:
+    """The live parameter sweep (``[esrrf] auto_params``), or None when off."""
+    if not config.esrrf.auto_params:
+        return None
+    from livesr.kernels.auto_params import AutoParams
+
+    e = config.esrrf
+    return AutoParams(
+        magnification=e.magnification,
+        temporal=e.temporal if e.temporal in ("avg", "var") else "avg",
+        budget_s=2.0,
+        max_frames=e.window,
+    )

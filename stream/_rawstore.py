@@ -135,7 +135,7 @@ def needs_recovery(path: str | Path) -> bool:
 
             with tifffile.TiffFile(p, is_ome=False) as tf:
                 tf.pages.useframes = False
-                desc = tf.pages[0].description if len(tf.pages) else ""
+                desc = getattr(tf.pages[0], "description", "") if len(tf.pages) else ""
         except Exception:  # a torn file: tifffile may fail in many ways
             return True
         if "<OME" in desc:

@@ -38,7 +38,7 @@ import queue
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -236,7 +236,7 @@ class SrSeriesWriter:
         self._arr.resize((self.count, *self._arr.shape[1:]))
         frames = self._image_frames[: self.count]
         axis = self._time_axis(frames)
-        live = dict(self._group.attrs["livesr"])
+        live = dict(cast(dict[str, Any], self._group.attrs["livesr"]))
         live.update(
             complete=error is None,
             images=self.count,
