@@ -399,6 +399,37 @@ class HooksConfig:
 
 
 @dataclass(**_CFG)
+class SecurityConfig:
+    """CURVE keys for links that leave the host (``livesr keys DIR`` creates them).
+
+    Attributes
+    ----------
+    keys : str
+        Key folder; empty (default): no keys, so only ipc and loopback TCP
+        endpoints are allowed.  The listening side (``--listen``, the results
+        publisher) loads ``DIR/server.key_secret`` and accepts the client keys in
+        ``DIR/authorized_clients``; the connecting side (``--connect``) loads
+        ``DIR/<client>.key_secret`` and the server's ``DIR/server.key``.
+    client : str
+        Name of this machine's client key pair in ``keys`` (default ``"client"``).
+    """
+
+    keys: str = ""
+    client: str = "client"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.keys, str):
+            _fail("security", "keys", self.keys, "a folder path (a string)")
+        if self.keys and not Path(self.keys).is_dir():
+            _fail(
+                "security", "keys", self.keys,
+                "an existing key folder (create one with 'livesr keys DIR')",
+            )
+        if not (isinstance(self.client, str) and self.client):
+            _fail("security", "client", self.client, "a client key name")
+
+
+@dataclass(**_CFG)
 class LivesrConfig:
     """Everything a run needs; ``sim`` is the simulated microscope's TOML table."""
 
@@ -407,6 +438,7 @@ class LivesrConfig:
     stream: StreamConfig = field(default_factory=StreamConfig)
     sim: Mapping[str, Any] = field(default_factory=dict)
     hooks: HooksConfig = field(default_factory=HooksConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
 
     def replace(self, section: str, **changes: Any) -> LivesrConfig:
         """Return a copy with fields of one section changed (validated)."""
@@ -423,6 +455,7 @@ class LivesrConfig:
             "stream": dataclasses.asdict(self.stream),
             "sim": _plain(self.sim),
             "hooks": self.hooks.to_dict(),
+            "security": dataclasses.asdict(self.security),
         }
 
 
@@ -430,6 +463,7 @@ _SECTIONS: dict[str, type] = {
     "esrrf": EsrrfConfig,
     "drift": DriftCorrectionConfig,
     "stream": StreamConfig,
+    "security": SecurityConfig,
 }
 
 
@@ -444,7 +478,7 @@ def _plain(obj: Any) -> Any:
 def config_from_mapping(data: Mapping[str, Any], base: LivesrConfig | None = None) -> LivesrConfig:
     """Build a :class:`LivesrConfig` from nested mappings on top of ``base``."""
     cfg = base if base is not None else LivesrConfig()
-    valid = [*_SECTIONS, "sim", "hooks"]
+    valid = ["esrrf", "drift", "stream", "sim", "hooks", "security"]
     for section, table in data.items():
         if section not in valid:
             raise ValueError(f"unknown section [{section}]; valid sections: {', '.join(valid)}")

@@ -193,7 +193,6 @@ def require_secure(endpoint: Endpoint, *, curve: bool, role: str) -> None:
     raise EndpointError(
         f"refusing to {role} {endpoint.url!r} without CURVE keys: it is reachable from "
         "other machines. Use ipc:// or tcp://127.0.0.1 on one host, or create keys "
-        "with "
-        "'livesr keys DIR' and pass them (server: load_server_keys(DIR), "
-        "client: load_client_keys(DIR))"
+        "with 'livesr keys DIR' and give --keys DIR (or [security] keys) on both "
+        "sides (Python: load_server_keys(DIR) / load_client_keys(DIR))"
     )

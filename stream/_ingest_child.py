@@ -168,7 +168,7 @@ def serve_ingest(spec: Any, conn: Any, stats: np.ndarray, logq: Any) -> None:
             make_ring=make_ring,
         )
         ingest = Ingest(
-            IngestConfig(endpoint=spec.endpoint, window=spec.credit),
+            IngestConfig(endpoint=spec.endpoint, window=spec.credit, curve=spec.curve),
             persister.on_frame,
             on_gap=persister.on_gap,
             on_end=persister.on_end,

@@ -77,6 +77,8 @@ class IngestProcessSpec:
         Output folder (exists).
     log_level : int
         Level of the ``livesr`` logger in the parent.
+    curve : CurveServerKeys, optional
+        Server keys (required for a non-loopback endpoint).
     """
 
     endpoint: str
@@ -84,6 +86,7 @@ class IngestProcessSpec:
     raw_format: str
     output: str
     log_level: int = logging.INFO
+    curve: Any = None
 
 
 class _RawView:

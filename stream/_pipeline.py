@@ -249,8 +249,11 @@ class Pipeline(_PipelineReport):
                 on_store_error=self._on_store_error,
                 on_end=self._on_source_end,
             )
+        curve = self._server_keys()
         self._pub = ResultPublisher(
-            self._publish_ep or self._auto_endpoint("results"), context=self._ctx
+            self._publish_ep or self._auto_endpoint("results"),
+            context=self._ctx,
+            curve=curve,
         ).start()
         self._publish_ep = self._pub.endpoint
         self._hooks = hook_runner(self._hooks_arg)
@@ -262,7 +265,9 @@ class Pipeline(_PipelineReport):
                 p = self._persist
                 assert p is not None
                 self._ingest = Ingest(
-                    IngestConfig(endpoint=endpoint, window=self.config.stream.credit),
+                    IngestConfig(
+                        endpoint=endpoint, window=self.config.stream.credit, curve=curve
+                    ),
                     p.on_frame,
                     on_gap=p.on_gap,
                     on_end=p.on_end,
@@ -323,6 +328,14 @@ class Pipeline(_PipelineReport):
             self._proc.check_frame_shape(self._shape_hint)
             self._plan_ring(self._shape_hint, np.uint16, None)
 
+    def _server_keys(self) -> Any:
+        """The CURVE server keys of ``[security] keys`` (None: no keys)."""
+        if not self.config.security.keys:
+            return None
+        from livesr.stream._keys import load_server_keys
+
+        return load_server_keys(self.config.security.keys)
+
     def _ingest_in_process(self) -> bool:
         """Whether the ingest runs in its own process (``[stream] ingest``)."""
         mode = self.config.stream.ingest
@@ -344,6 +357,7 @@ class Pipeline(_PipelineReport):
         ingest = IngestProcess(
             IngestProcessSpec(
                 endpoint=endpoint,
+                curve=self._server_keys(),
                 credit=self.config.stream.credit,
                 raw_format=self.config.stream.raw_format,
                 output=str(self.output),

@@ -292,8 +292,11 @@ class ReplaySource(ThreadedSource):
         stop_event: threading.Event | None = None,
         context: zmq.Context[Any] | None = None,
         throttle: Callable[[int], None] | None = None,
+        curve: Any = None,
     ) -> None:
         super().__init__(stop_event)
+        #: CURVE client keys for a non-loopback endpoint (``--keys``)
+        self.curve = curve
         self.recording = recording
         self.endpoint = endpoint
         self.config = cfg = config if config is not None else ReplayConfig()
@@ -345,6 +348,7 @@ class ReplaySource(ThreadedSource):
             pixel_size_um=rec.pixel_size_um,
             ring_frames=ring,
             overflow="stop",
+            curve=self.curve,
         )
 
     def run(self) -> dict[str, Any]:

@@ -100,6 +100,7 @@ class SimulatedSource(ThreadedSource):
         send_timeout_s: float = 30.0,
         on_frame: Any = None,
         bank: int = 0,
+        curve: Any = None,
     ) -> None:
         if isinstance(bank, bool) or not isinstance(bank, int) or bank < 0:
             raise ValueError(
@@ -107,6 +108,8 @@ class SimulatedSource(ThreadedSource):
                 "every frame)"
             )
         self.bank = bank
+        #: CURVE client keys for a non-loopback endpoint (``--keys``)
+        self.curve = curve
         if isinstance(frames, bool) or not isinstance(frames, int) or frames < 0:
             raise ValueError(
                 f"SimulatedSource frames={frames!r}; expected an integer >= 0 (0 = "
@@ -165,6 +168,7 @@ class SimulatedSource(ThreadedSource):
             pixel_size_um=float(cam.pixel_size_um),
             ring_frames=self.ring_frames or _ring_frames(shape, cam.interval_ms),
             overflow="stop",
+            curve=self.curve,
         )
 
     def _render_bank(

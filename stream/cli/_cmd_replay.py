@@ -74,7 +74,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from livesr.stream.cli._run_args import add_pipeline_arguments, config_from_args
+from livesr.stream.cli._run_args import (
+    add_pipeline_arguments,
+    client_keys,
+    config_from_args,
+)
 
 NAME = "replay"
 HELP = "replay a recording (OME-TIFF, TIFF, OME-Zarr, .npy) through the live pipeline"
@@ -425,7 +429,7 @@ def _replay_one(cfg: Any, file: str, rcfg: Any, args: argparse.Namespace) -> int
         return _failure(str(exc))
     with rec:
         if args.connect is not None:
-            return _run_connect(rec, rcfg, args)
+            return _run_connect(rec, rcfg, args, client_keys(cfg))
         return _run_pipeline(cfg, rec, rcfg, args)
 
 
@@ -461,11 +465,11 @@ def _run_dask(cfg: Any, inputs: list[Any], args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _run_connect(rec: Any, rcfg: Any, args: argparse.Namespace) -> int:
+def _run_connect(rec: Any, rcfg: Any, args: argparse.Namespace, curve: Any) -> int:
     from livesr.adapters.sources.replay import ReplaySource
     from livesr.stream._rawread import CorruptRecordingError
 
-    src = ReplaySource(rec, args.connect, rcfg)
+    src = ReplaySource(rec, args.connect, rcfg, curve=curve)
     error = None
     try:
         summary = src.run()

@@ -52,6 +52,7 @@ from typing import Any
 
 from livesr.stream.cli._run_args import (
     add_pipeline_arguments,
+    client_keys,
     config_from_args,
     frame_shape,
     int_range,
@@ -236,6 +237,7 @@ def _run_connect(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
             frames=cfg.stream.frames,
             pace=not args.no_pace,
             bank=args.bank,
+            curve=client_keys(cfg),
         )
         try:
             summary = src.run()

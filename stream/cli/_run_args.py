@@ -119,6 +119,13 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
         "--raw-format", choices=RAW_FORMATS, default=None, help="raw frame file format"
     )
     parser.add_argument("--no-status", action="store_true", help="no live status line")
+    parser.add_argument(
+        "--keys",
+        metavar="DIR",
+        default=None,
+        help="CURVE key folder ('livesr keys DIR') for a non-loopback --listen / "
+        "--connect and the results publisher ([security] keys)",
+    )
 
 
 def _esrrf_arguments(parser: argparse.ArgumentParser) -> None:
@@ -220,6 +227,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         stream["raw_format"] = args.raw_format
     if stream:
         cfg = cfg.replace("stream", **stream)
+    if getattr(args, "keys", None):
+        cfg = cfg.replace("security", keys=args.keys)
     if args.output is None and cfg.stream.output == DEFAULT_OUTPUT:
         # neither --output nor [stream] output: a folder of its own for this run, so
         # that two runs (two README examples, two hooks) never collide
@@ -293,3 +302,14 @@ def show_defaults(parser: argparse.ArgumentParser) -> None:
         f"{DEFAULT_SIM_SHAPE[1]} "
         f"px at {rate:g} frames/s ([sim.camera] shape, interval_ms = {cam.interval_ms:g})"
     )
+
+
+def client_keys(cfg: Any) -> Any:
+    """CURVE client keys of ``[security]`` (``--keys``) for ``--connect``; None
+    without a key folder."""
+    sec = cfg.security
+    if not sec.keys:
+        return None
+    from livesr.stream._keys import load_client_keys
+
+    return load_client_keys(sec.keys, sec.client)
