@@ -19,6 +19,7 @@ first :meth:`MicroscopeController.queue_events` and ended by
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import queue
@@ -137,11 +138,15 @@ class MicroscopeController:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._core = core
-        self.limits = limits if limits is not None else FeedbackLimits()
-        if not isinstance(self.limits, FeedbackLimits):
+        given = limits if limits is not None else FeedbackLimits()
+        if not isinstance(given, FeedbackLimits):
             raise TypeError(
-                f"limits must be a FeedbackLimits, got {type(self.limits).__name__}"
+                f"limits must be a FeedbackLimits, got {type(given).__name__}"
             )
+        #: the travel range of each axis and where it came from (``configuration``,
+        #: ``stage limits`` or ``start position +- N um``)
+        self.envelope: dict[str, dict[str, Any]] = {}
+        self.limits = self._resolve(given)
         self._clock = clock
         self._lock = threading.RLock()
         self._last_move: float | None = None
@@ -153,6 +158,28 @@ class MicroscopeController:
         self._events: queue.Queue[Any] = queue.Queue()
         self._mda_thread: threading.Thread | None = None
         self._closed = False
+
+    def _resolve(self, lim: FeedbackLimits) -> FeedbackLimits:
+        """``lim`` with every unset travel range taken from the stage (see
+        :class:`FeedbackLimits`)."""
+        ranges: dict[str, tuple[float, float]] = {}
+        for axis in ("x", "y", "z"):
+            given = getattr(lim, f"{axis}_range_um")
+            if given is not None:
+                ranges[axis], origin = tuple(given), "configuration"
+            else:
+                ranges[axis], origin = _stage_range(self._core, axis)
+            self.envelope[axis] = {"range_um": list(ranges[axis]), "from": origin}
+        logger.info(
+            "feedback travel envelope: %s",
+            ", ".join(
+                f"{a} [{e['range_um'][0]:g}, {e['range_um'][1]:g}] um ({e['from']})"
+                for a, e in self.envelope.items()
+            ),
+        )
+        return dataclasses.replace(
+            lim, x_range_um=ranges["x"], y_range_um=ranges["y"], z_range_um=ranges["z"]
+        )
 
     # ------------------------------------------------------------------ reading
     @property
@@ -422,6 +449,7 @@ class MicroscopeController:
                 "z_range_um": list(lim.z_range_um),
                 "max_moves_per_s": lim.max_moves_per_s,
                 "max_events_per_call": lim.max_events_per_call,
+                "envelope": {a: dict(e) for a, e in self.envelope.items()},
             },
         }
 
@@ -521,3 +549,41 @@ class StopOnlyController:
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Nothing to release."""
+
+
+def _stage_range(core: Any, axis: str) -> tuple[tuple[float, float], str]:
+    """Travel range of one axis when the configuration gives none: the focus
+    drive's ``Position`` property limits (Z), else the current position +- the
+    default envelope."""
+    from livesr.adapters.feedback._limits import (
+        DEFAULT_ENVELOPE_XY_UM,
+        DEFAULT_ENVELOPE_Z_UM,
+    )
+
+    if axis == "z":
+        try:
+            dev = core.getFocusDevice()
+            if (
+                dev
+                and core.hasProperty(dev, "Position")
+                and core.hasPropertyLimits(dev, "Position")
+            ):
+                lo = float(core.getPropertyLowerLimit(dev, "Position"))
+                hi = float(core.getPropertyUpperLimit(dev, "Position"))
+                if math.isfinite(lo) and math.isfinite(hi) and lo < hi:
+                    return (lo, hi), "stage limits"
+        except Exception:  # a core without a focus drive or without limits
+            pass
+    half = DEFAULT_ENVELOPE_Z_UM if axis == "z" else DEFAULT_ENVELOPE_XY_UM
+    try:
+        if axis == "x":
+            here = float(core.getXPosition())
+        elif axis == "y":
+            here = float(core.getYPosition())
+        else:
+            here = float(core.getPosition())
+    except Exception:  # no such stage: moves on this axis fail anyway
+        here = 0.0
+    if not math.isfinite(here):
+        here = 0.0
+    return (here - half, here + half), f"start position +- {half:g} um"

@@ -50,6 +50,12 @@ def _range(name: str, lo_hi: Any) -> None:
         )
 
 
+#: travel allowed around the start position when neither the configuration nor the
+#: stage states a range, um (a drift lock moves a few um; an event trigger a field)
+DEFAULT_ENVELOPE_XY_UM = 200.0
+DEFAULT_ENVELOPE_Z_UM = 50.0
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FeedbackLimits:
     """Limits no feedback hook can exceed (validated on construction).
@@ -60,9 +66,14 @@ class FeedbackLimits:
         Largest XY move per command, um (Euclidean length of (dx, dy)), in (0, 10000].
     max_step_z_um : float
         Largest Z move per command, um, in (0, 1000].
-    x_range_um, y_range_um, z_range_um : (float, float)
+    x_range_um, y_range_um, z_range_um : (float, float) or None
         Allowed (low, high) stage positions, um, inclusive (stage coordinates as
         the core reports them). MDA events queued by hooks must lie inside too.
+        None (default): the stage's own limits where its device states them (the
+        focus drive's ``Position`` property limits), else the position the stage
+        is at when the controller is made, +-``DEFAULT_ENVELOPE_XY_UM`` (XY) or
+        +-``DEFAULT_ENVELOPE_Z_UM`` (Z): never the whole travel of a motorised
+        stage (:meth:`MicroscopeController.envelope` says which applied).
     max_moves_per_s : float
         Stage moves (XY or Z) allowed per second: two moves closer than
         ``1 / max_moves_per_s`` s are refused, in (0, 1000].
@@ -73,9 +84,9 @@ class FeedbackLimits:
 
     max_step_xy_um: float = 5.0
     max_step_z_um: float = 2.0
-    x_range_um: tuple[float, float] = (-10_000.0, 10_000.0)
-    y_range_um: tuple[float, float] = (-10_000.0, 10_000.0)
-    z_range_um: tuple[float, float] = (-100.0, 100.0)
+    x_range_um: tuple[float, float] | None = None
+    y_range_um: tuple[float, float] | None = None
+    z_range_um: tuple[float, float] | None = None
     max_moves_per_s: float = 20.0
     max_events_per_call: int = 1000
 
@@ -84,7 +95,8 @@ class FeedbackLimits:
         _pos_finite("max_step_z_um", self.max_step_z_um, 1_000.0)
         _pos_finite("max_moves_per_s", self.max_moves_per_s, 1_000.0)
         for name in ("x_range_um", "y_range_um", "z_range_um"):
-            _range(name, getattr(self, name))
+            if getattr(self, name) is not None:
+                _range(name, getattr(self, name))
         n = self.max_events_per_call
         if not (isinstance(n, int) and not isinstance(n, bool) and n >= 1):
             raise ValueError(

@@ -327,3 +327,40 @@ def test_adapters_feedback_result_frozen_and_validated():
         Result(index=-1)
     with pytest.raises(ValueError, match="magnification"):
         Result(index=0, magnification=0)
+
+
+def test_default_travel_envelope_comes_from_the_stage_not_10_mm(core, clock) -> None:
+    """Issue 14: with no range configured, a hook may move the stage only within
+    the stage's own stated limits or a small envelope around where it started, never
+    +-10 mm; the report says where each range came from."""
+    ctl = MicroscopeController(core, FeedbackLimits(max_step_xy_um=1000.0), clock=clock)
+    try:
+        x0, y0 = core.getXPosition(), core.getYPosition()
+        env = ctl.report()["limits"]["envelope"]
+        assert env["x"]["from"] == "start position +- 200 um"
+        assert env["x"]["range_um"] == [x0 - 200.0, x0 + 200.0]
+        assert env["y"]["range_um"] == [y0 - 200.0, y0 + 200.0]
+        dev = core.getFocusDevice()
+        if core.hasProperty(dev, "Position") and core.hasPropertyLimits(dev, "Position"):
+            assert env["z"]["from"] == "stage limits"
+            assert env["z"]["range_um"] == [
+                core.getPropertyLowerLimit(dev, "Position"),
+                core.getPropertyUpperLimit(dev, "Position"),
+            ]
+        else:
+            z0 = core.getPosition()
+            assert env["z"]["range_um"] == [z0 - 50.0, z0 + 50.0]
+        with pytest.raises(LimitError, match="outside the feedback travel range"):
+            ctl.move_xy_by(500.0, 0.0)  # within the step limit, outside the envelope
+        assert (core.getXPosition(), core.getYPosition()) == (x0, y0)
+        clock.t += 1.0
+        ctl.move_xy_by(150.0, 0.0)  # inside: moves
+        assert core.getXPosition() == pytest.approx(x0 + 150.0)
+        # a configured range wins
+        ctl2 = MicroscopeController(core, FeedbackLimits(x_range_um=(-5.0, 5.0)), clock=clock)
+        assert ctl2.envelope["x"] == {"range_um": [-5.0, 5.0], "from": "configuration"}
+        ctl2.close()
+    finally:
+        clock.t += 1.0
+        ctl.move_xy_by(-150.0, 0.0)
+        ctl.close()
