@@ -232,8 +232,9 @@ class MicroscopeController:
         return out
 
     def _in_range(
-        self, cmd: str, axis: str, v: float, lo_hi: tuple[float, float]
+        self, cmd: str, axis: str, v: float, lo_hi: tuple[float, float] | None
     ) -> None:
+        assert lo_hi is not None  # resolved at construction (_resolve)
         lo, hi = lo_hi
         if not lo <= v <= hi:
             raise self._refuse(
@@ -444,9 +445,9 @@ class MicroscopeController:
             "limits": {
                 "max_step_xy_um": lim.max_step_xy_um,
                 "max_step_z_um": lim.max_step_z_um,
-                "x_range_um": list(lim.x_range_um),
-                "y_range_um": list(lim.y_range_um),
-                "z_range_um": list(lim.z_range_um),
+                "x_range_um": list(lim.x_range_um or ()),
+                "y_range_um": list(lim.y_range_um or ()),
+                "z_range_um": list(lim.z_range_um or ()),
                 "max_moves_per_s": lim.max_moves_per_s,
                 "max_events_per_call": lim.max_events_per_call,
                 "envelope": {a: dict(e) for a, e in self.envelope.items()},
