@@ -49,6 +49,7 @@ from livesr.stream._config import EsrrfConfig, LivesrConfig
 from livesr.stream._hooks import hook_runner
 from livesr.stream._latency import Timestamps
 from livesr.stream._persist import MemoryPlan, Persister, check_memory
+from livesr.stream._pipeline_ingest import _PipelineIngest
 from livesr.stream._pipeline_report import _PipelineReport
 from livesr.stream._processing import LIVE_PARAMS, Processor
 from livesr.stream._protocols import Result
@@ -74,7 +75,7 @@ logger = logging.getLogger(__name__)
 READY_TIMEOUT_S = 300.0
 
 
-class Pipeline(_PipelineReport):
+class Pipeline(_PipelineIngest, _PipelineReport):
     """Persistence-first live eSRRF pipeline (see the module docstring).
 
     Parameters
@@ -227,7 +228,6 @@ class Pipeline(_PipelineReport):
             The window cannot fit the memory budget at the hinted frame shape
             (nothing is created).
         """
-        from livesr.stream._ingest import Ingest, IngestConfig
         from livesr.stream._pubsub import ResultPublisher
 
         if self._started:
@@ -262,19 +262,7 @@ class Pipeline(_PipelineReport):
             if process:
                 self._start_ingest_process(endpoint)
             else:
-                p = self._persist
-                assert p is not None
-                self._ingest = Ingest(
-                    IngestConfig(
-                        endpoint=endpoint, window=self.config.stream.credit, curve=curve
-                    ),
-                    p.on_frame,
-                    on_gap=p.on_gap,
-                    on_end=p.on_end,
-                    context=self._ctx,
-                    stop_event=self.stop_requested,  # a stop tells remote sources too
-                )
-                self._ingest.start()
+                self._start_ingest_thread(endpoint, curve)
         except Exception:
             # a refused start (endpoint taken, non-loopback without keys...) leaves
             # nothing behind that would block a retry with the same --output
@@ -327,50 +315,6 @@ class Pipeline(_PipelineReport):
         if self._shape_hint is not None:
             self._proc.check_frame_shape(self._shape_hint)
             self._plan_ring(self._shape_hint, np.uint16, None)
-
-    def _server_keys(self) -> Any:
-        """The CURVE server keys of ``[security] keys`` (None: no keys)."""
-        if not self.config.security.keys:
-            return None
-        from livesr.stream._keys import load_server_keys
-
-        return load_server_keys(self.config.security.keys)
-
-    def _ingest_in_process(self) -> bool:
-        """Whether the ingest runs in its own process (``[stream] ingest``)."""
-        mode = self.config.stream.ingest
-        if mode == "thread":
-            return False
-        endpoint = self._endpoint or ""
-        unfit = endpoint.startswith("inproc://") or self._raw_arg is not None
-        if mode == "process" and unfit:
-            raise ValueError(
-                "[stream] ingest = \"process\" cannot serve an inproc:// endpoint or a "
-                "raw store given as an object; use ingest = \"auto\" or \"thread\""
-            )
-        return not unfit
-
-    def _start_ingest_process(self, endpoint: str) -> None:
-        from livesr.stream._ingest_process import IngestProcess, IngestProcessSpec
-
-        level = logging.getLogger("livesr").getEffectiveLevel()
-        ingest = IngestProcess(
-            IngestProcessSpec(
-                endpoint=endpoint,
-                curve=self._server_keys(),
-                credit=self.config.stream.credit,
-                raw_format=self.config.stream.raw_format,
-                output=str(self.output),
-                log_level=level,
-            ),
-            plan_ring=self._plan_ring,
-            on_store_error=self._on_store_error,
-            on_end=self._on_source_end,
-            stop_event=self.stop_requested,
-        )
-        self._persist = ingest.persist  # type: ignore[assignment]
-        self._ingest = ingest
-        ingest.start()
 
     def _writer_for_first_image(self) -> Any:
         """The result files, opened once the stream's interval and pixel are known."""
