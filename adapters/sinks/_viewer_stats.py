@@ -7,6 +7,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -38,6 +39,9 @@ class StreamStats:
         self.bad_messages = 0
         self.last: ResultMessage | None = None
         self.last_raw: ResultMessage | None = None
+        #: newest live analyses seen (each header carries one once, naming its image)
+        self.last_error_map: Mapping[str, Any] | None = None
+        self.last_resolution: Mapping[str, Any] | None = None
         self._shown_t: deque[float] = deque()
         self._lat_pub: deque[tuple[float, float]] = deque()
         self._lat_show: deque[tuple[float, float]] = deque()
@@ -76,6 +80,10 @@ class StreamStats:
                 windows = (msg.last_frame - prev.last_frame) // stride
                 self.not_produced += max(0, windows - (msg.index - prev.index))
         self.last = msg
+        for key in ("error_map", "resolution"):
+            value = msg.header.get(key)
+            if isinstance(value, Mapping):
+                setattr(self, f"last_{key}", value)
         self.shown += 1
         self._shown_t.append(now)
         t = msg.timestamps
@@ -167,6 +175,27 @@ class StreamStats:
             )
             + (f" | quality {q:.4g}" if isinstance(q, (int, float)) else "")
         )
+        res = self.last_resolution
+        if res is not None:
+            nm, px = res.get("value_nm"), res.get("value_px")
+            size = (
+                f"{nm:.0f} nm" if isinstance(nm, (int, float))
+                else f"{px:.2f} SR px" if isinstance(px, (int, float)) else "-"
+            )
+            flag = "" if res.get("resolved") else " (Nyquist floor)"
+            lines.append(
+                f"resolution {size}{flag} (image {res.get('image_index', '?')})"
+            )
+        em = self.last_error_map
+        if em is not None:
+            rsp, rse = em.get("rsp"), em.get("rse")
+            lines.append(
+                "error map (image "
+                f"{em.get('image_index', '?')}): RSP "
+                + (f"{rsp:.4f}" if isinstance(rsp, (int, float)) else "-")
+                + ", RSE "
+                + (f"{rse:.4g}" if isinstance(rse, (int, float)) else "-")
+            )
         if self.last_raw is None:
             lines.append("raw: not published by this stream (SR only)")
         if self.bad_messages:

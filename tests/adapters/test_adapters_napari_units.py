@@ -169,6 +169,24 @@ def test_stream_stats_counts_drops_and_skips() -> None:
     assert math.isnan(StreamStats().acquisition_rate())
 
 
+def test_stream_stats_shows_the_newest_error_map_and_resolution() -> None:
+    """Issue 18: the widget shows the RSP of the newest error map (--error-map) and
+    the newest live resolution, each naming the image it measured."""
+    st = StreamStats(window_s=100.0)
+    img = np.ones((4, 4), np.float32)
+    head = dict(decode_result(sr_parts(3, img, t_acq=10.0)).header)
+    head["error_map"] = {"method": "squirrel", "rsp": 0.9312, "rse": 12.5,
+                         "alpha": 1.0, "beta": 0.0, "sigma_px": 2.0, "image_index": 1}
+    head["resolution"] = {"method": "decorrelation", "value_px": 3.1, "value_nm": 84.0,
+                          "resolved": True, "image_index": 2}
+    st.record_sr(decode_result([json.dumps(head).encode(), img.tobytes()]), now=10.1)
+    # a later image without fresh analyses keeps showing the newest ones
+    st.record_sr(decode_result(sr_parts(4, img, t_acq=10.5)), now=10.6)
+    text = st.status_text(now=10.6)
+    assert "error map (image 1): RSP 0.9312, RSE 12.5" in text
+    assert "resolution 84 nm (image 2)" in text
+
+
 def test_viewer_unavailable_without_display(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
