@@ -170,8 +170,12 @@ def test_adapters_feedback_drift_lock_closed_loop():
     )
     assert [t.index for t in truths] == list(range(N_FRAMES))
     assert uncorrected > 10.0
-    # 0.29-0.51 px measured alone and beside a CPU hog (latency 0.15-0.3 s)
-    assert residual.max() < 0.5 + speed * latency, (residual.max(), latency)
+    # 0.29-0.51 px measured alone and beside a CPU hog (latency 0.15-0.3 s). Beyond
+    # the hook's latency the correction lags by physics too: an estimate is the
+    # block's mean position (half a block behind its newest frame) and moves are at
+    # least 1 / max_moves_per_s apart
+    lag_s = latency + 0.5 * BLOCK * cfg.camera.interval_ms / 1e3 + 1.0 / 50.0
+    assert residual.max() < 0.5 + speed * lag_s, (residual.max(), latency)
     # the lock's inputs: each block estimate against the block's mean true
     # displacement (the reference is the first block), within 3 reported sigma;
     # blocks with a stage move inside are left out (their mean image holds two
