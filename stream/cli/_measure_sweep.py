@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import io
 import logging
 import tempfile
 import time
@@ -89,7 +90,10 @@ def _nanopyx_sweep() -> tuple[Callable[..., np.ndarray] | None, str]:
     Call inside :func:`nanopyx_environment`.
     """
     try:
-        with warnings.catch_warnings():
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(io.StringIO()),  # its notes on optional deps
+        ):
             warnings.simplefilter("ignore")
             nanopyx = importlib.import_module("nanopyx")
             from nanopyx.methods.esrrf.parameter_sweep import (
@@ -99,7 +103,14 @@ def _nanopyx_sweep() -> tuple[Callable[..., np.ndarray] | None, str]:
         return None, f"nanopyx not importable ({type(exc).__name__}: {exc})"
 
     def run(stack: np.ndarray, case: dict[str, Any]) -> np.ndarray:
-        with warnings.catch_warnings():
+        # its Liquid Engine prints every choice and tqdm draws a bar: keep the
+        # report's output clean
+        quiet = io.StringIO()
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(quiet),
+            contextlib.redirect_stderr(quiet),
+        ):
             warnings.simplefilter("ignore")
             return np.asarray(
                 run_esrrf_parameter_sweep(
