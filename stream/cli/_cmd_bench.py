@@ -127,8 +127,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--sweep-gpu-json",
         metavar="FILE",
         help="with --report: add the GPU parameter-sweep figures of "
-        "'bench/sweep_bench.py --impl cupy --json FILE' (H100: "
-        "bench/results/sweep_gpu_h100.json)",
+        "'bench/sweep_bench.py --impl cupy --json FILE' (its numpy run on the "
+        "same machine in the same file is the baseline)",
     )
 
 

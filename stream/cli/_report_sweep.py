@@ -23,7 +23,7 @@ from livesr.stream.cli._report_model import (
 
 __all__ = ["read_sweep_gpu_json", "sweep_gpu_rows", "sweep_section"]
 
-#: Where the H100 figures of the sweep are kept in the repository.
+#: Where the H100 figures of the sweep go in the repository.
 H100_JSON = "bench/results/sweep_gpu_h100.json"
 
 
@@ -133,7 +133,8 @@ def _gpu_part(
             "- Note: no `--sweep-gpu-json FILE` given. On a GPU machine run "
             "`python bench/sweep_bench.py --impl cupy --no-nanopyx --json FILE` and "
             "the same with `--impl numpy` (the baseline on that machine), then pass "
-            f"the file (the H100 figures are in `{H100_JSON}`)."
+            f"the file (H100 figures go to `{H100_JSON}`; recipe in "
+            "`bench/sweep_bench.py`)."
         ], []
     path = Path(opts.sweep_gpu_json)
     rows = sweep_gpu_rows(read_sweep_gpu_json(path))
