@@ -18,9 +18,14 @@ the CuPy kernels and, on the same machine, the numpy ones as the baseline::
 
     mkdir -p /tmp/p && ln -sfn "$PWD" /tmp/p/livesr && export PYTHONPATH=/tmp/p
     for impl in cupy numpy; do python3 bench/sweep_bench.py --impl $impl \
-        --no-nanopyx --no-memory --size 256 --frames 100 --magnification 4 \
-        --radii 1 1.5 2 --sensitivities 1 2 --rounds 3 --json $OUT/sweep_gpu.json
+        --no-nanopyx --no-memory --size 64 --frames 30 --magnification 2 \
+        --radii 1 1.5 --sensitivities 1 2 --rounds 3 --json $OUT/sweep_gpu.json
     done
+
+(the case of ``livesr bench --report``'s sweep section, same stack; add larger
+cases, e.g. ``--size 256 --frames 100``, to the same file).  The JSON, kept as
+``bench/results/sweep_gpu_h100.json``, gives that section its GPU rows:
+``livesr bench --report DIR --sweep-gpu-json FILE``.
 
 (every rgc call moves its inputs host -> device and back: the sweep does not keep
 all pairs of a batch on the GPU yet.)
@@ -80,6 +85,19 @@ def _nanopyx(stack: np.ndarray, a: argparse.Namespace) -> np.ndarray:
     )
 
 
+def _gpu_name() -> str | None:
+    """Name of CUDA device 0 when CuPy is loaded (``livesr bench --report
+    --sweep-gpu-json`` shows it), else None."""
+    cupy = sys.modules.get("cupy")
+    if cupy is None:
+        return None
+    try:
+        name = cupy.cuda.runtime.getDeviceProperties(0)["name"]
+    except Exception:  # no device: the CPU run of the same script
+        return None
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
 def _peak_mb(fn: Any) -> float:
     tracemalloc.start()
     try:
@@ -136,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(),
+            "gpu": _gpu_name(),
         },
         "case": {
             "size": a.size,

@@ -16,9 +16,10 @@ where the dispatcher uses them from then on.
 
 ``--report DIR`` runs the report instead (:mod:`livesr.stream.cli._report`): eSRRF
 throughput vs frame size beside NanoPyx, transport and end-to-end latency
-histograms, the delay agent under an induced delay, and (``--gpu-json``) the GPU
-streaming figures of ``bench/gpu_esrrf.py``; ``--quick`` makes it small,
-``--full`` adds 512² frames.
+histograms, the delay agent under an induced delay, (``--gpu-json``) the GPU
+streaming figures of ``bench/gpu_esrrf.py``, and the eSRRF parameter sweep's time
+per pair beside NanoPyx's (with ``--sweep-gpu-json``, the GPU figures of
+``bench/sweep_bench.py``); ``--quick`` makes it small, ``--full`` adds 512² frames.
 """
 
 from __future__ import annotations
@@ -122,6 +123,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --report: add the streaming figures of "
         "'bench/gpu_esrrf.py --json FILE'",
     )
+    rep.add_argument(
+        "--sweep-gpu-json",
+        metavar="FILE",
+        help="with --report: add the GPU parameter-sweep figures of "
+        "'bench/sweep_bench.py --impl cupy --json FILE' (its numpy run on the "
+        "same machine in the same file is the baseline)",
+    )
 
 
 def _add_e2e_arguments(parser: argparse.ArgumentParser) -> None:
@@ -195,11 +203,19 @@ def _run_report(args: argparse.Namespace) -> int:
             f"--gpu-json {args.gpu_json}: no such file; pass the JSON written by "
             "'python bench/gpu_esrrf.py --json FILE'"
         )
+    if args.sweep_gpu_json is not None and not Path(args.sweep_gpu_json).is_file():
+        raise ValueError(
+            f"--sweep-gpu-json {args.sweep_gpu_json}: no such file; pass the JSON "
+            "written by 'python bench/sweep_bench.py --impl cupy --json FILE'"
+        )
     opts = Options(
         out_dir=Path(args.report),
         mode="quick" if args.quick else "full" if args.full else "default",
         nanopyx=not args.no_nanopyx,
         gpu_json=Path(args.gpu_json) if args.gpu_json is not None else None,
+        sweep_gpu_json=(
+            Path(args.sweep_gpu_json) if args.sweep_gpu_json is not None else None
+        ),
     )
     path, ok = write_report(opts)
     sys.stdout.write(f"report written to {path}\n")
@@ -218,6 +234,7 @@ def run(args: argparse.Namespace) -> int:
             ("--full", args.full),
             ("--no-nanopyx", args.no_nanopyx),
             ("--gpu-json", args.gpu_json is not None),
+            ("--sweep-gpu-json", args.sweep_gpu_json is not None),
         )
         if on
     ]

@@ -8,7 +8,10 @@ version and the command that reproduces it):
 2. transport: SourceLink -> Ingest over ``ipc://``, paced, latency histograms;
 3. end-to-end latency of a short live :class:`~livesr.stream._pipeline.Pipeline` run;
 4. the delay agent under an induced delay (cf. NanoPyx Extended Data Fig. 7);
-5. GPU streaming figures from ``bench/gpu_esrrf.py --json`` (``--gpu-json FILE``).
+5. GPU streaming figures from ``bench/gpu_esrrf.py --json`` (``--gpu-json FILE``);
+6. the eSRRF parameter sweep: seconds per (sensitivity, radius) pair of every CPU
+   implementation and of NanoPyx's sweep on the same frames, and the GPU figures of
+   ``bench/sweep_bench.py --json`` (``--sweep-gpu-json FILE``).
 
 Writes ``DIR/report.md``, one PNG per figure and ``DIR/report.json`` (the numbers).
 A section that fails is reported as failed (with the error) and the others still
@@ -44,6 +47,7 @@ from livesr.stream.cli._report_sections import (
     pipeline_section,
     transport_section,
 )
+from livesr.stream.cli._report_sweep import sweep_section
 
 __all__ = ["HEADINGS", "Options", "Settings", "key_figures", "write_report"]
 
@@ -90,6 +94,7 @@ def write_report(opts: Options) -> tuple[Path, bool]:
         run(HEADINGS[2], lambda: pipeline_section(opts, st, pipe_rank)),
         run(HEADINGS[3], lambda: agent_section(opts, st, ranking)),
         run(HEADINGS[4], lambda: gpu_section(opts, st)),
+        run(HEADINGS[5], lambda: sweep_section(opts, st)),
     ]
     now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     path = out / "report.md"
@@ -198,4 +203,15 @@ def key_figures(record: dict[str, Any]) -> dict[str, Any]:
     a = secs.get(HEADINGS[3], {})
     if "ratio" in a:
         out["agent ratio"] = a["ratio"]
+    sw = secs.get(HEADINGS[5], {})
+    for r in sw.get("rows", []):
+        out[f"sweep {r['impl']} s/pair"] = round(r["s_per_pair"], 4)
+    if "ratio" in sw:
+        out["sweep NanoPyx s/pair"] = round(sw["nanopyx_s_per_pair"], 4)
+        out["sweep x NanoPyx (fastest)"] = round(sw["ratio"], 2)
+        out["sweep same best pair"] = sw["same_best"]
+    for r in sw.get("gpu", []):
+        out[f"sweep {r['device']} {r['case']['size']}² cupy s/pair"] = round(
+            r["s_per_pair"], 5
+        )
     return out

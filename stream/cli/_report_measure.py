@@ -8,8 +8,9 @@ function.
 
 One module per experiment: :mod:`._measure_esrrf` (the eSRRF map implementations
 and their throughput), :mod:`._measure_transport`, :mod:`._measure_pipeline`,
-:mod:`._measure_agent`; this module gathers them (the report calls them as
-``measure.X``, so a test can replace one) and describes the machine.
+:mod:`._measure_agent`, :mod:`._measure_sweep`; this module gathers them (the
+report calls them as ``measure.X``, so a test can replace one) and describes the
+machine.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from livesr.stream.cli._measure_esrrf import (
     nanopyx_impl,
 )
 from livesr.stream.cli._measure_pipeline import frame_map_of, measure_pipeline
+from livesr.stream.cli._measure_sweep import measure_sweep
 from livesr.stream.cli._measure_transport import measure_transport
 
 __all__ = [
@@ -56,6 +58,7 @@ __all__ = [
     "measure_agent",
     "measure_esrrf",
     "measure_pipeline",
+    "measure_sweep",
     "measure_transport",
     "nanopyx_environment",
     "nanopyx_impl",

@@ -33,6 +33,7 @@ HEADINGS: tuple[str, ...] = (
     "## 3. End-to-end latency of the live pipeline",
     "## 4. Delay agent under an induced delay",
     "## 5. GPU streaming figures",
+    "## 6. eSRRF parameter sweep: time per pair vs NanoPyx, CPU and GPU",
 )
 
 
@@ -55,10 +56,19 @@ class Settings:
     agent_calls: int
     agent_delayed: range
     agent_warm_runs: int
+    sweep_size: int = 64
+    sweep_frames: int = 30
+    sweep_rounds: int = 2
+    sweep_magnification: int = 2
+    sweep_sensitivities: tuple[float, ...] = (1.0, 2.0)
+    sweep_radii: tuple[float, ...] = (1.0, 1.5)
 
     @classmethod
     def for_mode(cls, mode: str) -> Settings:
-        """``"quick"`` (seconds, for tests), ``"default"`` or ``"full"`` (adds 512²)."""
+        """``"quick"`` (seconds, for tests), ``"default"`` or ``"full"`` (adds 512²).
+
+        The parameter sweep (section 6): 2×2 pairs at M=2 on a 64² stack of 30
+        frames, best of 2 sweeps (full: 3); quick: 32², 12 frames, 1 sweep."""
         if mode == "quick":
             return cls(
                 (32, 48),
@@ -76,6 +86,9 @@ class Settings:
                 60,
                 range(20, 35),
                 10,
+                sweep_size=32,
+                sweep_frames=12,
+                sweep_rounds=1,
             )
         if mode not in ("default", "full"):
             raise ValueError(f"mode={mode!r}: expected quick, default or full")
@@ -96,6 +109,7 @@ class Settings:
             200,
             range(50, 100),
             12,
+            sweep_rounds=3 if mode == "full" else 2,
         )
 
 
@@ -107,6 +121,7 @@ class Options:
     mode: str = "default"
     nanopyx: bool = True
     gpu_json: Path | None = None
+    sweep_gpu_json: Path | None = None
 
     def command(self) -> str:
         """The exact command line that reproduces this report."""
@@ -117,6 +132,8 @@ class Options:
             parts.append("--no-nanopyx")
         if self.gpu_json is not None:
             parts += ["--gpu-json", str(self.gpu_json)]
+        if self.sweep_gpu_json is not None:
+            parts += ["--sweep-gpu-json", str(self.sweep_gpu_json)]
         return shlex.join(parts)
 
 

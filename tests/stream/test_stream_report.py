@@ -18,10 +18,17 @@ import pytest
 
 from livesr.stream.cli import _report, main
 from livesr.stream.cli import _report_measure as measure
+from livesr.stream.cli._report_model import fmt
 from livesr.stream.cli._report_sections import gpu_section
+from livesr.stream.cli._report_sweep import (
+    read_sweep_gpu_json,
+    sweep_gpu_rows,
+    sweep_section,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 GPU_JSON = ROOT / "bench" / "results" / "h100_gpu_esrrf.json"
+SWEEP_GPU_JSON = ROOT / "bench" / "results" / "sweep_gpu_h100.json"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NUMBER = re.compile(r"^[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?$")
 
@@ -146,6 +153,155 @@ def test_report_notes_missing_optional_pieces(report: tuple[int, Path]) -> None:
     sections = _sections((out / "report.md").read_text())
     assert "NanoPyx skipped: --no-nanopyx given" in sections[_report.HEADINGS[0]]
     assert "no `--gpu-json FILE` given" in sections[_report.HEADINGS[4]]
+    assert "NanoPyx skipped: --no-nanopyx given" in sections[_report.HEADINGS[5]]
+    assert "no `--sweep-gpu-json FILE` given" in sections[_report.HEADINGS[5]]
+
+
+def test_report_sweep_section_times_every_cpu_implementation(
+    report: tuple[int, Path],
+) -> None:
+    """Quick report, no NanoPyx: one row per CPU implementation, each with a
+    positive time per pair = best sweep / 4 pairs, the fastest marked."""
+    _, out = report
+    sections = _sections((out / "report.md").read_text())
+    (table,) = _tables(sections[_report.HEADINGS[5]])
+    data = json.loads((out / "report.json").read_text())["sections"]
+    sweep = data[_report.HEADINGS[5]]
+    assert sweep["case"]["pairs"] == 4 and sweep["case"]["size"] == 32
+    assert {row[0].split("`")[1] for row in table} == {
+        r["impl"] for r in sweep["rows"]
+    }
+    assert {r["impl"] for r in sweep["rows"]} >= {"numpy"}
+    for row, rec in zip(table, sweep["rows"], strict=True):
+        assert rec["s_per_pair"] > 0 and len(rec["seconds"]) == int(row[1]) == 1
+        assert rec["s_per_pair"] == pytest.approx(min(rec["seconds"]) / 4, rel=1e-12)
+        assert row[2] == fmt(min(rec["seconds"])) and row[3] == fmt(rec["s_per_pair"])
+        assert row[4] == "-" and row[6] == "-"  # no NanoPyx to compare with
+    fastest = min(sweep["rows"], key=lambda r: r["s_per_pair"])["impl"]
+    assert [row[0] for row in table if "(fastest)" in row[0]] == [
+        f"livesr `{fastest}` (fastest)"
+    ]
+    # every implementation computes the same sweep: the same best pair
+    assert len({tuple(r["best"]) for r in sweep["rows"]}) == 1
+
+
+def test_sweep_section_beside_nanopyx(tmp_path: Path) -> None:
+    """livesr's fastest CPU sweep vs NanoPyx's on the quick stack: positive times,
+    ratio = their quotient, the same best pair, QnR maps equal to 1e-3."""
+    import importlib.util
+
+    if importlib.util.find_spec("nanopyx") is None:
+        pytest.skip("nanopyx not installed")
+    st = _report.Settings.for_mode("quick")
+    sec = sweep_section(_report.Options(out_dir=tmp_path, mode="quick"), st)
+    d = sec.data
+    assert d["nanopyx"], d["notes"]
+    fastest = {r["impl"]: r for r in d["rows"]}[d["fastest"]]
+    assert fastest["s_per_pair"] > 0 and d["nanopyx_s_per_pair"] > 0
+    assert d["nanopyx_s_per_pair"] == pytest.approx(
+        min(d["nanopyx_seconds"]) / 4, rel=1e-12
+    )
+    assert d["ratio"] == pytest.approx(
+        d["nanopyx_s_per_pair"] / fastest["s_per_pair"], rel=1e-12
+    )
+    assert d["same_best"] is True and fastest["best"] == d["nanopyx_best"]
+    assert d["max_abs_qnr_diff"] < 1e-3
+    body = "\n".join(sec.body)
+    (table,) = _tables(body)
+    rows = {row[0]: row for row in table}
+    npx_row = rows[f"NanoPyx {d['nanopyx']}"]
+    assert npx_row[3] == fmt(d["nanopyx_s_per_pair"])
+    for rec in d["rows"]:
+        (row,) = [r for k, r in rows.items() if f"`{rec['impl']}`" in k]
+        assert float(row[3]) > 0 and row[4] == fmt(rec["ratio"])
+        assert rec["ratio"] == pytest.approx(
+            d["nanopyx_s_per_pair"] / rec["s_per_pair"], rel=1e-12
+        )
+        assert row[6] == "yes"
+    assert f"×{fmt(d['ratio'])}**; same best pair: yes" in body
+
+
+def _sweep_run(impl: str, per_pair: float, best: list[float], size: int = 64):
+    return {
+        "machine": {"gpu": "NVIDIA H100 80GB HBM3"},
+        "case": {
+            "size": size,
+            "frames": 30,
+            "magnification": 2,
+            "sensitivities": [1.0, 2.0],
+            "radii": [1.0, 1.5],
+            "impl": impl,
+            "pairs": 4,
+        },
+        "livesr_s": [per_pair * 4, per_pair * 5],
+        "livesr_s_per_pair": per_pair,
+        "livesr_best": best,
+    }
+
+
+def test_sweep_gpu_rows_pair_cupy_with_numpy_of_the_same_case() -> None:
+    runs = [
+        _sweep_run("cupy", 0.002, [1.0, 1.0]),
+        _sweep_run("numpy", 0.05, [1.0, 1.0]),
+        _sweep_run("cupy", 0.01, [2.0, 1.5], size=256),  # no numpy run of 256²
+    ]
+    rows = sweep_gpu_rows(runs)
+    assert [r["case"]["size"] for r in rows] == [64, 256]
+    assert rows[0]["vs_numpy"] == pytest.approx(0.05 / 0.002, rel=1e-12)
+    assert rows[0]["same_best_as_numpy"] is True
+    assert "vs_numpy" not in rows[1]
+    assert rows[0]["device"] == "NVIDIA H100 80GB HBM3"
+
+
+def test_sweep_section_renders_the_h100_json(tmp_path: Path) -> None:
+    if not SWEEP_GPU_JSON.is_file():
+        pytest.skip(f"{SWEEP_GPU_JSON} not in this checkout")
+    opts = _report.Options(
+        out_dir=tmp_path, mode="quick", nanopyx=False, sweep_gpu_json=SWEEP_GPU_JSON
+    )
+    sec = sweep_section(opts, _report.Settings.for_mode("quick"))
+    body = "\n".join(sec.body)
+    cpu, gpu = _tables(body)
+    assert cpu and gpu
+    assert all("H100" in row[0] and row[1] == "cupy" for row in gpu)
+    runs = read_sweep_gpu_json(SWEEP_GPU_JSON)
+    for row, rec in zip(gpu, sec.data["gpu"], strict=True):
+        assert rec["s_per_pair"] > 0 and row[4] == fmt(rec["s_per_pair"])
+        if "numpy_s_per_pair" in rec:
+            assert rec["vs_numpy"] == pytest.approx(
+                rec["numpy_s_per_pair"] / rec["s_per_pair"], rel=1e-12
+            )
+            assert row[6] == fmt(rec["vs_numpy"])
+            assert rec["same_best_as_numpy"] is True, rec
+    assert len(sec.data["gpu"]) == sum(r["case"]["impl"] == "cupy" for r in runs)
+
+
+def test_sweep_gpu_json_errors_say_what_to_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc = main(
+        [
+            "bench",
+            "--report",
+            str(tmp_path / "r"),
+            "--quick",
+            "--sweep-gpu-json",
+            str(tmp_path / "nope.json"),
+        ]
+    )
+    assert rc == 1
+    assert "sweep_bench.py --impl cupy --json" in capsys.readouterr().err
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"stream": []}')
+    with pytest.raises(ValueError, match="expected a list of runs"):
+        read_sweep_gpu_json(bad)
+    numpy_only = tmp_path / "numpy_only.json"
+    numpy_only.write_text(json.dumps([_sweep_run("numpy", 0.05, [1.0, 1.0])]))
+    opts = _report.Options(
+        out_dir=tmp_path, mode="quick", nanopyx=False, sweep_gpu_json=numpy_only
+    )
+    with pytest.raises(ValueError, match="no run with --impl cupy"):
+        sweep_section(opts, _report.Settings.for_mode("quick"))
 
 
 def test_gpu_section_reads_gpu_esrrf_json(tmp_path: Path) -> None:
@@ -188,6 +344,8 @@ def test_report_flags_need_report(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "--quick"]) == 1
     assert "--report DIR" in capsys.readouterr().err
     assert main(["bench", "--report", "x", "--quick", "--full"]) == 2
+    assert main(["bench", "--sweep-gpu-json", "x.json"]) == 1
+    assert "--sweep-gpu-json only apply to --report DIR" in capsys.readouterr().err
 
 
 def test_nanopyx_environment_is_restored(tmp_path: Path) -> None:
@@ -264,11 +422,12 @@ def test_a_failing_section_is_reported_and_the_others_still_run(
     monkeypatch.setattr(measure, "measure_transport", broken)
     monkeypatch.setattr(measure, "measure_pipeline", broken)
     monkeypatch.setattr(measure, "measure_agent", _fake_agent)
+    monkeypatch.setattr(measure, "measure_sweep", broken)
     path, ok = _report.write_report(_report.Options(out_dir=tmp_path, mode="quick"))
     assert not ok
     sections = _sections(path.read_text())
     assert list(sections) == list(_report.HEADINGS)
-    for heading in _report.HEADINGS[1:3]:
+    for heading in (*_report.HEADINGS[1:3], _report.HEADINGS[5]):
         assert "**Failed**: RuntimeError: ingest child process" in sections[heading]
     assert "**Failed**" not in sections[_report.HEADINGS[0]]
     # quick: 60 calls, 15 delayed: always (15 * 50 + 45 * 10) / 60 = 20 ms, agent 12.5
