@@ -250,10 +250,12 @@ class Pipeline(_PipelineIngest, _PipelineReport):
                 on_end=self._on_source_end,
             )
         curve = self._server_keys()
+        pub_ep = self._publish_ep or self._auto_endpoint("results")
         self._pub = ResultPublisher(
-            self._publish_ep or self._auto_endpoint("results"),
+            pub_ep,
             context=self._ctx,
-            curve=curve,
+            # a local publisher stays open to local viewers (no keys needed there)
+            curve=curve if curve is not None and not _is_loopback(pub_ep) else None,
         ).start()
         self._publish_ep = self._pub.endpoint
         self._hooks = hook_runner(self._hooks_arg)
@@ -550,3 +552,13 @@ class Pipeline(_PipelineIngest, _PipelineReport):
     def params(self) -> EsrrfConfig:
         """eSRRF parameters in force now."""
         return self._proc.esrrf
+
+
+def _is_loopback(endpoint: str) -> bool:
+    """Whether ``endpoint`` is reachable from this host only (ipc, inproc, 127.x)."""
+    from livesr.stream._endpoints import parse_endpoint
+
+    try:
+        return bool(parse_endpoint(endpoint, for_bind=True).is_loopback)
+    except ValueError:
+        return False
