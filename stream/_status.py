@@ -43,12 +43,25 @@ def _resolution(r: Mapping[str, Any] | None) -> str:
     return f"res {nm:.0f} nm" if nm is not None else f"res {r['value_px']:.2f} px"
 
 
+def _frames(s: Mapping[str, Any]) -> str:
+    """``frames 120 (100/s)``; with a known length (``frames_total`` > 0)
+    ``frames 120/200 (100/s, ETA 1 s)``."""
+    n, fps = int(s.get("frames_received", 0)), float(s.get("fps", 0.0) or 0.0)
+    total = int(s.get("frames_total", 0) or 0)
+    if total <= 0:
+        return f"frames {n} ({fps:.0f}/s)"
+    left = max(0, total - n)
+    eta = f"{left / fps:.0f} s" if fps > 0 and math.isfinite(fps) else "-"
+    return f"frames {n}/{total} ({fps:.0f}/s, ETA {eta})"
+
+
 def format_status(s: Mapping[str, Any]) -> str:
-    """One status line from a pipeline snapshot."""
+    """One status line from a pipeline snapshot (``frames_total``: the run's length
+    when known, for the ETA)."""
     impl = s.get("implementation") or {}
     impl_txt = ",".join(f"{k}={v}" for k, v in impl.items()) or "-"
     return (
-        f"frames {s.get('frames_received', 0)} ({s.get('fps', 0.0):.0f}/s) | "
+        f"{_frames(s)} | "
         f"windows {s.get('windows_published', 0)} | "
         f"latency p50 {_ms(s.get('latency_p50_ms'))} "
         f"p99 {_ms(s.get('latency_p99_ms'))} "
@@ -72,6 +85,9 @@ class StatusReporter:
         Default ``sys.stderr``.
     interval_s : float
         Refresh period, >= 0.5 s (at most 2 refreshes per second).
+    total_frames : int
+        The run's length in frames when known (``--frames``, a replay's range): the
+        line shows ``received/total`` and an ETA; 0: unknown.
     """
 
     def __init__(
@@ -81,8 +97,10 @@ class StatusReporter:
         enabled: bool | None = None,
         stream: TextIO | None = None,
         interval_s: float = 0.5,
+        total_frames: int = 0,
     ) -> None:
         self._snapshot = snapshot
+        self.total_frames = max(0, int(total_frames))
         self._stream = stream if stream is not None else sys.stderr
         is_tty = bool(getattr(self._stream, "isatty", lambda: False)())
         self.enabled = is_tty if enabled is None else (bool(enabled) and is_tty)
@@ -108,7 +126,10 @@ class StatusReporter:
         """Redraw the line once (no-op when disabled)."""
         if not self.enabled:
             return
-        line = format_status(self._snapshot())
+        snap = self._snapshot()
+        if self.total_frames and "frames_total" not in snap:
+            snap = {**snap, "frames_total": self.total_frames}
+        line = format_status(snap)
         pad = max(0, self._width - len(line))
         self._stream.write("\r" + line + " " * pad)
         self._stream.flush()

@@ -525,7 +525,9 @@ def _run_pipeline(cfg: Any, rec: Any, rcfg: Any, args: argparse.Namespace) -> in
         except (FileExistsError, ValueError) as exc:
             return _usage_error(str(exc))
         status = StatusReporter(
-            pipe.snapshot, enabled=False if args.no_status else None
+            pipe.snapshot,
+            enabled=False if args.no_status else None,
+            total_frames=_replay_length(rec, rcfg),
         ).start()
         # kernels loaded and implementations timed before the first frame arrives
         pipe.ready.wait(READY_TIMEOUT_S)
@@ -583,3 +585,14 @@ def _write_replay_json(
         )
     except OSError as exc:
         logger.error("could not write %s: %s", out / "replay.json", exc)
+
+
+def _replay_length(rec: Any, rcfg: Any) -> int:
+    """Frames this replay sends (its range, capped by ``--frames``), for the ETA."""
+    try:
+        n = int(rec.shape[0])
+    except (AttributeError, IndexError, TypeError):
+        return 0
+    stop = n if rcfg.stop is None else min(n, int(rcfg.stop))
+    count = max(0, stop - int(rcfg.start))
+    return min(count, int(rcfg.frames)) if rcfg.frames else count

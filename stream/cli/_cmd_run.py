@@ -293,7 +293,9 @@ def _run_pipeline(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
             sys.stderr.write(f"livesr run: error: {exc}\n")
             return 1
         status = StatusReporter(
-            pipe.snapshot, enabled=False if args.no_status else None
+            pipe.snapshot,
+            enabled=False if args.no_status else None,
+            total_frames=cfg.stream.frames,
         ).start()
         # kernels loaded and implementations timed before the first frame arrives
         pipe.ready.wait(READY_TIMEOUT_S)

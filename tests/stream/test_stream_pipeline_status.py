@@ -144,3 +144,24 @@ def test_engine_kernel_adapter_reports_the_decision_and_clamps_the_deadline() ->
     np.testing.assert_array_equal(out, esrrf_frame(frame, params, shift=(0.25, -0.5)))
     assert calls == [{"deadline_s": 1e-6, "shift": (0.25, -0.5)}]
     assert stage.name == "numba"
+
+
+def test_status_line_shows_total_and_eta_when_the_length_is_known() -> None:
+    """Issue 16: with --frames (or a replay's range) the line shows received/total
+    and an ETA from the current rate; without a length, neither."""
+    snap = {"frames_received": 120, "fps": 40.0, "windows_published": 3}
+    assert format_status(snap).startswith("frames 120 (40/s) |")
+    assert format_status({**snap, "frames_total": 200}).startswith(
+        "frames 120/200 (40/s, ETA 2 s) |"
+    )
+    assert "ETA -" in format_status({**snap, "fps": 0.0, "frames_total": 200})
+    import io
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    out = Tty()
+    rep = StatusReporter(lambda: dict(snap), stream=out, total_frames=400)
+    rep.draw()
+    assert "frames 120/400 (40/s, ETA 7 s)" in out.getvalue()
