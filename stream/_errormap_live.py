@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+
+from livesr.stream._newest_only import NewestOnly
 
 __all__ = ["LiveErrorMap", "LiveErrorMapResult", "window_error_map"]
 
@@ -120,7 +121,7 @@ def window_error_map(
     )
 
 
-class LiveErrorMap:
+class LiveErrorMap(NewestOnly):
     """Rolling raw-frame buffer and background error-map analysis (module docstring).
 
     Parameters
@@ -132,23 +133,16 @@ class LiveErrorMap:
     """
 
     def __init__(self, *, enabled: bool = False, background: bool = True) -> None:
+        super().__init__("livesr-error-map")
         self.enabled = bool(enabled)
         self._background = background
         self._buf: np.ndarray | None = None
         self._seq: np.ndarray | None = None
         self._shift: np.ndarray | None = None
-        self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
-        self._pending: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
-        self._busy = False
-        self._ready: LiveErrorMapResult | None = None
-        self._closed = False
-        self._thread: threading.Thread | None = None
         self.kept: list[LiveErrorMapResult] = []
         self.latest: LiveErrorMapResult | None = None
         self.offered = 0
         self.analysed = 0
-        self.published = 0
         self.not_analysed = 0
         self.failures = 0
 
@@ -186,8 +180,8 @@ class LiveErrorMap:
             return False
         self.offered += 1
         with self._lock:
-            busy = self._busy or self._pending is not None
-        got = None if busy else self._window(first, last)
+            idle = self._idle()
+        got = self._window(first, last) if idle else None
         if got is None:
             self.not_analysed += 1
             return False
@@ -197,13 +191,7 @@ class LiveErrorMap:
             self._analyse(index, frames, shifts, img)
             return True
         with self._lock:
-            self._pending = (int(index), frames, shifts, img)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._loop, name="livesr-error-map", daemon=True
-                )
-                self._thread.start()
-            self._wake.notify()
+            self._hand_over((int(index), frames, shifts, img))
         return True
 
     def _analyse(self, index: int, frames: np.ndarray, shifts: np.ndarray, img: np.ndarray) -> None:
@@ -221,45 +209,20 @@ class LiveErrorMap:
             logger.warning("error map of image %d failed: %s", index, exc)
             return
         with self._lock:
-            self._ready = res
+            self._set_ready(res)
             self.latest = res
             self.analysed += 1
             self.kept.append(res)
             if len(self.kept) > KEEP_MAPS:
                 del self.kept[0]
 
-    def _loop(self) -> None:
-        while True:
-            with self._lock:
-                while self._pending is None and not self._closed:
-                    self._wake.wait()
-                if self._pending is None:
-                    return
-                job = self._pending
-                self._pending = None
-                self._busy = True
-            try:
-                self._analyse(*job)
-            finally:
-                with self._lock:
-                    self._busy = False
-
     def take(self) -> LiveErrorMapResult | None:
         """The map finished since the last call (each one is given once)."""
-        with self._lock:
-            res, self._ready = self._ready, None
-        if res is not None:
-            self.published += 1
-        return res
+        return cast(LiveErrorMapResult | None, super().take())
 
-    def close(self, timeout_s: float = 60.0) -> None:
-        """Finish the analysis under way (up to ``timeout_s``) and stop the thread."""
-        with self._lock:
-            self._closed = True
-            self._wake.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            self._thread = None
+    def close(self, timeout_s: float = 60.0, *, drop_pending: bool = False) -> None:
+        """Finish the analyses under way and waiting (up to ``timeout_s``)."""
+        super().close(timeout_s, drop_pending=drop_pending)
 
     def write(self, output: Path) -> Path | None:
         """``error_maps.npz`` in ``output`` (index, rsp, rse, maps); None if none."""

@@ -39,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from livesr.stream._newest_only import NewestOnly
+
 __all__ = [
     "DEFAULT_KC_RESOLVED",
     "LiveResolution",
@@ -177,7 +179,7 @@ def warm_worker(timeout_s: float = 60.0) -> None:
     worker().submit(estimate_resolution, img).result(timeout=timeout_s)
 
 
-class LiveResolution:
+class LiveResolution(NewestOnly):
     """Background decorrelation analysis of the newest image (module docstring).
 
     With ``background`` the analysis runs in a worker process (the GIL stays with
@@ -212,22 +214,13 @@ class LiveResolution:
             raise ValueError(f"min_interval_s={min_interval_s!r}; expected >= 0")
         self.min_interval_s = float(min_interval_s)
         self.kc_resolved = float(kc_resolved)
+        super().__init__("livesr-resolution")
         self._background = background
         self._clock = clock
-        self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
-        self._pending: tuple[int, np.ndarray] | None = None
-        self._busy = False
-        self._ready: ResolutionEstimate | None = None
-        self._closed = False
         self._last_take: float | None = None
-        self._thread: threading.Thread | None = None
         #: the newest estimate (status line, summary)
         self.latest: ResolutionEstimate | None = None
         self.estimates = 0
-        #: estimates handed to a published image (the last may finish after the
-        #: last image: it is in ``latest`` and the summary only)
-        self.published = 0
         self.failures = 0
         self.skipped_small = False
 
@@ -245,7 +238,7 @@ class LiveResolution:
             return False
         now = self._clock()
         with self._lock:
-            if self._busy or self._pending is not None:
+            if not self._idle():
                 return False
             last = self._last_take
             if last is not None and now - last < self.min_interval_s:
@@ -254,13 +247,7 @@ class LiveResolution:
             if not self._background:
                 self._busy = True
             else:
-                self._pending = (int(index), np.array(image, dtype=np.float32))
-                if self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self._loop, name="livesr-resolution", daemon=True
-                    )
-                    self._thread.start()
-                self._wake.notify()
+                self._hand_over((int(index), np.array(image, dtype=np.float32)))
                 return True
         try:
             self._analyse(int(index), np.asarray(image, dtype=np.float32))
@@ -285,57 +272,9 @@ class LiveResolution:
             logger.warning("resolution of image %d failed: %s", index, exc)
             return
         with self._lock:
-            self._ready = est
+            self._set_ready(est)
             self.latest = est
             self.estimates += 1
-
-    def _loop(self) -> None:
-        while True:
-            with self._lock:
-                while self._pending is None and not self._closed:
-                    self._wake.wait()
-                if self._pending is None:
-                    return
-                index, image = self._pending
-                self._pending = None
-                self._busy = True
-            try:
-                self._analyse(index, image)
-            finally:
-                with self._lock:
-                    self._busy = False
-
-    def take(self) -> ResolutionEstimate | None:
-        """The estimate finished since the last call (each one is given once)."""
-        with self._lock:
-            est, self._ready = self._ready, None
-            if est is not None:
-                self.published += 1
-        return est
-
-    def wait_idle(self, timeout_s: float) -> bool:
-        """Wait until no image waits or is analysed (tests); whether it became idle."""
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            with self._lock:
-                if not self._busy and self._pending is None:
-                    return True
-            time.sleep(0.005)
-        return False
-
-    def close(self, timeout_s: float = 30.0) -> None:
-        """Stop the thread (an analysis under way is waited for up to ``timeout_s``)."""
-        with self._lock:
-            self._closed = True
-            self._pending = None
-            self._wake.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            if self._thread.is_alive():
-                logger.warning(
-                    "the resolution thread did not stop in %.0f s", timeout_s
-                )
-            self._thread = None
 
     def report(self) -> dict[str, Any]:
         """``summary.json``-ready state."""

@@ -1,0 +1,114 @@
+"""One background analysis at a time, on the newest input only.
+
+The live resolution (:mod:`livesr.stream._resolution`) and the live error map
+(:mod:`livesr.stream._errormap_live`) both hand an image over only while their thread
+is idle (no copy, no wait otherwise), analyse it on that thread, and hand the result
+out **once** to the next image published.  :class:`NewestOnly` is that schedule;
+subclasses implement :meth:`NewestOnly._analyse` and call :meth:`NewestOnly._set_ready`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+__all__ = ["NewestOnly"]
+
+logger = logging.getLogger(__name__)
+
+
+class NewestOnly:
+    """Newest-only background worker thread (see the module docstring).
+
+    Parameters
+    ----------
+    thread_name : str
+        Name of the worker thread (started at the first hand-over).
+    """
+
+    def __init__(self, thread_name: str) -> None:
+        self._thread_name = thread_name
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._pending: tuple[Any, ...] | None = None
+        self._busy = False
+        self._ready: Any = None
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        #: results handed to a published image (the last may finish after the last
+        #: image: it is then in the summary only)
+        self.published = 0
+
+    def _idle(self) -> bool:
+        """Nothing waits and nothing is analysed (call with ``_lock`` held)."""
+        return not self._busy and self._pending is None
+
+    def _hand_over(self, job: tuple[Any, ...]) -> None:
+        """Queue ``job`` for :meth:`_analyse` on the worker thread (call with ``_lock``
+        held, after checking :meth:`_idle`)."""
+        self._pending = job
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._loop, name=self._thread_name, daemon=True
+            )
+            self._thread.start()
+        self._wake.notify()
+
+    def _analyse(self, *job: Any) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _set_ready(self, result: Any) -> None:
+        """Make ``result`` the one :meth:`take` hands out next (call with ``_lock``)."""
+        self._ready = result
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                while self._pending is None and not self._closed:
+                    self._wake.wait()
+                if self._pending is None:
+                    return
+                job = self._pending
+                self._pending = None
+                self._busy = True
+            try:
+                self._analyse(*job)
+            finally:
+                with self._lock:
+                    self._busy = False
+
+    def take(self) -> Any:
+        """The result finished since the last call (each one is given once)."""
+        with self._lock:
+            result, self._ready = self._ready, None
+            if result is not None:
+                self.published += 1
+        return result
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until nothing waits or is analysed (tests); whether it became idle."""
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            with self._lock:
+                if self._idle():
+                    return True
+            time.sleep(0.005)
+        return False
+
+    def close(self, timeout_s: float = 30.0, *, drop_pending: bool = True) -> None:
+        """Stop the thread; the analysis under way is waited for up to ``timeout_s``
+        (and the one waiting too, unless ``drop_pending``)."""
+        with self._lock:
+            self._closed = True
+            if drop_pending:
+                self._pending = None
+            self._wake.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                logger.warning(
+                    "%s did not stop in %.0f s", self._thread_name, timeout_s
+                )
+            self._thread = None
