@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ProcessingRing", "RingBatch", "RingItem"]
+__all__ = ["ProcessingRing", "RingBatch", "RingItem", "contiguous_batch", "ring_capacity"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,18 +110,7 @@ class ProcessingRing:
     ) -> None:
         dt = np.dtype(dtype)
         frame_bytes = int(shape[0]) * int(shape[1]) * dt.itemsize
-        capacity = int(budget_bytes) // frame_bytes if frame_bytes else 0
-        if capacity < max(1, min_frames):
-            need_mb = max(1, min_frames) * frame_bytes / 2**20
-            raise ValueError(
-                f"processing ring budget {budget_bytes / 2**20:.3f} MiB holds "
-                f"{capacity} frame(s) "
-                f"of {shape[0]}x{shape[1]} {dt}; at least {max(1, min_frames)} (the "
-                "eSRRF window) "
-                f"are needed: raise [stream] ring_mb to >= {need_mb:.3f}"
-            )
-        if max_frames is not None:
-            capacity = min(capacity, max(int(max_frames), max(1, min_frames)))
+        capacity = ring_capacity(shape, dt, budget_bytes, min_frames, max_frames)
         self.shape = (int(shape[0]), int(shape[1]))
         self.dtype = dt
         self.capacity = capacity
@@ -226,13 +215,7 @@ class ProcessingRing:
             n = min(max_n, self._count, self.capacity - i)
             seqs = self._seq[i : i + n].copy()
             t = self._t[i : i + n].copy()
-        if n > 1:
-            # consecutive sequence numbers only (a hole restarts the window)
-            breaks = np.flatnonzero(np.diff(seqs) != 1)
-            if breaks.size:
-                n = int(breaks[0]) + 1
-                seqs, t = seqs[:n], t[:n]
-        return RingBatch(seqs, self._slots[i : i + n], t[:, 0].copy(), t[:, 1].copy())
+        return contiguous_batch(self._slots, i, seqs, t)
 
     def pop_many(self, n: int) -> None:
         """Remove the ``n`` oldest items (after processing them)."""
@@ -268,3 +251,42 @@ class ProcessingRing:
                 self._count -= 1
                 n += 1
         return n
+
+
+def ring_capacity(
+    shape: tuple[int, int],
+    dtype: np.dtype,
+    budget_bytes: int,
+    min_frames: int = 1,
+    max_frames: int | None = None,
+) -> int:
+    """Slots a ring of ``budget_bytes`` holds (``budget // frame bytes``, at most
+    ``max_frames``); ValueError naming the setting when fewer than ``min_frames``."""
+    frame_bytes = int(shape[0]) * int(shape[1]) * np.dtype(dtype).itemsize
+    capacity = int(budget_bytes) // frame_bytes if frame_bytes else 0
+    if capacity < max(1, min_frames):
+        need_mb = max(1, min_frames) * frame_bytes / 2**20
+        raise ValueError(
+            f"processing ring budget {budget_bytes / 2**20:.3f} MiB holds "
+            f"{capacity} frame(s) of {shape[0]}x{shape[1]} {np.dtype(dtype)}; at least "
+            f"{max(1, min_frames)} (the eSRRF window) are needed: raise [stream] "
+            f"ring_mb to >= {need_mb:.3f}"
+        )
+    if max_frames is not None:
+        capacity = min(capacity, max(int(max_frames), max(1, min_frames)))
+    return capacity
+
+
+def contiguous_batch(
+    slots: np.ndarray, i: int, seqs: np.ndarray, t: np.ndarray
+) -> RingBatch:
+    """The batch of slots ``i..`` with sequence numbers ``seqs`` (copies) and times
+    ``t`` (n, 2), cut at the first hole in the sequence numbers (a hole restarts the
+    window, so a batch is consecutive in memory and in time)."""
+    n = int(seqs.shape[0])
+    if n > 1:
+        breaks = np.flatnonzero(np.diff(seqs) != 1)
+        if breaks.size:
+            n = int(breaks[0]) + 1
+            seqs, t = seqs[:n], t[:n]
+    return RingBatch(seqs, slots[i : i + n], t[:, 0].copy(), t[:, 1].copy())

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from livesr.stream._ring import RingBatch, RingItem
+from livesr.stream._ring import RingBatch, RingItem, contiguous_batch, ring_capacity
 
 __all__ = ["SharedRing"]
 
@@ -113,18 +113,7 @@ class SharedRing:
             The budget holds fewer than ``min_frames`` frames (the eSRRF window).
         """
         dt = np.dtype(dtype)
-        frame_bytes = int(shape[0]) * int(shape[1]) * dt.itemsize
-        capacity = int(budget_bytes) // frame_bytes if frame_bytes else 0
-        if capacity < max(1, min_frames):
-            need_mb = max(1, min_frames) * frame_bytes / 2**20
-            raise ValueError(
-                f"processing ring budget {budget_bytes / 2**20:.3f} MiB holds "
-                f"{capacity} frame(s) of {shape[0]}x{shape[1]} {dt}; at least "
-                f"{max(1, min_frames)} (the eSRRF window) are needed: raise [stream] "
-                f"ring_mb to >= {need_mb:.3f}"
-            )
-        if max_frames is not None:
-            capacity = min(capacity, max(int(max_frames), max(1, min_frames)))
+        capacity = ring_capacity(shape, dt, budget_bytes, min_frames, max_frames)
         total = _layout((int(shape[0]), int(shape[1])), dt, capacity)[-1]
         # pages are mapped lazily (tmpfs): a large ring costs nothing until used
         shm = shared_memory.SharedMemory(create=True, size=total)
@@ -256,14 +245,9 @@ class SharedRing:
             return None
         i = int(self._c[_READ]) % self.capacity
         n = min(max_n, count, self.capacity - i)
-        seqs = self._seq[i : i + n].copy()
-        t = self._t[i : i + n].copy()
-        if n > 1:
-            breaks = np.flatnonzero(np.diff(seqs) != 1)
-            if breaks.size:
-                n = int(breaks[0]) + 1
-                seqs, t = seqs[:n], t[:n]
-        return RingBatch(seqs, self._slots[i : i + n], t[:, 0].copy(), t[:, 1].copy())
+        return contiguous_batch(
+            self._slots, i, self._seq[i : i + n].copy(), self._t[i : i + n].copy()
+        )
 
     def pop_many(self, n: int) -> None:
         """Remove the ``n`` oldest items (after processing them)."""
