@@ -529,15 +529,7 @@ class Ingest(_IngestControl):
                 st.out_of_order += 1
             if st.resync_at != st.expected:  # once per hole: ask for a replay
                 st.resync_at = st.expected
-                self._send(
-                    peer,
-                    "ready",
-                    stream=st.name,
-                    session=st.session,
-                    n=0,
-                    upto=st.expected - 1,
-                    credit=self.config.window,
-                )
+                self._ask_replay(peer, st)
             return
         try:
             stored = self._on_frame(header, frame)

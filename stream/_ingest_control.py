@@ -267,15 +267,7 @@ class _IngestControl:
                 st.out_of_order += 1
             if first > st.expected and st.resync_at != st.expected:
                 st.resync_at = st.expected
-                self._send(
-                    peer,
-                    "ready",
-                    stream=st.name,
-                    session=st.session,
-                    n=0,
-                    upto=st.expected - 1,
-                    credit=self.config.window,
-                )
+                self._ask_replay(peer, st)
             return
         with self._lock:
             if st.gaps and st.gaps[-1][1] == first - 1:
@@ -297,20 +289,24 @@ class _IngestControl:
             self._on_gap(st.name, first, last)
         self._send_ack(st)
 
+    def _ask_replay(self, peer: bytes, st: _Stream) -> None:
+        """``ready`` with n=0: the source resends everything after what is persisted."""
+        self._send(
+            peer,
+            "ready",
+            stream=st.name,
+            session=st.session,
+            n=0,
+            upto=st.expected - 1,
+            credit=self.config.window,
+        )
+
     def _on_end_msg(
         self, peer: bytes, st: _Stream, upto: int, acquired: int, gap_frames: int
     ) -> None:
         if st.expected - 1 != upto:
             # not everything arrived: ask for a replay from our point
-            self._send(
-                peer,
-                "ready",
-                stream=st.name,
-                session=st.session,
-                n=0,
-                upto=st.expected - 1,
-                credit=self.config.window,
-            )
+            self._ask_replay(peer, st)
             return
         first_end = not st.ended
         with self._lock:
