@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from livesr.stream._persist import Gaps, MemoryPlan
+from livesr.stream._persist import Gaps, MemoryPlan, PersistState
 
 __all__ = ["IngestProcess", "IngestProcessSpec"]
 
@@ -101,27 +101,13 @@ class _RawView:
         """The child closes the real store (at :meth:`IngestProcess.close`)."""
 
 
-class PersistView:
+class PersistView(PersistState):
     """The parent's view of the child's :class:`~livesr.stream._persist.Persister`."""
 
     def __init__(self, stats: np.ndarray) -> None:
+        super().__init__()
         self._stats = stats
         self.raw = _RawView()
-        self.gaps = Gaps()
-        self.lock = threading.Lock()
-        self.ring: Any = None
-        self.memory: MemoryPlan | None = None
-        self.raw_opened = False
-        self.stream: str | None = None
-        self.first_seq: int | None = None
-        self.pixel_size_um = 1.0
-        self.interval_s = 1.0
-        self.interval_known = False
-        self.store_error: str | None = None
-        self.refused: str | None = None
-        self.acquired_reported: int | None = None
-        self.restarts: list[dict[str, Any]] = []
-        self.source_ended = threading.Event()
 
     @property
     def max_seq(self) -> int:
@@ -140,10 +126,6 @@ class PersistView:
             "frames_not_offered": int(s[_NOT_OFFERED]),
             "frames_duplicate": int(s[_DUPLICATE]),
         }
-
-    def gap_runs(self) -> tuple[list[list[Any]], int]:
-        with self.lock:
-            return [list(g) for g in self.gaps.runs], self.gaps.frames
 
 
 class IngestProcess:

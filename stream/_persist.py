@@ -173,7 +173,34 @@ def check_memory(
     return MemoryPlan(min(want, fit), frame_bytes, budget, minimum)
 
 
-class Persister:
+class PersistState:
+    """What the pipeline reads of the ingest side: stream, ring, memory plan, gaps,
+    errors and the source's report (:class:`Persister` in this process, or
+    :class:`~livesr.stream._ingest_process.PersistView` of the ingest process)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.gaps = Gaps()
+        self.ring: Any = None  # ProcessingRing or SharedRing
+        self.memory: MemoryPlan | None = None
+        self.raw_opened = False
+        self.stream: str | None = None
+        self.first_seq: int | None = None
+        self.pixel_size_um = 1.0
+        self.interval_s = 1.0
+        self.interval_known = False
+        self.store_error: str | None = None
+        self.refused: str | None = None
+        self.acquired_reported: int | None = None
+        self.restarts: list[dict[str, Any]] = []
+        self.source_ended = threading.Event()
+
+    def gap_runs(self) -> tuple[list[list[Any]], int]:
+        with self.lock:
+            return [list(g) for g in self.gaps.runs], self.gaps.frames
+
+
+class Persister(PersistState):
     """Ingest-side callbacks of the pipeline (module docstring).
 
     Parameters
@@ -201,6 +228,7 @@ class Persister:
         on_end: Callable[[], None],
         make_ring: Callable[..., Any] | None = None,
     ) -> None:
+        super().__init__()
         self.raw = raw
         #: ``make_ring(shape, dtype, budget_bytes, min_frames=...)``: the processing
         #: ring (a :class:`~livesr.stream._shmring.SharedRing` in the ingest process)
@@ -210,19 +238,6 @@ class Persister:
         self._on_store_error = on_store_error
         self._on_end_cb = on_end
         self._rlog = RateLimitedLog(logger, 2.0)
-        self.lock = threading.Lock()
-        self.gaps = Gaps()
-        self.ring: Any = None  # ProcessingRing or SharedRing
-        self.memory: MemoryPlan | None = None
-        self.raw_opened = False
-        self.stream: str | None = None
-        self.first_seq: int | None = None
-        self.pixel_size_um = 1.0
-        self.interval_s = 1.0
-        self.interval_known = False
-        self.store_error: str | None = None
-        self.refused: str | None = None
-        self.acquired_reported: int | None = None
         self.max_seq = -1
         self.on_frame_calls = 0
         self.counts = {
@@ -233,8 +248,6 @@ class Persister:
         }
         self._session: str | None = None
         self.seq_offset = 0
-        self.restarts: list[dict[str, Any]] = []
-        self.source_ended = threading.Event()
 
     # ------------------------------------------------------------------ frames
     def on_frame(self, header: FrameHeader, frame: np.ndarray) -> bool:
@@ -397,8 +410,3 @@ class Persister:
         if self.ring is not None:
             self.ring.close()
         self._on_end_cb()
-
-    # ------------------------------------------------------------------ reporting
-    def gap_runs(self) -> tuple[list[list[Any]], int]:
-        with self.lock:
-            return [list(g) for g in self.gaps.runs], self.gaps.frames
