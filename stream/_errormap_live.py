@@ -180,7 +180,7 @@ class LiveErrorMap(NewestOnly):
             return False
         self.offered += 1
         with self._lock:
-            idle = self._idle()
+            idle = self._idle() and self._rested()
         got = self._window(first, last) if idle else None
         if got is None:
             self.not_analysed += 1
@@ -188,7 +188,7 @@ class LiveErrorMap(NewestOnly):
         frames, shifts = got
         img = np.array(image, dtype=np.float32)
         if not self._background:
-            self._analyse(index, frames, shifts, img)
+            self._timed_analyse(index, frames, shifts, img)
             return True
         with self._lock:
             self._hand_over((int(index), frames, shifts, img))

@@ -13,7 +13,9 @@ the analysis costs 30 ms to seconds per image on a CPU)
     :class:`LiveResolution` runs the analysis on a thread of its own, on the
     **newest image only**: :meth:`LiveResolution.offer` hands an image over when at
     least ``min_interval_s`` (default 1 s) has passed since the last one was taken
-    and the thread is idle, otherwise it does nothing (no copy, no wait).  A finished
+    and the thread is idle and rested (the analyses use at most ``cpu_share``, 10 %,
+    of the machine's CPU time: :mod:`livesr.stream._newest_only`), otherwise it
+    does nothing (no copy, no wait).  A finished
     estimate is handed out **once**, by :meth:`LiveResolution.take`, to the next
     image published; it names the image it was measured on (``image_index``).
     Every other image carries ``resolution: null``.
@@ -39,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from livesr.stream._newest_only import NewestOnly
+from livesr.stream._newest_only import DEFAULT_CPU_SHARE, NewestOnly
 
 __all__ = [
     "DEFAULT_KC_RESOLVED",
@@ -197,6 +199,11 @@ class LiveResolution(NewestOnly):
         (tests, offline use); the schedule still applies.
     clock : callable
         Monotonic seconds (tests).
+    enabled : bool
+        False: never takes an image.
+    cpu_share : float
+        Share of the machine's CPU time the analyses may use
+        (:mod:`livesr.stream._newest_only`).
     """
 
     def __init__(
@@ -207,6 +214,7 @@ class LiveResolution(NewestOnly):
         background: bool = True,
         clock: Any = time.monotonic,
         enabled: bool = True,
+        cpu_share: float = DEFAULT_CPU_SHARE,
     ) -> None:
         #: False: :meth:`offer` never takes an image (``resolution_interval_s = 0``)
         self.enabled = bool(enabled)
@@ -214,9 +222,8 @@ class LiveResolution(NewestOnly):
             raise ValueError(f"min_interval_s={min_interval_s!r}; expected >= 0")
         self.min_interval_s = float(min_interval_s)
         self.kc_resolved = float(kc_resolved)
-        super().__init__("livesr-resolution")
+        super().__init__("livesr-resolution", cpu_share=cpu_share, clock=clock)
         self._background = background
-        self._clock = clock
         self._last_take: float | None = None
         #: the newest estimate (status line, summary)
         self.latest: ResolutionEstimate | None = None
@@ -238,7 +245,7 @@ class LiveResolution(NewestOnly):
             return False
         now = self._clock()
         with self._lock:
-            if not self._idle():
+            if not (self._idle() and self._rested()):
                 return False
             last = self._last_take
             if last is not None and now - last < self.min_interval_s:
@@ -250,7 +257,7 @@ class LiveResolution(NewestOnly):
                 self._hand_over((int(index), np.array(image, dtype=np.float32)))
                 return True
         try:
-            self._analyse(int(index), np.asarray(image, dtype=np.float32))
+            self._timed_analyse(int(index), np.asarray(image, dtype=np.float32))
         finally:
             with self._lock:
                 self._busy = False
@@ -282,6 +289,7 @@ class LiveResolution(NewestOnly):
         return {
             "method": METHOD,
             "min_interval_s": self.min_interval_s,
+            "cpu_share": self.cpu_share,
             "kc_resolved": self.kc_resolved,
             "estimates": self.estimates,
             "published": self.published,

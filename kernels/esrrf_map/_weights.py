@@ -229,9 +229,51 @@ class AxisPlan(NamedTuple):
     hi: np.ndarray
 
 
+class _AxisStatic(NamedTuple):
+    """The shift-independent part of :class:`AxisPlan` (see :func:`_axis_static`)."""
+
+    g_idx: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+
+
+@functools.lru_cache(maxsize=32)
+def _axis_static(size: int, magnification: int, radius: float) -> _AxisStatic:
+    """Window lookups along one axis; they depend on the shape, ``M`` and ``R``
+    only (the shift moves the interpolation taps, not the RGC window), so a stream
+    whose shift changes every frame builds them once."""
+    m = magnification
+    k = rgc_constants(m, radius)
+    big = size * m
+    out = np.arange(big, dtype=np.int64)
+    centre = ((out + 0.5) / m).astype(_F32)
+    base = (_F32(2.0) * centre).astype(np.int64)
+    kk = base[:, None] + k.start + np.arange(k.n)[None, :]  # half-pixel index
+    g_idx = np.clip(kk, 0, 2 * size).astype(np.int32)
+    # NanoPyx keeps 0 < v <= size*M - 1 with v = kk / 2 (a quirk: magnified units)
+    lo = np.clip(1 - (base + k.start), 0, k.n).astype(np.int32)
+    hi = np.clip(2 * (big - 1) - (base + k.start) + 1, 0, k.n).astype(np.int32)
+    static = _AxisStatic(g_idx, lo, hi)
+    for a in static:
+        a.flags.writeable = False
+    return static
+
+
+@functools.lru_cache(maxsize=16)
+def _base_coords(size: int, magnification: int) -> np.ndarray:
+    """Unshifted sample coordinate of every output row/column, float64 (read-only)."""
+    out = np.arange(size * magnification, dtype=np.int64)
+    c = (out.astype(_F32) / _F32(magnification)).astype(np.float64)
+    c.flags.writeable = False
+    return c
+
+
 @functools.lru_cache(maxsize=64)
 def axis_plan(size: int, magnification: int, radius: float, shift: float) -> AxisPlan:
     """Build the lookups along one axis of ``size`` input pixels.
+
+    Only the Catmull-Rom taps depend on ``shift``; the window lookups come from a
+    cache keyed by ``(size, magnification, radius)``.
 
     Parameters
     ----------
@@ -247,23 +289,11 @@ def axis_plan(size: int, magnification: int, radius: float, shift: float) -> Axi
     AxisPlan
         Read-only arrays.
     """
-    m = magnification
-    k = rgc_constants(m, radius)
-    big = size * m
-    out = np.arange(big, dtype=np.int64)
-    coords = (out.astype(_F32) / _F32(m)).astype(np.float64) + float(shift)
-    cr_idx, cr_wt = catmull_rom_taps(coords, size)
-    centre = ((out + 0.5) / m).astype(_F32)
-    base = (_F32(2.0) * centre).astype(np.int64)
-    kk = base[:, None] + k.start + np.arange(k.n)[None, :]  # half-pixel index
-    g_idx = np.clip(kk, 0, 2 * size).astype(np.int32)
-    # NanoPyx keeps 0 < v <= size*M - 1 with v = kk / 2 (a quirk: magnified units)
-    lo = np.clip(1 - (base + k.start), 0, k.n).astype(np.int32)
-    hi = np.clip(2 * (big - 1) - (base + k.start) + 1, 0, k.n).astype(np.int32)
-    plan = AxisPlan(cr_idx, cr_wt, g_idx, lo, hi)
-    for a in plan:
-        a.flags.writeable = False
-    return plan
+    static = _axis_static(size, magnification, float(radius))
+    cr_idx, cr_wt = catmull_rom_taps(_base_coords(size, magnification) + float(shift), size)
+    cr_idx.flags.writeable = False
+    cr_wt.flags.writeable = False
+    return AxisPlan(cr_idx, cr_wt, static.g_idx, static.lo, static.hi)
 
 
 def gradient_coords(size: int, magnification: int, shift: float) -> np.ndarray:
@@ -386,23 +416,30 @@ class PhaseRuns(NamedTuple):
     qb: np.ndarray
 
 
-@functools.lru_cache(maxsize=64)
-def phase_runs(size: int, magnification: int, radius: float, shift: float) -> PhaseRuns:
+def phase_runs(
+    size: int, magnification: int, radius: float, shift: float = 0.0
+) -> PhaseRuns:
     """Find the vectorisable interior per phase along one axis.
 
     Parameters
     ----------
     size, magnification, radius, shift
-        As for :func:`axis_plan`.
+        As for :func:`axis_plan`; the runs do not depend on ``shift`` (the window
+        lookups do not), which is accepted for symmetry and ignored.
 
     Returns
     -------
     PhaseRuns
-        Read-only arrays.
+        Read-only arrays (cached per ``(size, magnification, radius)``).
     """
+    return _phase_runs(size, magnification, float(radius))
+
+
+@functools.lru_cache(maxsize=32)
+def _phase_runs(size: int, magnification: int, radius: float) -> PhaseRuns:
     m = magnification
     k = rgc_constants(m, radius)
-    plan = axis_plan(size, m, radius, shift)
+    plan = _axis_static(size, m, radius)
     offset = np.empty((m, k.n), dtype=np.int32)
     qa = np.zeros(m, dtype=np.int32)
     qb = np.zeros(m, dtype=np.int32)
