@@ -13,5 +13,5 @@ fi
 export PYTHONPATH=/tmp/site2:/tmp/site PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1
 export LIVESR_CACHE_DIR=/tmp/livesr-cache LIVESR_REQUIRE_BACKENDS=cupy
 nvidia-smi -L
-python3 -m pytest -q -p no:cacheprovider -o addopts="" --import-mode=importlib \
+python3 -m pytest -q -p no:cacheprovider -o addopts="" -o filterwarnings="error::pytest.PytestUnraisableExceptionWarning" --import-mode=importlib \
   -W "ignore::DeprecationWarning" "$@" 2>&1 | tee "$OUT/gpu_tests.log" | tail -25

@@ -168,12 +168,20 @@ class DriftCorrectionConfig:
         photons).  At 100 frames/s it is ``block``.
     max_drift_px : float
         Largest displacement searched between a block and its reference, px, > 0.
+    region_px : int
+        Drift is measured on the central ``region_px`` x ``region_px`` pixels of
+        the frame (0: the whole frame), >= 64 when set.  The default 512 leaves
+        frames up to 512² whole and keeps the cost of a 2048² camera at that of a
+        512² one (a sample translation moves the centre as it moves the frame;
+        262 144 pixels hold photons enough for a 0.05 px estimate).  The shift found
+        is applied to the whole frame.
     """
 
     enabled: bool = True
     block: int = 10
     block_ms: float = 25.0
     max_drift_px: float = 10.0
+    region_px: int = 512
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
@@ -184,6 +192,20 @@ class DriftCorrectionConfig:
             _fail("drift", "block_ms", self.block_ms, "a number >= 0 (ms; 0 = block frames)")
         if not (_is_num(self.max_drift_px) and self.max_drift_px > 0):
             _fail("drift", "max_drift_px", self.max_drift_px, "a number > 0 (px)")
+        if not (_is_int(self.region_px) and (self.region_px == 0 or self.region_px >= 64)):
+            _fail("drift", "region_px", self.region_px, "0 (whole frame) or an integer >= 64 (px)")
+
+    def region(self, shape: tuple[int, int]) -> tuple[slice, slice]:
+        """Rows and columns of a frame of ``shape`` the drift is measured on."""
+        out = []
+        for n in (int(shape[0]), int(shape[1])):
+            r = self.region_px
+            if r <= 0 or n <= r:
+                out.append(slice(0, n))
+            else:
+                a = (n - r) // 2
+                out.append(slice(a, a + r))
+        return out[0], out[1]
 
     def block_frames(self, interval_s: float | None) -> int:
         """Frames per estimate at this frame interval (None: unknown -> ``block``)."""

@@ -346,6 +346,7 @@ class _DaskRun:
                 block=drift.block_frames(job.input.interval_s),
                 max_drift_px=drift.max_drift_px,
                 pixel_size_um=job.input.pixel_size_um,
+                region_px=drift.region_px,
                 priority=10,  # drift passes first: they gate their chunks
             )
         else:

@@ -91,6 +91,8 @@ class Processor(_SetupMixin, _ReportMixin):
         self._user_map = user_map
         self._prepared: Any = None  # the window warmed up at the hinted shape
         self._drift_xp: Any = None  # CuPy when drift registers on the GPU
+        #: rows, cols of a frame that drift measures on ([drift] region_px)
+        self._drift_region: tuple[slice, slice] = (slice(None), slice(None))
         self._publish_cb = publish
         self._add_drift = add_drift
         self._stage_hook = stage_hook
@@ -209,7 +211,10 @@ class Processor(_SetupMixin, _ReportMixin):
                 logger.debug("processing failure", exc_info=True)
             finally:
                 self._account_tail(max_seq(), first_seq())
-                self.resolution.close()
+                # an analysis under way is not waited for long: its estimate would
+                # only reach the summary (a 1280² decorrelation took 8 s at the end
+                # of an H100 run)
+                self.resolution.close(timeout_s=3.0)
                 self.error_map.close()
                 if self.auto is not None:
                     self.auto.close(timeout=30.0)
@@ -453,9 +458,13 @@ class Processor(_SetupMixin, _ReportMixin):
         d = self.drift
         first = d.n_frames
         self._drift_seqs.extend(int(s) for s in seqs)
+        ys, xs = self._drift_region
+        frames = frames[:, ys, xs]  # [drift] region_px: the central region (a view)
         if hasattr(d, "push_many") and hasattr(d, "shifts_for"):
             xp = self._drift_xp
-            ests = list(d.push_many(frames if xp is None else xp.asarray(frames)))
+            ests = list(
+                d.push_many(frames if xp is None else xp.asarray(np.ascontiguousarray(frames)))
+            )
             shifts = np.asarray(d.shifts_for(first, n), dtype=np.float64)
         else:
             ests = []

@@ -69,9 +69,11 @@ class _SetupMixin:
             if not self._user_map:
                 self._time_candidates(shape)
             if self.config.drift.enabled:
-                synth = rng.poisson(100.0, size=(self.config.drift.block + 1, *shape))
+                ys, xs = self.config.drift.region(shape)
+                region = (ys.stop - ys.start, xs.stop - xs.start)
+                synth = rng.poisson(100.0, size=(self.config.drift.block + 1, *region))
                 rd = RollingDrift(block=self.config.drift.block)
-                xp = self._drift_module(self._prepared)
+                xp = self._drift_module(self._prepared, region)
                 rd.push_many(synth.astype(np.float32) if xp is None else xp.asarray(synth, dtype=xp.float32))
         logger.info("processing stages warmed up in %.2f s", time.perf_counter() - t0)
 
@@ -227,19 +229,22 @@ class _SetupMixin:
                     block, block * (self.interval_s or 0) * 1e3,
                     1.0 / (self.interval_s or 1.0),
                 )
-        self._drift_xp = self._drift_module(self.sliding)
+        ys, xs = self.config.drift.region(frame.shape)
+        self._drift_region = (ys, xs)
+        self._drift_xp = self._drift_module(
+            self.sliding, (ys.stop - ys.start, xs.stop - xs.start)
+        )
         self.base = int(batch.seqs[0])
         self.expected = self.base
 
     @classmethod
-    def _drift_module(cls, window: Any) -> Any:
-        """CuPy when the window runs on the GPU and frames are large (drift registers
-        there too: the frames are uploaded once more, a few MB per batch), else None
-        (NumPy)."""
+    def _drift_module(cls, window: Any, region: tuple[int, int]) -> Any:
+        """CuPy when the window runs on the GPU and the drift region is large (drift
+        registers there too: the region is uploaded once more, a few MB per batch),
+        else None (NumPy).  ``region`` is the (rows, cols) drift measures on."""
         if type(window).__name__ != "DeviceSlidingEsrrf":
             return None
-        shape = getattr(window, "_shape", None) or getattr(window, "_fixed_shape", None)
-        if shape is not None and int(shape[0]) * int(shape[1]) < cls.DRIFT_ON_DEVICE_MIN_PIXELS:
+        if int(region[0]) * int(region[1]) < cls.DRIFT_ON_DEVICE_MIN_PIXELS:
             return None
         try:
             import cupy

@@ -169,6 +169,7 @@ def drift_pass(
     block: int,
     max_drift_px: float,
     pixel_size_um: float | None = None,
+    region_px: int = 0,
 ) -> DriftPass:
     """The pipeline's rolling drift estimate over frames ``[start, stop)`` of a file.
 
@@ -179,8 +180,9 @@ def drift_pass(
         reads).
     start, stop : int
         Frame range of the file (stop exclusive).
-    block, max_drift_px : int, float
-        ``[drift]`` settings (:class:`livesr.stream._config.DriftCorrectionConfig`).
+    block, max_drift_px, region_px : int, float, int
+        ``[drift]`` settings (:class:`livesr.stream._config.DriftCorrectionConfig`;
+        ``region_px``: the central region measured, 0 = whole frame).
     pixel_size_um : float, optional
         Pixel size override (not used by the estimate; passed on to the reader).
     """
@@ -193,11 +195,15 @@ def drift_pass(
     last_sigma = np.full(n, math.nan)
     last_rejected = np.zeros(n, dtype=bool)
     rows: list[tuple[Any, ...]] = []
+    from livesr.stream._config import DriftCorrectionConfig
+
     rd = RollingDrift(block=block, max_drift=max_drift_px)
+    region = DriftCorrectionConfig(region_px=region_px).region
     sigma, rejected = math.nan, False
     with open_recording(path, pixel_size_um=pixel_size_um) as rec:
         for i in range(n):
-            est = rd.push(rec.read(start + i))
+            frame = rec.read(start + i)
+            est = rd.push(frame[region(frame.shape)])
             if est is not None:
                 # the pipeline's drift.csv row (sequence numbers = range-relative)
                 rows.append(

@@ -75,6 +75,7 @@ def _run(
     stage_hook: Callable[[int], None] | None = None,
     on_started: Callable[[Pipeline], None] | None = None,
     subscribe: bool = False,
+    sim: SimConfig | None = None,
 ) -> tuple[dict[str, Any], list[list[Any]]]:
     ctx = zmq.Context()
     name = tmp_path.name
@@ -97,7 +98,7 @@ def _run(
         if on_started is not None:
             on_started(pipe)
         src = SimulatedSource(
-            _sim(),
+            _sim() if sim is None else sim,
             pipe.endpoint,
             frames=frames,
             pace=pace,
@@ -338,6 +339,53 @@ def test_drift_on_writes_table_and_publishes_estimates(
     head = json.loads(bytes(msgs[-1][0].buffer))
     assert set(head["drift"]) == {"dy", "dx", "sigma_px", "rejected"}
     assert head["implementation"] == {"drift": "numpy", "esrrf": "cheap_map"}
+
+
+def test_drift_is_measured_on_the_central_region(
+    tmp_path: Path, pipeline_config: Callable[..., LivesrConfig]
+) -> None:
+    """[drift] region_px: the estimates are those of the central region's frames
+    (96² frames, region 64: rows and columns 16..79), applied to the whole frame."""
+    from livesr.kernels import RollingDrift
+
+    out = tmp_path / "out"
+    n = 60
+    cfg = pipeline_config(out, window=20, stride=20, drift=True, drift_block=10, ring_mb=4.0)
+    cfg = cfg.replace("drift", region_px=64)
+    sim = SimConfig.blinking(shape=(96, 96), seed=5)
+    sim = dataclasses.replace(
+        sim, camera=dataclasses.replace(sim.camera, interval_ms=4.0, exposure_ms=4.0)
+    )
+    summary, _ = _run(tmp_path, cfg, n, frame_map=cheap_map, sim=sim)
+    assert summary["frames_persisted"] == n
+    raw = zarr.open_group(str(out / "raw.ome.zarr"), mode="r")["0"][:, 0, 0]
+    rd = RollingDrift(block=10, max_drift=cfg.drift.max_drift_px)
+    expected = [e for k in range(n) if (e := rd.push(raw[k, 16:80, 16:80])) is not None]
+    with open(out / "drift.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == len(expected) == 6
+    for row, est in zip(rows, expected, strict=True):
+        assert float(row["dy_px"]) == pytest.approx(est.dy, abs=6e-6)  # 5 decimals
+        assert float(row["dx_px"]) == pytest.approx(est.dx, abs=6e-6)
+    whole = RollingDrift(block=10, max_drift=cfg.drift.max_drift_px)
+    full = [e for k in range(n) if (e := whole.push(raw[k])) is not None]
+    # the whole frame gives other numbers: the crop really is what was measured
+    assert any(abs(e.dx - x.dx) > 1e-3 or abs(e.dy - x.dy) > 1e-3
+               for e, x in zip(expected[1:], full[1:], strict=True))
+
+
+def test_drift_region_config() -> None:
+    from livesr.stream._config import DriftCorrectionConfig
+
+    assert DriftCorrectionConfig().region((2048, 2048)) == (slice(768, 1280), slice(768, 1280))
+    assert DriftCorrectionConfig().region((256, 300)) == (slice(0, 256), slice(0, 300))
+    assert DriftCorrectionConfig(region_px=0).region((2048, 100)) == (
+        slice(0, 2048), slice(0, 100))
+    assert DriftCorrectionConfig(region_px=64).region((97, 64)) == (
+        slice(16, 80), slice(0, 64))
+    for bad in (-1, 10, 63, 1.5, "512"):
+        with pytest.raises(ValueError, match="region_px"):
+            DriftCorrectionConfig(region_px=bad)
 
 
 def test_output_with_results_is_refused(
