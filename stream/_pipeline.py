@@ -49,6 +49,7 @@ from livesr.stream._config import EsrrfConfig, LivesrConfig
 from livesr.stream._hooks import hook_runner
 from livesr.stream._latency import Timestamps
 from livesr.stream._persist import MemoryPlan, Persister, check_memory
+from livesr.stream._pipeline_control import _PipelineControl
 from livesr.stream._pipeline_ingest import _PipelineIngest
 from livesr.stream._pipeline_report import _PipelineReport
 from livesr.stream._processing import LIVE_PARAMS, Processor
@@ -75,7 +76,7 @@ logger = logging.getLogger(__name__)
 READY_TIMEOUT_S = 300.0
 
 
-class Pipeline(_PipelineIngest, _PipelineReport):
+class Pipeline(_PipelineIngest, _PipelineReport, _PipelineControl):
     """Persistence-first live eSRRF pipeline (see the module docstring).
 
     Parameters
@@ -89,6 +90,10 @@ class Pipeline(_PipelineIngest, _PipelineReport):
         ``ipc://`` path in the temporary folder).
     publish : str, optional
         Results PUB endpoint (default ``config.stream.publish`` or automatic).
+    control : str, optional
+        Control channel endpoint (default ``config.stream.control`` or an automatic
+        ``ipc://`` path beside the publisher): ``livesr ctl ENDPOINT set|status|stop``
+        (:mod:`livesr.stream._control`).
     context : zmq.Context, optional
         Shared ZeroMQ context (required for ``inproc://`` endpoints shared with a
         source in this process).
@@ -117,6 +122,7 @@ class Pipeline(_PipelineIngest, _PipelineReport):
         output: str | Path | None = None,
         endpoint: str | None = None,
         publish: str | None = None,
+        control: str | None = None,
         context: zmq.Context[Any] | None = None,
         frame_map: Callable[..., np.ndarray] | None = None,
         stage_hook: Callable[[int], None] | None = None,
@@ -141,6 +147,9 @@ class Pipeline(_PipelineIngest, _PipelineReport):
         self.output = Path(output if output is not None else config.stream.output)
         self._endpoint = endpoint or config.stream.endpoint or ""
         self._publish_ep = publish or config.stream.publish or ""
+        self._control_ep = control or config.stream.control or ""
+        self._control: Any = None  # the ControlServer, from start() to close()
+        self._stop_reason: str | None = None  # request_stop (livesr ctl stop)
         self._ctx = context
         self._map = MapStage(frame_map)
         self._raw_arg = raw_store
@@ -234,6 +243,7 @@ class Pipeline(_PipelineIngest, _PipelineReport):
             raise RuntimeError("Pipeline.start() called twice")
         self._started = True
         self._refuse_before_start()
+        self._check_control_endpoint()
         created = not self.output.exists()
         self.output.mkdir(parents=True, exist_ok=True)
         self._owns_output = True
@@ -260,6 +270,7 @@ class Pipeline(_PipelineIngest, _PipelineReport):
         self._publish_ep = self._pub.endpoint
         self._hooks = hook_runner(self._hooks_arg)
         try:
+            self._start_control(curve)
             endpoint = self._endpoint or self._auto_endpoint("ingest")
             if process:
                 self._start_ingest_process(endpoint)
@@ -269,6 +280,7 @@ class Pipeline(_PipelineIngest, _PipelineReport):
             # a refused start (endpoint taken, non-loopback without keys...) leaves
             # nothing behind that would block a retry with the same --output
             self._pub.close()
+            self._close_control()
             if self._hooks is not None:
                 self._hooks.close()
             self._owns_output = False
@@ -285,9 +297,10 @@ class Pipeline(_PipelineIngest, _PipelineReport):
         )
         self._thread.start()
         logger.info(
-            "pipeline started: ingest %s, results %s, output %s",
+            "pipeline started: ingest %s, results %s, control %s, output %s",
             self._endpoint,
             self._publish_ep,
+            self._control_ep,
             self.output,
         )
         return self
@@ -408,6 +421,7 @@ class Pipeline(_PipelineIngest, _PipelineReport):
             assert self._summary is not None
             return self._summary
         self._closed = True
+        self._close_control()  # no change can come while the run ends
         p = self._persist
         if self._ingest is not None:
             # a source still acquiring is told to stop and given 5 s to end its stream
@@ -451,6 +465,9 @@ class Pipeline(_PipelineIngest, _PipelineReport):
         for path in self._auto_ipc:
             path.unlink(missing_ok=True)
         self._summary = self.summary()
+        if self._stop_reason is not None:  # request_stop (livesr ctl stop)
+            self._summary["stopped"] = True
+            self._summary["stop_reason"] = self._stop_reason
         if self._hooks is not None:
             self._hooks_report = self._hooks.report(
                 frames_acquired=self._summary["frames_acquired"],
