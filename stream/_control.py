@@ -193,7 +193,8 @@ def coerce_param(name: str, text: str) -> Any:
         if kind is str:
             return text
     except ValueError:
-        expected = {bool: "true or false", int: "an integer", float: "a number"}[kind]
+        names = {bool: "true or false", int: "an integer", float: "a number"}
+        expected = names.get(kind, "a value") if kind is not None else "a value"
         raise ControlError(f"{name}={text!r}: expected {expected}") from None
     for conv in (int, float):  # unknown name: the server says what it accepts
         try:

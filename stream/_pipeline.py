@@ -420,8 +420,7 @@ class Pipeline(_PipelineIngest, _PipelineReport, _PipelineControl):
         if self._closed:
             assert self._summary is not None
             return self._summary
-        self._closed = True
-        self._close_control()  # no change can come while the run ends
+        self._begin_close()  # closed, and the control channel with it
         p = self._persist
         if self._ingest is not None:
             # a source still acquiring is told to stop and given 5 s to end its stream
@@ -465,9 +464,6 @@ class Pipeline(_PipelineIngest, _PipelineReport, _PipelineControl):
         for path in self._auto_ipc:
             path.unlink(missing_ok=True)
         self._summary = self.summary()
-        if self._stop_reason is not None:  # request_stop (livesr ctl stop)
-            self._summary["stopped"] = True
-            self._summary["stop_reason"] = self._stop_reason
         if self._hooks is not None:
             self._hooks_report = self._hooks.report(
                 frames_acquired=self._summary["frames_acquired"],

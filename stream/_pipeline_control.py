@@ -49,13 +49,21 @@ class _PipelineControl:
             self,
             # like the publisher: a local endpoint stays open to local clients
             curve=curve if curve is not None and not local else None,
-            context=self._ctx,
+            # a context of its own (its ZAP handler apart from the ingest's), except
+            # for inproc:// (which only a shared context reaches)
+            context=self._ctx if ep.startswith("inproc://") else None,
         ).start()
         self._control_ep = self._control.endpoint
 
     def _close_control(self) -> None:
         if self._control is not None:
             self._control.close()
+
+    def _begin_close(self) -> None:
+        """Mark the pipeline closed and close the control channel: no change or
+        stop request is served while the run ends."""
+        self._closed = True
+        self._close_control()
 
     def control_report(self) -> dict[str, Any] | None:
         """``summary.json`` ``control`` (None: no channel was bound)."""

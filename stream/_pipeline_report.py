@@ -170,7 +170,9 @@ class _PipelineReport:
             "implementation": self.implementations(),
             "engine": proc.engine_summary(),
             "quality_metric": QUALITY_METRIC,
-            "stopped": error is not None,
+            # an error, or a stop asked for (livesr ctl stop; hooks add theirs at close)
+            "stopped": error is not None or self._stop_reason is not None,
+            "stop_reason": self._stop_reason,
             "error": error,
             "processing_error": proc.error,
             "stream": p.stream if p is not None else None,

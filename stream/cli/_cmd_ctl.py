@@ -54,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--keys", metavar="DIR", default=None,
-        help="CURVE key folder ('livesr keys DIR') for a non-loopback ENDPOINT",
+        help="CURVE key folder ('livesr keys DIR') for a run whose control channel "
+        "is bound off loopback (with its --keys); not for ipc:// or 127.0.0.1 channels",
     )
     parser.add_argument(
         "--client", metavar="NAME", default="client",
@@ -97,11 +98,11 @@ def run(args: argparse.Namespace) -> int:
         return _usage(f"--timeout-s {args.timeout_s:g}: expected a number > 0 (s)")
     try:
         msg = request_of(args)
-        local = parse_endpoint(args.endpoint).is_loopback
+        parse_endpoint(args.endpoint)
     except (ValueError, EndpointError) as exc:
         return _usage(str(exc))
     curve = None
-    if args.keys and not local:  # a local channel has no CURVE (as the publisher)
+    if args.keys:  # the run binds its channel with CURVE off loopback only
         from livesr.stream._keys import KeyFileError, load_client_keys
 
         try:
