@@ -61,6 +61,7 @@ __all__ = [
     "ControlUnreachable",
     "coerce_param",
     "json_safe",
+    "parse_assignments",
     "parse_request",
 ]
 
@@ -202,6 +203,27 @@ def coerce_param(name: str, text: str) -> Any:
         except ValueError:
             pass
     return text
+
+
+def parse_assignments(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``["window=30", "radius=2"]`` -> ``{"window": 30, "radius": 2.0}`` (each value
+    as its parameter's type, :func:`coerce_param`).
+
+    Raises
+    ------
+    ControlError
+        An item that is not ``NAME=VALUE``, a value not of its parameter's type, or
+        no item at all.
+    """
+    if not items:
+        raise ControlError("set needs at least one NAME=VALUE, e.g. set window=30")
+    params: dict[str, Any] = {}
+    for item in items:
+        name, eq, text = item.partition("=")
+        if not eq or not name.strip() or not text.strip():
+            raise ControlError(f"{item!r} is not NAME=VALUE (e.g. window=30)")
+        params[name.strip()] = coerce_param(name.strip(), text.strip())
+    return params
 
 
 class ControlServer:

@@ -70,7 +70,7 @@ def _usage(message: str) -> int:
 
 def request_of(args: argparse.Namespace) -> dict[str, Any]:
     """The JSON request of the command line (ValueError: what is wrong)."""
-    from livesr.stream._control import coerce_param
+    from livesr.stream._control import parse_assignments
 
     if args.cmd != "set":
         if args.assignments:
@@ -78,15 +78,7 @@ def request_of(args: argparse.Namespace) -> dict[str, Any]:
                 f"{args.cmd} takes no NAME=VALUE arguments, got {' '.join(args.assignments)}"
             )
         return {"cmd": args.cmd}
-    if not args.assignments:
-        raise ValueError("set needs at least one NAME=VALUE, e.g. set window=30")
-    params: dict[str, Any] = {}
-    for item in args.assignments:
-        name, eq, text = item.partition("=")
-        if not eq or not name.strip() or not text.strip():
-            raise ValueError(f"{item!r} is not NAME=VALUE (e.g. window=30)")
-        params[name.strip()] = coerce_param(name.strip(), text.strip())
-    return {"cmd": "set", "params": params}
+    return {"cmd": "set", "params": parse_assignments(args.assignments)}
 
 
 def run(args: argparse.Namespace) -> int:
