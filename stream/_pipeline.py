@@ -48,6 +48,7 @@ from livesr.kernels.framemap import MapStage, default_map, engine_map
 from livesr.stream._config import EsrrfConfig, LivesrConfig
 from livesr.stream._hooks import hook_runner
 from livesr.stream._latency import Timestamps
+from livesr.stream._memory import _PipelineMemory
 from livesr.stream._persist import MemoryPlan, Persister, check_memory
 from livesr.stream._pipeline_control import _PipelineControl
 from livesr.stream._pipeline_ingest import _PipelineIngest
@@ -76,7 +77,7 @@ logger = logging.getLogger(__name__)
 READY_TIMEOUT_S = 300.0
 
 
-class Pipeline(_PipelineIngest, _PipelineReport, _PipelineControl):
+class Pipeline(_PipelineIngest, _PipelineReport, _PipelineControl, _PipelineMemory):
     """Persistence-first live eSRRF pipeline (see the module docstring).
 
     Parameters
@@ -113,6 +114,9 @@ class Pipeline(_PipelineIngest, _PipelineReport, _PipelineControl):
         the memory plan is checked at :meth:`start` (a window that cannot fit is
         refused before anything is acquired), and the warm-up times and compiles the
         map implementations at this shape before :attr:`ready` is set.
+    length : int, optional
+        Frames the source will send, when known (a replay's range): the processing
+        ring is never larger (``--frames`` caps it the same way).
     """
 
     def __init__(
@@ -129,6 +133,7 @@ class Pipeline(_PipelineIngest, _PipelineReport, _PipelineControl):
         raw_store: RawStore | None = None,
         hooks: Any = None,
         frame_shape: tuple[int, int] | None = None,
+        length: int | None = None,
     ) -> None:
         self.config = config
         if frame_shape is not None:
@@ -144,6 +149,8 @@ class Pipeline(_PipelineIngest, _PipelineReport, _PipelineControl):
                 )
             frame_shape = (rows, cols)
         self._shape_hint = frame_shape
+        self._length = int(length) if length else None
+        self._process_budget = None  # stated at the stream's first frame
         self.output = Path(output if output is not None else config.stream.output)
         self._endpoint = endpoint or config.stream.endpoint or ""
         self._publish_ep = publish or config.stream.publish or ""
@@ -224,7 +231,7 @@ class Pipeline(_PipelineIngest, _PipelineReport, _PipelineControl):
             memory_budget_mb=s.memory_budget_mb,
         )
         self._proc.check_window_memory(shape, plan.budget)
-        return plan
+        return self._cap_to_length(plan)
 
     def start(self) -> Pipeline:
         """Create the output folder, bind results PUB and ingest, start processing.
@@ -254,7 +261,7 @@ class Pipeline(_PipelineIngest, _PipelineReport, _PipelineControl):
                 raw = open_raw_store(self.config.stream.raw_format, self.output)
             self._persist = Persister(
                 raw,
-                plan_ring=self._plan_ring,
+                plan_ring=self._plan_stream_ring,
                 session_of=self._session_of,
                 on_store_error=self._on_store_error,
                 on_end=self._on_source_end,

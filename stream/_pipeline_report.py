@@ -131,7 +131,9 @@ class _PipelineReport:
             error = f"the ingest thread failed: {getattr(ingest, 'error', None)}"
         interval = p.interval_s if p is not None else 1.0
         pixel = p.pixel_size_um if p is not None else 1.0
-        memory = p.memory.report() if p is not None and p.memory is not None else None
+        memory = self._memory_report(
+            p.memory.report() if p is not None and p.memory is not None else None
+        )
         return {
             "frames_acquired": acquired,
             "resumed_from": resumed_from,
