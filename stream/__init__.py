@@ -18,6 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from livesr.stream._config import HooksConfig, LivesrConfig, load_config
+    from livesr.stream._control import (
+        ControlClient,
+        ControlUnreachable,
+        parse_assignments,
+    )
     from livesr.stream._hook_registry import (
         check_hook_name,
         register_hook,
@@ -46,6 +51,9 @@ if TYPE_CHECKING:
 #: public name -> the module that defines it (imported on first access)
 _EXPORTS: dict[str, str] = {
     "HooksConfig": "_config",
+    "ControlClient": "_control",
+    "ControlUnreachable": "_control",
+    "parse_assignments": "_control",
     "LivesrConfig": "_config",
     "load_config": "_config",
     "check_hook_name": "_hook_registry",
@@ -77,6 +85,8 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "ControlClient",
+    "ControlUnreachable",
     "CorruptRecordingError",
     "Hook",
     "HookRunner",
@@ -100,6 +110,7 @@ __all__ = [
     "check_hook_name",
     "decode_result",
     "encode_result",
+    "parse_assignments",
     "load_config",
     "open_recording",
     "parse_range",

@@ -252,6 +252,10 @@ class StreamConfig:
         Ingest endpoint (``ipc://``, ``tcp://``, ``inproc://``); empty = automatic.
     publish : str
         Results PUB endpoint; empty = automatic (ipc in the output folder).
+    control : str
+        Control channel endpoint (``livesr ctl ENDPOINT set|status|stop``; a
+        non-loopback one needs ``[security] keys``); empty = automatic (ipc beside
+        the publisher).
     error_map : bool
         Compute the SQUIRREL error map (RSP, RSE) of published images in the
         background (``--error-map``; :mod:`livesr.stream._errormap_live`).
@@ -276,6 +280,7 @@ class StreamConfig:
     raw_format: str = "ome-zarr"
     endpoint: str = ""
     publish: str = ""
+    control: str = ""
     ingest: str = "auto"
     error_map: bool = False
 
@@ -310,7 +315,7 @@ class StreamConfig:
             _fail("stream", "credit", self.credit, "an integer in 1..1024")
         if self.raw_format not in RAW_FORMATS:
             _fail("stream", "raw_format", self.raw_format, f"one of {', '.join(RAW_FORMATS)}")
-        for name in ("endpoint", "publish"):
+        for name in ("endpoint", "publish", "control"):
             if not isinstance(getattr(self, name), str):
                 _fail("stream", name, getattr(self, name), "a string")
 

@@ -48,7 +48,9 @@ from livesr.kernels.framemap import MapStage, default_map, engine_map
 from livesr.stream._config import EsrrfConfig, LivesrConfig
 from livesr.stream._hooks import hook_runner
 from livesr.stream._latency import Timestamps
+from livesr.stream._memory import _PipelineMemory
 from livesr.stream._persist import MemoryPlan, Persister, check_memory
+from livesr.stream._pipeline_control import _PipelineControl
 from livesr.stream._pipeline_ingest import _PipelineIngest
 from livesr.stream._pipeline_report import _PipelineReport
 from livesr.stream._processing import LIVE_PARAMS, Processor
@@ -75,7 +77,7 @@ logger = logging.getLogger(__name__)
 READY_TIMEOUT_S = 300.0
 
 
-class Pipeline(_PipelineIngest, _PipelineReport):
+class Pipeline(_PipelineIngest, _PipelineReport, _PipelineControl, _PipelineMemory):
     """Persistence-first live eSRRF pipeline (see the module docstring).
 
     Parameters
@@ -89,6 +91,10 @@ class Pipeline(_PipelineIngest, _PipelineReport):
         ``ipc://`` path in the temporary folder).
     publish : str, optional
         Results PUB endpoint (default ``config.stream.publish`` or automatic).
+    control : str, optional
+        Control channel endpoint (default ``config.stream.control`` or an automatic
+        ``ipc://`` path beside the publisher): ``livesr ctl ENDPOINT set|status|stop``
+        (:mod:`livesr.stream._control`).
     context : zmq.Context, optional
         Shared ZeroMQ context (required for ``inproc://`` endpoints shared with a
         source in this process).
@@ -108,6 +114,9 @@ class Pipeline(_PipelineIngest, _PipelineReport):
         the memory plan is checked at :meth:`start` (a window that cannot fit is
         refused before anything is acquired), and the warm-up times and compiles the
         map implementations at this shape before :attr:`ready` is set.
+    length : int, optional
+        Frames the source will send, when known (a replay's range): the processing
+        ring is never larger (``--frames`` caps it the same way).
     """
 
     def __init__(
@@ -117,12 +126,14 @@ class Pipeline(_PipelineIngest, _PipelineReport):
         output: str | Path | None = None,
         endpoint: str | None = None,
         publish: str | None = None,
+        control: str | None = None,
         context: zmq.Context[Any] | None = None,
         frame_map: Callable[..., np.ndarray] | None = None,
         stage_hook: Callable[[int], None] | None = None,
         raw_store: RawStore | None = None,
         hooks: Any = None,
         frame_shape: tuple[int, int] | None = None,
+        length: int | None = None,
     ) -> None:
         self.config = config
         if frame_shape is not None:
@@ -138,9 +149,14 @@ class Pipeline(_PipelineIngest, _PipelineReport):
                 )
             frame_shape = (rows, cols)
         self._shape_hint = frame_shape
+        self._length = int(length) if length else None
+        self._process_budget = None  # stated at the stream's first frame
         self.output = Path(output if output is not None else config.stream.output)
         self._endpoint = endpoint or config.stream.endpoint or ""
         self._publish_ep = publish or config.stream.publish or ""
+        self._control_ep = control or config.stream.control or ""
+        self._control: Any = None  # the ControlServer, from start() to close()
+        self._stop_reason: str | None = None  # request_stop (livesr ctl stop)
         self._ctx = context
         self._map = MapStage(frame_map)
         self._raw_arg = raw_store
@@ -215,7 +231,7 @@ class Pipeline(_PipelineIngest, _PipelineReport):
             memory_budget_mb=s.memory_budget_mb,
         )
         self._proc.check_window_memory(shape, plan.budget)
-        return plan
+        return self._cap_to_length(plan)
 
     def start(self) -> Pipeline:
         """Create the output folder, bind results PUB and ingest, start processing.
@@ -234,6 +250,7 @@ class Pipeline(_PipelineIngest, _PipelineReport):
             raise RuntimeError("Pipeline.start() called twice")
         self._started = True
         self._refuse_before_start()
+        self._check_control_endpoint()
         created = not self.output.exists()
         self.output.mkdir(parents=True, exist_ok=True)
         self._owns_output = True
@@ -244,7 +261,7 @@ class Pipeline(_PipelineIngest, _PipelineReport):
                 raw = open_raw_store(self.config.stream.raw_format, self.output)
             self._persist = Persister(
                 raw,
-                plan_ring=self._plan_ring,
+                plan_ring=self._plan_stream_ring,
                 session_of=self._session_of,
                 on_store_error=self._on_store_error,
                 on_end=self._on_source_end,
@@ -260,6 +277,7 @@ class Pipeline(_PipelineIngest, _PipelineReport):
         self._publish_ep = self._pub.endpoint
         self._hooks = hook_runner(self._hooks_arg)
         try:
+            self._start_control(curve)
             endpoint = self._endpoint or self._auto_endpoint("ingest")
             if process:
                 self._start_ingest_process(endpoint)
@@ -269,6 +287,7 @@ class Pipeline(_PipelineIngest, _PipelineReport):
             # a refused start (endpoint taken, non-loopback without keys...) leaves
             # nothing behind that would block a retry with the same --output
             self._pub.close()
+            self._close_control()
             if self._hooks is not None:
                 self._hooks.close()
             self._owns_output = False
@@ -285,9 +304,10 @@ class Pipeline(_PipelineIngest, _PipelineReport):
         )
         self._thread.start()
         logger.info(
-            "pipeline started: ingest %s, results %s, output %s",
+            "pipeline started: ingest %s, results %s, control %s, output %s",
             self._endpoint,
             self._publish_ep,
+            self._control_ep,
             self.output,
         )
         return self
@@ -407,7 +427,7 @@ class Pipeline(_PipelineIngest, _PipelineReport):
         if self._closed:
             assert self._summary is not None
             return self._summary
-        self._closed = True
+        self._begin_close()  # closed, and the control channel with it
         p = self._persist
         if self._ingest is not None:
             # a source still acquiring is told to stop and given 5 s to end its stream

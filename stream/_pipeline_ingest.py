@@ -49,7 +49,7 @@ class _PipelineIngest:
                 output=str(self.output),
                 log_level=level,
             ),
-            plan_ring=self._plan_ring,
+            plan_ring=self._plan_stream_ring,
             on_store_error=self._on_store_error,
             on_end=self._on_source_end,
             stop_event=self.stop_requested,

@@ -131,7 +131,9 @@ class _PipelineReport:
             error = f"the ingest thread failed: {getattr(ingest, 'error', None)}"
         interval = p.interval_s if p is not None else 1.0
         pixel = p.pixel_size_um if p is not None else 1.0
-        memory = p.memory.report() if p is not None and p.memory is not None else None
+        memory = self._memory_report(
+            p.memory.report() if p is not None and p.memory is not None else None
+        )
         return {
             "frames_acquired": acquired,
             "resumed_from": resumed_from,
@@ -170,7 +172,9 @@ class _PipelineReport:
             "implementation": self.implementations(),
             "engine": proc.engine_summary(),
             "quality_metric": QUALITY_METRIC,
-            "stopped": error is not None,
+            # an error, or a stop asked for (livesr ctl stop; hooks add theirs at close)
+            "stopped": error is not None or self._stop_reason is not None,
+            "stop_reason": self._stop_reason,
             "error": error,
             "processing_error": proc.error,
             "stream": p.stream if p is not None else None,
@@ -186,7 +190,13 @@ class _PipelineReport:
             "sr_saved": self._writer.report() if self._writer is not None else None,
             "duration_s": duration,
             "frames_per_s": persisted / duration if duration else 0.0,
-            "endpoints": {"ingest": self._endpoint, "results": self._publish_ep},
+            "endpoints": {
+                "ingest": self._endpoint,
+                "results": self._publish_ep,
+                "control": self._control_ep,
+            },
+            "control_endpoint": self._control_ep,
+            "control": self.control_report(),
             "ingest": self._ingest_summary,
             "on_frame_calls": p.on_frame_calls if p is not None else 0,
             "files": files,

@@ -10,6 +10,10 @@ pre-connected (:func:`livesr.adapters.sinks.napari_viewer.run_viewer`).
   simulated microscope (:class:`livesr.adapters.sources.simulated.SimulatedSource`)
   in background threads, as ``livesr run --source sim`` does, writing into a fresh
   temporary folder (shown in the status), and connects to it.
+- *Control* field + parameters (``window=30 radius=2``) + *Apply*: a live change
+  sent through the run's control channel (``livesr ctl``'s channel,
+  :mod:`livesr.stream._control`; the demo fills in its own); the reply's frame
+  index is shown in the status.
 - The status text (rates, latency, implementation per stage, skips) is refreshed
   after every drawn image.
 
@@ -90,6 +94,9 @@ class SimulatedDemo:
         )
         #: where the results are published (known before :meth:`start`)
         self.publish_endpoint = f"ipc://{self._ipc}"
+        self._ctl_ipc = self._ipc.with_name(self._ipc.name.replace("results", "control"))
+        #: the run's control channel (live parameter changes, ``livesr ctl``)
+        self.control_endpoint = f"ipc://{self._ctl_ipc}"
         self._ingest = f"inproc://livesr-demo-ingest-{token}"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -121,6 +128,7 @@ class SimulatedDemo:
             output=self.output,
             endpoint=self._ingest,
             publish=self.publish_endpoint,
+            control=self.control_endpoint,
             context=ctx,
         )
         try:
@@ -156,6 +164,7 @@ class SimulatedDemo:
             finally:
                 ctx.term()
                 self._ipc.unlink(missing_ok=True)
+                self._ctl_ipc.unlink(missing_ok=True)
             logger.info("simulated demo finished; results in %s", self.output)
 
     @property
@@ -225,8 +234,10 @@ def _widget_class() -> Any:
             *,
             endpoint: str | None = None,
             raw_endpoint: str | None = None,
+            control_endpoint: str | None = None,
             interval_ms: int = 16,
             curve: Any = None,
+            control_curve: Any = None,
             parent: Any = None,
         ) -> None:
             super().__init__(parent)
@@ -234,6 +245,8 @@ def _widget_class() -> Any:
             self.raw_endpoint = raw_endpoint
             self.interval_ms = interval_ms
             self.curve = curve
+            #: client CURVE keys for a control channel bound off loopback
+            self.control_curve = control_curve
             self._res = _Resources()
             res = self._res
             self.destroyed.connect(lambda *_: res.close())
@@ -254,8 +267,21 @@ def _widget_class() -> Any:
             row = QHBoxLayout()
             row.addWidget(self.endpoint_edit)
             row.addWidget(self.connect_button)
+            self.control_edit = QLineEdit(control_endpoint or "")
+            self.control_edit.setPlaceholderText(
+                "control endpoint (livesr run prints it: livesr ctl ENDPOINT ...)"
+            )
+            self.params_edit = QLineEdit("")
+            self.params_edit.setPlaceholderText("window=30 radius=2")
+            self.apply_button = QPushButton("Apply")
+            self.apply_button.clicked.connect(lambda *_: self.apply_params())
+            ctl_row = QHBoxLayout()
+            ctl_row.addWidget(self.params_edit)
+            ctl_row.addWidget(self.apply_button)
             lay = QVBoxLayout(self)
             lay.addLayout(row)
+            lay.addWidget(self.control_edit)
+            lay.addLayout(ctl_row)
             lay.addWidget(self.demo_button)
             lay.addWidget(self.status)
             lay.addStretch(1)
@@ -323,6 +349,33 @@ def _widget_class() -> Any:
                     text += f"\ndemo error: {demo.error}"
             self._set_status(text)
 
+        # -- control channel
+        def apply_params(self, text: str | None = None) -> dict[str, Any] | None:
+            """Send ``text`` (default: the field; ``window=30 radius=2``) as a live
+            change through the control channel; the reply (None: not sent)."""
+            from livesr.stream import (
+                ControlClient,
+                ControlUnreachable,
+                parse_assignments,
+            )
+
+            ep = self.control_edit.text().strip()
+            items = (self.params_edit.text() if text is None else text).split()
+            try:
+                params = parse_assignments(items)
+                with ControlClient(ep, curve=self.control_curve, timeout_s=3.0) as c:
+                    reply = c.request({"cmd": "set", "params": params})
+            except (ValueError, ControlUnreachable) as exc:
+                self._set_status(f"parameters not sent: {exc}")
+                return None
+            if not reply.get("ok"):
+                self._set_status(f"parameters refused: {reply.get('error')}")
+            elif reply.get("applied"):
+                self._set_status(f"{params} in force from frame {reply['frame_index']}")
+            else:
+                self._set_status(f"{params} pending (applied at the next batch)")
+            return reply
+
         # -- demo
         def start_demo(self, **kwargs: Any) -> SimulatedDemo:
             """Start :class:`SimulatedDemo` (``kwargs`` go to it) and connect to it."""
@@ -330,6 +383,7 @@ def _widget_class() -> Any:
             demo = SimulatedDemo(**kwargs).start()
             self._res.demo = demo
             self.demo_button.setText("Stop demo")
+            self.control_edit.setText(demo.control_endpoint)
             self.connect_stream(demo.publish_endpoint)
             return demo
 
@@ -371,7 +425,8 @@ def _widget_class() -> Any:
 
 class LiveStreamWidget:
     """The dock widget (see the module docstring): ``LiveStreamWidget(napari_viewer,
-    endpoint=None, raw_endpoint=None, interval_ms=16, curve=None)``.
+    endpoint=None, raw_endpoint=None, control_endpoint=None, interval_ms=16,
+    curve=None, control_curve=None)``.
 
     Constructing it returns an instance of a ``QWidget`` subclass built on first use
     (Qt is not imported before); ``__init__`` carries the signature napari inspects to

@@ -33,6 +33,7 @@ COMMANDS: tuple[str, ...] = (
     "livesr.stream.cli._cmd_sweep",
     "livesr.sim._cli",
     "livesr.stream.cli._cmd_keys",
+    "livesr.stream.cli._cmd_ctl",
     "livesr.stream.cli._cmd_bench",
     "livesr.stream.cli._cmd_backends",
 )

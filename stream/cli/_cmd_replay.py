@@ -516,6 +516,7 @@ def _run_pipeline(cfg: Any, rec: Any, rcfg: Any, args: argparse.Namespace) -> in
         context=ctx,
         frame_shape=(rec.shape[1], rec.shape[2]),
         raw_store=raw_store,
+        length=_replay_length(rec, rcfg),  # the processing ring needs no more
     )
     src: ReplaySource | None = None
     status = None

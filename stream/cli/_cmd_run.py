@@ -292,6 +292,10 @@ def _run_pipeline(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
         except TransportError as exc:  # e.g. the --listen endpoint is taken
             sys.stderr.write(f"livesr run: error: {exc}\n")
             return 1
+        # where to change parameters, ask for the status or stop (livesr ctl)
+        sys.stderr.write(
+            f"livesr run: control: livesr ctl {pipe.control_endpoint} status|set|stop\n"
+        )
         status = StatusReporter(
             pipe.snapshot,
             enabled=False if args.no_status else None,
@@ -438,6 +442,8 @@ class _Run:
                 while not pipe.wait(0.5):
                     if 0 < self.cfg.stream.frames <= pipe.snapshot()["frames_persisted"]:
                         pipe.stop_requested.set()  # --frames: tell the source to stop
+                    if pipe.stop_requested.is_set() and not pipe.progress()["frames_received"]:
+                        break  # stopped (livesr ctl stop) before any source came
         except KeyboardInterrupt:
             logger.warning("interrupted: stopping acquisition, finishing the run")
             if src is not None:

@@ -126,6 +126,13 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
         help="CURVE key folder ('livesr keys DIR') for a non-loopback --listen / "
         "--connect and the results publisher ([security] keys)",
     )
+    parser.add_argument(
+        "--control",
+        metavar="ENDPOINT",
+        default=None,
+        help="control channel of the run: 'livesr ctl ENDPOINT set|status|stop' "
+        "([stream] control; default an automatic ipc:// endpoint, printed at start)",
+    )
 
 
 def _esrrf_arguments(parser: argparse.ArgumentParser) -> None:
@@ -225,6 +232,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         stream["latency_budget_ms"] = args.latency_budget_ms
     if args.raw_format is not None:
         stream["raw_format"] = args.raw_format
+    if getattr(args, "control", None):
+        stream["control"] = args.control
     if stream:
         cfg = cfg.replace("stream", **stream)
     if getattr(args, "keys", None):
