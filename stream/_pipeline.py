@@ -54,6 +54,7 @@ from livesr.stream._pipeline_report import _PipelineReport
 from livesr.stream._processing import LIVE_PARAMS, Processor
 from livesr.stream._protocols import Result
 from livesr.stream._quality import QUALITY_METRIC, quality_metric
+from livesr.stream._raw_publish import RawFramePublisher
 from livesr.stream._rawstore import RawStore, open_raw_store
 from livesr.stream._wire_result import encode_result
 
@@ -89,6 +90,9 @@ class Pipeline(_PipelineIngest, _PipelineReport):
         ``ipc://`` path in the temporary folder).
     publish : str, optional
         Results PUB endpoint (default ``config.stream.publish`` or automatic).
+    publish_raw : str, optional
+        PUB endpoint of the newest raw frame at display rate (default automatic,
+        ``ipc://``; :mod:`livesr.stream._raw_publish`).
     context : zmq.Context, optional
         Shared ZeroMQ context (required for ``inproc://`` endpoints shared with a
         source in this process).
@@ -117,6 +121,7 @@ class Pipeline(_PipelineIngest, _PipelineReport):
         output: str | Path | None = None,
         endpoint: str | None = None,
         publish: str | None = None,
+        publish_raw: str | None = None,
         context: zmq.Context[Any] | None = None,
         frame_map: Callable[..., np.ndarray] | None = None,
         stage_hook: Callable[[int], None] | None = None,
@@ -141,6 +146,8 @@ class Pipeline(_PipelineIngest, _PipelineReport):
         self.output = Path(output if output is not None else config.stream.output)
         self._endpoint = endpoint or config.stream.endpoint or ""
         self._publish_ep = publish or config.stream.publish or ""
+        self._raw_ep = publish_raw or ""
+        self._raw_pub: Any = None
         self._ctx = context
         self._map = MapStage(frame_map)
         self._raw_arg = raw_store
@@ -190,6 +197,11 @@ class Pipeline(_PipelineIngest, _PipelineReport):
     def publish_endpoint(self) -> str:
         """Bound results PUB endpoint (after :meth:`start`)."""
         return self._publish_ep
+
+    @property
+    def raw_publish_endpoint(self) -> str:
+        """Bound PUB endpoint of the newest raw frame (after :meth:`start`)."""
+        return self._raw_ep
 
     def _auto_endpoint(self, what: str) -> str:
         p = (
@@ -260,6 +272,14 @@ class Pipeline(_PipelineIngest, _PipelineReport):
         self._publish_ep = self._pub.endpoint
         self._hooks = hook_runner(self._hooks_arg)
         try:
+            raw_ep = self._raw_ep or self._auto_endpoint("raw")
+            self._raw_pub = RawFramePublisher(
+                raw_ep,
+                lambda: self._persist,
+                curve=curve if curve is not None and not _is_loopback(raw_ep) else None,
+                context=self._ctx,
+            ).start()
+            self._raw_ep = self._raw_pub.endpoint
             endpoint = self._endpoint or self._auto_endpoint("ingest")
             if process:
                 self._start_ingest_process(endpoint)
@@ -269,6 +289,8 @@ class Pipeline(_PipelineIngest, _PipelineReport):
             # a refused start (endpoint taken, non-loopback without keys...) leaves
             # nothing behind that would block a retry with the same --output
             self._pub.close()
+            if self._raw_pub is not None:
+                self._raw_pub.close()
             if self._hooks is not None:
                 self._hooks.close()
             self._owns_output = False
@@ -285,9 +307,10 @@ class Pipeline(_PipelineIngest, _PipelineReport):
         )
         self._thread.start()
         logger.info(
-            "pipeline started: ingest %s, results %s, output %s",
+            "pipeline started: ingest %s, results %s, raw frames %s, output %s",
             self._endpoint,
             self._publish_ep,
+            self._raw_ep,
             self.output,
         )
         return self
@@ -409,6 +432,8 @@ class Pipeline(_PipelineIngest, _PipelineReport):
             return self._summary
         self._closed = True
         p = self._persist
+        if self._raw_pub is not None:  # reads the ring: stopped before it goes
+            self._raw_pub.close()
         if self._ingest is not None:
             # a source still acquiring is told to stop and given 5 s to end its stream
             self._ingest_summary = self._ingest.close(
