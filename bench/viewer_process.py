@@ -82,18 +82,22 @@ def _one(mode: str, seconds: float, work: Path) -> dict[str, Any]:
         env["LIVESR_VIEWER_STATS"] = str(stats)
     else:
         cmd = [sys.executable, "-c", _INPROC, str(stats), *args]
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), os.times()
     done = subprocess.run(
         cmd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
         timeout=seconds * 4 + 180,
     )  # fmt: skip
-    wall = time.monotonic() - t0
+    wall, cpu1 = time.monotonic() - t0, os.times()
+    cpu = (cpu1.children_user - cpu0.children_user) + (
+        cpu1.children_system - cpu0.children_system
+    )
     if done.returncode != 0:
         raise RuntimeError(f"{mode}: exit {done.returncode}\n{done.stderr[-3000:]}")
     s = json.loads((out / "summary.json").read_text())
     row: dict[str, Any] = {
         "mode": mode,
         "wall_s": round(wall, 1),
+        "cpu_s_all_processes": round(cpu, 1),
         "frames_persisted": s["frames_persisted"],
         "frames_in_gaps": s["frames_in_gaps"],
         "windows_published": s["windows_published"],
@@ -129,11 +133,14 @@ def main(argv: list[str] | None = None) -> int:
                     f"p99 {row['latency_p99_ms']:.0f} ms; GUI max gap "
                     f"{v.get('max_tick_gap_ms', '-')} ms, >100 ms: "
                     f"{v.get('ticks_gap_over_100ms', '-')}, raw shown "
-                    f"{v.get('raw_shown', '-')}",
+                    f"{v.get('raw_shown', '-')}; CPU {row['cpu_s_all_processes']} s "
+                    f"(viewer process {v.get('cpu_s', '-')} s), load "
+                    f"{os.getloadavg()[0]:.1f}",
                     flush=True,
                 )
     if a.json is not None:
         load = os.getloadavg()
+        a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(
             json.dumps(
                 {

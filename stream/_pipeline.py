@@ -272,14 +272,7 @@ class Pipeline(_PipelineIngest, _PipelineReport):
         self._publish_ep = self._pub.endpoint
         self._hooks = hook_runner(self._hooks_arg)
         try:
-            raw_ep = self._raw_ep or self._auto_endpoint("raw")
-            self._raw_pub = RawFramePublisher(
-                raw_ep,
-                lambda: self._persist,
-                curve=curve if curve is not None and not _is_loopback(raw_ep) else None,
-                context=self._ctx,
-            ).start()
-            self._raw_ep = self._raw_pub.endpoint
+            self._start_raw_publisher(curve)
             endpoint = self._endpoint or self._auto_endpoint("ingest")
             if process:
                 self._start_ingest_process(endpoint)
@@ -314,6 +307,17 @@ class Pipeline(_PipelineIngest, _PipelineReport):
             self.output,
         )
         return self
+
+    def _start_raw_publisher(self, curve: Any) -> None:
+        """Bind the PUB of the newest raw frame (:mod:`livesr.stream._raw_publish`)."""
+        raw_ep = self._raw_ep or self._auto_endpoint("raw")
+        self._raw_pub = RawFramePublisher(
+            raw_ep,
+            lambda: self._persist,
+            curve=curve if curve is not None and not _is_loopback(raw_ep) else None,
+            context=self._ctx,
+        ).start()
+        self._raw_ep = self._raw_pub.endpoint
 
     def _refuse_before_start(self) -> None:
         """Refuse, before anything is written, an output folder that holds results
@@ -432,13 +436,7 @@ class Pipeline(_PipelineIngest, _PipelineReport):
             return self._summary
         self._closed = True
         p = self._persist
-        if self._raw_pub is not None:  # reads the ring: stopped before it goes
-            self._raw_pub.close()
-        if self._ingest is not None:
-            # a source still acquiring is told to stop and given 5 s to end its stream
-            self._ingest_summary = self._ingest.close(
-                stop_reason="the pipeline is closing", drain_s=5.0
-            )
+        self._close_inputs()
         if p is not None and p.ring is not None:
             p.ring.close()
         elif self._thread is None:
@@ -507,6 +505,16 @@ class Pipeline(_PipelineIngest, _PipelineReport):
             self._summary["windows_skipped"],
         )
         return self._summary
+
+    def _close_inputs(self) -> None:
+        """Stop the raw-frame publisher (it reads the ring), then the ingest."""
+        if self._raw_pub is not None:
+            self._raw_pub.close()
+        if self._ingest is not None:
+            # a source still acquiring is told to stop and given 5 s to end its stream
+            self._ingest_summary = self._ingest.close(
+                stop_reason="the pipeline is closing", drain_s=5.0
+            )
 
     # ------------------------------------------------------------------ callbacks
     def _session_of(self, stream: str) -> str | None:

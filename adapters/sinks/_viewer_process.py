@@ -53,6 +53,11 @@ STATS_ENV = "LIVESR_VIEWER_STATS"
 _SETTLE_S = 1.0
 #: seconds the child keeps drawing after it was asked to quit (the final image)
 _QUIT_GRACE_S = 0.5
+#: the viewer process's poll period, ms: one repaint at most per period (30/s)
+_INTERVAL_MS = 33
+#: the viewer process's niceness increment: drawing (software OpenGL under Xvfb,
+#: on a few cores) must never take the CPU the pipeline needs
+_NICE = 10
 
 
 # ------------------------------------------------------------------ child: the probe
@@ -132,8 +137,15 @@ class GuiProbe:
             "raw_first_seq": raw[0] if raw else None,
             "raw_last_seq": raw[-1] if raw else None,
             "raw_seqs_increasing": all(b > a for a, b in zip(raw, raw[1:], strict=False)),
+            "cpu_s": round(_cpu_seconds(), 2),
             "exit": exit_reason,
         }
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process so far, s."""
+    t = os.times()
+    return t.user + t.system
 
 
 # ------------------------------------------------------------------ child: entry point
@@ -145,7 +157,19 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("endpoint", help="the run's results endpoint (livesr run logs it)")
     ap.add_argument("--raw", default=None, metavar="ENDPOINT", help="raw-frame endpoint")
     ap.add_argument("--title", default="livesr", help="window title")
-    ap.add_argument("--interval-ms", type=int, default=16, help="GUI poll period (16)")
+    ap.add_argument(
+        "--interval-ms",
+        type=int,
+        default=_INTERVAL_MS,
+        help=f"GUI poll period: at most one repaint per period ({_INTERVAL_MS})",
+    )
+    ap.add_argument(
+        "--nice",
+        type=int,
+        default=_NICE,
+        help=f"lower this process's CPU priority by N, so that on a busy machine the "
+        f"pipeline is served first ({_NICE}; 0: as the parent)",
+    )
     ap.add_argument(
         "--quit-on-eof",
         action="store_true",
@@ -171,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: quit_asked.set())
     args = _parse(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.nice > 0 and hasattr(os, "nice"):
+        os.nice(args.nice)
     if (reason := viewer_unavailable_reason()) is not None:
         sys.stderr.write(f"livesr viewer: cannot open the viewer: {reason}\n")
         return 2

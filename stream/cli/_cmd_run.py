@@ -152,10 +152,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--viewer",
         action="store_true",
-        help="show the live results and the newest raw frame in napari "
-        "(livesr[viewer]), in its own process; closing the window stops acquisition "
-        "and finishes the run; at the end of the run the window stays open until "
-        "closed when the command runs in a terminal",
+        help="napari (livesr[viewer]) in its own process: live SR and raw frames; "
+        "closing it stops acquisition (in a terminal it stays open after the run)",
     )
 
 
