@@ -6,6 +6,8 @@ Modes, alternated in every repeat so that the machine's load hits them alike:
     ``livesr run`` at the quick-start settings without a viewer (the reference).
 ``process``
     ``livesr run --viewer``: the napari viewer in its own process (this design).
+``process-nice0``
+    The same at the parent's CPU priority (``LIVESR_VIEWER_NICE=0``).
 ``inproc``
     The previous design: the same viewer (``run_viewer``) in the Qt main thread of the
     pipeline's process, closed automatically once the run's frames are processed.
@@ -77,9 +79,11 @@ def _one(mode: str, seconds: float, work: Path) -> dict[str, Any]:
     env = dict(os.environ)
     if mode == "none":
         cmd = [sys.executable, "-m", "livesr.stream.cli", *args]
-    elif mode == "process":
+    elif mode in ("process", "process-nice0"):
         cmd = [sys.executable, "-m", "livesr.stream.cli", *args, "--viewer"]
         env["LIVESR_VIEWER_STATS"] = str(stats)
+        if mode == "process-nice0":
+            env["LIVESR_VIEWER_NICE"] = "0"
     else:
         cmd = [sys.executable, "-c", _INPROC, str(stats), *args]
     t0, cpu0 = time.monotonic(), os.times()

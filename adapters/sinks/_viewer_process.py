@@ -43,18 +43,23 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-__all__ = ["STATS_ENV", "GuiProbe", "ViewerProcess", "main"]
+__all__ = ["NICE_ENV", "STATS_ENV", "GuiProbe", "ViewerProcess", "main"]
 
 logger = logging.getLogger(__name__)
 
 #: environment variable naming the JSON file the viewer process writes its probe to
 STATS_ENV = "LIVESR_VIEWER_STATS"
+#: environment variable overriding the viewer process's niceness increment
+NICE_ENV = "LIVESR_VIEWER_NICE"
 #: seconds after the first SR image before gaps count (layers are created then)
 _SETTLE_S = 1.0
 #: seconds the child keeps drawing after it was asked to quit (the final image)
 _QUIT_GRACE_S = 0.5
-#: the viewer process's poll period, ms: one repaint at most per period (30/s)
+#: the viewer process's poll period, ms (the event loop stays this responsive)
 _INTERVAL_MS = 33
+#: drawn updates per second at most: a repaint costs ~25-30 ms of CPU with software
+#: OpenGL (Xvfb, 2 cores): 25 raw + 8 SR repaints/s took 0.8 of a core, 10/s 0.45
+_MAX_FPS = 10.0
 #: the viewer process's niceness increment: drawing (software OpenGL under Xvfb,
 #: on a few cores) must never take the CPU the pipeline needs
 _NICE = 10
@@ -164,11 +169,17 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help=f"GUI poll period: at most one repaint per period ({_INTERVAL_MS})",
     )
     ap.add_argument(
+        "--max-fps",
+        type=float,
+        default=_MAX_FPS,
+        help=f"drawn updates per second at most, raw and SR together ({_MAX_FPS:g})",
+    )
+    ap.add_argument(
         "--nice",
         type=int,
-        default=_NICE,
+        default=int(os.environ.get(NICE_ENV, _NICE)),
         help=f"lower this process's CPU priority by N, so that on a busy machine the "
-        f"pipeline is served first ({_NICE}; 0: as the parent)",
+        f"pipeline is served first (default ${NICE_ENV} or {_NICE}; 0: as the parent)",
     )
     ap.add_argument(
         "--quit-on-eof",
@@ -221,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         raw_endpoint=args.raw,
         interval_ms=args.interval_ms,
     )
+    sink.min_draw_interval_s = 1.0 / args.max_fps if args.max_fps > 0 else 0.0
     probe = GuiProbe(args.interval_ms)
     sink.on_tick = lambda drew, spent: probe.tick(drew, spent, sink)
     exit_reason = ["window closed"]

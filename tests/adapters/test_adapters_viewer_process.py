@@ -129,3 +129,68 @@ def test_closing_the_viewer_stops_acquisition_and_finishes_the_run(tmp_path: Pat
     assert 0 < n < frames, "acquisition was not stopped by the closed window"
     assert summary["frames_persisted"] + summary["frames_in_gaps"] == n
     assert time.monotonic() - t0 < 55.0
+
+
+def test_min_draw_interval_coalesces_raw_and_sr_into_one_update(
+    display: str, make_napari_viewer, qtbot, tmp_path: Path
+) -> None:
+    """The viewer process draws at most ``--max-fps`` updates a second: ticks in
+    between draw nothing, and the next update draws the newest raw frame and SR
+    image together (what arrived in between is skipped, never queued)."""
+    import numpy as np
+
+    from livesr.adapters.sinks.napari_viewer import RAW_LAYER, SR_LAYER, LiveViewerSink
+    from livesr.stream._pubsub import ResultPublisher
+    from livesr.stream._wire_result import encode_raw_frame
+
+    viewer = make_napari_viewer(show=True)
+    sr_pub = ResultPublisher(f"ipc://{tmp_path}/sr.ipc").start()
+    raw_pub = ResultPublisher(f"ipc://{tmp_path}/raw.ipc").start()
+
+    def sr(i: int) -> list[Any]:
+        head = {
+            "v": 1, "kind": "sr", "stream": "t", "index": i, "first_frame": 10 * i,
+            "last_frame": 10 * i + 9, "shape": [8, 8], "dtype": "float32",
+            "pixel_size_um": 0.05, "params": {"magnification": 2, "stride": 10},
+            "drift": None, "quality": {"value": 1.0}, "timestamps": {},
+        }  # fmt: skip
+        return [json.dumps(head).encode(), np.full((8, 8), i, np.float32)]
+
+    def raw(seq: int) -> list[Any]:
+        return encode_raw_frame(
+            stream="t", seq=seq, frame=np.full((4, 4), seq, np.uint16),
+            pixel_size_um=0.1, t_acq=1.0, t_recv=1.0, t_publish=1.0,
+        )  # fmt: skip
+
+    sink = LiveViewerSink(
+        viewer, sr_pub.endpoint, raw_endpoint=raw_pub.endpoint, interval_ms=10_000
+    ).start()
+    try:
+        for _ in range(500):  # slow joiner: until both subscriptions are through
+            sr_pub.publish(sr(0))
+            raw_pub.publish(raw(0))
+            sink.poll()
+            if sink.stats.raw_shown and sink.stats.shown:
+                break
+            qtbot.wait(10)
+        assert sink.stats.raw_shown and sink.stats.shown
+        sink.min_draw_interval_s = 3600.0  # nothing more may be drawn
+        sink._drawn_t = time.perf_counter()
+        shown, raw_shown = sink.stats.shown, sink.stats.raw_shown
+        for k in range(1, 6):
+            sr_pub.publish(sr(k))
+            raw_pub.publish(raw(100 + k))
+            qtbot.wait(20)
+            assert not sink.poll()
+        assert (sink.stats.shown, sink.stats.raw_shown) == (shown, raw_shown)
+        sink.min_draw_interval_s = 0.0  # the next tick draws both, the newest only
+        qtbot.wait(50)
+        assert sink.poll()
+        assert sink.stats.last.index == 5 and sink.stats.last_raw.index == 105
+        assert sink.stats.raw_shown == raw_shown + 1  # one update, not five
+        assert float(np.asarray(viewer.layers[SR_LAYER].data)[0, 0]) == 5.0
+        assert int(np.asarray(viewer.layers[RAW_LAYER].data)[0, 0]) == 105
+    finally:
+        sink.stop()
+        sr_pub.close()
+        raw_pub.close()
