@@ -26,6 +26,22 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def stream(self, value: Any) -> None:  # StreamHandler.__init__ assigns it
         pass
 
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write the record; while a live status line is drawn on this stream, above
+        it (:meth:`livesr.stream._status.StatusReporter.write_above`)."""
+        from livesr.stream._status import active_status
+
+        status = active_status(self.stream)
+        if status is None:
+            super().emit(record)
+            return
+        try:
+            text = self.format(record) + self.terminator
+        except Exception:  # logging's own contract: report, never raise
+            self.handleError(record)
+            return
+        status.write_above(text)
+
 
 def configure_logging(level: str | None = None) -> None:
     """Install one stderr handler on the ``livesr`` logger.

@@ -45,7 +45,7 @@ import numpy as np
 import zmq
 
 from livesr.kernels.framemap import MapStage, default_map, engine_map
-from livesr.stream._config import EsrrfConfig, LivesrConfig
+from livesr.stream._config import LivesrConfig
 from livesr.stream._hooks import hook_runner
 from livesr.stream._latency import Timestamps
 from livesr.stream._memory import _PipelineMemory
@@ -56,6 +56,7 @@ from livesr.stream._pipeline_report import _PipelineReport
 from livesr.stream._processing import LIVE_PARAMS, Processor
 from livesr.stream._protocols import Result
 from livesr.stream._quality import QUALITY_METRIC, quality_metric
+from livesr.stream._raw_publish import RawFramePublisher
 from livesr.stream._rawstore import RawStore, open_raw_store
 from livesr.stream._wire_result import encode_result
 
@@ -95,6 +96,9 @@ class Pipeline(_PipelineIngest, _PipelineReport, _PipelineControl, _PipelineMemo
         Control channel endpoint (default ``config.stream.control`` or an automatic
         ``ipc://`` path beside the publisher): ``livesr ctl ENDPOINT set|status|stop``
         (:mod:`livesr.stream._control`).
+    publish_raw : str, optional
+        PUB endpoint of the newest raw frame at display rate (default automatic,
+        ``ipc://``; :mod:`livesr.stream._raw_publish`).
     context : zmq.Context, optional
         Shared ZeroMQ context (required for ``inproc://`` endpoints shared with a
         source in this process).
@@ -127,6 +131,7 @@ class Pipeline(_PipelineIngest, _PipelineReport, _PipelineControl, _PipelineMemo
         endpoint: str | None = None,
         publish: str | None = None,
         control: str | None = None,
+        publish_raw: str | None = None,
         context: zmq.Context[Any] | None = None,
         frame_map: Callable[..., np.ndarray] | None = None,
         stage_hook: Callable[[int], None] | None = None,
@@ -157,6 +162,8 @@ class Pipeline(_PipelineIngest, _PipelineReport, _PipelineControl, _PipelineMemo
         self._control_ep = control or config.stream.control or ""
         self._control: Any = None  # the ControlServer, from start() to close()
         self._stop_reason: str | None = None  # request_stop (livesr ctl stop)
+        self._raw_ep = publish_raw or ""
+        self._raw_pub: Any = None
         self._ctx = context
         self._map = MapStage(frame_map)
         self._raw_arg = raw_store
@@ -206,6 +213,11 @@ class Pipeline(_PipelineIngest, _PipelineReport, _PipelineControl, _PipelineMemo
     def publish_endpoint(self) -> str:
         """Bound results PUB endpoint (after :meth:`start`)."""
         return self._publish_ep
+
+    @property
+    def raw_publish_endpoint(self) -> str:
+        """Bound PUB endpoint of the newest raw frame (after :meth:`start`)."""
+        return self._raw_ep
 
     def _auto_endpoint(self, what: str) -> str:
         p = (
@@ -278,6 +290,7 @@ class Pipeline(_PipelineIngest, _PipelineReport, _PipelineControl, _PipelineMemo
         self._hooks = hook_runner(self._hooks_arg)
         try:
             self._start_control(curve)
+            self._start_raw_publisher(curve)
             endpoint = self._endpoint or self._auto_endpoint("ingest")
             if process:
                 self._start_ingest_process(endpoint)
@@ -288,6 +301,8 @@ class Pipeline(_PipelineIngest, _PipelineReport, _PipelineControl, _PipelineMemo
             # nothing behind that would block a retry with the same --output
             self._pub.close()
             self._close_control()
+            if self._raw_pub is not None:
+                self._raw_pub.close()
             if self._hooks is not None:
                 self._hooks.close()
             self._owns_output = False
@@ -304,13 +319,26 @@ class Pipeline(_PipelineIngest, _PipelineReport, _PipelineControl, _PipelineMemo
         )
         self._thread.start()
         logger.info(
-            "pipeline started: ingest %s, results %s, control %s, output %s",
+            "pipeline started: ingest %s, results %s, raw frames %s, control %s, "
+            "output %s",
             self._endpoint,
             self._publish_ep,
+            self._raw_ep,
             self._control_ep,
             self.output,
         )
         return self
+
+    def _start_raw_publisher(self, curve: Any) -> None:
+        """Bind the PUB of the newest raw frame (:mod:`livesr.stream._raw_publish`)."""
+        raw_ep = self._raw_ep or self._auto_endpoint("raw")
+        self._raw_pub = RawFramePublisher(
+            raw_ep,
+            lambda: self._persist,
+            curve=curve if curve is not None and not _is_loopback(raw_ep) else None,
+            context=self._ctx,
+        ).start()
+        self._raw_ep = self._raw_pub.endpoint
 
     def _refuse_before_start(self) -> None:
         """Refuse, before anything is written, an output folder that holds results
@@ -429,11 +457,7 @@ class Pipeline(_PipelineIngest, _PipelineReport, _PipelineControl, _PipelineMemo
             return self._summary
         self._begin_close()  # closed, and the control channel with it
         p = self._persist
-        if self._ingest is not None:
-            # a source still acquiring is told to stop and given 5 s to end its stream
-            self._ingest_summary = self._ingest.close(
-                stop_reason="the pipeline is closing", drain_s=5.0
-            )
+        self._close_inputs()
         if p is not None and p.ring is not None:
             p.ring.close()
         elif self._thread is None:
@@ -503,6 +527,16 @@ class Pipeline(_PipelineIngest, _PipelineReport, _PipelineControl, _PipelineMemo
         )
         return self._summary
 
+    def _close_inputs(self) -> None:
+        """Stop the raw-frame publisher (it reads the ring), then the ingest."""
+        if self._raw_pub is not None:
+            self._raw_pub.close()
+        if self._ingest is not None:
+            # a source still acquiring is told to stop and given 5 s to end its stream
+            self._ingest_summary = self._ingest.close(
+                stop_reason="the pipeline is closing", drain_s=5.0
+            )
+
     # ------------------------------------------------------------------ callbacks
     def _session_of(self, stream: str) -> str | None:
         ingest = self._ingest
@@ -553,25 +587,6 @@ class Pipeline(_PipelineIngest, _PipelineReport, _PipelineControl, _PipelineMemo
             t_first=head.get("first_frame_acquired"),
             t_last=stamps.acquired,
         )
-
-    # ------------------------------------------------------------------ params
-    def set_params(self, **changes: Any) -> None:
-        """Change eSRRF parameters while streaming (thread-safe, between batches).
-
-        Parameters
-        ----------
-        **changes
-            Any of :data:`LIVE_PARAMS`.  Validated now; a window larger than the
-            processing ring is refused.  The change is applied before the next frame
-            processed and recorded as ``{frame_index, changes}``.
-        """
-        ring = self._persist.ring if self._persist is not None else None
-        self._proc.set_params(ring, **changes)
-
-    @property
-    def params(self) -> EsrrfConfig:
-        """eSRRF parameters in force now."""
-        return self._proc.esrrf
 
 
 def _is_loopback(endpoint: str) -> bool:

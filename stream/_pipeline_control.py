@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from livesr.stream._config import EsrrfConfig
 
 logger = logging.getLogger(__name__)
 
@@ -141,3 +144,22 @@ class _PipelineControl:
         """Stop acquisition (:meth:`request_stop`); the counters at that moment."""
         self.request_stop(reason)
         return {"stopping": True, "reason": reason, "progress": self.progress()}
+
+    # ------------------------------------------------------------------ params
+    def set_params(self, **changes: Any) -> None:
+        """Change eSRRF parameters while streaming (thread-safe, between batches).
+
+        Parameters
+        ----------
+        **changes
+            Any of :data:`LIVE_PARAMS`.  Validated now; a window larger than the
+            processing ring is refused.  The change is applied before the next frame
+            processed and recorded as ``{frame_index, changes}``.
+        """
+        ring = self._persist.ring if self._persist is not None else None
+        self._proc.set_params(ring, **changes)
+
+    @property
+    def params(self) -> EsrrfConfig:
+        """eSRRF parameters in force now."""
+        return self._proc.esrrf

@@ -242,6 +242,26 @@ class ProcessingRing:
                 return None
             return int(self._seq[(self._head + self._count - 1) % self.capacity])
 
+    def newest_copy(self) -> RingItem | None:
+        """A copy of the frame written last, even when already processed (display).
+
+        Safe against the producer: the copy is kept only if the producer did not
+        reach that slot again while it was being copied (it writes slot ``k %
+        capacity`` for its ``k``-th frame).  None before the first frame or when
+        the slot was being overwritten (try again later).
+        """
+        with self._cond:
+            written = self.offered
+            if written == 0 or self.capacity < 2:
+                return None
+            i = (written - 1) % self.capacity
+            seq, t_acq, t_recv = int(self._seq[i]), float(self._t[i, 0]), float(self._t[i, 1])
+        frame = self._slots[i].copy()
+        with self._cond:
+            if self.offered - written >= self.capacity - 1:
+                return None
+        return RingItem(seq, frame, t_acq, t_recv)
+
     def discard_before(self, seq: int) -> int:
         """Remove the items older than ``seq`` (from the head); returns how many."""
         n = 0

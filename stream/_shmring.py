@@ -270,6 +270,26 @@ class SharedRing:
             return None
         return int(self._seq[(written - 1) % self.capacity])
 
+    def newest_copy(self) -> RingItem | None:
+        """A copy of the frame written last, even when already processed (display).
+
+        Same contract as :meth:`ProcessingRing.newest_copy
+        <livesr.stream._ring.ProcessingRing.newest_copy>`: kept only if the
+        producer did not come back to that slot while it was copied; None before
+        the first frame, after :meth:`release`, or when the slot was being
+        overwritten.
+        """
+        c, slots = self._c, self._slots
+        written = int(c[_WRITTEN])
+        if slots is None or written == 0 or self.capacity < 2:
+            return None
+        i = (written - 1) % self.capacity
+        seq, t_acq, t_recv = int(self._seq[i]), float(self._t[i, 0]), float(self._t[i, 1])
+        frame = slots[i].copy()
+        if int(c[_WRITTEN]) - written >= self.capacity - 1:
+            return None
+        return RingItem(seq, frame, t_acq, t_recv)
+
     def discard_before(self, seq: int) -> int:
         """Remove the items older than ``seq`` (from the head); returns how many."""
         c = self._c

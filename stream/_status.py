@@ -11,6 +11,12 @@
 ``snapshot_fn()`` returns a mapping with the keys of :func:`format_status`.  When the
 stream is not a TTY (or ``enabled=False``, ``--no-status``) nothing is drawn live; the
 final line is always written.
+
+Log lines print above the status line, never into it: while a reporter draws, the
+command line's log handler (:mod:`livesr.stream._logging`) hands each record to
+:meth:`StatusReporter.write_above` of the reporter drawing on its stream
+(:func:`active_status`), which erases the line (``\\r`` + ``ESC [K``), writes the
+record and redraws the line, all under the one lock every write of the line takes.
 """
 
 from __future__ import annotations
@@ -21,7 +27,21 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
-__all__ = ["StatusReporter", "format_status"]
+__all__ = ["StatusReporter", "active_status", "format_status"]
+
+#: erase from the cursor to the end of the line (ANSI, every terminal livesr runs in)
+_ERASE = "\x1b[K"
+_ACTIVE: list[StatusReporter] = []  # the reporters drawing now (started, enabled)
+_ACTIVE_LOCK = threading.Lock()
+
+
+def active_status(stream: Any) -> StatusReporter | None:
+    """The reporter drawing a live status line on ``stream`` now, or None."""
+    with _ACTIVE_LOCK:
+        for rep in _ACTIVE:
+            if rep._stream is stream:
+                return rep
+    return None
 
 
 def _ms(x: Any) -> str:
@@ -107,11 +127,14 @@ class StatusReporter:
         self._interval = max(0.5, float(interval_s))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._width = 0
+        self._line = ""  # the line on the terminal now ("" when none)
+        self._lock = threading.RLock()  # every write of the line or above it
         self.redraws = 0
 
     def start(self) -> StatusReporter:
         if self.enabled and self._thread is None:
+            with _ACTIVE_LOCK:
+                _ACTIVE.append(self)
             self._thread = threading.Thread(
                 target=self._run, name="livesr-status", daemon=True
             )
@@ -126,15 +149,26 @@ class StatusReporter:
         """Redraw the line once (no-op when disabled)."""
         if not self.enabled:
             return
-        snap = self._snapshot()
+        snap = self._snapshot()  # outside the lock: it may log
         if self.total_frames and "frames_total" not in snap:
             snap = {**snap, "frames_total": self.total_frames}
         line = format_status(snap)
-        pad = max(0, self._width - len(line))
-        self._stream.write("\r" + line + " " * pad)
-        self._stream.flush()
-        self._width = len(line)
-        self.redraws += 1
+        with self._lock:
+            self._stream.write("\r" + line + _ERASE)
+            self._stream.flush()
+            self._line = line
+            self.redraws += 1
+
+    def write_above(self, text: str) -> None:
+        """Write ``text`` (whole lines) above the status line: erase the line, write,
+        redraw it; nothing else writes in between."""
+        with self._lock:
+            if self._line:
+                self._stream.write("\r" + _ERASE)
+            self._stream.write(text if text.endswith("\n") else text + "\n")
+            if self._line:
+                self._stream.write(self._line + _ERASE)
+            self._stream.flush()
 
     def stop(self) -> None:
         """Stop redrawing and clear the line."""
@@ -142,10 +176,14 @@ class StatusReporter:
         if self._thread is not None:
             self._thread.join(2.0)
             self._thread = None
-        if self.enabled and self._width:
-            self._stream.write("\r" + " " * self._width + "\r")
-            self._stream.flush()
-            self._width = 0
+        with _ACTIVE_LOCK:
+            if self in _ACTIVE:
+                _ACTIVE.remove(self)
+        with self._lock:
+            if self.enabled and self._line:
+                self._stream.write("\r" + _ERASE)
+                self._stream.flush()
+                self._line = ""
 
     def final(self, text: str) -> None:
         """Write one final line (always, TTY or not)."""

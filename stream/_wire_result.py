@@ -28,6 +28,7 @@ __all__ = [
     "RESULT_TIMESTAMPS",
     "ResultMessage",
     "decode_result",
+    "encode_raw_frame",
     "encode_result",
     "finite_or_nan",
     "result_message",
@@ -175,6 +176,57 @@ def encode_result(header: Mapping[str, Any], image: np.ndarray) -> list[Any]:
         f"results header is {len(raw)} bytes; at most {MAX_RESULT_HEADER_BYTES} allowed",
     )
     return [raw, np.ascontiguousarray(image)]
+
+
+def encode_raw_frame(
+    *,
+    stream: str,
+    seq: int,
+    frame: np.ndarray,
+    pixel_size_um: float,
+    t_acq: float,
+    t_recv: float,
+    t_publish: float,
+) -> list[Any]:
+    """The two parts of a raw-frame message of the results stream (``kind="raw"``).
+
+    Parameters
+    ----------
+    stream : str
+        Stream id.
+    seq : int
+        The frame's sequence number in the pipeline (the ``index`` viewers show).
+    frame : numpy.ndarray
+        (H, W) camera frame, a dtype of :data:`livesr.stream._wire.FRAME_DTYPES`.
+    pixel_size_um : float
+        Camera pixel size in the sample plane, micrometres.
+    t_acq, t_recv, t_publish : float
+        Acquired, received by the pipeline, published; seconds since the epoch.
+
+    Returns
+    -------
+    list
+        ``[header bytes, frame]``, decoded by :func:`decode_result` as a
+        :class:`ResultMessage` with ``kind == "raw"`` and ``index == seq``.
+    """
+    _require(frame.ndim == 2, f"raw frame has shape {frame.shape}; expected (rows, cols)")
+    head = {
+        "v": 1,
+        "kind": "raw",
+        "stream": stream,
+        "seq": int(seq),
+        "shape": [int(frame.shape[0]), int(frame.shape[1])],
+        "dtype": str(frame.dtype),
+        "pixel_size_um": float(pixel_size_um),
+        "t_acq": float(t_acq),
+        "timestamps": {
+            "acquired": float(t_acq),
+            "received": float(t_recv),
+            "published": float(t_publish),
+        },
+    }
+    result_message(head)  # the receiver's checks, here
+    return [json.dumps(head).encode(), np.ascontiguousarray(frame)]
 
 
 def _positive(h: Mapping[str, Any], key: str, what: str) -> float:

@@ -6,7 +6,10 @@
     ...      # a QTimer polls the results stream, draws the newest only
     sink.stop()
 
-    run_viewer(pipe.publish_endpoint, title="livesr")  # `livesr run --viewer`
+    run_viewer(pipe.publish_endpoint, title="livesr")  # in this process (Qt main thread)
+
+    # its own process, as `livesr run --viewer` starts it (_viewer_process.py):
+    python -m livesr.adapters.sinks.napari_viewer ENDPOINT --raw RAW_ENDPOINT
 
 How updates flow
 ----------------
@@ -36,10 +39,11 @@ magnification``), ``params`` (``magnification``, ``stride``, optional ``geometry
 ``received``, ``processed``, ``published``; seconds since the epoch) and optional
 ``counters`` (``windows_skipped``, ``frames_in_gaps``, ``fps``...).
 
-The pipeline does not publish raw frames today: the ``"raw"`` layer then shows
-nothing and the status says so.  A raw-frame stream (``kind`` ``"raw"``, the
-:class:`livesr.stream._wire.FrameHeader` fields, on its own PUB endpoint so that
-draining one kind never discards the other) can be given as ``raw_endpoint``.
+The pipeline publishes the newest raw frame at display rate on a second PUB endpoint
+(``Pipeline.raw_publish_endpoint``, :mod:`livesr.stream._raw_publish`; ``kind``
+``"raw"``, its ``seq`` as ``index``, timestamps), its own so that draining one kind
+never discards the other: give it as ``raw_endpoint`` (``--raw``).  Without it the
+``"raw"`` layer shows nothing and the status says so.
 
 Layers and the half-pixel mapping
 ---------------------------------
@@ -73,6 +77,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -204,6 +209,14 @@ class LiveViewerSink:
         Client keys for a non-loopback TCP endpoint.
     on_status : callable, optional
         ``on_status(text)`` after every drawn update (status widget).
+
+    Attributes
+    ----------
+    min_draw_interval_s : float
+        Shortest time between two drawn updates (default 0: every tick that has
+        news).  Each update repaints the canvas, which costs CPU (tens of ms with
+        software OpenGL); ticks in between leave the newest messages in their slots,
+        and the next update draws the newest raw frame and SR image together.
     """
 
     def __init__(
@@ -234,6 +247,10 @@ class LiveViewerSink:
         self.stats = StreamStats()
         self.layers = LiveLayers(viewer)
         self.on_status = on_status
+        #: ``on_tick(drew, seconds)`` at the end of every timer tick (``seconds``:
+        #: spent in it) (the viewer process's
+        #: GUI probe, :class:`~livesr.adapters.sinks._viewer_process.GuiProbe`)
+        self.on_tick: Any = None
         # validated here (bad endpoint / missing CURVE keys raise now, not in the timer)
         self._sub = LatestSubscriber(endpoint, hwm=hwm, curve=curve)
         self._raw_sub = (
@@ -245,6 +262,8 @@ class LiveViewerSink:
         self._reader: _NewestReader | None = None
         self._raw_reader: _NewestReader | None = None
         self._started = False
+        self.min_draw_interval_s = 0.0
+        self._drawn_t = -float("inf")
 
     def start(self) -> LiveViewerSink:
         """Connect and start the GUI-thread timer (call from the GUI thread)."""
@@ -275,7 +294,12 @@ class LiveViewerSink:
         """One tick: draw the newest queued SR image (and raw frame); True if drawn."""
         if not self._started:
             return False
+        t0 = time.perf_counter()
         drew = False
+        if t0 - self._drawn_t < self.min_draw_interval_s:  # news wait in their slots
+            if self.on_tick is not None:
+                self.on_tick(drew, time.perf_counter() - t0)
+            return drew
         if self._raw_reader is not None:
             parts, _ = self._raw_reader.take()
             if parts is not None:
@@ -298,8 +322,12 @@ class LiveViewerSink:
                 drew = True
         if not drew:
             self.layers.flush()  # a drift trace held back by the refresh limit
-        elif self.on_status is not None:
-            self.on_status(self.stats.status_text())
+        else:
+            self._drawn_t = t0
+            if self.on_status is not None:
+                self.on_status(self.stats.status_text())
+        if self.on_tick is not None:
+            self.on_tick(drew, time.perf_counter() - t0)
         return drew
 
     def _decode(self, parts: Sequence[Any]) -> ResultMessage | None:
@@ -413,3 +441,9 @@ def run_viewer(
         finally:
             widget.shutdown()
     return sink
+
+
+if __name__ == "__main__":  # the viewer process of `livesr run --viewer`
+    from livesr.adapters.sinks._viewer_process import main
+
+    sys.exit(main())

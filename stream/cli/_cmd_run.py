@@ -152,8 +152,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--viewer",
         action="store_true",
-        help="show the live results in napari (livesr[viewer]); closing the window "
-        "stops acquisition and finishes the run",
+        help="napari (livesr[viewer]) in its own process: live SR and raw frames; "
+        "closing it stops acquisition (in a terminal it stays open after the run)",
     )
 
 
@@ -296,6 +296,7 @@ def _run_pipeline(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
         sys.stderr.write(
             f"livesr run: control: livesr ctl {pipe.control_endpoint} status|set|stop\n"
         )
+        run.open_viewer(pipe)
         status = StatusReporter(
             pipe.snapshot,
             enabled=False if args.no_status else None,
@@ -311,6 +312,7 @@ def _run_pipeline(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
     reasons = run_failures(summary)
     assert status is not None
     status.final(_final_line(summary, reasons))
+    run.finish_viewer()
     return 1 if reasons else 0
 
 
@@ -327,6 +329,8 @@ class _Run:
     mm: Any = None
     truth: Any = None
     runner: Any = None
+    viewer: Any = None  # the ViewerProcess of --viewer
+    viewer_seen_closed: bool = False
 
     def open_scope(self) -> str | None:
         """Open the Micro-Manager core and build the hook runner; returns a usage
@@ -417,22 +421,57 @@ class _Run:
         )
         return None
 
-    def follow(self, pipe: Any, src: Any) -> None:
-        """Show the viewer (``--viewer``) and wait until the source ended and the
-        pipeline processed its frames (``--listen``: until ``--frames`` persisted
-        or the pipeline stops); Ctrl-C stops the source first."""
-        try:
-            if getattr(self.args, "viewer", False):
-                from livesr.adapters.sinks.napari_viewer import run_viewer
+    def open_viewer(self, pipe: Any) -> None:
+        """``--viewer``: start the napari viewer in its own process, subscribed to
+        the run's results and raw frames (returns at once; GUI and pipeline never
+        share a GIL)."""
+        if getattr(self.args, "viewer", False):
+            from livesr.adapters.sinks._viewer_process import ViewerProcess
 
-                # Qt needs the main thread; pipeline and source keep running in theirs
-                run_viewer(pipe.publish_endpoint, title=f"livesr run: {pipe.output}")
-                if src is not None and src.join(0) is None:
-                    logger.warning("viewer closed: stopping acquisition, finishing the run")
-                    src.stop()
+            self.viewer = ViewerProcess(
+                pipe.publish_endpoint,
+                raw_endpoint=pipe.raw_publish_endpoint,
+                title=f"livesr run: {pipe.output}",
+            ).start()
+
+    def _viewer_closed(self) -> bool:
+        """True once, when the user closed the viewer window (a viewer that failed
+        is reported and the run goes on)."""
+        v = self.viewer
+        if v is None or self.viewer_seen_closed or not v.closed:
+            return False
+        self.viewer_seen_closed = True
+        code = v.wait(0)
+        if code == 0:
+            logger.warning("viewer closed: stopping acquisition, finishing the run")
+            return True
+        logger.error("the viewer failed (exit code %s); the run goes on without it", code)
+        return False
+
+    def finish_viewer(self) -> None:
+        """Reap the viewer: in a terminal it stays open until its window is closed
+        (Ctrl-C closes it), else it is asked to quit at once."""
+        v = self.viewer
+        if v is None:
+            return
+        if not v.closed and sys.stdin.isatty() and sys.stderr.isatty():
+            sys.stderr.write("livesr run: close the viewer window to exit\n")
+            try:
+                while v.wait(0.5) is None:
+                    pass
+            except KeyboardInterrupt:
+                pass
+        v.close()
+
+    def follow(self, pipe: Any, src: Any) -> None:
+        """Wait until the source ended and the pipeline processed its frames
+        (``--listen``: until ``--frames`` persisted or the pipeline stops); Ctrl-C,
+        or closing the ``--viewer`` window, stops the source first."""
+        try:
             if src is not None:
                 while src.join(0.2) is None:
-                    pass
+                    if self._viewer_closed():
+                        src.stop()
                 if src.error is not None:
                     logger.error("the source failed: %s", src.error)
                 if pipe.source_ended.wait(5.0):
@@ -444,6 +483,8 @@ class _Run:
                         pipe.stop_requested.set()  # --frames: tell the source to stop
                     if pipe.stop_requested.is_set() and not pipe.progress()["frames_received"]:
                         break  # stopped (livesr ctl stop) before any source came
+                    if self._viewer_closed():
+                        pipe.stop_requested.set()
         except KeyboardInterrupt:
             logger.warning("interrupted: stopping acquisition, finishing the run")
             if src is not None:

@@ -1,0 +1,372 @@
+"""The napari viewer in its own process (``livesr run --viewer``), and its entry point.
+
+::
+
+    viewer = ViewerProcess(pipe.publish_endpoint, raw_endpoint=pipe.raw_publish_endpoint,
+                           title="livesr run: out").start()     # returns at once
+    viewer.closed          # True once the user closed the window (or it failed)
+    viewer.close()         # ask it to quit (stdin EOF), reap it; terminate/kill late
+
+    python -m livesr.adapters.sinks.napari_viewer ENDPOINT --raw RAW_ENDPOINT
+
+Why a process
+-------------
+Qt, napari's drawing and the pipeline's Python threads share one GIL in one process:
+on 2 cores a viewer there froze its own GUI for most of an acquisition and made the
+pipeline skip windows.  In its own process the viewer only subscribes to the
+pipeline's PUB sockets (results, newest raw frame), which never wait for it.
+
+Child side (:func:`main`)
+-------------------------
+Opens :func:`~livesr.adapters.sinks.napari_viewer.run_viewer`, runs the Qt event
+loop until the window is closed, or (``--quit-on-eof``) until its standard input
+reaches end of file (the parent closed it, or died), or SIGTERM; then, after a short
+grace for the final image, closes the window.  ``--stats-json PATH`` (or
+``$LIVESR_VIEWER_STATS``) writes :class:`GuiProbe`'s record at exit: timer ticks,
+the longest gap between them (how long the GUI could not repaint), draws, raw seqs.
+The child logs to its stderr, which the parent forwards to its log (above the status
+line), so napari's and Qt's messages never break into the terminal's status line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+__all__ = ["NICE_ENV", "STATS_ENV", "GuiProbe", "ViewerProcess", "main"]
+
+logger = logging.getLogger(__name__)
+
+#: environment variable naming the JSON file the viewer process writes its probe to
+STATS_ENV = "LIVESR_VIEWER_STATS"
+#: environment variable overriding the viewer process's niceness increment
+NICE_ENV = "LIVESR_VIEWER_NICE"
+#: seconds after the first SR image before gaps count (layers are created then)
+_SETTLE_S = 1.0
+#: seconds the child keeps drawing after it was asked to quit (the final image)
+_QUIT_GRACE_S = 0.5
+#: the viewer process's poll period, ms (the event loop stays this responsive)
+_INTERVAL_MS = 33
+#: drawn updates per second at most: a repaint costs ~25-30 ms of CPU with software
+#: OpenGL (Xvfb, 2 cores): 25 raw + 8 SR repaints/s took 0.8 of a core, 10/s 0.45
+_MAX_FPS = 10.0
+#: the viewer process's niceness increment: drawing (software OpenGL under Xvfb,
+#: on a few cores) must never take the CPU the pipeline needs
+_NICE = 10
+
+
+# ------------------------------------------------------------------ child: the probe
+class GuiProbe:
+    """What the GUI thread did: timer ticks, their gaps, draws (one thread, no Qt).
+
+    :meth:`tick` is called at the end of every timer tick of the sink
+    (:attr:`LiveViewerSink.on_tick
+    <livesr.adapters.sinks.napari_viewer.LiveViewerSink.on_tick>`).  A gap between
+    ticks longer than the timer's interval is time the event loop could not run:
+    no repaint, no input.
+    """
+
+    def __init__(self, interval_ms: int) -> None:
+        self.interval_ms = interval_ms
+        self.t0 = time.perf_counter()
+        self._last: float | None = None
+        self._last_draw: float | None = None
+        self._settled_at: float | None = None
+        self.ticks = 0
+        self.gaps_ms: deque[float] = deque(maxlen=100_000)
+        self.max_gap_ms = 0.0  # after the first SR image has settled
+        self.max_gap_all_ms = 0.0  # from the first tick
+        self.max_draw_gap_ms = 0.0
+        self.gaps_over_100ms = 0
+        self.max_poll_ms = 0.0  # the longest tick itself (decode + draw calls)
+        self.poll_s = 0.0
+        self.raw_seqs: list[int] = []
+        self.sr_indices: list[int] = []
+
+    def tick(self, drew: bool, spent_s: float, sink: Any) -> None:
+        now = time.perf_counter()
+        self.ticks += 1
+        if self._settled_at is not None and now >= self._settled_at:
+            self.max_poll_ms = max(self.max_poll_ms, spent_s * 1e3)
+            self.poll_s += spent_s
+        if self._last is not None:
+            gap = (now - self._last) * 1e3
+            self.max_gap_all_ms = max(self.max_gap_all_ms, gap)
+            if self._settled_at is not None and now >= self._settled_at:
+                self.gaps_ms.append(gap)
+                self.max_gap_ms = max(self.max_gap_ms, gap)
+                self.gaps_over_100ms += gap > 100.0
+        self._last = now
+        if not drew:
+            return
+        if self._last_draw is not None and self._settled_at is not None:
+            self.max_draw_gap_ms = max(self.max_draw_gap_ms, (now - self._last_draw) * 1e3)
+        self._last_draw = now
+        raw, sr = sink.stats.last_raw, sink.stats.last
+        if raw is not None and (not self.raw_seqs or raw.index != self.raw_seqs[-1]):
+            self.raw_seqs.append(raw.index)
+        if sr is not None and (not self.sr_indices or sr.index != self.sr_indices[-1]):
+            self.sr_indices.append(sr.index)
+            if self._settled_at is None:
+                self._settled_at = now + _SETTLE_S
+
+    def record(self, exit_reason: str) -> dict[str, Any]:
+        """The probe as JSON-able numbers."""
+        gaps = sorted(self.gaps_ms)
+        p99 = gaps[min(len(gaps) - 1, int(0.99 * len(gaps)))] if gaps else None
+        raw = self.raw_seqs
+        return {
+            "interval_ms": self.interval_ms,
+            "duration_s": round(time.perf_counter() - self.t0, 3),
+            "ticks": self.ticks,
+            "max_tick_gap_ms": round(self.max_gap_ms, 1),
+            "p99_tick_gap_ms": round(p99, 1) if p99 is not None else None,
+            "ticks_gap_over_100ms": self.gaps_over_100ms,
+            "max_tick_gap_ms_incl_startup": round(self.max_gap_all_ms, 1),
+            "max_draw_gap_ms": round(self.max_draw_gap_ms, 1),
+            "max_tick_ms": round(self.max_poll_ms, 1),
+            "ticks_busy_s": round(self.poll_s, 3),
+            "sr_shown": len(self.sr_indices),
+            "sr_last_index": self.sr_indices[-1] if self.sr_indices else None,
+            "raw_shown": len(raw),
+            "raw_first_seq": raw[0] if raw else None,
+            "raw_last_seq": raw[-1] if raw else None,
+            "raw_seqs_increasing": all(b > a for a, b in zip(raw, raw[1:], strict=False)),
+            "cpu_s": round(_cpu_seconds(), 2),
+            "exit": exit_reason,
+        }
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process so far, s."""
+    t = os.times()
+    return t.user + t.system
+
+
+# ------------------------------------------------------------------ child: entry point
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="python -m livesr.adapters.sinks.napari_viewer",
+        description="show a livesr run's published results (and raw frames) in napari",
+    )
+    ap.add_argument("endpoint", help="the run's results endpoint (livesr run logs it)")
+    ap.add_argument("--raw", default=None, metavar="ENDPOINT", help="raw-frame endpoint")
+    ap.add_argument("--title", default="livesr", help="window title")
+    ap.add_argument(
+        "--interval-ms",
+        type=int,
+        default=_INTERVAL_MS,
+        help=f"GUI poll period: at most one repaint per period ({_INTERVAL_MS})",
+    )
+    ap.add_argument(
+        "--max-fps",
+        type=float,
+        default=_MAX_FPS,
+        help=f"drawn updates per second at most, raw and SR together ({_MAX_FPS:g})",
+    )
+    ap.add_argument(
+        "--nice",
+        type=int,
+        default=int(os.environ.get(NICE_ENV, _NICE)),
+        help=f"lower this process's CPU priority by N, so that on a busy machine the "
+        f"pipeline is served first (default ${NICE_ENV} or {_NICE}; 0: as the parent)",
+    )
+    ap.add_argument(
+        "--quit-on-eof",
+        action="store_true",
+        help="close the window when standard input ends (the parent process's handle)",
+    )
+    ap.add_argument(
+        "--stats-json",
+        default=os.environ.get(STATS_ENV),
+        metavar="PATH",
+        help=f"write the GUI probe here at exit (default ${STATS_ENV})",
+    )
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a viewer until its window closes (or it is asked to quit); 0 ok, 2 no GUI."""
+    from livesr.adapters.sinks.napari_viewer import (
+        run_viewer,
+        viewer_unavailable_reason,
+    )
+
+    quit_asked = threading.Event()  # first: SIGTERM while napari loads is kept too
+    signal.signal(signal.SIGTERM, lambda *_: quit_asked.set())
+    args = _parse(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.nice > 0 and hasattr(os, "nice"):
+        os.nice(args.nice)
+    if (reason := viewer_unavailable_reason()) is not None:
+        sys.stderr.write(f"livesr viewer: cannot open the viewer: {reason}\n")
+        return 2
+    import napari
+    from qtpy.QtCore import QTimer
+
+    if args.quit_on_eof:
+
+        def watch_stdin() -> None:
+            try:  # os.read: a daemon thread blocked in a buffered read aborts exit
+                while os.read(sys.stdin.fileno(), 4096):
+                    pass
+            except (OSError, ValueError):
+                pass
+            quit_asked.set()
+
+        threading.Thread(target=watch_stdin, name="livesr-viewer-eof", daemon=True).start()
+    sink = run_viewer(
+        args.endpoint,
+        title=args.title,
+        block=False,
+        raw_endpoint=args.raw,
+        interval_ms=args.interval_ms,
+    )
+    sink.min_draw_interval_s = 1.0 / args.max_fps if args.max_fps > 0 else 0.0
+    probe = GuiProbe(args.interval_ms)
+    sink.on_tick = lambda drew, spent: probe.tick(drew, spent, sink)
+    exit_reason = ["window closed"]
+
+    def check_quit() -> None:  # the GUI thread; also lets Python run signal handlers
+        if quit_asked.is_set() and exit_reason[0] == "window closed":
+            exit_reason[0] = "asked to quit"
+            QTimer.singleShot(int(_QUIT_GRACE_S * 1e3), sink.viewer.close)
+
+    watchdog = QTimer()
+    watchdog.setInterval(50)
+    watchdog.timeout.connect(check_quit)
+    watchdog.start()
+    try:
+        napari.run()
+    finally:
+        watchdog.stop()
+        sink.stop()
+        if args.stats_json:
+            Path(args.stats_json).write_text(
+                json.dumps(probe.record(exit_reason[0]), indent=1) + "\n"
+            )
+    return 0
+
+
+# ------------------------------------------------------------------ parent side
+class ViewerProcess:
+    """Start and reap the viewer process of a run (see the module docstring).
+
+    Parameters
+    ----------
+    endpoint : str
+        Results endpoint (``Pipeline.publish_endpoint``).
+    raw_endpoint : str, optional
+        Raw-frame endpoint (``Pipeline.raw_publish_endpoint``).
+    title : str
+        Window title.
+    env : mapping, optional
+        Extra environment of the child (``LIVESR_VIEWER_STATS``...).
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        raw_endpoint: str | None = None,
+        title: str = "livesr",
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.cmd = [
+            sys.executable,
+            "-m",
+            "livesr.adapters.sinks.napari_viewer",
+            endpoint,
+            "--title",
+            title,
+            "--quit-on-eof",
+        ]
+        if raw_endpoint:
+            self.cmd += ["--raw", raw_endpoint]
+        self._env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._tail: deque[str] = deque(maxlen=20)
+        self._reader: threading.Thread | None = None
+
+    def start(self) -> ViewerProcess:
+        """Start the child (returns at once; the window opens in a few seconds)."""
+        self.proc = subprocess.Popen(
+            self.cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=self._env,
+            start_new_session=True,  # Ctrl-C reaches the run, which closes the viewer
+        )
+        self._reader = threading.Thread(
+            target=self._forward, name="livesr-viewer-log", daemon=True
+        )
+        self._reader.start()
+        logger.info("viewer process %d started: %s", self.proc.pid, " ".join(self.cmd))
+        return self
+
+    def _forward(self) -> None:
+        """The child's stderr, line by line, into this process's log."""
+        assert self.proc is not None and self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip()
+            if line:
+                self._tail.append(line)
+                logger.info("viewer: %s", line)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    @property
+    def closed(self) -> bool:
+        """Whether the child has exited (its window closed, or it failed)."""
+        return self.proc is None or self.proc.poll() is not None
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Wait up to ``timeout`` s for the child; its exit code or None."""
+        if self.proc is None:
+            return None
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def close(self, timeout_s: float = 10.0) -> int | None:
+        """Ask the child to quit (end of its stdin), reap it within ``timeout_s``,
+        else terminate (5 s) and kill it; its exit code."""
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.stdin is not None and not proc.stdin.closed:
+            try:
+                proc.stdin.close()
+            except OSError:  # it exited already
+                pass
+        code = self.wait(timeout_s)
+        if code is None:
+            logger.warning("the viewer did not quit within %.0f s: terminating it", timeout_s)
+            proc.terminate()
+            code = self.wait(5.0)
+        if code is None:
+            proc.kill()
+            code = self.wait(5.0)
+        if self._reader is not None:
+            self._reader.join(5.0)
+        if proc.stderr is not None:
+            proc.stderr.close()
+        if code not in (0, None):
+            logger.error(
+                "the viewer process exited with code %s:\n%s", code, "\n".join(self._tail)
+            )
+        return code
