@@ -182,6 +182,20 @@ class BlockHistory:
         )
         return np.asarray(delta)
 
+    def shift(self, delta: np.ndarray) -> None:
+        """Add ``delta`` (2,) px to every block value and to the fits' blocks (a
+        change of the run's frame; the estimates already returned keep theirs)."""
+        dy, dx = float(delta[0]), float(delta[1])
+        self.values = [(a + dy, b + dx) for a, b in self.values]
+        self.accepted = deque(
+            ((c, a + dy, b + dx) for c, a, b in self.accepted), maxlen=_N_FIT
+        )
+        self.track = deque(
+            ((c, a + dy, b + dx, s) for c, a, b, s in self.track),
+            maxlen=self.fit_blocks,
+        )
+        self._smooth_cache = None
+
     def coef(self) -> np.ndarray:
         return recent_polynomial(self.accepted, self.block)
 

@@ -133,6 +133,10 @@ class RollingDriftParams:
         FFT precision of the registrations (complex64 or complex128).
     history_blocks : int
         Blocks whose causal predictors :meth:`RollingDrift.shifts_for` keeps.
+    origin_blocks : int
+        The run's origin (the first block's position) is re-estimated from a
+        smoother through the first 20, 40, ... accepted blocks (doubling) up to
+        this many, >= 0 (0 = never; :mod:`livesr.kernels.drift._origin`).
     """
 
     block: int = 10
@@ -155,6 +159,7 @@ class RollingDriftParams:
     blend_blocks: float = 1.0
     precision: str = "single"
     history_blocks: int = 1 << 14
+    origin_blocks: int = 80
 
     def __post_init__(self) -> None:
         _check_int("block", self.block, 1)
@@ -186,3 +191,4 @@ class RollingDriftParams:
                 "expected 'single' or 'double'"
             )
         _check_int("history_blocks", self.history_blocks, 1)
+        _check_int("origin_blocks", self.origin_blocks, 0)
