@@ -182,6 +182,8 @@ class OriginRefiner:
         # position: a correction beyond 3 sigma is a track the model does not fit
         limit = 3.0 * np.sqrt(r[0] + var0)
         if not (np.all(np.isfinite(p0)) and np.all(np.abs(p0) <= limit)):
-            logger.debug("RollingDrift: origin correction (%.3f, %.3f) px left out", *p0)
+            logger.debug(
+                "RollingDrift: origin correction (%.3f, %.3f) px left out", *p0
+            )
             return None
         return p0

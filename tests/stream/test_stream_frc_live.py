@@ -36,12 +36,16 @@ def test_frc_live_halves_are_the_windows_of_even_and_odd_frames(blinking):
     w = blinking[:40]
     shifts = np.random.default_rng(0).normal(0, 0.3, (40, 2))
     even, odd = window_halves(w, shifts, magnification=M, temporal="var")
-    ref_e = SlidingEsrrf(20, 20, magnification=M, temporal="var").push_many(
-        w[0::2], shifts[0::2]
-    )[0].image
-    ref_o = SlidingEsrrf(20, 20, magnification=M, temporal="var").push_many(
-        w[1::2], shifts[1::2]
-    )[0].image
+    ref_e = (
+        SlidingEsrrf(20, 20, magnification=M, temporal="var")
+        .push_many(w[0::2], shifts[0::2])[0]
+        .image
+    )
+    ref_o = (
+        SlidingEsrrf(20, 20, magnification=M, temporal="var")
+        .push_many(w[1::2], shifts[1::2])[0]
+        .image
+    )
     np.testing.assert_array_equal(even, ref_e)
     np.testing.assert_array_equal(odd, ref_o)
     assert even.shape == (96 * M, 96 * M)
