@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from livesr.kernels.drift._kalman import KalmanBank
 from livesr.kernels.drift._rolling_params import DriftEstimate
 
 _N_FIT = 6  # accepted blocks in the prediction / extrapolation fit
@@ -114,6 +115,8 @@ class BlockHistory:
         self.accepted: deque[tuple[float, float, float]] = deque(maxlen=_N_FIT)
         self.track: deque[tuple[float, float, float, float]] = deque(maxlen=fit_blocks)
         self._smooth_cache: tuple[int, np.ndarray] | None = None
+        #: the causal predictor's bank of Kalman filters, fed the accepted blocks
+        self.kalman = KalmanBank(block)
 
     def record(
         self,
@@ -143,17 +146,20 @@ class BlockHistory:
         self.values.append((e.dy, e.dx))
         if b == 0:
             self.accepted.append((centre, 0.0, 0.0))
+            self.kalman.update(centre, np.zeros(2), 0.05)
         return e
 
     def accept(self, centre: float, est: np.ndarray, sigma: float) -> None:
         """An accepted block enters the prediction and the causal predictor."""
         self.accepted.append((centre, float(est[0]), float(est[1])))
         self.track.append((centre, float(est[0]), float(est[1]), sigma))
+        self.kalman.update(centre, est, sigma)
 
     def restart(self) -> None:
         """Forget the fits' blocks (a re-lock after a real step)."""
         self.accepted.clear()
         self.track.clear()
+        self.kalman.reset()
 
     def revise(self, indices: list[int], new: np.ndarray, s0: float) -> np.ndarray:
         """Replace the values of blocks ``indices`` by ``new`` (n, 2), shift every
@@ -180,6 +186,11 @@ class BlockHistory:
             ),
             maxlen=self.fit_blocks,
         )
+        self.kalman.reset()
+        for i in sorted(accepted):
+            self.kalman.update(
+                self.centres[i], np.asarray(self.values[i]), sig.get(i, 0.0) or s0
+            )
         return np.asarray(delta)
 
     def shift(self, delta: np.ndarray) -> None:
@@ -195,6 +206,7 @@ class BlockHistory:
             maxlen=self.fit_blocks,
         )
         self._smooth_cache = None
+        self.kalman.shift(np.array([dy, dx]))
 
     def coef(self) -> np.ndarray:
         return recent_polynomial(self.accepted, self.block)

@@ -29,10 +29,12 @@ emitters the late blocks no longer have).
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from livesr.kernels.drift._blocks import BlockHistory
+if TYPE_CHECKING:
+    from livesr.kernels.drift._blocks import BlockHistory
 
 __all__ = ["OriginRefiner", "smoothed_start"]
 

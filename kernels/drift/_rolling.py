@@ -63,7 +63,10 @@ Algorithm
   ``fit_blocks`` accepted blocks, or a parabola where that is expected to
   predict better ``horizon_blocks`` ahead; the change from the previous
   prediction is spread over ``blend_blocks`` (no jumps between consecutive
-  frames). See :mod:`livesr.kernels.drift._causal`.
+  frames). See :mod:`livesr.kernels.drift._causal`. With ``predictor="kalman"``
+  (default) a bank of Kalman filters (:mod:`._kalman`) competes with that fit;
+  each epoch takes the one whose recent predictions of the next block were
+  better.
 * **Uncertainty.** Each block is also registered in two halves; the half-to-half
   difference (minus the predicted motion between the half centres) measures the
   block's own noise independently of the drift's shape
@@ -88,6 +91,7 @@ import numpy as np
 
 from livesr.kernels.drift._blocks import BlockHistory, BlockSums
 from livesr.kernels.drift._causal import CausalShifts, fit_predictor
+from livesr.kernels.drift._kalman import PredictorRace
 from livesr.kernels.drift._keyframes import KeyChain, KeyFrame
 from livesr.kernels.drift._origin import OriginRefiner
 from livesr.kernels.drift._register import array_module, to_host
@@ -140,6 +144,7 @@ class RollingDrift:
         self._xp: Any = None
         self._relocked = False
         self._origin_fit = OriginRefiner(p.block, p.origin_blocks)
+        self._race = PredictorRace(p.block)
         self._causal = CausalShifts(
             p.block,
             int(round(p.blend_blocks * p.block)),
@@ -283,6 +288,11 @@ class RollingDrift:
             scale=float(p.block),
             horizon=p.horizon_blocks,
         )
+        if p.predictor == "kalman":  # the better of the two lately (:mod:`._kalman`)
+            newest = self._hist.track[-1][:3] if self._hist.track else None
+            _, (t0, coef) = self._race.pick(
+                newest, {"kalman": self._hist.kalman.predictor(), "poly": (t0, coef)}
+            )
         self._causal.add(self._n_frames - 1, t0, coef, jump=self._relocked)
 
     def warm_up(self, shape: tuple[int, int], *, device: bool = False) -> float:

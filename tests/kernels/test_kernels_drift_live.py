@@ -6,21 +6,23 @@ quick start's structure density (``SimConfig.blinking``) at 256², 2000 frames,
 block 10, seed 3; the live value is each frame's causal shift as the pipeline
 applies it (``shifts_for``), against ``truth - truth[:10].mean()`` (the run's
 origin is the first block, re-estimated by a smoother through the first 20-80
-blocks: :mod:`livesr.kernels.drift._origin`). Measured here (seed 3): no drift
-RMS 0.033, mean (-0.008, -0.000) px; linear 10 px RMS 0.034 (batch 0.060);
-linear 6 px + random walk 0.005 px/frame RMS 0.042 (batch 0.050); largest step
-between consecutive frames beyond the truth's 0.015-0.028 px. No drift, seeds
-1-8: |mean| <= 0.0146 px per axis (0.027 before the origin's re-estimation).
+blocks: :mod:`livesr.kernels.drift._origin`; the causal predictor is the better
+of a bank of Kalman filters and the 8-block fit: :mod:`._kalman`). Measured
+here (seed 3): no drift RMS 0.017, mean (-0.007, -0.002) px; linear 10 px RMS
+0.018 (batch 0.060); linear 6 px + random walk 0.005 px/frame RMS 0.029 (batch
+0.050); largest step between consecutive frames beyond the truth's 0.015-0.028
+px. No drift, seeds 1-8: |mean| <= 0.017 px per axis (0.027 before the
+origin's re-estimation).
 
 Live against batch on the same frames: the batch estimator sees every frame
 before it estimates any; the live estimator's table at the end of the run
 (``drift_table``: the same frames, the same information) is the like-for-like
 comparison, and beat the batch on every scenario and seed 1-4 (0.012-0.024 px
 RMS against 0.024-0.060). The causal shift (each frame's shift when it arrived,
-before its block was complete) also beats the batch for no drift and linear
-drift; with a random walk it must predict motion nobody has measured yet, and on
-seeds 2 and 4 it was 0.038 / 0.040 px against the batch's 0.032 / 0.037
-(seed 3, tested: 0.042 against 0.050).
+before its block was complete) beat the batch in 11 of those 12 runs; with a
+random walk it must predict motion nobody has measured yet, and on seed 2 it
+was 0.0318 px against the batch's 0.0315 (0.037 / 0.040 px on seeds 2 / 4
+before the Kalman predictor).
 """
 
 from __future__ import annotations
