@@ -353,6 +353,8 @@ def resolution_section(opts: Options, st: Settings) -> Section:
             ],
             table,
         ),
+        _agreement(rows),
+        "",
         f"![Resolution vs frames]({png.name})",
     ]
     data = {
@@ -363,6 +365,24 @@ def resolution_section(opts: Options, st: Settings) -> Section:
         "size": st.res_size,
     }
     return Section(HEADINGS[7], body, data)
+
+
+def _agreement(rows: list[dict[str, Any]]) -> str:
+    """One sentence: decorrelation over even/odd FRC per window."""
+    ratios = [
+        f"{r['frames']}: {r['decorr_px'] / r['frc_px']:.2f}"
+        for r in rows
+        if r["decorr_px"] is not None and r["frc_px"]
+    ]
+    if not ratios:
+        return "No window has both a decorrelation and an FRC value."
+    return (
+        "Decorrelation ÷ even/odd FRC per window length ("
+        + ", ".join(ratios)
+        + "): the two live measures disagree where this ratio is far from 1; the "
+        "FRC compares two independent reconstructions, the decorrelation one image "
+        "(its peak at high frequencies can follow noise that eSRRF sharpened)."
+    )
 
 
 def _resolution_rows(
