@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from livesr.kernels.drift._kalman import KalmanBank
 from livesr.kernels.drift._rolling_params import DriftEstimate
 
 _N_FIT = 6  # accepted blocks in the prediction / extrapolation fit
@@ -114,6 +115,8 @@ class BlockHistory:
         self.accepted: deque[tuple[float, float, float]] = deque(maxlen=_N_FIT)
         self.track: deque[tuple[float, float, float, float]] = deque(maxlen=fit_blocks)
         self._smooth_cache: tuple[int, np.ndarray] | None = None
+        #: the causal predictor's bank of Kalman filters, fed the accepted blocks
+        self.kalman = KalmanBank(block)
 
     def record(
         self,
@@ -143,17 +146,20 @@ class BlockHistory:
         self.values.append((e.dy, e.dx))
         if b == 0:
             self.accepted.append((centre, 0.0, 0.0))
+            self.kalman.update(centre, np.zeros(2), 0.05)
         return e
 
     def accept(self, centre: float, est: np.ndarray, sigma: float) -> None:
         """An accepted block enters the prediction and the causal predictor."""
         self.accepted.append((centre, float(est[0]), float(est[1])))
         self.track.append((centre, float(est[0]), float(est[1]), sigma))
+        self.kalman.update(centre, est, sigma)
 
     def restart(self) -> None:
         """Forget the fits' blocks (a re-lock after a real step)."""
         self.accepted.clear()
         self.track.clear()
+        self.kalman.reset()
 
     def revise(self, indices: list[int], new: np.ndarray, s0: float) -> np.ndarray:
         """Replace the values of blocks ``indices`` by ``new`` (n, 2), shift every
@@ -180,7 +186,27 @@ class BlockHistory:
             ),
             maxlen=self.fit_blocks,
         )
+        self.kalman.reset()
+        for i in sorted(accepted):
+            self.kalman.update(
+                self.centres[i], np.asarray(self.values[i]), sig.get(i, 0.0) or s0
+            )
         return np.asarray(delta)
+
+    def shift(self, delta: np.ndarray) -> None:
+        """Add ``delta`` (2,) px to every block value and to the fits' blocks (a
+        change of the run's frame; the estimates already returned keep theirs)."""
+        dy, dx = float(delta[0]), float(delta[1])
+        self.values = [(a + dy, b + dx) for a, b in self.values]
+        self.accepted = deque(
+            ((c, a + dy, b + dx) for c, a, b in self.accepted), maxlen=_N_FIT
+        )
+        self.track = deque(
+            ((c, a + dy, b + dx, s) for c, a, b, s in self.track),
+            maxlen=self.fit_blocks,
+        )
+        self._smooth_cache = None
+        self.kalman.shift(np.array([dy, dx]))
 
     def coef(self) -> np.ndarray:
         return recent_polynomial(self.accepted, self.block)

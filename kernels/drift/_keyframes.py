@@ -138,6 +138,14 @@ class KeyChain:
         root.blocks = []
         return indices, np.asarray(lags)
 
+    def shift(self, delta: np.ndarray) -> None:
+        """Add ``delta`` (2,) px to every key's offset (a change of the run's frame)."""
+        keys = self.keys + ([self.pending] if self.pending is not None else [])
+        for k in keys:
+            k.offset = k.offset + delta
+            k.offset_samples = [o + delta for o in k.offset_samples]
+            k.blocks = [(i, img, est + delta) for i, img, est in k.blocks]
+
     # -- registration -----------------------------------------------------------
     def overlap(self, disp: np.ndarray, key: KeyFrame) -> float:
         """Overlap fraction (of the frame area) of a frame at ``disp`` with ``key``."""

@@ -18,8 +18,11 @@ frame is complete (``key_blocks`` blocks) its blocks are re-registered against
 it and revised, with the key's offset chosen so the revised values keep the
 provisional ones' mean: the reference does not jump (it used to move to the
 key's mean position, a jump of the drift over half the key, ~1 px in issue
-15). The origin is known to about the block noise (sigma of one block; 0.015-
-0.025 px at 256² on the quick start's sample). :meth:`RollingDrift.drift_table`
+15). The first block's own registration error (0.015-0.025 px at 256² on the
+quick start's sample) would be the whole run's offset: after 20, 40 and 80
+accepted blocks the frame is moved so the first block sits where a smoother
+through the blocks puts it (``origin_blocks``; :mod:`._origin`), leaving
+<= 0.015 px. :meth:`RollingDrift.drift_table`
 and :meth:`RollingDrift.displacement_at` use the revised values, the
 :class:`DriftEstimate` objects already returned are not changed.
 
@@ -60,7 +63,10 @@ Algorithm
   ``fit_blocks`` accepted blocks, or a parabola where that is expected to
   predict better ``horizon_blocks`` ahead; the change from the previous
   prediction is spread over ``blend_blocks`` (no jumps between consecutive
-  frames). See :mod:`livesr.kernels.drift._causal`.
+  frames). See :mod:`livesr.kernels.drift._causal`. With ``predictor="kalman"``
+  (default) a bank of Kalman filters (:mod:`._kalman`) competes with that fit;
+  each epoch takes the one whose recent predictions of the next block were
+  better.
 * **Uncertainty.** Each block is also registered in two halves; the half-to-half
   difference (minus the predicted motion between the half centres) measures the
   block's own noise independently of the drift's shape
@@ -85,7 +91,9 @@ import numpy as np
 
 from livesr.kernels.drift._blocks import BlockHistory, BlockSums
 from livesr.kernels.drift._causal import CausalShifts, fit_predictor
+from livesr.kernels.drift._kalman import PredictorRace
 from livesr.kernels.drift._keyframes import KeyChain, KeyFrame
+from livesr.kernels.drift._origin import OriginRefiner
 from livesr.kernels.drift._register import array_module, to_host
 from livesr.kernels.drift._rolling_params import DriftEstimate, RollingDriftParams
 
@@ -135,6 +143,8 @@ class RollingDrift:
         self._n_rejected = 0
         self._xp: Any = None
         self._relocked = False
+        self._origin_fit = OriginRefiner(p.block, p.origin_blocks)
+        self._race = PredictorRace(p.block)
         self._causal = CausalShifts(
             p.block,
             int(round(p.blend_blocks * p.block)),
@@ -278,6 +288,11 @@ class RollingDrift:
             scale=float(p.block),
             horizon=p.horizon_blocks,
         )
+        if p.predictor == "kalman":  # the better of the two lately (:mod:`._kalman`)
+            newest = self._hist.track[-1][:3] if self._hist.track else None
+            _, (t0, coef) = self._race.pick(
+                newest, {"kalman": self._hist.kalman.predictor(), "poly": (t0, coef)}
+            )
         self._causal.add(self._n_frames - 1, t0, coef, jump=self._relocked)
 
     def warm_up(self, shape: tuple[int, int], *, device: bool = False) -> float:
@@ -433,6 +448,10 @@ class RollingDrift:
         hist.accept(centre, est, sigma)
         out = hist.record(b, last, centre, est, sigma, False, psr, main.index)
         self._maintain_keys(img, est, psr, main)
+        shift = self._origin_fit.update(hist, self._relocked)
+        if shift is not None:  # the first block to its smoothed position
+            hist.shift(-shift)
+            self._keys.shift(-shift)
         return out
 
     def _combined(

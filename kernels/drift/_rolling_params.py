@@ -133,6 +133,15 @@ class RollingDriftParams:
         FFT precision of the registrations (complex64 or complex128).
     history_blocks : int
         Blocks whose causal predictors :meth:`RollingDrift.shifts_for` keeps.
+    predictor : {"kalman", "poly"}
+        Causal predictor of the frames whose block is not complete yet: the
+        bank of Kalman filters of :mod:`livesr.kernels.drift._kalman` (from the
+        third accepted block on), or the weighted line / parabola through the
+        last ``fit_blocks`` accepted blocks (:mod:`livesr.kernels.drift._causal`).
+    origin_blocks : int
+        The run's origin (the first block's position) is re-estimated from a
+        smoother through the first 20, 40, ... accepted blocks (doubling) up to
+        this many, >= 0 (0 = never; :mod:`livesr.kernels.drift._origin`).
     """
 
     block: int = 10
@@ -155,6 +164,8 @@ class RollingDriftParams:
     blend_blocks: float = 1.0
     precision: str = "single"
     history_blocks: int = 1 << 14
+    predictor: str = "kalman"
+    origin_blocks: int = 80
 
     def __post_init__(self) -> None:
         _check_int("block", self.block, 1)
@@ -186,3 +197,9 @@ class RollingDriftParams:
                 "expected 'single' or 'double'"
             )
         _check_int("history_blocks", self.history_blocks, 1)
+        _check_int("origin_blocks", self.origin_blocks, 0)
+        if self.predictor not in ("kalman", "poly"):
+            raise ValueError(
+                f"RollingDrift predictor={self.predictor!r} is not valid; "
+                "expected 'kalman' or 'poly'"
+            )

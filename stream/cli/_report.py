@@ -12,6 +12,11 @@ version and the command that reproduces it):
 6. the eSRRF parameter sweep: seconds per (sensitivity, radius) pair of every CPU
    implementation and of NanoPyx's sweep on the same frames, and the GPU figures of
    ``bench/sweep_bench.py --json`` (``--sweep-gpu-json FILE``).
+7. drift against the simulator's ground truth: live (causal and table), batch and
+   NanoPyx RMS, the no-drift mean, the largest step, a plot of estimated vs true
+   drift (:mod:`._report_science`);
+8. live resolution against ground truth: decorrelation and even/odd FRC per window
+   length vs the PSF's FWHM and the Nyquist floor, plotted.
 
 Writes ``DIR/report.md``, one PNG per figure and ``DIR/report.json`` (the numbers).
 A section that fails is reported as failed (with the error) and the others still
@@ -39,6 +44,7 @@ from livesr.stream.cli._report_model import (
     Settings,
     machine_line,
 )
+from livesr.stream.cli._report_science import drift_section, resolution_section
 from livesr.stream.cli._report_sections import (
     agent_section,
     esrrf_section,
@@ -95,6 +101,8 @@ def write_report(opts: Options) -> tuple[Path, bool]:
         run(HEADINGS[3], lambda: agent_section(opts, st, ranking)),
         run(HEADINGS[4], lambda: gpu_section(opts, st)),
         run(HEADINGS[5], lambda: sweep_section(opts, st)),
+        run(HEADINGS[6], lambda: drift_section(opts, st)),
+        run(HEADINGS[7], lambda: resolution_section(opts, st)),
     ]
     now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     path = out / "report.md"
@@ -210,6 +218,11 @@ def key_figures(record: dict[str, Any]) -> dict[str, Any]:
         out["sweep NanoPyx s/pair"] = round(sw["nanopyx_s_per_pair"], 4)
         out["sweep x NanoPyx (fastest)"] = round(sw["ratio"], 2)
         out["sweep same best pair"] = sw["same_best"]
+    dr = secs.get(HEADINGS[6], {})
+    if "no_drift_max_abs_mean_px" in dr:
+        out["drift no-drift max |mean| px"] = round(dr["no_drift_max_abs_mean_px"], 4)
+        out["drift live max RMS px"] = round(dr["drift_max_live_rms_px"], 4)
+        out["drift max step px"] = round(dr["max_step_px"], 4)
     for r in sw.get("gpu", []):
         out[f"sweep {r['device']} {r['case']['size']}² cupy s/pair"] = round(
             r["s_per_pair"], 5

@@ -34,6 +34,8 @@ HEADINGS: tuple[str, ...] = (
     "## 4. Delay agent under an induced delay",
     "## 5. GPU streaming figures",
     "## 6. eSRRF parameter sweep: time per pair vs NanoPyx, CPU and GPU",
+    "## 7. Drift against ground truth: live, batch and NanoPyx",
+    "## 8. Live resolution against ground truth: decorrelation and even/odd FRC",
 )
 
 
@@ -62,6 +64,12 @@ class Settings:
     sweep_magnification: int = 2
     sweep_sensitivities: tuple[float, ...] = (1.0, 2.0)
     sweep_radii: tuple[float, ...] = (1.0, 1.5)
+    drift_size: int = 256
+    drift_frames: int = 2000
+    drift_seeds: tuple[int, ...] = (1, 2)
+    res_size: int = 96
+    res_magnification: int = 4
+    res_windows: tuple[int, ...] = (20, 50, 100, 200)
 
     @classmethod
     def for_mode(cls, mode: str) -> Settings:
@@ -89,6 +97,12 @@ class Settings:
                 sweep_size=32,
                 sweep_frames=12,
                 sweep_rounds=1,
+                drift_size=48,
+                drift_frames=200,
+                drift_seeds=(1,),
+                res_size=48,
+                res_magnification=2,
+                res_windows=(10, 20),
             )
         if mode not in ("default", "full"):
             raise ValueError(f"mode={mode!r}: expected quick, default or full")
@@ -110,6 +124,7 @@ class Settings:
             range(50, 100),
             12,
             sweep_rounds=3 if mode == "full" else 2,
+            drift_seeds=(1, 2, 3, 4) if mode == "full" else (1, 2),
         )
 
 

@@ -93,7 +93,8 @@ def test_report_pngs_exist_and_are_valid(report: tuple[int, Path]) -> None:
     _, out = report
     text = (out / "report.md").read_text()
     names = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert len(names) == 4, names  # eSRRF, transport, pipeline, agent
+    # eSRRF, transport, pipeline, agent, drift, resolution
+    assert len(names) == 6, names
     for name in names:
         png = out / name
         assert png.is_file(), name
@@ -146,6 +147,47 @@ def test_report_tables_contain_numbers(report: tuple[int, Path]) -> None:
     rows = _tables(agent)[0]
     assert [r[0].split()[0] for r in rows] == ["always", "agent"]
     assert re.search(r"ratio, always-favourite / agent: ×\d", agent)
+
+
+def test_report_drift_section_against_ground_truth(report: tuple[int, Path]) -> None:
+    _, out = report
+    sections = _sections((out / "report.md").read_text())
+    body = sections[_report.HEADINGS[6]]
+    (table,) = _tables(body)
+    assert [r[0] for r in table] == ["none", "linear", "linear+walk"]  # seed 1
+    data = json.loads((out / "report.json").read_text())["sections"]
+    dr = data[_report.HEADINGS[6]]
+    assert dr["runs"] == 3 and len(dr["rows"]) == 3
+    for row, rec in zip(table, dr["rows"], strict=True):
+        for key in ("live", "live_table", "batch"):
+            assert 0 < rec[key]["rms"] < 1.0, (key, rec)  # 48² x 200: ~0.1-0.25 px
+        assert float(row[3]) == pytest.approx(rec["live"]["rms"], abs=1e-4)
+        assert row[6] == "-" and rec["nanopyx"] is None  # --no-nanopyx
+    none = dr["rows"][0]
+    assert dr["no_drift_max_abs_mean_px"] == pytest.approx(
+        max(abs(v) for v in none["live"]["mean"])
+    )
+    assert "drift_accuracy.png" in body and "Not the issue's scenario size" in body
+
+
+def test_report_resolution_section_against_ground_truth(
+    report: tuple[int, Path],
+) -> None:
+    _, out = report
+    sections = _sections((out / "report.md").read_text())
+    (table,) = _tables(sections[_report.HEADINGS[7]])
+    assert [int(r[0]) for r in table] == [10, 20]
+    data = json.loads((out / "report.json").read_text())["sections"]
+    res = data[_report.HEADINGS[7]]
+    assert res["sr_pixel_nm"] == pytest.approx(50.0)  # 100 nm pixels, M = 2
+    assert res["psf_fwhm_nm"] == pytest.approx(306, abs=1)
+    for row, rec in zip(table, res["rows"], strict=True):
+        # the even/odd FRC of a 10-20 frame window: about the PSF (367 / 297 nm
+        # measured), above the Nyquist floor
+        assert rec["frc_px"] is not None and rec["frc_resolved"]
+        assert 0.7 * 306 < rec["frc_px"] * 50.0 < 1.6 * 306, rec
+        assert float(row[3]) == pytest.approx(rec["frc_px"] * 50.0, rel=2e-3)
+        assert row[6] == "100"  # the Nyquist floor: 2 SR px
 
 
 def test_report_notes_missing_optional_pieces(report: tuple[int, Path]) -> None:

@@ -1,0 +1,297 @@
+"""Even/odd FRC of one published window, live (issue 15).
+
+A published SR image is the temporal statistic of one window of frames. Its
+Fourier ring correlation needs two *independent* reconstructions of the same
+field: the eSRRF images of the window's even-indexed and odd-indexed frames
+(NanoPyx's FRC convention), each made exactly as the window's own image (same
+eSRRF parameters, temporal statistic, macro-pixel correction, the drift shift
+of every frame) by a :class:`~livesr.kernels.sliding.SlidingEsrrf` of half the
+window. The resolution is the FIRE number of the two halves
+(:func:`livesr.kernels.frc.fire_number`, numerically NanoPyx 2.1.5's
+``FIRECalculator``): the first crossing of the smoothed FRC with 1/7.
+
+Cost and schedule
+    The sliding window keeps running sums, not halves, so the halves cost one
+    eSRRF map per frame of the window again (about the window's own map cost),
+    plus one FRC (a few ms at 256²). :class:`LiveFrc` therefore runs on the
+    newest window only, on its own thread, and only while the analyses stay
+    within ``cpu_share`` of the machine (:class:`~livesr.stream._newest_only.
+    NewestOnly`, default 10 %): of a stream of windows it measures every k-th,
+    k set by the machine's speed. ``every`` adds a fixed lower bound on k.
+
+Resolved or not
+    ``resolved`` only when the FRC crosses 1/7 before Nyquist and the value is
+    at least ``min_resolved_px`` (default 2.5 SR px, 25 % above the 2-px Nyquist
+    floor, as the live decorrelation's ``kc <= 0.8``); no crossing gives
+    ``value_px`` None.
+
+Wiring (the pipeline's publish step, beside ``LiveResolution``): offer the
+window's raw frames and their drift shifts when an image is published, and
+attach :meth:`LiveFrc.take` to the next published header::
+
+    self._frc = LiveFrc(esrrf=dict(magnification=M, radius=R, ...))  # setup
+    self._frc.offer(index, frames, shifts)      # at publish; frames (n, h, w)
+    frc = self._frc.take()                      # next publish: None or FrcEstimate
+    header["frc"] = None if frc is None else frc.to_json(sr_pixel_nm)
+    self._frc.close()                           # at the end
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from livesr.stream._newest_only import DEFAULT_CPU_SHARE, NewestOnly
+
+__all__ = [
+    "FrcEstimate",
+    "LiveFrc",
+    "MIN_RESOLVED_PX",
+    "frc_of_window",
+    "window_halves",
+]
+
+logger = logging.getLogger(__name__)
+
+METHOD = "frc-even-odd"
+#: smallest FIRE value (SR px) counted as resolved: 25 % above the 2-px floor
+MIN_RESOLVED_PX = 2.5
+#: SR image side below which no FRC is attempted (the FRC's rings need room)
+MIN_SIDE_PX = 32
+
+
+@dataclass(frozen=True, slots=True)
+class FrcEstimate:
+    """Even/odd FRC resolution of one window.
+
+    Attributes
+    ----------
+    image_index : int
+        Index of the published image whose window was measured.
+    method : str
+        ``"frc-even-odd"``.
+    value_px : float or None
+        FIRE resolution, SR pixels (None: the FRC never crosses 1/7).
+    resolved : bool
+        Crossing found and ``value_px >= min_resolved_px`` (module notes).
+    frames : int
+        Frames of the window (even + odd halves).
+    seconds : float
+        Time the halves and the FRC took, s.
+    """
+
+    image_index: int
+    method: str
+    value_px: float | None
+    resolved: bool
+    frames: int
+    seconds: float = 0.0
+
+    def to_json(self, sr_pixel_size_nm: float | None) -> dict[str, Any]:
+        """Strict JSON (null, never NaN), like the decorrelation's ``resolution``."""
+        nm = (
+            self.value_px * sr_pixel_size_nm
+            if self.value_px is not None
+            and sr_pixel_size_nm is not None
+            and math.isfinite(sr_pixel_size_nm)
+            else None
+        )
+        return {
+            "method": self.method,
+            "value_px": self.value_px,
+            "value_nm": nm,
+            "resolved": self.resolved,
+            "image_index": self.image_index,
+            "frames": self.frames,
+        }
+
+
+def window_halves(
+    frames: np.ndarray,
+    shifts: np.ndarray | None = None,
+    **esrrf: Any,
+) -> tuple[np.ndarray, np.ndarray]:
+    """eSRRF images of the even- and odd-indexed frames of one window.
+
+    Parameters
+    ----------
+    frames : numpy.ndarray
+        (n, h, w) raw frames of the window, n >= 4 (>= 2 per half; TAC2 needs 2).
+    shifts : numpy.ndarray, optional
+        (n, 2) drift shift (dy, dx) of each frame, input px, as the window got them.
+    **esrrf
+        :class:`~livesr.kernels.sliding.SlidingEsrrf` parameters of the window
+        (``magnification``, ``radius``, ``sensitivity``, ``temporal``, ...).
+
+    Returns
+    -------
+    even, odd : numpy.ndarray
+        (h*M, w*M) float32 images of frames 0, 2, 4, ... and 1, 3, 5, ...
+    """
+    from livesr.kernels.sliding import SlidingEsrrf
+
+    a = np.asarray(frames)
+    if a.ndim != 3 or a.shape[0] < 4:
+        raise ValueError(
+            f"window_halves needs (n, h, w) frames with n >= 4; got shape {a.shape}"
+        )
+    s = np.zeros((a.shape[0], 2)) if shifts is None else np.asarray(shifts, float)
+    if s.shape != (a.shape[0], 2):
+        raise ValueError(f"shifts must be ({a.shape[0]}, 2); got {s.shape}")
+    out = []
+    for parity in (0, 1):
+        half = a[parity::2]
+        win = SlidingEsrrf(len(half), len(half), **esrrf)
+        res = win.push_many(half, s[parity::2])
+        assert len(res) == 1, "one window of the half's length emits one image"
+        out.append(res[0].image)
+    return out[0], out[1]
+
+
+def frc_of_window(
+    frames: np.ndarray,
+    shifts: np.ndarray | None = None,
+    index: int = 0,
+    *,
+    min_resolved_px: float = MIN_RESOLVED_PX,
+    **esrrf: Any,
+) -> FrcEstimate:
+    """Even/odd FRC (FIRE, NanoPyx-equal) of one window's frames (module notes)."""
+    from livesr.kernels.frc import fire_number
+
+    t0 = time.perf_counter()
+    even, odd = window_halves(frames, shifts, **esrrf)
+    value = fire_number(even, odd, pixel_size=1.0)
+    ok = value > 0 and math.isfinite(value)
+    return FrcEstimate(
+        image_index=int(index),
+        method=METHOD,
+        value_px=float(value) if ok else None,
+        resolved=bool(ok and value >= min_resolved_px),
+        frames=int(len(frames)),
+        seconds=time.perf_counter() - t0,
+    )
+
+
+class LiveFrc(NewestOnly):
+    """Background even/odd FRC of the newest window (module notes).
+
+    Parameters
+    ----------
+    esrrf : mapping
+        The window's :class:`~livesr.kernels.sliding.SlidingEsrrf` parameters
+        (not ``window`` / ``stride``).
+    every : int
+        Offer at most every this many published images, >= 1 (the CPU share
+        may skip more).
+    min_resolved_px : float
+        See :func:`frc_of_window`.
+    background : bool
+        False: :meth:`offer` analyses at once on the caller's thread (tests).
+    cpu_share : float
+        Share of the machine's CPU time the analyses may use, in (0, 1].
+    clock : callable
+        Monotonic seconds (tests).
+    """
+
+    def __init__(
+        self,
+        esrrf: Mapping[str, Any],
+        *,
+        every: int = 1,
+        min_resolved_px: float = MIN_RESOLVED_PX,
+        background: bool = True,
+        cpu_share: float = DEFAULT_CPU_SHARE,
+        clock: Any = time.monotonic,
+    ) -> None:
+        if not (isinstance(every, int) and every >= 1):
+            raise ValueError(f"LiveFrc every={every!r}; expected an integer >= 1")
+        super().__init__("livesr-frc", cpu_share=cpu_share, clock=clock)
+        self.esrrf = dict(esrrf)
+        self.every = every
+        self.min_resolved_px = float(min_resolved_px)
+        self._background = background
+        self._offers = 0
+        #: the newest estimate, estimates made, analyses that failed
+        self.latest: FrcEstimate | None = None
+        self.estimates = 0
+        self.failures = 0
+        #: frames the analyses mapped again (the cost: one map per frame)
+        self.frames_mapped = 0
+
+    def offer(
+        self, index: int, frames: np.ndarray, shifts: np.ndarray | None = None
+    ) -> bool:
+        """Hand one window's frames over if the schedule allows; whether taken.
+
+        ``frames`` (n, h, w) are copied only when taken.
+        """
+        self._offers += 1
+        if (self._offers - 1) % self.every:
+            return False
+        a = np.asarray(frames)
+        m = int(self.esrrf.get("magnification", 5))
+        if self._closed or a.ndim != 3 or a.shape[0] < 4:
+            return False
+        if min(a.shape[1:]) * m < MIN_SIDE_PX:
+            return False
+        with self._lock:
+            if not (self._idle() and self._rested()):
+                return False
+            job = (
+                int(index),
+                np.array(a, copy=True),
+                None if shifts is None else np.array(shifts, dtype=np.float64),
+            )
+            if self._background:
+                self._hand_over(job)
+                return True
+            self._busy = True
+        try:
+            self._timed_analyse(*job)
+        finally:
+            with self._lock:
+                self._busy = False
+        return True
+
+    def _analyse(
+        self, index: int, frames: np.ndarray, shifts: np.ndarray | None
+    ) -> None:
+        try:
+            est = frc_of_window(
+                frames,
+                shifts,
+                index,
+                min_resolved_px=self.min_resolved_px,
+                **self.esrrf,
+            )
+        except Exception as exc:  # never stops processing
+            self.failures += 1
+            logger.warning("even/odd FRC of image %d failed: %s", index, exc)
+            return
+        with self._lock:
+            self._set_ready(est)
+            self.latest = est
+            self.estimates += 1
+            self.frames_mapped += len(frames)
+
+    def report(self) -> dict[str, Any]:
+        """``summary.json``-ready state."""
+        last = self.latest
+        return {
+            "method": METHOD,
+            "every": self.every,
+            "cpu_share": self.cpu_share,
+            "min_resolved_px": self.min_resolved_px,
+            "estimates": self.estimates,
+            "published": self.published,
+            "failures": self.failures,
+            "frames_mapped": self.frames_mapped,
+            "latest": None if last is None else last.to_json(None),
+        }
