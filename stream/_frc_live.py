@@ -52,6 +52,8 @@ from livesr.stream._newest_only import DEFAULT_CPU_SHARE, NewestOnly
 __all__ = [
     "FrcEstimate",
     "LiveFrc",
+    "MAX_SR_PIXELS",
+    "WindowFrames",
     "MIN_RESOLVED_PX",
     "frc_of_window",
     "window_halves",
@@ -64,6 +66,64 @@ METHOD = "frc-even-odd"
 MIN_RESOLVED_PX = 2.5
 #: SR image side below which no FRC is attempted (the FRC's rings need room)
 MIN_SIDE_PX = 32
+#: SR images larger than this (pixels) get no live FRC: the two half windows are
+#: reconstructed again in host memory (at 512² and M=5 that is 6.5 Mpx per map)
+MAX_SR_PIXELS = 1600 * 1600
+
+
+class WindowFrames:
+    """The raw frames and drift shifts of the newest window, collected lazily.
+
+    The pipeline collects frames only while :class:`LiveFrc` could take a window
+    (``collect=True``): a frame copy per frame is paid for one window before each
+    analysis, not for every frame of the run.  Capacity: ``window + batch`` frames.
+    """
+
+    def __init__(self) -> None:
+        self._buf: np.ndarray | None = None
+        self._seq: np.ndarray | None = None
+        self._shift: np.ndarray | None = None
+
+    def push(
+        self, seqs: np.ndarray, frames: np.ndarray, shifts: np.ndarray, window: int
+    ) -> None:
+        """Keep frames (n, h, w) with their seqs (n,) and shifts (n, 2), px."""
+        n = int(frames.shape[0])
+        cap = int(window) + n
+        buf, old_seq, old_shift = self._buf, self._seq, self._shift
+        if buf is None or buf.shape[0] < cap or buf.shape[1:] != frames.shape[1:]:
+            self._buf = np.zeros((cap, *frames.shape[1:]), dtype=np.float32)
+            self._seq = np.full(cap, -1, dtype=np.int64)
+            self._shift = np.zeros((cap, 2))
+            if buf is not None and old_seq is not None and old_shift is not None and (
+                buf.shape[1:] == frames.shape[1:]
+            ):  # a larger batch: keep what was collected
+                keep = old_seq >= 0
+                slots = old_seq[keep] % cap
+                self._buf[slots] = buf[keep]
+                self._seq[slots] = old_seq[keep]
+                self._shift[slots] = old_shift[keep]
+        assert self._buf is not None and self._seq is not None and self._shift is not None
+        slots = np.asarray(seqs, dtype=np.int64) % self._buf.shape[0]
+        self._buf[slots] = frames
+        self._seq[slots] = seqs
+        self._shift[slots] = shifts
+
+    def window(self, first: int, last: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Frames ``first..last`` (inclusive) and their shifts, or None when any is
+        missing (not collected, or overwritten)."""
+        if self._buf is None or self._seq is None or self._shift is None:
+            return None
+        want = np.arange(first, last + 1, dtype=np.int64)
+        slots = want % self._buf.shape[0]
+        if want.size > self._buf.shape[0] or not np.array_equal(self._seq[slots], want):
+            return None
+        return self._buf[slots], self._shift[slots]
+
+    def clear(self) -> None:
+        """Forget what was collected (the next window starts afresh)."""
+        if self._seq is not None:
+            self._seq[:] = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +284,14 @@ class LiveFrc(NewestOnly):
         self.failures = 0
         #: frames the analyses mapped again (the cost: one map per frame)
         self.frames_mapped = 0
+
+    def wants_frames(self) -> bool:
+        """Whether a window offered now could be taken (idle and rested): the
+        pipeline collects the window's frames only then."""
+        if self._closed:
+            return False
+        with self._lock:
+            return self._idle() and self._rested()
 
     def offer(
         self, index: int, frames: np.ndarray, shifts: np.ndarray | None = None

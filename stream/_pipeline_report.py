@@ -203,6 +203,7 @@ class _PipelineReport:
             "output": str(self.output),
             "hooks": self._hooks_report,
             "error_map": self._proc.error_map.report(),
+            "frc": None if self._proc.frc is None else self._proc.frc.report(),
             "resolution": {
                 **self._proc.resolution.report(),
                 "latest": self._latest_resolution(),

@@ -143,6 +143,13 @@ class Processor(_SetupMixin, _ReportMixin):
         self.resolution = LiveResolution(
             min_interval_s=interval if interval > 0 else 0.0, enabled=interval > 0
         )
+        from livesr.stream._frc_live import MAX_SR_PIXELS, LiveFrc, WindowFrames
+
+        #: live even/odd FRC of the newest window (stream/_frc_live.py), on with the
+        #: live resolution; its frames are collected only while it could take some
+        self.frc = LiveFrc(_frc_params(self.esrrf)) if interval > 0 else None
+        self._frc_frames = WindowFrames()
+        self._frc_max_pixels = MAX_SR_PIXELS
         from livesr.stream._errormap_live import LiveErrorMap
 
         #: SQUIRREL error map of published images (``[stream] error_map``)
@@ -177,6 +184,9 @@ class Processor(_SetupMixin, _ReportMixin):
         for changes in pending:
             frame_index = self.expected if self.expected is not None else 0
             self.esrrf = replace(self.esrrf, **changes)
+            if self.frc is not None:  # the next windows' halves use the new settings
+                self.frc.esrrf = _frc_params(self.esrrf)
+                self._frc_frames.clear()
             if self.sliding is not None:
                 self.sliding.set_params(recompute=True, **changes)
             self.param_changes.append({"frame_index": frame_index, "changes": dict(changes)})
@@ -215,6 +225,8 @@ class Processor(_SetupMixin, _ReportMixin):
                 # only reach the summary (a 1280² decorrelation took 8 s at the end
                 # of an H100 run)
                 self.resolution.close(timeout_s=3.0)
+                if self.frc is not None:
+                    self.frc.close(timeout_s=10.0)
                 self.error_map.close()
                 if self.auto is not None:
                     self.auto.close(timeout=30.0)
@@ -383,6 +395,7 @@ class Processor(_SetupMixin, _ReportMixin):
         self._remember_t_acq(batch)
         shifts, known = self._drift_shifts(frames, batch.seqs)
         self.error_map.push(batch.seqs, frames, shifts, int(self.esrrf.window))
+        self._collect_frc(batch.seqs, frames, shifts)
         k0 = max(0, self.base - seq0)
         if k0 < n:
             deadline = self._deadline(batch, k0, n - k0)  # per frame
@@ -446,6 +459,17 @@ class Processor(_SetupMixin, _ReportMixin):
             if self.auto.submit(block):  # False while a sweep runs
                 self._auto_windows = published
                 self._auto_block = (self._auto_buf[0][0], self._auto_buf[-1][0])
+
+    def _collect_frc(self, seqs: np.ndarray, frames: np.ndarray, shifts: np.ndarray) -> None:
+        """Keep the batch's frames for the live FRC while it could take a window."""
+        frc = self.frc
+        if frc is None:
+            return
+        e = self.esrrf
+        sr_pixels = frames.shape[1] * frames.shape[2] * int(e.magnification) ** 2
+        if sr_pixels > self._frc_max_pixels or not frc.wants_frames():
+            return
+        self._frc_frames.push(seqs, frames, shifts, int(e.window))
 
     def _drift_shifts(
         self, frames: np.ndarray, seqs: np.ndarray
@@ -529,3 +553,10 @@ def _auto_params(config: LivesrConfig) -> Any:
         budget_s=2.0,
         max_frames=e.window,
     )
+
+
+def _frc_params(esrrf: Any) -> dict[str, Any]:
+    """The eSRRF settings the live FRC's half windows are made with."""
+    keys = ("magnification", "radius", "sensitivity", "intensity_weighting",
+            "macro_pixel_correction", "temporal", "geometry")
+    return {k: getattr(esrrf, k) for k in keys if hasattr(esrrf, k)}

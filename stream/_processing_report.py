@@ -24,6 +24,8 @@ class _ReportMixin:
     """Part of :class:`Processor` (see its module)."""
 
     last_drift: dict[str, Any] | None
+    frc: Any  # LiveFrc or None
+    _frc_frames: Any  # WindowFrames
     _last_impl: str | None
 
     def _publish(
@@ -61,6 +63,12 @@ class _ReportMixin:
         # finished since the last image is published once (stream/_errormap_live.py)
         self.error_map.offer(index, first, last, image)
         emap = self.error_map.take()
+        frc = None
+        if self.frc is not None:  # even/odd FRC of this window (stream/_frc_live.py)
+            got = self._frc_frames.window(first, last)
+            if got is not None:
+                self.frc.offer(index, *got)
+            frc = self.frc.take()
         head: dict[str, Any] = {
             "v": 1,
             "kind": "sr",
@@ -78,6 +86,7 @@ class _ReportMixin:
             },
             "resolution": None if est is None else est.to_json(None),
             "error_map": None if emap is None else emap.to_json(),
+            "frc": None if frc is None else frc.to_json(None),
             "implementation": self.implementations(),
             "params": live_params(self.esrrf),
         }

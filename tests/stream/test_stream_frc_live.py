@@ -131,3 +131,21 @@ def test_frc_live_background_thread_and_failures(blinking):
         LiveFrc({}, every=0)
     with pytest.raises(ValueError, match="n >= 4"):
         window_halves(blinking[:3])
+
+
+def test_window_frames_keep_what_was_collected_when_a_batch_grows() -> None:
+    from livesr.stream._frc_live import WindowFrames
+
+    frames = np.arange(10 * 4 * 4, dtype=np.float32).reshape(10, 4, 4)
+    shifts = np.stack([np.arange(10) * 0.1, -np.arange(10) * 0.1], axis=1)
+    wf = WindowFrames()
+    for k in range(3):  # batches of 1 (capacity window + 1)
+        wf.push(np.array([k]), frames[k : k + 1], shifts[k : k + 1], window=4)
+    wf.push(np.arange(3, 7), frames[3:7], shifts[3:7], window=4)  # a batch of 4
+    got = wf.window(0, 6)
+    assert got is not None
+    np.testing.assert_array_equal(got[0], frames[:7])
+    np.testing.assert_array_equal(got[1], shifts[:7])
+    assert wf.window(0, 7) is None  # frame 7 never came
+    wf.clear()
+    assert wf.window(3, 6) is None

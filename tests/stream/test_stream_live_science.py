@@ -248,3 +248,48 @@ def test_sr_store_after_skips_has_the_true_frames_and_no_fake_t_scale(
     assert ms["axes"][0] == {"name": "t", "type": "time"}  # no unit: image index
     assert ms["datasets"][0]["coordinateTransformations"][0]["scale"][0] == 1.0
     assert not math.isnan(summary["frame_interval_s"])
+
+
+def test_pipeline_publishes_the_live_even_odd_frc(tmp_path: Path) -> None:
+    """Each window's even/odd FRC, analysed in-thread with no rest (the schedule's
+    rest is tested in test_stream_newest_only.py), is in the header of the image it
+    measured and equals the FRC of that window's raw frames recomputed offline."""
+    from livesr.stream._frc_live import LiveFrc, frc_of_window
+
+    out = tmp_path / "out"
+    cfg = _cfg(out, window=WINDOW, stride=STRIDE)
+    seen: list[dict[str, Any]] = []
+
+    def every_window(pipe: Any) -> None:
+        proc = pipe._proc
+        proc.frc = LiveFrc(proc.frc.esrrf, background=False, cpu_share=1.0)
+        orig = pipe._publish
+
+        def spy(head: dict[str, Any], image: np.ndarray, stamps: Any) -> None:
+            orig(head, image, stamps)
+            seen.append(json.loads(json.dumps(head, allow_nan=False)))
+
+        proc._publish_cb = spy
+
+    summary, _ = _run(tmp_path, cfg, 60, frame_map=cheap_map, on_started=every_window)
+    assert len(seen) == summary["windows_published"] == 6
+    raw = zarr.open_group(str(out / "raw.ome.zarr"), mode="r")["0"][:, 0, 0]
+    rep = summary["frc"]
+    with_frc = [h for h in seen if h["frc"] is not None]
+    assert len(with_frc) == rep["published"] == rep["estimates"] == 6
+    assert rep["failures"] == 0 and rep["frames_mapped"] == 6 * WINDOW
+    e = cfg.esrrf
+    for h in with_frc:
+        assert h["frc"]["image_index"] == h["index"]  # in-thread: its own window
+        frames = raw[h["first_frame"] : h["last_frame"] + 1].astype(np.float32)
+        ref = frc_of_window(
+            frames, None, h["index"], magnification=e.magnification, radius=e.radius,
+            sensitivity=e.sensitivity, intensity_weighting=e.intensity_weighting,
+            macro_pixel_correction=e.macro_pixel_correction, temporal=e.temporal,
+            geometry=e.geometry,
+        )
+        assert h["frc"]["resolved"] is ref.resolved
+        if ref.value_px is None:
+            assert h["frc"]["value_px"] is None
+        else:
+            assert h["frc"]["value_px"] == pytest.approx(ref.value_px, rel=1e-6)
