@@ -54,6 +54,7 @@ __all__ = [
     "LiveFrc",
     "MAX_SR_PIXELS",
     "WindowFrames",
+    "frc_memory_bytes",
     "MIN_RESOLVED_PX",
     "frc_of_window",
     "window_halves",
@@ -69,6 +70,21 @@ MIN_SIDE_PX = 32
 #: SR images larger than this (pixels) get no live FRC: the two half windows are
 #: reconstructed again in host memory (at 512² and M=5 that is 6.5 Mpx per map)
 MAX_SR_PIXELS = 1600 * 1600
+
+
+def frc_memory_bytes(
+    shape: tuple[int, int], window: int, magnification: int, max_batch: int
+) -> int:
+    """Peak memory of the live FRC of one window, bytes: the collected frames
+    (``window + max_batch``), the copy handed over, one half window's batch of
+    magnified maps (at most 16) and the two half images (float32)."""
+    h, w = int(shape[0]), int(shape[1])
+    frame = h * w * 4
+    sr = frame * int(magnification) ** 2
+    half_batch = min(16, max(1, int(window) // 2 + 1))
+    return (int(window) + int(max_batch)) * frame + int(window) * frame + (
+        half_batch + 2
+    ) * sr
 
 
 class WindowFrames:
@@ -207,7 +223,9 @@ def window_halves(
     out = []
     for parity in (0, 1):
         half = a[parity::2]
-        win = SlidingEsrrf(len(half), len(half), **esrrf)
+        # raw strategy: the half keeps its frames, not 25 maps (half the memory and
+        # time of stored maps for a window that emits once)
+        win = SlidingEsrrf(len(half), len(half), strategy="raw", **esrrf)
         res = win.push_many(half, s[parity::2])
         assert len(res) == 1, "one window of the half's length emits one image"
         out.append(res[0].image)

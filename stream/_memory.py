@@ -10,13 +10,16 @@
     the run will allocate (``parts``): the processing ring, the sliding window's state
     (:func:`livesr.kernels.sliding.estimate_memory`, with the strategy the window
     budget allows), one batch of magnified maps with its per-frame temporaries, and
-    the source link's replay ring when the source runs in this process; plus 10 %.
+    the source link's replay ring when the source runs in this process, and the live
+    even/odd FRC's frames and half windows when it runs
+    (:func:`livesr.stream._frc_live.frc_memory_bytes`); plus 10 %.
 ``peak_rss_mb``
     The process's peak resident memory (Linux ``VmHWM``), read when the run closes;
     ``within_budget`` compares the two.
 
 The ingest process (``[stream] ingest = "process"``) and the background workers
-(live resolution, error map) are processes of their own and not counted here.
+(live decorrelation resolution, error map) are processes of their own and not
+counted here.
 """
 
 from __future__ import annotations
@@ -74,11 +77,18 @@ class ProcessBudget:
     batch: int
     link: int
     window_strategy: str
+    analyses: int = 0
+
+    @property
+    def parts(self) -> int:
+        """Sum of the parts, bytes (before the margin)."""
+        return (
+            self.baseline + self.ring + self.window + self.batch + self.link + self.analyses
+        )
 
     @property
     def total(self) -> int:
-        parts = self.baseline + self.ring + self.window + self.batch + self.link
-        return int(parts * (1.0 + MARGIN))
+        return int(self.parts * (1.0 + MARGIN))
 
     def report(self, peak: int | None) -> dict[str, Any]:
         """The summary's keys: the budget, its parts, the peak and the verdict."""
@@ -90,8 +100,8 @@ class ProcessBudget:
                 "window": self.window / _MB,
                 "batch": self.batch / _MB,
                 "source_link": self.link / _MB,
-                "margin": self.total / _MB
-                - (self.baseline + self.ring + self.window + self.batch + self.link) / _MB,
+                "analyses": self.analyses / _MB,
+                "margin": (self.total - self.parts) / _MB,
             },
             "window_strategy": self.window_strategy,
             "peak_rss_mb": None if peak is None else peak / _MB,
@@ -110,6 +120,7 @@ def process_budget(
     window_budget: int,
     link_bytes: int,
     baseline: int | None = None,
+    analyses_bytes: int = 0,
 ) -> ProcessBudget:
     """The budget of a run whose stream has frames of ``shape`` (see the module).
 
@@ -130,6 +141,8 @@ def process_budget(
         The source link's replay ring in this process (0: the source is elsewhere).
     baseline : int, optional
         Resident memory before processing (default: now).
+    analyses_bytes : int
+        The in-process background analyses' peak (the live FRC), bytes.
     """
     from livesr.kernels.sliding import estimate_memory
 
@@ -155,6 +168,7 @@ def process_budget(
         batch=int(batch),
         link=int(link_bytes),
         window_strategy=strategy,
+        analyses=int(analyses_bytes),
     )
 
 
@@ -204,6 +218,7 @@ class _PipelineMemory:
             window_budget=plan.budget,
             link_bytes=int(link) * plan.frame_bytes,
             baseline=baseline,
+            analyses_bytes=proc.frc_memory_bytes(shape),
         )
         return plan
 

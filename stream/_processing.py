@@ -460,6 +460,15 @@ class Processor(_SetupMixin, _ReportMixin):
                 self._auto_windows = published
                 self._auto_block = (self._auto_buf[0][0], self._auto_buf[-1][0])
 
+    def frc_memory_bytes(self, shape: tuple[int, int]) -> int:
+        """Peak memory of the live FRC at frames of ``shape`` (0: it does not run)."""
+        from livesr.stream._frc_live import frc_memory_bytes
+
+        e = self.esrrf
+        if self.frc is None or shape[0] * shape[1] * e.magnification**2 > self._frc_max_pixels:
+            return 0
+        return frc_memory_bytes(shape, e.window, e.magnification, self.max_batch)
+
     def _collect_frc(self, seqs: np.ndarray, frames: np.ndarray, shifts: np.ndarray) -> None:
         """Keep the batch's frames for the live FRC while it could take a window."""
         frc = self.frc
