@@ -67,6 +67,8 @@ METHOD = "frc-even-odd"
 MIN_RESOLVED_PX = 2.5
 #: SR image side below which no FRC is attempted (the FRC's rings need room)
 MIN_SIDE_PX = 32
+#: frames of a half window mapped per call (bounds the maps held at once)
+HALF_CHUNK = 4
 #: SR images larger than this (pixels) get no live FRC: the two half windows are
 #: reconstructed again in host memory (at 512² and M=5 that is 6.5 Mpx per map)
 MAX_SR_PIXELS = 1600 * 1600
@@ -76,15 +78,15 @@ def frc_memory_bytes(
     shape: tuple[int, int], window: int, magnification: int, max_batch: int
 ) -> int:
     """Peak memory of the live FRC of one window, bytes: the collected frames
-    (``window + max_batch``), the copy handed over, one half window's batch of
-    magnified maps (at most 16) and the two half images (float32)."""
+    (``window + max_batch``), the copy handed over, one half window's state (raw
+    strategy: its frames and float64 running sums), the maps of one chunk
+    (:data:`HALF_CHUNK`) with two in flight, and the two half images (float32)."""
     h, w = int(shape[0]), int(shape[1])
     frame = h * w * 4
     sr = frame * int(magnification) ** 2
-    half_batch = min(16, max(1, int(window) // 2 + 1))
-    return (int(window) + int(max_batch)) * frame + int(window) * frame + (
-        half_batch + 2
-    ) * sr
+    half = int(window) // 2 + 1
+    state = half * frame + 6 * sr  # frames, S/Q/P hi+lo float64 at most
+    return (2 * int(window) + int(max_batch)) * frame + state + (HALF_CHUNK + 2 + 2) * sr
 
 
 class WindowFrames:
@@ -225,8 +227,13 @@ def window_halves(
         half = a[parity::2]
         # raw strategy: the half keeps its frames, not 25 maps (half the memory and
         # time of stored maps for a window that emits once)
-        win = SlidingEsrrf(len(half), len(half), strategy="raw", **esrrf)
-        res = win.push_many(half, s[parity::2])
+        win = SlidingEsrrf(
+            len(half), len(half), strategy="raw", shadow_sums=False, **esrrf
+        )
+        sh = s[parity::2]
+        res = []
+        for k in range(0, len(half), HALF_CHUNK):  # a few magnified maps at a time
+            res += win.push_many(half[k : k + HALF_CHUNK], sh[k : k + HALF_CHUNK])
         assert len(res) == 1, "one window of the half's length emits one image"
         out.append(res[0].image)
     return out[0], out[1]
