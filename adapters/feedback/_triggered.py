@@ -6,8 +6,8 @@ Configured by ``[hooks.event_trigger]`` (:class:`EventTriggerConfig`)::
     [hooks]
     enabled = ["event-trigger"]
     [hooks.event_trigger]
-    metric = "intensity"      # "quality" | "intensity" | "resolution_nm"
-    above = 150.0             # or below = ...; exactly one of them
+    metric = "peak"           # "quality" | "peak" | "resolution_nm"
+    above = 20.0              # or below = ...; exactly one of them
     frames = 10               # frames acquired per trigger
     cooldown_s = 5.0          # at least this long between two triggers
     max_triggers = 3
@@ -16,8 +16,10 @@ Metrics of each published result (:class:`~livesr.stream.Result`):
 
 ``quality``
     ``result.metrics["quality"]`` (the pipeline's image quality, when it sends one).
-``intensity``
-    Mean of the SR image (``result.image``), in the image's units.
+``peak``
+    Peak-to-mean ratio of the SR image (``result.image``: its maximum over its
+    mean; the pipeline's SR images are normalised to mean 1, so a bright event
+    raises it, whatever the camera's counts).
 ``resolution_nm``
     Resolution of the SR image by decorrelation analysis
     (:func:`livesr.kernels.decorr.decorrelation_analysis`, NanoPyx's), nm; a result
@@ -63,7 +65,7 @@ __all__ = ["METRICS", "EventTriggerConfig", "TriggeredAcquisition", "metric_valu
 logger = logging.getLogger(__name__)
 
 #: metric names of ``[hooks.event_trigger] metric``
-METRICS = ("quality", "intensity", "resolution_nm")
+METRICS = ("quality", "peak", "resolution_nm")
 #: subfolder of the run's output holding the triggered stores
 TRIGGERED_DIR = "triggered"
 
@@ -152,8 +154,9 @@ def metric_value(metric: str, result: Result) -> float:
     img = result.image
     if img is None or img.size == 0:
         return math.nan
-    if metric == "intensity":
-        return float(np.mean(img, dtype=np.float64))
+    if metric == "peak":
+        mean = float(np.mean(img, dtype=np.float64))
+        return float(np.max(img)) / mean if mean > 0 else math.nan
     from livesr.kernels.decorr import decorrelation_analysis
 
     m = max(int(result.magnification or 1), 1)

@@ -40,7 +40,7 @@ latency_budget_ms = 60000.0
 [hooks]
 enabled = ["event-trigger"]
 [hooks.event_trigger]
-metric = "intensity"
+metric = "peak"
 above = {above}
 frames = 6
 cooldown_s = 0.0
@@ -69,12 +69,12 @@ def _report(out: Path) -> dict[str, Any]:
 def test_event_trigger_saves_the_triggered_frames_and_says_why(tmp_path: Path) -> None:
     import zarr
 
-    # every image's mean is > 0: fires on the first image; the 3000 frames (30 s)
+    # every image's peak-to-mean is > 0: fires on the first image; the 3000 frames (30 s)
     # only bound the run if the trigger never came
     rc, out = _run(tmp_path, 0.0, "3000")
     assert rc == 0
     rep = _report(out)
-    assert rep["metric"] == "intensity" and rep["above"] == 0.0
+    assert rep["metric"] == "peak" and rep["above"] == 0.0
     assert rep["fired"] == 1 and len(rep["triggers"]) == 1  # max_triggers
     summary = json.loads((out / "summary.json").read_text())
     windows = summary["windows_published"]
@@ -83,7 +83,7 @@ def test_event_trigger_saves_the_triggered_frames_and_says_why(tmp_path: Path) -
         assert trig["index"] == k and trig["error"] is None, trig["error"]
         assert 0 <= trig["window"] < windows
         assert trig["value"] > 0.0 and trig["threshold"] == 0.0
-        assert trig["reason"] == f"intensity {trig['value']:.6g} > 0"
+        assert trig["reason"] == f"peak {trig['value']:.6g} > 0"
         assert trig["frames_requested"] == trig["frames"] == 6
         assert trig["path"] == f"triggered/trigger-{k:03d}.ome.zarr"
         a, b = trig["frame_range"]
@@ -206,7 +206,8 @@ def test_metric_values() -> None:
     img = np.arange(64 * 64, dtype=np.float32).reshape(64, 64)
     r = _result(0, img, quality=0.7)
     assert metric_value("quality", r) == pytest.approx(0.7)
-    assert metric_value("intensity", r) == pytest.approx(float(img.mean()))
+    assert metric_value("peak", r) == pytest.approx(float(img.max() / img.mean()))
+    assert math.isnan(metric_value("peak", _result(0, np.zeros((8, 8), np.float32))))
     assert math.isnan(metric_value("quality", _result(0, img)))
     rng = np.random.default_rng(0)
     from scipy.ndimage import gaussian_filter
