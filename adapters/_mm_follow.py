@@ -204,7 +204,7 @@ class MicroscopeFollower:
         for signal, slot in self._connected:
             try:
                 signal.disconnect(slot)
-            except (ValueError, RuntimeError):  # already gone with its core
+            except (ValueError, RuntimeError, TypeError):  # gone with its core
                 pass
         self._connected = []
 

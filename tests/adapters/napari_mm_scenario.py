@@ -79,14 +79,18 @@ def main(out: Path) -> dict[str, Any]:
     viewer = napari.Viewer(show=True)
     # from its plugin manifest, as a user opens it (Plugins > napari-micromanager)
     _dock, main_window = viewer.window.add_plugin_dock_widget("napari-micromanager")
-    main_window.core.loadSystemConfiguration(str(SIM_CFG))  # #py: a UniMMCore
-    core = main_window.core
     widget = make_live_widget(viewer)
     viewer.window.add_dock_widget(widget, name="livesr")
-    res: dict[str, Any] = {"camera": core.getCameraDevice()}
+    # no core given: the one of napari-micromanager's window in this viewer
+    follower = widget.follow_microscope(output=out / "runs", config=_config())
+    res: dict[str, Any] = {"followed_first": follower.core is main_window.core}
+    # a #py configuration makes the plugin swap its core for a UniMMCore: the
+    # widget moves to the new core
+    main_window.core.loadSystemConfiguration(str(SIM_CFG))
+    core = main_window.core
+    res["camera"] = core.getCameraDevice()
     try:
-        # no core given: the one of napari-micromanager's window in this viewer
-        follower = widget.follow_microscope(output=out / "runs", config=_config())
+        _wait(lambda: follower.core is core, 10, "the widget to follow the new core")
         res["follows_plugin_core"] = follower.core is core
         # an MDA as napari-micromanager's MDA widget starts it
         core.run_mda(useq.MDASequence(time_plan={"interval": 0, "loops": MDA_FRAMES}))

@@ -1,9 +1,10 @@
 """The livesr dock widget beside napari-micromanager in one napari viewer, under Xvfb.
 
-napari-micromanager's main window is opened from its plugin manifest, livesr's
-simulated microscope configuration (``#py`` devices) is loaded through it (the plugin
-then swaps its core for a ``UniMMCore``), and the livesr widget follows that core
-(:meth:`follow_microscope` without a core finds the plugin's):
+napari-micromanager's main window is opened from its plugin manifest, the livesr
+widget starts following its core (:meth:`follow_microscope` without a core finds the
+plugin's), livesr's simulated microscope configuration (``#py`` devices) is loaded
+through the plugin, which then swaps its core for a ``UniMMCore``, and the widget
+moves to that core:
 
 - an MDA started on it (``core.run_mda``, as the plugin's MDA widget does) is
   reconstructed live: every raw frame persisted, the expected number of SR images
@@ -66,7 +67,8 @@ def session(display: str, tmp_path_factory) -> tuple[Path, dict]:
 def test_widget_follows_napari_micromanagers_core(session) -> None:
     _out, res = session
     assert res["camera"] == "SimCamera"
-    assert res["follows_plugin_core"] is True
+    assert res["followed_first"] is True  # the plugin's first core (empty)
+    assert res["follows_plugin_core"] is True  # and the UniMMCore it swapped in
     assert res["runs_after_stop"] == 2
 
 
