@@ -162,6 +162,11 @@ class MDAOutput:
         self._lock = threading.Lock()
         self._done = False
 
+    @property
+    def publish_endpoint(self) -> str | None:
+        """Where the pipeline publishes its SR images (None before it started)."""
+        return self._run.pipe.publish_endpoint if self._run is not None else None
+
     # ------------------------------------------------------------------ MDA signals
     def sequenceStarted(  # noqa: N802 (pymmcore-plus signal name)
         self, sequence: Any = None, summary_meta: Any = None
@@ -374,6 +379,11 @@ class AcquisitionListener:
             attach=True,
         ).start()
         self._closed = False
+
+    @property
+    def publish_endpoint(self) -> str:
+        """Where the pipeline publishes its SR images (a results PUB endpoint)."""
+        return str(self._run.pipe.publish_endpoint)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the acquisition stopped (the listener ended); True if it did."""

@@ -327,7 +327,7 @@ def _registered_default(table: str) -> Callable[[], Any]:
 
 
 #: sub-tables of [hooks] (their classes are registered by name with the hook registry)
-_HOOK_TABLES = ("drift_lock", "stop_when_converged", "limits")
+_HOOK_TABLES = ("drift_lock", "stop_when_converged", "event_trigger", "limits")
 
 
 @dataclass(**_CFG)
@@ -347,6 +347,9 @@ class HooksConfig:
     stop_when_converged : ConvergedConfig
         ``[hooks.stop_when_converged]``: rel_change, windows, min_results,
         accumulate.
+    event_trigger : EventTriggerConfig
+        ``[hooks.event_trigger]``: metric, above / below, frames, exposure_ms,
+        cooldown_s, max_triggers, wait_s.
     limits : FeedbackLimits
         ``[hooks.limits]``: max_step_xy_um, max_step_z_um, x_range_um, y_range_um,
         z_range_um (``[low, high]``), max_moves_per_s, max_events_per_call.
@@ -358,6 +361,7 @@ class HooksConfig:
     stop_when_converged: Any = field(
         default_factory=_registered_default("stop_when_converged")
     )
+    event_trigger: Any = field(default_factory=_registered_default("event_trigger"))
     limits: Any = field(default_factory=_registered_default("limits"))
 
     def __post_init__(self) -> None:

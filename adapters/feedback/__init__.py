@@ -31,7 +31,9 @@ rate, events per call); a refused one raises :class:`LimitError` and nothing mov
 Runs without a stage get a :class:`StopOnlyController` (stop only).
 
 Built-in hooks: :class:`DriftLock` (``--hook drift-lock``), :class:`StopWhenConverged`
-(``--hook stop-when-converged``) and :class:`EventTrigger` (Python API).
+(``--hook stop-when-converged``), :class:`TriggeredAcquisition` (``--hook
+event-trigger``: frames acquired when a metric crosses a threshold, saved beside the
+run) and :class:`EventTrigger` (Python API: any predicate, any MDA events).
 
 In a run::
 
@@ -69,6 +71,7 @@ from livesr.adapters.feedback._converged import ConvergedConfig, StopWhenConverg
 from livesr.adapters.feedback._drift_lock import DriftLock, DriftLockConfig
 from livesr.adapters.feedback._event_trigger import EventTrigger
 from livesr.adapters.feedback._limits import FeedbackLimits, LimitError
+from livesr.adapters.feedback._triggered import EventTriggerConfig, TriggeredAcquisition
 
 _builtin.register()  # the built-in hooks and their [hooks.*] settings, by name
 
@@ -78,6 +81,7 @@ __all__ = [
     "DriftLock",
     "DriftLockConfig",
     "EventTrigger",
+    "EventTriggerConfig",
     "FeedbackLimits",
     "Hook",
     "HookRunner",
@@ -87,4 +91,5 @@ __all__ = [
     "Result",
     "StopOnlyController",
     "StopWhenConverged",
+    "TriggeredAcquisition",
 ]

@@ -8,6 +8,9 @@ hooks of a run:
 ``stop-when-converged``
     :class:`~livesr.adapters.feedback.StopWhenConverged` with
     ``[hooks.stop_when_converged]``.
+``event-trigger``
+    :class:`~livesr.adapters.feedback.TriggeredAcquisition` with
+    ``[hooks.event_trigger]`` (frames saved under ``<output>/triggered/``).
 ``package.module:name``
     A user hook: ``name`` is imported from ``package.module``; a class is
     instantiated without arguments, anything else is used as it is (a callable
@@ -32,9 +35,10 @@ __all__ = [
 ]
 
 #: Built-in hook names.
-BUILTIN_HOOKS: tuple[str, ...] = ("drift-lock", "stop-when-converged")
-#: Built-in hooks that move a stage (need a source through a pymmcore-plus core).
-HOOKS_NEEDING_STAGE: tuple[str, ...] = ("drift-lock",)
+BUILTIN_HOOKS: tuple[str, ...] = ("drift-lock", "stop-when-converged", "event-trigger")
+#: Built-in hooks that command the microscope (a stage move, an MDA): they need a
+#: source through a pymmcore-plus core.
+HOOKS_NEEDING_STAGE: tuple[str, ...] = ("drift-lock", "event-trigger")
 
 def check_hook_name(name: Any) -> str:
     """Validate a hook name; returns it (:func:`livesr.stream.check_hook_name`).
@@ -58,6 +62,7 @@ def register() -> None:
     from livesr.adapters.feedback._converged import ConvergedConfig
     from livesr.adapters.feedback._drift_lock import DriftLockConfig
     from livesr.adapters.feedback._limits import FeedbackLimits
+    from livesr.adapters.feedback._triggered import EventTriggerConfig
 
     for name in BUILTIN_HOOKS:
         register_hook(name, needs_stage=name in HOOKS_NEEDING_STAGE)
@@ -73,6 +78,7 @@ def register() -> None:
             rel_change=0.05, windows=4, min_results=6, accumulate=True
         ),
     )
+    register_hook_config("event_trigger", EventTriggerConfig, EventTriggerConfig)
     register_hook_config(
         "limits",
         FeedbackLimits,
@@ -120,7 +126,7 @@ def load_hook(spec: str) -> Any:
     return obj
 
 
-def make_hooks(names: Any, settings: Any) -> list[Any]:
+def make_hooks(names: Any, settings: Any, *, output: Any = None) -> list[Any]:
     """The hook objects for ``names`` (built-in or ``module:callable``).
 
     Parameters
@@ -131,6 +137,8 @@ def make_hooks(names: Any, settings: Any) -> list[Any]:
         With ``drift_lock`` (:class:`DriftLockConfig`) and ``stop_when_converged``
         (:class:`ConvergedConfig`) attributes, e.g.
         :class:`livesr.stream._config.HooksConfig`.
+    output : path-like, optional
+        The run's output folder (``event-trigger`` saves its frames there).
 
     Raises
     ------
@@ -139,6 +147,7 @@ def make_hooks(names: Any, settings: Any) -> list[Any]:
     """
     from livesr.adapters.feedback._converged import StopWhenConverged
     from livesr.adapters.feedback._drift_lock import DriftLock
+    from livesr.adapters.feedback._triggered import TriggeredAcquisition
 
     hooks: list[Any] = []
     for name in names:
@@ -147,6 +156,10 @@ def make_hooks(names: Any, settings: Any) -> list[Any]:
             hooks.append(DriftLock(settings.drift_lock))
         elif name == "stop-when-converged":
             hooks.append(StopWhenConverged(settings.stop_when_converged))
+        elif name == "event-trigger":
+            if output is None:
+                raise ValueError("hook event-trigger needs the run's output folder")
+            hooks.append(TriggeredAcquisition(settings.event_trigger, output))
         else:
             hooks.append(load_hook(name))
     return hooks

@@ -157,6 +157,7 @@ class MicroscopeController:
         self.stop_info: dict[str, Any] | None = None
         self._events: queue.Queue[Any] = queue.Queue()
         self._mda_thread: threading.Thread | None = None
+        self._frame_slots: list[Any] = []  # on_frame callbacks of queue_events
         self._closed = False
 
     def _resolve(self, lim: FeedbackLimits) -> FeedbackLimits:
@@ -361,14 +362,18 @@ class MicroscopeController:
                 self._events.put(_STOP)  # unblock the runner waiting on the queue
 
     # ------------------------------------------------------------------ MDA events
-    def queue_events(self, events: Iterable[Any], *, start: bool = True) -> int:
+    def queue_events(
+        self, events: Iterable[Any], *, start: bool = True, on_frame: Any = None
+    ) -> int:
         """Queue ``useq.MDAEvent`` s for the event-driven MDA; returns how many.
 
         All events are checked first (type, finite positions inside the travel
         ranges, at most ``max_events_per_call``); one bad event refuses them all.
         With ``start=True`` the event MDA (``core.run_mda(iter(q.get, STOP))``)
         is started on the first call; the camera must then be free (no sequence
-        acquisition running).
+        acquisition running) or able to snap during one (simulated cameras).
+        ``on_frame(image, event, meta)``, optional, gets every frame the MDA
+        acquires from now on (``core.mda.events.frameReady``) until :meth:`close`.
 
         Raises
         ------
@@ -406,6 +411,9 @@ class MicroscopeController:
                         continue
                     self._finite(f"queue_events[{i}]", **{f"{axis}_pos": v})
                     self._in_range(f"queue_events[{i}]", axis, float(v), rng)
+            if on_frame is not None:
+                self._core.mda.events.frameReady.connect(on_frame)
+                self._frame_slots.append(on_frame)
             if start and self._mda_thread is None:
                 self._mda_thread = self._core.run_mda(iter(self._events.get, _STOP))
             for ev in evs:
@@ -462,15 +470,15 @@ class MicroscopeController:
             )
             self._core.mda.cancel()
             self.finish_events(timeout_s)
+        for slot in self._frame_slots:
+            self._core.mda.events.frameReady.disconnect(slot)
+        self._frame_slots.clear()
         self._closed = True
 
 
 def _stop_info(reason: str) -> dict[str, Any]:
-    return {
-        "reason": str(reason),
-        "t_wall": time.time(),
-        "by": threading.current_thread().name,
-    }
+    by = threading.current_thread().name
+    return {"reason": str(reason), "t_wall": time.time(), "by": by}
 
 
 class StopOnlyController:
@@ -489,9 +497,7 @@ class StopOnlyController:
     """
 
     def __init__(self, stop_event: threading.Event | None = None) -> None:
-        self.stop_requested = (
-            stop_event if stop_event is not None else threading.Event()
-        )
+        self.stop_requested = stop_event or threading.Event()
         self.refusals = 0
         self.commands = {"xy": 0, "z": 0, "stop": 0, "events": 0}
         self.stop_info: dict[str, Any] | None = None
@@ -534,7 +540,9 @@ class StopOnlyController:
         """Refused: raises :class:`LimitError` (no stage)."""
         raise self._no_stage("move_z_to")
 
-    def queue_events(self, events: Iterable[Any], *, start: bool = True) -> int:
+    def queue_events(
+        self, events: Iterable[Any], *, start: bool = True, on_frame: Any = None
+    ) -> int:
         """Refused: raises :class:`LimitError` (no MDA engine)."""
         raise self._no_stage("queue_events")
 

@@ -14,6 +14,10 @@ pre-connected (:func:`livesr.adapters.sinks.napari_viewer.run_viewer`).
   sent through the run's control channel (``livesr ctl``'s channel,
   :mod:`livesr.stream._control`; the demo fills in its own); the reply's frame
   index is shown in the status.
+- *Reconstruct the microscope's acquisitions*: follows the pymmcore-plus core of
+  napari-micromanager docked in the same viewer (else ``CMMCorePlus.instance()``):
+  every MDA or live-mode run started there is reconstructed live by its own pipeline
+  (:class:`livesr.adapters._mm_follow.MicroscopeFollower`) and shown here.
 - The status text (rates, latency, implementation per stage, skips) is refreshed
   after every drawn image.
 
@@ -198,6 +202,7 @@ def _widget_class() -> Any:
     global _WIDGET_CLASS
     if _WIDGET_CLASS is not None:
         return _WIDGET_CLASS
+    from qtpy.QtCore import QTimer, Signal
     from qtpy.QtGui import QFont
     from qtpy.QtWidgets import (
         QHBoxLayout,
@@ -216,8 +221,12 @@ def _widget_class() -> Any:
         def __init__(self) -> None:
             self.sink: LiveViewerSink | None = None
             self.demo: SimulatedDemo | None = None
+            self.follower: Any = None
 
         def close(self) -> None:
+            if self.follower is not None:
+                self.follower.stop()
+                self.follower = None
             if self.sink is not None:
                 self.sink.stop()
                 self.sink = None
@@ -227,6 +236,9 @@ def _widget_class() -> Any:
 
     class LiveStreamWidget(QWidget):
         """Endpoint field, Connect and demo buttons, status text."""
+
+        #: a followed acquisition's pipeline started (emitted off the GUI thread)
+        run_started = Signal(object)
 
         def __init__(
             self,
@@ -259,6 +271,11 @@ def _widget_class() -> Any:
             self.connect_button.clicked.connect(self._toggle_connect)
             self.demo_button = QPushButton("Start simulated demo")
             self.demo_button.clicked.connect(self._toggle_demo)
+            self.follow_button = QPushButton("Reconstruct the microscope's acquisitions")
+            self.follow_button.clicked.connect(self._toggle_follow)
+            self.run_started.connect(self._show_run)
+            self._core_check = QTimer(self)
+            self._core_check.timeout.connect(self._check_core)
             self.status = QLabel("not connected")
             self.status.setWordWrap(True)
             font = QFont("monospace")
@@ -283,6 +300,7 @@ def _widget_class() -> Any:
             lay.addWidget(self.control_edit)
             lay.addLayout(ctl_row)
             lay.addWidget(self.demo_button)
+            lay.addWidget(self.follow_button)
             lay.addWidget(self.status)
             lay.addStretch(1)
 
@@ -402,6 +420,57 @@ def _widget_class() -> Any:
                 )
             return summary
 
+        # -- the microscope's own acquisitions (napari-micromanager, pymmcore-plus)
+        def follow_microscope(
+            self, core: Any = None, output: Any = None, config: Any = None
+        ) -> Any:
+            """Reconstruct every MDA / live run of ``core`` (default: napari-micro-
+            manager's core in this viewer, else ``CMMCorePlus.instance()``) into runs
+            under ``output`` (default: a new temporary folder); the follower."""
+            from livesr.adapters._mm_follow import MicroscopeFollower, microscope_core
+
+            self.stop_following()
+            root = output or tempfile.mkdtemp(prefix="livesr-microscope-")
+            follower = MicroscopeFollower(
+                core if core is not None else microscope_core(self.viewer),
+                root,
+                config,
+                on_run=self.run_started.emit,
+            ).start()
+            self._res.follower = follower
+            if core is None:  # napari-micromanager may swap its core: keep up
+                self._core_check.start(500)
+            self.follow_button.setText("Stop reconstructing the microscope")
+            self._set_status(
+                f"waiting for an MDA or live mode on the microscope; runs in {root}"
+            )
+            return follower
+
+        def stop_following(self) -> Any:
+            """Stop following (a run in progress is finished first); its runs."""
+            follower, self._res.follower = self._res.follower, None
+            self._core_check.stop()
+            self.follow_button.setText("Reconstruct the microscope's acquisitions")
+            return follower.stop() if follower is not None else None
+
+        def _check_core(self) -> None:
+            from livesr.adapters._mm_follow import microscope_core
+
+            follower = self._res.follower
+            if follower is not None and not follower.busy:
+                follower.retarget(microscope_core(self.viewer))
+
+        def _show_run(self, run: Any) -> None:
+            if run.endpoint:
+                self.connect_stream(run.endpoint)
+                self._set_status(f"reconstructing the {run.kind} into {run.output}")
+
+        def _toggle_follow(self) -> None:
+            if self._res.follower is not None:
+                self.stop_following()
+            else:
+                self.follow_microscope()
+
         def _toggle_demo(self) -> None:
             if self._res.demo is not None:
                 self.stop_demo()
@@ -414,6 +483,8 @@ def _widget_class() -> Any:
             try:
                 self.connect_button.setText("Connect")
                 self.demo_button.setText("Start simulated demo")
+                self.follow_button.setText("Reconstruct the microscope's acquisitions")
+                self._core_check.stop()
             except (
                 RuntimeError
             ):  # the window was closed: Qt already deleted the buttons

@@ -58,16 +58,22 @@ def sim_cfg_path() -> Path:
 #: The shipped configuration of the simulated microscope (a path).
 SIM_CFG = sim_cfg_path()
 
-_HUBS: weakref.WeakValueDictionary[tuple[int, str], LivesrSimHub] = (
+_HUBS: weakref.WeakValueDictionary[tuple[Any, str], LivesrSimHub] = (
     weakref.WeakValueDictionary()
 )
 _HUBS_LOCK = threading.Lock()
 
 
-def _core_key(device: Any) -> int:
-    # the signal instance is the core's own (the proxy holds it, so its id stays
-    # unique while a device of that core is alive)
-    return id(device.core.events.propertyChanged)
+def _core_key(device: Any) -> Any:
+    """A key equal for every device of one core (the hub and its peripherals).
+
+    Each device's core proxy holds the core's ``propertyChanged`` signal: with
+    psygnal the core's own ``SignalInstance`` (compared by identity); with the Qt
+    signal backend (a ``QApplication`` exists, e.g. in napari) a new
+    ``pyqtBoundSignal`` per proxy, which compares and hashes equal for one core.
+    The key holds the signal, so it stays valid while the hub lives.
+    """
+    return device.core.events.propertyChanged
 
 
 class LivesrSimHub(HubDevice):

@@ -517,6 +517,13 @@ def _final_line(summary: dict[str, Any], reasons: list[str]) -> str:
             line += (
                 f"; {stop['frames_saved']} of {stop['frames_planned']} frames saved"
             )
+    for hook in (summary.get("hooks") or {}).get("hooks") or []:
+        for trig in ((hook.get("report") or {}).get("triggers")) or []:  # event-trigger
+            line += (
+                f"\nlivesr run: event trigger {trig['index']} at image {trig['window']} "
+                f"({trig['reason']}): {trig['frames']} frames saved as {trig['path']}"
+                + (f" ({trig['error']})" if trig.get("error") else "")
+            )
     for reason in reasons:
         line += f"\nlivesr run: error: {reason}"
     return line

@@ -42,12 +42,13 @@ def check_hooks(cfg: Any, args: argparse.Namespace) -> str | None:
     stage = [n for n in names if n in HOOKS_NEEDING_STAGE]
     if stage and args.source not in ("mm-sim", "mm"):
         return (
-            f"hook {stage[0]} moves the stage: it needs a source through a "
-            "pymmcore-plus core with an XY stage (--source mm-sim or mm), not "
+            f"hook {stage[0]} commands the microscope: it needs a source through a "
+            "pymmcore-plus core (--source mm-sim or mm), not "
             f"--source {args.source}"
         )
     try:
-        make_hooks(names, cfg.hooks)  # user hooks import now: errors before acquiring
+        # user hooks import now, settings are checked: errors before acquiring
+        make_hooks(names, cfg.hooks, output=cfg.stream.output)
     except ValueError as exc:
         return str(exc)
     return None
@@ -172,7 +173,7 @@ def hook_runner(cfg: Any, mm: Any) -> Any:
     from livesr.adapters.feedback._builtin import make_hooks
     from livesr.adapters.feedback._controller import StopOnlyController
 
-    hooks = make_hooks(names, cfg.hooks)
+    hooks = make_hooks(names, cfg.hooks, output=cfg.stream.output)
     if mm is not None:
         ctl: Any = MicroscopeController(mm.core, cfg.hooks.limits)
     else:
