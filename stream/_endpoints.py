@@ -196,3 +196,12 @@ def require_secure(endpoint: Endpoint, *, curve: bool, role: str) -> None:
         "with 'livesr keys DIR' and give --keys DIR (or [security] keys) on both "
         "sides (Python: load_server_keys(DIR) / load_client_keys(DIR))"
     )
+
+
+def is_loopback_endpoint(endpoint: str) -> bool:
+    """Whether ``endpoint`` is reachable from this host only (ipc, inproc, 127.x);
+    False for one that does not parse."""
+    try:
+        return bool(parse_endpoint(endpoint, for_bind=True).is_loopback)
+    except ValueError:
+        return False

@@ -46,6 +46,7 @@ import zmq
 
 from livesr.kernels.framemap import MapStage, default_map, engine_map
 from livesr.stream._config import LivesrConfig
+from livesr.stream._endpoints import is_loopback_endpoint
 from livesr.stream._hooks import hook_runner
 from livesr.stream._latency import Timestamps
 from livesr.stream._memory import _PipelineMemory
@@ -284,7 +285,7 @@ class Pipeline(_PipelineIngest, _PipelineReport, _PipelineControl, _PipelineMemo
             pub_ep,
             context=self._ctx,
             # a local publisher stays open to local viewers (no keys needed there)
-            curve=curve if curve is not None and not _is_loopback(pub_ep) else None,
+            curve=curve if curve is not None and not is_loopback_endpoint(pub_ep) else None,
         ).start()
         self._publish_ep = self._pub.endpoint
         self._hooks = hook_runner(self._hooks_arg)
@@ -297,20 +298,7 @@ class Pipeline(_PipelineIngest, _PipelineReport, _PipelineControl, _PipelineMemo
             else:
                 self._start_ingest_thread(endpoint, curve)
         except Exception:
-            # a refused start (endpoint taken, non-loopback without keys...) leaves
-            # nothing behind that would block a retry with the same --output
-            self._pub.close()
-            self._close_control()
-            if self._raw_pub is not None:
-                self._raw_pub.close()
-            if self._hooks is not None:
-                self._hooks.close()
-            self._owns_output = False
-            self._ingest = None
-            if created:
-                import shutil
-
-                shutil.rmtree(self.output, ignore_errors=True)
+            self._undo_start(created)
             raise
         self._endpoint = self._ingest.endpoint
         self._t_start = self._rate_t0 = time.time()
@@ -329,13 +317,29 @@ class Pipeline(_PipelineIngest, _PipelineReport, _PipelineControl, _PipelineMemo
         )
         return self
 
+    def _undo_start(self, created: bool) -> None:
+        """A refused start (endpoint taken, non-loopback without keys...) leaves
+        nothing behind that would block a retry with the same --output."""
+        self._pub.close()
+        self._close_control()
+        if self._raw_pub is not None:
+            self._raw_pub.close()
+        if self._hooks is not None:
+            self._hooks.close()
+        self._owns_output = False
+        self._ingest = None
+        if created:
+            import shutil
+
+            shutil.rmtree(self.output, ignore_errors=True)
+
     def _start_raw_publisher(self, curve: Any) -> None:
         """Bind the PUB of the newest raw frame (:mod:`livesr.stream._raw_publish`)."""
         raw_ep = self._raw_ep or self._auto_endpoint("raw")
         self._raw_pub = RawFramePublisher(
             raw_ep,
             lambda: self._persist,
-            curve=curve if curve is not None and not _is_loopback(raw_ep) else None,
+            curve=curve if curve is not None and not is_loopback_endpoint(raw_ep) else None,
             context=self._ctx,
         ).start()
         self._raw_ep = self._raw_pub.endpoint
@@ -587,13 +591,3 @@ class Pipeline(_PipelineIngest, _PipelineReport, _PipelineControl, _PipelineMemo
             t_first=head.get("first_frame_acquired"),
             t_last=stamps.acquired,
         )
-
-
-def _is_loopback(endpoint: str) -> bool:
-    """Whether ``endpoint`` is reachable from this host only (ipc, inproc, 127.x)."""
-    from livesr.stream._endpoints import parse_endpoint
-
-    try:
-        return bool(parse_endpoint(endpoint, for_bind=True).is_loopback)
-    except ValueError:
-        return False

@@ -129,9 +129,6 @@ class Processor(_SetupMixin, _ReportMixin):
         self._impl_switches: list[dict[str, Any]] = []
         self._last_impl: str | None = None
         self._engine_stats0: tuple[Any, ...] | None = None
-        from livesr.stream._resolution import LiveResolution
-
-        #: live decorrelation resolution of the newest image (stream/_resolution.py)
         #: live parameter choice (``[esrrf] auto_params``): the sweep, its inputs
         self.auto: Any = _auto_params(config)
         self.auto_choices: list[dict[str, Any]] = []
@@ -139,24 +136,30 @@ class Processor(_SetupMixin, _ReportMixin):
         self._auto_block: tuple[int, int] | None = None
         self._auto_applied = 0
         self._auto_windows = 0
+        self._init_analyses(config)
+        # acquisition time of recent frames by seq (an image's first frame's time)
+        self._tq_seq = np.full(4096, -1, dtype=np.int64)
+        self._tq_t = np.zeros(4096)
+
+    def _init_analyses(self, config: LivesrConfig) -> None:
+        """The background analyses of published images: decorrelation resolution,
+        even/odd FRC and (``[stream] error_map``) the SQUIRREL error map."""
+        from livesr.stream._errormap_live import LiveErrorMap
+        from livesr.stream._frc_live import MAX_SR_PIXELS, LiveFrc, WindowFrames
+        from livesr.stream._resolution import LiveResolution
+
         interval = float(config.stream.resolution_interval_s)
+        #: live decorrelation resolution of the newest image (stream/_resolution.py)
         self.resolution = LiveResolution(
             min_interval_s=interval if interval > 0 else 0.0, enabled=interval > 0
         )
-        from livesr.stream._frc_live import MAX_SR_PIXELS, LiveFrc, WindowFrames
-
         #: live even/odd FRC of the newest window (stream/_frc_live.py), on with the
         #: live resolution; its frames are collected only while it could take some
         self.frc = LiveFrc(_frc_params(self.esrrf)) if interval > 0 else None
         self._frc_frames = WindowFrames()
         self._frc_max_pixels = MAX_SR_PIXELS
-        from livesr.stream._errormap_live import LiveErrorMap
-
         #: SQUIRREL error map of published images (``[stream] error_map``)
         self.error_map = LiveErrorMap(enabled=config.stream.error_map)
-        # acquisition time of recent frames by seq (an image's first frame's time)
-        self._tq_seq = np.full(4096, -1, dtype=np.int64)
-        self._tq_t = np.zeros(4096)
 
     def set_params(self, ring: ProcessingRing | None, **changes: Any) -> None:
         """Queue a live parameter change (validated now, applied between batches)."""
