@@ -570,8 +570,9 @@ class Pipeline(_PipelineIngest, _PipelineReport, _PipelineControl, _PipelineMemo
         stamps = Timestamps(stamps.acquired, stamps.received, stamps.processed, time.time())
         head["timestamps"] = stamps.to_json()
         res = head.get("resolution")
-        if res is not None and res.get("value_px") is not None:  # nm: SR pixel known here
-            res["value_nm"] = res["value_px"] * head["pixel_size_um"] * 1e3
+        for est in (res, head.get("frc")):  # nm: the SR pixel is known here
+            if est is not None and est.get("value_px") is not None:
+                est["value_nm"] = est["value_px"] * head["pixel_size_um"] * 1e3
         self._pub.publish(encode_result(head, image))
         if self._hooks is not None:  # never blocks: newest-only slots, hook threads
             self._hooks.submit(Result.from_header(head, image))
@@ -588,6 +589,7 @@ class Pipeline(_PipelineIngest, _PipelineReport, _PipelineControl, _PipelineMemo
             head["quality"]["value"] if head["quality"]["value"] is not None else math.nan,
             resolution=res,
             error_map=head.get("error_map"),
+            frc=head.get("frc"),
             t_first=head.get("first_frame_acquired"),
             t_last=stamps.acquired,
         )

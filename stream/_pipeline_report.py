@@ -55,6 +55,7 @@ class _PipelineReport:
             "ring_used": len(ring) if ring is not None else 0,
             "implementation": self.implementations(),
             "resolution": self._latest_resolution(),
+            "frc": self._latest_frc(),
         }
 
     def _resumed_from(self) -> int:
@@ -82,6 +83,16 @@ class _PipelineReport:
         p = self._persist
         if est is None:
             return None
+        m = self._proc.esrrf.magnification
+        return est.to_json(p.pixel_size_um / m * 1e3 if p is not None else None)
+
+    def _latest_frc(self) -> dict[str, Any] | None:
+        """The newest live even/odd FRC estimate (header form, nm filled) or None."""
+        frc = self._proc.frc
+        est = None if frc is None else frc.latest
+        if est is None:
+            return None
+        p = self._persist
         m = self._proc.esrrf.magnification
         return est.to_json(p.pixel_size_um / m * 1e3 if p is not None else None)
 

@@ -345,6 +345,10 @@ class WindowTable(_Csv):
         "rsp",
         "rse",
         "error_map_image",
+        "frc_nm",
+        "frc_px",
+        "frc_resolved",
+        "frc_image",
     )
 
     def add(
@@ -360,12 +364,14 @@ class WindowTable(_Csv):
         *,
         resolution: Mapping[str, Any] | None = None,
         error_map: Mapping[str, Any] | None = None,
+        frc: Mapping[str, Any] | None = None,
     ) -> None:
-        """One row; ``resolution`` and ``error_map`` are the header's (None: empty
-        cells)."""
+        """One row; ``resolution``, ``error_map`` and ``frc`` (even/odd FRC) are the
+        header's (None: empty cells)."""
         lat = (stamps["published"] - stamps["acquired"]) * 1e3
         r = resolution or {}
         e = error_map or {}
+        f = frc or {}
         nm, px = r.get("value_nm"), r.get("value_px")
         self._row(
             (
@@ -390,6 +396,10 @@ class WindowTable(_Csv):
                 "" if e.get("rsp") is None else f"{e['rsp']:.6f}",
                 "" if e.get("rse") is None else f"{e['rse']:.6g}",
                 "" if e.get("image_index") is None else int(e["image_index"]),
+                "" if f.get("value_nm") is None else f"{f['value_nm']:.3f}",
+                "" if f.get("value_px") is None else f"{f['value_px']:.5f}",
+                "" if not f else int(bool(f.get("resolved"))),
+                "" if f.get("image_index") is None else int(f["image_index"]),
             )
         )
 

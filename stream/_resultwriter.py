@@ -173,13 +173,15 @@ class ResultWriter:
         *,
         resolution: Mapping[str, Any] | None = None,
         error_map: Mapping[str, Any] | None = None,
+        frc: Mapping[str, Any] | None = None,
         t_first: float | None = None,
         t_last: float | None = None,
     ) -> bool:
         """Record one published image; returns whether it was saved to the SR store.
 
         ``resolution`` is the header's live resolution (``method, value_px,
-        value_nm, resolved, image_index``) or None (no fresh estimate: empty cells).
+        value_nm, resolved, image_index``) or None (no fresh estimate: empty cells);
+        ``frc`` the same for the even/odd FRC.
         ``t_first`` / ``t_last``: acquisition times of the first / last frame, s (the
         SR store's ``image_frames``; None: unknown, e.g. a replay).
         """
@@ -200,6 +202,7 @@ class ResultWriter:
             index, first, last, stamps, shift, sigma, quality, save,
             resolution=resolution,
             error_map=error_map,
+            frc=frc,
         )
         return save
 

@@ -63,6 +63,17 @@ def _resolution(r: Mapping[str, Any] | None) -> str:
     return f"res {nm:.0f} nm" if nm is not None else f"res {r['value_px']:.2f} px"
 
 
+def _frc(r: Mapping[str, Any] | None) -> str:
+    """`` | frc 123 nm`` (even/odd FRC, newest estimate), unresolved flagged as for
+    :func:`_resolution`; empty before the first estimate."""
+    if not r:
+        return ""
+    if r.get("value_px") is None or not r.get("resolved"):
+        return " | frc unresolved"
+    nm = r.get("value_nm")
+    return f" | frc {nm:.0f} nm" if nm is not None else f" | frc {r['value_px']:.2f} px"
+
+
 def _frames(s: Mapping[str, Any]) -> str:
     """``frames 120 (100/s)``; with a known length (``frames_total`` > 0)
     ``frames 120/200 (100/s, ETA 1 s)``."""
@@ -87,7 +98,7 @@ def format_status(s: Mapping[str, Any]) -> str:
         f"p99 {_ms(s.get('latency_p99_ms'))} "
         "ms | "
         f"skipped {s.get('windows_skipped', 0)} | gaps {s.get('frames_in_gaps', 0)} | "
-        f"{_resolution(s.get('resolution'))} | "
+        f"{_resolution(s.get('resolution'))}{_frc(s.get('frc'))} | "
         f"{impl_txt}"
     )
 

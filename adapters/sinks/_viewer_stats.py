@@ -42,6 +42,7 @@ class StreamStats:
         #: newest live analyses seen (each header carries one once, naming its image)
         self.last_error_map: Mapping[str, Any] | None = None
         self.last_resolution: Mapping[str, Any] | None = None
+        self.last_frc: Mapping[str, Any] | None = None
         self._shown_t: deque[float] = deque()
         self._lat_pub: deque[tuple[float, float]] = deque()
         self._lat_show: deque[tuple[float, float]] = deque()
@@ -80,7 +81,7 @@ class StreamStats:
                 windows = (msg.last_frame - prev.last_frame) // stride
                 self.not_produced += max(0, windows - (msg.index - prev.index))
         self.last = msg
-        for key in ("error_map", "resolution"):
+        for key in ("error_map", "resolution", "frc"):
             value = msg.header.get(key)
             if isinstance(value, Mapping):
                 setattr(self, f"last_{key}", value)
@@ -186,6 +187,15 @@ class StreamStats:
             lines.append(
                 f"resolution {size}{flag} (image {res.get('image_index', '?')})"
             )
+        frc = self.last_frc
+        if frc is not None:
+            nm, px = frc.get("value_nm"), frc.get("value_px")
+            size = (
+                f"{nm:.0f} nm" if isinstance(nm, (int, float))
+                else f"{px:.2f} SR px" if isinstance(px, (int, float)) else "-"
+            )
+            flag = "" if frc.get("resolved") else " (unresolved)"
+            lines.append(f"even/odd FRC {size}{flag} (image {frc.get('image_index', '?')})")
         em = self.last_error_map
         if em is not None:
             rsp, rse = em.get("rsp"), em.get("rse")

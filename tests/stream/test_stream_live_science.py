@@ -293,3 +293,19 @@ def test_pipeline_publishes_the_live_even_odd_frc(tmp_path: Path) -> None:
             assert h["frc"]["value_px"] is None
         else:
             assert h["frc"]["value_px"] == pytest.approx(ref.value_px, rel=1e-6)
+    # windows.csv carries each estimate beside its image, in nm of the SR pixel
+    px_nm = 1e3 * summary["sr_pixel_size_um"]
+    rows = _windows(out)
+    assert len(rows) == 6
+    for r, h in zip(rows, seen, strict=True):
+        f = h["frc"]
+        assert int(r["frc_image"]) == f["image_index"] == int(r["index"])
+        assert int(r["frc_resolved"]) == int(f["resolved"])
+        if f["value_px"] is None:
+            assert r["frc_px"] == r["frc_nm"] == ""
+        else:
+            assert float(r["frc_px"]) == pytest.approx(f["value_px"], rel=1e-4)
+            assert float(r["frc_nm"]) == pytest.approx(f["value_px"] * px_nm, rel=1e-4)
+    latest = summary["frc"]["latest"]
+    line = format_status({"frc": latest})
+    assert ("frc unresolved" in line) != bool(latest["resolved"])
