@@ -176,26 +176,12 @@ class StreamStats:
             )
             + (f" | quality {q:.4g}" if isinstance(q, (int, float)) else "")
         )
-        res = self.last_resolution
-        if res is not None:
-            nm, px = res.get("value_nm"), res.get("value_px")
-            size = (
-                f"{nm:.0f} nm" if isinstance(nm, (int, float))
-                else f"{px:.2f} SR px" if isinstance(px, (int, float)) else "-"
-            )
-            flag = "" if res.get("resolved") else " (Nyquist floor)"
-            lines.append(
-                f"resolution {size}{flag} (image {res.get('image_index', '?')})"
-            )
-        frc = self.last_frc
-        if frc is not None:
-            nm, px = frc.get("value_nm"), frc.get("value_px")
-            size = (
-                f"{nm:.0f} nm" if isinstance(nm, (int, float))
-                else f"{px:.2f} SR px" if isinstance(px, (int, float)) else "-"
-            )
-            flag = "" if frc.get("resolved") else " (unresolved)"
-            lines.append(f"even/odd FRC {size}{flag} (image {frc.get('image_index', '?')})")
+        for label, est, floor in (
+            ("resolution", self.last_resolution, "Nyquist floor"),
+            ("even/odd FRC", self.last_frc, "unresolved"),
+        ):
+            if est is not None:
+                lines.append(_estimate_line(label, est, floor))
         em = self.last_error_map
         if em is not None:
             rsp, rse = em.get("rsp"), em.get("rse")
@@ -211,3 +197,14 @@ class StreamStats:
         if self.bad_messages:
             lines.append(f"{self.bad_messages} malformed message(s) ignored")
         return "\n".join(lines)
+
+
+def _estimate_line(label: str, est: Mapping[str, Any], floor: str) -> str:
+    """``resolution 123 nm (image 4)``; ``(<floor>)`` flags an unresolved value."""
+    nm, px = est.get("value_nm"), est.get("value_px")
+    size = (
+        f"{nm:.0f} nm" if isinstance(nm, (int, float))
+        else f"{px:.2f} SR px" if isinstance(px, (int, float)) else "-"
+    )
+    flag = "" if est.get("resolved") else f" ({floor})"
+    return f"{label} {size}{flag} (image {est.get('image_index', '?')})"
