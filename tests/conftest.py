@@ -15,6 +15,14 @@ import os
 
 import pytest
 
+# pymmcore-plus picks Qt signals for a core created while a Qt application exists
+# (PYMM_SIGNALS_BACKEND=auto); a Qt signal from the MDA thread is then delivered only
+# by a running Qt event loop, which the tests that drive a core directly never run:
+# their frameReady callbacks never came once the suite's collection (napari,
+# pymmcore-widgets) had left a Qt application behind.  The napari tests that need Qt
+# signals run their viewer in a child process with the backend set back to "auto".
+os.environ.setdefault("PYMM_SIGNALS_BACKEND", "psygnal")
+
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     lines = [f"cpu count: {os.cpu_count()}"]

@@ -58,7 +58,7 @@ def session(display: str, tmp_path_factory) -> tuple[Path, dict]:
         capture_output=True,
         text=True,
         timeout=420,
-        env={**os.environ, "DISPLAY": display},
+        env={**os.environ, "DISPLAY": display, "PYMM_SIGNALS_BACKEND": "auto"},
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     return out, json.loads((out / "scenario.json").read_text())
