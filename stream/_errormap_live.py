@@ -31,7 +31,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from livesr.stream._newest_only import NewestOnly
+from livesr.stream._newest_only import NewestOnly, cpu_timed
 
 __all__ = ["LiveErrorMap", "LiveErrorMapResult", "window_error_map"]
 
@@ -199,9 +199,9 @@ class LiveErrorMap(NewestOnly):
             if self._background:
                 from livesr.stream._resolution import worker
 
-                res = worker().submit(window_error_map, index, frames, shifts, img).result(
-                    timeout=WORKER_TIMEOUT_S
-                )
+                res, self._cpu_s = worker().submit(
+                    cpu_timed, window_error_map, index, frames, shifts, img
+                ).result(timeout=WORKER_TIMEOUT_S)
             else:
                 res = window_error_map(index, frames, shifts, img)
         except Exception as exc:  # never stops processing

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from livesr.stream._newest_only import DEFAULT_CPU_SHARE, NewestOnly
+from livesr.stream._newest_only import DEFAULT_CPU_SHARE, NewestOnly, cpu_timed
 
 __all__ = [
     "DEFAULT_KC_RESOLVED",
@@ -269,8 +269,9 @@ class LiveResolution(NewestOnly):
                 # in a worker process: the analysis holds the GIL for long numpy
                 # stretches, which delayed the images published meanwhile (p99 x5
                 # on 2 cores); here this thread only waits on a pipe
-                est = worker().submit(
-                    estimate_resolution, image, index, kc_resolved=self.kc_resolved
+                est, self._cpu_s = worker().submit(
+                    cpu_timed, estimate_resolution, image, index,
+                    kc_resolved=self.kc_resolved,
                 ).result(timeout=WORKER_TIMEOUT_S)
             else:
                 est = estimate_resolution(image, index, kc_resolved=self.kc_resolved)

@@ -72,7 +72,7 @@ def test_run_with_error_map_writes_rsp_beside_the_sr_images(tmp_path: Path) -> N
     cfg.write_text("[sim]\nseed = 5\n[sim.camera]\nshape = [48, 48]\n")
     rc = main(
         [
-            "run", "--config", str(cfg), "--output", str(out), "--frames", "400",
+            "run", "--config", str(cfg), "--output", str(out), "--frames", "800",
             "--window", "20", "--stride", "20", "--magnification", "2",
             "--drift", "off", "--error-map", "--no-status",
         ]

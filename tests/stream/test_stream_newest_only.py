@@ -73,3 +73,33 @@ def test_no_rest_with_a_whole_core(monkeypatch: pytest.MonkeyPatch) -> None:
         assert w.take() == 2  # the newest result
     finally:
         w.close(timeout_s=10.0)
+
+
+def test_cpu_timed_counts_cpu_not_waiting() -> None:
+    from livesr.stream._newest_only import cpu_timed
+
+    out, cpu = cpu_timed(time.sleep, 0.2)
+    assert out is None and 0 <= cpu < 0.1  # asleep: no CPU used
+    out, cpu = cpu_timed(sum, range(2_000_000))
+    assert out == 1999999000000 and cpu > 0
+
+
+def test_rest_follows_the_cpu_time_an_analysis_reports(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker-process analysis that waited 50 ms for the CPU but used none (the
+    rest counts CPU time when the analysis reports it) leaves no rest."""
+    monkeypatch.setattr(_newest_only.os, "cpu_count", lambda: 2)
+
+    class _Waiting(_Sleeper):
+        def _analyse(self, value: int) -> None:
+            super()._analyse(value)
+            self._cpu_s = 0.0
+
+    t = [0.0]
+    w = _Waiting(0.05, cpu_share=0.1, clock=lambda: t[0])
+    try:
+        assert w.offer(1) and w.wait_idle(30.0)
+        assert w.offer(2) and w.wait_idle(30.0) and w.take() == 2
+    finally:
+        w.close(timeout_s=10.0)
