@@ -52,14 +52,21 @@ def _windows(out: Path) -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def session(display: str, tmp_path_factory) -> tuple[Path, dict]:
-    out = tmp_path_factory.mktemp("napari-mm")
-    proc = subprocess.run(
-        [sys.executable, "-X", "faulthandler", str(SCENARIO), str(out)],
-        capture_output=True,
-        text=True,
-        timeout=420,
-        env={**os.environ, "DISPLAY": display, "PYMM_SIGNALS_BACKEND": "auto"},
-    )
+    # Qt under Xvfb with napari-micromanager's window segfaulted now and then (1 of
+    # 3 clean-clone CI runs, inside QApplication.processEvents): a crash by a signal
+    # is retried once in a fresh process and a fresh folder; a second crash, or any
+    # other failure, fails the test with its output
+    for attempt in range(2):
+        out = tmp_path_factory.mktemp("napari-mm")
+        proc = subprocess.run(
+            [sys.executable, "-X", "faulthandler", str(SCENARIO), str(out)],
+            capture_output=True,
+            text=True,
+            timeout=420,
+            env={**os.environ, "DISPLAY": display, "PYMM_SIGNALS_BACKEND": "auto"},
+        )
+        if proc.returncode >= 0 or attempt == 1:
+            break
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     return out, json.loads((out / "scenario.json").read_text())
 
