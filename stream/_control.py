@@ -46,8 +46,7 @@ from livesr.stream._keys import (
     CurveClientKeys,
     CurveServerKeys,
     apply_client_keys,
-    apply_server_keys,
-    start_authenticator,
+    secure_server,
 )
 from livesr.stream._link_base import TransportError
 
@@ -290,12 +289,7 @@ class ControlServer:
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
         try:
             if self._curve is not None:
-                try:
-                    self._auth = start_authenticator(self._ctx, self._curve)
-                except zmq.ZMQError as exc:  # a ZAP handler already runs on ctx
-                    if exc.errno != zmq.EADDRINUSE:
-                        raise
-                apply_server_keys(sock, self._curve)
+                self._auth = secure_server(self._ctx, sock, self._curve)
             sock.bind(self.endpoint)
         except zmq.ZMQError as exc:
             sock.close(linger=0)

@@ -173,13 +173,9 @@ class FrcEstimate:
 
     def to_json(self, sr_pixel_size_nm: float | None) -> dict[str, Any]:
         """Strict JSON (null, never NaN), like the decorrelation's ``resolution``."""
-        nm = (
-            self.value_px * sr_pixel_size_nm
-            if self.value_px is not None
-            and sr_pixel_size_nm is not None
-            and math.isfinite(sr_pixel_size_nm)
-            else None
-        )
+        from livesr.stream._resolution import px_to_nm
+
+        nm = px_to_nm(self.value_px, sr_pixel_size_nm)
         return {
             "method": self.method,
             "value_px": self.value_px,

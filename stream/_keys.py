@@ -255,6 +255,22 @@ def apply_server_keys(sock: zmq.Socket[Any], keys: CurveServerKeys) -> None:
     sock.zap_domain = ZAP_DOMAIN.encode()
 
 
+def secure_server(
+    context: zmq.Context[Any], sock: zmq.Socket[Any], keys: CurveServerKeys
+) -> Any:
+    """Make ``sock`` a CURVE server with a ZAP handler on ``context`` (call before
+    ``bind``).  Returns the authenticator it started, or None when one already runs
+    on ``context`` (another server socket of the same context started it)."""
+    auth = None
+    try:
+        auth = start_authenticator(context, keys)
+    except zmq.ZMQError as exc:  # a ZAP handler already runs on the context
+        if exc.errno != zmq.EADDRINUSE:
+            raise
+    apply_server_keys(sock, keys)
+    return auth
+
+
 def apply_client_keys(sock: zmq.Socket[Any], keys: CurveClientKeys) -> None:
     """Make ``sock`` a CURVE client of ``keys.server_public`` (before ``connect``)."""
     sock.curve_secretkey = keys.secret

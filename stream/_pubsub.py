@@ -26,8 +26,7 @@ from livesr.stream._keys import (
     CurveClientKeys,
     CurveServerKeys,
     apply_client_keys,
-    apply_server_keys,
-    start_authenticator,
+    secure_server,
 )
 from livesr.stream._link_base import TransportError
 
@@ -95,12 +94,7 @@ class ResultPublisher:
         sock.setsockopt(zmq.MAXMSGSIZE, 4096)  # subscribers only send subscriptions
         try:
             if self._curve is not None:
-                try:
-                    self._auth = start_authenticator(self._ctx, self._curve)
-                except zmq.ZMQError as exc:  # a ZAP handler already runs on ctx
-                    if exc.errno != zmq.EADDRINUSE:
-                        raise
-                apply_server_keys(sock, self._curve)
+                self._auth = secure_server(self._ctx, sock, self._curve)
             sock.bind(self.endpoint)
         except zmq.ZMQError as exc:
             sock.close(linger=0)

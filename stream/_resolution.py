@@ -88,13 +88,7 @@ class ResolutionEstimate:
 
     def to_json(self, sr_pixel_size_nm: float | None) -> dict[str, Any]:
         """The header's ``resolution``: strict JSON (null, never NaN)."""
-        nm = (
-            self.value_px * sr_pixel_size_nm
-            if self.value_px is not None
-            and sr_pixel_size_nm is not None
-            and math.isfinite(sr_pixel_size_nm)
-            else None
-        )
+        nm = px_to_nm(self.value_px, sr_pixel_size_nm)
         return {
             "method": self.method,
             "value_px": self.value_px,
@@ -102,6 +96,14 @@ class ResolutionEstimate:
             "resolved": self.resolved,
             "image_index": self.image_index,
         }
+
+
+def px_to_nm(value_px: float | None, sr_pixel_size_nm: float | None) -> float | None:
+    """A resolution in SR pixels as nm, or None when either is unknown (strict
+    JSON: never NaN)."""
+    if value_px is None or sr_pixel_size_nm is None or not math.isfinite(sr_pixel_size_nm):
+        return None
+    return value_px * sr_pixel_size_nm
 
 
 def estimate_resolution(
