@@ -271,6 +271,8 @@ class LiveFrc(NewestOnly):
     every : int
         Offer at most every this many published images, >= 1 (the CPU share
         may skip more).
+    min_interval_s : float
+        At most one window taken per this many seconds, >= 0.
     min_resolved_px : float
         See :func:`frc_of_window`.
     background : bool
@@ -286,6 +288,7 @@ class LiveFrc(NewestOnly):
         esrrf: Mapping[str, Any],
         *,
         every: int = 1,
+        min_interval_s: float = 0.0,
         min_resolved_px: float = MIN_RESOLVED_PX,
         background: bool = True,
         cpu_share: float = DEFAULT_CPU_SHARE,
@@ -299,6 +302,14 @@ class LiveFrc(NewestOnly):
         self.min_resolved_px = float(min_resolved_px)
         self._background = background
         self._offers = 0
+        #: at most one window taken per this many seconds (the pipeline passes
+        #: ``[stream] resolution_interval_s``): on a many-core host the CPU share
+        #: alone would let the analysis, and the frame copies feeding it, run
+        #: back to back in the pipeline's process
+        if not (math.isfinite(min_interval_s) and min_interval_s >= 0):
+            raise ValueError(f"min_interval_s={min_interval_s!r}; expected >= 0")
+        self.min_interval_s = float(min_interval_s)
+        self._last_take = -math.inf
         #: the newest estimate, estimates made, analyses that failed
         self.latest: FrcEstimate | None = None
         self.estimates = 0
@@ -312,7 +323,11 @@ class LiveFrc(NewestOnly):
         if self._closed:
             return False
         with self._lock:
-            return self._idle() and self._rested()
+            return (
+                self._idle()
+                and self._rested()
+                and self._clock() - self._last_take >= self.min_interval_s
+            )
 
     def offer(
         self, index: int, frames: np.ndarray, shifts: np.ndarray | None = None
@@ -331,8 +346,12 @@ class LiveFrc(NewestOnly):
         if min(a.shape[1:]) * m < MIN_SIDE_PX:
             return False
         with self._lock:
-            if not (self._idle() and self._rested()):
+            now = self._clock()
+            if not (self._idle() and self._rested()) or (
+                now - self._last_take < self.min_interval_s
+            ):
                 return False
+            self._last_take = now
             job = (
                 int(index),
                 np.array(a, copy=True),

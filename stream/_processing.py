@@ -155,7 +155,9 @@ class Processor(_SetupMixin, _ReportMixin):
         )
         #: live even/odd FRC of the newest window (stream/_frc_live.py), on with the
         #: live resolution; its frames are collected only while it could take some
-        self.frc = LiveFrc(_frc_params(self.esrrf)) if interval > 0 else None
+        self.frc = (
+            LiveFrc(_frc_params(self.esrrf), min_interval_s=interval) if interval > 0 else None
+        )
         self._frc_frames = WindowFrames()
         self._frc_max_pixels = MAX_SR_PIXELS
         #: SQUIRREL error map of published images (``[stream] error_map``)

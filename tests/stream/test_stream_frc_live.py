@@ -149,3 +149,24 @@ def test_window_frames_keep_what_was_collected_when_a_batch_grows() -> None:
     assert wf.window(0, 7) is None  # frame 7 never came
     wf.clear()
     assert wf.window(3, 6) is None
+
+
+def test_live_frc_takes_at_most_one_window_per_min_interval() -> None:
+    from livesr.stream._frc_live import LiveFrc
+
+    t = [0.0]
+    frames = np.random.default_rng(3).poisson(50.0, (8, 24, 24)).astype(np.float32)
+    frc = LiveFrc({"magnification": 2}, background=False, cpu_share=1.0,
+                  min_interval_s=1.0, clock=lambda: t[0])
+    try:
+        assert frc.wants_frames() and frc.offer(0, frames)
+        assert frc.take().image_index == 0
+        t[0] = 0.5
+        assert not frc.wants_frames() and not frc.offer(1, frames)
+        t[0] = 1.0
+        assert frc.wants_frames() and frc.offer(2, frames)
+        assert frc.take().image_index == 2 and frc.estimates == 2
+    finally:
+        frc.close(timeout_s=10.0)
+    with pytest.raises(ValueError, match="min_interval_s"):
+        LiveFrc({"magnification": 2}, min_interval_s=-1.0)
