@@ -198,6 +198,7 @@ class Pipeline(_PipelineIngest, _PipelineReport, _PipelineControl, _PipelineMemo
             add_drift=self._add_drift,
             user_map=frame_map is not None,
         )
+        self._proc.fixed_origin = bool(hooks)  # a feedback loop: a fixed drift origin
         self._rate_t0 = 0.0
         self._rate_n0 = 0
         self._fps = 0.0

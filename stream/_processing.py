@@ -91,6 +91,8 @@ class Processor(_SetupMixin, _ReportMixin):
         self._user_map = user_map
         self._prepared: Any = None  # the window warmed up at the hinted shape
         self._drift_xp: Any = None  # CuPy when drift registers on the GPU
+        #: keep the drift origin where the first block put it (feedback hooks run)
+        self.fixed_origin = False
         #: rows, cols of a frame that drift measures on ([drift] region_px)
         self._drift_region: tuple[slice, slice] = (slice(None), slice(None))
         self._publish_cb = publish

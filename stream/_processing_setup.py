@@ -222,7 +222,12 @@ class _SetupMixin:
             from livesr.kernels import RollingDrift
 
             block = self.config.drift.block_frames(self.interval_s)
-            self.drift = RollingDrift(block=block, max_drift=self.config.drift.max_drift_px)
+            # a feedback loop that moves the stage needs a reference that does not
+            # move: the origin re-estimate is for open-loop runs only
+            fixed = {"origin_blocks": 0} if self.fixed_origin else {}
+            self.drift = RollingDrift(
+                block=block, max_drift=self.config.drift.max_drift_px, **fixed
+            )
             if block != self.config.drift.block:
                 logger.info(
                     "drift: %d frames per estimate (%.0f ms at %.0f frames/s)",
