@@ -89,6 +89,13 @@ class _ReportMixin:
             "frc": None if frc is None else frc.to_json(None),
             "implementation": self.implementations(),
             "params": live_params(self.esrrf),
+            # the pipeline's counters so far: a viewer backs off its drawing while
+            # windows_skipped grows (adapters/sinks/_draw_pacer.py)
+            "counters": {
+                "windows_published": index,
+                "windows_skipped": self.c["windows_skipped"],
+                "frames_processed": self.c["frames_processed"],
+            },
         }
         stamps = Timestamps(item.t_acq, item.t_recv, t_proc, time.time())
         self._publish_cb(head, image, stamps)

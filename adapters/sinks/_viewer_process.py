@@ -60,6 +60,9 @@ _INTERVAL_MS = 33
 #: drawn updates per second at most: a repaint costs ~25-30 ms of CPU with software
 #: OpenGL (Xvfb, 2 cores): 25 raw + 8 SR repaints/s took 0.8 of a core, 10/s 0.45
 _MAX_FPS = 10.0
+#: drawn updates per second at least while the pipeline skips windows (the viewer
+#: yields its CPU to the reconstruction: :mod:`livesr.adapters.sinks._draw_pacer`)
+_MIN_FPS = 1.0
 #: the viewer process's niceness increment: drawing (software OpenGL under Xvfb,
 #: on a few cores) must never take the CPU the pipeline needs
 _NICE = 10
@@ -88,6 +91,7 @@ class GuiProbe:
         self.max_gap_all_ms = 0.0  # from the first tick
         self.max_draw_gap_ms = 0.0
         self.gaps_over_100ms = 0
+        self.draw_backoffs = 0
         self.max_poll_ms = 0.0  # the longest tick itself (decode + draw calls)
         self.poll_s = 0.0
         self.raw_seqs: list[int] = []
@@ -107,6 +111,9 @@ class GuiProbe:
                 self.max_gap_ms = max(self.max_gap_ms, gap)
                 self.gaps_over_100ms += gap > 100.0
         self._last = now
+        pacer = getattr(sink, "pacer", None)
+        if pacer is not None:
+            self.draw_backoffs = pacer.backoffs
         if not drew:
             return
         if self._last_draw is not None and self._settled_at is not None:
@@ -143,6 +150,7 @@ class GuiProbe:
             "raw_last_seq": raw[-1] if raw else None,
             "raw_seqs_increasing": all(b > a for a, b in zip(raw, raw[1:], strict=False)),
             "cpu_s": round(_cpu_seconds(), 2),
+            "draw_backoffs": self.draw_backoffs,
             "exit": exit_reason,
         }
 
@@ -175,6 +183,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help=f"drawn updates per second at most, raw and SR together ({_MAX_FPS:g})",
     )
     ap.add_argument(
+        "--min-fps",
+        type=float,
+        default=_MIN_FPS,
+        help="drawn updates per second while the pipeline skips windows: the rate "
+        f"halves at each new skip down to this, and recovers when it keeps up ({_MIN_FPS:g})",
+    )
+    ap.add_argument(
         "--nice",
         type=int,
         default=int(os.environ.get(NICE_ENV, _NICE)),
@@ -197,6 +212,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """Run a viewer until its window closes (or it is asked to quit); 0 ok, 2 no GUI."""
+    from livesr.adapters.sinks._draw_pacer import DrawPacer
     from livesr.adapters.sinks.napari_viewer import (
         run_viewer,
         viewer_unavailable_reason,
@@ -232,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         raw_endpoint=args.raw,
         interval_ms=args.interval_ms,
     )
-    sink.min_draw_interval_s = 1.0 / args.max_fps if args.max_fps > 0 else 0.0
+    if args.max_fps > 0:
+        sink.pacer = DrawPacer(args.max_fps, min(args.min_fps, args.max_fps))
     probe = GuiProbe(args.interval_ms)
     sink.on_tick = lambda drew, spent: probe.tick(drew, spent, sink)
     exit_reason = ["window closed"]

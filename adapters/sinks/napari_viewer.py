@@ -78,9 +78,10 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from livesr.adapters.sinks._draw_pacer import DrawPacer
 from livesr.adapters.sinks._viewer_layers import (
     DRIFT_LAYER,
     DRIFT_TRACE_MAX,
@@ -217,6 +218,10 @@ class LiveViewerSink:
         news).  Each update repaints the canvas, which costs CPU (tens of ms with
         software OpenGL); ticks in between leave the newest messages in their slots,
         and the next update draws the newest raw frame and SR image together.
+    pacer : DrawPacer or None
+        When set, it gives the shortest time between drawn updates instead of
+        ``min_draw_interval_s``, and backs off while the pipeline skips windows
+        (:mod:`livesr.adapters.sinks._draw_pacer`).
     """
 
     def __init__(
@@ -263,6 +268,7 @@ class LiveViewerSink:
         self._raw_reader: _NewestReader | None = None
         self._started = False
         self.min_draw_interval_s = 0.0
+        self.pacer: DrawPacer | None = None
         self._drawn_t = -float("inf")
 
     def start(self) -> LiveViewerSink:
@@ -296,7 +302,8 @@ class LiveViewerSink:
             return False
         t0 = time.perf_counter()
         drew = False
-        if t0 - self._drawn_t < self.min_draw_interval_s:  # news wait in their slots
+        pause = self.pacer.interval_s if self.pacer is not None else self.min_draw_interval_s
+        if t0 - self._drawn_t < pause:  # news wait in their slots
             if self.on_tick is not None:
                 self.on_tick(drew, time.perf_counter() - t0)
             return drew
@@ -319,6 +326,10 @@ class LiveViewerSink:
                 else:
                     self.stats.record_sr(msg, drained=drained)
                     self.layers.show_sr(msg)
+                    if self.pacer is not None:
+                        counters = msg.header.get("counters")
+                        if isinstance(counters, Mapping):
+                            self.pacer.observe(counters.get("windows_skipped"))
                 drew = True
         if not drew:
             self.layers.flush()  # a drift trace held back by the refresh limit

@@ -194,3 +194,60 @@ def test_min_draw_interval_coalesces_raw_and_sr_into_one_update(
         sink.stop()
         sr_pub.close()
         raw_pub.close()
+
+
+def test_pacer_slows_drawing_while_the_published_counters_show_skips(
+    display: str, make_napari_viewer, qtbot, tmp_path: Path
+) -> None:
+    """The viewer process's sink reads ``counters.windows_skipped`` from each SR
+    header it draws: a count that grew halves its draw rate (the viewer yields CPU
+    to a pipeline that fell behind); the next image then waits for the longer
+    interval, and is the newest one when drawn."""
+    import numpy as np
+
+    from livesr.adapters.sinks._draw_pacer import DrawPacer
+    from livesr.adapters.sinks.napari_viewer import SR_LAYER, LiveViewerSink
+    from livesr.stream._pubsub import ResultPublisher
+
+    viewer = make_napari_viewer(show=True)
+    pub = ResultPublisher(f"ipc://{tmp_path}/sr.ipc").start()
+    clock = [0.0]
+
+    def sr(i: int, skipped: int) -> list[Any]:
+        head = {
+            "v": 1, "kind": "sr", "stream": "t", "index": i, "first_frame": 10 * i,
+            "last_frame": 10 * i + 9, "shape": [8, 8], "dtype": "float32",
+            "pixel_size_um": 0.05, "params": {"magnification": 2, "stride": 10},
+            "drift": None, "quality": {"value": 1.0}, "timestamps": {},
+            "counters": {"windows_skipped": skipped},
+        }  # fmt: skip
+        return [json.dumps(head).encode(), np.full((8, 8), i, np.float32)]
+
+    sink = LiveViewerSink(viewer, pub.endpoint, interval_ms=10_000).start()
+    sink.pacer = DrawPacer(10.0, 1.0, calm_s=60.0, clock=lambda: clock[0])
+    try:
+        for _ in range(500):  # slow joiner
+            pub.publish(sr(0, 0))
+            if sink.poll():
+                break
+            qtbot.wait(10)
+        assert sink.stats.shown and sink.pacer.fps == 10.0
+        sink._drawn_t = -float("inf")
+        pub.publish(sr(1, 4))  # the pipeline skipped 4 windows since
+        for _ in range(200):
+            if sink.poll():
+                break
+            qtbot.wait(10)
+        assert sink.stats.last.index == 1
+        assert (sink.pacer.backoffs, sink.pacer.fps) == (1, 5.0)
+        sink._drawn_t = time.perf_counter()
+        pub.publish(sr(2, 4))
+        qtbot.wait(50)
+        assert not sink.poll()  # within 1/5 s of the last draw: waits in its slot
+        sink._drawn_t = time.perf_counter() - 0.25
+        assert sink.poll()
+        assert sink.stats.last.index == 2 and sink.pacer.fps == 5.0  # no new skip
+        assert float(np.asarray(viewer.layers[SR_LAYER].data)[0, 0]) == 2.0
+    finally:
+        sink.stop()
+        pub.close()

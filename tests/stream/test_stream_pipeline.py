@@ -204,6 +204,8 @@ def test_windows_equal_batch_esrrf_and_raw_equals_source(
     assert set(head["implementation"]) == {"esrrf"}
     assert head["implementation"]["esrrf"] in _ESRRF_MAP_IDS
     assert head["quality"]["metric"] == "normalized_gradient_energy"
+    counters = head["counters"]  # what a viewer paces its drawing by
+    assert (counters["windows_published"], counters["windows_skipped"]) == (head["index"], 0)
     ts = head["timestamps"]
     assert ts["acquired"] <= ts["received"] <= ts["processed"] <= ts["published"]
     np.testing.assert_array_equal(img, images[head["index"]])
