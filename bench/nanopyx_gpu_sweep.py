@@ -28,6 +28,7 @@ import contextlib
 import importlib.abc
 import importlib.machinery
 import io
+import json
 import os
 import re
 import sys
@@ -115,7 +116,14 @@ def main(argv: list[str]) -> int:
             rc = sweep_bench.main(args)
         text = log.getvalue()
         runs[label] = Counter(re.findall(r"Agent chose: (\S+)", text))
-    print(f"nanopyx run types chosen: {({k: dict(v) for k, v in runs.items()})}")
+    chosen = {k: dict(v) for k, v in runs.items()}
+    print(f"nanopyx run types chosen: {chosen}")
+    if "--json" in argv:  # the timed run's record: say what NanoPyx's agent chose
+        path = Path(argv[argv.index("--json") + 1])
+        records = json.loads(path.read_text())
+        records[-1]["nanopyx_run_types"] = chosen["timed"]
+        records[-1]["nanopyx_warmup_run_types"] = chosen["warm-up"]
+        path.write_text(json.dumps(records, indent=2) + "\n")
     start = text.find("{")
     sys.stdout.write(text[start:] if start >= 0 else text)
     return int(rc)

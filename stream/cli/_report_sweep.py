@@ -154,14 +154,20 @@ def _gpu_part(
             fmt(r.get("vs_numpy", math.nan)),
             _pair(r["best"]),
             _yes(r.get("same_best_as_numpy")),
+            fmt(r.get("nanopyx_s_per_pair", math.nan)),
+            fmt(r.get("vs_nanopyx", math.nan)),
+            _yes(r.get("same_best_as_nanopyx")),
+            _run_types(r.get("nanopyx_run_types")),
         ]
         for r in rows
     ]
     body = [
         f"GPU, from `{path.name}` (written by `bench/sweep_bench.py --json` on the "
         "GPU machine, not measured by this command): the CuPy implementation of every "
-        "sweep kernel, beside the numpy one on the same machine's CPU (NanoPyx is not "
-        "installed there). Each rgc call moves its inputs to the device and back.",
+        "sweep kernel, beside the numpy one on the same machine's CPU and, where "
+        "`bench/nanopyx_gpu_sweep.py` ran, NanoPyx 2.1.5's sweep on the same stack and "
+        "machine (its Liquid Engine agent free to choose OpenCL on the GPU; the run "
+        "types it chose are counted).",
         "",
         *md_table(
             [
@@ -174,6 +180,10 @@ def _gpu_part(
                 "× numpy",
                 "best pair (S, R)",
                 "same best pair as numpy",
+                "NanoPyx s per pair (same machine)",
+                "× NanoPyx",
+                "same best pair as NanoPyx",
+                "NanoPyx run types",
             ],
             table,
         ),
@@ -188,6 +198,13 @@ def _gpu_part(
             f"machines): ×{fmt(cpu['nanopyx_s_per_pair'] / r['s_per_pair'])}."
         )
     return body, rows
+
+
+def _run_types(types: dict[str, int] | None) -> str:
+    """``{"opencl_nvidia h100": 12}`` -> ``opencl_nvidia h100 ×12`` (or -)."""
+    if not types:
+        return "-"
+    return ", ".join(f"{k} ×{v}" for k, v in sorted(types.items()))
 
 
 def read_sweep_gpu_json(path: Path) -> list[dict[str, Any]]:
@@ -230,7 +247,11 @@ def sweep_gpu_rows(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     list of dict
         ``{device, impl, case, seconds, s_per_pair, best}`` and, where a numpy run
         of the same case exists, ``numpy_s_per_pair``, ``vs_numpy`` (numpy / CuPy
-        seconds per pair) and ``same_best_as_numpy``; sorted by case.
+        seconds per pair) and ``same_best_as_numpy``; where the run timed NanoPyx
+        beside it (``bench/nanopyx_gpu_sweep.py``), ``nanopyx_s_per_pair``,
+        ``vs_nanopyx`` (NanoPyx / CuPy seconds per pair), ``same_best_as_nanopyx``,
+        ``max_abs_qnr_diff`` and ``nanopyx_run_types`` (what its agent chose); sorted
+        by case.
     """
     numpy_runs = {
         json.dumps(_case_key(r["case"])): r
@@ -258,6 +279,12 @@ def sweep_gpu_rows(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             row["same_best_as_numpy"] = [float(v) for v in base["livesr_best"]] == row[
                 "best"
             ]
+        if "nanopyx_s_per_pair" in r:
+            row["nanopyx_s_per_pair"] = float(r["nanopyx_s_per_pair"])
+            row["vs_nanopyx"] = row["nanopyx_s_per_pair"] / row["s_per_pair"]
+            row["same_best_as_nanopyx"] = bool(r.get("same_best"))
+            row["max_abs_qnr_diff"] = float(r.get("max_abs_qnr_diff", math.nan))
+            row["nanopyx_run_types"] = dict(r.get("nanopyx_run_types") or {})
         rows.append(row)
     return sorted(
         rows,

@@ -295,6 +295,32 @@ def test_sweep_gpu_rows_pair_cupy_with_numpy_of_the_same_case() -> None:
     assert rows[0]["device"] == "NVIDIA H100 80GB HBM3"
 
 
+def test_sweep_gpu_rows_carry_nanopyx_timed_beside_cupy(tmp_path: Path) -> None:
+    """A run of bench/nanopyx_gpu_sweep.py (NanoPyx's sweep timed on the same GPU
+    machine and stack) gives its row NanoPyx's seconds per pair, the ratio, whether
+    both chose the same pair and the run types NanoPyx's agent chose; the section
+    renders them."""
+    run = _sweep_run("cupy", 0.004, [1.0, 1.5])
+    run.update(
+        nanopyx_s=[0.9, 1.0], nanopyx_s_per_pair=0.225, same_best=True,
+        max_abs_qnr_diff=2e-7, nanopyx_run_types={"opencl_nvidia h100 80gb hbm3": 8},
+    )  # fmt: skip
+    rows = sweep_gpu_rows([run, _sweep_run("numpy", 0.05, [1.0, 1.5])])
+    (row,) = rows
+    assert row["vs_nanopyx"] == pytest.approx(0.225 / 0.004, rel=1e-12)
+    assert row["same_best_as_nanopyx"] is True and row["max_abs_qnr_diff"] == 2e-7
+    assert row["nanopyx_run_types"] == {"opencl_nvidia h100 80gb hbm3": 8}
+    assert "vs_nanopyx" not in sweep_gpu_rows([_sweep_run("cupy", 0.004, [1, 1.5])])[0]
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps([run]))
+    opts = _report.Options(
+        out_dir=tmp_path, mode="quick", nanopyx=False, sweep_gpu_json=path
+    )
+    body = "\n".join(sweep_section(opts, _report.Settings.for_mode("quick")).body)
+    _, gpu = _tables(body)
+    assert gpu[0][9:] == [fmt(0.225), fmt(0.225 / 0.004), "yes", "opencl_nvidia h100 80gb hbm3 ×8"]
+
+
 def test_sweep_section_renders_the_h100_json(tmp_path: Path) -> None:
     if not SWEEP_GPU_JSON.is_file():
         pytest.skip(f"{SWEEP_GPU_JSON} not in this checkout")
