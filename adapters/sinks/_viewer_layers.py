@@ -17,11 +17,13 @@ from livesr.stream import ResultMessage
 
 __all__ = [
     "DRIFT_LAYER",
+    "DRIFT_TRACE_DRAWN",
     "DRIFT_TRACE_MAX",
     "NANOPYX_DISPLACEMENT_PX",
     "RAW_LAYER",
     "SR_LAYER",
     "LiveLayers",
+    "decimate_path",
     "sr_transform",
 ]
 
@@ -33,6 +35,10 @@ NANOPYX_DISPLACEMENT_PX = 0.45
 RAW_LAYER, SR_LAYER, DRIFT_LAYER = "raw", "SR", "drift"
 #: At most this many vertices in the drift trace (oldest forgotten).
 DRIFT_TRACE_MAX = 4096
+#: vertices of the drift trace drawn at most (evenly spaced, first and last kept): a
+#: napari path re-triangulates every vertex on each update, so a long run's trace
+#: would cost the GUI more with every image (the whole trace stays in drift_path_um)
+DRIFT_TRACE_DRAWN = 256
 
 
 def sr_transform(
@@ -168,7 +174,7 @@ class LiveLayers:
             return False
         if len(self._trace) < 2 or self._raw_px is None:
             return False
-        path = self.drift_path_um()
+        path = decimate_path(self.drift_path_um(), DRIFT_TRACE_DRAWN)
         if self.drift is None or self.drift not in self.viewer.layers:
             self.drift = self.viewer.add_shapes(
                 [path],
@@ -214,3 +220,13 @@ class LiveLayers:
             if tuple(self.raw.scale) != (p, p):
                 self.raw.scale = (p, p)
             self._set_limits(self.raw, limits)
+
+
+def decimate_path(path: np.ndarray, limit: int) -> np.ndarray:
+    """At most ``limit`` (>= 2) vertices of ``path`` ``(n, 2)``, evenly spaced by
+    index, the first and the last always kept; ``path`` itself when it is short."""
+    n = len(path)
+    if n <= limit:
+        return path
+    keep = np.unique(np.linspace(0, n - 1, limit).round().astype(np.intp))
+    return path[keep]

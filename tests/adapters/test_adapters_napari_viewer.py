@@ -367,3 +367,31 @@ def test_run_viewer_blocks_until_the_window_is_closed(
         sink = run_viewer(pub.endpoint, title="livesr block", block=True)
         timer.stop()
     assert closed and not sink.running and sink.stats.shown >= 1
+
+
+def test_long_drift_trace_is_drawn_decimated_with_its_ends(viewer) -> None:
+    """A long run's drift trace is drawn with at most DRIFT_TRACE_DRAWN vertices
+    (a napari path re-triangulates all of them on every update): evenly spaced
+    trace points, the first and the newest among them; the trace itself is whole."""
+    from livesr.adapters.sinks._viewer_layers import (
+        DRIFT_TRACE_DRAWN,
+        LiveLayers,
+        decimate_path,
+    )
+
+    layers = LiveLayers(viewer, drift_refresh_s=0.0)
+    layers._raw_px, layers._centre = 0.1, (3.0, 3.0)
+    n = 5 * DRIFT_TRACE_DRAWN + 7
+    for k in range(n):
+        layers._trace.append((0.01 * k, -0.02 * k))
+    layers._trace_pending = True
+    assert layers.flush(now=100.0)
+    drawn = np.asarray(viewer.layers[DRIFT_LAYER].data[0])
+    full = layers.drift_path_um()
+    assert len(full) == n and len(drawn) == DRIFT_TRACE_DRAWN
+    np.testing.assert_allclose(drawn[[0, -1]], full[[0, -1]])
+    idx = np.rint((drawn[:, 0] - 3.0) / (0.1 * 0.01)).astype(int)
+    np.testing.assert_allclose(drawn, full[idx])  # every drawn vertex is a trace point
+    assert np.all(np.diff(idx) > 0) and np.diff(idx).max() - np.diff(idx).min() <= 1
+    short = full[:10]
+    assert decimate_path(short, DRIFT_TRACE_DRAWN) is short
