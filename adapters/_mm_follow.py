@@ -86,6 +86,10 @@ class FollowedRun:
         Its livesr output folder (raw frames, SR images, ``summary.json``).
     endpoint : str
         Results PUB endpoint of its pipeline (subscribe to see the SR images).
+    control_endpoint : str
+        Its pipeline's control channel: live parameter changes (``livesr ctl
+        ENDPOINT set window=30``, the napari widget's *Apply*), recorded in its
+        summary's ``param_changes``.
     summary : dict or None
         The pipeline's summary once the run ended.
     error : str or None
@@ -95,6 +99,7 @@ class FollowedRun:
     kind: str
     output: Path
     endpoint: str = ""
+    control_endpoint: str = ""
     summary: dict[str, Any] | None = None
     error: str | None = None
     _handle: Any = field(default=None, repr=False)
@@ -248,7 +253,9 @@ class MicroscopeFollower:
             handler = MDAOutput(out, self.config)
             run = self._add_run(FollowedRun("mda", out, _handle=handler))
             handler.sequenceStarted(*item)
-            self._started(run, handler.error, handler.publish_endpoint)
+            self._started(
+                run, handler.error, handler.publish_endpoint, handler.control_endpoint
+            )
         elif kind == "frame" and cur is not None and cur.kind == "mda":
             cur._handle.frameReady(*item)
         elif kind == "end" and cur is not None and cur.kind == "mda":
@@ -263,7 +270,9 @@ class MicroscopeFollower:
                 logger.warning("livesr follower: live mode not followed: %s", exc)
                 return
             run = self._add_run(FollowedRun("live", out, _handle=listener))
-            self._started(run, None, listener.publish_endpoint)
+            self._started(
+                run, None, listener.publish_endpoint, listener.control_endpoint
+            )
         elif kind in ("live-end", "end") and cur is not None and cur.kind == "live":
             self._end_run()
 
@@ -280,7 +289,9 @@ class MicroscopeFollower:
         self.runs.append(run)
         return run
 
-    def _started(self, run: FollowedRun, error: Any, endpoint: str | None) -> None:
+    def _started(
+        self, run: FollowedRun, error: Any, endpoint: str | None, control: str | None
+    ) -> None:
         if error is not None:
             run.error = str(error)
             logger.error(
@@ -288,6 +299,7 @@ class MicroscopeFollower:
             )
             return
         run.endpoint = endpoint or ""
+        run.control_endpoint = control or ""
         logger.info(
             "livesr follower: reconstructing the %s into %s", run.kind, run.output
         )

@@ -167,6 +167,12 @@ class MDAOutput:
         """Where the pipeline publishes its SR images (None before it started)."""
         return self._run.pipe.publish_endpoint if self._run is not None else None
 
+    @property
+    def control_endpoint(self) -> str | None:
+        """The pipeline's control channel (``livesr ctl ENDPOINT ...``; None before
+        it started)."""
+        return self._run.pipe.control_endpoint if self._run is not None else None
+
     # ------------------------------------------------------------------ MDA signals
     def sequenceStarted(  # noqa: N802 (pymmcore-plus signal name)
         self, sequence: Any = None, summary_meta: Any = None
@@ -384,6 +390,11 @@ class AcquisitionListener:
     def publish_endpoint(self) -> str:
         """Where the pipeline publishes its SR images (a results PUB endpoint)."""
         return str(self._run.pipe.publish_endpoint)
+
+    @property
+    def control_endpoint(self) -> str:
+        """The pipeline's control channel (``livesr ctl ENDPOINT set|status|stop``)."""
+        return str(self._run.pipe.control_endpoint)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the acquisition stopped (the listener ended); True if it did."""

@@ -463,6 +463,8 @@ def _widget_class() -> Any:
         def _show_run(self, run: Any) -> None:
             if run.endpoint:
                 self.connect_stream(run.endpoint)
+                if run.control_endpoint:  # Apply changes the followed run
+                    self.control_edit.setText(run.control_endpoint)
                 self._set_status(f"reconstructing the {run.kind} into {run.output}")
 
         def _toggle_follow(self) -> None:

@@ -119,6 +119,14 @@ def main(out: Path) -> dict[str, Any]:
         live = follower.runs[1]
         _wait(lambda: live.frames_sent >= LIVE_FRAMES, 60, "live frames")
         res["live_running_while_followed"] = core.isSequenceRunning()
+        # the widget's Apply changes the followed run, through its control channel
+        _wait(
+            lambda: widget.control_edit.text() == live.control_endpoint != "",
+            10,
+            "the control field to name the live run's channel",
+        )
+        res["live_apply"] = widget.apply_params(f"window={2 * WINDOW}")
+        _wait(lambda: live.frames_sent >= 2 * LIVE_FRAMES, 60, "frames after the change")
         core.stopSequenceAcquisition()  # the user stops live mode: the run ends
         _wait(lambda: live.summary is not None, 60, "the live run to end")
         res["live"] = _run_info(live)

@@ -93,6 +93,48 @@ def test_follower_reconstructs_live_mode_and_leaves_it_running(
     assert s["windows_published"] == run.frames_sent // WINDOW
 
 
+def test_followed_live_run_takes_parameter_changes_on_its_control_channel(
+    core: Any, tmp_path: Path
+) -> None:
+    """A followed run announces its control channel (the napari widget's Apply and
+    ``livesr ctl`` use it): a change sent there while live mode runs takes effect
+    at a recorded frame, and the windows after it have the new length."""
+    import csv
+
+    from livesr.stream import ControlClient
+
+    announced: list[FollowedRun] = []
+    follower = MicroscopeFollower(core, tmp_path, _cfg(), on_run=announced.append)
+    follower.start()
+    try:
+        core.startContinuousSequenceAcquisition(0)
+        _wait(lambda: len(announced) == 1)
+        run = announced[0]
+        assert run.control_endpoint.startswith("ipc://")
+        with ControlClient(run.control_endpoint, timeout_s=10.0) as client:
+            _wait(
+                lambda: client.request({"cmd": "status"})["progress"]["windows_published"]
+                >= 1
+            )  # a window of the old length first
+            reply = client.request({"cmd": "set", "params": {"window": 2 * WINDOW}})
+            assert reply["ok"] is True, reply
+            _wait(lambda: bool(client.request({"cmd": "status"})["param_changes"]))
+            (change,) = client.request({"cmd": "status"})["param_changes"]
+        _wait(lambda: run.frames_sent >= change["frame_index"] + 4 * WINDOW)
+        core.stopSequenceAcquisition()
+        _wait(lambda: run.summary is not None)
+    finally:
+        follower.stop()
+    assert change["changes"] == {"window": 2 * WINDOW}
+    assert run.summary["param_changes"] == [change]
+    with open(run.output / "windows.csv", newline="") as fh:
+        rows = [(int(r["first_frame"]), int(r["last_frame"])) for r in csv.DictReader(fh)]
+    frame = change["frame_index"]
+    assert {b - a + 1 for a, b in rows if b < frame} == {WINDOW}
+    after = [b - a + 1 for a, b in rows if b >= frame]
+    assert after and set(after) == {2 * WINDOW}
+
+
 def test_retargeted_follower_follows_the_new_core_only(
     core: Any, tmp_path: Path
 ) -> None:

@@ -114,8 +114,20 @@ def test_widget_reconstructs_live_mode_without_stopping_it(session) -> None:
     assert Path(run["output"]) == out / "runs" / "live-001"
     assert res["live_running_while_followed"] is True  # livesr stopped nothing
     s, sent = run["summary"], run["frames_sent"]
-    assert sent >= LIVE_FRAMES
+    assert sent >= 2 * LIVE_FRAMES
     assert s["frames_acquired"] == s["frames_persisted"] + s["frames_in_gaps"]
     assert s["frames_persisted"] == sent
-    assert s["windows_published"] == sent // WINDOW
-    assert len(_windows(Path(run["output"]))) == sent // WINDOW
+    # the widget's Apply (window 10 -> 20) went to the followed run's control channel
+    reply = res["live_apply"]
+    assert reply is not None and reply["ok"] is True, reply
+    (change,) = s["param_changes"]
+    assert change["changes"] == {"window": 2 * WINDOW}
+    frame = change["frame_index"]
+    rows = [(int(r["first_frame"]), int(r["last_frame"])) for r in _windows(Path(run["output"]))]
+    assert len(rows) == s["windows_published"] and s["windows_skipped"] == 0
+    assert {b - a + 1 for a, b in rows if b < frame} <= {WINDOW}
+    after = [b - a + 1 for a, b in rows if b >= frame]
+    assert after and set(after) == {2 * WINDOW}
+    # every frame up to the last full window is in exactly the windows it should be
+    last = rows[-1][1]
+    assert sent - WINDOW <= last + 1 <= sent
