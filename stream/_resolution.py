@@ -466,10 +466,8 @@ class LiveResolution(NewestOnly):
             "min_interval_s": self.min_interval_s,
             "cpu_share": self.cpu_share,
             "kc_resolved": self.kc_resolved,
-            "agreement": self.agreement,
             "estimates": self.estimates,
             "published": self.published,
-            "confirmed": self.confirmed,
             "failures": self.failures,
             "latest": None if last is None else last.to_json(None),
         }

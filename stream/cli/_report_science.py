@@ -395,9 +395,8 @@ def _agreement(rows: list[dict[str, Any]]) -> str:
         "decorrelation is published unresolved, never as a measurement; the FRC "
         "compares two independent reconstructions, the decorrelation one image (its "
         "peak at high frequencies follows noise that interpolation and eSRRF "
-        "sharpened). Decorrelation shown as resolved for windows of: "
-        + (", ".join(shown) if shown else "none")
-        + " frames."
+        "sharpened). Decorrelation shown as resolved: "
+        + (f"windows of {', '.join(shown)} frames." if shown else "no window.")
     )
 
 

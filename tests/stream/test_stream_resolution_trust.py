@@ -166,12 +166,14 @@ def test_live_header_and_status_never_show_an_unsupported_decorrelation(
         out, window=20, stride=20, magnification=M, ring_mb=4.0, drift_block=10
     )
     seen: list[dict[str, Any]] = []
+    live: list[LiveResolution] = []
 
     def every_window(pipe: Any) -> None:
         proc = pipe._proc
         proc.resolution = LiveResolution(
             min_interval_s=0.0, background=False, cpu_share=1.0
         )
+        live.append(proc.resolution)
         proc.frc = LiveFrc(proc.frc.esrrf, background=False, cpu_share=1.0)
         orig = pipe._publish
 
@@ -222,7 +224,7 @@ def test_live_header_and_status_never_show_an_unsupported_decorrelation(
     assert judged >= 1
     latest = summary["resolution"]["latest"]
     assert latest["image_index"] == seen[-1]["index"]
-    assert summary["resolution"]["confirmed"] == sum(
+    assert live[0].confirmed == sum(
         bool(h["resolution"]["resolved"]) for h in seen
     )
 
@@ -231,3 +233,45 @@ def _image(out: Path, index: int) -> np.ndarray:
     import zarr
 
     return zarr.open_group(str(out / "sr.ome.zarr"), mode="r")["0"][index, 0, 0]
+
+
+def test_paired_estimate_waits_for_its_windows_frc() -> None:
+    """A decorrelation estimate of a window the FRC took is held until that FRC
+    is published (newer images go on meanwhile), then published judged; if the FRC
+    ends without an estimate it is published unconfirmed."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(0)
+    obj = np.zeros((96, 96))
+    obj[tuple(rng.integers(0, 96, size=(2, 300)))] = 1.0
+    img = gaussian_filter(obj, 3.0).astype(np.float32)
+    v = estimate_resolution(img).value_px
+    assert v is not None
+
+    def frc(index: int, value: float) -> FrcEstimate:
+        return FrcEstimate(index, "frc-even-odd", value, True, 20)
+
+    live = LiveResolution(min_interval_s=0.0, background=False, cpu_share=1.0)
+    assert live.offer(0, img, paired=True)
+    assert live.take(frc_idle=False) is None  # held: its FRC is being measured
+    assert not live.offer(1, img, paired=True)  # one held at a time
+    assert live.offer(1, img)  # unpaired images go on
+    newer = live.take(frc_idle=False)
+    assert newer is not None and (newer.image_index, newer.reason) == (1, "no-frc")
+    assert live.take(frc_idle=False) is None
+    live.note_frc(frc(0, v * 1.2))
+    held = live.take(frc_idle=False)
+    assert held is not None and held.image_index == 0
+    assert held.resolved and held.reason is None and live.confirmed == 1
+    assert live.latest == held and live.published == 2
+    # a contradicting FRC: published unresolved, the value kept
+    assert live.offer(2, img, paired=True) and live.take(frc_idle=False) is None
+    live.note_frc(frc(2, v * 2.0))
+    got = live.take(frc_idle=False)
+    assert got is not None and (got.resolved, got.reason) == (False, "disagrees-with-frc")
+    assert got.value_px == v
+    # the FRC ended without an estimate of this window (failed): unconfirmed
+    assert live.offer(3, img, paired=True) and live.take(frc_idle=False) is None
+    got = live.take(frc_idle=True)
+    assert got is not None and (got.image_index, got.reason) == (3, "no-frc")
+    live.close()
