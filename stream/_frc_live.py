@@ -317,6 +317,12 @@ class LiveFrc(NewestOnly):
         #: frames the analyses mapped again (the cost: one map per frame)
         self.frames_mapped = 0
 
+    def idle(self) -> bool:
+        """Nothing waits and nothing is being measured (an estimate finished is set
+        before this turns true: :func:`livesr.stream._resolution.publish_step`)."""
+        with self._lock:
+            return self._idle()
+
     def wants_frames(self) -> bool:
         """Whether a window offered now could be taken (idle and rested): the
         pipeline collects the window's frames only then."""

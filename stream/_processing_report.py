@@ -15,6 +15,7 @@ import numpy as np
 from livesr.stream._config import EsrrfConfig
 from livesr.stream._latency import Timestamps
 from livesr.stream._quality import QUALITY_METRIC, quality_metric
+from livesr.stream._resolution import publish_step
 from livesr.stream._ring import RingBatch
 
 logger = logging.getLogger("livesr.stream._processing")
@@ -54,21 +55,17 @@ class _ReportMixin:
                 "rejected": bool(ld["rejected"]) if ld else False,
             }
         index = self.c["windows_published"]
-        # decorrelation resolution: the newest image goes to the analysis thread when
-        # the schedule allows; an estimate finished since the last image is published
-        # once, naming the image it measured (null otherwise; stream/_resolution.py)
-        self.resolution.offer(index, image)
-        est = self.resolution.take()
+        # live resolution (stream/_resolution.py): the even/odd FRC of this window
+        # (stream/_frc_live.py) and the decorrelation of the newest image when their
+        # schedules allow; each estimate finished since the last image is published
+        # once, naming the image it measured, the decorrelation judged against the
+        # FRC of its own window (null otherwise)
+        window = None if self.frc is None else self._frc_frames.window(first, last)
+        est, frc = publish_step(self.resolution, self.frc, index, image, window)
         # the SQUIRREL error map of this window when the worker is idle; a map
         # finished since the last image is published once (stream/_errormap_live.py)
         self.error_map.offer(index, first, last, image)
         emap = self.error_map.take()
-        frc = None
-        if self.frc is not None:  # even/odd FRC of this window (stream/_frc_live.py)
-            got = self._frc_frames.window(first, last)
-            if got is not None:
-                self.frc.offer(index, *got)
-            frc = self.frc.take()
         head: dict[str, Any] = {
             "v": 1,
             "kind": "sr",

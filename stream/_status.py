@@ -52,13 +52,22 @@ def _ms(x: Any) -> str:
     )
 
 
+#: status-line words for why a decorrelation value is not shown (stream/_resolution.py)
+_WHY = {
+    "no-frc": "unconfirmed",
+    "frc-unresolved": "FRC unresolved",
+    "disagrees-with-frc": "FRC disagrees",
+}
+
+
 def _resolution(r: Mapping[str, Any] | None) -> str:
-    """``res 123 nm`` (decorrelation, newest estimate); ``res <=2.0 px (floor)`` when
-    unresolved (a Nyquist-floor value is never shown as a measurement); ``res -``."""
+    """``res 123 nm`` (decorrelation, newest estimate, confirmed by its window's
+    FRC); ``res unresolved (<why>)`` otherwise (a Nyquist-floor or unconfirmed value
+    is never shown as a measurement); ``res -``."""
     if not r or r.get("value_px") is None:
         return "res -"
     if not r.get("resolved"):
-        return "res unresolved (Nyquist floor)"
+        return f"res unresolved ({_WHY.get(r.get('reason') or '', 'Nyquist floor')})"
     nm = r.get("value_nm")
     return f"res {nm:.0f} nm" if nm is not None else f"res {r['value_px']:.2f} px"
 

@@ -206,5 +206,9 @@ def _estimate_line(label: str, est: Mapping[str, Any], floor: str) -> str:
         f"{nm:.0f} nm" if isinstance(nm, (int, float))
         else f"{px:.2f} SR px" if isinstance(px, (int, float)) else "-"
     )
-    flag = "" if est.get("resolved") else f" ({floor})"
+    # an unresolved decorrelation says why (stream/_resolution.py: not confirmed by
+    # the FRC of its window, or at the floor)
+    reason = est.get("reason")
+    why = f"unresolved: {reason.replace('-', ' ')}" if isinstance(reason, str) else floor
+    flag = "" if est.get("resolved") else f" ({why})"
     return f"{label} {size}{flag} (image {est.get('image_index', '?')})"

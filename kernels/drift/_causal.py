@@ -21,12 +21,15 @@ Continuity: when a new epoch starts, its prediction generally differs from the
 old one at that frame by some ``delta`` (block noise). The new epoch adds
 ``delta * max(0, 1 - (t - start + 1) / blend)``, spreading the change over
 ``blend`` frames, so consecutive frames never jump by more than ``delta /
-blend`` more than the drift itself moves. A re-lock after a real step is not
-blended (the step is real).
+blend`` more than the drift itself moves; with a ``rate`` (px per frame) over
+only ``ceil(|delta| / rate)`` frames when that is fewer: a small change (block
+noise) is not held back for the whole ``blend``, a large one is spread as
+before. A re-lock after a real step is not blended (the step is real).
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Sequence
 
@@ -117,12 +120,19 @@ class CausalShifts:
         none).
     history : int
         Epochs kept; :meth:`shifts` of frames of older epochs raises.
+    rate : float
+        Largest added motion per frame while blending, px (0: always ``blend``
+        frames; module notes).
     """
 
-    def __init__(self, scale: float, blend: int, history: int = 1 << 14) -> None:
+    def __init__(
+        self, scale: float, blend: int, history: int = 1 << 14, rate: float = 0.0
+    ) -> None:
         self.scale = float(scale)
         self.blend = int(blend)
+        self.rate = float(rate)
         self._start: deque[int] = deque(maxlen=history)
+        self._len: deque[float] = deque(maxlen=history)
         self._t0: deque[float] = deque(maxlen=history)
         self._coef: deque[np.ndarray] = deque(maxlen=history)
         self._delta: deque[np.ndarray] = deque(maxlen=history)
@@ -135,7 +145,7 @@ class CausalShifts:
         out = np.vander(x, 3, increasing=True) @ self._coef[k]
         d = self._delta[k]
         if self.blend > 0 and (d[0] != 0.0 or d[1] != 0.0):
-            f = np.clip(1.0 - (t - self._start[k] + 1) / self.blend, 0.0, 1.0)
+            f = np.clip(1.0 - (t - self._start[k] + 1) / self._len[k], 0.0, 1.0)
             out = out + f[:, None] * d[None, :]
         return out
 
@@ -153,13 +163,19 @@ class CausalShifts:
             self._t0.append(float(t0))
             self._coef.append(np.asarray(coef, dtype=np.float64))
             self._delta.append(delta)
+            self._len.append(float(self.blend))
             new = self._eval(len(self._start) - 1, t)[0]
-            self._delta[-1] = prev - new
+            d = prev - new
+            self._delta[-1] = d
+            if self.rate > 0:  # no longer than continuity asks for
+                need = float(np.abs(d).max()) / self.rate
+                self._len[-1] = float(min(self.blend, max(1.0, math.ceil(need))))
             return
         self._start.append(int(start))
         self._t0.append(float(t0))
         self._coef.append(np.asarray(coef, dtype=np.float64))
         self._delta.append(delta)
+        self._len.append(float(max(self.blend, 1)))
 
     def current(self, t: Sequence[float] | np.ndarray) -> np.ndarray:
         """(n, 2) shifts at frames ``t`` by the newest epoch's predictor (zeros

@@ -62,8 +62,8 @@ Algorithm
   (until the next block) is fitted: a weighted line through the last
   ``fit_blocks`` accepted blocks, or a parabola where that is expected to
   predict better ``horizon_blocks`` ahead; the change from the previous
-  prediction is spread over ``blend_blocks`` (no jumps between consecutive
-  frames). See :mod:`livesr.kernels.drift._causal`. With ``predictor="kalman"``
+  prediction is spread over ``blend_blocks``, or fewer frames for a small
+  change (``blend_rate_px``; no jumps between consecutive frames). See :mod:`livesr.kernels.drift._causal`. With ``predictor="kalman"``
   (default) a bank of Kalman filters (:mod:`._kalman`) competes with that fit;
   each epoch takes the one whose recent predictions of the next block were
   better.
@@ -149,6 +149,7 @@ class RollingDrift:
             p.block,
             int(round(p.blend_blocks * p.block)),
             history=p.history_blocks,
+            rate=p.blend_rate_px,
         )
 
     # ------------------------------------------------------------------ input

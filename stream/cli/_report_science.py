@@ -13,10 +13,12 @@ simulator's ground truth (issue 15).
    the batch's and NanoPyx's frame 0. One plot: estimated and true drift over
    the frames of the random-walk scenario.
 8. Resolution: windows of growing length of a seeded blinking stack (no
-   drift), the eSRRF image of each as the live pipeline makes it; its
-   decorrelation resolution (what ``windows.csv`` carries live) and the even/odd
-   FRC (FIRE, NanoPyx-equal; :mod:`livesr.stream._frc_live`) against the
-   ground truth's scales: the PSF's FWHM (the widefield resolution) and the
+   drift), the eSRRF image of each as the live pipeline makes it; its even/odd
+   FRC (FIRE, NanoPyx-equal; :mod:`livesr.stream._frc_live`), the primary live
+   figure, and its decorrelation resolution judged against that FRC as the live
+   pipeline publishes it (:mod:`livesr.stream._resolution`: resolved only when
+   the window's FRC confirms it within a factor 1.5, else the reason), against
+   the ground truth's scales: the PSF's FWHM (the widefield resolution) and the
    2-SR-pixel Nyquist floor.
 """
 
@@ -29,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from livesr.stream._resolution import AGREEMENT_FACTOR
 from livesr.stream.cli._report_model import (
     HEADINGS,
     Options,
@@ -316,7 +319,7 @@ def resolution_section(opts: Options, st: Settings) -> Section:
         [
             r["frames"],
             nm(r["decorr_px"]),
-            "yes" if r["decorr_resolved"] else "no (floor)",
+            "yes" if r["decorr_resolved"] else f"no ({r['decorr_reason']})",
             nm(r["frc_px"]),
             "yes" if r["frc_resolved"] else "no",
             fmt(fwhm_nm),
@@ -331,14 +334,22 @@ def resolution_section(opts: Options, st: Settings) -> Section:
         f"{st.res_size}², no drift; PSF sigma {1e3 * cfg.optics.psf_sigma_um:.0f} nm, "
         f"FWHM {fwhm_nm:.0f} nm); eSRRF M={m} ({px_nm:.0f} nm SR pixels), R=1.5, "
         "S=1, AVG, macro-pixel correction, as the live window makes it "
-        "(`SlidingEsrrf`), for windows of the first N frames. *Decorrelation*: "
-        "`estimate_resolution` of the window's image, the live value of "
-        "`windows.csv` (Descloux et al. 2019; *floor* = its peak at or near Nyquist, "
-        "published as unresolved). *Even/odd FRC*: FIRE (1/7 threshold, NanoPyx "
-        "2.1.5's FIRECalculator to 3e-7) of the eSRRF images of the window's even "
-        "and odd frames (`livesr.stream._frc_live`); its cost is given relative to "
-        "the window's own maps (the halves map every frame again). Ground truth: "
-        "the PSF's FWHM (the widefield resolution) and the 2-SR-pixel Nyquist floor.",
+        "(`SlidingEsrrf`), for windows of the first N frames. *Even/odd FRC*: "
+        "FIRE (1/7 threshold, NanoPyx 2.1.5's FIRECalculator to 3e-7) of the eSRRF "
+        "images of the window's even and odd frames (`livesr.stream._frc_live`), the "
+        "primary live figure; its cost is given relative to the window's own maps "
+        "(the halves map every frame again). *Decorrelation* (Descloux et al. 2019): "
+        "`estimate_resolution` of the window's image as `windows.csv` and the status "
+        "line carry it live: *resolved* only when the FRC of the same window confirms "
+        f"it within a factor {AGREEMENT_FACTOR:g} and its peak lies below 0.8 Nyquist; "
+        "otherwise the value is published unresolved with its reason (`nyquist-floor`, "
+        "`frc-unresolved`, `disagrees-with-frc`, `no-frc`). On eSRRF images the "
+        "decorrelation alone is not evidence: the image is interpolated to the SR "
+        "grid (its noise is no longer white) and made non-linearly (noise becomes "
+        "sharp peaks), so its spectrum looks like signal up to near Nyquist whatever "
+        "the number of frames; NanoPyx's own DecorrAnalysis gives the same values. "
+        "Ground truth: the PSF's FWHM (the widefield resolution) and the "
+        "2-SR-pixel Nyquist floor.",
         "",
         *md_table(
             [
@@ -368,7 +379,7 @@ def resolution_section(opts: Options, st: Settings) -> Section:
 
 
 def _agreement(rows: list[dict[str, Any]]) -> str:
-    """One sentence: decorrelation over even/odd FRC per window."""
+    """One sentence: decorrelation over even/odd FRC per window, and what is shown."""
     ratios = [
         f"{r['frames']}: {r['decorr_px'] / r['frc_px']:.2f}"
         for r in rows
@@ -376,12 +387,16 @@ def _agreement(rows: list[dict[str, Any]]) -> str:
     ]
     if not ratios:
         return "No window has both a decorrelation and an FRC value."
+    shown = [str(r["frames"]) for r in rows if r["decorr_resolved"]]
     return (
         "Decorrelation ÷ even/odd FRC per window length ("
         + ", ".join(ratios)
-        + "): the two live measures disagree where this ratio is far from 1; the "
-        "FRC compares two independent reconstructions, the decorrelation one image "
-        "(its peak at high frequencies can follow noise that eSRRF sharpened)."
+        + f"): where it lies outside 1/{AGREEMENT_FACTOR:g}–{AGREEMENT_FACTOR:g} the "
+        "decorrelation is published unresolved, never as a measurement; the FRC "
+        "compares two independent reconstructions, the decorrelation one image (its "
+        "peak at high frequencies follows noise that interpolation and eSRRF "
+        "sharpened). Decorrelation shown as resolved: "
+        + (f"windows of {', '.join(shown)} frames." if shown else "no window.")
     )
 
 
@@ -406,12 +421,13 @@ def _resolution_rows(
             t_win.append(time.perf_counter() - t0)
             frc = frc_of_window(w, None, n, magnification=m)
             t_frc.append(frc.seconds)
-        dec = estimate_resolution(img, n)
+        dec = estimate_resolution(img, n, frc=frc)  # as published live
         rows.append(
             {
                 "frames": n,
                 "decorr_px": dec.value_px,
                 "decorr_resolved": dec.resolved,
+                "decorr_reason": dec.reason,
                 "frc_px": frc.value_px,
                 "frc_resolved": frc.resolved,
                 "window_s": min(t_win),

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from livesr.kernels import RollingDrift
-from livesr.kernels.drift._causal import fit_predictor
+from livesr.kernels.drift._causal import CausalShifts, fit_predictor
 from livesr.kernels.drift._kalman import KalmanBank, PredictorRace
 from livesr.sim import SimConfig, simulate_stack
 
@@ -71,6 +71,33 @@ def test_kalman_bank_restarts_at_a_step_and_keeps_the_velocity():
     np.testing.assert_allclose(bank.predictor()[1][0], coef[0] + [0.5, -0.5])  # type: ignore[index]
     bank.reset()
     assert bank.predictor() is None and bank.n == 0
+
+
+@pytest.mark.parametrize("delta,frames", [(0.012, 3), (0.05, 10), (0.2, 10)])
+def test_causal_blend_spreads_a_change_only_as_long_as_continuity_needs(
+    delta: float, frames: int
+) -> None:
+    """A change of prediction at a new epoch is spread over ceil(|delta| / rate)
+    frames, at most ``blend``: small changes are not held back for a block."""
+    cs = CausalShifts(10.0, 10, rate=0.005)
+    coef = np.zeros((3, 2))
+    cs.add(0, 0.0, coef, jump=False)
+    new = coef.copy()
+    new[0] = (delta, -delta / 2)
+    cs.add(20, 20.0, new, jump=False)
+    s = cs.shifts(20, 15)
+    # frame 20 still at the old prediction, then linearly to the new one
+    want = np.clip(1.0 - (np.arange(20, 35) - 20 + 1) / frames, 0.0, 1.0)
+    np.testing.assert_allclose(s[:, 0], delta - want * delta, atol=1e-12)
+    np.testing.assert_allclose(s[:, 1], -delta / 2 + want * delta / 2, atol=1e-12)
+    step = np.abs(np.diff(np.vstack([[0.0, 0.0], s]), axis=0)).max()
+    assert step <= max(0.005, delta / 10) + 1e-12
+    # without a rate: always the whole blend (the former behaviour)
+    old = CausalShifts(10.0, 10)
+    old.add(0, 0.0, coef, jump=False)
+    old.add(20, 20.0, new, jump=False)
+    want = np.clip(1.0 - (np.arange(20, 35) - 20 + 1) / 10, 0.0, 1.0)
+    np.testing.assert_allclose(old.shifts(20, 15)[:, 0], delta - want * delta)
 
 
 def test_predictor_race_picks_the_better_recent_predictor():

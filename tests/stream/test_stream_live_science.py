@@ -8,16 +8,20 @@ import csv
 import json
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import numpy as np
 import pytest
 import zarr
 
+from livesr.stream._frc_live import FrcEstimate
 from livesr.stream._resolution import (
     DEFAULT_KC_RESOLVED,
     LiveResolution,
+    confirm_with_frc,
     estimate_resolution,
 )
 from livesr.stream._status import format_status
@@ -84,20 +88,47 @@ def test_estimate_resolution_flags_the_nyquist_floor() -> None:
     blurred = gaussian_filter(obj, 3.0)
     est = estimate_resolution(blurred, 7)
     assert est.image_index == 7 and est.method == "decorrelation"
-    assert est.resolved and est.value_px == pytest.approx(2.0 / est.kc_max)
+    assert est.value_px == pytest.approx(2.0 / est.kc_max)
     assert est.value_px > 2.0 / DEFAULT_KC_RESOLVED  # clearly above the floor
+    # alone it is unconfirmed: resolved only beside its window's FRC, within 1.5 x
+    assert not est.resolved and est.reason == "no-frc"
     head = est.to_json(20.0)
     assert head["value_nm"] == pytest.approx(20.0 * est.value_px)
+    assert head["reason"] == "no-frc" and head["resolved"] is False
     json.dumps(head, allow_nan=False)
+
+    def frc(value: float | None, resolved: bool = True, index: int = 7) -> FrcEstimate:
+        return FrcEstimate(index, "frc-even-odd", value, resolved, 20)
+
+    v = est.value_px
+    for frc_px, reason in (
+        (v, None), (v * 1.49, None), (v / 1.49, None),  # agrees within 1.5 x
+        (v * 1.51, "disagrees-with-frc"), (v / 1.51, "disagrees-with-frc"),
+        (None, "frc-unresolved"),
+    ):
+        got = confirm_with_frc(est, frc(frc_px, frc_px is not None))
+        assert (got.resolved, got.reason, got.value_px) == (reason is None, reason, v)
+        assert estimate_resolution(blurred, 7, frc=frc(frc_px, frc_px is not None)) == (
+            replace(got, seconds=ANY)
+        )
+    assert confirm_with_frc(est, frc(v, resolved=False)).reason == "frc-unresolved"
+    assert confirm_with_frc(est, None).reason == "no-frc"
+    with pytest.raises(ValueError, match="same window"):
+        confirm_with_frc(est, frc(v, index=8))
     # white noise: no peak below Nyquist -> null value, unresolved; strict JSON
     noise = estimate_resolution(rng.random((128, 128)))
-    assert noise.value_px is None and not noise.resolved
+    assert noise.value_px is None and not noise.resolved and noise.reason == "no-peak"
+    assert confirm_with_frc(noise, frc(5.0, index=0)) == noise  # no FRC makes a peak
     text = json.dumps(noise.to_json(20.0), allow_nan=False)
     assert json.loads(text)["value_nm"] is None
-    # a peak at/near Nyquist (pixel-scale detail, blur 0.5 px) is never "resolved"
+    # a peak at/near Nyquist (pixel-scale detail, blur 0.5 px) is never "resolved",
+    # not even beside an FRC that agrees
     fine = gaussian_filter(obj, 0.5) + 0.01 * rng.random((128, 128))
     sharp = estimate_resolution(fine)
     assert not sharp.resolved and (sharp.value_px is None or sharp.value_px < 2.5)
+    assert sharp.reason in ("nyquist-floor", "no-peak")
+    if sharp.value_px is not None:
+        assert not confirm_with_frc(sharp, frc(sharp.value_px, index=0)).resolved
 
 
 def test_live_resolution_schedule_newest_only_and_once() -> None:
@@ -154,7 +185,16 @@ def test_pipeline_publishes_the_live_resolution(tmp_path: Path) -> None:
     # the last estimate may finish after the last image (then: summary only)
     assert rep["estimates"] - rep["published"] in (0, 1) and rep["failures"] == 0
     measured = [int(r["resolution_image"]) for r in with_res]
-    assert measured == sorted(set(measured))  # each estimate published once
+    frcs = {  # the even/odd FRC estimates published, by the image they measured
+        h["frc"]["image_index"]: FrcEstimate(
+            h["frc"]["image_index"], h["frc"]["method"], h["frc"]["value_px"],
+            h["frc"]["resolved"], h["frc"]["frames"],
+        )
+        for h in seen
+        if h["frc"] is not None
+    }
+    # each estimate published once (one held for its window's FRC may come late)
+    assert len(measured) == len(set(measured))
     for r in rows:
         h = seen[int(r["index"])]
         if not r["resolution_method"]:
@@ -162,7 +202,9 @@ def test_pipeline_publishes_the_live_resolution(tmp_path: Path) -> None:
             continue
         k = int(r["resolution_image"])
         assert k <= int(r["index"])  # measured on this image or an earlier one
-        ref = estimate_resolution(sr[k])  # the saved image, re-analysed
+        # the saved image, re-analysed, judged against its window's FRC if published
+        ref = estimate_resolution(sr[k], k, frc=frcs.get(k))
+        assert h["resolution"]["reason"] == ref.reason
         assert r["resolution_method"] == "decorrelation"
         assert int(r["resolved"]) == int(ref.resolved)
         assert h["resolution"]["resolved"] is ref.resolved
@@ -175,7 +217,7 @@ def test_pipeline_publishes_the_live_resolution(tmp_path: Path) -> None:
             )
             assert h["resolution"]["value_nm"] == pytest.approx(ref.value_px * px_nm)
     latest = summary["resolution"]["latest"]
-    assert latest is not None and latest["image_index"] >= measured[-1]
+    assert latest is not None and latest["image_index"] == measured[-1]
     line = format_status({"resolution": latest})
     assert ("res unresolved" in line) != latest["resolved"]
 

@@ -188,6 +188,13 @@ def test_report_resolution_section_against_ground_truth(
         assert 0.7 * 306 < rec["frc_px"] * 50.0 < 1.6 * 306, rec
         assert float(row[3]) == pytest.approx(rec["frc_px"] * 50.0, rel=2e-3)
         assert row[6] == "100"  # the Nyquist floor: 2 SR px
+        # the decorrelation as published live: resolved only where the FRC of the
+        # same window confirms it (within 1.5 x), else with its reason
+        if rec["decorr_resolved"]:
+            assert rec["decorr_reason"] is None and row[2] == "yes"
+            assert rec["frc_px"] / 1.5 <= rec["decorr_px"] <= rec["frc_px"] * 1.5
+        else:
+            assert row[2] == f"no ({rec['decorr_reason']})" and rec["decorr_reason"]
 
 
 def test_report_notes_missing_optional_pieces(report: tuple[int, Path]) -> None:
