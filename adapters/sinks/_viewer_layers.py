@@ -162,6 +162,10 @@ class LiveLayers:
         if d is not None:
             self._trace.append((d[0], d[1]))
             self._trace_pending = True
+            if self.drift is None:
+                # with the first image: creating a napari Shapes layer takes 0.25-0.7 s
+                # (software OpenGL), a stall that must not fall in the live stream
+                self._drift_layer(np.repeat(self.drift_path_um(), 2, axis=0)[:2])
             self.flush()
         if not self._fitted:
             self.viewer.reset_view()
@@ -174,21 +178,24 @@ class LiveLayers:
             return False
         if len(self._trace) < 2 or self._raw_px is None:
             return False
-        path = decimate_path(self.drift_path_um(), DRIFT_TRACE_DRAWN)
+        self._drift_layer(decimate_path(self.drift_path_um(), DRIFT_TRACE_DRAWN))
+        self._trace_pending = False
+        self._trace_drawn_t = now
+        return True
+
+    def _drift_layer(self, path: np.ndarray) -> None:
+        """Show ``path`` (world µm, ``(n >= 2, 2)``) in the drift layer (made once)."""
         if self.drift is None or self.drift not in self.viewer.layers:
             self.drift = self.viewer.add_shapes(
                 [path],
                 shape_type="path",
                 name=DRIFT_LAYER,
                 edge_color="cyan",
-                edge_width=max(self._raw_px / 10, 1e-6),
+                edge_width=max((self._raw_px or 1.0) / 10, 1e-6),
                 units=("micrometer", "micrometer"),
             )
         else:
             self.drift.data = [path]
-        self._trace_pending = False
-        self._trace_drawn_t = now
-        return True
 
     def drift_path_um(self) -> np.ndarray:
         """The drift trace in world µm, ``(n, 2)`` (the drift layer once flushed)."""
