@@ -23,8 +23,10 @@ CuPy one, :func:`livesr.kernels.esrrf_sweep` keeps its work on the GPU:
 
 So the results are those of the host path (same float32 maps up to the kernels'
 documented tolerances, same float64 sums, bit for bit where the maps are), and
-device memory is ``O(pairs * H*M * W*M)`` whatever the stack length (about
-``(4 + 3 * groups) * 8`` bytes per pair and SR pixel; ``groups`` is 3 or 4).
+device memory is ``O(pairs * H*M * W*M)`` whatever the stack length
+(:func:`device_bytes`: at most 124 bytes per pair and SR pixel, VAR in batches).
+When that exceeds half of the device's free memory (:func:`fits`) the sweep
+keeps the host path, with a warning.
 
 The orchestration (:class:`ResidentAccumulators`, :class:`StackedTemporal`) is
 written over an array module ``xp``: with :class:`HostStages` (numpy, the
@@ -49,6 +51,8 @@ __all__ = [
     "HostStages",
     "ResidentAccumulators",
     "StackedTemporal",
+    "device_bytes",
+    "fits",
     "resident_stages",
 ]
 
@@ -259,6 +263,42 @@ def resident_stages(
         return None
     logger.info("esrrf_sweep: %d pairs on the device (rgc %s)", len(params), impl)
     return CupyStages(shape, params)
+
+
+def device_bytes(
+    mode: str, pairs: int, sr_shape: tuple[int, int], batched: bool, halves: bool
+) -> int:
+    """Bytes of device memory the resident sweep holds (:class:`ResidentAccumulators`
+    and its per-frame temporaries; the stages' frame-sized arrays aside).
+
+    Per pair and SR pixel: the float32 maps, the float64 cast and, per group of
+    running sums (whole stack, batch when ``batched``, two halves when
+    ``halves``), one float64 sum for AVG or three (sum, squares, first map) for
+    VAR, plus two float64 temporaries for VAR.
+    """
+    groups = 1 + int(batched) + 2 * int(halves)
+    per_group = 8 if mode == "avg" else 24
+    per_pixel = 4 + 8 + groups * per_group + (0 if mode == "avg" else 16)
+    return pairs * sr_shape[0] * sr_shape[1] * per_pixel
+
+
+def fits(xp: Any, need: int, fraction: float = 0.5) -> bool:
+    """Whether ``need`` bytes are at most ``fraction`` of the device memory free
+    now (CuPy: the driver's free memory plus the pool's cached blocks); always
+    True on the host (numpy)."""
+    if xp is np:
+        return True
+    free = xp.cuda.Device().mem_info[0] + xp.get_default_memory_pool().free_bytes()
+    if need <= fraction * free:
+        return True
+    logger.warning(
+        "esrrf_sweep: the device-resident sweep needs %.2f GB, more than %.0f %% of "
+        "the %.2f GB free on the device: host path",
+        need / 1e9,
+        100 * fraction,
+        free / 1e9,
+    )
+    return False
 
 
 class StackedTemporal:

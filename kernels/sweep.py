@@ -443,9 +443,13 @@ def _accumulators(
         stages = _sweep_device.resident_stages(
             impl, (h, w), flat, lambda: maps(_read_frame(stack, 0, (h, w)))
         )
-        if stages is not None:
+        sr = (h * m, w * m)
+        need = _sweep_device.device_bytes(
+            mode, len(flat), sr, batched, not use_decorr
+        )
+        if stages is not None and _sweep_device.fits(stages.xp, need):
             return _sweep_device.ResidentAccumulators(
-                stages, mode, (h * m, w * m), grid, batched, not use_decorr
+                stages, mode, sr, grid, batched, not use_decorr
             )
     return _Accumulators(mode, (h * m, w * m), *grid, batched, maps, params, impl)
 

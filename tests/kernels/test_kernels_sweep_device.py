@@ -162,3 +162,27 @@ def test_stacked_temporal_equals_temporal_accumulator(mode):
         np.testing.assert_array_equal(stacked.result(), ref)
     with pytest.raises(ValueError, match="'avg' or 'var'"):
         _sweep_device.StackedTemporal(np, "tac2", (1, 2, 2))
+
+
+@pytest.mark.parametrize("mode", ["avg", "var"])
+@pytest.mark.parametrize("batched,halves", [(False, True), (True, True), (True, False)])
+def test_device_bytes_counts_the_resident_arrays(mode, batched, halves):
+    """The memory estimate that guards the device path equals the running sums
+    and maps the resident sweep holds, plus its per-frame temporaries."""
+    stages = _sweep_device.HostStages(lambda f: None, [], "numpy")
+    accs = _sweep_device.ResidentAccumulators(
+        stages, mode, (6, 10), (2, 3), batched, halves
+    )
+    sums = [accs.whole, *(accs.parity or ())]
+    if accs.batch_all is not accs.whole:
+        sums.append(accs.batch_all)
+    held = accs._maps.nbytes + sum(
+        a.nbytes
+        for acc in sums
+        for a in (acc._s, acc._q, acc._first)
+        if a is not None
+    )
+    temporaries = 6 * 60 * 8 * (1 if mode == "avg" else 3)  # x64 (+ y, y*y)
+    need = _sweep_device.device_bytes(mode, 6, (6, 10), batched, halves)
+    assert need == held + temporaries
+    assert _sweep_device.fits(np, need)
