@@ -20,6 +20,12 @@ and shared by every pair, only the radial-gradient convergence (``rgc`` engine
 kernel) runs per pair; each pair keeps running sums (two or three per parity),
 so memory is ``O(pairs * H*M * W*M)`` whatever the stack length (NanoPyx holds
 every per-frame map of a pair: its issue 153).
+
+On a GPU (the engine's ``rgc`` implementation is CuPy) the sweep is device
+resident (:mod:`livesr.kernels._sweep_device`): frames are uploaded once per
+block, the shared stages, every pair's RGC map and every running sum stay on the
+device, and only the reconstructions that scoring needs come back.  Scoring (error
+map, FIRE, decorrelation) runs on the host in both paths, unchanged.
 """
 
 from __future__ import annotations
@@ -68,6 +74,10 @@ class SweepResult:
         Each pair's reconstruction from the whole stack (no macro-pixel correction).
     seconds : float
         Wall time of the sweep.
+    scoring_seconds : float
+        Part of ``seconds`` spent scoring (error maps and resolution, host).
+    device_resident : bool
+        Whether the reconstructions were kept on the GPU (see the module docs).
     """
 
     qnr: np.ndarray
@@ -83,6 +93,8 @@ class SweepResult:
     raw_mean: np.ndarray = field(repr=False)
     images: np.ndarray = field(repr=False)
     seconds: float = 0.0
+    scoring_seconds: float = 0.0
+    device_resident: bool = False
 
     @property
     def best_index(self) -> tuple[int, int]:
@@ -214,6 +226,7 @@ def esrrf_sweep(
     impl: str | None = None,
     progress: Callable[[int], None] | None = None,
     deadline: float | None = None,
+    resident: bool = True,
 ) -> SweepResult:
     # Long because of its docstring (NanoPyx's options and where the results may
     # differ from it); the body is 70 lines, the steps in the helpers below.
@@ -249,11 +262,16 @@ def esrrf_sweep(
         frame; NanoPyx raises there), counts as NaN for that part.
     impl : str, optional
         Implementation of the engine kernels (see :func:`livesr.kernels.esrrf`).
+        When it is (or, for None, the engine's kept choice of ``rgc`` is) the CuPy
+        one, the sweep runs device resident (module docs).
     progress : callable, optional
         Called with the number of frames just processed (1 per frame).
     deadline : float, optional
         ``time.monotonic()`` value after which the sweep stops with
         ``TimeoutError`` (checked between frames).
+    resident : bool
+        False: with CuPy too, every engine call takes and returns host arrays
+        (the per-call path; for comparisons).
 
     Returns
     -------
@@ -273,34 +291,41 @@ def esrrf_sweep(
     m = params[0][0].magnification
     t, h, w = _stack_shape(stack, m, use_decorr)
     batch = _batch_size(frames_per_batch, t)
-    accs = _Accumulators(mode, (h * m, w * m), len(sens), len(rads), batch < t)
     maps = _FrameMaps(m, impl)
+    accs = _accumulators(
+        stack, (t, h, w), mode, params, batch < t, maps, impl, resident, use_decorr
+    )
     raw_sum = np.zeros((h, w), np.float64)
     rsp_vals: list[np.ndarray] = []
     res_vals: list[np.ndarray] = []
+    scoring = 0.0
     for b0 in range(0, t, batch):
         b1 = min(b0 + batch, t)
         raw_batch = np.zeros((h, w), np.float64)
         accs.new_batch()
-        for i in range(b0, b1):
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"esrrf_sweep: time budget ran out at frame {i}/{t}")
-            img = _read_frame(stack, i, (h, w))
-            raw_batch += img
-            accs.add_frame((i - b0) % 2, maps(img), params, impl)
+        for c0 in range(b0, b1, accs.block):
+            c1 = min(c0 + accs.block, b1)
+            frames = _read_frames(stack, (c0, c1), (h, w), deadline, t)
+            for img in frames:
+                raw_batch += img
+            accs.add_frames((c0 - b0) % 2, frames)
             if progress is not None:
-                progress(1)
+                for _ in range(c1 - c0):
+                    progress(1)
         raw_sum += raw_batch
-        rsp_b, res_b = accs.score_batch(
-            (raw_batch / (b1 - b0)).astype(np.float32), m, use_decorr, (b0, b1)
+        accs.fetch(halves=not use_decorr and b1 - b0 >= 2)
+        t_score = time.perf_counter()
+        rsp_b, res_b = _score_batch(
+            accs, (raw_batch / (b1 - b0)).astype(np.float32), m, use_decorr, (b0, b1)
         )
+        scoring += time.perf_counter() - t_score
         rsp_vals.append(rsp_b)
         res_vals.append(res_b)
         logger.debug("esrrf_sweep: batch %d-%d scored", b0, b1)
     rsp, res = _over_batches(rsp_vals, res_vals)
     qnr = qnr_score(rsp, res)
     best_s, best_r = np.unravel_index(int(np.argmax(qnr)), qnr.shape)
-    images = np.stack([np.stack([acc.result() for acc in row]) for row in accs.whole])
+    images = accs.whole_images()
     result = SweepResult(
         qnr=qnr,
         rsp=rsp,
@@ -315,6 +340,8 @@ def esrrf_sweep(
         raw_mean=(raw_sum / t).astype(np.float32),
         images=images,
         seconds=time.perf_counter() - start_time,
+        scoring_seconds=scoring,
+        device_resident=accs.resident,
     )
     logger.info(
         "esrrf_sweep: %d pairs x %d frames in %.2f s, best sensitivity %g radius %g "
@@ -375,13 +402,77 @@ def _read_frame(stack: Any, i: int, shape: tuple[int, int]) -> np.ndarray:
     return img
 
 
+def _read_frames(
+    stack: Any,
+    frames: tuple[int, int],
+    shape: tuple[int, int],
+    deadline: float | None,
+    t: int,
+) -> np.ndarray:
+    """Frames ``first .. stop-1`` of ``stack`` as (n, H, W) float32 (checked one
+    by one); ``TimeoutError`` once ``deadline`` has passed, checked per frame."""
+    first, stop = frames
+    out = np.empty((stop - first, *shape), np.float32)
+    for i in range(first, stop):
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"esrrf_sweep: time budget ran out at frame {i}/{t}")
+        out[i - first] = _read_frame(stack, i, shape)
+    return out
+
+
+def _accumulators(
+    stack: Any,
+    dims: tuple[int, int, int],
+    mode: str,
+    params: list[list[EsrrfParams]],
+    batched: bool,
+    maps: _FrameMaps,
+    impl: str | None,
+    resident: bool,
+    use_decorr: bool,
+) -> Any:
+    """The running sums of every pair: on the GPU (device resident) when the
+    engine's ``rgc`` implementation is CuPy and ``resident``, else on the host."""
+    t, h, w = dims
+    m = params[0][0].magnification
+    grid = (len(params), len(params[0]))
+    if resident:
+        from livesr.kernels import _sweep_device
+
+        flat = [p for row in params for p in row]
+        stages = _sweep_device.resident_stages(
+            impl, (h, w), flat, lambda: maps(_read_frame(stack, 0, (h, w)))
+        )
+        sr = (h * m, w * m)
+        need = _sweep_device.device_bytes(
+            mode, len(flat), sr, batched, not use_decorr
+        )
+        if stages is not None and _sweep_device.fits(stages.xp, need):
+            return _sweep_device.ResidentAccumulators(
+                stages, mode, sr, grid, batched, not use_decorr
+            )
+    return _Accumulators(mode, (h * m, w * m), *grid, batched, maps, params, impl)
+
+
 class _Accumulators:
-    """Temporal accumulators per (sensitivity, radius): over all frames
+    """Temporal accumulators per (sensitivity, radius) on the host: over all frames
     (``whole``), over the even / odd frames of the current batch (``parity``) and
-    over the whole batch (``batch_all``, the same as ``whole`` with one batch)."""
+    over the whole batch (``batch_all``, the same as ``whole`` with one batch).
+    Maps come from the engine, frame by frame (``maps``: the shared stages)."""
+
+    block = 1
+    resident = False
 
     def __init__(
-        self, mode: str, shape: tuple[int, int], ns: int, nr: int, batched: bool
+        self,
+        mode: str,
+        shape: tuple[int, int],
+        ns: int,
+        nr: int,
+        batched: bool,
+        maps: _FrameMaps,
+        params: list[list[EsrrfParams]],
+        impl: str | None,
     ) -> None:
         from livesr.kernels.temporal import TemporalAccumulator
 
@@ -391,6 +482,7 @@ class _Accumulators:
             ]
 
         self.ns, self.nr = ns, nr
+        self.maps, self.params, self.impl = maps, params, impl
         self.whole = grid()
         self.parity = (grid(), grid())  # [0] even frames of a batch, [1] odd
         self.batch_all = grid() if batched else self.whole
@@ -402,59 +494,74 @@ class _Accumulators:
                 for acc in row:
                     acc.reset()
 
-    def add_frame(
-        self,
-        parity: int,
-        stages: tuple[np.ndarray, np.ndarray, np.ndarray],
-        params: list[list[EsrrfParams]],
-        impl: str | None,
-    ) -> None:
-        """Add the RGC map of every pair, from the frame's shared ``stages``
-        (upsampled gradients and magnified intensity)."""
+    def add_frames(self, first_parity: int, frames: np.ndarray) -> None:
+        """Add the RGC map of every pair of each of ``frames`` (n, H, W) float32
+        (frame ``k`` of parity ``(first_parity + k) % 2`` in its batch), from the
+        frame's shared stages (upsampled gradients and magnified intensity)."""
         from livesr.kernels.esrrf_stack import _run
         from livesr.kernels.rgc import kernel as rgc
 
-        gx2, gy2, intensity = stages
-        for si in range(self.ns):
-            for ri in range(self.nr):
-                fmap = _run(rgc, impl, (gx2, gy2, intensity, params[si][ri]), {})
-                self.parity[parity][si][ri].add(fmap)
-                self.whole[si][ri].add(fmap)
-                if self.batch_all is not self.whole:
-                    self.batch_all[si][ri].add(fmap)
+        for k, img in enumerate(frames):
+            gx2, gy2, intensity = self.maps(img)
+            parity = (first_parity + k) % 2
+            for si in range(self.ns):
+                for ri in range(self.nr):
+                    prm = self.params[si][ri]
+                    fmap = _run(rgc, self.impl, (gx2, gy2, intensity, prm), {})
+                    self.parity[parity][si][ri].add(fmap)
+                    self.whole[si][ri].add(fmap)
+                    if self.batch_all is not self.whole:
+                        self.batch_all[si][ri].add(fmap)
 
-    def score_batch(
-        self,
-        raw_mean: np.ndarray,
-        m: int,
-        use_decorr: bool,
-        frames: tuple[int, int],
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(RSP, resolution) per pair of the batch ``frames`` = (first, stop)."""
-        from livesr.kernels.decorr import decorrelation_analysis
-        from livesr.kernels.frc import fire_number
-        from livesr.kernels.squirrel import error_map
+    def fetch(self, halves: bool) -> None:
+        """Nothing to fetch: the images are on the host."""
 
-        b0, b1 = frames
-        rsp_b = np.zeros((self.ns, self.nr))
-        res_b = np.full((self.ns, self.nr), np.nan)
-        for si in range(self.ns):
-            for ri in range(self.nr):
-                recon = self.batch_all[si][ri].result()
-                if np.ptp(recon) > 0:
-                    rsp_b[si, ri] = error_map(raw_mean, recon, magnification=m).rsp
-                else:  # VAR of a one-frame batch: no fit possible (NanoPyx raises)
-                    rsp_b[si, ri] = np.nan
-                if use_decorr:
-                    res_b[si, ri] = decorrelation_analysis(recon).resolution
-                elif b1 - b0 >= 2:
-                    odd = self.parity[1][si][ri].result()
-                    even = self.parity[0][si][ri].result()
-                    try:
-                        res_b[si, ri] = fire_number(odd, even)
-                    except ValueError as err:  # e.g. VAR of a one-frame half: NaN
-                        logger.debug("esrrf_sweep: batch %d-%d: %s", b0, b1, err)
-        return rsp_b, res_b
+    def batch_image(self, si: int, ri: int) -> np.ndarray:
+        """The pair's reconstruction of the current batch, (Y, X) float32."""
+        return self.batch_all[si][ri].result()
+
+    def half_image(self, parity: int, si: int, ri: int) -> np.ndarray:
+        """The pair's reconstruction of the even (0) / odd (1) frames of the batch."""
+        return self.parity[parity][si][ri].result()
+
+    def whole_images(self) -> np.ndarray:
+        """Every pair's reconstruction of the whole stack, (S, R, Y, X) float32."""
+        return np.stack([np.stack([acc.result() for acc in row]) for row in self.whole])
+
+
+def _score_batch(
+    accs: Any,
+    raw_mean: np.ndarray,
+    m: int,
+    use_decorr: bool,
+    frames: tuple[int, int],
+) -> tuple[np.ndarray, np.ndarray]:
+    """(RSP, resolution) per pair of the batch ``frames`` = (first, stop), from
+    the accumulators' host images (``batch_image``, ``half_image``)."""
+    from livesr.kernels.decorr import decorrelation_analysis
+    from livesr.kernels.frc import fire_number
+    from livesr.kernels.squirrel import error_map
+
+    b0, b1 = frames
+    rsp_b = np.zeros((accs.ns, accs.nr))
+    res_b = np.full((accs.ns, accs.nr), np.nan)
+    for si in range(accs.ns):
+        for ri in range(accs.nr):
+            recon = accs.batch_image(si, ri)
+            if np.ptp(recon) > 0:
+                rsp_b[si, ri] = error_map(raw_mean, recon, magnification=m).rsp
+            else:  # VAR of a one-frame batch: no fit possible (NanoPyx raises)
+                rsp_b[si, ri] = np.nan
+            if use_decorr:
+                res_b[si, ri] = decorrelation_analysis(recon).resolution
+            elif b1 - b0 >= 2:
+                odd = accs.half_image(1, si, ri)
+                even = accs.half_image(0, si, ri)
+                try:
+                    res_b[si, ri] = fire_number(odd, even)
+                except ValueError as err:  # e.g. VAR of a one-frame half: NaN
+                    logger.debug("esrrf_sweep: batch %d-%d: %s", b0, b1, err)
+    return rsp_b, res_b
 
 
 def _over_batches(
