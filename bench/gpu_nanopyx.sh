@@ -21,6 +21,7 @@ timeout 120 python3 bench/nanopyx_gpu_sweep.py --impl cupy --no-memory --size 64
   --magnification 2 --radii 1 1.5 --sensitivities 1 2 --rounds 3 --json $OUT/sweep_nanopyx_gpu.json \
   > /tmp/npx_64.log 2>&1; grep -E "run types|per_pair|speedup|qnr_diff|same_best" /tmp/npx_64.log || tail -20 /tmp/npx_64.log
 echo "64 took ${SECONDS}s"; SECONDS=0
+[ -n "${QUICK:-}" ] && exit 0
 timeout 150 python3 bench/nanopyx_gpu_sweep.py --impl cupy --no-memory --size 256 --frames 100 \
   --magnification 2 --radii 1 1.5 --sensitivities 1 2 --rounds 2 --nanopyx-warmup 1 --json $OUT/sweep_nanopyx_gpu.json \
   > /tmp/npx_256.log 2>&1; grep -E "run types|per_pair|speedup|qnr_diff|same_best" /tmp/npx_256.log || tail -20 /tmp/npx_256.log

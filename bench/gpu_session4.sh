@@ -11,12 +11,14 @@ echo "sweep test took ${SECONDS}s"; SECONDS=0
 export PYTHONPATH=/tmp/site2:/tmp/site PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1
 export LIVESR_CACHE_DIR=/tmp/livesr-cache
 SW="python3 bench/sweep_bench.py --no-nanopyx --no-memory --magnification 2 --radii 1 1.5 --sensitivities 1 2"
-for run in "cupy:" "cupy:--per-call" "numpy:"; do
+RUNS64=("cupy:" "cupy:--per-call" "numpy:"); [ -n "${QUICK:-}" ] && RUNS64=("cupy:" "numpy:")
+for run in "${RUNS64[@]}"; do
   impl=${run%%:*}; extra=${run#*:}; json=$OUT/sweep_gpu${extra:+_per_call}.json
   timeout 60 $SW --impl $impl $extra --size 64 --frames 30 --rounds 3 --json $json \
     > /tmp/sweep_$impl.log 2>&1; grep -E "per_pair|scoring" /tmp/sweep_$impl.log | head -3
 done
-for run in "cupy::2" "cupy:--per-call:2" "numpy::1"; do
+RUNS256=("cupy::2" "cupy:--per-call:2" "numpy::1"); [ -n "${QUICK:-}" ] && RUNS256=()
+for run in "${RUNS256[@]}"; do
   impl=${run%%:*}; rest=${run#*:}; extra=${rest%%:*}; json=$OUT/sweep_gpu${extra:+_per_call}.json
   timeout 90 $SW --impl $impl $extra --size 256 --frames 100 --rounds ${run##*:} --json $json \
     > /tmp/sweep_256.log 2>&1; grep -E "per_pair|scoring" /tmp/sweep_256.log | head -3
