@@ -181,6 +181,7 @@ class SlidingEsrrf(HostStorage):
         self._shadow = None
         self._shadow_swaps = 0
         self._since_resync = 0
+        self._stale = False
         if self._fixed_shape is not None:
             self._allocate(self._fixed_shape, np.dtype(np.float32))
 
@@ -268,6 +269,9 @@ class SlidingEsrrf(HostStorage):
         if self._hi > self._lo and (self._hi != i or self._hi - 1 < start):
             self._clear_window()
         assert self._moments is not None
+        deferred = self._deferred()  # the sums are taken at emission (_host_store)
+        if not deferred:
+            self._sync_sums()
         if self._hi - self._lo >= 2 and self._lo == i - window:
             # steady state: one frame leaves, one enters -- a single pass over the sums
             lo = self._lo
@@ -275,7 +279,10 @@ class SlidingEsrrf(HostStorage):
             self._store_raw(i, raw_in, f32, (dy, dx))
             x = self._entering_map(i, f32, (dy, dx))
             assert self._head is not None
-            self._moments.slide(self._head, following, x, self._tail)
+            if deferred:
+                self._stale = True
+            else:
+                self._moments.slide(self._head, following, x, self._tail)
             old = (self._head, self._tail)
             self._head, self._tail = following, x
             self._shadow_append(x, old[1])
@@ -288,7 +295,10 @@ class SlidingEsrrf(HostStorage):
                 self._lo = self._hi = i
             self._store_raw(i, raw_in, f32, (dy, dx))
             x = self._entering_map(i, f32, (dy, dx))
-            self._moments.append(x, self._tail)
+            if deferred:
+                self._stale = True
+            else:
+                self._moments.append(x, self._tail)
             if self._hi == self._lo:
                 self._head = x
             old_tail, self._tail = self._tail, x
@@ -405,6 +415,7 @@ class SlidingEsrrf(HostStorage):
           switches from raw to maps while streaming; :meth:`reset` re-chooses).
         """
         new_cfg, new_params = self._changed(changes)  # validates
+        self._sync_sums()  # the running sums, current, before the window changes
         old_cfg, old_params = self._cfg, self._params
         if self._shape is not None:
             self._check_budget(new_cfg, new_params)
@@ -450,9 +461,11 @@ class SlidingEsrrf(HostStorage):
 
     def _emit(self) -> SlidingResult:
         assert self._moments is not None
-        image = self._moments.combine(
-            self._cfg.temporal, first=self._head, last=self._tail
-        )
+        image = self._deferred_mean()
+        if image is None:
+            image = self._moments.combine(
+                self._cfg.temporal, first=self._head, last=self._tail
+            )
         if self._cfg.macro_pixel_correction:
             if self._mpc is None:
                 from livesr.kernels.esrrf_stack import macro_pixel_correction
