@@ -43,7 +43,7 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -56,6 +56,7 @@ __all__ = [
     "WindowFrames",
     "frc_memory_bytes",
     "MIN_RESOLVED_PX",
+    "frc_of_halves",
     "frc_of_window",
     "window_halves",
 ]
@@ -235,6 +236,31 @@ def window_halves(
     return out[0], out[1]
 
 
+def frc_of_halves(
+    even: np.ndarray,
+    odd: np.ndarray,
+    index: int = 0,
+    *,
+    frames: int,
+    min_resolved_px: float = MIN_RESOLVED_PX,
+) -> FrcEstimate:
+    """:func:`frc_of_window` of a window whose half images are already made (the
+    pipeline's host window sums them from its stored maps: ``SlidingResult.halves``)."""
+    from livesr.kernels.frc import fire_number
+
+    t0 = time.perf_counter()
+    value = fire_number(even, odd, pixel_size=1.0)
+    ok = value > 0 and math.isfinite(value)
+    return FrcEstimate(
+        image_index=int(index),
+        method=METHOD,
+        value_px=float(value) if ok else None,
+        resolved=bool(ok and value >= min_resolved_px),
+        frames=int(frames),
+        seconds=time.perf_counter() - t0,
+    )
+
+
 def frc_of_window(
     frames: np.ndarray,
     shifts: np.ndarray | None = None,
@@ -258,6 +284,14 @@ def frc_of_window(
         frames=int(len(frames)),
         seconds=time.perf_counter() - t0,
     )
+
+
+class _Halves(NamedTuple):
+    """A window's even/odd half images made by the pipeline's window."""
+
+    even: np.ndarray
+    odd: np.ndarray
+    frames: int
 
 
 class LiveFrc(NewestOnly):
@@ -368,9 +402,41 @@ class LiveFrc(NewestOnly):
                 self._busy = False
         return True
 
+    def offer_halves(
+        self, index: int, even: np.ndarray, odd: np.ndarray, frames: int
+    ) -> bool:
+        """:meth:`offer` of a window's even/odd half images, already made (no map
+        is computed again; ``frames``: the window's length); whether taken."""
+        self._offers += 1
+        if (self._offers - 1) % self.every or self._closed or frames < 4:
+            return False
+        if min(even.shape) < MIN_SIDE_PX:
+            return False
+        with self._lock:
+            now = self._clock()
+            if not (self._idle() and self._rested()) or (
+                now - self._last_take < self.min_interval_s
+            ):
+                return False
+            self._last_take = now
+            job = (int(index), _Halves(even, odd, int(frames)), None)
+            if self._background:
+                self._hand_over(job)
+                return True
+            self._busy = True
+        try:
+            self._timed_analyse(*job)
+        finally:
+            with self._lock:
+                self._busy = False
+        return True
+
     def _analyse(
-        self, index: int, frames: np.ndarray, shifts: np.ndarray | None
+        self, index: int, frames: Any, shifts: np.ndarray | None
     ) -> None:
+        if isinstance(frames, _Halves):
+            self._analyse_halves(index, frames)
+            return
         try:
             est = frc_of_window(
                 frames,
@@ -388,6 +454,21 @@ class LiveFrc(NewestOnly):
             self.latest = est
             self.estimates += 1
             self.frames_mapped += len(frames)
+
+    def _analyse_halves(self, index: int, halves: _Halves) -> None:
+        try:
+            est = frc_of_halves(
+                halves.even, halves.odd, index,
+                frames=halves.frames, min_resolved_px=self.min_resolved_px,
+            )
+        except Exception as exc:  # never stops processing
+            self.failures += 1
+            logger.warning("even/odd FRC of image %d failed: %s", index, exc)
+            return
+        with self._lock:
+            self._set_ready(est)
+            self.latest = est
+            self.estimates += 1
 
     def report(self) -> dict[str, Any]:
         """``summary.json``-ready state."""

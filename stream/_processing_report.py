@@ -65,9 +65,13 @@ class _ReportMixin:
         emap = self.error_map.take()
         frc = None
         if self.frc is not None:  # even/odd FRC of this window (stream/_frc_live.py)
-            got = self._frc_frames.window(first, last)
-            if got is not None:
-                self.frc.offer(index, *got)
+            halves = getattr(result, "halves", None)
+            if halves is not None:  # summed by the window from its stored maps
+                self.frc.offer_halves(index, halves[0], halves[1], result.n_frames)
+            else:
+                got = self._frc_frames.window(first, last)
+                if got is not None:
+                    self.frc.offer(index, *got)
             frc = self.frc.take()
         head: dict[str, Any] = {
             "v": 1,

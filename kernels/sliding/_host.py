@@ -149,6 +149,9 @@ class SlidingEsrrf(HostStorage):
             raise ValueError(f"batch_map must be callable or None, got {batch_map!r}")
         self._batch_fn: BatchMap | None = batch_map
         self._premapped: dict[int, np.ndarray] = {}
+        #: emitted images also carry their even/odd half images when the window can
+        #: sum them from its stored maps (``can_make_halves``; the live FRC)
+        self.want_halves = False
         #: throughput deadline per frame, s (a batch of n: n * deadline_s)
         self.deadline_s: float | None = None
         if sums_backend not in ("auto", "numba", "numpy"):
@@ -466,19 +469,26 @@ class SlidingEsrrf(HostStorage):
             image = self._moments.combine(
                 self._cfg.temporal, first=self._head, last=self._tail
             )
+        halves = self._halves() if self.want_halves else None
         if self._cfg.macro_pixel_correction:
-            if self._mpc is None:
-                from livesr.kernels.esrrf_stack import macro_pixel_correction
-
-                self._mpc = macro_pixel_correction
-            image = self._mpc(image, self._params.magnification)
-            image = np.asarray(image, dtype=np.float32)
+            image = self._corrected(image)
+            if halves is not None:
+                halves = (self._corrected(halves[0]), self._corrected(halves[1]))
         return SlidingResult(
             image=image,
             first_frame=self._lo,
             last_frame=self._hi - 1,
             n_frames=self._hi - self._lo,
+            halves=halves,
         )
+
+    def _corrected(self, image: np.ndarray) -> np.ndarray:
+        """``image`` after the macro-pixel correction, float32."""
+        if self._mpc is None:
+            from livesr.kernels.esrrf_stack import macro_pixel_correction
+
+            self._mpc = macro_pixel_correction
+        return np.asarray(self._mpc(image, self._params.magnification), dtype=np.float32)
 
     def __repr__(self) -> str:
         return (

@@ -78,6 +78,27 @@ class HostStorage(SlidingBase):
             logger.debug("rebuilding the running sums from %d stored maps", self.n_stored)
             self._rebuild(recompute_maps=False)
 
+    @property
+    def can_make_halves(self) -> bool:
+        """Whether an emitted image can carry its even/odd half images
+        (:attr:`SlidingResult.halves`): every map of the window is stored (the
+        ``"maps"`` strategy) and the statistic is AVG, so each half is the mean of
+        half the stored maps -- no map is computed again."""
+        return self._maps is not None and self._cfg.temporal == "avg"
+
+    def _halves(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """AVG of the stored window's even- and odd-indexed maps (before the
+        macro-pixel correction), or None when they cannot be summed."""
+        if not self.can_make_halves or self.n_stored < 4:
+            return None
+        assert self._maps is not None and self._moments is not None
+        slots = np.arange(self._lo, self._hi, dtype=np.int64) % self._maps.shape[0]
+        backend = self._moments.backend
+        return (
+            window_mean(self._maps, slots[0::2], backend),
+            window_mean(self._maps, slots[1::2], backend),
+        )
+
     def _deferred_mean(self) -> np.ndarray | None:
         """The AVG of the stored window summed now, or None when the running sums
         are current (they are combined then)."""

@@ -149,3 +149,42 @@ def test_deferred_after_reset(backend: str) -> None:
     for x, y in zip(*out, strict=True):
         assert (x.first_frame, x.last_frame) == (y.first_frame, y.last_frame)
         np.testing.assert_array_equal(x.image, y.image)
+
+
+# ------------------------------------------------------------- even/odd halves
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mpc", [True, False], ids=["mpc", "nompc"])
+def test_halves_equal_the_frc_half_windows(backend: str, mpc: bool) -> None:
+    """SlidingResult.halves (summed from the stored maps) are the images the live
+    FRC made by mapping the window's even and odd frames again (window_halves)."""
+    from livesr.kernels import esrrf_frame
+    from livesr.stream._frc_live import window_halves
+
+    rng = np.random.default_rng(5)
+    frames = rng.poisson(50.0, size=(30, 12, 12)).astype(np.float32)
+    shifts = rng.uniform(-0.6, 0.6, size=(30, 2))
+    kw = {"magnification": 2, "macro_pixel_correction": mpc}
+    sr = SlidingEsrrf(9, 4, strategy="maps", sums_backend=backend,
+                      frame_map=esrrf_frame, frame_shape=(12, 12), **kw)
+    assert sr.can_make_halves
+    sr.want_halves = True
+    results = sr.push_many(frames, shifts)
+    assert len(results) == 6
+    for r in results:
+        assert r.halves is not None
+        sl = slice(r.first_frame, r.last_frame + 1)
+        even, odd = window_halves(frames[sl], shifts[sl], frame_map=esrrf_frame,
+                                  sums_backend=backend, **kw)
+        np.testing.assert_array_equal(r.halves[0], even)
+        np.testing.assert_array_equal(r.halves[1], odd)
+    sr.want_halves = False
+    assert all(r.halves is None for r in sr.push_many(frames[:8], shifts[:8]))
+
+
+def test_no_halves_without_stored_maps_or_for_var() -> None:
+    frames = np.random.default_rng(6).poisson(50.0, size=(12, 8, 8)).astype(np.float32)
+    for kw in ({"strategy": "raw"}, {"strategy": "maps", "temporal": "var"}):
+        sr = SlidingEsrrf(6, 3, magnification=2, **kw)
+        sr.want_halves = True
+        res = sr.push_many(frames)
+        assert not sr.can_make_halves and res and all(r.halves is None for r in res)
