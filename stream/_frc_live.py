@@ -51,6 +51,7 @@ from livesr.stream._newest_only import DEFAULT_CPU_SHARE, NewestOnly
 
 __all__ = [
     "FrcEstimate",
+    "FrcHalves",
     "LiveFrc",
     "MAX_SR_PIXELS",
     "WindowFrames",
@@ -286,8 +287,11 @@ def frc_of_window(
     )
 
 
-class _Halves(NamedTuple):
-    """A window's even/odd half images made by the pipeline's window."""
+class FrcHalves(NamedTuple):
+    """A window's even/odd half images, already made (the pipeline's host window
+    sums them from its stored maps: ``SlidingResult.halves``): offered to
+    :meth:`LiveFrc.offer` in place of the window's raw frames, nothing is mapped
+    again.  ``frames``: the window's length."""
 
     even: np.ndarray
     odd: np.ndarray
@@ -364,21 +368,27 @@ class LiveFrc(NewestOnly):
             )
 
     def offer(
-        self, index: int, frames: np.ndarray, shifts: np.ndarray | None = None
+        self, index: int, frames: np.ndarray | FrcHalves, shifts: np.ndarray | None = None
     ) -> bool:
         """Hand one window's frames over if the schedule allows; whether taken.
 
-        ``frames`` (n, h, w) are copied only when taken.
+        ``frames`` (n, h, w) are copied only when taken; or the window's
+        :class:`FrcHalves` (``shifts`` None), already made.
         """
         self._offers += 1
         if (self._offers - 1) % self.every:
             return False
-        a = np.asarray(frames)
-        m = int(self.esrrf.get("magnification", 5))
-        if self._closed or a.ndim != 3 or a.shape[0] < 4:
-            return False
-        if min(a.shape[1:]) * m < MIN_SIDE_PX:
-            return False
+        if isinstance(frames, FrcHalves):  # made by the window: nothing mapped again
+            a: Any = frames
+            if self._closed or frames.frames < 4 or min(frames.even.shape) < MIN_SIDE_PX:
+                return False
+        else:
+            a = np.asarray(frames)
+            m = int(self.esrrf.get("magnification", 5))
+            if self._closed or a.ndim != 3 or a.shape[0] < 4:
+                return False
+            if min(a.shape[1:]) * m < MIN_SIDE_PX:
+                return False
         with self._lock:
             now = self._clock()
             if not (self._idle() and self._rested()) or (
@@ -388,38 +398,9 @@ class LiveFrc(NewestOnly):
             self._last_take = now
             job = (
                 int(index),
-                np.array(a, copy=True),
+                a if isinstance(a, FrcHalves) else np.array(a, copy=True),
                 None if shifts is None else np.array(shifts, dtype=np.float64),
             )
-            if self._background:
-                self._hand_over(job)
-                return True
-            self._busy = True
-        try:
-            self._timed_analyse(*job)
-        finally:
-            with self._lock:
-                self._busy = False
-        return True
-
-    def offer_halves(
-        self, index: int, even: np.ndarray, odd: np.ndarray, frames: int
-    ) -> bool:
-        """:meth:`offer` of a window's even/odd half images, already made (no map
-        is computed again; ``frames``: the window's length); whether taken."""
-        self._offers += 1
-        if (self._offers - 1) % self.every or self._closed or frames < 4:
-            return False
-        if min(even.shape) < MIN_SIDE_PX:
-            return False
-        with self._lock:
-            now = self._clock()
-            if not (self._idle() and self._rested()) or (
-                now - self._last_take < self.min_interval_s
-            ):
-                return False
-            self._last_take = now
-            job = (int(index), _Halves(even, odd, int(frames)), None)
             if self._background:
                 self._hand_over(job)
                 return True
@@ -434,7 +415,7 @@ class LiveFrc(NewestOnly):
     def _analyse(
         self, index: int, frames: Any, shifts: np.ndarray | None
     ) -> None:
-        if isinstance(frames, _Halves):
+        if isinstance(frames, FrcHalves):
             self._analyse_halves(index, frames)
             return
         try:
@@ -455,7 +436,7 @@ class LiveFrc(NewestOnly):
             self.estimates += 1
             self.frames_mapped += len(frames)
 
-    def _analyse_halves(self, index: int, halves: _Halves) -> None:
+    def _analyse_halves(self, index: int, halves: FrcHalves) -> None:
         try:
             est = frc_of_halves(
                 halves.even, halves.odd, index,

@@ -65,13 +65,9 @@ class _ReportMixin:
         emap = self.error_map.take()
         frc = None
         if self.frc is not None:  # even/odd FRC of this window (stream/_frc_live.py)
-            halves = getattr(result, "halves", None)
-            if halves is not None:  # summed by the window from its stored maps
-                self.frc.offer_halves(index, halves[0], halves[1], result.n_frames)
-            else:
-                got = self._frc_frames.window(first, last)
-                if got is not None:
-                    self.frc.offer(index, *got)
+            got = self._frc_window(result, first, last)
+            if got is not None:
+                self.frc.offer(index, *got)
             frc = self.frc.take()
         head: dict[str, Any] = {
             "v": 1,
@@ -98,6 +94,20 @@ class _ReportMixin:
         self._publish_cb(head, image, stamps)
         self.latency.record(stamps)
         self.c["windows_published"] += 1
+
+    def _frc_window(
+        self, result: Any, first: int, last: int
+    ) -> tuple[Any, np.ndarray | None] | None:
+        """What the live FRC is offered for this image: its half images when the
+        window summed them from its stored maps (``SlidingResult.halves``, as
+        ``FrcHalves``, no shifts), else the window's collected raw frames and
+        shifts, or None."""
+        halves = getattr(result, "halves", None)
+        if halves is not None:
+            from livesr.stream._frc_live import FrcHalves
+
+            return FrcHalves(halves[0], halves[1], int(result.n_frames)), None
+        return self._frc_frames.window(first, last)
 
     def _remember_t_acq(self, batch: RingBatch) -> None:
         """Keep each frame's acquisition time, by seq, for a few windows."""

@@ -294,3 +294,24 @@ def test_live_frc_takes_the_halves_from_the_window(
             assert got["value_px"] is None
         else:  # the window's maps come from the batch map: its last bits may differ
             assert got["value_px"] == pytest.approx(ref.value_px, rel=1e-4)
+
+
+def test_live_frc_offer_of_half_images_equals_the_frames_path() -> None:
+    """LiveFrc.offer of FrcHalves gives the estimate of the frames it was made from,
+    maps nothing, and refuses halves too small for the FRC's rings."""
+    from livesr.stream._frc_live import FrcHalves, LiveFrc, window_halves
+
+    frames = _frames(20, shape=(40, 40)).astype(np.float32)
+    esrrf = {"magnification": 2}
+    by_frames = LiveFrc(esrrf, background=False, cpu_share=1.0)
+    by_halves = LiveFrc(esrrf, background=False, cpu_share=1.0)
+    assert by_frames.offer(0, frames)
+    even, odd = window_halves(frames, **esrrf)
+    assert by_halves.offer(0, FrcHalves(even, odd, 20))
+    a, b = by_frames.take(), by_halves.take()
+    assert a is not None and b is not None and a.value_px is not None
+    assert (b.value_px, b.resolved, b.frames) == (a.value_px, a.resolved, a.frames)
+    assert by_frames.frames_mapped == 20 and by_halves.frames_mapped == 0
+    small = LiveFrc(esrrf, background=False, cpu_share=1.0)
+    assert not small.offer(1, FrcHalves(even[:16, :16], odd[:16, :16], 20))
+    assert not small.offer(2, FrcHalves(even, odd, 3))  # fewer than 4 frames
