@@ -236,6 +236,8 @@ class SlidingEsrrf(HostStorage):
             for n in sorted({1, max(1, int(max_batch or 1))}):
                 stack = np.ascontiguousarray(np.broadcast_to(frame, (n, h, w)))
                 self._batch_fn(stack, self._params, np.full((n, 2), 0.25), None)
+        if self._cfg.macro_pixel_correction:
+            self._mpc = _fastest_mpc(self._map_shape((h, w)), self._params.magnification)
 
 
     def push(
@@ -498,6 +500,22 @@ class SlidingEsrrf(HostStorage):
             f"sums_backend={self.sums_backend!r}, "
             f"frames_seen={self._frames_seen}, windows_emitted={self._windows_emitted})"
         )
+
+
+def _fastest_mpc(shape: tuple[int, int], magnification: int) -> Any:
+    """The engine's fastest ``macro_pixel`` implementation at this image shape, as a
+    callable (chosen before streaming: at 512² the compiled ones take 0.9 ms per
+    image, numpy 1.9), or None (then numpy, the reference, is used)."""
+    try:
+        from livesr.kernels.macro_pixel import kernel
+
+        image = np.random.default_rng(0).random(shape, dtype=np.float32) + 0.5
+        fn = kernel.using(kernel.fastest(image, magnification))
+        fn(image, magnification)
+    except Exception as exc:  # the reference always works
+        logger.info("macro-pixel correction: numpy (no implementation chosen: %s)", exc)
+        return None
+    return fn
 
 
 def esrrf_movie(

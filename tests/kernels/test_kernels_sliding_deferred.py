@@ -188,3 +188,18 @@ def test_no_halves_without_stored_maps_or_for_var() -> None:
         sr.want_halves = True
         res = sr.push_many(frames)
         assert not sr.can_make_halves and res and all(r.halves is None for r in res)
+
+
+def test_warm_up_chooses_a_macro_pixel_implementation_with_the_same_images() -> None:
+    """warm_up(frame_shape) picks the engine's fastest macro-pixel correction; the
+    images equal those of the numpy reference (to float32 rounding)."""
+    rng = np.random.default_rng(7)
+    frames = rng.poisson(50.0, size=(24, 16, 16)).astype(np.float32)
+    warm = SlidingEsrrf(8, 4, magnification=2, strategy="maps")
+    warm.warm_up((16, 16))
+    assert warm._mpc is not None
+    cold = SlidingEsrrf(8, 4, magnification=2, strategy="maps")
+    a, b = warm.push_many(frames), cold.push_many(frames)
+    assert len(a) == len(b) == 5
+    for x, y in zip(a, b, strict=True):
+        assert np.abs(x.image - y.image).max() <= 1e-6 * np.abs(y.image).max()
