@@ -36,6 +36,7 @@ import json
 import os
 import resource
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -138,6 +139,7 @@ class OthersShare:
 def replay_once(python: str, rec: Path, out: Path, magnification: int,
                 extra: list[str]) -> dict[str, Any]:
     """One ``livesr replay --rate asap`` with ``python``; its rate and summary."""
+    shutil.rmtree(out, ignore_errors=True)  # a repeat tried again
     subprocess.run(
         _cli(python, "replay", str(rec), "--output", str(out), "--rate", "asap",
              "--magnification", str(magnification), "--no-status", *extra),
