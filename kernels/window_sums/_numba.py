@@ -16,6 +16,7 @@ empty arrays with their flag off.
 
 from __future__ import annotations
 
+import types
 from typing import Any
 
 import numba
@@ -144,6 +145,23 @@ def window_mean(ring, slots, out):  # type: ignore[no-untyped-def]
             out[a + k] = np.float32((hi[k] + lo[k]) / nf)
 
 
+def _serial(fn: Any) -> Any:
+    """A copy of ``fn`` named ``<name>_serial`` for its single-threaded jit.
+
+    Numba's on-disk cache files a function by its qualified name and line and
+    keys the entries by signature and CPU, not by ``parallel``: jitting one
+    Python function twice (``parallel=True`` and ``False``) made both load
+    whichever variant was cached first (the serial kernel ran multi-threaded,
+    or the parallel one serially, depending on what compiled first).
+    """
+    twin = types.FunctionType(
+        fn.__code__, fn.__globals__, fn.__name__ + "_serial", fn.__defaults__,
+        fn.__closure__,
+    )
+    twin.__qualname__ = fn.__qualname__ + "_serial"
+    return twin
+
+
 # nogil: the window update runs on the processing thread beside the ingest
 # thread (ZeroMQ receive + persist); holding the GIL for milliseconds per frame
 # starved it (the source ring overflowed on a 256² @ 200 fps run).
@@ -156,13 +174,16 @@ def _jit(parallel: bool) -> Any:
 KERNELS: tuple[Any, Any, Any, Any] = (
     _jit(True)(update),
     _jit(True)(combine),
-    _jit(False)(update),
-    _jit(False)(combine),
+    _jit(False)(_serial(update)),
+    _jit(False)(_serial(combine)),
 )
 
 
 #: ``window_mean`` multi-threaded, then single-threaded
-WINDOW_MEAN: tuple[Any, Any] = (_jit(True)(window_mean), _jit(False)(window_mean))
+WINDOW_MEAN: tuple[Any, Any] = (
+    _jit(True)(window_mean),
+    _jit(False)(_serial(window_mean)),
+)
 
 
 def warm_up() -> None:
