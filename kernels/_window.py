@@ -49,6 +49,7 @@ __all__ = [
     "WindowMoments",
     "numba_kernels",
     "warm_up_kernels",
+    "window_mean",
 ]
 
 logger = logging.getLogger(__name__)
@@ -445,6 +446,59 @@ def numba_kernels() -> tuple[Any, Any, Any, Any] | None:
         return None
     _NUMBA_KERNELS = KERNELS
     return _NUMBA_KERNELS
+
+
+def window_mean(ring: np.ndarray, slots: np.ndarray, backend: str = "auto") -> np.ndarray:
+    """AVG of stored images, summed at once: what :meth:`WindowMoments.combine`
+    (``"avg"``, sums never centred) gives for a window that gained them one by one.
+
+    A sliding window whose images are all stored (the ``"maps"`` strategy of
+    :class:`~livesr.kernels.sliding.SlidingEsrrf`) and that emits every ``stride``
+    frames can sum its ``window`` maps when it emits instead of adding and
+    removing one map per frame: ``window / stride`` reads of a map per frame
+    instead of two reads and a float64 read-modify-write of the sums (about 10
+    map-sized transfers).  Same compensated float64 sum, so the same value as the
+    running sums (which represent the same exact sum) after float32 rounding.
+
+    Parameters
+    ----------
+    ring : numpy.ndarray
+        ``(C, H, W)`` float32, C-contiguous: the stored images.
+    slots : numpy.ndarray
+        ``(n,)`` integer indices into ``ring``, the window's images oldest first.
+    backend : {"auto", "numba", "numpy"}
+        As :class:`WindowMoments` (same bits).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W)`` float32 mean.
+    """
+    if backend not in _BACKENDS:
+        raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+    if ring.ndim != 3 or ring.dtype != np.float32 or not ring.flags.c_contiguous:
+        raise ValueError(
+            "ring must be a C-contiguous (C, H, W) float32 array, got "
+            f"{ring.dtype} {ring.shape}"
+        )
+    idx = np.ascontiguousarray(slots, dtype=np.int64)
+    if idx.ndim != 1 or len(idx) == 0:
+        raise ValueError(f"slots must be a non-empty 1-D index array, got {slots!r}")
+    flat = ring.reshape(ring.shape[0], -1)
+    out = np.empty(ring.shape[1:], dtype=np.float32)
+    kernels = None if backend == "numpy" else numba_kernels()
+    if kernels is None and backend == "numba":
+        raise ValueError(f"backend='numba' requested but numba cannot be imported ({_NUMBA_FAILED})")
+    if kernels is None:
+        from livesr.kernels.window_sums._numpy import window_mean as numpy_mean
+
+        numpy_mean(flat, idx, out.reshape(-1))
+        return out
+    from livesr.kernels.window_sums._numba import WINDOW_MEAN
+
+    serial = flat.shape[1] < PARALLEL_MIN_PIXELS
+    WINDOW_MEAN[int(serial)](flat, idx, out.reshape(-1))
+    return out
 
 
 def warm_up_kernels() -> bool:

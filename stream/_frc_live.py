@@ -43,7 +43,7 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -51,11 +51,13 @@ from livesr.stream._newest_only import DEFAULT_CPU_SHARE, NewestOnly
 
 __all__ = [
     "FrcEstimate",
+    "FrcHalves",
     "LiveFrc",
     "MAX_SR_PIXELS",
     "WindowFrames",
     "frc_memory_bytes",
     "MIN_RESOLVED_PX",
+    "frc_of_halves",
     "frc_of_window",
     "window_halves",
 ]
@@ -235,6 +237,31 @@ def window_halves(
     return out[0], out[1]
 
 
+def frc_of_halves(
+    even: np.ndarray,
+    odd: np.ndarray,
+    index: int = 0,
+    *,
+    frames: int,
+    min_resolved_px: float = MIN_RESOLVED_PX,
+) -> FrcEstimate:
+    """:func:`frc_of_window` of a window whose half images are already made (the
+    pipeline's host window sums them from its stored maps: ``SlidingResult.halves``)."""
+    from livesr.kernels.frc import fire_number
+
+    t0 = time.perf_counter()
+    value = fire_number(even, odd, pixel_size=1.0)
+    ok = value > 0 and math.isfinite(value)
+    return FrcEstimate(
+        image_index=int(index),
+        method=METHOD,
+        value_px=float(value) if ok else None,
+        resolved=bool(ok and value >= min_resolved_px),
+        frames=int(frames),
+        seconds=time.perf_counter() - t0,
+    )
+
+
 def frc_of_window(
     frames: np.ndarray,
     shifts: np.ndarray | None = None,
@@ -258,6 +285,17 @@ def frc_of_window(
         frames=int(len(frames)),
         seconds=time.perf_counter() - t0,
     )
+
+
+class FrcHalves(NamedTuple):
+    """A window's even/odd half images, already made (the pipeline's host window
+    sums them from its stored maps: ``SlidingResult.halves``): offered to
+    :meth:`LiveFrc.offer` in place of the window's raw frames, nothing is mapped
+    again.  ``frames``: the window's length."""
+
+    even: np.ndarray
+    odd: np.ndarray
+    frames: int
 
 
 class LiveFrc(NewestOnly):
@@ -336,21 +374,27 @@ class LiveFrc(NewestOnly):
             )
 
     def offer(
-        self, index: int, frames: np.ndarray, shifts: np.ndarray | None = None
+        self, index: int, frames: np.ndarray | FrcHalves, shifts: np.ndarray | None = None
     ) -> bool:
         """Hand one window's frames over if the schedule allows; whether taken.
 
-        ``frames`` (n, h, w) are copied only when taken.
+        ``frames`` (n, h, w) are copied only when taken; or the window's
+        :class:`FrcHalves` (``shifts`` None), already made.
         """
         self._offers += 1
         if (self._offers - 1) % self.every:
             return False
-        a = np.asarray(frames)
-        m = int(self.esrrf.get("magnification", 5))
-        if self._closed or a.ndim != 3 or a.shape[0] < 4:
-            return False
-        if min(a.shape[1:]) * m < MIN_SIDE_PX:
-            return False
+        if isinstance(frames, FrcHalves):  # made by the window: nothing mapped again
+            a: Any = frames
+            if self._closed or frames.frames < 4 or min(frames.even.shape) < MIN_SIDE_PX:
+                return False
+        else:
+            a = np.asarray(frames)
+            m = int(self.esrrf.get("magnification", 5))
+            if self._closed or a.ndim != 3 or a.shape[0] < 4:
+                return False
+            if min(a.shape[1:]) * m < MIN_SIDE_PX:
+                return False
         with self._lock:
             now = self._clock()
             if not (self._idle() and self._rested()) or (
@@ -360,7 +404,7 @@ class LiveFrc(NewestOnly):
             self._last_take = now
             job = (
                 int(index),
-                np.array(a, copy=True),
+                a if isinstance(a, FrcHalves) else np.array(a, copy=True),
                 None if shifts is None else np.array(shifts, dtype=np.float64),
             )
             if self._background:
@@ -375,8 +419,11 @@ class LiveFrc(NewestOnly):
         return True
 
     def _analyse(
-        self, index: int, frames: np.ndarray, shifts: np.ndarray | None
+        self, index: int, frames: Any, shifts: np.ndarray | None
     ) -> None:
+        if isinstance(frames, FrcHalves):
+            self._analyse_halves(index, frames)
+            return
         try:
             est = frc_of_window(
                 frames,
@@ -394,6 +441,21 @@ class LiveFrc(NewestOnly):
             self.latest = est
             self.estimates += 1
             self.frames_mapped += len(frames)
+
+    def _analyse_halves(self, index: int, halves: FrcHalves) -> None:
+        try:
+            est = frc_of_halves(
+                halves.even, halves.odd, index,
+                frames=halves.frames, min_resolved_px=self.min_resolved_px,
+            )
+        except Exception as exc:  # never stops processing
+            self.failures += 1
+            logger.warning("even/odd FRC of image %d failed: %s", index, exc)
+            return
+        with self._lock:
+            self._set_ready(est)
+            self.latest = est
+            self.estimates += 1
 
     def report(self) -> dict[str, Any]:
         """``summary.json``-ready state."""

@@ -408,6 +408,7 @@ class Processor(_SetupMixin, _ReportMixin):
             deadline = self._deadline(batch, k0, n - k0)  # per frame
             self.map.deadline_s = deadline
             self.sliding.deadline_s = deadline  # a batch of n: n x deadline
+            self._ask_halves(frames)
             results = self.sliding.push_many(frames[k0:], shifts[k0:])
             self._note_implementation(seq0 + n - 1)
             for result in results:
@@ -476,16 +477,33 @@ class Processor(_SetupMixin, _ReportMixin):
             return 0
         return frc_memory_bytes(shape, e.window, e.magnification, self.max_batch)
 
-    def _collect_frc(self, seqs: np.ndarray, frames: np.ndarray, shifts: np.ndarray) -> None:
-        """Keep the batch's frames for the live FRC while it could take a window."""
+    def _frc_could_take(self, frames: np.ndarray) -> bool:
+        """Whether the live FRC runs at this frame size and could take a window now."""
         frc = self.frc
         if frc is None:
+            return False
+        sr_pixels = frames.shape[1] * frames.shape[2] * int(self.esrrf.magnification) ** 2
+        return sr_pixels <= self._frc_max_pixels and bool(frc.wants_frames())
+
+    def _halves_from_window(self) -> bool:
+        """Whether the window itself makes the FRC's half images (host window, all
+        maps stored, AVG: ``SlidingEsrrf.can_make_halves``; the engine's eSRRF map,
+        not a caller's own): then no frame is kept for the FRC and no map is
+        computed again."""
+        return not self._user_map and bool(getattr(self.sliding, "can_make_halves", False))
+
+    def _ask_halves(self, frames: np.ndarray) -> None:
+        """Ask the window for the half images of the images of this batch while the
+        live FRC could take one (``SlidingResult.halves``)."""
+        if self._halves_from_window():
+            self.sliding.want_halves = self._frc_could_take(frames)
+
+    def _collect_frc(self, seqs: np.ndarray, frames: np.ndarray, shifts: np.ndarray) -> None:
+        """Keep the batch's frames for the live FRC while it could take a window
+        (unless the window makes the half images itself)."""
+        if self._halves_from_window() or not self._frc_could_take(frames):
             return
-        e = self.esrrf
-        sr_pixels = frames.shape[1] * frames.shape[2] * int(e.magnification) ** 2
-        if sr_pixels > self._frc_max_pixels or not frc.wants_frames():
-            return
-        self._frc_frames.push(seqs, frames, shifts, int(e.window))
+        self._frc_frames.push(seqs, frames, shifts, int(self.esrrf.window))
 
     def _drift_shifts(
         self, frames: np.ndarray, seqs: np.ndarray
@@ -526,8 +544,6 @@ class Processor(_SetupMixin, _ReportMixin):
             state = self._record_drift(ests[j])
             j += 1
         return shifts, known
-
-
 
 
 #: GIL switch interval while a pipeline processes, s (``LIVESR_GIL_SWITCH_MS``).

@@ -60,7 +60,7 @@ class _ReportMixin:
         # schedules allow; each estimate finished since the last image is published
         # once, naming the image it measured, the decorrelation judged against the
         # FRC of its own window (null otherwise)
-        window = None if self.frc is None else self._frc_frames.window(first, last)
+        window = None if self.frc is None else self._frc_window(result, first, last)
         est, frc = publish_step(self.resolution, self.frc, index, image, window)
         # the SQUIRREL error map of this window when the worker is idle; a map
         # finished since the last image is published once (stream/_errormap_live.py)
@@ -98,6 +98,20 @@ class _ReportMixin:
         self._publish_cb(head, image, stamps)
         self.latency.record(stamps)
         self.c["windows_published"] += 1
+
+    def _frc_window(
+        self, result: Any, first: int, last: int
+    ) -> tuple[Any, np.ndarray | None] | None:
+        """What the live FRC is offered for this image: its half images when the
+        window summed them from its stored maps (``SlidingResult.halves``, as
+        ``FrcHalves``, no shifts), else the window's collected raw frames and
+        shifts, or None."""
+        halves = getattr(result, "halves", None)
+        if halves is not None:
+            from livesr.stream._frc_live import FrcHalves
+
+            return FrcHalves(halves[0], halves[1], int(result.n_frames)), None
+        return self._frc_frames.window(first, last)
 
     def _remember_t_acq(self, batch: RingBatch) -> None:
         """Keep each frame's acquisition time, by seq, for a few windows."""

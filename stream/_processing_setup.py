@@ -40,6 +40,7 @@ class _SetupMixin:
         sl = SlidingEsrrf(
             2, 1, frame_shape=(16, 16), frame_map=self.map, **self.window_kwargs()
         )
+        sl.warm_up()  # every numba kernel of the window sums (the 16x16 push: serial)
         sl.push_many(frames, np.zeros((2, 2)))
         if self.config.drift.enabled:
             rd = RollingDrift(block=1)

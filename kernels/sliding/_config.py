@@ -73,6 +73,10 @@ class SlidingResult:
     quality : float or None
         :func:`livesr.stream._quality.quality_metric` of the image, when computed
         by the producer (None: compute it from ``image``).
+    halves : (ndarray, ndarray) or None
+        The images of the window's even- and odd-indexed frames (made as
+        ``image``), when asked for (``SlidingEsrrf.want_halves``) and the window
+        could sum them from its stored maps; else None.
     """
 
     image: np.ndarray
@@ -82,6 +86,8 @@ class SlidingResult:
     #: ``normalized_gradient_energy`` of the image when the producer computed it
     #: where the image was made (the GPU window: no host pass over a large image)
     quality: float | None = None
+    #: even / odd half images of the window (even/odd FRC), or None
+    halves: tuple[np.ndarray, np.ndarray] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

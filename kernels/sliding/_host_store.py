@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from livesr.kernels._params import EsrrfParams
-from livesr.kernels._window import WindowMoments
+from livesr.kernels._window import WindowMoments, window_mean
 from livesr.kernels.sliding._base import SlidingBase
 from livesr.kernels.sliding._config import (
     COMPACT_DTYPES,
@@ -46,6 +46,68 @@ class HostStorage(SlidingBase):
     _map_fn: FrameMap | None
     _premapped: dict[int, np.ndarray]
     _shadow_swaps: int
+    #: the running sums do not hold the stored window (deferred sums, below)
+    _stale: bool
+
+    #: deferred sums when ``window <= DEFERRED_MAX_RATIO * stride`` (the emission then
+    #: reads at most this many maps per frame, against about 10 map-sized transfers
+    #: of a per-frame add-and-remove)
+    DEFERRED_MAX_RATIO = 8
+
+    # ---------------------------------------------------------- deferred sums
+    # With the maps strategy and AVG every map of the window is stored, so the sum
+    # can be taken when an image is emitted, from the stored maps at once
+    # (:func:`livesr.kernels._window.window_mean`), instead of adding and removing
+    # one map per frame.  The running sums are then left alone and marked stale;
+    # anything else that needs them (a settings change, TAC2/VAR, shadow sums,
+    # resynchronisation) rebuilds them from the stored maps first.
+    def _deferred(self) -> bool:
+        """Whether this push leaves the running sums alone (deferred sums)."""
+        cfg = self._cfg
+        return (
+            self._maps is not None
+            and cfg.temporal == "avg"
+            and self._shadow is None
+            and not cfg.resync_every
+            and cfg.window <= self.DEFERRED_MAX_RATIO * cfg.stride
+        )
+
+    def _sync_sums(self) -> None:
+        """Make the running sums hold the stored window again (after deferred sums)."""
+        if self._stale:
+            logger.debug("rebuilding the running sums from %d stored maps", self.n_stored)
+            self._rebuild(recompute_maps=False)
+
+    @property
+    def can_make_halves(self) -> bool:
+        """Whether an emitted image can carry its even/odd half images
+        (:attr:`SlidingResult.halves`): every map of the window is stored (the
+        ``"maps"`` strategy) and the statistic is AVG, so each half is the mean of
+        half the stored maps -- no map is computed again."""
+        return self._maps is not None and self._cfg.temporal == "avg"
+
+    def _halves(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """AVG of the stored window's even- and odd-indexed maps (before the
+        macro-pixel correction), or None when they cannot be summed."""
+        if not self.can_make_halves or self.n_stored < 4:
+            return None
+        assert self._maps is not None and self._moments is not None
+        slots = np.arange(self._lo, self._hi, dtype=np.int64) % self._maps.shape[0]
+        backend = self._moments.backend
+        return (
+            window_mean(self._maps, slots[0::2], backend),
+            window_mean(self._maps, slots[1::2], backend),
+        )
+
+    def _deferred_mean(self) -> np.ndarray | None:
+        """The AVG of the stored window summed now, or None when the running sums
+        are current (they are combined then)."""
+        if not self._stale or self._cfg.temporal != "avg" or self._maps is None:
+            self._sync_sums()
+            return None
+        assert self._moments is not None
+        slots = np.arange(self._lo, self._hi, dtype=np.int64) % self._maps.shape[0]
+        return window_mean(self._maps, slots, self._moments.backend)
 
     @property
     def memory_bytes(self) -> int:
@@ -297,6 +359,7 @@ class HostStorage(SlidingBase):
         if self._moments is not None:
             self._moments.clear()
         self._since_resync = 0
+        self._stale = False
         self._reset_shadow()
 
     def _reset_shadow(self) -> None:
@@ -423,7 +486,8 @@ class HostStorage(SlidingBase):
             self._clear_window()
             return
         following = self._tail if lo + 1 == hi - 1 else self._stored_map(lo + 1)
-        self._moments.pop_first(self._head, following)
+        if not self._stale:
+            self._moments.pop_first(self._head, following)
         old_head, self._head = self._head, following
         self._release(old_head)
         self._lo = lo + 1
@@ -462,5 +526,6 @@ class HostStorage(SlidingBase):
             prev = x
         self._tail = prev
         self._since_resync = 0
+        self._stale = False
         self._reset_shadow()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["CompensatedSum", "Scratch"]
+__all__ = ["CompensatedSum", "Scratch", "window_mean"]
 
 
 class Scratch:
@@ -118,3 +118,25 @@ class CompensatedSum:
         """The sum ``hi + lo`` as float64 (written to ``out`` if given)."""
         return np.add(self.hi, self.lo, out=out)
 
+
+
+def window_mean(ring: np.ndarray, slots: np.ndarray, out: np.ndarray) -> None:
+    """AVG of the stored images ``ring[slots]`` summed at once, into ``out``.
+
+    Parameters
+    ----------
+    ring : numpy.ndarray
+        ``(C, P)`` float32 stored images (flattened).
+    slots : numpy.ndarray
+        ``(n,)`` int64 rows of ``ring`` in the window, oldest first.
+    out : numpy.ndarray
+        ``(P,)`` float32, receives ``(hi + lo) / n`` of the compensated sum of the
+        rows added in order: the bits of the numba kernel and of a
+        :class:`CompensatedSum` that gained the same images one by one.
+    """
+    acc = CompensatedSum(out.shape)
+    for j in slots:
+        acc.add(ring[int(j)])
+    mean = acc.value()
+    mean /= len(slots)
+    out[...] = mean.astype(np.float32)

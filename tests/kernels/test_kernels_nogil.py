@@ -67,6 +67,17 @@ def test_window_sums_release_the_gil(serial, monkeypatch):
     a, b = (rng.random(shape, dtype=np.float32) for _ in range(2))
     mom.append(a, None)  # compile + first call outside the measurement
     mom.append(b, a)
-    # one call (a Python loop of calls would let the thread in between calls)
-    progress = [_progress_during(lambda: mom.slide(a, b, a, b)) for _ in range(5)]
+    # the parallel kernel on one numba thread: with a thread on every core (2 here)
+    # the counting thread found no core in the first half of a ~1.6 ms call, GIL
+    # or not (the serial and parallel kernels shared numba's disk cache until
+    # window_sums/_numba.py named them apart, so this case used to run serially)
+    import numba
+
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        # one call (a Python loop of calls would let the thread in between calls)
+        progress = [_progress_during(lambda: mom.slide(a, b, a, b)) for _ in range(5)]
+    finally:
+        numba.set_num_threads(threads)
     assert sum(p > 0 for p in progress) >= 4, progress

@@ -53,6 +53,7 @@ def _run(
     frame_map: Any = None,
     t_acq: np.ndarray | None = None,
     interval_s: float | None = None,
+    setup: Callable[[Processor], None] | None = None,
 ) -> tuple[Processor, _Collect]:
     """Offer every frame to a ring, then process it all (synchronously)."""
     ring = ProcessingRing(
@@ -66,6 +67,8 @@ def _run(
     out = _Collect()
     proc = Processor(cfg, MapStage(frame_map), out, user_map=frame_map is not None)
     proc.interval_s = interval_s
+    if setup is not None:
+        setup(proc)
     done = threading.Event()
     worker = threading.Thread(
         target=proc.run,
@@ -253,3 +256,62 @@ def test_budget_skip_goes_to_the_newest_complete_window(
         e["frames_dropped"] for e in proc.skips
     )
     assert proc.c["frames_processed"] + proc.c["frames_dropped_for_processing"] == n
+
+
+def test_live_frc_takes_the_halves_from_the_window(
+    pipeline_config: Callable[..., LivesrConfig],
+) -> None:
+    """With the engine's map, the window sums the FRC's even/odd halves from its
+    stored maps: no frame is mapped again, and each estimate is the FRC of that
+    window's raw frames with their drift shifts, recomputed offline."""
+    from livesr.stream._frc_live import LiveFrc, frc_of_window
+
+    frames = _frames(40, shape=(40, 40))
+
+    def in_thread_frc(proc: Processor) -> None:
+        assert proc.frc is not None
+        proc.frc = LiveFrc(proc.frc.esrrf, background=False, cpu_share=1.0)
+
+    cfg = pipeline_config(drift_block=5, window=10, stride=5, drift=True)
+    proc, out = _run(frames, cfg, setup=in_thread_frc)
+    assert proc.frc is not None and proc._halves_from_window()
+    assert len(out.heads) == 7 and proc.frc.estimates == 7
+    assert proc.frc.frames_mapped == 0  # nothing mapped again
+    e = cfg.esrrf
+    for h in out.heads:
+        got = h["frc"]
+        assert got is not None and got["image_index"] == h["index"]
+        first, last = h["first_frame"], h["last_frame"]
+        shifts = proc.drift.shifts_for(first, last - first + 1)
+        ref = frc_of_window(
+            frames[first : last + 1].astype(np.float32), np.asarray(shifts), h["index"],
+            magnification=e.magnification, radius=e.radius, sensitivity=e.sensitivity,
+            intensity_weighting=e.intensity_weighting, geometry=e.geometry,
+            macro_pixel_correction=e.macro_pixel_correction, temporal=e.temporal,
+        )
+        assert got["resolved"] is ref.resolved
+        if ref.value_px is None:
+            assert got["value_px"] is None
+        else:  # the window's maps come from the batch map: its last bits may differ
+            assert got["value_px"] == pytest.approx(ref.value_px, rel=1e-4)
+
+
+def test_live_frc_offer_of_half_images_equals_the_frames_path() -> None:
+    """LiveFrc.offer of FrcHalves gives the estimate of the frames it was made from,
+    maps nothing, and refuses halves too small for the FRC's rings."""
+    from livesr.stream._frc_live import FrcHalves, LiveFrc, window_halves
+
+    frames = _frames(20, shape=(40, 40)).astype(np.float32)
+    esrrf = {"magnification": 2}
+    by_frames = LiveFrc(esrrf, background=False, cpu_share=1.0)
+    by_halves = LiveFrc(esrrf, background=False, cpu_share=1.0)
+    assert by_frames.offer(0, frames)
+    even, odd = window_halves(frames, **esrrf)
+    assert by_halves.offer(0, FrcHalves(even, odd, 20))
+    a, b = by_frames.take(), by_halves.take()
+    assert a is not None and b is not None and a.value_px is not None
+    assert (b.value_px, b.resolved, b.frames) == (a.value_px, a.resolved, a.frames)
+    assert by_frames.frames_mapped == 20 and by_halves.frames_mapped == 0
+    small = LiveFrc(esrrf, background=False, cpu_share=1.0)
+    assert not small.offer(1, FrcHalves(even[:16, :16], odd[:16, :16], 20))
+    assert not small.offer(2, FrcHalves(even, odd, 3))  # fewer than 4 frames
