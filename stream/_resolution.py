@@ -478,7 +478,7 @@ def publish_step(
     frc: Any,
     index: int,
     image: np.ndarray,
-    window: tuple[np.ndarray, np.ndarray] | None,
+    window: tuple[Any, np.ndarray | None] | None,
 ) -> tuple[ResolutionEstimate | None, Any]:
     """The live resolution of one published image (the pipeline's publish step).
 
@@ -491,8 +491,10 @@ def publish_step(
         Index of the image being published.
     image : (H, W) array
         The image.
-    window : (frames (n, h, w), shifts (n, 2)) or None
-        The image window's raw frames and drift shifts, when collected.
+    window : (frames (n, h, w), shifts (n, 2)), (FrcHalves, None) or None
+        What the live FRC is offered for this image: the window's raw frames and
+        drift shifts when collected, or its even/odd half images made by the
+        sliding window (``livesr.stream._frc_live.FrcHalves``).
 
     Returns
     -------
