@@ -349,6 +349,7 @@ class WindowTable(_Csv):
         "frc_px",
         "frc_resolved",
         "frc_image",
+        "resolution_reason",
     )
 
     def add(
@@ -400,6 +401,8 @@ class WindowTable(_Csv):
                 "" if f.get("value_px") is None else f"{f['value_px']:.5f}",
                 "" if not f else int(bool(f.get("resolved"))),
                 "" if f.get("image_index") is None else int(f["image_index"]),
+                # why a decorrelation value is not resolved (stream/_resolution.py)
+                r.get("reason") or "",
             )
         )
 

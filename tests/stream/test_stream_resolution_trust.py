@@ -210,6 +210,7 @@ def test_live_header_and_status_never_show_an_unsupported_decorrelation(
         )
         assert (dec["resolved"], dec["reason"]) == (ref.resolved, ref.reason)
         assert int(r["resolved"]) == int(dec["resolved"])
+        assert r["resolution_reason"] == (dec["reason"] or "")  # windows.csv says why
         line = format_status({"resolution": dec, "frc": frc})
         if dec["resolved"]:
             f = frc["value_px"]
