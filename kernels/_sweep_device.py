@@ -125,17 +125,9 @@ def _unit_kernel(device_id: int) -> Any:
 def _rgc_options(p: Any) -> tuple[str, ...]:
     """Compile options of the CUDA ``rgc`` kernel for the prepared call ``p``
     (those of :func:`livesr.kernels.rgc._cupy.rgc_cupy`)."""
-    return (
-        "--fmad=false",
-        f"-DH={p.h}",
-        f"-DW={p.w}",
-        f"-DM={p.m}",
-        f"-DNOFF={p.offs.shape[0]}",
-        f"-DMARGIN={p.margin}",
-        f"-DWEIGHTED={int(p.weighted)}",
-        f"-DAPPLY_POW={int(p.apply_pow)}",
-        f"-DSENS={p.sensitivity!r}f",
-    )
+    from livesr.kernels.rgc._cupy import compile_options
+
+    return compile_options(p)
 
 
 class CupyStages:

@@ -421,17 +421,21 @@ class LiveFrc(NewestOnly):
     def _analyse(
         self, index: int, frames: Any, shifts: np.ndarray | None
     ) -> None:
-        if isinstance(frames, FrcHalves):
-            self._analyse_halves(index, frames)
-            return
+        """The FRC of one window: of its half images made by the window
+        (:class:`FrcHalves`, nothing mapped again), else of its raw frames."""
         try:
-            est = frc_of_window(
-                frames,
-                shifts,
-                index,
-                min_resolved_px=self.min_resolved_px,
-                **self.esrrf,
-            )
+            if isinstance(frames, FrcHalves):
+                mapped = 0
+                est = frc_of_halves(
+                    frames.even, frames.odd, index,
+                    frames=frames.frames, min_resolved_px=self.min_resolved_px,
+                )  # fmt: skip
+            else:
+                mapped = len(frames)
+                est = frc_of_window(
+                    frames, shifts, index, min_resolved_px=self.min_resolved_px,
+                    **self.esrrf,
+                )  # fmt: skip
         except Exception as exc:  # never stops processing
             self.failures += 1
             logger.warning("even/odd FRC of image %d failed: %s", index, exc)
@@ -440,22 +444,7 @@ class LiveFrc(NewestOnly):
             self._set_ready(est)
             self.latest = est
             self.estimates += 1
-            self.frames_mapped += len(frames)
-
-    def _analyse_halves(self, index: int, halves: FrcHalves) -> None:
-        try:
-            est = frc_of_halves(
-                halves.even, halves.odd, index,
-                frames=halves.frames, min_resolved_px=self.min_resolved_px,
-            )
-        except Exception as exc:  # never stops processing
-            self.failures += 1
-            logger.warning("even/odd FRC of image %d failed: %s", index, exc)
-            return
-        with self._lock:
-            self._set_ready(est)
-            self.latest = est
-            self.estimates += 1
+            self.frames_mapped += mapped
 
     def report(self) -> dict[str, Any]:
         """``summary.json``-ready state."""

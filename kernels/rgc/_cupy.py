@@ -75,7 +75,24 @@ def rgc_cupy(
         None if intensity is None else np.asarray(intensity),
         params,
     )
-    options = (
+    kern = _kernel(compile_options(p), cp.cuda.Device().id)
+    hm, wm = p.h * p.m, p.w * p.m
+    out = cp.empty((hm, wm), dtype=cp.float32)
+    a = cp.asarray
+    kern(
+        ((wm + 31) // 32, (hm + 7) // 8, 1),
+        (32, 8, 1),
+        (a(p.gxn), a(p.gyn), a(p.offs), a(p.table), a(p.intensity), out),
+    )
+    return cp.asnumpy(out)
+
+
+def compile_options(p: Any) -> tuple[str, ...]:
+    """NVRTC options of the CUDA ``rgc`` kernel for a prepared call ``p`` (its
+    shape, magnification, ring offsets, margin and flags are compile-time
+    constants; no fused multiply-add, to match numpy's rounding).  The
+    device-resident sweep (:mod:`livesr.kernels._sweep_device`) compiles the same."""
+    return (
         "--fmad=false",
         f"-DH={p.h}",
         f"-DW={p.w}",
@@ -86,13 +103,3 @@ def rgc_cupy(
         f"-DAPPLY_POW={int(p.apply_pow)}",
         f"-DSENS={p.sensitivity!r}f",
     )
-    kern = _kernel(options, cp.cuda.Device().id)
-    hm, wm = p.h * p.m, p.w * p.m
-    out = cp.empty((hm, wm), dtype=cp.float32)
-    a = cp.asarray
-    kern(
-        ((wm + 31) // 32, (hm + 7) // 8, 1),
-        (32, 8, 1),
-        (a(p.gxn), a(p.gyn), a(p.offs), a(p.table), a(p.intensity), out),
-    )
-    return cp.asnumpy(out)
