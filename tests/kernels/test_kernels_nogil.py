@@ -48,9 +48,10 @@ def test_window_sums_release_the_gil(serial, monkeypatch):
     # Without nogil=True the serial kernel (images below PARALLEL_MIN_PIXELS) held
     # the GIL: 0 iterations in 5 of 5 calls, against ~20 000-40 000 with it.
     # (numba's parallel kernels release it in their parallel region either way.)
-    # The serial kernel is forced onto a 1024^2 image so that one call lasts
-    # milliseconds: on a loaded 2-core machine the OS may take a few hundred
-    # microseconds to run the waiting thread once the GIL is free.
+    # The serial kernel is forced onto a 2048^2 image so that the first half of one
+    # call lasts ~10 ms: beside a CPU hog on 2 cores (3 runnable threads) the OS
+    # took longer than the ~3 ms half of a 1024^2 call to run the waiting thread
+    # once the GIL was free (0 iterations in 2 of 5 calls, GIL released).
     from livesr.kernels import _window
     from livesr.kernels._window import WindowMoments, numba_kernels
 
@@ -60,7 +61,7 @@ def test_window_sums_release_the_gil(serial, monkeypatch):
         skip_backend("numba", "numba unavailable")
     if serial:
         monkeypatch.setattr(_window, "PARALLEL_MIN_PIXELS", 1 << 40)
-    shape = (1024, 1024)
+    shape = (2048, 2048)
     mom = WindowMoments.for_mode(shape, "tac2", "numba")
     assert mom._serial == (2 if serial else 0)
     rng = np.random.default_rng(0)
