@@ -42,7 +42,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -271,20 +271,12 @@ def frc_of_window(
     **esrrf: Any,
 ) -> FrcEstimate:
     """Even/odd FRC (FIRE, NanoPyx-equal) of one window's frames (module notes)."""
-    from livesr.kernels.frc import fire_number
-
     t0 = time.perf_counter()
     even, odd = window_halves(frames, shifts, **esrrf)
-    value = fire_number(even, odd, pixel_size=1.0)
-    ok = value > 0 and math.isfinite(value)
-    return FrcEstimate(
-        image_index=int(index),
-        method=METHOD,
-        value_px=float(value) if ok else None,
-        resolved=bool(ok and value >= min_resolved_px),
-        frames=int(len(frames)),
-        seconds=time.perf_counter() - t0,
+    est = frc_of_halves(
+        even, odd, index, frames=len(frames), min_resolved_px=min_resolved_px
     )
+    return replace(est, seconds=time.perf_counter() - t0)
 
 
 class FrcHalves(NamedTuple):
