@@ -57,6 +57,14 @@ class _SetupMixin:
                 warm_worker()
         except Exception as exc:  # the analysis reports its own failures later
             logger.warning("live resolution worker could not start: %s", exc)
+        if self.frc is not None:
+            # the FRC's first estimate imports scipy.signal in the FRC thread, holding
+            # the GIL: the first windows of the quick start were published 50-570 ms
+            # late on the 2-core VM (5 ms with the live analyses off)
+            from livesr.stream._frc_live import frc_of_halves
+
+            even, odd = rng.random((2, 64, 64), dtype=np.float32)
+            frc_of_halves(even, odd, frames=2)
 
         shape = self._shape_hint
         if shape is not None:
@@ -75,7 +83,11 @@ class _SetupMixin:
                 synth = rng.poisson(100.0, size=(self.config.drift.block + 1, *region))
                 rd = RollingDrift(block=self.config.drift.block)
                 xp = self._drift_module(self._prepared, region)
-                rd.push_many(synth.astype(np.float32) if xp is None else xp.asarray(synth, dtype=xp.float32))
+                rd.push_many(
+                    synth.astype(np.float32)
+                    if xp is None
+                    else xp.asarray(synth, dtype=xp.float32)
+                )
         logger.info("processing stages warmed up in %.2f s", time.perf_counter() - t0)
 
     def _params(self) -> Any:
@@ -188,7 +200,10 @@ class _SetupMixin:
             kernel.benchmark(*args, repeats=2, impls=cands, shifts=np.zeros((n, 2)))
             logger.info(
                 "esrrf_map_batch: %s timed at %dx%d before acquisition (%.2f s)",
-                ", ".join(cands), shape[0], shape[1], time.perf_counter() - t0,
+                ", ".join(cands),
+                shape[0],
+                shape[1],
+                time.perf_counter() - t0,
             )
         except Exception as exc:  # an implementation failing here must not stop us
             logger.warning("could not time esrrf_map_batch implementations: %s", exc)
@@ -232,7 +247,8 @@ class _SetupMixin:
             if block != self.config.drift.block:
                 logger.info(
                     "drift: %d frames per estimate (%.0f ms at %.0f frames/s)",
-                    block, block * (self.interval_s or 0) * 1e3,
+                    block,
+                    block * (self.interval_s or 0) * 1e3,
                     1.0 / (self.interval_s or 1.0),
                 )
         ys, xs = self.config.drift.region(frame.shape)
@@ -263,4 +279,3 @@ class _SetupMixin:
         if prepared is not None and tuple(shape) == tuple(self._shape_hint or ()):
             return prepared
         return self._make_window(shape)
-

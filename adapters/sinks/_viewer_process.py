@@ -31,6 +31,7 @@ line), so napari's and Qt's messages never break into the terminal's status line
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -43,12 +44,23 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-__all__ = ["NICE_ENV", "STATS_ENV", "GuiProbe", "ViewerProcess", "main"]
+__all__ = [
+    "NICE_ENV",
+    "READY_LINE",
+    "STATS_ENV",
+    "GuiProbe",
+    "ViewerProcess",
+    "freeze_gui_objects",
+    "main",
+    "warm_up_layers",
+]
 
 logger = logging.getLogger(__name__)
 
 #: environment variable naming the JSON file the viewer process writes its probe to
 STATS_ENV = "LIVESR_VIEWER_STATS"
+#: what the viewer process prints on its standard output once it is ready to draw
+READY_LINE = "livesr-viewer: ready"
 #: environment variable overriding the viewer process's niceness increment
 NICE_ENV = "LIVESR_VIEWER_NICE"
 #: seconds after the first SR image before gaps count (layers are created then)
@@ -83,6 +95,7 @@ class GuiProbe:
         self.interval_ms = interval_ms
         self.t0 = time.perf_counter()
         self._last: float | None = None
+        self._last_cpu = time.thread_time()
         self._last_draw: float | None = None
         self._settled_at: float | None = None
         self.ticks = 0
@@ -96,9 +109,35 @@ class GuiProbe:
         self.poll_s = 0.0
         self.raw_seqs: list[int] = []
         self.sr_indices: list[int] = []
+        # garbage-collector pauses of this (GUI) thread: a full collection of napari's
+        # object graph stops the event loop like any other long call
+        self.gc_pauses_ms: list[float] = [0.0, 0.0, 0.0]  # longest, per generation
+        self.gc_s = 0.0
+        self._gc_t0 = 0.0
+        self._gc_in_gap_ms = 0.0
+        self.long_gaps: list[dict[str, float]] = []  # the gaps over 100 ms: when, why
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_t0 = time.perf_counter()
+            return
+        ms = (time.perf_counter() - self._gc_t0) * 1e3
+        gen = info.get("generation", 2)
+        self.gc_pauses_ms[gen] = max(self.gc_pauses_ms[gen], ms)
+        self.gc_s += ms / 1e3
+        self._gc_in_gap_ms += ms
+
+    def close(self) -> None:
+        """Stop watching the garbage collector (idempotent)."""
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
 
     def tick(self, drew: bool, spent_s: float, sink: Any) -> None:
         now = time.perf_counter()
+        cpu = (
+            time.thread_time()
+        )  # of the GUI thread: busy (drawing) or waiting for a CPU
         self.ticks += 1
         if self._settled_at is not None and now >= self._settled_at:
             self.max_poll_ms = max(self.max_poll_ms, spent_s * 1e3)
@@ -110,14 +149,26 @@ class GuiProbe:
                 self.gaps_ms.append(gap)
                 self.max_gap_ms = max(self.max_gap_ms, gap)
                 self.gaps_over_100ms += gap > 100.0
+                if gap > 100.0 and len(self.long_gaps) < 50:
+                    self.long_gaps.append({
+                        "at_s": round(now - self.t0, 3),
+                        "gap_ms": round(gap, 1),
+                        "gc_ms": round(self._gc_in_gap_ms, 1),
+                        "tick_ms": round(spent_s * 1e3, 1),
+                        "gui_cpu_ms": round((cpu - self._last_cpu) * 1e3, 1),
+                    })  # fmt: skip
         self._last = now
+        self._last_cpu = cpu
+        self._gc_in_gap_ms = 0.0
         pacer = getattr(sink, "pacer", None)
         if pacer is not None:
             self.draw_backoffs = pacer.backoffs
         if not drew:
             return
         if self._last_draw is not None and self._settled_at is not None:
-            self.max_draw_gap_ms = max(self.max_draw_gap_ms, (now - self._last_draw) * 1e3)
+            self.max_draw_gap_ms = max(
+                self.max_draw_gap_ms, (now - self._last_draw) * 1e3
+            )
         self._last_draw = now
         raw, sr = sink.stats.last_raw, sink.stats.last
         if raw is not None and (not self.raw_seqs or raw.index != self.raw_seqs[-1]):
@@ -148,9 +199,14 @@ class GuiProbe:
             "raw_shown": len(raw),
             "raw_first_seq": raw[0] if raw else None,
             "raw_last_seq": raw[-1] if raw else None,
-            "raw_seqs_increasing": all(b > a for a, b in zip(raw, raw[1:], strict=False)),
+            "raw_seqs_increasing": all(
+                b > a for a, b in zip(raw, raw[1:], strict=False)
+            ),
             "cpu_s": round(_cpu_seconds(), 2),
             "draw_backoffs": self.draw_backoffs,
+            "gc_longest_ms_by_generation": [round(v, 1) for v in self.gc_pauses_ms],
+            "gc_s": round(self.gc_s, 3),
+            "long_gaps": self.long_gaps,
             "exit": exit_reason,
         }
 
@@ -161,6 +217,51 @@ def _cpu_seconds() -> float:
     return t.user + t.system
 
 
+def warm_up_layers(viewer: Any) -> None:
+    """Pay napari's first-use costs before the stream starts.
+
+    The first Shapes layer of a process took 0.88 s to add on the 2-core VM (software
+    OpenGL: imports, shaders), the next ones 0.12-0.13 s; the first Image layer 0.18
+    s, then 0.09 s.  Adding one of each and removing them while the window opens
+    moves that CPU out of the acquisition, where the SR and drift layers are made
+    with the first image.
+    """
+    import numpy as np
+    from qtpy.QtWidgets import QApplication
+
+    shapes = viewer.add_shapes(
+        [np.array([[0.0, 0.0], [1.0, 1.0]])], shape_type="path", name="livesr warm-up"
+    )
+    image = viewer.add_image(
+        np.zeros((64, 64), np.float32), name="livesr warm-up image"
+    )
+    QApplication.processEvents()  # drawn once: the shaders are built
+    viewer.layers.remove(shapes)
+    viewer.layers.remove(image)
+    QApplication.processEvents()
+
+
+def freeze_gui_objects(viewer: Any, *, collect: bool) -> None:
+    """Keep napari's long-lived objects out of the garbage collector's full passes.
+
+    A full (generation 2) collection walks every tracked object: with napari, Qt
+    wrappers and vispy loaded that took 170 ms on the 2-core VM, a stall of the GUI
+    thread three times the repaint period.  :func:`gc.freeze` moves the objects alive
+    now to a generation the collector never walks, so a full pass visits only what
+    was created since.  Done once the window is up (``collect=True`` first: nothing
+    is drawn yet) and again, without a collection, whenever a layer is added (the
+    first SR image adds the SR, raw and drift layers).  Only in the viewer's own
+    process: a napari the user runs keeps its collector as it is.
+    """
+    if collect:
+        gc.collect()
+    gc.freeze()
+    if collect:  # the first call: follow the layers added later
+        viewer.layers.events.inserted.connect(
+            lambda _event: freeze_gui_objects(viewer, collect=False)
+        )
+
+
 # ------------------------------------------------------------------ child: entry point
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
@@ -168,7 +269,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         description="show a livesr run's published results (and raw frames) in napari",
     )
     ap.add_argument("endpoint", help="the run's results endpoint (livesr run logs it)")
-    ap.add_argument("--raw", default=None, metavar="ENDPOINT", help="raw-frame endpoint")
+    ap.add_argument(
+        "--raw", default=None, metavar="ENDPOINT", help="raw-frame endpoint"
+    )
     ap.add_argument("--title", default="livesr", help="window title")
     ap.add_argument(
         "--interval-ms",
@@ -197,6 +300,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         f"pipeline is served first (default ${NICE_ENV} or {_NICE}; 0: as the parent)",
     )
     ap.add_argument(
+        "--announce-ready",
+        action="store_true",
+        help=f"print {READY_LINE!r} on standard output once the window is up and "
+        "napari's first-use costs are paid (the run starts acquiring then)",
+    )
+    ap.add_argument(
         "--quit-on-eof",
         action="store_true",
         help="close the window when standard input ends (the parent process's handle)",
@@ -221,7 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     quit_asked = threading.Event()  # first: SIGTERM while napari loads is kept too
     signal.signal(signal.SIGTERM, lambda *_: quit_asked.set())
     args = _parse(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     if args.nice > 0 and hasattr(os, "nice"):
         os.nice(args.nice)
     if (reason := viewer_unavailable_reason()) is not None:
@@ -240,7 +351,9 @@ def main(argv: list[str] | None = None) -> int:
                 pass
             quit_asked.set()
 
-        threading.Thread(target=watch_stdin, name="livesr-viewer-eof", daemon=True).start()
+        threading.Thread(
+            target=watch_stdin, name="livesr-viewer-eof", daemon=True
+        ).start()
     sink = run_viewer(
         args.endpoint,
         title=args.title,
@@ -253,6 +366,11 @@ def main(argv: list[str] | None = None) -> int:
     probe = GuiProbe(args.interval_ms)
     sink.on_tick = lambda drew, spent: probe.tick(drew, spent, sink)
     exit_reason = ["window closed"]
+    warm_up_layers(sink.viewer)
+    freeze_gui_objects(sink.viewer, collect=True)
+    if args.announce_ready:
+        sys.stdout.write(READY_LINE + "\n")
+        sys.stdout.flush()
 
     def check_quit() -> None:  # the GUI thread; also lets Python run signal handlers
         if quit_asked.is_set() and exit_reason[0] == "window closed":
@@ -268,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         watchdog.stop()
         sink.stop()
+        probe.close()
         if args.stats_json:
             Path(args.stats_json).write_text(
                 json.dumps(probe.record(exit_reason[0]), indent=1) + "\n"
@@ -307,6 +426,7 @@ class ViewerProcess:
             "--title",
             title,
             "--quit-on-eof",
+            "--announce-ready",
         ]
         if raw_endpoint:
             self.cmd += ["--raw", raw_endpoint]
@@ -314,13 +434,15 @@ class ViewerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self._tail: deque[str] = deque(maxlen=20)
         self._reader: threading.Thread | None = None
+        self._stdout_reader: threading.Thread | None = None
+        self._ready = threading.Event()
 
     def start(self) -> ViewerProcess:
         """Start the child (returns at once; the window opens in a few seconds)."""
         self.proc = subprocess.Popen(
             self.cmd,
             stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=self._env,
             start_new_session=True,  # Ctrl-C reaches the run, which closes the viewer
@@ -329,8 +451,35 @@ class ViewerProcess:
             target=self._forward, name="livesr-viewer-log", daemon=True
         )
         self._reader.start()
+        self._stdout_reader = threading.Thread(
+            target=self._watch_ready, name="livesr-viewer-ready", daemon=True
+        )
+        self._stdout_reader.start()
         logger.info("viewer process %d started: %s", self.proc.pid, " ".join(self.cmd))
         return self
+
+    def _watch_ready(self) -> None:
+        """The child's stdout: :data:`READY_LINE` sets :attr:`ready`; set at its end
+        too (the child exited: nobody waits for a window that will not come)."""
+        assert self.proc is not None and self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            if raw.decode("utf-8", "replace").strip() == READY_LINE:
+                self._ready.set()
+        self._ready.set()
+
+    @property
+    def ready(self) -> bool:
+        """Whether the window is up and ready to draw (or the child has exited)."""
+        return self._ready.is_set()
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` s until :attr:`ready`; whether it is.
+
+        ``livesr run --viewer`` starts acquiring only then: loading napari and its
+        first layers costs seconds of CPU, which on a small machine made the first
+        windows of the stream late (11 of 299 skipped on the 2-core VM).
+        """
+        return self._ready.wait(timeout_s)
 
     def _forward(self) -> None:
         """The child's stderr, line by line, into this process's log."""
@@ -372,18 +521,24 @@ class ViewerProcess:
                 pass
         code = self.wait(timeout_s)
         if code is None:
-            logger.warning("the viewer did not quit within %.0f s: terminating it", timeout_s)
+            logger.warning(
+                "the viewer did not quit within %.0f s: terminating it", timeout_s
+            )
             proc.terminate()
             code = self.wait(5.0)
         if code is None:
             proc.kill()
             code = self.wait(5.0)
-        if self._reader is not None:
-            self._reader.join(5.0)
-        if proc.stderr is not None:
-            proc.stderr.close()
+        for reader in (self._reader, self._stdout_reader):
+            if reader is not None:
+                reader.join(5.0)
+        for pipe in (proc.stderr, proc.stdout):
+            if pipe is not None:
+                pipe.close()
         if code not in (0, None):
             logger.error(
-                "the viewer process exited with code %s:\n%s", code, "\n".join(self._tail)
+                "the viewer process exited with code %s:\n%s",
+                code,
+                "\n".join(self._tail),
             )
         return code

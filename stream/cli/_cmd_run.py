@@ -47,6 +47,7 @@ import argparse
 import logging
 import secrets
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +74,9 @@ HELP = "acquire (simulated microscope, Micro-Manager) and reconstruct eSRRF imag
 logger = logging.getLogger(__name__)
 
 SOURCES = ("sim", "mm-sim", "mm")
+#: ``--viewer``: how long acquisition waits for the viewer's window, s (napari loads
+#: in 3-6 s on the 2-core VM; a cold disk or a loaded machine takes longer)
+VIEWER_READY_TIMEOUT_S = 60.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -193,7 +197,9 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.viewer:
         if args.connect is not None:
-            return _usage_error("--viewer needs the pipeline in this process (not --connect)")
+            return _usage_error(
+                "--viewer needs the pipeline in this process (not --connect)"
+            )
         from livesr.adapters.sinks.napari_viewer import viewer_unavailable_reason
 
         if (reason := viewer_unavailable_reason()) is not None:
@@ -201,7 +207,6 @@ def run(args: argparse.Namespace) -> int:
     if args.connect is not None:
         return _run_connect(cfg, sim, args)
     return _run_pipeline(cfg, sim, args)
-
 
 
 def _run_connect(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
@@ -268,7 +273,6 @@ def _run_connect(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
     return 0 if summary.get("frames_unacked", 1) == 0 and not lost else 1
 
 
-
 def _run_pipeline(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
     """Process here (``--listen``: frames come from elsewhere; else the source runs
     in this process too), wait for the run's end, write where the results are."""
@@ -304,6 +308,7 @@ def _run_pipeline(cfg: Any, sim: Any, args: argparse.Namespace) -> int:
         ).start()
         # kernels loaded and implementations timed before the first frame arrives
         pipe.ready.wait(READY_TIMEOUT_S)
+        run.wait_viewer()
         run.follow(pipe, run.start_source(pipe))
     finally:
         if status is not None:
@@ -434,6 +439,22 @@ class _Run:
                 title=f"livesr run: {pipe.output}",
             ).start()
 
+    def wait_viewer(self) -> None:
+        """``--viewer``: start acquiring once its window is up (at most
+        :data:`VIEWER_READY_TIMEOUT_S`), so that loading napari does not compete
+        with the first windows of the stream."""
+        v = self.viewer
+        if v is None:
+            return
+        t0 = time.monotonic()
+        if v.wait_ready(VIEWER_READY_TIMEOUT_S):
+            logger.info("viewer ready after %.1f s: acquiring", time.monotonic() - t0)
+        else:
+            logger.warning(
+                "the viewer was not ready within %.0f s: acquiring without waiting",
+                VIEWER_READY_TIMEOUT_S,
+            )
+
     def _viewer_closed(self) -> bool:
         """True once, when the user closed the viewer window (a viewer that failed
         is reported and the run goes on)."""
@@ -445,7 +466,9 @@ class _Run:
         if code == 0:
             logger.warning("viewer closed: stopping acquisition, finishing the run")
             return True
-        logger.error("the viewer failed (exit code %s); the run goes on without it", code)
+        logger.error(
+            "the viewer failed (exit code %s); the run goes on without it", code
+        )
         return False
 
     def finish_viewer(self) -> None:
@@ -479,9 +502,16 @@ class _Run:
                         pass
             else:
                 while not pipe.wait(0.5):
-                    if 0 < self.cfg.stream.frames <= pipe.snapshot()["frames_persisted"]:
+                    if (
+                        0
+                        < self.cfg.stream.frames
+                        <= pipe.snapshot()["frames_persisted"]
+                    ):
                         pipe.stop_requested.set()  # --frames: tell the source to stop
-                    if pipe.stop_requested.is_set() and not pipe.progress()["frames_received"]:
+                    if (
+                        pipe.stop_requested.is_set()
+                        and not pipe.progress()["frames_received"]
+                    ):
                         break  # stopped (livesr ctl stop) before any source came
                     if self._viewer_closed():
                         pipe.stop_requested.set()
@@ -501,7 +531,9 @@ class _Run:
             self.mm.close()
         self.ctx.term()
         if self.truth is not None and pipe.output.is_dir() and self.truth.frames:
-            summary = add_source_report(summary, pipe.output, self.truth, self.args.source)
+            summary = add_source_report(
+                summary, pipe.output, self.truth, self.args.source
+            )
         return summary
 
 
@@ -514,9 +546,7 @@ def _final_line(summary: dict[str, Any], reasons: list[str]) -> str:
     if stop:
         line += f"\nlivesr run: stopped by hook {stop['by']}: {stop['reason']}"
         if stop.get("frames_saved") is not None:
-            line += (
-                f"; {stop['frames_saved']} of {stop['frames_planned']} frames saved"
-            )
+            line += f"; {stop['frames_saved']} of {stop['frames_planned']} frames saved"
     for hook in (summary.get("hooks") or {}).get("hooks") or []:
         for trig in ((hook.get("report") or {}).get("triggers")) or []:  # event-trigger
             line += (

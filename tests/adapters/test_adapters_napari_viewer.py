@@ -395,3 +395,41 @@ def test_long_drift_trace_is_drawn_decimated_with_its_ends(viewer) -> None:
     assert np.all(np.diff(idx) > 0) and np.diff(idx).max() - np.diff(idx).min() <= 1
     short = full[:10]
     assert decimate_path(short, DRIFT_TRACE_DRAWN) is short
+
+
+def test_sr_pixels_are_updated_in_place_and_reach_the_canvas(viewer, qtbot) -> None:
+    """Same shape: the layer keeps its array (no dimension/extent re-check) and the
+    canvas shows the new pixels; a new shape replaces the array; the shown contrast
+    limits move only beyond the hysteresis."""
+    from livesr.adapters.sinks._viewer_layers import LIMITS_HYSTERESIS, LiveLayers
+    from livesr.stream import decode_result
+
+    layers = LiveLayers(viewer)
+    rng = np.random.default_rng(3)
+    first = rng.random((24, 20), dtype=np.float32) * 100
+    layers.show_sr(decode_result(sr_parts(0, first)))
+    layer = viewer.layers[SR_LAYER]
+    array = layer.data
+    visual = viewer.window._qt_viewer.canvas.layer_to_visual[layer]
+    for i in range(1, 4):
+        img = rng.random((24, 20), dtype=np.float32) * 100
+        layers.show_sr(decode_result(sr_parts(i, img)))
+        qtbot.wait(5)
+        assert layer.data is array  # in place
+        np.testing.assert_array_equal(np.asarray(layer.data), img)
+        np.testing.assert_array_equal(np.asarray(visual.node._data), img)
+    lo, hi = layer.contrast_limits
+    # within the hysteresis: the limits shown stay; beyond it: they follow the image
+    small = np.asarray(layer.data).copy()
+    small[0, 0], small[0, 1] = lo, hi * (1 + LIMITS_HYSTERESIS / 2)
+    layers.show_sr(decode_result(sr_parts(4, small)))
+    assert tuple(layer.contrast_limits) == (lo, hi)
+    big = small.copy()
+    big[0, 1] = hi * 2
+    layers.show_sr(decode_result(sr_parts(5, big)))
+    assert layer.contrast_limits[1] == pytest.approx(float(big.max()))
+    other = rng.random((12, 10), dtype=np.float32)
+    layers.show_sr(decode_result(sr_parts(6, other)))
+    qtbot.wait(5)
+    assert layer.data is not array and layer.data.shape == (12, 10)
+    np.testing.assert_array_equal(np.asarray(visual.node._data), other)

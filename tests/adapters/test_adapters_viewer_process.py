@@ -104,6 +104,11 @@ def test_run_viewer_is_its_own_process_showing_raw_and_sr(tmp_path: Path) -> Non
     assert stats["raw_shown"] >= 3, stats  # the raw layer follows the acquisition
     assert stats["raw_seqs_increasing"], stats
     assert 0 <= stats["raw_first_seq"] < stats["raw_last_seq"] <= frames - 1
+    # acquisition starts once the window is up (napari loads in seconds, beside
+    # the stream's first windows otherwise): the viewer shows the stream from its
+    # first second (100 frames/s), not from where napari happened to be ready
+    assert "viewer ready after" in log
+    assert stats["raw_first_seq"] < 150, stats
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames_persisted"] == frames
     assert summary["frames_acquired"] == frames and summary["frames_in_gaps"] == 0
