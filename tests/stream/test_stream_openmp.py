@@ -1,0 +1,57 @@
+"""``livesr run`` / ``replay`` ask for passive OpenMP waiting before any kernel loads
+OpenMP (stream/_openmp.py); a policy the user set is kept; a runtime loaded earlier
+is left alone.  Each case runs in a fresh interpreter: libgomp reads the variable
+once, when it loads."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip(
+    "livesr.kernels.esrrf_map._cython", reason="the Cython kernels are not built"
+)
+
+_PROBE = r"""
+import json, os, sys
+from livesr.stream._openmp import openmp_loaded, prefer_passive_openmp
+if sys.argv[1] == "load-first":
+    import livesr.kernels.esrrf_map._cython  # noqa: F401  (OpenMP loads here)
+before = openmp_loaded()
+took = prefer_passive_openmp()
+import livesr.kernels.esrrf_map._cython  # noqa: F401,F811
+print(json.dumps({"before": before, "took": took,
+                  "policy": os.environ.get("OMP_WAIT_POLICY"),
+                  "loaded": openmp_loaded()}))
+"""
+
+
+def _probe(mode: str, policy: str | None) -> dict[str, object]:
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if policy is not None:
+        env["OMP_WAIT_POLICY"] = policy
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, mode],
+        env=env, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_passive_is_set_before_openmp_loads() -> None:
+    r = _probe("fresh", None)
+    assert r == {"before": False, "took": True, "policy": "PASSIVE", "loaded": True}
+
+
+@pytest.mark.parametrize("policy,passive", [("active", False), ("passive", True)])
+def test_a_policy_the_user_set_is_kept(policy: str, passive: bool) -> None:
+    r = _probe("fresh", policy)
+    assert r["policy"] == policy and r["took"] is passive
+
+
+def test_a_runtime_loaded_before_is_left_alone() -> None:
+    r = _probe("load-first", None)
+    assert r == {"before": True, "took": False, "policy": None, "loaded": True}
