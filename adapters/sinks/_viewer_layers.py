@@ -85,10 +85,11 @@ class LiveLayers:
 
     Every napari property assignment fires events and refreshes, so a property is set
     only when its value changes, and the drift trace (a Shapes rebuild) is redrawn at
-    most every ``drift_refresh_s`` (:meth:`flush` draws a pending trace).
+    most every ``drift_refresh_s`` (:meth:`flush` draws a pending trace; the sink
+    calls it in ticks that draw no image).
     """
 
-    def __init__(self, viewer: Any, *, drift_refresh_s: float = 0.5) -> None:
+    def __init__(self, viewer: Any, *, drift_refresh_s: float = 1.0) -> None:
         self.viewer = viewer
         self.sr: Any = None
         self.raw: Any = None
@@ -203,7 +204,9 @@ class LiveLayers:
                 # with the first image: creating a napari Shapes layer takes 0.25-0.7 s
                 # (software OpenGL), a stall that must not fall in the live stream
                 self._drift_layer(np.repeat(self.drift_path_um(), 2, axis=0)[:2])
-            self.flush()
+            # the trace is redrawn by flush() in a tick that draws no image: a Shapes
+            # update (~10 ms, re-triangulation) and an image update (~10 ms) in one
+            # tick, then the repaint, made the longest GUI gaps
         if not self._fitted:
             self.viewer.reset_view()
             self._fitted = True

@@ -142,7 +142,7 @@ def test_sr_layer_follows_a_real_pipeline_run(viewer, qtbot, tmp_path: Path) -> 
     assert tuple(layer.translate) == pytest.approx(
         (sr_transform(p, 2, "nanopyx")[1],) * 2
     )
-    # the drift trace: one vertex per image drawn, flushed by the timer within 0.5 s
+    # the drift trace: one vertex per image drawn, flushed by an idle timer tick within 1 s
     qtbot.waitUntil(lambda: not sink.layers._trace_pending, timeout=5000)
     drift = viewer.layers[DRIFT_LAYER]
     assert drift.shape_type == ["path"]
@@ -418,6 +418,10 @@ def test_sr_pixels_are_updated_in_place_and_reach_the_canvas(viewer, qtbot) -> N
         assert layer.data is array  # in place
         np.testing.assert_array_equal(np.asarray(layer.data), img)
         np.testing.assert_array_equal(np.asarray(visual.node._data), img)
+    # the drift trace waits for a tick that draws no image (flush), not redrawn here
+    assert layers._trace_pending
+    assert layers.flush(now=time.monotonic() + 2.0) and not layers._trace_pending
+    assert len(viewer.layers[DRIFT_LAYER].data[0]) == 4
     lo, hi = layer.contrast_limits
     # within the hysteresis: the limits shown stay; beyond it: they follow the image
     small = np.asarray(layer.data).copy()
