@@ -11,8 +11,9 @@ waiting the same run used 18.3 s (p50 latency 5.3 -> 7.9 ms, p99 61 -> 23 ms, 0
 windows skipped either way).
 
 libgomp reads ``OMP_WAIT_POLICY`` once, when the first OpenMP library loads, so
-:func:`prefer_passive_openmp` must run before any kernel is imported: the ``run``
-and ``replay`` commands call it first.  A value the user set is kept.
+:func:`prefer_passive_openmp` must run before any kernel is imported: the CLI calls
+it for ``run`` and ``replay`` before the command starts
+(:data:`livesr.stream.cli.LIVE_COMMANDS`).  A value the user set is kept.
 """
 
 from __future__ import annotations

@@ -38,6 +38,10 @@ COMMANDS: tuple[str, ...] = (
     "livesr.stream.cli._cmd_backends",
 )
 
+#: commands that stream live: their OpenMP threads wait passively between batches
+#: (:mod:`livesr.stream._openmp`), set before any kernel loads OpenMP
+LIVE_COMMANDS = ("run", "replay")
+
 
 class _Parser(argparse.ArgumentParser):
     """ArgumentParser whose errors raise instead of exiting the interpreter."""
@@ -124,6 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help(sys.stderr)
         return 2
+    if args.command in LIVE_COMMANDS:  # before any kernel loads OpenMP
+        from livesr.stream._openmp import prefer_passive_openmp
+
+        prefer_passive_openmp()
     previous = _sigterm_as_interrupt()
     try:
         return int(args._run(args))

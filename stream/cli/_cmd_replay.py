@@ -293,9 +293,6 @@ def _check_flags(args: argparse.Namespace) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command; 0 success, 1 failure (damaged file, run error), 2 bad input."""
-    from livesr.stream._openmp import prefer_passive_openmp
-
-    prefer_passive_openmp()  # before any kernel loads OpenMP (stream/_openmp.py)
     from livesr.adapters.sources.replay import ReplayConfig, check_replay
     from livesr.stream._rawread import (
         CorruptRecordingError,

@@ -168,9 +168,6 @@ def _usage_error(message: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command; 0 success, 1 failure (e.g. raw store error), 2 bad arguments."""
-    from livesr.stream._openmp import prefer_passive_openmp
-
-    prefer_passive_openmp()  # before any kernel loads OpenMP (stream/_openmp.py)
     from livesr.adapters.sources._sim_config import sim_config_from
 
     if (problem := check_mm(args)) is not None:

@@ -55,3 +55,37 @@ def test_a_policy_the_user_set_is_kept(policy: str, passive: bool) -> None:
 def test_a_runtime_loaded_before_is_left_alone() -> None:
     r = _probe("load-first", None)
     assert r == {"before": True, "took": False, "policy": None, "loaded": True}
+
+
+@pytest.mark.parametrize(
+    "argv,passive",
+    [(["run"], True), (["replay", "rec.npy"], True), (["keys", "keys-dir"], False)],
+)
+def test_the_cli_asks_for_it_for_the_live_commands(
+    argv: list[str], passive: bool
+) -> None:
+    """Through ``livesr.stream.cli.main``, before the command runs (the command
+    itself is replaced by a no-op here: only the order matters)."""
+    module = {"run": "_cmd_run", "replay": "_cmd_replay", "keys": "_cmd_keys"}[argv[0]]
+    probe = (
+        "import importlib, os\n"
+        "from livesr.stream import cli\n"
+        "import livesr.stream._openmp as o\n"
+        f"cmd = importlib.import_module('livesr.stream.cli.{module}')\n"
+        "seen = []\n"
+        "real = o.prefer_passive_openmp\n"
+        "o.prefer_passive_openmp = lambda: seen.append(real()) or seen[-1]\n"
+        "cmd.run = lambda args: print('ran with', os.environ.get('OMP_WAIT_POLICY')) or 0\n"
+        f"assert cli.main({argv!r}) == 0\n"
+        "print(seen)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True,
+        timeout=120, check=True,
+    )  # fmt: skip
+    lines = done.stdout.strip().splitlines()[-2:]
+    if passive:
+        assert lines == ["ran with PASSIVE", "[True]"], done.stdout[-500:]
+    else:
+        assert lines == ["ran with None", "[]"], done.stdout[-500:]
