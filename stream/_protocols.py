@@ -123,11 +123,25 @@ class Result:
             ``timestamps`` has ``t_acq_last`` (acquisition of the window's newest
             frame), ``t_recv``, ``t_proc`` and ``t_publish`` (``time.time()`` s; a
             missing or zero stamp is left out); ``metrics`` has ``quality`` when the
-            header has a finite one.  ``drift_px`` is the displacement the camera
-            sees at the newest frame, (0, 0) with NaN sigma when drift estimation
-            is off.
+            header has a finite one, and the live resolution estimates published
+            with this window (most windows carry none; each measured an image at
+            most a few windows older): ``live_frc_nm`` / ``live_frc_resolved`` (the
+            even/odd FRC) and ``live_decorr_nm`` / ``live_decorr_resolved``
+            (decorrelation, resolved only when the FRC of its window confirms
+            it; see :mod:`livesr.stream._resolution`), and ``live_estimates`` (1.0)
+            when the header has the fields of these estimates, even empty (the
+            result comes from a livesr pipeline).  ``drift_px`` is the
+            displacement the camera sees at the newest frame, (0, 0) with NaN sigma
+            when drift estimation is off.
         """
         metrics = {"quality": msg.quality} if math.isfinite(msg.quality) else {}
+        if "frc" in msg.header or "resolution" in msg.header:  # a livesr pipeline's
+            metrics["live_estimates"] = 1.0
+        for key, name in (("frc", "live_frc"), ("resolution", "live_decorr")):
+            est = msg.header.get(key)
+            if isinstance(est, Mapping) and _finite(est.get("value_nm")):
+                metrics[f"{name}_nm"] = float(est["value_nm"])
+                metrics[f"{name}_resolved"] = bool(est.get("resolved"))
         stamps: dict[str, float] = {}
         for key, value in msg.timestamps.items():
             if key in RESULT_TIMESTAMPS and not isinstance(value, bool):
@@ -168,6 +182,10 @@ class Result:
             A header that does not follow the results format (a ValueError).
         """
         return cls.from_message(result_message(header, image))
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 @runtime_checkable

@@ -21,9 +21,15 @@ Metrics of each published result (:class:`~livesr.stream.Result`):
     mean; the pipeline's SR images are normalised to mean 1, so a bright event
     raises it, whatever the camera's counts).
 ``resolution_nm``
-    Resolution of the SR image by decorrelation analysis
-    (:func:`livesr.kernels.decorr.decorrelation_analysis`, NanoPyx's), nm; a result
-    whose resolution is not measurable never fires.
+    The live pipeline's resolution estimate published with the window, nm: its
+    even/odd FRC when resolved, else its decorrelation when resolved (confirmed by
+    that FRC); a window that carries neither never fires (the pipeline measures
+    about once a second).  On eSRRF images decorrelation alone reports eSRRF's kernel
+    sharpness (50-95 nm whatever the data, NanoPyx's own too), not a resolution, so
+    an unconfirmed value never fires either.  A result from elsewhere, without the
+    pipeline's estimates (``Result.metrics`` ``live_estimates``), is measured here
+    by decorrelation analysis (:func:`livesr.kernels.decorr.decorrelation_analysis`,
+    NanoPyx's), accepted when its peak lies below 0.8 of Nyquist.
 
 When the condition holds (and the cooldown and ``max_triggers`` allow), the hook
 queues ``frames`` MDA events (``useq.MDAEvent(index={"t": i})``, ``exposure_ms`` if
@@ -66,6 +72,8 @@ logger = logging.getLogger(__name__)
 
 #: metric names of ``[hooks.event_trigger] metric``
 METRICS = ("quality", "peak", "resolution_nm")
+#: a decorrelation peak at or above this share of Nyquist is a sampling floor
+NYQUIST_SHARE = 0.8
 #: subfolder of the run's output holding the triggered stores
 TRIGGERED_DIR = "triggered"
 
@@ -157,6 +165,9 @@ def metric_value(metric: str, result: Result) -> float:
     if metric == "peak":
         mean = float(np.mean(img, dtype=np.float64))
         return float(np.max(img)) / mean if mean > 0 else math.nan
+    published = _published_resolution_nm(result.metrics)
+    if published is not None:
+        return published
     from livesr.kernels.decorr import decorrelation_analysis
 
     m = max(int(result.magnification or 1), 1)
@@ -166,7 +177,20 @@ def metric_value(metric: str, result: Result) -> float:
     except ValueError:  # too small an image
         return math.nan
     value = float(res.resolution)
-    return value if math.isfinite(value) and res.kc_max > 0 else math.nan
+    ok = math.isfinite(value) and 0 < res.kc_max < NYQUIST_SHARE
+    return value if ok else math.nan
+
+
+def _published_resolution_nm(metrics: Any) -> float | None:
+    """The pipeline's estimate carried by a result (NaN: one it judged unresolved;
+    None: the result carries none, or is not from a livesr pipeline)."""
+    if not metrics.get("live_estimates"):
+        return None
+    for name in ("live_frc", "live_decorr"):
+        value = metrics.get(f"{name}_nm")
+        if value is not None and metrics.get(f"{name}_resolved") and _num(value):
+            return float(value)
+    return math.nan
 
 
 class _TriggerStore:

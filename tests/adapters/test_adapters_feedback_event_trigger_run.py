@@ -216,3 +216,33 @@ def test_metric_values() -> None:
     res = metric_value("resolution_nm", _result(0, blobs))
     # SR pixel 50 nm; blurred by sigma 2 px: a few SR pixels, well above Nyquist
     assert 100.0 < res < 2000.0
+
+
+@pytest.mark.parametrize(
+    "metrics,expect",
+    [
+        # the FRC when resolved, before a confirmed decorrelation
+        ({"live_frc_nm": 310.0, "live_frc_resolved": True,
+          "live_decorr_nm": 290.0, "live_decorr_resolved": True}, 310.0),
+        ({"live_frc_nm": 310.0, "live_frc_resolved": False,
+          "live_decorr_nm": 290.0, "live_decorr_resolved": True}, 290.0),
+        # eSRRF's kernel sharpness, unconfirmed by the FRC: never fires
+        ({"live_decorr_nm": 63.0, "live_decorr_resolved": False}, math.nan),
+        ({}, math.nan),  # a window that carries no estimate
+    ],
+)  # fmt: skip
+def test_resolution_metric_uses_the_pipelines_trusted_estimate(
+    metrics: dict[str, float], expect: float
+) -> None:
+    """A result from a livesr pipeline (``live_estimates``) is judged by the estimates
+    published with it, never by a decorrelation of its eSRRF image."""
+    rng = np.random.default_rng(0)
+    from scipy.ndimage import gaussian_filter
+
+    blobs = gaussian_filter(rng.random((128, 128)), 2.0).astype(np.float32)
+    r = Result(
+        index=3, image=blobs, pixel_size_um=0.1, magnification=2,
+        metrics={"live_estimates": 1.0, **metrics},
+    )  # fmt: skip
+    got = metric_value("resolution_nm", r)
+    assert got == expect or (math.isnan(got) and math.isnan(expect))

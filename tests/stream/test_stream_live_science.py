@@ -216,6 +216,34 @@ def test_pipeline_publishes_the_live_resolution(tmp_path: Path) -> None:
                 ref.value_px * px_nm, rel=1e-4
             )
             assert h["resolution"]["value_nm"] == pytest.approx(ref.value_px * px_nm)
+    # hooks get the published estimates in Result.metrics, and the event trigger's
+    # resolution_nm is the FRC when resolved, else a confirmed decorrelation, else
+    # nothing (an unconfirmed decorrelation of an eSRRF image never fires)
+    from livesr.adapters.feedback._triggered import metric_value
+    from livesr.stream import Result
+
+    fired = 0
+    for h in seen:
+        res = Result.from_header(h, np.zeros(h["shape"], np.float32))
+        m = res.metrics
+        assert m["live_estimates"] == 1.0
+        expect = math.nan
+        for key, name in (("resolution", "live_decorr"), ("frc", "live_frc")):
+            est = h[key]
+            if est is None or est["value_nm"] is None:
+                assert f"{name}_nm" not in m
+                continue
+            assert m[f"{name}_nm"] == est["value_nm"]
+            assert m[f"{name}_resolved"] is est["resolved"]
+            if est["resolved"]:
+                expect = est["value_nm"]  # the FRC (second) wins over decorrelation
+        got = metric_value("resolution_nm", res)
+        assert got == expect or (math.isnan(got) and math.isnan(expect))
+        fired += math.isfinite(got)
+    assert fired == sum(
+        any(h[k] is not None and h[k]["resolved"] for k in ("frc", "resolution"))
+        for h in seen
+    )
     latest = summary["resolution"]["latest"]
     assert latest is not None and latest["image_index"] == measured[-1]
     line = format_status({"resolution": latest})

@@ -76,7 +76,8 @@ def test_stream_result_codec_result_of_a_message() -> None:
     assert r.drift_px == pytest.approx((0.25, -0.5))
     assert r.drift_sigma_px == pytest.approx(0.02)
     assert r.frame_range == (50, 59)
-    assert dict(r.metrics) == {"quality": 1.5}
+    # a livesr header (its "resolution" field, empty here): no estimate published
+    assert dict(r.metrics) == {"quality": 1.5, "live_estimates": 1.0}
     assert dict(r.timestamps) == {
         "t_acq_last": 1000.5,
         "t_recv": 1000.51,
@@ -93,7 +94,25 @@ def test_stream_result_codec_result_of_a_message() -> None:
     head.update(drift=None, quality={"metric": "q", "value": None})
     off = Result.from_header(head, image)
     assert off.drift_px == (0.0, 0.0) and math.isnan(off.drift_sigma_px)
-    assert dict(off.metrics) == {}
+    assert dict(off.metrics) == {"live_estimates": 1.0}
+    # the estimates published with a window reach the hooks as metrics
+    head.update(
+        resolution={"method": "decorrelation", "value_px": 1.3, "value_nm": 65.0,
+                    "resolved": False, "image_index": 4, "reason": "nyquist-floor"},
+        frc={"method": "frc-even-odd", "value_px": 6.2, "value_nm": 310.0,
+             "resolved": True, "image_index": 4, "frames": 20},
+    )  # fmt: skip
+    est = Result.from_header(head, image)
+    assert dict(est.metrics) == {
+        "live_estimates": 1.0,
+        "live_decorr_nm": 65.0,
+        "live_decorr_resolved": False,
+        "live_frc_nm": 310.0,
+        "live_frc_resolved": True,
+    }
+    # a header from elsewhere, without the estimate fields: none
+    del head["resolution"], head["frc"]
+    assert dict(Result.from_header(head, image).metrics) == {}
 
 
 @pytest.mark.parametrize(
