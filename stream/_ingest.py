@@ -258,9 +258,14 @@ class Ingest(_IngestControl):
             self.request_stop("the pipeline stopped acquisition")
         if not self._stop_pending:
             return
-        self._stop_pending = False
         for st in list(self._streams.values()):
             self._send_stop(st, final=False)
+        # cleared only once every stream is marked told: close(drain_s=...) waits
+        # while a stop is pending or a told stream has not ended; cleared before
+        # the sends, it saw neither and closed before the source's ``end`` came
+        # (``source_ended`` false in the summary; seen beside a CPU hog)
+        with self._lock:
+            self._stop_pending = False
 
 
     def close(
