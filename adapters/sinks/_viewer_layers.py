@@ -134,8 +134,9 @@ class LiveLayers:
         """Show ``img`` in ``layer``: in place when its shape and dtype are unchanged.
 
         Assigning ``layer.data`` makes napari re-check the viewer's dimensions, the
-        layer's extent and its thumbnail: 35-40 % of the GUI thread's time in the
-        viewer process on the 2-core VM, and some ticks took 80-110 ms.  The pixels
+        layer's extent and its thumbnail: ``Layer._update_dims`` alone was 40 % of
+        the sink's poll time in the viewer process on the 2-core VM, and some ticks
+        took 80-110 ms.  The pixels
         are copied into the layer's own array instead, and the layer re-sliced (its
         extent cannot have changed; the thumbnail at most every
         :data:`THUMBNAIL_PERIOD_S`).
