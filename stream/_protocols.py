@@ -139,8 +139,11 @@ class Result:
             metrics["live_estimates"] = 1.0
         for key, name in (("frc", "live_frc"), ("resolution", "live_decorr")):
             est = msg.header.get(key)
-            if isinstance(est, Mapping) and _finite(est.get("value_nm")):
-                metrics[f"{name}_nm"] = float(est["value_nm"])
+            if not isinstance(est, Mapping):
+                continue
+            nm = finite_or_nan(est.get("value_nm"))
+            if math.isfinite(nm):
+                metrics[f"{name}_nm"] = nm
                 metrics[f"{name}_resolved"] = bool(est.get("resolved"))
         stamps: dict[str, float] = {}
         for key, value in msg.timestamps.items():
@@ -182,10 +185,6 @@ class Result:
             A header that does not follow the results format (a ValueError).
         """
         return cls.from_message(result_message(header, image))
-
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 @runtime_checkable

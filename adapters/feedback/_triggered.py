@@ -29,7 +29,8 @@ Metrics of each published result (:class:`~livesr.stream.Result`):
     an unconfirmed value never fires either.  A result from elsewhere, without the
     pipeline's estimates (``Result.metrics`` ``live_estimates``), is measured here
     by decorrelation analysis (:func:`livesr.kernels.decorr.decorrelation_analysis`,
-    NanoPyx's), accepted when its peak lies below 0.8 of Nyquist.
+    NanoPyx's), accepted when its peak lies at most 0.8 of Nyquist (the live
+    resolution's floor, ``DEFAULT_KC_RESOLVED``).
 
 When the condition holds (and the cooldown and ``max_triggers`` allow), the hook
 queues ``frames`` MDA events (``useq.MDAEvent(index={"t": i})``, ``exposure_ms`` if
@@ -72,8 +73,6 @@ logger = logging.getLogger(__name__)
 
 #: metric names of ``[hooks.event_trigger] metric``
 METRICS = ("quality", "peak", "resolution_nm")
-#: a decorrelation peak at or above this share of Nyquist is a sampling floor
-NYQUIST_SHARE = 0.8
 #: subfolder of the run's output holding the triggered stores
 TRIGGERED_DIR = "triggered"
 
@@ -177,7 +176,10 @@ def metric_value(metric: str, result: Result) -> float:
     except ValueError:  # too small an image
         return math.nan
     value = float(res.resolution)
-    ok = math.isfinite(value) and 0 < res.kc_max < NYQUIST_SHARE
+    # the live resolution's own floor: a peak above kc_resolved of Nyquist is sampling
+    from livesr.stream._resolution import DEFAULT_KC_RESOLVED
+
+    ok = math.isfinite(value) and 0 < res.kc_max <= DEFAULT_KC_RESOLVED
     return value if ok else math.nan
 
 
