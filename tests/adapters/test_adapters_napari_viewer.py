@@ -94,7 +94,10 @@ def test_sr_layer_follows_a_real_pipeline_run(viewer, qtbot, tmp_path: Path) -> 
         .replace(
             "sim",
             seed=4,
-            camera={"shape": [32, 32], "interval_ms": 8.0, "exposure_ms": 8.0},
+            # 3 s of stream: long enough for the GUI to draw several images while it
+            # runs on a loaded 2-core CI machine (at 8 ms a frame, a 1 s run once
+            # ended after a single image was drawn)
+            camera={"shape": [32, 32], "interval_ms": 25.0, "exposure_ms": 25.0},
         )
     )
     widget = make_live_widget(viewer)
