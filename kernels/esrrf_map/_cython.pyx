@@ -25,6 +25,8 @@ from cython.parallel cimport parallel, prange
 from libc.math cimport fabsf, pow, sqrt
 from libc.stdlib cimport free, malloc
 
+import threading
+
 import numpy as np
 
 from livesr.engine import implementation
@@ -63,12 +65,7 @@ cdef extern from *:
     void livesr_esrrf_accum(float* acc, const float* gx, const float* gy,
                             int nq, float w, float ux, float uy) noexcept nogil
 
-from livesr.kernels.esrrf_map._weights import (
-    check_inputs,
-    frame_plan,
-    grid_taps,
-    parity_planes,
-)
+from livesr.kernels.esrrf_map._weights import check_inputs, frame_plan, grid_taps
 
 __all__ = ["SCHEDULES", "esrrf_map_cython", "unit_gradients", "variant"]
 
@@ -235,10 +232,14 @@ cdef void _run(const Ctx* c, int schedule) noexcept nogil:
 
 cdef void _grid_row(const float* frame, int W, int k, const int* ri, const double* rw,
                     const int* ci, const double* cw, int GC, double* tx, double* ty,
-                    float* out) noexcept nogil:
-    """Unit gradients of grid row ``k`` (twin of ``_weights.normalised_gradients``)."""
+                    float* out, float* planes, int GR) noexcept nogil:
+    """Unit gradients of grid row ``k`` (twin of ``_weights.normalised_gradients``);
+    with ``planes`` not NULL, also row ``k`` of their parity split
+    (``_weights.parity_planes``: ``(2, 2, GR, W + 1)``, the odd plane's last
+    column 0), written here so that no second pass over the grid is needed."""
     cdef int a, c1, c0, r0, r1, b, c, l
-    cdef float i01, i10, i00, i11, gx, gy
+    cdef int WQ = W + 1
+    cdef float i01, i10, i00, i11, gx, gy, ux, uy
     cdef double wr, wc, qx, qy, fx, fy, norm, inv
     for c1 in range(W):
         tx[c1] = 0
@@ -269,12 +270,22 @@ cdef void _grid_row(const float* frame, int W, int k, const int* ri, const doubl
         fy = <double><float>qy
         norm = sqrt(fx * fx + fy * fy)
         inv = 1.0 / norm if norm > 0 else 0.0
-        out[2 * (k * GC + l)] = <float>(fx * inv)
-        out[2 * (k * GC + l) + 1] = <float>(fy * inv)
+        ux = <float>(fx * inv)
+        uy = <float>(fy * inv)
+        out[2 * (k * GC + l)] = ux
+        out[2 * (k * GC + l) + 1] = uy
+        if planes != NULL:
+            # planes[l % 2, component, k, l // 2]
+            planes[((l & 1) * 2 * GR + k) * WQ + (l >> 1)] = ux
+            planes[(((l & 1) * 2 + 1) * GR + k) * WQ + (l >> 1)] = uy
+    if planes != NULL:
+        planes[(2 * GR + k) * WQ + W] = 0
+        planes[(3 * GR + k) * WQ + W] = 0
 
 
 cdef void _grid(const float* frame, int W, int GR, const int* ri, const double* rw,
-                const int* ci, const double* cw, int GC, float* out) noexcept nogil:
+                const int* ci, const double* cw, int GC, float* out,
+                float* planes) noexcept nogil:
     cdef int k
     cdef double* tx
     cdef double* ty
@@ -282,7 +293,7 @@ cdef void _grid(const float* frame, int W, int GR, const int* ri, const double* 
         tx = <double*>malloc(W * sizeof(double))
         ty = <double*>malloc(W * sizeof(double))
         for k in prange(GR, schedule="static"):
-            _grid_row(frame, W, k, ri, rw, ci, cw, GC, tx, ty, out)
+            _grid_row(frame, W, k, ri, rw, ci, cw, GC, tx, ty, out, planes, GR)
         free(tx)
         free(ty)
 
@@ -308,12 +319,46 @@ def unit_gradients(frame, magnification, shift=(0.0, 0.0)):
     cdef int W = w, GR = 2 * h + 1, GC = 2 * w + 1
     with nogil:
         _grid(&f_v[0, 0], W, GR, &ri_v[0, 0], &rw_v[0, 0], &ci_v[0, 0], &cw_v[0, 0], GC,
-              &o_v[0, 0, 0])
+              &o_v[0, 0, 0], NULL)
     return out
 
 
+#: per-thread scratch of the map (gradient grid and its parity planes), kept
+#: between calls for the newest frame shape when it is at most this many bytes:
+#: fresh multi-MB temporaries every frame cost ~1 300 page faults per 256² M=2
+#: call (2 ms of a 5 ms call on a 2-core VM) whenever glibc has trimmed its heap
+WORKSPACE_MAX_BYTES = 64 * 2**20
+
+_scratch = threading.local()
+
+
+def _workspace(h, w):
+    """``(grad, planes)`` scratch for an ``(h, w)`` frame, reused by this thread."""
+    key = (h, w)
+    ws = getattr(_scratch, "ws", None)
+    if ws is not None and ws[0] == key:
+        return ws[1], ws[2]
+    grad = np.empty((2 * h + 1, 2 * w + 1, 2), dtype=np.float32)
+    planes = np.empty((2, 2, 2 * h + 1, w + 1), dtype=np.float32)
+    if grad.nbytes + planes.nbytes <= WORKSPACE_MAX_BYTES:
+        _scratch.ws = (key, grad, planes)
+    else:
+        _scratch.ws = None
+    return grad, planes
+
+
+def _zero_border(out, margin):
+    """Zero the outer ``margin`` rows and columns of ``out`` (the map writes the rest)."""
+    if margin <= 0:
+        return
+    out[:margin] = 0
+    out[out.shape[0] - margin:] = 0
+    out[:, :margin] = 0
+    out[:, out.shape[1] - margin:] = 0
+
+
 def esrrf_map_cython(frame, magnification, radius, sensitivity, intensity_weighting,
-                     shift=(0.0, 0.0), schedule="static"):
+                     shift=(0.0, 0.0), schedule="static", out=None):
     """Per-frame eSRRF map (RGC × magnified intensity), Cython/OpenMP backend.
 
     Parameters
@@ -332,26 +377,45 @@ def esrrf_map_cython(frame, magnification, radius, sensitivity, intensity_weight
         ``(dy, dx)`` sample displacement (input px); ``(0, 0)`` equals NanoPyx.
     schedule : {"static", "guided", "dynamic"}
         OpenMP schedule of the loop over output rows.
+    out : numpy.ndarray, optional
+        ``(H·M, W·M)`` float32 C-contiguous array to write the map into (e.g. one
+        frame of a batch), instead of a new one.
 
     Returns
     -------
     numpy.ndarray
-        ``(H·M, W·M)`` float32; the outer ``int(R·M)`` pixels are 0.
+        ``(H·M, W·M)`` float32 (``out`` when given); the outer ``int(R·M)``
+        pixels are 0.
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}; got {schedule!r}")
     check_inputs(frame, magnification, radius)
     cdef int m = int(magnification)
-    plan = frame_plan(frame.shape, m, radius, shift)
-    grad = unit_gradients(frame, m, shift)
-    planes = parity_planes(grad)
     h, w = frame.shape
-    out = np.zeros((h * m, w * m), dtype=np.float32)
+    plan = frame_plan(frame.shape, m, radius, shift)
+    if out is None:
+        out = np.zeros((h * m, w * m), dtype=np.float32)
+    else:
+        if (not isinstance(out, np.ndarray) or out.shape != (h * m, w * m)
+                or out.dtype != np.float32 or not out.flags.c_contiguous
+                or not out.flags.writeable):
+            raise ValueError(
+                f"out must be a writeable C-contiguous float32 array of shape "
+                f"{(h * m, w * m)}; got {getattr(out, 'shape', type(out))}"
+            )
+        _zero_border(out, plan.consts.margin)
+    grad, planes = _workspace(h, w)
+    gri, grw = grid_taps(h, m, float(shift[0]))
+    gci, gcw = grid_taps(w, m, float(shift[1]))
     rp, cp, runs = plan.rows, plan.cols, plan.runs
 
     cdef const float[:, ::1] f_v = frame
-    cdef const float[:, :, ::1] g_v = grad
-    cdef const float[:, :, :, ::1] p_v = planes
+    cdef float[:, :, ::1] g_v = grad
+    cdef float[:, :, :, ::1] p_v = planes
+    cdef const int[:, ::1] gri_v = gri
+    cdef const double[:, ::1] grw_v = grw
+    cdef const int[:, ::1] gci_v = gci
+    cdef const double[:, ::1] gcw_v = gcw
     cdef const float[:, :, :, :, ::1] t_v = plan.table
     cdef const int[:, ::1] ri_v = rp.cr_idx
     cdef const double[:, ::1] rw_v = rp.cr_wt
@@ -400,7 +464,12 @@ def esrrf_map_cython(frame, magnification, radius, sensitivity, intensity_weight
     c.HM = h * m
     c.WM = w * m
     cdef int sched = SCHEDULES.index(schedule)
+    cdef int W = w, GR = 2 * h + 1, GC = 2 * w + 1
+    # one GIL release for both passes (each re-acquisition can wait for another
+    # thread's switch interval in a busy pipeline)
     with nogil:
+        _grid(&f_v[0, 0], W, GR, &gri_v[0, 0], &grw_v[0, 0], &gci_v[0, 0],
+              &gcw_v[0, 0], GC, &g_v[0, 0, 0], &p_v[0, 0, 0, 0])
         _run(&c, sched)
     return out
 

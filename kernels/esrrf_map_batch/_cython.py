@@ -16,11 +16,14 @@ __all__ = ["variant"]
 def variant(schedule: str) -> Callable[..., np.ndarray]:
     """The batch map with the Cython per-frame map of OpenMP ``schedule``."""
 
-    def per_frame(frame, m, r, s, iw, shift):  # type: ignore[no-untyped-def]
-        return esrrf_map_cython(frame, m, r, s, iw, shift, schedule)
+    def per_frame(frame, m, r, s, iw, shift, out=None):  # type: ignore[no-untyped-def]
+        return esrrf_map_cython(frame, m, r, s, iw, shift, schedule, out)
 
     return batch_of(
-        per_frame, f"esrrf_map_batch_cython_{schedule}", f"Cython, schedule {schedule},"
+        per_frame,
+        f"esrrf_map_batch_cython_{schedule}",
+        f"Cython, schedule {schedule},",
+        writes_into=True,
     )
 
 

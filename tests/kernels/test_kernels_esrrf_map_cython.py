@@ -40,11 +40,18 @@ def _frames(shape: tuple[int, int], n: int, seed: int = 0) -> np.ndarray:
 def test_reused_scratch_gives_the_same_maps_across_shapes(schedule):
     """Alternating shapes and shifts: every map equals the one made first, alone."""
     a, b = _frames((24, 31), 2, seed=1), _frames((17, 20), 2, seed=2)
-    calls = [(a[0], (0.3, -0.2)), (b[0], (0.0, 0.0)), (a[1], (1.1, 0.4)), (b[1], (-0.7, 0.9))]
+    calls = [
+        (a[0], (0.3, -0.2)),
+        (b[0], (0.0, 0.0)),
+        (a[1], (1.1, 0.4)),
+        (b[1], (-0.7, 0.9)),
+    ]
     want = [cy.esrrf_map_cython(f, 3, 1.5, 2.0, True, s, schedule) for f, s in calls]
     for _ in range(2):
-        for (f, s), w in zip(reversed(calls), reversed(want)):
-            np.testing.assert_array_equal(cy.esrrf_map_cython(f, 3, 1.5, 2.0, True, s, schedule), w)
+        for (f, s), w in zip(reversed(calls), reversed(want), strict=True):
+            np.testing.assert_array_equal(
+                cy.esrrf_map_cython(f, 3, 1.5, 2.0, True, s, schedule), w
+            )
     # the scratch was reused: the map must not hand it out as its result
     assert not np.shares_memory(cy.esrrf_map_cython(a[0], 3, 1.5, 2.0, True), want[0])
 
@@ -79,7 +86,10 @@ def test_threads_keep_their_own_scratch():
     """Two threads mapping different shapes at once get the single-thread maps."""
     stacks = {"a": _frames((32, 28), 6, seed=3), "b": _frames((21, 40), 6, seed=4)}
     want = {
-        k: [cy.esrrf_map_cython(f, 2, 2.0, 1.0, True, (0.1 * i, -0.05 * i)) for i, f in enumerate(s)]
+        k: [
+            cy.esrrf_map_cython(f, 2, 2.0, 1.0, True, (0.1 * i, -0.05 * i))
+            for i, f in enumerate(s)
+        ]
         for k, s in stacks.items()
     }
     got: dict[str, list[np.ndarray]] = {"a": [], "b": []}
@@ -101,7 +111,7 @@ def test_threads_keep_their_own_scratch():
         assert not t.is_alive(), "a mapping thread did not finish within 60 s"
     for key in stacks:
         assert len(got[key]) == 6
-        for g, w in zip(got[key], want[key]):
+        for g, w in zip(got[key], want[key], strict=True):
             np.testing.assert_array_equal(g, w)
 
 
@@ -115,7 +125,10 @@ def test_batch_written_in_place_equals_frame_by_frame(schedule):
     frames = _frames((18, 26), 4, seed=5)
     shifts = np.array([[0.0, 0.0], [0.5, -0.25], [-1.0, 0.75], [0.1, 0.2]])
     want = np.stack(
-        [cy.esrrf_map_cython(f, 2, 1.5, 1.0, True, tuple(s), schedule) for f, s in zip(frames, shifts)]
+        [
+            cy.esrrf_map_cython(f, 2, 1.5, 1.0, True, tuple(s), schedule)
+            for f, s in zip(frames, shifts, strict=True)
+        ]
     )
     out = np.full((4, 36, 52), np.nan, dtype=np.float32)
     assert batch(frames, 2, 1.5, 1.0, True, shifts, out=out) is out
