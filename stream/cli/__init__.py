@@ -38,7 +38,7 @@ COMMANDS: tuple[str, ...] = (
     "livesr.stream.cli._cmd_backends",
 )
 
-#: commands that stream live: their OpenMP threads wait passively between batches
+#: commands that stream live: on small machines their OpenMP threads wait passively between batches
 #: (:mod:`livesr.stream._openmp`), set before any kernel loads OpenMP
 LIVE_COMMANDS = ("run", "replay")
 

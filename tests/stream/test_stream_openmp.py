@@ -1,6 +1,6 @@
 """``livesr run`` / ``replay`` ask for passive OpenMP waiting before any kernel loads
-OpenMP (stream/_openmp.py); a policy the user set is kept; a runtime loaded earlier
-is left alone.  Each case runs in a fresh interpreter: libgomp reads the variable
+OpenMP on a small machine (stream/_openmp.py); a policy the user set is kept; a
+runtime loaded earlier is left alone; a many-core host keeps OpenMP's default.  Each case runs in a fresh interpreter: libgomp reads the variable
 once, when it loads."""
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ pytest.importorskip(
 
 _PROBE = r"""
 import json, os, sys
+import livesr.stream._openmp as omp
 from livesr.stream._openmp import openmp_loaded, prefer_passive_openmp
+if len(sys.argv) > 2:  # the machine's usable CPUs, as the probe's caller says
+    omp.usable_cpus = lambda: int(sys.argv[2])
 if sys.argv[1] == "load-first":
     import livesr.kernels.esrrf_map._cython  # noqa: F401  (OpenMP loads here)
 before = openmp_loaded()
@@ -30,20 +33,38 @@ print(json.dumps({"before": before, "took": took,
 """
 
 
-def _probe(mode: str, policy: str | None) -> dict[str, object]:
+def _probe(mode: str, policy: str | None, cpus: int = 2) -> dict[str, object]:
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     if policy is not None:
         env["OMP_WAIT_POLICY"] = policy
     done = subprocess.run(
-        [sys.executable, "-c", _PROBE, mode],
+        [sys.executable, "-c", _PROBE, mode, str(cpus)],
         env=env, capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_passive_is_set_before_openmp_loads() -> None:
-    r = _probe("fresh", None)
+@pytest.mark.parametrize("cpus", [1, 2, 4])
+def test_passive_is_set_before_openmp_loads(cpus: int) -> None:
+    r = _probe("fresh", None, cpus)
     assert r == {"before": False, "took": True, "policy": "PASSIVE", "loaded": True}
+
+
+@pytest.mark.parametrize("cpus", [5, 16, 128])
+def test_a_many_core_host_keeps_the_default(cpus: int) -> None:
+    r = _probe("fresh", None, cpus)
+    assert r == {"before": False, "took": False, "policy": None, "loaded": True}
+
+
+def test_usable_cpus_is_the_affinity_mask() -> None:
+    from livesr.stream._openmp import usable_cpus
+
+    want = (
+        len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count()
+    )
+    assert usable_cpus() == want >= 1
 
 
 @pytest.mark.parametrize("policy,passive", [("active", False), ("passive", True)])
@@ -71,6 +92,7 @@ def test_the_cli_asks_for_it_for_the_live_commands(
         "import importlib, os\n"
         "from livesr.stream import cli\n"
         "import livesr.stream._openmp as o\n"
+        "o.usable_cpus = lambda: 2  # a laptop's, whatever runs the test\n"
         f"cmd = importlib.import_module('livesr.stream.cli.{module}')\n"
         "seen = []\n"
         "real = o.prefer_passive_openmp\n"
