@@ -1,4 +1,4 @@
-"""OpenMP threads that sleep between parallel regions in the live commands.
+"""OpenMP workers that sleep between parallel regions on small machines.
 
 The compiled eSRRF maps (Cython ``prange``, numba's ``omp`` threading layer) run on
 OpenMP.  By default libgomp's worker threads *spin* for a while after every parallel

@@ -516,9 +516,10 @@ class LiveStreamWidget:
 def make_live_widget(napari_viewer: Any) -> Any:
     """The live-stream dock widget for ``napari_viewer``.
 
-    The runs it starts share napari's process: their OpenMP workers are asked to
-    sleep between batches, not spin (:mod:`livesr.stream._openmp`), so that the
-    GUI thread keeps a core; without effect if a kernel loaded OpenMP already.
+    The runs it starts share napari's process: on a machine with few cores their
+    OpenMP workers are asked to sleep between batches, not spin
+    (:mod:`livesr.stream._openmp`), so that the GUI thread keeps a core; without
+    effect if a kernel loaded OpenMP already.
     """
     from livesr.stream._openmp import prefer_passive_openmp
 

@@ -394,16 +394,16 @@ def esrrf_map_cython(frame, magnification, radius, sensitivity, intensity_weight
     h, w = frame.shape
     plan = frame_plan(frame.shape, m, radius, shift)
     if out is None:
-        out = np.zeros((h * m, w * m), dtype=np.float32)
-    else:
-        if (not isinstance(out, np.ndarray) or out.shape != (h * m, w * m)
-                or out.dtype != np.float32 or not out.flags.c_contiguous
-                or not out.flags.writeable):
-            raise ValueError(
-                f"out must be a writeable C-contiguous float32 array of shape "
-                f"{(h * m, w * m)}; got {getattr(out, 'shape', type(out))}"
-            )
-        _zero_border(out, plan.consts.margin)
+        out = np.empty((h * m, w * m), dtype=np.float32)
+    elif (not isinstance(out, np.ndarray) or out.shape != (h * m, w * m)
+            or out.dtype != np.float32 or not out.flags.c_contiguous
+            or not out.flags.writeable):
+        raise ValueError(
+            f"out must be a writeable C-contiguous float32 array of shape "
+            f"{(h * m, w * m)}; got {getattr(out, 'shape', type(out))}"
+        )
+    # the kernel writes every pixel inside the margin, so only the border is zeroed
+    _zero_border(out, plan.consts.margin)
     grad, planes = _workspace(h, w)
     gri, grw = grid_taps(h, m, float(shift[0]))
     gci, gcw = grid_taps(w, m, float(shift[1]))
